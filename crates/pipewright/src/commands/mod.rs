@@ -1,0 +1,4 @@
+//! One module per CLI command; each exposes `run(…) -> anyhow::Result<ExitCode>`.
+
+pub mod schema;
+pub mod validate;

@@ -1,0 +1,110 @@
+//! `pipewright validate`: load each file (or every YAML file below a directory), print every diagnostic with
+//! its position and a caret snippet, and a one-line summary per file; or one JSON object per file.
+
+use crate::Output;
+use anyhow::Context;
+use spec::{Document, Entity, ExecutionElement};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut found = Vec::new();
+            collect(p, &mut found).with_context(|| format!("{}: cannot list the directory", p.display()))?;
+            found.sort();
+            if found.is_empty() {
+                anyhow::bail!("{}: no .yaml or .yml files in this directory", p.display());
+            }
+            out.extend(found);
+        } else {
+            out.push(p.clone());
+        }
+    }
+    Ok(out)
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+fn count_steps(els: &[ExecutionElement]) -> usize {
+    els.iter()
+        .map(|e| match e {
+            ExecutionElement::Step(_) => 1,
+            ExecutionElement::StepGroup(g) => count_steps(&g.steps),
+            ExecutionElement::Parallel(p) => count_steps(p),
+        })
+        .sum()
+}
+
+fn summary(doc: &Document) -> String {
+    let warnings = doc.warnings().count();
+    let w = match warnings {
+        0 => String::new(),
+        1 => " (1 warning)".into(),
+        n => format!(" ({n} warnings)"),
+    };
+    match (&doc.entity, doc.is_valid()) {
+        (Some(Entity::Pipeline(p)), true) => {
+            let stages = p.all_stages();
+            let steps: usize = stages.iter().map(|s| count_steps(&s.spec.execution.steps)).sum();
+            format!("{}: valid pipeline `{}`: {} stages, {} steps{w}", doc.path, p.identifier.value, stages.len(), steps)
+        }
+        (Some(e), true) => format!("{}: valid {} `{}`{w}", doc.path, e.kind(), e.identifier()),
+        _ => {
+            let errors = doc.errors().count();
+            format!("{}: invalid: {errors} error{}{w}", doc.path, if errors == 1 { "" } else { "s" })
+        }
+    }
+}
+
+/// Validate the files.
+pub fn run(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
+    let files = expand(paths)?;
+    let mut ok = true;
+    for f in &files {
+        let doc = match spec::load_file(f) {
+            Ok(d) => d,
+            Err(e) => {
+                ok = false;
+                match output {
+                    Output::Text => eprintln!("error: {e}"),
+                    Output::Json => println!(
+                        "{}",
+                        serde_json::json!({"file": f.display().to_string(), "valid": false,
+                            "errors": [{"line": 0, "column": 0, "message": e.to_string()}], "warnings": []})
+                    ),
+                }
+                continue;
+            }
+        };
+        ok &= doc.is_valid();
+        match output {
+            Output::Text => {
+                eprint!("{}", doc.render_diagnostics());
+                println!("{}", summary(&doc));
+            }
+            Output::Json => {
+                let v = serde_json::json!({
+                    "file": doc.path,
+                    "valid": doc.is_valid(),
+                    "kind": doc.entity.as_ref().map(Entity::kind),
+                    "errors": doc.errors().map(|d| d.to_json()).collect::<Vec<_>>(),
+                    "warnings": doc.warnings().map(|d| d.to_json()).collect::<Vec<_>>(),
+                });
+                println!("{}", serde_json::to_string(&v)?);
+            }
+        }
+    }
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

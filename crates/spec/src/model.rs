@@ -1,0 +1,961 @@
+//! The typed model of Harness v0 YAML: pipelines, stages, steps, step groups, strategies, failure strategies,
+//! variables, and the entities kept beside them (services, environments, infrastructure definitions, input
+//! sets). Every node keeps its source [`Span`]; the model serialises back to Harness's YAML shape and derives
+//! the JSON Schema that `pipewright schema` prints.
+
+use crate::diag::Span;
+use crate::duration::Duration;
+use schemars::JsonSchema;
+use serde::Serialize;
+use std::borrow::Cow;
+
+/// A value with the span it was read from; serialises as the bare value.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Spanned<T> {
+    /// The value.
+    pub value: T,
+    /// Where it was written.
+    pub span: Span,
+}
+
+impl<T> Spanned<T> {
+    /// Wrap a value.
+    pub fn new(value: T, span: Span) -> Self {
+        Spanned { value, span }
+    }
+}
+
+impl<T> std::ops::Deref for Spanned<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl<T: Serialize> Serialize for Spanned<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.value.serialize(s)
+    }
+}
+
+impl<T: JsonSchema> JsonSchema for Spanned<T> {
+    fn inline_schema() -> bool {
+        true
+    }
+    fn schema_name() -> Cow<'static, str> {
+        T::schema_name()
+    }
+    fn json_schema(g: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        g.subschema_for::<T>()
+    }
+}
+
+/// A string field (may hold `<+…>` expressions or be a `<+input>`).
+pub type Str = Spanned<String>;
+
+/// Free-form YAML kept as it was written (`properties`, `platform`, `serviceInputs`, …).
+pub type Any = serde_json::Value;
+
+/// `key: value` tags.
+pub type Tags = serde_json::Map<String, serde_json::Value>;
+
+/// `pipeline:` — the root of a pipeline file.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Pipeline {
+    /// Display name.
+    pub name: Str,
+    /// Identifier, unique in the project.
+    pub identifier: Str,
+    /// Project the pipeline belongs to.
+    pub project_identifier: Option<Str>,
+    /// Organization the project belongs to.
+    pub org_identifier: Option<Str>,
+    /// Description.
+    pub description: Option<Str>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// "Allow selective stage(s) executions".
+    pub allow_stage_executions: bool,
+    /// Pipeline variables (`<+pipeline.variables.x>`).
+    pub variables: Vec<Variable>,
+    /// Kept as written.
+    pub properties: Option<Any>,
+    /// Whole-pipeline timeout.
+    pub timeout: Option<Duration>,
+    /// Stages in order; `parallel` blocks run side by side.
+    pub stages: Vec<StageElement>,
+    /// Kept as written.
+    pub notification_rules: Option<Any>,
+    /// Kept as written.
+    pub delegate_selectors: Option<Vec<Str>>,
+    /// Where the `pipeline:` map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// An entry of `stages:`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum StageElement {
+    /// `- stage: …`
+    Stage(Box<Stage>),
+    /// `- parallel: [ - stage: … ]`
+    Parallel(Vec<StageElement>),
+}
+
+/// The supported stage types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum StageType {
+    /// Runs steps.
+    Custom,
+    /// A build stage; runs steps locally.
+    #[serde(rename = "CI")]
+    Ci,
+    /// Deploys a service to an environment's infrastructure.
+    Deployment,
+    /// Waits for an approval.
+    Approval,
+}
+
+impl StageType {
+    /// Every supported name.
+    pub const NAMES: &'static [&'static str] = &["Custom", "CI", "Deployment", "Approval"];
+}
+
+/// `stage:`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Stage {
+    /// Display name.
+    pub name: Str,
+    /// Identifier, unique in the pipeline.
+    pub identifier: Str,
+    /// Description.
+    pub description: Option<Str>,
+    /// Stage type.
+    #[serde(rename = "type")]
+    pub stage_type: StageType,
+    /// The stage's spec.
+    pub spec: StageSpec,
+    /// Stage variables (`<+stage.variables.x>`).
+    pub variables: Vec<Variable>,
+    /// Conditional execution.
+    pub when: Option<When>,
+    /// Failure strategies.
+    pub failure_strategies: Vec<FailureStrategy>,
+    /// Looping strategy.
+    pub strategy: Option<Strategy>,
+    /// Timeout.
+    pub timeout: Option<Duration>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// Kept as written.
+    pub delegate_selectors: Option<Vec<Str>>,
+    /// Where the `stage:` map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// A stage's `spec:`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StageSpec {
+    /// CI: whether to clone the codebase (kept).
+    pub clone_codebase: Option<bool>,
+    /// CI: kept as written.
+    pub platform: Option<Any>,
+    /// CI: kept as written.
+    pub runtime: Option<Any>,
+    /// CI: kept as written (for Deployment: the older infrastructure form, see `legacy_infrastructure`).
+    pub infrastructure: Option<Any>,
+    /// CI: kept as written.
+    pub caching: Option<Any>,
+    /// Deployment: `Kubernetes`, `NativeHelm`, `Ssh`, …
+    pub deployment_type: Option<Str>,
+    /// Deployment: the service.
+    pub service: Option<ServiceConfig>,
+    /// Deployment: the environment and infrastructure.
+    pub environment: Option<EnvironmentConfig>,
+    /// Deployment: the older `serviceConfig:` form.
+    pub service_config: Option<LegacyConfig>,
+    /// Deployment: the older `infrastructure:` form, parsed (`useFromStage`, `environmentRef`).
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub legacy_infrastructure: Option<LegacyConfig>,
+    /// Approval stages and all others: the steps.
+    pub execution: Execution,
+}
+
+/// `execution:`
+#[derive(Debug, Clone, Serialize, JsonSchema, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct Execution {
+    /// Steps in order.
+    pub steps: Vec<ExecutionElement>,
+    /// Steps run by `StageRollback` / `PipelineRollback`.
+    pub rollback_steps: Vec<ExecutionElement>,
+    /// Where the `execution:` map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// `useFromStage: {stage: ID}` — propagate a setting from an earlier stage.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct UseFromStage {
+    /// The stage to take the setting from.
+    pub stage: Str,
+}
+
+/// `service:` of a Deployment stage.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ServiceConfig {
+    /// The service entity's identifier.
+    pub service_ref: Option<Str>,
+    /// Runtime inputs for the service, kept as written.
+    pub service_inputs: Option<Any>,
+    /// Propagate the service from an earlier stage.
+    pub use_from_stage: Option<UseFromStage>,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// `environment:` of a Deployment stage.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct EnvironmentConfig {
+    /// The environment entity's identifier.
+    pub environment_ref: Option<Str>,
+    /// Kept as written.
+    pub deploy_to_all: Option<bool>,
+    /// Runtime inputs for the environment, kept as written.
+    pub environment_inputs: Option<Any>,
+    /// Infrastructure definitions to deploy to.
+    pub infrastructure_definitions: Vec<InfraRef>,
+    /// Propagate environment and infrastructure from an earlier stage.
+    pub use_from_stage: Option<UseFromStage>,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// An entry of `infrastructureDefinitions:`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct InfraRef {
+    /// The infrastructure definition's identifier.
+    pub identifier: Str,
+    /// Runtime inputs, kept as written.
+    pub inputs: Option<Any>,
+}
+
+/// The older `serviceConfig:` / `infrastructure:` forms: a reference and/or `useFromStage`, the rest kept.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LegacyConfig {
+    /// `serviceRef` or `environmentRef`.
+    pub reference: Option<Str>,
+    /// Propagate from an earlier stage.
+    pub use_from_stage: Option<UseFromStage>,
+    /// The whole block as written.
+    pub raw: Any,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// An entry of `steps:` / `rollbackSteps:`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ExecutionElement {
+    /// `- step: …`
+    Step(Box<Step>),
+    /// `- stepGroup: …`
+    StepGroup(Box<StepGroup>),
+    /// `- parallel: [ … ]`
+    Parallel(Vec<ExecutionElement>),
+}
+
+/// `stepGroup:`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepGroup {
+    /// Display name.
+    pub name: Str,
+    /// Identifier, unique in the stage.
+    pub identifier: Str,
+    /// The group's steps.
+    pub steps: Vec<ExecutionElement>,
+    /// Conditional execution.
+    pub when: Option<When>,
+    /// Failure strategies.
+    pub failure_strategies: Vec<FailureStrategy>,
+    /// Looping strategy.
+    pub strategy: Option<Strategy>,
+    /// Timeout.
+    pub timeout: Option<Duration>,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// The supported step types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum StepType {
+    /// A bash or sh script on this machine.
+    ShellScript,
+    /// A command (a container step in Harness CI; run on this machine by pipewright).
+    Run,
+    /// An HTTP request with an assertion.
+    Http,
+    /// Waits for a duration.
+    Wait,
+    /// Waits for a person's approval.
+    HarnessApproval,
+}
+
+impl StepType {
+    /// Every supported name.
+    pub const NAMES: &'static [&'static str] = &["ShellScript", "Run", "Http", "Wait", "HarnessApproval"];
+}
+
+/// `step:`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Step {
+    /// Display name.
+    pub name: Str,
+    /// Identifier, unique in the stage.
+    pub identifier: Str,
+    /// Step type.
+    #[serde(rename = "type")]
+    pub step_type: StepType,
+    /// Description.
+    pub description: Option<Str>,
+    /// Timeout.
+    pub timeout: Option<Duration>,
+    /// The type's settings.
+    pub spec: StepSpec,
+    /// Conditional execution.
+    pub when: Option<When>,
+    /// Failure strategies.
+    pub failure_strategies: Vec<FailureStrategy>,
+    /// Looping strategy.
+    pub strategy: Option<Strategy>,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// A step's `spec:`, by type.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(untagged)]
+pub enum StepSpec {
+    /// `ShellScript`
+    ShellScript(ShellScriptSpec),
+    /// `Run`
+    Run(RunSpec),
+    /// `Http`
+    Http(HttpSpec),
+    /// `Wait`
+    Wait(WaitSpec),
+    /// `HarnessApproval`
+    HarnessApproval(ApprovalSpec),
+}
+
+/// Shells a script may run in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum Shell {
+    /// `bash`
+    Bash,
+    /// `sh`
+    Sh,
+}
+
+/// A name/value pair (`environmentVariables`, `headers`).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct NameValue {
+    /// Name.
+    pub name: Str,
+    /// Value (may hold expressions).
+    pub value: Str,
+    /// `String` or `Secret`.
+    #[serde(rename = "type")]
+    pub value_type: Option<Str>,
+}
+
+/// An output variable: `{name, type, value}` (ShellScript: `value` names the shell variable; Http: an
+/// expression), or `{name}` (Run: the environment variable of that name).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OutputVariable {
+    /// The output's name.
+    pub name: Str,
+    /// `String`, `Secret`.
+    #[serde(rename = "type")]
+    pub value_type: Option<Str>,
+    /// The shell variable (ShellScript) or expression (Http) that gives the value.
+    pub value: Option<Str>,
+}
+
+/// `ShellScript` spec.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ShellScriptSpec {
+    /// `Bash` or `Sh`.
+    pub shell: Shell,
+    /// `source: {type: Inline, spec: {script: …}}`, flattened to the script.
+    #[serde(rename = "source", serialize_with = "ser_inline_source")]
+    #[schemars(with = "InlineSource")]
+    pub script: Str,
+    /// Exported before the script runs.
+    pub environment_variables: Vec<NameValue>,
+    /// Captured after the script ends.
+    pub output_variables: Vec<OutputVariable>,
+    /// Kept as written (pipewright runs on this machine).
+    pub execution_target: Option<Any>,
+    /// Kept as written.
+    pub delegate_selectors: Option<Vec<Str>>,
+}
+
+/// `source:` of a ShellScript step.
+#[derive(Serialize, JsonSchema)]
+struct InlineSource {
+    /// Always `Inline`.
+    #[serde(rename = "type")]
+    source_type: String,
+    /// `{script: …}`
+    spec: InlineScript,
+}
+
+#[derive(Serialize, JsonSchema)]
+struct InlineScript {
+    script: String,
+}
+
+fn ser_inline_source<S: serde::Serializer>(script: &Str, s: S) -> Result<S::Ok, S::Error> {
+    InlineSource { source_type: "Inline".into(), spec: InlineScript { script: script.value.clone() } }.serialize(s)
+}
+
+/// `Run` spec.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RunSpec {
+    /// `Sh`, `Bash` (others are refused).
+    pub shell: Option<Shell>,
+    /// The command.
+    pub command: Str,
+    /// Environment variables (`KEY: value`).
+    pub env_variables: Option<serde_json::Map<String, serde_json::Value>>,
+    /// Environment variables captured after the command ends.
+    pub output_variables: Vec<OutputVariable>,
+    /// Ignored locally (reported by `validate`).
+    pub image: Option<Str>,
+    /// Ignored locally (reported by `validate`).
+    pub connector_ref: Option<Str>,
+}
+
+/// `Http` spec.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpSpec {
+    /// URL.
+    pub url: Str,
+    /// `GET`, `POST`, `PUT`, `DELETE`, `HEAD`, `OPTIONS`, `PATCH`.
+    pub method: Str,
+    /// Request headers (`{key, value}`).
+    pub headers: Vec<HttpHeader>,
+    /// Request body.
+    pub request_body: Option<Str>,
+    /// A condition over `<+httpResponseCode>` / `<+httpResponseBody>`.
+    pub assertion: Option<Str>,
+    /// Outputs: `{name, type, value: <expression>}`.
+    pub output_variables: Vec<OutputVariable>,
+}
+
+/// An HTTP header.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct HttpHeader {
+    /// Header name.
+    pub key: Str,
+    /// Header value.
+    pub value: Str,
+}
+
+/// `Wait` spec.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct WaitSpec {
+    /// How long to wait.
+    pub duration: Duration,
+}
+
+/// `HarnessApproval` spec.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApprovalSpec {
+    /// Shown to approvers.
+    pub approval_message: Option<Str>,
+    /// Kept.
+    pub include_pipeline_execution_history: Option<bool>,
+    /// Who may approve.
+    pub approvers: Approvers,
+    /// Inputs the approver fills in (`{name, defaultValue}`).
+    pub approver_inputs: Vec<ApproverInput>,
+    /// Kept.
+    pub is_auto_reject_enabled: Option<bool>,
+}
+
+/// `approvers:`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Approvers {
+    /// User groups whose members may approve.
+    pub user_groups: Vec<Str>,
+    /// How many approvals are needed.
+    pub minimum_count: u32,
+    /// Whether the person who ran the pipeline is barred from approving.
+    pub disallow_pipeline_executor: bool,
+}
+
+/// An approver input.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproverInput {
+    /// Name.
+    pub name: Str,
+    /// Default.
+    pub default_value: Option<Str>,
+}
+
+/// Variable types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum VariableType {
+    /// Text.
+    String,
+    /// A number.
+    Number,
+    /// A secret reference (masked in logs).
+    Secret,
+}
+
+/// A pipeline, stage, service or environment variable.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Variable {
+    /// Name.
+    pub name: Str,
+    /// Type.
+    #[serde(rename = "type")]
+    pub var_type: VariableType,
+    /// Description.
+    pub description: Option<Str>,
+    /// Whether a value must be given.
+    pub required: Option<bool>,
+    /// The value (text as written; may be an expression or `<+input>`).
+    pub value: Option<Str>,
+    /// Default.
+    pub default: Option<Str>,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// `when:`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct When {
+    /// Stages: `pipelineStatus`.
+    pub pipeline_status: Option<StatusCondition>,
+    /// Steps and step groups: `stageStatus`.
+    pub stage_status: Option<StatusCondition>,
+    /// An expression that must be true.
+    pub condition: Option<Str>,
+}
+
+/// `Success`, `Failure`, `All`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum StatusCondition {
+    /// Run only if all went well so far.
+    Success,
+    /// Run only if something failed.
+    Failure,
+    /// Run regardless.
+    All,
+}
+
+/// An entry of `failureStrategies:`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct FailureStrategy {
+    /// `onFailure:`
+    pub on_failure: OnFailure,
+}
+
+/// `onFailure: {errors, action}`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct OnFailure {
+    /// Which errors this strategy handles.
+    pub errors: Vec<ErrorType>,
+    /// What to do.
+    pub action: Action,
+}
+
+/// Failure types a strategy may match.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum ErrorType {
+    /// Any failure.
+    AllErrors,
+    /// An unclassified failure (a non-zero exit, a failed assertion).
+    Unknown,
+    /// A timeout.
+    Timeout,
+    /// Credentials refused.
+    Authentication,
+    /// Not allowed.
+    Authorization,
+    /// A connection failed.
+    Connectivity,
+    /// No executor could be had.
+    DelegateProvisioning,
+    /// A verification failed.
+    Verification,
+    /// A policy refused.
+    PolicyEvaluationFailure,
+    /// An execution input was not given in time.
+    InputTimeoutError,
+    /// An approval was rejected.
+    ApprovalRejection,
+    /// The executor restarted.
+    DelegateRestart,
+    /// A user marked the node failed.
+    UserMarkedFailure,
+}
+
+impl ErrorType {
+    /// Every supported name.
+    pub const NAMES: &'static [&'static str] = &[
+        "AllErrors",
+        "Unknown",
+        "Timeout",
+        "Authentication",
+        "Authorization",
+        "Connectivity",
+        "DelegateProvisioning",
+        "Verification",
+        "PolicyEvaluationFailure",
+        "InputTimeoutError",
+        "ApprovalRejection",
+        "DelegateRestart",
+        "UserMarkedFailure",
+    ];
+}
+
+/// A failure-strategy action.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(tag = "type", content = "spec")]
+pub enum Action {
+    /// Try again.
+    Retry(RetrySpec),
+    /// Mark `IgnoreFailed` and go on.
+    Ignore,
+    /// Abort the pipeline.
+    Abort,
+    /// Mark success and go on.
+    MarkAsSuccess,
+    /// Mark failed.
+    MarkAsFailure,
+    /// Wait for a person's decision.
+    ManualIntervention(ManualInterventionSpec),
+    /// Run the stage's rollback steps.
+    StageRollback,
+    /// Run the rollback steps of every stage that ran, in reverse.
+    PipelineRollback,
+}
+
+impl Action {
+    /// Every supported name.
+    pub const NAMES: &'static [&'static str] = &[
+        "Retry",
+        "Ignore",
+        "Abort",
+        "MarkAsSuccess",
+        "MarkAsFailure",
+        "ManualIntervention",
+        "StageRollback",
+        "PipelineRollback",
+    ];
+}
+
+/// `Retry` settings.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RetrySpec {
+    /// How many more attempts.
+    pub retry_count: u32,
+    /// Waits between attempts (the last repeats).
+    pub retry_intervals: Vec<Duration>,
+    /// What to do when the last attempt fails.
+    pub on_retry_failure: Box<ActionHolder>,
+}
+
+/// `{action: …}`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ActionHolder {
+    /// The action.
+    pub action: Action,
+}
+
+/// `ManualIntervention` settings.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ManualInterventionSpec {
+    /// How long to wait for a decision.
+    pub timeout: Option<Duration>,
+    /// What to do when nobody decides in time.
+    pub on_timeout: Box<ActionHolder>,
+}
+
+/// `strategy:` — a looping strategy.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum Strategy {
+    /// `matrix:` — one iteration per combination of axis values.
+    Matrix(Matrix),
+    /// `repeat:` — `times` iterations or one per item.
+    Repeat(Repeat),
+    /// `parallelism: N` — N identical iterations.
+    Parallelism(Spanned<u32>),
+}
+
+/// `matrix:`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Matrix {
+    /// Axis name → values (kept as written; values may be expressions).
+    #[serde(flatten)]
+    pub axes: serde_json::Map<String, serde_json::Value>,
+    /// Combinations to leave out.
+    pub exclude: Vec<serde_json::Map<String, serde_json::Value>>,
+    /// How many iterations run at once.
+    pub max_concurrency: Option<u32>,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// `repeat:`
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Repeat {
+    /// Run this many times.
+    pub times: Option<u32>,
+    /// Run once per item (`<+repeat.item>`).
+    pub items: Option<Vec<serde_json::Value>>,
+    /// How many iterations run at once.
+    pub max_concurrency: Option<u32>,
+}
+
+/// `service:` entity file.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    /// Name.
+    pub name: Str,
+    /// Identifier.
+    pub identifier: Str,
+    /// Organization.
+    pub org_identifier: Option<Str>,
+    /// Project.
+    pub project_identifier: Option<Str>,
+    /// Description.
+    pub description: Option<Str>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// `serviceDefinition.type`.
+    pub deployment_type: Option<Str>,
+    /// `serviceDefinition.spec.variables` (`<+serviceVariables.x>`).
+    pub variables: Vec<Variable>,
+    /// The whole `serviceDefinition` as written.
+    pub service_definition: Option<Any>,
+}
+
+/// Environment types.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+pub enum EnvironmentType {
+    /// Production.
+    Production,
+    /// Anything else.
+    PreProduction,
+}
+
+/// `environment:` entity file.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Environment {
+    /// Name.
+    pub name: Str,
+    /// Identifier.
+    pub identifier: Str,
+    /// `Production` or `PreProduction`.
+    #[serde(rename = "type")]
+    pub env_type: EnvironmentType,
+    /// Organization.
+    pub org_identifier: Option<Str>,
+    /// Project.
+    pub project_identifier: Option<Str>,
+    /// Description.
+    pub description: Option<Str>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// `<+env.variables.x>`.
+    pub variables: Vec<Variable>,
+}
+
+/// `infrastructureDefinition:` entity file.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InfrastructureDefinition {
+    /// Name.
+    pub name: Str,
+    /// Identifier.
+    pub identifier: Str,
+    /// The environment it belongs to.
+    pub environment_ref: Str,
+    /// Deployment type.
+    pub deployment_type: Option<Str>,
+    /// Infrastructure type (`KubernetesDirect`, …).
+    #[serde(rename = "type")]
+    pub infra_type: Option<Str>,
+    /// Organization.
+    pub org_identifier: Option<Str>,
+    /// Project.
+    pub project_identifier: Option<Str>,
+    /// Description.
+    pub description: Option<Str>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// The spec as written (`<+infra.namespace>` reads `spec.namespace`).
+    pub spec: serde_json::Map<String, serde_json::Value>,
+}
+
+/// `inputSet:` file: runtime-input values in the pipeline's shape.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct InputSet {
+    /// Name.
+    pub name: Str,
+    /// Identifier.
+    pub identifier: Str,
+    /// Organization.
+    pub org_identifier: Option<Str>,
+    /// Project.
+    pub project_identifier: Option<Str>,
+    /// Description.
+    pub description: Option<Str>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// The pipeline-shaped values (`pipeline.identifier` names the pipeline).
+    pub pipeline: Any,
+    /// The pipeline the set is for.
+    pub pipeline_identifier: Option<Str>,
+}
+
+/// `overlayInputSet:` file: several input sets combined, later ones winning.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct OverlayInputSet {
+    /// Name.
+    pub name: Str,
+    /// Identifier.
+    pub identifier: Str,
+    /// Organization.
+    pub org_identifier: Option<Str>,
+    /// Project.
+    pub project_identifier: Option<Str>,
+    /// Description.
+    pub description: Option<Str>,
+    /// Tags.
+    pub tags: Option<Tags>,
+    /// Input sets in overlay order.
+    pub input_set_references: Vec<Str>,
+}
+
+/// The root of a pipeline YAML file, for the JSON Schema.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct PipelineFile {
+    /// The pipeline.
+    pub pipeline: Pipeline,
+}
+
+fn collect_stages<'a>(els: &'a [StageElement], out: &mut Vec<&'a Stage>) {
+    for e in els {
+        match e {
+            StageElement::Stage(s) => out.push(s),
+            StageElement::Parallel(inner) => collect_stages(inner, out),
+        }
+    }
+}
+
+impl Pipeline {
+    /// Every stage, flattening parallel blocks, in YAML order.
+    pub fn all_stages(&self) -> Vec<&Stage> {
+        let mut out = Vec::new();
+        collect_stages(&self.stages, &mut out);
+        out
+    }
+
+    /// Stages grouped by the order they run in: each entry is one stage, or the stages of one parallel block.
+    pub fn stage_groups(&self) -> Vec<Vec<&Stage>> {
+        self.stages
+            .iter()
+            .map(|e| {
+                let mut v = Vec::new();
+                collect_stages(std::slice::from_ref(e), &mut v);
+                v
+            })
+            .collect()
+    }
+
+    /// The stage with this identifier.
+    pub fn stage(&self, id: &str) -> Option<&Stage> {
+        self.all_stages().into_iter().find(|s| s.identifier.value == id)
+    }
+}
+
+impl Execution {
+    /// Every step and step group, depth first, with the chain of step groups around each.
+    pub fn walk<'a>(&'a self, mut f: impl FnMut(&'a ExecutionElement, &[&'a StepGroup], bool)) {
+        fn go<'a>(
+            els: &'a [ExecutionElement],
+            groups: &mut Vec<&'a StepGroup>,
+            rollback: bool,
+            f: &mut dyn FnMut(&'a ExecutionElement, &[&'a StepGroup], bool),
+        ) {
+            for e in els {
+                match e {
+                    ExecutionElement::Step(_) => f(e, groups, rollback),
+                    ExecutionElement::StepGroup(g) => {
+                        f(e, groups, rollback);
+                        groups.push(g);
+                        go(&g.steps, groups, rollback, f);
+                        groups.pop();
+                    }
+                    ExecutionElement::Parallel(inner) => go(inner, groups, rollback, f),
+                }
+            }
+        }
+        let mut groups = Vec::new();
+        go(&self.steps, &mut groups, false, &mut f);
+        go(&self.rollback_steps, &mut groups, true, &mut f);
+    }
+}

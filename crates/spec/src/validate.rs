@@ -1,0 +1,456 @@
+//! Semantic validation of a parsed pipeline: duplicate identifiers, `useFromStage` targets, and every
+//! `<+…>` expression in the file — that it parses, that its runtime-input modifiers are well formed, and that
+//! each stage, step, step group, variable, output variable and matrix axis it references exists and, for other
+//! stages, runs earlier (with "did you mean" where a name is close).
+
+use crate::diag::{Diagnostic, Severity, Span};
+use crate::model::*;
+use crate::read::{Reader, did_you_mean};
+use crate::yaml::{Node, Yaml};
+use expr::{Reference, Scope};
+use std::collections::HashMap;
+
+const PIPELINE_FIELDS: &[&str] = &[
+    "name", "identifier", "sequenceId", "executionId", "startTs", "endTs", "status", "currentStatus", "triggeredBy",
+    "triggerType", "selectedStages", "tags", "orgIdentifier", "projectIdentifier", "description", "variables",
+    "stages", "properties", "executionUrl", "delegateSelectors", "storeType", "repo", "branch",
+];
+const CONTEXT_ROOTS: &[&str] = &[
+    "secrets", "trigger", "codebase", "account", "org", "project", "variable", "eventPayload", "INFRA_KEY",
+    "INFRA_KEY_SHORT_ID", "httpResponseCode", "httpResponseBody", "httpResponseHeaders", "httpUrl", "httpMethod",
+    "json", "xml", "step", "approval", "executionInput", "rollbackArtifact", "instance",
+];
+const DEPLOY_ROOTS: &[&str] =
+    &["service", "serviceVariables", "env", "infra", "artifact", "artifacts", "manifest", "manifests", "serviceConfig"];
+const STRATEGY_FIELDS: &[&str] = &["iteration", "iterations", "identifierPostFix", "nodeName", "currentStatus"];
+
+enum Frame {
+    Matrix(Vec<String>),
+    Repeat { items: bool },
+    Parallelism,
+}
+
+struct Walk<'a> {
+    p: Option<&'a Pipeline>,
+    order: HashMap<&'a str, (usize, &'a Stage)>,
+    source: &'a str,
+    scope: Scope,
+    frames: Vec<Frame>,
+    deployment: bool,
+    out: Vec<Diagnostic>,
+}
+
+/// Validate a parsed pipeline (`pipeline` is the value node of the `pipeline:` key).
+pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) {
+    let mut order: HashMap<&str, (usize, &Stage)> = HashMap::new();
+    for (gi, group) in p.stage_groups().into_iter().enumerate() {
+        for s in group {
+            if let Some((_, first)) = order.get(s.identifier.as_str()) {
+                r.error_help(
+                    s.identifier.span,
+                    format!("duplicate stage identifier `{}`: stage identifiers must be unique in the pipeline", s.identifier.value),
+                    format!("the first stage with this identifier is at line {}", first.identifier.span.start.line),
+                );
+                continue;
+            }
+            order.insert(s.identifier.as_str(), (gi, s));
+        }
+    }
+    for s in p.all_stages() {
+        let mut seen: HashMap<&str, Span> = HashMap::new();
+        s.spec.execution.walk(|e, _, _| {
+            let id = match e {
+                ExecutionElement::Step(st) => &st.identifier,
+                ExecutionElement::StepGroup(g) => &g.identifier,
+                ExecutionElement::Parallel(_) => return,
+            };
+            if let Some(first) = seen.get(id.as_str()) {
+                r.error_help(
+                    id.span,
+                    format!("duplicate step identifier `{}` in stage `{}`: steps and step groups of a stage need unique identifiers", id.value, s.identifier.value),
+                    format!("the first one is at line {}", first.start.line),
+                );
+            } else {
+                seen.insert(id.as_str(), id.span);
+            }
+        });
+        use_from_stage(p, s, &order, r);
+    }
+    let mut w = Walk { p: Some(p), order, source, scope: Scope::default(), frames: Vec::new(), deployment: false, out: Vec::new() };
+    w.walk(node, None, None);
+    r.diags.append(&mut w.out);
+}
+
+/// Check the expressions of an entity file (they are parsed; references are resolved when a pipeline uses it).
+pub fn expressions_only(node: &Node, source: &str, r: &mut Reader) {
+    let mut w = Walk { p: None, order: HashMap::new(), source, scope: Scope::default(), frames: Vec::new(), deployment: true, out: Vec::new() };
+    w.walk(node, None, None);
+    r.diags.append(&mut w.out);
+}
+
+fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)>, r: &mut Reader) {
+    let spec = &s.spec;
+    let uses = [
+        ("service", spec.service.as_ref().and_then(|c| c.use_from_stage.as_ref())),
+        ("environment", spec.environment.as_ref().and_then(|c| c.use_from_stage.as_ref())),
+        ("serviceConfig", spec.service_config.as_ref().and_then(|c| c.use_from_stage.as_ref())),
+        ("infrastructure", spec.legacy_infrastructure.as_ref().and_then(|c| c.use_from_stage.as_ref())),
+    ];
+    let me = order.get(s.identifier.as_str()).map(|(g, _)| *g).unwrap_or(usize::MAX);
+    for (what, u) in uses {
+        let Some(u) = u else { continue };
+        let target = u.stage.as_str();
+        match order.get(target) {
+            None => {
+                let hint = did_you_mean(target, p.all_stages().iter().map(|s| s.identifier.as_str()));
+                r.error(u.stage.span, format!("`useFromStage` of the {what} of stage `{}` names stage `{target}`, which does not exist{hint}", s.identifier.value));
+            }
+            Some(_) if target == s.identifier.as_str() => {
+                r.error(u.stage.span, format!("stage `{target}` cannot propagate its {what} from itself"));
+            }
+            Some((g, t)) if *g >= me => {
+                let how = if *g == me { "runs in parallel with it" } else { "runs after it" };
+                r.error_help(
+                    u.stage.span,
+                    format!("stage `{}` propagates its {what} from stage `{target}`, which {how}", s.identifier.value),
+                    "`useFromStage` must name a stage that runs earlier",
+                );
+                let _ = t;
+            }
+            Some((_, t)) if t.stage_type != StageType::Deployment => {
+                r.error(u.stage.span, format!("stage `{target}` is a {:?} stage and has no {what} to propagate", t.stage_type));
+            }
+            Some(_) => {}
+        }
+    }
+}
+
+fn find<'a>(els: &'a [ExecutionElement], id: &str) -> Option<&'a ExecutionElement> {
+    for e in els {
+        match e {
+            ExecutionElement::Step(s) if s.identifier.value == id => return Some(e),
+            ExecutionElement::StepGroup(g) if g.identifier.value == id => return Some(e),
+            ExecutionElement::Parallel(inner) => {
+                if let Some(f) = find(inner, id) {
+                    return Some(f);
+                }
+            }
+            _ => {}
+        }
+    }
+    None
+}
+
+fn ids(els: &[ExecutionElement], out: &mut Vec<String>) {
+    for e in els {
+        match e {
+            ExecutionElement::Step(s) => out.push(s.identifier.value.clone()),
+            ExecutionElement::StepGroup(g) => out.push(g.identifier.value.clone()),
+            ExecutionElement::Parallel(inner) => ids(inner, out),
+        }
+    }
+}
+
+fn outputs(s: &Step) -> Vec<&str> {
+    let ov = match &s.spec {
+        StepSpec::ShellScript(x) => &x.output_variables,
+        StepSpec::Run(x) => &x.output_variables,
+        StepSpec::Http(x) => &x.output_variables,
+        _ => return Vec::new(),
+    };
+    ov.iter().map(|o| o.name.as_str()).collect()
+}
+
+impl<'a> Walk<'a> {
+    fn walk(&mut self, node: &Node, key: Option<&str>, parent: Option<&str>) {
+        match &node.yaml {
+            Yaml::Scalar(s, _) => {
+                if s.contains("<+") {
+                    let condition = (key == Some("condition") && parent == Some("when")) || key == Some("assertion");
+                    self.check_string(node, s, condition);
+                }
+            }
+            Yaml::Seq(items) => items.iter().for_each(|i| self.walk(i, key, parent)),
+            Yaml::Map(entries) => {
+                for (k, v) in entries {
+                    let k = k.as_scalar().unwrap_or_default();
+                    match k {
+                        "stage" if matches!(v.yaml, Yaml::Map(_)) => {
+                            let saved = (std::mem::take(&mut self.scope), self.deployment, std::mem::take(&mut self.frames));
+                            self.scope = Scope::stage(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
+                            self.deployment = v.get("type").and_then(Node::as_scalar) == Some("Deployment");
+                            self.push_strategy(v);
+                            self.walk(v, Some(k), key);
+                            (self.scope, self.deployment, self.frames) = saved;
+                        }
+                        "stepGroup" | "step" if matches!(v.yaml, Yaml::Map(_)) => {
+                            let saved_scope = self.scope.clone();
+                            let n = self.frames.len();
+                            if k == "stepGroup" {
+                                self.scope = self.scope.group(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
+                            }
+                            self.push_strategy(v);
+                            self.walk(v, Some(k), key);
+                            self.frames.truncate(n);
+                            self.scope = saved_scope;
+                        }
+                        "rollbackSteps" => {
+                            self.scope.rollback = true;
+                            self.walk(v, Some(k), key);
+                            self.scope.rollback = false;
+                        }
+                        _ => self.walk(v, Some(k), key),
+                    }
+                }
+            }
+        }
+    }
+
+    fn push_strategy(&mut self, node: &Node) {
+        let Some(s) = node.get("strategy") else { return };
+        if let Some(m) = s.get("matrix") {
+            let axes = match &m.yaml {
+                Yaml::Map(e) => e
+                    .iter()
+                    .filter_map(|(k, _)| k.as_scalar())
+                    .filter(|k| !matches!(*k, "exclude" | "maxConcurrency" | "nodeName"))
+                    .map(String::from)
+                    .collect(),
+                _ => Vec::new(),
+            };
+            self.frames.push(Frame::Matrix(axes));
+        } else if let Some(r) = s.get("repeat") {
+            self.frames.push(Frame::Repeat { items: r.get("items").is_some() });
+        } else if s.get("parallelism").is_some() {
+            self.frames.push(Frame::Parallelism);
+        }
+    }
+
+    fn diag(&mut self, node: &Node, range: std::ops::Range<usize>, sev: Severity, msg: String, help: Option<String>) {
+        let start = node.pos_in_scalar(range.start, self.source);
+        let end = node.pos_in_scalar(range.end, self.source);
+        let span = if end.line == start.line && end.col > start.col { Span { start, end } } else { Span::at(start, 1) };
+        let mut d = Diagnostic { severity: sev, span, message: msg, help: None };
+        if let Some(h) = help {
+            d = d.with_help(h);
+        }
+        self.out.push(d);
+    }
+
+    fn check_string(&mut self, node: &Node, s: &str, condition: bool) {
+        let exprs: Vec<expr::Expr> = if condition && !s.trim_start().starts_with("<+input>") {
+            match expr::parse_condition(s) {
+                Ok(e) => vec![e],
+                Err(e) => {
+                    let at = e.offset;
+                    self.diag(node, at..at + 1, Severity::Error, format!("invalid condition: {}", e.message), None);
+                    return;
+                }
+            }
+        } else {
+            match expr::parse_template(s) {
+                Ok(t) => t.expressions().cloned().collect(),
+                Err(e) => {
+                    let at = e.offset;
+                    let what = if s[at.min(s.len())..].starts_with("<+input>") || e.message.contains("runtime input") {
+                        "invalid runtime input"
+                    } else {
+                        "invalid expression"
+                    };
+                    self.diag(node, at..at + 1, Severity::Error, format!("{what}: {}", e.message), None);
+                    return;
+                }
+            }
+        };
+        if self.p.is_none() {
+            return;
+        }
+        for e in &exprs {
+            for r in expr::references(e, &self.scope) {
+                if let Err((sev, msg, help)) = self.check_ref(&r) {
+                    self.diag(node, r.span.clone(), sev, msg, help);
+                }
+            }
+        }
+    }
+
+    fn check_ref(&self, r: &Reference) -> Result<(), (Severity, String, Option<String>)> {
+        let err = |m: String| Err((Severity::Error, m, None));
+        let warn = |m: String| Err((Severity::Warning, m, None));
+        let p = self.p.expect("checked by caller");
+        let root = r.root();
+        match root {
+            "pipeline" => match r.segments.get(1).map(String::as_str) {
+                None => Ok(()),
+                Some("variables") => match r.segments.get(2) {
+                    Some(v) if !p.variables.iter().any(|x| x.name.value == *v) => {
+                        let hint = did_you_mean(v, p.variables.iter().map(|x| x.name.as_str()));
+                        err(format!("<+{}> references pipeline variable `{v}`, which is not defined{hint}", r.written))
+                    }
+                    _ => Ok(()),
+                },
+                Some("stages") => self.check_stage_path(r, &self.scope),
+                Some(f) if PIPELINE_FIELDS.contains(&f) => Ok(()),
+                Some(f) => {
+                    let hint = did_you_mean(f, PIPELINE_FIELDS.iter().copied());
+                    warn(format!("<+{}>: `pipeline.{f}` is not a pipeline field pipewright knows{hint}", r.written))
+                }
+            },
+            "stage" | "execution" | "steps" | "stepGroup" => {
+                if self.scope.stage.is_none() {
+                    return err(format!("<+{}> is relative to a stage, but it is used outside any stage; write the full path `pipeline.stages.STAGE.…`", r.written));
+                }
+                if root == "stepGroup" && self.scope.groups.is_empty() {
+                    return err(format!("<+{}> is used outside any step group", r.written));
+                }
+                // Relative step paths are looked up in the innermost step group first, then outwards.
+                let mut scope = self.scope.clone();
+                loop {
+                    let written: Vec<String> = r.written.split('.').map(String::from).collect();
+                    let segs = expr::resolve_path(&written, &scope);
+                    let rr = Reference { path: segs.join("."), segments: segs, ..r.clone() };
+                    match self.check_stage_path(&rr, &scope) {
+                        Err(e) if root == "steps" && !scope.groups.is_empty() => {
+                            scope.groups.pop();
+                            if scope.groups.is_empty() {
+                                // Last try at stage level.
+                                let segs = expr::resolve_path(&written, &scope);
+                                let rr = Reference { path: segs.join("."), segments: segs, ..r.clone() };
+                                return self.check_stage_path(&rr, &scope).or(Err(e));
+                            }
+                        }
+                        other => return other,
+                    }
+                }
+            }
+            "matrix" => {
+                let axes: Vec<&str> = self
+                    .frames
+                    .iter()
+                    .filter_map(|f| match f {
+                        Frame::Matrix(a) => Some(a.iter().map(String::as_str)),
+                        _ => None,
+                    })
+                    .flatten()
+                    .collect();
+                if !self.frames.iter().any(|f| matches!(f, Frame::Matrix(_))) {
+                    return err(format!("<+{}> is used outside a matrix strategy", r.written));
+                }
+                match r.segments.get(1) {
+                    Some(a) if !axes.contains(&a.as_str()) => {
+                        let hint = did_you_mean(a, axes.iter().copied());
+                        err(format!("<+{}>: the matrix has no axis `{a}`{hint}; axes: {}", r.written, axes.join(", ")))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            "repeat" => match self.frames.iter().rev().find(|f| matches!(f, Frame::Repeat { .. })) {
+                None => err(format!("<+{}> is used outside a repeat strategy", r.written)),
+                Some(Frame::Repeat { items: false }) if r.segments.get(1).map(String::as_str) == Some("item") => {
+                    err(format!("<+{}>: this repeat strategy uses `times`, so there is no item; use `items: [...]` or <+strategy.iteration>", r.written))
+                }
+                _ => Ok(()),
+            },
+            "strategy" => {
+                if self.frames.is_empty() {
+                    return err(format!("<+{}> is used outside a looping strategy (matrix, repeat or parallelism)", r.written));
+                }
+                match r.segments.get(1) {
+                    Some(f) if !STRATEGY_FIELDS.contains(&f.as_str()) => {
+                        let hint = did_you_mean(f, STRATEGY_FIELDS.iter().copied());
+                        warn(format!("<+{}>: `strategy.{f}` is not a strategy field{hint}", r.written))
+                    }
+                    _ => Ok(()),
+                }
+            }
+            _ if DEPLOY_ROOTS.contains(&root) => {
+                if self.deployment {
+                    Ok(())
+                } else {
+                    warn(format!("<+{}>: `{root}` is only set in Deployment stages", r.written))
+                }
+            }
+            _ if CONTEXT_ROOTS.contains(&root) || root.starts_with("HARNESS_") => Ok(()),
+            _ => {
+                let known = ["pipeline", "stage", "steps", "execution", "matrix", "repeat", "strategy"]
+                    .into_iter()
+                    .chain(DEPLOY_ROOTS.iter().copied())
+                    .chain(CONTEXT_ROOTS.iter().copied());
+                let hint = did_you_mean(root, known);
+                warn(format!("<+{}>: unknown expression root `{root}`{hint}", r.written))
+            }
+        }
+    }
+
+    fn check_stage_path(&self, r: &Reference, scope: &Scope) -> Result<(), (Severity, String, Option<String>)> {
+        let err = |m: String, h: Option<String>| Err((Severity::Error, m, h));
+        let segs = &r.segments;
+        let Some(sid) = segs.get(2) else { return Ok(()) };
+        let Some((group, stage)) = self.order.get(sid.as_str()) else {
+            let p = self.p.expect("checked by caller");
+            let hint = did_you_mean(sid, p.all_stages().iter().map(|s| s.identifier.as_str()));
+            return err(format!("<+{}> references stage `{sid}`, which does not exist{hint}", r.written), None);
+        };
+        if let Some(cur) = &scope.stage
+            && cur != sid
+            && let Some((cg, _)) = self.order.get(cur.as_str())
+            && group >= cg
+        {
+            let how = if group == cg { "runs in parallel with" } else { "runs after" };
+            return err(
+                format!("<+{}> in stage `{cur}` reads stage `{sid}`, which {how} it", r.written),
+                Some("a stage can only read stages that run before it; move the stage or the expression".into()),
+            );
+        }
+        match segs.get(3).map(String::as_str) {
+            Some("variables") => match segs.get(4) {
+                Some(v) if !stage.variables.iter().any(|x| x.name.value == *v) => {
+                    let hint = did_you_mean(v, stage.variables.iter().map(|x| x.name.as_str()));
+                    err(format!("<+{}> references variable `{v}` of stage `{sid}`, which is not defined{hint}", r.written), None)
+                }
+                _ => Ok(()),
+            },
+            Some("spec") if segs.get(4).map(String::as_str) == Some("execution") => {
+                let (mut list, mut i) = match segs.get(5).map(String::as_str) {
+                    Some("steps") => (&stage.spec.execution.steps, 6),
+                    Some("rollbackSteps") => (&stage.spec.execution.rollback_steps, 6),
+                    _ => return Ok(()),
+                };
+                loop {
+                    let Some(id) = segs.get(i) else { return Ok(()) };
+                    let Some(found) = find(list, id) else {
+                        let mut all = Vec::new();
+                        ids(list, &mut all);
+                        let hint = did_you_mean(id, all.iter().map(String::as_str));
+                        return err(format!("<+{}> references step `{id}`, which does not exist in stage `{sid}`{hint}", r.written), None);
+                    };
+                    match found {
+                        ExecutionElement::StepGroup(g) if segs.get(i + 1).map(String::as_str) == Some("steps") => {
+                            list = &g.steps;
+                            i += 2;
+                        }
+                        ExecutionElement::Step(st) => {
+                            if segs.get(i + 1).map(String::as_str) == Some("output")
+                                && segs.get(i + 2).map(String::as_str) == Some("outputVariables")
+                                && let Some(v) = segs.get(i + 3)
+                            {
+                                let outs = outputs(st);
+                                if !outs.contains(&v.as_str()) {
+                                    let hint = did_you_mean(v, outs.iter().copied());
+                                    let declared = if outs.is_empty() { "declares no output variables".to_string() } else { format!("declares {}", outs.join(", ")) };
+                                    return err(
+                                        format!("<+{}> references output variable `{v}` of step `{id}`, which {declared}{hint}", r.written),
+                                        Some(format!("add `{v}` to the step's `outputVariables`")),
+                                    );
+                                }
+                            }
+                            return Ok(());
+                        }
+                        _ => return Ok(()),
+                    }
+                }
+            }
+            _ => Ok(()),
+        }
+    }
+}
