@@ -27,7 +27,9 @@ pub enum Output {
 #[derive(Subcommand)]
 enum Command {
     /// Check pipeline and entity files (service, environment, infrastructureDefinition, inputSet) for errors.
-    #[command(after_help = "Examples:\n  pipewright validate examples/build-test-deploy.yaml\n  pipewright validate examples/            # every .yaml/.yml file below, recursively\n  pipewright validate --output json pipeline.yaml\n\nExit status: 0 when every file is valid (warnings allowed), 1 otherwise.")]
+    #[command(
+        after_help = "Examples:\n  pipewright validate examples/build-test-deploy.yaml\n  pipewright validate examples/            # every .yaml/.yml file below, recursively\n  pipewright validate --output json pipeline.yaml\n\nExit status: 0 when every file is valid (warnings allowed), 1 otherwise."
+    )]
     Validate {
         /// Files or directories to check.
         #[arg(required = true, value_name = "FILE")]

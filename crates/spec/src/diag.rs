@@ -104,14 +104,29 @@ impl Diagnostic {
             && let Some(text) = source.lines().nth(line as usize - 1)
         {
             let width = line.to_string().len();
-            let text = text.replace('\t', " ");
+            let chars: Vec<char> = text.chars().map(|c| if c == '\t' { ' ' } else { c }).collect();
             let len = if self.span.end.line == line && self.span.end.col > col {
                 self.span.end.col - col
             } else {
-                (text.chars().count() as u32 + 1).saturating_sub(col).max(1)
+                (chars.len() as u32 + 1).saturating_sub(col).max(1)
             };
+            // Long lines are shown as a window around the column.
+            const WINDOW: usize = 120;
+            let c0 = col.saturating_sub(1) as usize;
+            let start = if chars.len() > WINDOW && c0 > WINDOW / 2 { c0 - WINDOW / 2 } else { 0 };
+            let end = (start + WINDOW).min(chars.len());
+            let mut shown: String = chars[start.min(end)..end].iter().collect();
+            let mut caret_at = c0 - start;
+            if start > 0 {
+                shown.insert(0, '…');
+                caret_at += 1;
+            }
+            if end < chars.len() {
+                shown.push('…');
+            }
+            let len = (len as usize).min(WINDOW.saturating_sub(caret_at).max(1));
             let pad = " ".repeat(width);
-            out.push_str(&format!("{pad} |\n{line} | {text}\n{pad} | {}{}\n", " ".repeat(col.saturating_sub(1) as usize), "^".repeat(len as usize)));
+            out.push_str(&format!("{pad} |\n{line} | {shown}\n{pad} | {}{}\n", " ".repeat(caret_at), "^".repeat(len)));
         }
         if let Some(help) = &self.help {
             out.push_str(&format!("  = help: {help}\n"));

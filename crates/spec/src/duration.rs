@@ -70,7 +70,9 @@ pub fn parse_millis(text: &str) -> Result<u64, String> {
             i += 1;
         }
         if start == i {
-            return Err(format!("`{t}` is not a duration; expected a number and a unit (ms, s, m, h, d, w), e.g. 10m or 1h30m"));
+            return Err(format!(
+                "`{t}` is not a duration; expected a number and a unit (ms, s, m, h, d, w), e.g. 10m or 1h30m"
+            ));
         }
         let n: u64 = t[start..i].parse().map_err(|_| format!("`{t}`: the number is too large"))?;
         let ustart = i;

@@ -120,8 +120,10 @@ fn plain_ok(s: &str) -> bool {
         return false;
     }
     let lower = s.to_ascii_lowercase();
-    if matches!(lower.as_str(), "true" | "false" | "null" | "~" | "yes" | "no" | "on" | "off" | ".inf" | "-.inf" | ".nan")
-        || s.parse::<f64>().is_ok()
+    if matches!(
+        lower.as_str(),
+        "true" | "false" | "null" | "~" | "yes" | "no" | "on" | "off" | ".inf" | "-.inf" | ".nan"
+    ) || s.parse::<f64>().is_ok()
         || lower.starts_with("0x")
         || lower.starts_with("0o")
     {
@@ -137,14 +139,24 @@ fn scalar(v: &Value, indent: usize) -> String {
         Value::Number(n) => n.to_string(),
         Value::String(s) => {
             if s.contains('\n') && block_ok(s) {
-                let chomp = if s.ends_with('\n') && !s.ends_with("\n\n") { "" } else if s.ends_with('\n') { "+" } else { "-" };
+                let chomp = if s.ends_with('\n') && !s.ends_with("\n\n") {
+                    ""
+                } else if s.ends_with('\n') {
+                    "+"
+                } else {
+                    "-"
+                };
                 let pad = " ".repeat(indent.max(2));
                 let body: Vec<String> = s
                     .trim_end_matches('\n')
                     .split('\n')
                     .map(|l| if l.is_empty() { String::new() } else { format!("{pad}{l}") })
                     .collect();
-                let tail = if chomp == "+" { "\n".repeat(s.len() - s.trim_end_matches('\n').len() - 1) } else { String::new() };
+                let tail = if chomp == "+" {
+                    "\n".repeat(s.len() - s.trim_end_matches('\n').len() - 1)
+                } else {
+                    String::new()
+                };
                 format!("|{chomp}\n{}{tail}", body.join("\n"))
             } else if plain_ok(s) {
                 s.clone()
@@ -157,5 +169,7 @@ fn scalar(v: &Value, indent: usize) -> String {
 }
 
 fn block_ok(s: &str) -> bool {
-    !s.starts_with([' ', '\n', '\t']) && !s.chars().any(|c| c.is_control() && c != '\n') && !s.lines().any(|l| l.ends_with(' '))
+    !s.starts_with([' ', '\n', '\t'])
+        && !s.chars().any(|c| c.is_control() && c != '\n')
+        && !s.lines().any(|l| l.ends_with(' '))
 }

@@ -201,7 +201,8 @@ pub fn parse_bytes(label: &str, bytes: Vec<u8>) -> Document {
     }
 }
 
-const TOP_KEYS: &[&str] = &["pipeline", "service", "environment", "infrastructureDefinition", "inputSet", "overlayInputSet"];
+const TOP_KEYS: &[&str] =
+    &["pipeline", "service", "environment", "infrastructureDefinition", "inputSet", "overlayInputSet"];
 
 /// Validate YAML text.
 pub fn parse_document(label: &str, source: String) -> Document {
@@ -237,7 +238,10 @@ pub fn parse_document(label: &str, source: String) -> Document {
         Some((k, v)) => {
             if let yaml::Yaml::Map(entries) = &root.yaml {
                 for (other, _) in entries.iter().filter(|(o, _)| o.span != k.span) {
-                    r.warn(other.span, format!("unknown top-level key `{}`; it is ignored", other.as_scalar().unwrap_or("?")));
+                    r.warn(
+                        other.span,
+                        format!("unknown top-level key `{}`; it is ignored", other.as_scalar().unwrap_or("?")),
+                    );
                 }
             }
             let key = k.as_scalar().unwrap_or_default();
@@ -251,7 +255,9 @@ pub fn parse_document(label: &str, source: String) -> Document {
                     match other {
                         "service" => parse::service(&mut r, v).map(|s| Entity::Service(Box::new(s))),
                         "environment" => parse::environment(&mut r, v).map(|s| Entity::Environment(Box::new(s))),
-                        "infrastructureDefinition" => parse::infrastructure(&mut r, v).map(|s| Entity::Infrastructure(Box::new(s))),
+                        "infrastructureDefinition" => {
+                            parse::infrastructure(&mut r, v).map(|s| Entity::Infrastructure(Box::new(s)))
+                        }
                         "inputSet" => parse::input_set(&mut r, v).map(|s| Entity::InputSet(Box::new(s))),
                         _ => parse::overlay_input_set(&mut r, v).map(|s| Entity::OverlayInputSet(Box::new(s))),
                     }

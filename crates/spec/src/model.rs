@@ -256,7 +256,8 @@ pub struct InfraRef {
 }
 
 /// The older `serviceConfig:` / `infrastructure:` forms: a reference and/or `useFromStage`, the rest kept.
-#[derive(Debug, Clone, Serialize, JsonSchema)]
+/// Serialises as the block as written.
+#[derive(Debug, Clone, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct LegacyConfig {
     /// `serviceRef` or `environmentRef`.
@@ -269,6 +270,12 @@ pub struct LegacyConfig {
     #[serde(skip)]
     #[schemars(skip)]
     pub span: Span,
+}
+
+impl Serialize for LegacyConfig {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        self.raw.serialize(s)
+    }
 }
 
 /// An entry of `steps:` / `rollbackSteps:`.

@@ -7,16 +7,39 @@ use crate::read::{MapView, Reader};
 use crate::yaml::{Node, Yaml};
 
 const PIPELINE_KEYS: &[&str] = &[
-    "name", "identifier", "projectIdentifier", "orgIdentifier", "description", "tags", "allowStageExecutions",
-    "variables", "properties", "timeout", "stages", "notificationRules", "delegateSelectors", "fixedInputsOnRerun",
+    "name",
+    "identifier",
+    "projectIdentifier",
+    "orgIdentifier",
+    "description",
+    "tags",
+    "allowStageExecutions",
+    "variables",
+    "properties",
+    "timeout",
+    "stages",
+    "notificationRules",
+    "delegateSelectors",
+    "fixedInputsOnRerun",
 ];
 const STAGE_KEYS: &[&str] = &[
-    "name", "identifier", "description", "type", "spec", "variables", "when", "failureStrategies", "strategy",
-    "timeout", "tags", "delegateSelectors",
+    "name",
+    "identifier",
+    "description",
+    "type",
+    "spec",
+    "variables",
+    "when",
+    "failureStrategies",
+    "strategy",
+    "timeout",
+    "tags",
+    "delegateSelectors",
 ];
 const STEP_KEYS: &[&str] =
     &["name", "identifier", "type", "description", "timeout", "spec", "when", "failureStrategies", "strategy"];
-const GROUP_KEYS: &[&str] = &["name", "identifier", "steps", "when", "failureStrategies", "strategy", "timeout", "delegateSelectors"];
+const GROUP_KEYS: &[&str] =
+    &["name", "identifier", "steps", "when", "failureStrategies", "strategy", "timeout", "delegateSelectors"];
 
 /// Read the value of the top-level `pipeline:` key.
 pub fn pipeline(r: &mut Reader, node: &Node) -> Option<Pipeline> {
@@ -152,8 +175,25 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
     let swhat = format!("the spec of {what}");
     let known: &[&str] = match t {
         StageType::Custom | StageType::Approval => &["execution"],
-        StageType::Ci => &["cloneCodebase", "platform", "runtime", "infrastructure", "caching", "execution", "sharedPaths", "serviceDependencies"],
-        StageType::Deployment => &["deploymentType", "service", "environment", "serviceConfig", "infrastructure", "execution", "gitOpsEnabled"],
+        StageType::Ci => &[
+            "cloneCodebase",
+            "platform",
+            "runtime",
+            "infrastructure",
+            "caching",
+            "execution",
+            "sharedPaths",
+            "serviceDependencies",
+        ],
+        StageType::Deployment => &[
+            "deploymentType",
+            "service",
+            "environment",
+            "serviceConfig",
+            "infrastructure",
+            "execution",
+            "gitOpsEnabled",
+        ],
     };
     let m = r.map(node, &swhat, known)?;
     let execution = r.req(&m, "execution").and_then(|n| execution(r, n, what));
@@ -183,9 +223,11 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
             spec.deployment_type = r.opt_str(&m, "deploymentType");
             spec.service = m.get("service").and_then(|n| service_config(r, n, what));
             spec.environment = m.get("environment").and_then(|n| environment_config(r, n, what));
-            spec.service_config = m.get("serviceConfig").and_then(|n| legacy(r, n, "serviceRef", &format!("`serviceConfig` of {what}")));
-            spec.legacy_infrastructure =
-                m.get("infrastructure").and_then(|n| legacy(r, n, "environmentRef", &format!("`infrastructure` of {what}")));
+            spec.service_config =
+                m.get("serviceConfig").and_then(|n| legacy(r, n, "serviceRef", &format!("`serviceConfig` of {what}")));
+            spec.legacy_infrastructure = m
+                .get("infrastructure")
+                .and_then(|n| legacy(r, n, "environmentRef", &format!("`infrastructure` of {what}")));
             spec.infrastructure = m.get("infrastructure").map(Node::to_json);
             if spec.service.is_none() && spec.service_config.is_none() {
                 r.error_help(
@@ -235,7 +277,14 @@ fn environment_config(r: &mut Reader, node: &Node, what: &str) -> Option<Environ
     let m = r.map(
         node,
         &format!("the environment of {what}"),
-        &["environmentRef", "deployToAll", "environmentInputs", "infrastructureDefinitions", "useFromStage", "serviceOverrideInputs"],
+        &[
+            "environmentRef",
+            "deployToAll",
+            "environmentInputs",
+            "infrastructureDefinitions",
+            "useFromStage",
+            "serviceOverrideInputs",
+        ],
     )?;
     let infrastructure_definitions = r.list(&m, "infrastructureDefinitions", |r, n| {
         let im = r.map(n, "an infrastructure definition", &["identifier", "inputs"])?;
@@ -250,7 +299,9 @@ fn environment_config(r: &mut Reader, node: &Node, what: &str) -> Option<Environ
         span: node.span,
     };
     match (&c.environment_ref, &c.use_from_stage) {
-        (None, None) => r.error(node.span, format!("the environment of {what} needs `environmentRef` or `useFromStage`")),
+        (None, None) => {
+            r.error(node.span, format!("the environment of {what} needs `environmentRef` or `useFromStage`"))
+        }
         (Some(_), Some(_)) => r.error(
             node.span,
             format!("the environment of {what} has both `environmentRef` and `useFromStage`; keep one"),
@@ -274,7 +325,7 @@ fn execution(r: &mut Reader, node: &Node, what: &str) -> Option<Execution> {
     let m = r.map(node, &format!("the execution of {what}"), &["steps", "rollbackSteps"])?;
     let steps_node = r.req(&m, "steps")?;
     let steps = elements(r, steps_node, what)?;
-    if steps.is_empty() {
+    if matches!(&steps_node.yaml, Yaml::Seq(items) if items.is_empty()) || steps_node.is_null() {
         r.error(steps_node.span, format!("{what} has no steps; add at least one `- step:`"));
     }
     let rollback_steps = match m.get("rollbackSteps") {
@@ -382,7 +433,17 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             let m = r.map(
                 node,
                 &swhat,
-                &["shell", "source", "environmentVariables", "outputVariables", "executionTarget", "delegateSelectors", "onDelegate", "includeInfraSelectors", "outputAlias"],
+                &[
+                    "shell",
+                    "source",
+                    "environmentVariables",
+                    "outputVariables",
+                    "executionTarget",
+                    "delegateSelectors",
+                    "onDelegate",
+                    "includeInfraSelectors",
+                    "outputAlias",
+                ],
             )?;
             let sh = r.req(&m, "shell").and_then(|n| shell(r, n, what));
             let script = r.req(&m, "source").and_then(|n| {
@@ -402,7 +463,11 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             });
             let environment_variables = r.list(&m, "environmentVariables", |r, n| {
                 let em = r.map(n, "an environment variable", &["name", "type", "value"])?;
-                Some(NameValue { name: r.req_str(&em, "name")?, value: r.req_str(&em, "value")?, value_type: r.opt_str(&em, "type") })
+                Some(NameValue {
+                    name: r.req_str(&em, "name")?,
+                    value: r.req_str(&em, "value")?,
+                    value_type: r.opt_str(&em, "type"),
+                })
             });
             Some(StepSpec::ShellScript(ShellScriptSpec {
                 environment_variables,
@@ -458,14 +523,28 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             let m = r.map(
                 node,
                 &swhat,
-                &["url", "method", "headers", "requestBody", "assertion", "outputVariables", "delegateSelectors", "certificate", "certificateKey", "inputVariables"],
+                &[
+                    "url",
+                    "method",
+                    "headers",
+                    "requestBody",
+                    "assertion",
+                    "outputVariables",
+                    "delegateSelectors",
+                    "certificate",
+                    "certificateKey",
+                    "inputVariables",
+                ],
             )?;
             let url = r.req_str(&m, "url");
             let method = r.req(&m, "method").and_then(|n| {
                 let s = r.string(n, "method")?;
                 const METHODS: &[&str] = &["GET", "POST", "PUT", "DELETE", "HEAD", "OPTIONS", "PATCH"];
                 if !METHODS.contains(&s.value.as_str()) && !s.contains("<+") {
-                    r.error(n.span, format!("unsupported HTTP method `{}`; supported: {}", s.value, METHODS.join(", ")));
+                    r.error(
+                        n.span,
+                        format!("unsupported HTTP method `{}`; supported: {}", s.value, METHODS.join(", ")),
+                    );
                     return None;
                 }
                 Some(s)
@@ -492,10 +571,21 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             let m = r.map(
                 node,
                 &swhat,
-                &["approvalMessage", "includePipelineExecutionHistory", "approvers", "approverInputs", "isAutoRejectEnabled", "autoApproval"],
+                &[
+                    "approvalMessage",
+                    "includePipelineExecutionHistory",
+                    "approvers",
+                    "approverInputs",
+                    "isAutoRejectEnabled",
+                    "autoApproval",
+                ],
             )?;
             let approvers = r.req(&m, "approvers").and_then(|n| {
-                let am = r.map(n, &format!("the approvers of {what}"), &["userGroups", "minimumCount", "disallowPipelineExecutor"])?;
+                let am = r.map(
+                    n,
+                    &format!("the approvers of {what}"),
+                    &["userGroups", "minimumCount", "disallowPipelineExecutor"],
+                )?;
                 Some(Approvers {
                     user_groups: r.opt_str_list(&am, "userGroups").unwrap_or_default(),
                     minimum_count: r.opt_u32(&am, "minimumCount").unwrap_or(1),
@@ -541,7 +631,10 @@ pub fn variables(r: &mut Reader, m: &MapView<'_>) -> Vec<Variable> {
             && !v.contains("<+")
             && v.trim().parse::<f64>().is_err()
         {
-            r.error(v.span, format!("variable `{}` is a Number but its value `{}` is not a number", name.value, v.value));
+            r.error(
+                v.span,
+                format!("variable `{}` is a Number but its value `{}` is not a number", name.value, v.value),
+            );
         }
         Some(Variable {
             var_type,
@@ -569,14 +662,26 @@ fn when(r: &mut Reader, node: &Node, is_stage: bool, what: &str) -> Option<When>
     let pipeline_status = m.get("pipelineStatus").and_then(|n| status(r, n));
     let stage_status = m.get("stageStatus").and_then(|n| status(r, n));
     if is_stage && m.get("stageStatus").is_some() {
-        r.error_help(m.key_span("stageStatus"), format!("{what} is a stage: its `when` uses `pipelineStatus`"), "rename `stageStatus` to `pipelineStatus`");
+        r.error_help(
+            m.key_span("stageStatus"),
+            format!("{what} is a stage: its `when` uses `pipelineStatus`"),
+            "rename `stageStatus` to `pipelineStatus`",
+        );
     }
     if !is_stage && m.get("pipelineStatus").is_some() {
-        r.error_help(m.key_span("pipelineStatus"), format!("`when` of {what} uses `stageStatus`, not `pipelineStatus`"), "rename `pipelineStatus` to `stageStatus`");
+        r.error_help(
+            m.key_span("pipelineStatus"),
+            format!("`when` of {what} uses `stageStatus`, not `pipelineStatus`"),
+            "rename `pipelineStatus` to `stageStatus`",
+        );
     }
     let key = if is_stage { "pipelineStatus" } else { "stageStatus" };
     if m.get(key).is_none() && m.get(if is_stage { "stageStatus" } else { "pipelineStatus" }).is_none() {
-        r.error_help(m.node.span, format!("missing required field `{key}` in `when` of {what}"), format!("add `{key}: Success` (or Failure, All)"));
+        r.error_help(
+            m.node.span,
+            format!("missing required field `{key}` in `when` of {what}"),
+            format!("add `{key}: Success` (or Failure, All)"),
+        );
     }
     Some(When { pipeline_status, stage_status, condition: r.opt_str(&m, "condition") })
 }
@@ -593,7 +698,10 @@ fn failure_strategies(r: &mut Reader, m: &MapView<'_>) -> Vec<FailureStrategy> {
             })
         });
         if om.get("errors").is_none() {
-            r.error(om.node.span, format!("missing required field `errors` in `onFailure` of {what}; e.g. `errors: [AllErrors]`"));
+            r.error(
+                om.node.span,
+                format!("missing required field `errors` in `onFailure` of {what}; e.g. `errors: [AllErrors]`"),
+            );
         }
         let action = r.req(&om, "action").and_then(|a| action(r, a, &what, 0))?;
         Some(FailureStrategy { on_failure: OnFailure { errors, action } })
@@ -637,7 +745,8 @@ fn action(r: &mut Reader, node: &Node, what: &str, depth: u32) -> Option<Action>
     Some(match name.as_str() {
         "Retry" => {
             let spec = r.req(&m, "spec")?;
-            let sm = r.map(spec, &format!("the Retry spec of {what}"), &["retryCount", "retryIntervals", "onRetryFailure"])?;
+            let sm =
+                r.map(spec, &format!("the Retry spec of {what}"), &["retryCount", "retryIntervals", "onRetryFailure"])?;
             let retry_count = r.opt_u32(&sm, "retryCount");
             if sm.get("retryCount").is_none() {
                 r.error(sm.node.span, format!("missing required field `retryCount` in the Retry spec of {what}"));
@@ -688,7 +797,10 @@ fn strategy(r: &mut Reader, node: &Node, what: &str) -> Option<Strategy> {
                     }
                     Yaml::Seq(_) => {}
                     Yaml::Scalar(s, _) if s.contains("<+") => {}
-                    _ => r.error(v.span, format!("matrix axis `{key}` of {what} must be a list of values (or an expression giving one)")),
+                    _ => r.error(
+                        v.span,
+                        format!("matrix axis `{key}` of {what} must be a list of values (or an expression giving one)"),
+                    ),
                 }
                 axes.insert(key.to_string(), v.to_json());
             }
@@ -702,11 +814,17 @@ fn strategy(r: &mut Reader, node: &Node, what: &str) -> Option<Strategy> {
                     None
                 }
             });
-            Some(Strategy::Matrix(Matrix { axes, exclude, max_concurrency: r.opt_u32(&mm, "maxConcurrency"), span: n.span }))
+            Some(Strategy::Matrix(Matrix {
+                axes,
+                exclude,
+                max_concurrency: r.opt_u32(&mm, "maxConcurrency"),
+                span: n.span,
+            }))
         }
         "repeat" => {
             let n = m.get("repeat")?;
-            let rm = r.map(n, &format!("the repeat strategy of {what}"), &["times", "items", "maxConcurrency", "nodeName"])?;
+            let rm =
+                r.map(n, &format!("the repeat strategy of {what}"), &["times", "items", "maxConcurrency", "nodeName"])?;
             let times = r.opt_u32(&rm, "times");
             let items = rm.get("items").and_then(|i| match i.to_json() {
                 serde_json::Value::Array(a) => Some(a),

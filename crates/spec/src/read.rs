@@ -9,8 +9,25 @@ use crate::yaml::{Node, Style, Yaml};
 
 /// Words Harness reserves: they cannot be identifiers.
 pub const RESERVED: &[&str] = &[
-    "or", "and", "eq", "ne", "lt", "gt", "le", "ge", "div", "mod", "not", "null", "true", "false", "new", "var",
-    "return", "shellScriptProvisioner", "class",
+    "or",
+    "and",
+    "eq",
+    "ne",
+    "lt",
+    "gt",
+    "le",
+    "ge",
+    "div",
+    "mod",
+    "not",
+    "null",
+    "true",
+    "false",
+    "new",
+    "var",
+    "return",
+    "shellScriptProvisioner",
+    "class",
 ];
 
 /// The nearest candidate to `name`, when one is close enough to be a likely typo.

@@ -11,14 +11,53 @@ use expr::{Reference, Scope};
 use std::collections::HashMap;
 
 const PIPELINE_FIELDS: &[&str] = &[
-    "name", "identifier", "sequenceId", "executionId", "startTs", "endTs", "status", "currentStatus", "triggeredBy",
-    "triggerType", "selectedStages", "tags", "orgIdentifier", "projectIdentifier", "description", "variables",
-    "stages", "properties", "executionUrl", "delegateSelectors", "storeType", "repo", "branch",
+    "name",
+    "identifier",
+    "sequenceId",
+    "executionId",
+    "startTs",
+    "endTs",
+    "status",
+    "currentStatus",
+    "triggeredBy",
+    "triggerType",
+    "selectedStages",
+    "tags",
+    "orgIdentifier",
+    "projectIdentifier",
+    "description",
+    "variables",
+    "stages",
+    "properties",
+    "executionUrl",
+    "delegateSelectors",
+    "storeType",
+    "repo",
+    "branch",
 ];
 const CONTEXT_ROOTS: &[&str] = &[
-    "secrets", "trigger", "codebase", "account", "org", "project", "variable", "eventPayload", "INFRA_KEY",
-    "INFRA_KEY_SHORT_ID", "httpResponseCode", "httpResponseBody", "httpResponseHeaders", "httpUrl", "httpMethod",
-    "json", "xml", "step", "approval", "executionInput", "rollbackArtifact", "instance",
+    "secrets",
+    "trigger",
+    "codebase",
+    "account",
+    "org",
+    "project",
+    "variable",
+    "eventPayload",
+    "INFRA_KEY",
+    "INFRA_KEY_SHORT_ID",
+    "httpResponseCode",
+    "httpResponseBody",
+    "httpResponseHeaders",
+    "httpUrl",
+    "httpMethod",
+    "json",
+    "xml",
+    "step",
+    "approval",
+    "executionInput",
+    "rollbackArtifact",
+    "instance",
 ];
 const DEPLOY_ROOTS: &[&str] =
     &["service", "serviceVariables", "env", "infra", "artifact", "artifacts", "manifest", "manifests", "serviceConfig"];
@@ -48,7 +87,10 @@ pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) {
             if let Some((_, first)) = order.get(s.identifier.as_str()) {
                 r.error_help(
                     s.identifier.span,
-                    format!("duplicate stage identifier `{}`: stage identifiers must be unique in the pipeline", s.identifier.value),
+                    format!(
+                        "duplicate stage identifier `{}`: stage identifiers must be unique in the pipeline",
+                        s.identifier.value
+                    ),
                     format!("the first stage with this identifier is at line {}", first.identifier.span.start.line),
                 );
                 continue;
@@ -76,14 +118,30 @@ pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) {
         });
         use_from_stage(p, s, &order, r);
     }
-    let mut w = Walk { p: Some(p), order, source, scope: Scope::default(), frames: Vec::new(), deployment: false, out: Vec::new() };
+    let mut w = Walk {
+        p: Some(p),
+        order,
+        source,
+        scope: Scope::default(),
+        frames: Vec::new(),
+        deployment: false,
+        out: Vec::new(),
+    };
     w.walk(node, None, None);
     r.diags.append(&mut w.out);
 }
 
 /// Check the expressions of an entity file (they are parsed; references are resolved when a pipeline uses it).
 pub fn expressions_only(node: &Node, source: &str, r: &mut Reader) {
-    let mut w = Walk { p: None, order: HashMap::new(), source, scope: Scope::default(), frames: Vec::new(), deployment: true, out: Vec::new() };
+    let mut w = Walk {
+        p: None,
+        order: HashMap::new(),
+        source,
+        scope: Scope::default(),
+        frames: Vec::new(),
+        deployment: true,
+        out: Vec::new(),
+    };
     w.walk(node, None, None);
     r.diags.append(&mut w.out);
 }
@@ -103,7 +161,13 @@ fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)
         match order.get(target) {
             None => {
                 let hint = did_you_mean(target, p.all_stages().iter().map(|s| s.identifier.as_str()));
-                r.error(u.stage.span, format!("`useFromStage` of the {what} of stage `{}` names stage `{target}`, which does not exist{hint}", s.identifier.value));
+                r.error(
+                    u.stage.span,
+                    format!(
+                        "`useFromStage` of the {what} of stage `{}` names stage `{target}`, which does not exist{hint}",
+                        s.identifier.value
+                    ),
+                );
             }
             Some(_) if target == s.identifier.as_str() => {
                 r.error(u.stage.span, format!("stage `{target}` cannot propagate its {what} from itself"));
@@ -118,7 +182,10 @@ fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)
                 let _ = t;
             }
             Some((_, t)) if t.stage_type != StageType::Deployment => {
-                r.error(u.stage.span, format!("stage `{target}` is a {:?} stage and has no {what} to propagate", t.stage_type));
+                r.error(
+                    u.stage.span,
+                    format!("stage `{target}` is a {:?} stage and has no {what} to propagate", t.stage_type),
+                );
             }
             Some(_) => {}
         }
@@ -176,8 +243,10 @@ impl<'a> Walk<'a> {
                     let k = k.as_scalar().unwrap_or_default();
                     match k {
                         "stage" if matches!(v.yaml, Yaml::Map(_)) => {
-                            let saved = (std::mem::take(&mut self.scope), self.deployment, std::mem::take(&mut self.frames));
-                            self.scope = Scope::stage(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
+                            let saved =
+                                (std::mem::take(&mut self.scope), self.deployment, std::mem::take(&mut self.frames));
+                            self.scope =
+                                Scope::stage(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
                             self.deployment = v.get("type").and_then(Node::as_scalar) == Some("Deployment");
                             self.push_strategy(v);
                             self.walk(v, Some(k), key);
@@ -187,7 +256,8 @@ impl<'a> Walk<'a> {
                             let saved_scope = self.scope.clone();
                             let n = self.frames.len();
                             if k == "stepGroup" {
-                                self.scope = self.scope.group(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
+                                self.scope =
+                                    self.scope.group(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
                             }
                             self.push_strategy(v);
                             self.walk(v, Some(k), key);
@@ -298,7 +368,10 @@ impl<'a> Walk<'a> {
             },
             "stage" | "execution" | "steps" | "stepGroup" => {
                 if self.scope.stage.is_none() {
-                    return err(format!("<+{}> is relative to a stage, but it is used outside any stage; write the full path `pipeline.stages.STAGE.…`", r.written));
+                    return err(format!(
+                        "<+{}> is relative to a stage, but it is used outside any stage; write the full path `pipeline.stages.STAGE.…`",
+                        r.written
+                    ));
                 }
                 if root == "stepGroup" && self.scope.groups.is_empty() {
                     return err(format!("<+{}> is used outside any step group", r.written));
@@ -347,13 +420,19 @@ impl<'a> Walk<'a> {
             "repeat" => match self.frames.iter().rev().find(|f| matches!(f, Frame::Repeat { .. })) {
                 None => err(format!("<+{}> is used outside a repeat strategy", r.written)),
                 Some(Frame::Repeat { items: false }) if r.segments.get(1).map(String::as_str) == Some("item") => {
-                    err(format!("<+{}>: this repeat strategy uses `times`, so there is no item; use `items: [...]` or <+strategy.iteration>", r.written))
+                    err(format!(
+                        "<+{}>: this repeat strategy uses `times`, so there is no item; use `items: [...]` or <+strategy.iteration>",
+                        r.written
+                    ))
                 }
                 _ => Ok(()),
             },
             "strategy" => {
                 if self.frames.is_empty() {
-                    return err(format!("<+{}> is used outside a looping strategy (matrix, repeat or parallelism)", r.written));
+                    return err(format!(
+                        "<+{}> is used outside a looping strategy (matrix, repeat or parallelism)",
+                        r.written
+                    ));
                 }
                 match r.segments.get(1) {
                     Some(f) if !STRATEGY_FIELDS.contains(&f.as_str()) => {
@@ -406,7 +485,13 @@ impl<'a> Walk<'a> {
             Some("variables") => match segs.get(4) {
                 Some(v) if !stage.variables.iter().any(|x| x.name.value == *v) => {
                     let hint = did_you_mean(v, stage.variables.iter().map(|x| x.name.as_str()));
-                    err(format!("<+{}> references variable `{v}` of stage `{sid}`, which is not defined{hint}", r.written), None)
+                    err(
+                        format!(
+                            "<+{}> references variable `{v}` of stage `{sid}`, which is not defined{hint}",
+                            r.written
+                        ),
+                        None,
+                    )
                 }
                 _ => Ok(()),
             },
@@ -422,7 +507,13 @@ impl<'a> Walk<'a> {
                         let mut all = Vec::new();
                         ids(list, &mut all);
                         let hint = did_you_mean(id, all.iter().map(String::as_str));
-                        return err(format!("<+{}> references step `{id}`, which does not exist in stage `{sid}`{hint}", r.written), None);
+                        return err(
+                            format!(
+                                "<+{}> references step `{id}`, which does not exist in stage `{sid}`{hint}",
+                                r.written
+                            ),
+                            None,
+                        );
                     };
                     match found {
                         ExecutionElement::StepGroup(g) if segs.get(i + 1).map(String::as_str) == Some("steps") => {
@@ -437,9 +528,16 @@ impl<'a> Walk<'a> {
                                 let outs = outputs(st);
                                 if !outs.contains(&v.as_str()) {
                                     let hint = did_you_mean(v, outs.iter().copied());
-                                    let declared = if outs.is_empty() { "declares no output variables".to_string() } else { format!("declares {}", outs.join(", ")) };
+                                    let declared = if outs.is_empty() {
+                                        "declares no output variables".to_string()
+                                    } else {
+                                        format!("declares {}", outs.join(", "))
+                                    };
                                     return err(
-                                        format!("<+{}> references output variable `{v}` of step `{id}`, which {declared}{hint}", r.written),
+                                        format!(
+                                            "<+{}> references output variable `{v}` of step `{id}`, which {declared}{hint}",
+                                            r.written
+                                        ),
                                         Some(format!("add `{v}` to the step's `outputVariables`")),
                                     );
                                 }

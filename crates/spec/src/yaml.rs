@@ -178,8 +178,11 @@ pub fn load(source: &str) -> Result<Node, Diagnostic> {
             let rest = line.trim_start();
             if !rest.is_empty() && !rest.starts_with('#') {
                 let p = Pos { line: i as u32 + 1, col: col as u32 + 1 };
-                return Err(Diagnostic::error(Span { start: p, end: Pos { line: p.line, col: p.col + 1 } }, "a tab is used for indentation; YAML allows only spaces")
-                    .with_help("replace the tabs at the start of this line with spaces"));
+                return Err(Diagnostic::error(
+                    Span { start: p, end: Pos { line: p.line, col: p.col + 1 } },
+                    "a tab is used for indentation; YAML allows only spaces",
+                )
+                .with_help("replace the tabs at the start of this line with spaces"));
             }
         }
     }
@@ -191,7 +194,10 @@ pub fn load(source: &str) -> Result<Node, Diagnostic> {
     for item in Parser::new_from_str(source) {
         let (event, sp) = item.map_err(|e| {
             let p = pos(e.marker());
-            Diagnostic::error(Span { start: p, end: Pos { line: p.line, col: p.col + 1 } }, format!("invalid YAML: {}", e.info()))
+            Diagnostic::error(
+                Span { start: p, end: Pos { line: p.line, col: p.col + 1 } },
+                format!("invalid YAML: {}", e.info()),
+            )
         })?;
         let sp = span(&sp);
         let (finished, anchor) = match event {
@@ -281,5 +287,7 @@ pub fn load(source: &str) -> Result<Node, Diagnostic> {
             },
         }
     }
-    root.ok_or_else(|| Diagnostic::error(Span::default(), "the file is empty: expected a `pipeline:` (or an entity) at the top"))
+    root.ok_or_else(|| {
+        Diagnostic::error(Span::default(), "the file is empty: expected a `pipeline:` (or an entity) at the top")
+    })
 }

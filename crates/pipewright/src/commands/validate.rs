@@ -58,7 +58,13 @@ fn summary(doc: &Document) -> String {
         (Some(Entity::Pipeline(p)), true) => {
             let stages = p.all_stages();
             let steps: usize = stages.iter().map(|s| count_steps(&s.spec.execution.steps)).sum();
-            format!("{}: valid pipeline `{}`: {} stages, {} steps{w}", doc.path, p.identifier.value, stages.len(), steps)
+            format!(
+                "{}: valid pipeline `{}`: {} stages, {} steps{w}",
+                doc.path,
+                p.identifier.value,
+                stages.len(),
+                steps
+            )
         }
         (Some(e), true) => format!("{}: valid {} `{}`{w}", doc.path, e.kind(), e.identifier()),
         _ => {
