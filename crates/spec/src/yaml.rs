@@ -173,16 +173,19 @@ pub fn load(source: &str) -> Result<Node, Diagnostic> {
         ));
     }
     for (i, line) in source.lines().enumerate() {
-        let indent: String = line.chars().take_while(|c| *c == ' ' || *c == '\t').collect();
-        if let Some(col) = indent.find('\t') {
-            let rest = line.trim_start();
-            if !rest.is_empty() && !rest.starts_with('#') {
-                let p = Pos { line: i as u32 + 1, col: col as u32 + 1 };
-                return Err(Diagnostic::error(
-                    Span { start: p, end: Pos { line: p.line, col: p.col + 1 } },
-                    "a tab is used for indentation; YAML allows only spaces",
-                )
-                .with_help("replace the tabs at the start of this line with spaces"));
+        let b = line.as_bytes();
+        if b.first().is_some_and(|c| *c == b' ' || *c == b'\t') {
+            let indent = b.iter().take_while(|c| **c == b' ' || **c == b'\t').count();
+            if let Some(col) = b[..indent].iter().position(|c| *c == b'\t') {
+                let rest = &line[indent..];
+                if !rest.is_empty() && !rest.starts_with('#') {
+                    let p = Pos { line: i as u32 + 1, col: col as u32 + 1 };
+                    return Err(Diagnostic::error(
+                        Span::at(p, 1),
+                        "a tab is used for indentation; YAML allows only spaces",
+                    )
+                    .with_help("replace the tabs at the start of this line with spaces"));
+                }
             }
         }
     }
