@@ -83,7 +83,10 @@ impl Node {
     /// The position of byte `offset` of this scalar's text in the file (best effort for block scalars).
     pub fn pos_in_scalar(&self, offset: usize, source: &str) -> Pos {
         let Yaml::Scalar(text, style) = &self.yaml else { return self.span.start };
-        let offset = offset.min(text.len());
+        let mut offset = offset.min(text.len());
+        while !text.is_char_boundary(offset) {
+            offset -= 1;
+        }
         let before = &text[..offset];
         let newlines = before.matches('\n').count();
         let since_nl = before.rsplit('\n').next().unwrap_or("").chars().count() as u32;

@@ -292,6 +292,10 @@ fn hostile_input_is_refused_cleanly() {
     let d = parse_bytes("x.yaml", b"pipeline:\n  name: caf\xe9\n".to_vec());
     assert_eq!((d.diagnostics[0].span.start.line, d.diagnostics[0].span.start.col), (2, 12));
     assert!(d.diagnostics[0].message.contains("not valid UTF-8"));
+    // A runtime-input error next to a multi-byte character (found by fuzzing).
+    let d = doc("pipeline:\n  name: P\n  identifier: p\n  variables:\n    - name: v\n      type: String\n      value: <+input>.default\u{74b}rue).allowedValues(true,false)\n  stages: []\n");
+    assert!(!d.is_valid());
+    let _ = d.render_diagnostics();
     // Empty file, a scalar, two documents.
     assert!(doc("").diagnostics[0].message.contains("empty"));
     assert!(!doc("just text").is_valid());
