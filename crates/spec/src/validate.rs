@@ -322,7 +322,9 @@ impl<'a> Walk<'a> {
                 Ok(t) => t.expressions().cloned().collect(),
                 Err(e) => {
                     let at = e.offset;
-                    let what = if s.get(at..).is_some_and(|t| t.starts_with("<+input>")) || e.message.contains("runtime input") {
+                    let what = if s.get(at..).is_some_and(|t| t.starts_with("<+input>"))
+                        || e.message.contains("runtime input")
+                    {
                         "invalid runtime input"
                     } else {
                         "invalid expression"

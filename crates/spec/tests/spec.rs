@@ -293,7 +293,9 @@ fn hostile_input_is_refused_cleanly() {
     assert_eq!((d.diagnostics[0].span.start.line, d.diagnostics[0].span.start.col), (2, 12));
     assert!(d.diagnostics[0].message.contains("not valid UTF-8"));
     // A runtime-input error next to a multi-byte character (found by fuzzing).
-    let d = doc("pipeline:\n  name: P\n  identifier: p\n  variables:\n    - name: v\n      type: String\n      value: <+input>.default\u{74b}rue).allowedValues(true,false)\n  stages: []\n");
+    let d = doc(
+        "pipeline:\n  name: P\n  identifier: p\n  variables:\n    - name: v\n      type: String\n      value: <+input>.default\u{74b}rue).allowedValues(true,false)\n  stages: []\n",
+    );
     assert!(!d.is_valid());
     let _ = d.render_diagnostics();
     // Empty file, a scalar, two documents.
