@@ -7,7 +7,7 @@ use serde_json::Value;
 pub fn to_yaml(v: &Value) -> String {
     let mut out = String::new();
     match v {
-        Value::Object(_) => map(v, 0, &mut out),
+        Value::Object(_) => map_after_dash(v, 0, &mut out),
         Value::Array(_) => seq(v, 0, &mut out),
         other => {
             out.push_str(&scalar(other, 0));
@@ -26,22 +26,7 @@ fn empty(v: &Value) -> bool {
     }
 }
 
-fn map(v: &Value, indent: usize, out: &mut String) {
-    let Value::Object(o) = v else { return };
-    let mut first = true;
-    for (k, val) in o {
-        if empty(val) {
-            continue;
-        }
-        if !first || indent > 0 {
-            out.push_str(&" ".repeat(indent));
-        }
-        first = false;
-        entry(k, val, indent, out);
-    }
-}
-
-/// The first entry of a map that starts after `- `.
+/// A block map whose first entry continues the current line (after `- `, `key:` + indent, or the start).
 fn map_after_dash(v: &Value, indent: usize, out: &mut String) {
     let Value::Object(o) = v else { return };
     let mut first = true;
