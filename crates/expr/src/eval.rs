@@ -15,8 +15,7 @@ pub trait Context {
     /// The value at a path as written (relative forms included); `None` when nothing is there.
     fn lookup(&self, path: &[PathSeg]) -> Option<Value>;
     /// The value of secret `id` (`<+secrets.getValue("id")>`).
-    fn secret(&self, id: &str) -> Option<String> {
-        let _ = id;
+    fn secret(&self, _id: &str) -> Option<String> {
         None
     }
 }

@@ -248,11 +248,6 @@ impl<'s> Parser<'s> {
         if t == want { Ok(r) } else { self.err(r.start, format!("expected {what}, found {}", describe(&t))) }
     }
 
-    fn enter(&mut self, c: Ctx, _at: usize) -> Result<(), ParseError> {
-        self.ctx.push(c);
-        Ok(())
-    }
-
     /// Run `f` one recursion level deeper, refusing to go past [`MAX_DEPTH`] (stack safety on hostile input).
     fn deeper<T>(&mut self, f: impl FnOnce(&mut Self) -> Result<T, ParseError>) -> Result<T, ParseError> {
         if self.depth >= MAX_DEPTH {
@@ -272,7 +267,7 @@ impl<'s> Parser<'s> {
     /// Parse the body of a `<+ … >` group whose `<+` ends at `self.pos`; consumes the closing `>`.
     /// Returns the body and the byte offset just past the `>`.
     pub(crate) fn parse_group_body(&mut self, open_at: usize) -> Result<(Expr, usize), ParseError> {
-        self.enter(Ctx::Group, open_at)?;
+        self.ctx.push(Ctx::Group);
         if matches!(self.peek()?.0, Tok::Gt | Tok::Ge) {
             let at = self.pos();
             return self.err(at, "empty expression `<+>`: put a reference or a value between `<+` and `>`");
@@ -313,7 +308,7 @@ impl<'s> Parser<'s> {
         if self.peek()?.0 == Tok::Question {
             self.next()?;
             let at = cond.span.start;
-            self.enter(Ctx::Nested, at)?;
+            self.ctx.push(Ctx::Nested);
             let a = self.ternary()?;
             self.expect(Tok::Colon, "`:` of the `? :` operator")?;
             self.ctx.pop();
@@ -458,7 +453,7 @@ impl<'s> Parser<'s> {
                 }
                 Tok::LBracket => {
                     let (_, r) = self.next()?;
-                    self.enter(Ctx::Nested, r.start)?;
+                    self.ctx.push(Ctx::Nested);
                     let idx = self.expr()?;
                     self.ctx.pop();
                     let end = self.expect(Tok::RBracket, "`]`")?.end;
@@ -484,7 +479,7 @@ impl<'s> Parser<'s> {
 
     fn args(&mut self) -> Result<Vec<Expr>, ParseError> {
         let open = self.expect(Tok::LParen, "`(`")?;
-        self.enter(Ctx::Nested, open.start)?;
+        self.ctx.push(Ctx::Nested);
         let mut args = Vec::new();
         if self.peek()?.0 != Tok::RParen {
             loop {
@@ -522,14 +517,14 @@ impl<'s> Parser<'s> {
                 }
             },
             Tok::LParen => {
-                self.enter(Ctx::Nested, r.start)?;
+                self.ctx.push(Ctx::Nested);
                 let inner = self.expr()?;
                 self.ctx.pop();
                 let end = self.expect(Tok::RParen, "`)`")?.end;
                 return Ok(Expr { span: r.start..end, ..inner });
             }
             Tok::LBracket => {
-                self.enter(Ctx::Nested, r.start)?;
+                self.ctx.push(Ctx::Nested);
                 let mut items = Vec::new();
                 if self.peek()?.0 != Tok::RBracket {
                     loop {

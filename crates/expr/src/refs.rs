@@ -13,9 +13,6 @@ pub struct Scope {
     pub stage: Option<String>,
     /// Enclosing step groups, outermost first.
     pub groups: Vec<String>,
-    /// Whether the expression sits in the stage's `rollbackSteps` (relative `execution.steps` then still means
-    /// the main steps, as in Harness).
-    pub rollback: bool,
 }
 
 impl Scope {
@@ -78,10 +75,9 @@ pub fn resolve_path(written: &[String], scope: &Scope) -> Vec<String> {
         v.extend_from_slice(rest);
         v
     };
-    let Some(stage) = scope.stage.as_ref() else {
+    if scope.stage.is_none() {
         return written.to_vec();
-    };
-    let _ = stage;
+    }
     match written.first().map(String::as_str) {
         Some("stage") => stage_prefix(&written[1..]),
         Some("execution") => {

@@ -54,11 +54,11 @@ impl Entity {
     pub fn identifier(&self) -> &str {
         match self {
             Entity::Pipeline(p) => &p.identifier,
-            Entity::Service(s) => &s.identifier,
-            Entity::Environment(e) => &e.identifier,
-            Entity::Infrastructure(i) => &i.identifier,
-            Entity::InputSet(i) => &i.identifier,
-            Entity::OverlayInputSet(o) => &o.identifier,
+            Entity::Service(s) => &s.meta.identifier,
+            Entity::Environment(e) => &e.meta.identifier,
+            Entity::Infrastructure(i) => &i.meta.identifier,
+            Entity::InputSet(i) => &i.meta.identifier,
+            Entity::OverlayInputSet(o) => &o.meta.identifier,
         }
     }
 

@@ -169,8 +169,9 @@ pub struct StageSpec {
     pub platform: Option<Any>,
     /// CI: kept as written.
     pub runtime: Option<Any>,
-    /// CI: kept as written (for Deployment: the older infrastructure form, see `legacy_infrastructure`).
-    pub infrastructure: Option<Any>,
+    /// CI: kept as written. Deployment: the older `infrastructure:` form, with `environmentRef` and
+    /// `useFromStage` read.
+    pub infrastructure: Option<KeptBlock>,
     /// CI: kept as written.
     pub caching: Option<Any>,
     /// Deployment: `Kubernetes`, `NativeHelm`, `Ssh`, …
@@ -180,11 +181,7 @@ pub struct StageSpec {
     /// Deployment: the environment and infrastructure.
     pub environment: Option<EnvironmentConfig>,
     /// Deployment: the older `serviceConfig:` form.
-    pub service_config: Option<LegacyConfig>,
-    /// Deployment: the older `infrastructure:` form, parsed (`useFromStage`, `environmentRef`).
-    #[serde(skip)]
-    #[schemars(skip)]
-    pub legacy_infrastructure: Option<LegacyConfig>,
+    pub service_config: Option<KeptBlock>,
     /// Approval stages and all others: the steps.
     pub execution: Execution,
 }
@@ -255,11 +252,11 @@ pub struct InfraRef {
     pub inputs: Option<Any>,
 }
 
-/// The older `serviceConfig:` / `infrastructure:` forms: a reference and/or `useFromStage`, the rest kept.
-/// Serialises as the block as written.
+/// A block kept as written, with its reference and `useFromStage` read where they mean something (the older
+/// Deployment `serviceConfig:` / `infrastructure:` forms). Serialises as the block as written.
 #[derive(Debug, Clone, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct LegacyConfig {
+pub struct KeptBlock {
     /// `serviceRef` or `environmentRef`.
     pub reference: Option<Str>,
     /// Propagate from an earlier stage.
@@ -272,7 +269,7 @@ pub struct LegacyConfig {
     pub span: Span,
 }
 
-impl Serialize for LegacyConfig {
+impl Serialize for KeptBlock {
     fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         self.raw.serialize(s)
     }
@@ -754,6 +751,8 @@ pub struct Matrix {
     pub exclude: Vec<serde_json::Map<String, serde_json::Value>>,
     /// How many iterations run at once.
     pub max_concurrency: Option<u32>,
+    /// How iterations are named (an expression, e.g. `<+matrix.os>`).
+    pub node_name: Option<Str>,
     /// Where the map is.
     #[serde(skip)]
     #[schemars(skip)]
@@ -770,12 +769,14 @@ pub struct Repeat {
     pub items: Option<Vec<serde_json::Value>>,
     /// How many iterations run at once.
     pub max_concurrency: Option<u32>,
+    /// How iterations are named (an expression, e.g. `<+repeat.item>`).
+    pub node_name: Option<Str>,
 }
 
-/// `service:` entity file.
+/// The fields every entity file shares.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
-pub struct Service {
+pub struct EntityMeta {
     /// Name.
     pub name: Str,
     /// Identifier.
@@ -788,6 +789,15 @@ pub struct Service {
     pub description: Option<Str>,
     /// Tags.
     pub tags: Option<Tags>,
+}
+
+/// `service:` entity file.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct Service {
+    /// Name, identifier, scope, description, tags.
+    #[serde(flatten)]
+    pub meta: EntityMeta,
     /// `serviceDefinition.type`.
     pub deployment_type: Option<Str>,
     /// `serviceDefinition.spec.variables` (`<+serviceVariables.x>`).
@@ -809,21 +819,12 @@ pub enum EnvironmentType {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct Environment {
-    /// Name.
-    pub name: Str,
-    /// Identifier.
-    pub identifier: Str,
+    /// Name, identifier, scope, description, tags.
+    #[serde(flatten)]
+    pub meta: EntityMeta,
     /// `Production` or `PreProduction`.
     #[serde(rename = "type")]
     pub env_type: EnvironmentType,
-    /// Organization.
-    pub org_identifier: Option<Str>,
-    /// Project.
-    pub project_identifier: Option<Str>,
-    /// Description.
-    pub description: Option<Str>,
-    /// Tags.
-    pub tags: Option<Tags>,
     /// `<+env.variables.x>`.
     pub variables: Vec<Variable>,
 }
@@ -832,10 +833,9 @@ pub struct Environment {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InfrastructureDefinition {
-    /// Name.
-    pub name: Str,
-    /// Identifier.
-    pub identifier: Str,
+    /// Name, identifier, scope, description, tags.
+    #[serde(flatten)]
+    pub meta: EntityMeta,
     /// The environment it belongs to.
     pub environment_ref: Str,
     /// Deployment type.
@@ -843,14 +843,6 @@ pub struct InfrastructureDefinition {
     /// Infrastructure type (`KubernetesDirect`, …).
     #[serde(rename = "type")]
     pub infra_type: Option<Str>,
-    /// Organization.
-    pub org_identifier: Option<Str>,
-    /// Project.
-    pub project_identifier: Option<Str>,
-    /// Description.
-    pub description: Option<Str>,
-    /// Tags.
-    pub tags: Option<Tags>,
     /// The spec as written (`<+infra.namespace>` reads `spec.namespace`).
     pub spec: serde_json::Map<String, serde_json::Value>,
 }
@@ -859,18 +851,9 @@ pub struct InfrastructureDefinition {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct InputSet {
-    /// Name.
-    pub name: Str,
-    /// Identifier.
-    pub identifier: Str,
-    /// Organization.
-    pub org_identifier: Option<Str>,
-    /// Project.
-    pub project_identifier: Option<Str>,
-    /// Description.
-    pub description: Option<Str>,
-    /// Tags.
-    pub tags: Option<Tags>,
+    /// Name, identifier, scope, description, tags.
+    #[serde(flatten)]
+    pub meta: EntityMeta,
     /// The pipeline-shaped values (`pipeline.identifier` names the pipeline).
     pub pipeline: Any,
     /// The pipeline the set is for.
@@ -881,18 +864,11 @@ pub struct InputSet {
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct OverlayInputSet {
-    /// Name.
-    pub name: Str,
-    /// Identifier.
-    pub identifier: Str,
-    /// Organization.
-    pub org_identifier: Option<Str>,
-    /// Project.
-    pub project_identifier: Option<Str>,
-    /// Description.
-    pub description: Option<Str>,
-    /// Tags.
-    pub tags: Option<Tags>,
+    /// Name, identifier, scope, description, tags.
+    #[serde(flatten)]
+    pub meta: EntityMeta,
+    /// The pipeline the overlay is for.
+    pub pipeline_identifier: Option<Str>,
     /// Input sets in overlay order.
     pub input_set_references: Vec<Str>,
 }

@@ -20,7 +20,6 @@ const PIPELINE_KEYS: &[&str] = &[
     "stages",
     "notificationRules",
     "delegateSelectors",
-    "fixedInputsOnRerun",
 ];
 const STAGE_KEYS: &[&str] = &[
     "name",
@@ -38,8 +37,7 @@ const STAGE_KEYS: &[&str] = &[
 ];
 const STEP_KEYS: &[&str] =
     &["name", "identifier", "type", "description", "timeout", "spec", "when", "failureStrategies", "strategy"];
-const GROUP_KEYS: &[&str] =
-    &["name", "identifier", "steps", "when", "failureStrategies", "strategy", "timeout", "delegateSelectors"];
+const GROUP_KEYS: &[&str] = &["name", "identifier", "steps", "when", "failureStrategies", "strategy", "timeout"];
 
 /// Read the value of the top-level `pipeline:` key.
 pub fn pipeline(r: &mut Reader, node: &Node) -> Option<Pipeline> {
@@ -175,25 +173,10 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
     let swhat = format!("the spec of {what}");
     let known: &[&str] = match t {
         StageType::Custom | StageType::Approval => &["execution"],
-        StageType::Ci => &[
-            "cloneCodebase",
-            "platform",
-            "runtime",
-            "infrastructure",
-            "caching",
-            "execution",
-            "sharedPaths",
-            "serviceDependencies",
-        ],
-        StageType::Deployment => &[
-            "deploymentType",
-            "service",
-            "environment",
-            "serviceConfig",
-            "infrastructure",
-            "execution",
-            "gitOpsEnabled",
-        ],
+        StageType::Ci => &["cloneCodebase", "platform", "runtime", "infrastructure", "caching", "execution"],
+        StageType::Deployment => {
+            &["deploymentType", "service", "environment", "serviceConfig", "infrastructure", "execution"]
+        }
     };
     let m = r.map(node, &swhat, known)?;
     let execution = r.req(&m, "execution").and_then(|n| execution(r, n, what));
@@ -208,7 +191,6 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
         service: None,
         environment: None,
         service_config: None,
-        legacy_infrastructure: None,
         execution: execution.unwrap_or_default(),
     };
     match t {
@@ -216,7 +198,12 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
             spec.clone_codebase = r.opt_bool(&m, "cloneCodebase");
             spec.platform = m.get("platform").map(Node::to_json);
             spec.runtime = m.get("runtime").map(Node::to_json);
-            spec.infrastructure = m.get("infrastructure").map(Node::to_json);
+            spec.infrastructure = m.get("infrastructure").map(|n| KeptBlock {
+                reference: None,
+                use_from_stage: None,
+                raw: n.to_json(),
+                span: n.span,
+            });
             spec.caching = m.get("caching").map(Node::to_json);
         }
         StageType::Deployment => {
@@ -225,10 +212,9 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
             spec.environment = m.get("environment").and_then(|n| environment_config(r, n, what));
             spec.service_config =
                 m.get("serviceConfig").and_then(|n| legacy(r, n, "serviceRef", &format!("`serviceConfig` of {what}")));
-            spec.legacy_infrastructure = m
+            spec.infrastructure = m
                 .get("infrastructure")
                 .and_then(|n| legacy(r, n, "environmentRef", &format!("`infrastructure` of {what}")));
-            spec.infrastructure = m.get("infrastructure").map(Node::to_json);
             if spec.service.is_none() && spec.service_config.is_none() {
                 r.error_help(
                     m.node.span,
@@ -236,7 +222,7 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
                     "add `service: {serviceRef: …}` or `service: {useFromStage: {stage: …}}`",
                 );
             }
-            if spec.environment.is_none() && spec.legacy_infrastructure.is_none() {
+            if spec.environment.is_none() && spec.infrastructure.is_none() {
                 r.error_help(
                     m.node.span,
                     format!("{what} is a Deployment stage without an environment"),
@@ -277,14 +263,7 @@ fn environment_config(r: &mut Reader, node: &Node, what: &str) -> Option<Environ
     let m = r.map(
         node,
         &format!("the environment of {what}"),
-        &[
-            "environmentRef",
-            "deployToAll",
-            "environmentInputs",
-            "infrastructureDefinitions",
-            "useFromStage",
-            "serviceOverrideInputs",
-        ],
+        &["environmentRef", "deployToAll", "environmentInputs", "infrastructureDefinitions", "useFromStage"],
     )?;
     let infrastructure_definitions = r.list(&m, "infrastructureDefinitions", |r, n| {
         let im = r.map(n, "an infrastructure definition", &["identifier", "inputs"])?;
@@ -311,9 +290,9 @@ fn environment_config(r: &mut Reader, node: &Node, what: &str) -> Option<Environ
     Some(c)
 }
 
-fn legacy(r: &mut Reader, node: &Node, ref_key: &str, what: &str) -> Option<LegacyConfig> {
+fn legacy(r: &mut Reader, node: &Node, ref_key: &str, what: &str) -> Option<KeptBlock> {
     let m = r.map(node, what, &[])?;
-    Some(LegacyConfig {
+    Some(KeptBlock {
         reference: r.opt_str(&m, ref_key),
         use_from_stage: use_from_stage(r, &m),
         raw: node.to_json(),
@@ -433,17 +412,7 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             let m = r.map(
                 node,
                 &swhat,
-                &[
-                    "shell",
-                    "source",
-                    "environmentVariables",
-                    "outputVariables",
-                    "executionTarget",
-                    "delegateSelectors",
-                    "onDelegate",
-                    "includeInfraSelectors",
-                    "outputAlias",
-                ],
+                &["shell", "source", "environmentVariables", "outputVariables", "executionTarget", "delegateSelectors"],
             )?;
             let sh = r.req(&m, "shell").and_then(|n| shell(r, n, what));
             let script = r.req(&m, "source").and_then(|n| {
@@ -520,22 +489,8 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             }))
         }
         StepType::Http => {
-            let m = r.map(
-                node,
-                &swhat,
-                &[
-                    "url",
-                    "method",
-                    "headers",
-                    "requestBody",
-                    "assertion",
-                    "outputVariables",
-                    "delegateSelectors",
-                    "certificate",
-                    "certificateKey",
-                    "inputVariables",
-                ],
-            )?;
+            let m =
+                r.map(node, &swhat, &["url", "method", "headers", "requestBody", "assertion", "outputVariables"])?;
             let url = r.req_str(&m, "url");
             let method = r.req(&m, "method").and_then(|n| {
                 let s = r.string(n, "method")?;
@@ -577,7 +532,6 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
                     "approvers",
                     "approverInputs",
                     "isAutoRejectEnabled",
-                    "autoApproval",
                 ],
             )?;
             let approvers = r.req(&m, "approvers").and_then(|n| {
@@ -818,6 +772,7 @@ fn strategy(r: &mut Reader, node: &Node, what: &str) -> Option<Strategy> {
                 axes,
                 exclude,
                 max_concurrency: r.opt_u32(&mm, "maxConcurrency"),
+                node_name: r.opt_str(&mm, "nodeName"),
                 span: n.span,
             }))
         }
@@ -837,7 +792,12 @@ fn strategy(r: &mut Reader, node: &Node, what: &str) -> Option<Strategy> {
             if rm.get("times").is_none() == rm.get("items").is_none() {
                 r.error(n.span, format!("the repeat strategy of {what} needs exactly one of `times` or `items`"));
             }
-            Some(Strategy::Repeat(Repeat { times, items, max_concurrency: r.opt_u32(&rm, "maxConcurrency") }))
+            Some(Strategy::Repeat(Repeat {
+                times,
+                items,
+                max_concurrency: r.opt_u32(&rm, "maxConcurrency"),
+                node_name: r.opt_str(&rm, "nodeName"),
+            }))
         }
         _ => {
             let n = m.get("parallelism")?;
@@ -858,34 +818,24 @@ fn entity_keys(extra: &[&'static str]) -> Vec<&'static str> {
     v
 }
 
-struct Common {
-    name: Option<Str>,
-    identifier: Option<Str>,
-    org: Option<Str>,
-    project: Option<Str>,
-    description: Option<Str>,
-    tags: Option<Tags>,
-}
-
-fn common(r: &mut Reader, m: &MapView<'_>) -> Common {
+/// The shared entity fields. Read even when some are missing, so every problem is reported.
+fn meta(r: &mut Reader, m: &MapView<'_>) -> Option<EntityMeta> {
     let identifier = r.req_str(m, "identifier");
     if let Some(id) = &identifier {
         r.identifier(id, &m.what);
     }
-    Common {
-        name: r.req_str(m, "name"),
-        identifier,
-        org: r.opt_str(m, "orgIdentifier"),
-        project: r.opt_str(m, "projectIdentifier"),
-        description: r.opt_str(m, "description"),
-        tags: tags(r, m),
-    }
+    let name = r.req_str(m, "name");
+    let org_identifier = r.opt_str(m, "orgIdentifier");
+    let project_identifier = r.opt_str(m, "projectIdentifier");
+    let description = r.opt_str(m, "description");
+    let tags = tags(r, m);
+    Some(EntityMeta { name: name?, identifier: identifier?, org_identifier, project_identifier, description, tags })
 }
 
 /// Read a `service:` entity.
 pub fn service(r: &mut Reader, node: &Node) -> Option<Service> {
-    let m = r.map(node, "the service", &entity_keys(&["serviceDefinition", "gitOpsEnabled"]))?;
-    let c = common(r, &m);
+    let m = r.map(node, "the service", &entity_keys(&["serviceDefinition"]))?;
+    let meta = meta(r, &m);
     let mut deployment_type = None;
     let mut vars = Vec::new();
     if let Some(def) = m.get("serviceDefinition") {
@@ -897,22 +847,17 @@ pub fn service(r: &mut Reader, node: &Node) -> Option<Service> {
         }
     }
     Some(Service {
-        org_identifier: c.org,
-        project_identifier: c.project,
-        description: c.description,
-        tags: c.tags,
         deployment_type,
         variables: vars,
         service_definition: m.get("serviceDefinition").map(Node::to_json),
-        name: c.name?,
-        identifier: c.identifier?,
+        meta: meta?,
     })
 }
 
 /// Read an `environment:` entity.
 pub fn environment(r: &mut Reader, node: &Node) -> Option<Environment> {
-    let m = r.map(node, "the environment", &entity_keys(&["type", "variables", "overrides"]))?;
-    let c = common(r, &m);
+    let m = r.map(node, "the environment", &entity_keys(&["type", "variables"]))?;
+    let meta = meta(r, &m);
     let env_type = r.req(&m, "type").and_then(|t| {
         r.one_of(t, "environment type", &["Production", "PreProduction"], |s| match s {
             "Production" => Some(EnvironmentType::Production),
@@ -920,16 +865,7 @@ pub fn environment(r: &mut Reader, node: &Node) -> Option<Environment> {
             _ => None,
         })
     });
-    Some(Environment {
-        variables: variables(r, &m),
-        org_identifier: c.org,
-        project_identifier: c.project,
-        description: c.description,
-        tags: c.tags,
-        name: c.name?,
-        identifier: c.identifier?,
-        env_type: env_type?,
-    })
+    Some(Environment { variables: variables(r, &m), meta: meta?, env_type: env_type? })
 }
 
 /// Read an `infrastructureDefinition:` entity.
@@ -937,9 +873,9 @@ pub fn infrastructure(r: &mut Reader, node: &Node) -> Option<InfrastructureDefin
     let m = r.map(
         node,
         "the infrastructure definition",
-        &entity_keys(&["environmentRef", "deploymentType", "type", "spec", "allowSimultaneousDeployments"]),
+        &entity_keys(&["environmentRef", "deploymentType", "type", "spec"]),
     )?;
-    let c = common(r, &m);
+    let meta = meta(r, &m);
     let environment_ref = r.req_str(&m, "environmentRef");
     let spec = match m.get("spec").map(Node::to_json) {
         Some(serde_json::Value::Object(o)) => o,
@@ -952,13 +888,8 @@ pub fn infrastructure(r: &mut Reader, node: &Node) -> Option<InfrastructureDefin
     Some(InfrastructureDefinition {
         deployment_type: r.opt_str(&m, "deploymentType"),
         infra_type: r.opt_str(&m, "type"),
-        org_identifier: c.org,
-        project_identifier: c.project,
-        description: c.description,
-        tags: c.tags,
         spec,
-        name: c.name?,
-        identifier: c.identifier?,
+        meta: meta?,
         environment_ref: environment_ref?,
     })
 }
@@ -966,28 +897,19 @@ pub fn infrastructure(r: &mut Reader, node: &Node) -> Option<InfrastructureDefin
 /// Read an `inputSet:` entity.
 pub fn input_set(r: &mut Reader, node: &Node) -> Option<InputSet> {
     let m = r.map(node, "the input set", &entity_keys(&["pipeline"]))?;
-    let c = common(r, &m);
+    let meta = meta(r, &m);
     let p = r.req(&m, "pipeline");
     let pipeline_identifier = p.and_then(|p| {
         let pm = r.map(p, "the input set's pipeline", &[])?;
         r.req_str(&pm, "identifier")
     });
-    Some(InputSet {
-        org_identifier: c.org,
-        project_identifier: c.project,
-        description: c.description,
-        tags: c.tags,
-        pipeline_identifier,
-        pipeline: p?.to_json(),
-        name: c.name?,
-        identifier: c.identifier?,
-    })
+    Some(InputSet { pipeline_identifier, pipeline: p?.to_json(), meta: meta? })
 }
 
 /// Read an `overlayInputSet:` entity.
 pub fn overlay_input_set(r: &mut Reader, node: &Node) -> Option<OverlayInputSet> {
     let m = r.map(node, "the overlay input set", &entity_keys(&["inputSetReferences", "pipelineIdentifier"]))?;
-    let c = common(r, &m);
+    let meta = meta(r, &m);
     let refs = r.req(&m, "inputSetReferences").and_then(|n| {
         let items = r.seq(n, "`inputSetReferences`")?;
         Some(items.iter().filter_map(|i| r.string(i, "an input set reference")).collect::<Vec<_>>())
@@ -998,12 +920,8 @@ pub fn overlay_input_set(r: &mut Reader, node: &Node) -> Option<OverlayInputSet>
         r.error(m.key_span("inputSetReferences"), "`inputSetReferences` lists no input sets");
     }
     Some(OverlayInputSet {
-        org_identifier: c.org,
-        project_identifier: c.project,
-        description: c.description,
-        tags: c.tags,
+        pipeline_identifier: r.opt_str(&m, "pipelineIdentifier"),
         input_set_references: refs?,
-        name: c.name?,
-        identifier: c.identifier?,
+        meta: meta?,
     })
 }

@@ -113,8 +113,8 @@ impl Reader {
             seen.push(key);
             if !known.is_empty() && !known.contains(&key) {
                 let msg = match suggest(key, known.iter().copied()) {
-                    Some(s) => format!("unknown key `{key}` in {what}; did you mean `{s}`?"),
-                    None => format!("unknown key `{key}` in {what}; known keys: {}", known.join(", ")),
+                    Some(s) => format!("unknown key `{key}` in {what} is ignored; did you mean `{s}`?"),
+                    None => format!("unknown key `{key}` in {what} is ignored; known keys: {}", known.join(", ")),
                 };
                 self.warn(k.span, msg);
             }

@@ -118,32 +118,12 @@ pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) {
         });
         use_from_stage(p, s, &order, r);
     }
-    let mut w = Walk {
-        p: Some(p),
-        order,
-        source,
-        scope: Scope::default(),
-        frames: Vec::new(),
-        deployment: false,
-        out: Vec::new(),
-    };
-    w.walk(node, None, None);
-    r.diags.append(&mut w.out);
+    Walk::new(Some(p), order, source).run(node, r);
 }
 
 /// Check the expressions of an entity file (they are parsed; references are resolved when a pipeline uses it).
 pub fn expressions_only(node: &Node, source: &str, r: &mut Reader) {
-    let mut w = Walk {
-        p: None,
-        order: HashMap::new(),
-        source,
-        scope: Scope::default(),
-        frames: Vec::new(),
-        deployment: true,
-        out: Vec::new(),
-    };
-    w.walk(node, None, None);
-    r.diags.append(&mut w.out);
+    Walk::new(None, HashMap::new(), source).run(node, r);
 }
 
 fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)>, r: &mut Reader) {
@@ -152,7 +132,7 @@ fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)
         ("service", spec.service.as_ref().and_then(|c| c.use_from_stage.as_ref())),
         ("environment", spec.environment.as_ref().and_then(|c| c.use_from_stage.as_ref())),
         ("serviceConfig", spec.service_config.as_ref().and_then(|c| c.use_from_stage.as_ref())),
-        ("infrastructure", spec.legacy_infrastructure.as_ref().and_then(|c| c.use_from_stage.as_ref())),
+        ("infrastructure", spec.infrastructure.as_ref().and_then(|c| c.use_from_stage.as_ref())),
     ];
     let me = order.get(s.identifier.as_str()).map(|(g, _)| *g).unwrap_or(usize::MAX);
     for (what, u) in uses {
@@ -172,14 +152,13 @@ fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)
             Some(_) if target == s.identifier.as_str() => {
                 r.error(u.stage.span, format!("stage `{target}` cannot propagate its {what} from itself"));
             }
-            Some((g, t)) if *g >= me => {
+            Some((g, _)) if *g >= me => {
                 let how = if *g == me { "runs in parallel with it" } else { "runs after it" };
                 r.error_help(
                     u.stage.span,
                     format!("stage `{}` propagates its {what} from stage `{target}`, which {how}", s.identifier.value),
                     "`useFromStage` must name a stage that runs earlier",
                 );
-                let _ = t;
             }
             Some((_, t)) if t.stage_type != StageType::Deployment => {
                 r.error(
@@ -229,6 +208,18 @@ fn outputs(s: &Step) -> Vec<&str> {
 }
 
 impl<'a> Walk<'a> {
+    /// A walk over a pipeline (`p` set: references are checked) or an entity file (`p` unset: parsed only).
+    fn new(p: Option<&'a Pipeline>, order: HashMap<&'a str, (usize, &'a Stage)>, source: &'a str) -> Self {
+        // Outside a pipeline (entity files) service / env / infra expressions are at home.
+        let deployment = p.is_none();
+        Walk { p, order, source, scope: Scope::default(), frames: Vec::new(), deployment, out: Vec::new() }
+    }
+
+    fn run(mut self, node: &Node, r: &mut Reader) {
+        self.walk(node, None, None);
+        r.diags.append(&mut self.out);
+    }
+
     fn walk(&mut self, node: &Node, key: Option<&str>, parent: Option<&str>) {
         match &node.yaml {
             Yaml::Scalar(s, _) => {
@@ -263,11 +254,6 @@ impl<'a> Walk<'a> {
                             self.walk(v, Some(k), key);
                             self.frames.truncate(n);
                             self.scope = saved_scope;
-                        }
-                        "rollbackSteps" => {
-                            self.scope.rollback = true;
-                            self.walk(v, Some(k), key);
-                            self.scope.rollback = false;
                         }
                         _ => self.walk(v, Some(k), key),
                     }

@@ -89,10 +89,7 @@ fn every_stage_and_step_type_reads_into_the_model() {
     assert!(matches!(deploy.failure_strategies[0].on_failure.action, Action::StageRollback));
     let legacy = p.stage("legacy").unwrap();
     assert_eq!(legacy.spec.service_config.as_ref().unwrap().use_from_stage.as_ref().unwrap().stage.value, "deploy");
-    assert_eq!(
-        legacy.spec.legacy_infrastructure.as_ref().unwrap().use_from_stage.as_ref().unwrap().stage.value,
-        "deploy"
-    );
+    assert_eq!(legacy.spec.infrastructure.as_ref().unwrap().use_from_stage.as_ref().unwrap().stage.value, "deploy");
     assert!(matches!(legacy.failure_strategies[0].on_failure.action, Action::PipelineRollback));
     assert!(matches!(legacy.failure_strategies[1].on_failure.action, Action::MarkAsSuccess));
     // Spans point at the source.
@@ -374,4 +371,24 @@ mod props {
             let _ = super::doc(&s);
         }
     }
+}
+
+#[test]
+fn accepted_fields_are_kept_and_unknown_ones_are_said_to_be_ignored() {
+    let overlay =
+        doc("overlayInputSet:\n  name: o\n  identifier: o\n  pipelineIdentifier: p\n  inputSetReferences: [a, b]\n");
+    assert!(overlay.entity.as_ref().unwrap().to_yaml().contains("pipelineIdentifier: p"));
+    let matrix = format!(
+        "{HEAD}  stages:\n{}",
+        stage("a", "echo <+matrix.os>").replace(
+            "        spec:\n          execution",
+            "        strategy:\n          matrix:\n            os: [linux]\n            nodeName: <+matrix.os>\n        spec:\n          execution"
+        )
+    );
+    let d = doc(&matrix);
+    assert!(d.is_valid(), "{}", d.render_diagnostics());
+    let yaml = d.entity.as_ref().unwrap().to_yaml();
+    assert!(yaml.contains("nodeName: <+matrix.os>"), "{yaml}");
+    let unknown = doc(&format!("{HEAD}  fixedInputsOnRerun: true\n  stages:\n{}", stage("a", "x")));
+    assert!(unknown.warnings().any(|w| w.message.contains("`fixedInputsOnRerun` in the pipeline is ignored")));
 }
