@@ -307,7 +307,6 @@ impl<'s> Parser<'s> {
         let cond = self.binary(0)?;
         if self.peek()?.0 == Tok::Question {
             self.next()?;
-            let at = cond.span.start;
             self.ctx.push(Ctx::Nested);
             let a = self.ternary()?;
             self.expect(Tok::Colon, "`:` of the `? :` operator")?;
@@ -452,7 +451,7 @@ impl<'s> Parser<'s> {
                     }
                 }
                 Tok::LBracket => {
-                    let (_, r) = self.next()?;
+                    self.next()?;
                     self.ctx.push(Ctx::Nested);
                     let idx = self.expr()?;
                     self.ctx.pop();
@@ -478,7 +477,7 @@ impl<'s> Parser<'s> {
     }
 
     fn args(&mut self) -> Result<Vec<Expr>, ParseError> {
-        let open = self.expect(Tok::LParen, "`(`")?;
+        self.expect(Tok::LParen, "`(`")?;
         self.ctx.push(Ctx::Nested);
         let mut args = Vec::new();
         if self.peek()?.0 != Tok::RParen {
