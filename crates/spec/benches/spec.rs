@@ -1,5 +1,6 @@
 //! Criterion benchmark: parse and validate a generated 5,000-stage pipeline (each stage reads the previous
-//! stage's output variable, so validation resolves 5,000 cross-stage references).
+//! stage's output variable, so validation resolves 5,000 cross-stage references), next to the cost of the
+//! YAML tree alone and of the YAML parser's event stream alone, which bound what parsing can reach.
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use std::hint::black_box;
@@ -30,6 +31,11 @@ fn bench(c: &mut Criterion) {
     g.sample_size(20);
     g.bench_function("parse_validate_5000_stages", |b| {
         b.iter(|| spec::parse_document("big.yaml", black_box(src.clone())))
+    });
+    // The floor: the YAML tree alone, and the YAML parser's events alone (no tree at all).
+    g.bench_function("yaml_tree_5000_stages", |b| b.iter(|| spec::yaml::load(black_box(&src))));
+    g.bench_function("yaml_events_5000_stages", |b| {
+        b.iter(|| saphyr_parser::Parser::new_from_str(black_box(&src)).count())
     });
     g.finish();
 }
