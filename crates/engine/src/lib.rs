@@ -1,1 +1,163 @@
-//! x
+//! The execution engine: runs a validated pipeline as an execution record. It owns the state machine
+//! (stages in order, parallel blocks, step groups, looping strategies, `when` conditions, failure strategies,
+//! timeouts, abort), the executors (ShellScript, Run, Http, Wait, HarnessApproval), output capture, secret
+//! masking and log capture. Every state change goes to the [`store::Store`] before the engine acts on it; the
+//! engine holds no SQL.
+
+mod logs;
+mod process;
+mod run;
+mod steps;
+mod tree;
+
+pub use logs::Masker;
+pub use run::Engine;
+
+use spec::{Environment, InfrastructureDefinition, Service};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use store::{Node, Status};
+
+/// Why the engine could not run an execution at all (a node's own failure is a status, not an error).
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    /// The working directory could not be made.
+    #[error("cannot create the working directory {path}: {source}")]
+    WorkDir {
+        /// The directory.
+        path: String,
+        /// The cause.
+        source: std::io::Error,
+    },
+}
+
+/// How the engine behaves.
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    /// Executions get `<work_root>/<execution id>/` as their working directory.
+    pub work_root: PathBuf,
+    /// Time between SIGTERM and SIGKILL when a step is stopped.
+    pub kill_grace: Duration,
+    /// How often the engine looks for an abort request or a decision made by another process.
+    pub poll_interval: Duration,
+    /// Who is running the pipeline (`<+pipeline.triggeredBy.name>`).
+    pub triggered_by: String,
+}
+
+impl EngineConfig {
+    /// Defaults under a state directory.
+    pub fn new(state_dir: &Path) -> Self {
+        // Absolute, because steps run with the working directory as their current directory.
+        let state_dir = std::path::absolute(state_dir).unwrap_or_else(|_| state_dir.to_path_buf());
+        EngineConfig {
+            work_root: state_dir.join("work"),
+            kill_grace: Duration::from_secs(5),
+            poll_interval: Duration::from_millis(200),
+            triggered_by: std::env::var("USER").unwrap_or_else(|_| "local".into()),
+        }
+    }
+}
+
+/// Services, environments and infrastructure definitions by identifier.
+#[derive(Debug, Clone, Default)]
+pub struct Entities {
+    /// Services.
+    pub services: BTreeMap<String, Service>,
+    /// Environments.
+    pub environments: BTreeMap<String, Environment>,
+    /// Infrastructure definitions.
+    pub infrastructures: BTreeMap<String, InfrastructureDefinition>,
+}
+
+impl Entities {
+    /// Read every entity file below `dir` (a `.harness/` folder). Invalid files are errors with diagnostics.
+    pub fn load_dir(dir: &Path) -> Result<Entities, String> {
+        let mut out = Entities::default();
+        let mut files = Vec::new();
+        collect(dir, &mut files).map_err(|e| format!("{}: {e}", dir.display()))?;
+        files.sort();
+        for f in files {
+            let doc = spec::load_file(&f).map_err(|e| e.to_string())?;
+            if !doc.is_valid() {
+                return Err(doc.render_diagnostics());
+            }
+            match doc.entity {
+                Some(spec::Entity::Service(s)) => {
+                    out.services.insert(s.meta.identifier.value.clone(), *s);
+                }
+                Some(spec::Entity::Environment(e)) => {
+                    out.environments.insert(e.meta.identifier.value.clone(), *e);
+                }
+                Some(spec::Entity::Infrastructure(i)) => {
+                    out.infrastructures.insert(i.meta.identifier.value.clone(), *i);
+                }
+                _ => {}
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
+    for e in std::fs::read_dir(dir)? {
+        let p = e?.path();
+        if p.is_dir() {
+            collect(&p, out)?;
+        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+            out.push(p);
+        }
+    }
+    Ok(())
+}
+
+/// Secret values by identifier: given explicitly, or from `PIPEWRIGHT_SECRET_<ID>` in the environment.
+#[derive(Debug, Clone, Default)]
+pub struct Secrets {
+    /// Explicit values.
+    pub values: BTreeMap<String, String>,
+}
+
+impl Secrets {
+    /// The value of secret `id`.
+    pub fn get(&self, id: &str) -> Option<String> {
+        self.values.get(id).cloned().or_else(|| {
+            let var = format!("PIPEWRIGHT_SECRET_{}", id.to_ascii_uppercase().replace(['.', '-'], "_"));
+            std::env::var(var).ok()
+        })
+    }
+}
+
+/// Something that happened during an execution, for live display.
+#[derive(Debug, Clone)]
+pub enum Event {
+    /// A node changed status.
+    Node(Box<Node>),
+    /// A log line of a node (already masked).
+    Log {
+        /// The node's path (`stage.step`).
+        path: String,
+        /// `stdout` or `stderr` or `pipewright`.
+        stream: &'static str,
+        /// The line.
+        line: String,
+    },
+    /// The execution ended.
+    Finished(Status),
+}
+
+/// Receives [`Event`]s as they happen.
+pub trait Observer: Send + Sync {
+    /// Called for every event, in order per node.
+    fn event(&self, e: &Event);
+}
+
+/// An observer that ignores everything.
+pub struct Quiet;
+
+impl Observer for Quiet {
+    fn event(&self, _: &Event) {}
+}

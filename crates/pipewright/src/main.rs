@@ -3,7 +3,7 @@
 
 mod commands;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -24,6 +24,14 @@ pub enum Output {
     Json,
 }
 
+/// Where the execution history lives.
+#[derive(Args, Clone, Debug)]
+pub struct StateArgs {
+    /// The state directory (SQLite database, working directories).
+    #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
+    pub state_dir: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Check pipeline and entity files (service, environment, infrastructureDefinition, inputSet) for errors.
@@ -41,13 +49,56 @@ enum Command {
     /// Print the JSON Schema of pipeline YAML, for editors.
     #[command(after_help = "Example:\n  pipewright schema > pipeline.schema.json")]
     Schema,
+    /// Run a pipeline, recording the execution in the state directory.
+    #[command(
+        after_help = "Examples:\n  pipewright run examples/build-test-deploy.yaml\n  pipewright run pipeline.yaml --input pipeline.variables.version=2.1.0\n  pipewright run pipeline.yaml --inputs-file input-sets/release.yaml --inputs-file overrides.yaml\n  pipewright run pipeline.yaml --output json\n\nExit status: 0 when the execution ends Success, 1 otherwise (2 for bad arguments)."
+    )]
+    Run(commands::run::RunArgs),
+    /// List executions, newest first.
+    #[command(
+        after_help = "Examples:\n  pipewright history\n  pipewright history --pipeline build_test_deploy --status Failed --limit 5\n  pipewright history --output json"
+    )]
+    History(commands::history::HistoryArgs),
+    /// Show one execution: stages, steps, attempts, statuses, durations, failures, outputs.
+    #[command(
+        after_help = "Examples:\n  pipewright show 01JD3…\n  pipewright show 01JD3 --output json      # a unique prefix of the id is enough"
+    )]
+    Show(commands::show::ShowArgs),
+    /// Print the logs of an execution.
+    #[command(
+        after_help = "Examples:\n  pipewright logs 01JD3\n  pipewright logs 01JD3 --stage build --step compile\n  pipewright logs 01JD3 --follow"
+    )]
+    Logs(commands::logs::LogsArgs),
+    /// Abort a running execution (from another terminal).
+    #[command(after_help = "Example:\n  pipewright abort 01JD3")]
+    Abort(commands::decide::ExecArg),
+    /// Approve a HarnessApproval step that is waiting.
+    #[command(
+        after_help = "Examples:\n  pipewright approve 01JD3\n  pipewright approve 01JD3 --node gate.approve --comment 'ship it' --input ticket=REL-7"
+    )]
+    Approve(commands::decide::ApprovalArgs),
+    /// Reject a HarnessApproval step that is waiting.
+    #[command(after_help = "Example:\n  pipewright reject 01JD3 --comment 'not today'")]
+    Reject(commands::decide::ApprovalArgs),
+    /// Decide for a step waiting in InterventionWaiting (ManualIntervention failure strategy).
+    #[command(after_help = "Example:\n  pipewright intervene 01JD3 --node build.compile --action retry")]
+    Intervene(commands::decide::InterveneArgs),
 }
 
-fn main() -> ExitCode {
+#[tokio::main]
+async fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { files, output } => commands::validate::run(&files, output),
         Command::Schema => commands::schema::run(),
+        Command::Run(a) => commands::run::run(a).await,
+        Command::History(a) => commands::history::run(a).await,
+        Command::Show(a) => commands::show::run(a).await,
+        Command::Logs(a) => commands::logs::run(a).await,
+        Command::Abort(a) => commands::decide::abort(a).await,
+        Command::Approve(a) => commands::decide::approval(a, "approve").await,
+        Command::Reject(a) => commands::decide::approval(a, "reject").await,
+        Command::Intervene(a) => commands::decide::intervene(a).await,
     };
     match result {
         Ok(code) => code,

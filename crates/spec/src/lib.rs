@@ -6,6 +6,7 @@
 pub mod diag;
 pub mod duration;
 mod emit;
+pub mod inputs;
 pub mod model;
 mod parse;
 mod read;
@@ -271,6 +272,29 @@ pub fn parse_document(label: &str, source: String) -> Document {
     doc.diagnostics = diags;
     doc.root = Some(root);
     doc
+}
+
+/// Read and validate a pipeline from the value node of its `pipeline:` key (e.g. after runtime inputs were
+/// applied with [`inputs::apply`]). `source` is the text the spans point into.
+pub fn pipeline_from_node(node: &Node, source: &str) -> Result<Pipeline, Vec<Diagnostic>> {
+    let mut r = Reader::default();
+    let p = parse::pipeline(&mut r, node);
+    if let Some(p) = &p {
+        validate::pipeline(p, node, source, &mut r);
+    }
+    let errors: Vec<Diagnostic> = r.diags.into_iter().filter(|d| d.severity == Severity::Error).collect();
+    match p {
+        Some(p) if errors.is_empty() => Ok(p),
+        _ => Err(errors),
+    }
+}
+
+impl Document {
+    /// The value node of the top-level key (`pipeline:`, `inputSet:`, …).
+    pub fn body(&self) -> Option<&Node> {
+        let key = self.entity.as_ref()?.kind();
+        self.root.as_ref()?.get(key)
+    }
 }
 
 /// The JSON Schema of pipeline YAML files.

@@ -134,10 +134,12 @@ fn node_row(r: &SqliteRow) -> Result<Node> {
     })
 }
 
+// Every read-then-write transaction starts with `BEGIN IMMEDIATE`: it takes the write lock up front, so two
+// writers queue on the busy timeout instead of deadlocking on a lock upgrade (SQLITE_BUSY at once).
 #[async_trait]
 impl Store for SqliteStore {
     async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let last: Option<(i64, String)> = sqlx::query_as(
             "SELECT version, yaml FROM pipelines WHERE org = ? AND project = ? AND identifier = ? ORDER BY version DESC LIMIT 1",
         )
@@ -209,7 +211,7 @@ impl Store for SqliteStore {
 
     async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let from: Option<String> =
             sqlx::query_scalar("SELECT status FROM executions WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
         let Some(from) = from else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
@@ -279,7 +281,7 @@ impl Store for SqliteStore {
 
     async fn put_node(&self, n: &Node) -> Result<()> {
         let now = now_ms();
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let from: Option<String> =
             sqlx::query_scalar("SELECT status FROM nodes WHERE id = ?").bind(&n.id).fetch_optional(&mut *tx).await?;
         let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());
@@ -395,7 +397,7 @@ impl Store for SqliteStore {
     }
 
     async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
-        let mut tx = self.pool.begin().await?;
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
         let row = sqlx::query(
             "SELECT * FROM decisions WHERE execution_id = ? AND node_id = ? AND consumed = 0 ORDER BY id LIMIT 1",
         )

@@ -1,0 +1,116 @@
+//! Log capture: every line of a step is masked (each secret value becomes `**************`), time-stamped,
+//! shown to the observer as it comes, and written to the store in chunks so a step that prints a gigabyte
+//! is stored as a few thousand rows rather than millions.
+
+use crate::{Event, Observer};
+use std::sync::{Arc, Mutex};
+use store::{Store, now_ms};
+
+/// The mask that replaces secret values.
+pub const MASK: &str = "**************";
+
+/// Replaces known secret values in text.
+#[derive(Debug, Default)]
+pub struct Masker {
+    secrets: Mutex<Vec<String>>,
+}
+
+impl Masker {
+    /// Start masking `value` (values shorter than 3 characters are not masked: they would hide everything).
+    pub fn add(&self, value: &str) {
+        let mut s = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        for v in std::iter::once(value).chain(value.lines()) {
+            let v = v.trim_end_matches('\r');
+            if v.len() >= 3 && !s.iter().any(|x| x == v) {
+                s.push(v.to_string());
+                // Longest first, so a secret containing another is masked whole.
+                s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+            }
+        }
+    }
+
+    /// Mask every secret in `text`.
+    pub fn mask(&self, text: &str) -> String {
+        let s = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = text.to_string();
+        for v in s.iter() {
+            if out.contains(v.as_str()) {
+                out = out.replace(v.as_str(), MASK);
+            }
+        }
+        out
+    }
+}
+
+const CHUNK_BYTES: usize = 256 * 1024;
+
+struct Buf {
+    text: String,
+    seq: i64,
+}
+
+/// The log of one node.
+pub struct LogSink {
+    store: Arc<dyn Store>,
+    observer: Arc<dyn Observer>,
+    masker: Arc<Masker>,
+    execution_id: String,
+    node_id: String,
+    path: String,
+    buf: tokio::sync::Mutex<Buf>,
+}
+
+impl LogSink {
+    /// A sink for a node.
+    pub fn new(
+        store: Arc<dyn Store>,
+        observer: Arc<dyn Observer>,
+        masker: Arc<Masker>,
+        execution_id: &str,
+        node_id: &str,
+        path: &str,
+    ) -> Self {
+        LogSink {
+            store,
+            observer,
+            masker,
+            execution_id: execution_id.to_string(),
+            node_id: node_id.to_string(),
+            path: path.to_string(),
+            buf: tokio::sync::Mutex::new(Buf { text: String::new(), seq: 0 }),
+        }
+    }
+
+    /// Record one line.
+    pub async fn line(&self, stream: &'static str, text: &str) {
+        let masked = self.masker.mask(text.trim_end_matches(['\n', '\r']));
+        self.observer.event(&Event::Log { path: self.path.clone(), stream, line: masked.clone() });
+        let mut b = self.buf.lock().await;
+        b.text.push_str(&format!("{}\t{stream}\t{masked}\n", now_ms()));
+        if b.text.len() >= CHUNK_BYTES {
+            self.flush_locked(&mut b).await;
+        }
+    }
+
+    /// Write what is buffered.
+    pub async fn flush(&self) {
+        let mut b = self.buf.lock().await;
+        self.flush_locked(&mut b).await;
+    }
+
+    async fn flush_locked(&self, b: &mut Buf) {
+        if b.text.is_empty() {
+            return;
+        }
+        let data = std::mem::take(&mut b.text);
+        b.seq += 1;
+        if let Err(e) = self.store.append_log(&self.execution_id, &self.node_id, b.seq, &data).await {
+            // The step goes on; the observer still saw the lines.
+            self.observer.event(&Event::Log {
+                path: self.path.clone(),
+                stream: "pipewright",
+                line: format!("could not store log lines: {e}"),
+            });
+        }
+    }
+}

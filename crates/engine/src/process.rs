@@ -1,0 +1,160 @@
+//! Step processes: each runs in a fresh process group with stdin closed, a clean environment and the
+//! execution's working directory; its stdout and stderr are read line by line into the step's log. A timeout
+//! or an abort sends SIGTERM to the whole group, then SIGKILL after a grace period; when the main process
+//! exits, anything it left running in its group (a forked daemon) is stopped the same way.
+
+use crate::logs::LogSink;
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::path::Path;
+use std::process::Stdio;
+use std::time::Duration;
+use tokio::io::{AsyncBufReadExt, AsyncRead, BufReader};
+use tokio::process::Command;
+use tokio::sync::watch;
+
+/// How a process ended.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// It exited with this code (signals: 128 + number).
+    Code(i32),
+    /// It ran past its timeout and was stopped.
+    TimedOut,
+    /// The execution was aborted and it was stopped.
+    Aborted,
+    /// It could not be started.
+    SpawnFailed(String),
+}
+
+/// What to run.
+pub struct Spec<'a> {
+    /// The program (`bash`, `sh`).
+    pub program: &'a str,
+    /// Its arguments.
+    pub args: Vec<String>,
+    /// The working directory.
+    pub cwd: &'a Path,
+    /// The whole environment.
+    pub env: Vec<(String, String)>,
+}
+
+/// The environment every step starts from: these variables of pipewright's own environment, when set.
+pub const PASSED_ENV: &[&str] = &["PATH", "HOME", "USER", "LOGNAME", "LANG", "LC_ALL", "TZ", "TMPDIR", "TERM"];
+
+struct Group(Option<i32>);
+
+impl Group {
+    fn signal(&self, sig: Signal) {
+        if let Some(pgid) = self.0 {
+            let _ = killpg(Pid::from_raw(pgid), sig);
+        }
+    }
+}
+
+impl Drop for Group {
+    fn drop(&mut self) {
+        // Whatever happens to the future running the step (a stage timeout, a panic), its processes die with it.
+        self.signal(Signal::SIGKILL);
+    }
+}
+
+async fn pump<R: AsyncRead + Unpin>(r: R, stream: &'static str, log: &LogSink) {
+    let mut reader = BufReader::with_capacity(64 * 1024, r);
+    let mut line = Vec::new();
+    loop {
+        line.clear();
+        match reader.read_until(b'\n', &mut line).await {
+            Ok(0) | Err(_) => return,
+            Ok(_) => log.line(stream, &String::from_utf8_lossy(&line)).await,
+        }
+    }
+}
+
+/// Run a process to its end, its timeout, or an abort.
+pub async fn run(
+    spec: Spec<'_>,
+    log: &LogSink,
+    timeout: Option<Duration>,
+    mut abort: watch::Receiver<bool>,
+    grace: Duration,
+) -> Exit {
+    let mut cmd = Command::new(spec.program);
+    cmd.args(&spec.args)
+        .current_dir(spec.cwd)
+        .env_clear()
+        .envs(spec.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .process_group(0);
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return Exit::SpawnFailed(format!("cannot start `{}`: {e}", spec.program)),
+    };
+    let group = Group(child.id().map(|p| p as i32));
+    let out = child.stdout.take();
+    let err = child.stderr.take();
+    let readers = async {
+        tokio::join!(
+            async {
+                if let Some(o) = out {
+                    pump(o, "stdout", log).await
+                }
+            },
+            async {
+                if let Some(e) = err {
+                    pump(e, "stderr", log).await
+                }
+            }
+        )
+    };
+    tokio::pin!(readers);
+    let deadline = async {
+        match timeout {
+            Some(t) => tokio::time::sleep(t).await,
+            None => std::future::pending().await,
+        }
+    };
+    tokio::pin!(deadline);
+    let aborted = async {
+        loop {
+            if *abort.borrow() {
+                return;
+            }
+            if abort.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    tokio::pin!(aborted);
+
+    let mut readers_done = false;
+    let status = loop {
+        tokio::select! {
+            s = child.wait() => break Ok(s),
+            _ = &mut readers, if !readers_done => readers_done = true,
+            _ = &mut deadline => break Err(Exit::TimedOut),
+            _ = &mut aborted => break Err(Exit::Aborted),
+        }
+    };
+    // Stop the group: after a timeout / abort, politely first; after a normal exit, whatever it left behind.
+    group.signal(Signal::SIGTERM);
+    let stopped = async {
+        let _ = child.wait().await;
+        if !readers_done {
+            readers.await;
+        }
+    };
+    if tokio::time::timeout(grace, stopped).await.is_err() {
+        group.signal(Signal::SIGKILL);
+    }
+    drop(group);
+    match status {
+        Ok(Ok(s)) => {
+            use std::os::unix::process::ExitStatusExt;
+            Exit::Code(s.code().unwrap_or_else(|| 128 + s.signal().unwrap_or(0)))
+        }
+        Ok(Err(e)) => Exit::SpawnFailed(format!("waiting for the process failed: {e}")),
+        Err(exit) => exit,
+    }
+}

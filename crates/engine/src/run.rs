@@ -1,0 +1,1302 @@
+//! The execution state machine. Stages run in YAML order, a `parallel` block's stages side by side; steps run
+//! in order, `parallel` steps and step groups side by side, step groups nest. Looping strategies expand a
+//! stage, group or step into iterations (`id_0`, `id_1`, …) run up to `maxConcurrency` at a time. `when`
+//! gates every node; failure strategies are matched innermost first (step → step groups → stage) and applied
+//! to the failed step; timeouts stop whole process groups and mark what was running `Expired`; an abort
+//! (Ctrl-C, `pipewright abort`, or an `Abort` action) stops everything. Every node record is written to the
+//! store before the engine goes on.
+
+use crate::logs::{LogSink, Masker};
+use crate::steps::{self, StepEnv};
+use crate::tree::{self, NodeCtx};
+use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets};
+use expr::{Scope, Value};
+use futures::future::join_all;
+use spec::{
+    Action, ErrorType, ExecutionElement, FailureStrategy, Pipeline, Stage, StageType, StatusCondition, Step, StepGroup,
+    Strategy, VariableType, When,
+};
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::path::PathBuf;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Execution, Node, NodeKind, Status, Store, now_ms};
+use tokio::sync::{Semaphore, watch};
+
+type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
+type Res<T> = Result<T, EngineError>;
+
+/// Runs executions.
+pub struct Engine {
+    store: Arc<dyn Store>,
+    observer: Arc<dyn Observer>,
+    config: EngineConfig,
+}
+
+struct Run<'p> {
+    store: Arc<dyn Store>,
+    observer: Arc<dyn Observer>,
+    config: EngineConfig,
+    exec: Execution,
+    pipeline: &'p Pipeline,
+    entities: &'p Entities,
+    secrets: &'p Secrets,
+    masker: Arc<Masker>,
+    tree: Mutex<Value>,
+    abort_tx: Arc<watch::Sender<bool>>,
+    abort_rx: watch::Receiver<bool>,
+    position: AtomicI64,
+    workdir: PathBuf,
+    failed: AtomicBool,
+    rollback_pipeline: AtomicBool,
+    ran: Mutex<Vec<RanStage>>,
+}
+
+/// A stage iteration that ran: its id, its index among the pipeline's stages, its local values (for
+/// `PipelineRollback`).
+type RanStage = (String, usize, BTreeMap<String, Value>);
+
+/// One stage iteration being run.
+struct StageCx<'p> {
+    stage: &'p Stage,
+    id: String,
+    node_id: String,
+    path: String,
+    local: BTreeMap<String, Value>,
+    failed: AtomicBool,
+    rollback: AtomicBool,
+}
+
+/// One iteration of a looping strategy.
+struct Iteration {
+    suffix: Option<usize>,
+    local: BTreeMap<String, Value>,
+}
+
+fn is_bad(s: Status) -> bool {
+    !s.is_good()
+}
+
+impl Engine {
+    /// An engine over a store.
+    pub fn new(store: Arc<dyn Store>, observer: Arc<dyn Observer>, config: EngineConfig) -> Self {
+        Engine { store, observer, config }
+    }
+
+    /// Run an execution (already created in the store, status `Queued`) to its end.
+    pub async fn run(
+        &self,
+        exec: &Execution,
+        pipeline: &Pipeline,
+        entities: &Entities,
+        secrets: &Secrets,
+    ) -> Res<Status> {
+        let workdir = self.config.work_root.join(&exec.id);
+        std::fs::create_dir_all(&workdir)
+            .map_err(|source| EngineError::WorkDir { path: workdir.display().to_string(), source })?;
+        let (abort_tx, abort_rx) = watch::channel(false);
+        let run = Run {
+            store: self.store.clone(),
+            observer: self.observer.clone(),
+            config: self.config.clone(),
+            exec: exec.clone(),
+            pipeline,
+            entities,
+            secrets,
+            masker: Arc::new(Masker::default()),
+            tree: Mutex::new(Value::Map(BTreeMap::new())),
+            abort_tx: Arc::new(abort_tx),
+            abort_rx,
+            position: AtomicI64::new(0),
+            workdir,
+            failed: AtomicBool::new(false),
+            rollback_pipeline: AtomicBool::new(false),
+            ran: Mutex::new(Vec::new()),
+        };
+        // Another process (`pipewright abort`, a Ctrl-C handler) asks through the store.
+        let poller = {
+            let store = self.store.clone();
+            let tx = run.abort_tx.clone();
+            let id = exec.id.clone();
+            let every = self.config.poll_interval;
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(every).await;
+                    if store.abort_requested(&id).await.unwrap_or(false) {
+                        let _ = tx.send(true);
+                        return;
+                    }
+                }
+            })
+        };
+        let result = run.pipeline().await;
+        poller.abort();
+        let status = result?;
+        self.observer.event(&Event::Finished(status));
+        Ok(status)
+    }
+}
+
+impl<'p> Run<'p> {
+    fn aborted(&self) -> bool {
+        *self.abort_rx.borrow()
+    }
+
+    fn new_node(&self, parent: Option<&str>, kind: NodeKind, identifier: &str, name: &str, path: &str) -> Node {
+        Node {
+            id: ulid::Ulid::new().to_string(),
+            execution_id: self.exec.id.clone(),
+            parent_id: parent.map(String::from),
+            kind,
+            identifier: identifier.to_string(),
+            name: name.to_string(),
+            path: path.to_string(),
+            position: self.position.fetch_add(1, Ordering::SeqCst),
+            attempt: 1,
+            status: Status::Queued,
+            started_at: None,
+            ended_at: None,
+            failure: None,
+            skip_reason: None,
+            outputs: serde_json::Map::new(),
+            reused_from: None,
+        }
+    }
+
+    async fn save(&self, n: &Node) -> Res<()> {
+        self.store.put_node(n).await?;
+        self.observer.event(&Event::Node(Box::new(n.clone())));
+        Ok(())
+    }
+
+    async fn start(&self, n: &mut Node) -> Res<()> {
+        n.status = Status::Running;
+        n.started_at = Some(now_ms());
+        self.save(n).await
+    }
+
+    async fn finish(&self, n: &mut Node, status: Status, failure: Option<String>) -> Res<Status> {
+        n.status = status;
+        n.failure = failure;
+        n.ended_at = Some(now_ms());
+        self.save(n).await?;
+        Ok(status)
+    }
+
+    async fn skip(&self, n: &mut Node, reason: String) -> Res<Status> {
+        n.skip_reason = Some(reason);
+        n.ended_at = Some(now_ms());
+        n.status = Status::Skipped;
+        self.save(n).await?;
+        Ok(Status::Skipped)
+    }
+
+    fn sink(&self, node: &Node) -> LogSink {
+        LogSink::new(
+            self.store.clone(),
+            self.observer.clone(),
+            self.masker.clone(),
+            &self.exec.id,
+            &node.id,
+            &node.path,
+        )
+    }
+
+    fn set_tree(&self, path: &[&str], v: Value) {
+        let mut t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
+        tree::set(&mut t, path, v);
+    }
+
+    /// Evaluate with a snapshot of the tree (never holding the lock across an await).
+    fn with_ctx<T>(&self, local: &BTreeMap<String, Value>, scope: &Scope, f: impl FnOnce(&NodeCtx<'_>) -> T) -> T {
+        let global = self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let ctx = NodeCtx { global: &global, local, scope, secrets: self.secrets, masker: &self.masker };
+        f(&ctx)
+    }
+
+    async fn pipeline(&self) -> Res<Status> {
+        let p = self.pipeline;
+        self.store.set_execution_status(&self.exec.id, Status::Running, None).await?;
+        let mut root = BTreeMap::new();
+        root.insert("name".into(), Value::String(p.name.value.clone()));
+        root.insert("identifier".into(), Value::String(p.identifier.value.clone()));
+        root.insert("sequenceId".into(), Value::Int(self.exec.sequence_id));
+        root.insert("executionId".into(), Value::String(self.exec.id.clone()));
+        root.insert("startTs".into(), Value::Int(now_ms()));
+        root.insert("status".into(), Value::String("Running".into()));
+        root.insert("orgIdentifier".into(), Value::String(self.exec.org.clone()));
+        root.insert("projectIdentifier".into(), Value::String(self.exec.project.clone()));
+        root.insert(
+            "triggeredBy".into(),
+            Value::Map(BTreeMap::from([("name".to_string(), Value::String(self.exec.triggered_by.clone()))])),
+        );
+        let selected: Vec<String> = if self.exec.selected_stages.is_empty() {
+            p.all_stages().iter().map(|s| s.identifier.value.clone()).collect()
+        } else {
+            self.exec.selected_stages.clone()
+        };
+        root.insert("selectedStages".into(), Value::List(selected.iter().cloned().map(Value::String).collect()));
+        root.insert("stages".into(), Value::Map(BTreeMap::new()));
+        root.insert("variables".into(), Value::Map(BTreeMap::new()));
+        self.set_tree(&["pipeline"], Value::Map(root));
+
+        let scope = Scope::default();
+        for v in &p.variables {
+            match self.variable(v, &BTreeMap::new(), &scope) {
+                Ok(val) => self.set_tree(&["pipeline", "variables", v.name.as_str()], val),
+                Err(e) => {
+                    let msg = format!("pipeline variable `{}`: {e}", v.name.value);
+                    self.store.set_execution_status(&self.exec.id, Status::Failed, Some(&msg)).await?;
+                    return Ok(Status::Failed);
+                }
+            }
+        }
+
+        let stages = async {
+            for group in p.stage_groups() {
+                if group.len() == 1 {
+                    self.stage(group[0]).await?;
+                } else {
+                    let futs: Vec<_> = group.iter().map(|s| self.stage(s)).collect();
+                    for r in join_all(futs).await {
+                        r?;
+                    }
+                }
+            }
+            Res::Ok(())
+        };
+        let timed_out = match p.timeout.as_ref().and_then(|t| t.as_std()) {
+            Some(t) => match tokio::time::timeout(t, stages).await {
+                Ok(r) => {
+                    r?;
+                    false
+                }
+                Err(_) => true,
+            },
+            None => {
+                stages.await?;
+                false
+            }
+        };
+        if timed_out {
+            self.expire_running("").await?;
+            let _ = self.abort_tx.send(true);
+        }
+        if self.rollback_pipeline.load(Ordering::SeqCst) && !self.aborted() {
+            self.pipeline_rollback().await?;
+        }
+        let (status, failure) = if timed_out {
+            (Status::Expired, Some("the pipeline timed out".to_string()))
+        } else if self.aborted() {
+            (Status::Aborted, Some("the execution was aborted".to_string()))
+        } else if self.failed.load(Ordering::SeqCst) {
+            (Status::Failed, None)
+        } else {
+            (Status::Success, None)
+        };
+        self.store.set_execution_status(&self.exec.id, status, failure.as_deref()).await?;
+        Ok(status)
+    }
+
+    fn variable(&self, v: &spec::Variable, local: &BTreeMap<String, Value>, scope: &Scope) -> Result<Value, String> {
+        let raw = v.value.as_ref().map(|s| s.value.clone()).or_else(|| v.default.as_ref().map(|d| d.value.clone()));
+        let Some(raw) = raw else {
+            if v.required == Some(true) {
+                return Err("is required but has no value".into());
+            }
+            return Ok(Value::String(String::new()));
+        };
+        let text = self.with_ctx(local, scope, |c| c.render(&raw))?;
+        match v.var_type {
+            VariableType::Secret => {
+                let id =
+                    text.trim().strip_prefix("account.").or(text.trim().strip_prefix("org.")).unwrap_or(text.trim());
+                let value = self.secrets.get(id).ok_or_else(|| {
+                    format!(
+                        "secret `{id}` is not defined: give it with --secrets-file or PIPEWRIGHT_SECRET_{}",
+                        id.to_ascii_uppercase()
+                    )
+                })?;
+                self.masker.add(&value);
+                Ok(Value::String(value))
+            }
+            VariableType::Number => match text.trim().parse::<i64>() {
+                Ok(i) => Ok(Value::Int(i)),
+                Err(_) => text.trim().parse::<f64>().map(Value::Float).map_err(|_| format!("`{text}` is not a number")),
+            },
+            VariableType::String => Ok(Value::String(text)),
+        }
+    }
+
+    fn stage_index(&self, s: &Stage) -> usize {
+        self.pipeline.all_stages().iter().position(|x| x.identifier.value == s.identifier.value).unwrap_or(0)
+    }
+
+    async fn stage(&self, s: &'p Stage) -> Res<Status> {
+        let id = s.identifier.value.as_str();
+        let mut node = self.new_node(None, NodeKind::Stage, id, &s.name, id);
+        let selected = self.exec.selected_stages.is_empty() || self.exec.selected_stages.iter().any(|x| x == id);
+        let scope = Scope::stage(id);
+        let set_status =
+            |st: Status| self.set_tree(&["pipeline", "stages", id, "status"], Value::String(st.to_string()));
+        if !selected {
+            set_status(Status::Skipped);
+            return self.skip(&mut node, "not selected".into()).await;
+        }
+        if self.aborted() {
+            set_status(Status::Skipped);
+            return self.skip(&mut node, "the execution was aborted".into()).await;
+        }
+        match self.when(s.when.as_ref(), true, self.failed.load(Ordering::SeqCst), &BTreeMap::new(), &scope) {
+            Ok(None) => {}
+            Ok(Some(reason)) => {
+                set_status(Status::Skipped);
+                return self.skip(&mut node, reason).await;
+            }
+            Err(e) => {
+                self.failed.store(true, Ordering::SeqCst);
+                set_status(Status::Failed);
+                return self.finish(&mut node, Status::Failed, Some(e)).await;
+            }
+        }
+        self.start(&mut node).await?;
+        set_status(Status::Running);
+        let iterations = match self.iterations(s.strategy.as_ref(), &BTreeMap::new(), &scope) {
+            Ok(i) => i,
+            Err(e) => {
+                self.failed.store(true, Ordering::SeqCst);
+                set_status(Status::Failed);
+                return self.finish(&mut node, Status::Failed, Some(e)).await;
+            }
+        };
+        let status = if iterations.len() == 1 && iterations[0].suffix.is_none() {
+            let it = iterations.into_iter().next().expect("one iteration");
+            self.stage_body(s, id.to_string(), &node, it.local).await?
+        } else {
+            let max = max_concurrency(s.strategy.as_ref(), iterations.len());
+            let sem = Semaphore::new(max);
+            let futs: Vec<_> = iterations
+                .into_iter()
+                .map(|it| {
+                    let sem = &sem;
+                    let node = &node;
+                    async move {
+                        let _permit = sem.acquire().await;
+                        let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
+                        let mut inode = self.new_node(
+                            Some(&node.id),
+                            NodeKind::Stage,
+                            &iid,
+                            &format!("{} {iid}", s.name.value),
+                            &iid,
+                        );
+                        self.start(&mut inode).await?;
+                        let st = self.stage_body(s, iid, &inode, it.local).await?;
+                        self.finish(&mut inode, st, None).await
+                    }
+                })
+                .collect();
+            let mut agg = Status::Success;
+            for r in join_all(futs).await {
+                agg = worst(agg, r?);
+            }
+            agg
+        };
+        set_status(status);
+        if is_bad(status) {
+            self.failed.store(true, Ordering::SeqCst);
+            self.set_tree(&["pipeline", "status"], Value::String("Failed".into()));
+        }
+        let failure = is_bad(status).then(|| format!("stage `{id}` ended {status}"));
+        self.finish(&mut node, status, failure).await
+    }
+
+    /// One stage iteration: its entry in the tree, variables, service / environment, steps, rollback.
+    async fn stage_body(
+        &self,
+        s: &'p Stage,
+        iid: String,
+        node: &Node,
+        mut local: BTreeMap<String, Value>,
+    ) -> Res<Status> {
+        let scope = Scope::stage(&iid);
+        let base = ["pipeline", "stages", iid.as_str()];
+        self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.clone()));
+        self.set_tree(&[&base[..], &["name"]].concat(), Value::String(s.name.value.clone()));
+        self.set_tree(&[&base[..], &["type"]].concat(), Value::String(format!("{:?}", s.stage_type)));
+        self.set_tree(&[&base[..], &["status"]].concat(), Value::String("Running".into()));
+        let log = self.sink(node);
+        if s.stage_type == StageType::Deployment
+            && let Err(e) = self.deployment(s, &iid, &mut local, &scope)
+        {
+            log.line("pipewright", &e).await;
+            log.flush().await;
+            let mut n = node.clone();
+            n.failure = Some(e);
+            self.save(&n).await?;
+            return Ok(Status::Failed);
+        }
+        for v in &s.variables {
+            match self.variable(v, &local, &scope) {
+                Ok(val) => self.set_tree(&[&base[..], &["variables", v.name.as_str()]].concat(), val),
+                Err(e) => {
+                    let msg = format!("stage variable `{}`: {e}", v.name.value);
+                    log.line("pipewright", &msg).await;
+                    log.flush().await;
+                    let mut n = node.clone();
+                    n.failure = Some(msg);
+                    self.save(&n).await?;
+                    return Ok(Status::Failed);
+                }
+            }
+        }
+        let cx = StageCx {
+            stage: s,
+            id: iid.clone(),
+            node_id: node.id.clone(),
+            path: iid.clone(),
+            local,
+            failed: AtomicBool::new(false),
+            rollback: AtomicBool::new(false),
+        };
+        self.ran.lock().unwrap_or_else(|e| e.into_inner()).push((iid.clone(), self.stage_index(s), cx.local.clone()));
+        let body = self.elements(&cx, &s.spec.execution.steps, Vec::new(), &cx.node_id, &cx.path, false);
+        let mut status = match s.timeout.as_ref().and_then(|t| t.as_std()) {
+            Some(t) => match tokio::time::timeout(t, body).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.expire_running(&format!("{iid}.")).await?;
+                    log.line(
+                        "pipewright",
+                        &format!(
+                            "stage timed out after {}",
+                            s.timeout.as_ref().map(|t| t.text.as_str()).unwrap_or("?")
+                        ),
+                    )
+                    .await;
+                    Status::Expired
+                }
+            },
+            None => body.await?,
+        };
+        if self.aborted() && !status.is_final() {
+            status = Status::Aborted;
+        }
+        if cx.rollback.load(Ordering::SeqCst) && !s.spec.execution.rollback_steps.is_empty() {
+            log.line("pipewright", "running the stage's rollback steps").await;
+            self.elements(
+                &cx,
+                &s.spec.execution.rollback_steps,
+                Vec::new(),
+                &cx.node_id,
+                &format!("{iid}.rollback"),
+                true,
+            )
+            .await?;
+        }
+        log.flush().await;
+        Ok(status)
+    }
+
+    async fn pipeline_rollback(&self) -> Res<()> {
+        let ran: Vec<_> = self.ran.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let stages = self.pipeline.all_stages();
+        for (iid, idx, local) in ran.into_iter().rev() {
+            let s = stages[idx];
+            if s.spec.execution.rollback_steps.is_empty() {
+                continue;
+            }
+            let mut node = self.new_node(
+                None,
+                NodeKind::Stage,
+                &format!("{iid}_rollback"),
+                &format!("{} (rollback)", s.name.value),
+                &format!("{iid}.rollback"),
+            );
+            self.start(&mut node).await?;
+            let cx = StageCx {
+                stage: s,
+                id: iid.clone(),
+                node_id: node.id.clone(),
+                path: iid.clone(),
+                local,
+                failed: AtomicBool::new(false),
+                rollback: AtomicBool::new(false),
+            };
+            let st = self
+                .elements(&cx, &s.spec.execution.rollback_steps, Vec::new(), &node.id, &format!("{iid}.rollback"), true)
+                .await?;
+            self.finish(&mut node, st, None).await?;
+        }
+        Ok(())
+    }
+
+    /// Resolve a Deployment stage's service, environment and infrastructure (following `useFromStage`).
+    fn deployment(
+        &self,
+        s: &Stage,
+        iid: &str,
+        local: &mut BTreeMap<String, Value>,
+        scope: &Scope,
+    ) -> Result<(), String> {
+        let spec = &s.spec;
+        let from_stage = |stage: &str, key: &str| -> Result<Value, String> {
+            let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
+            tree::get(&t, &["pipeline".into(), "stages".into(), stage.into(), key.into()]).cloned().ok_or_else(|| {
+                format!(
+                    "stage `{stage}` has not run in this execution, so its {key} cannot be propagated (useFromStage)"
+                )
+            })
+        };
+        // Service.
+        let service_from = spec
+            .service
+            .as_ref()
+            .and_then(|c| c.use_from_stage.as_ref())
+            .or(spec.service_config.as_ref().and_then(|c| c.use_from_stage.as_ref()));
+        let service_ref = spec
+            .service
+            .as_ref()
+            .and_then(|c| c.service_ref.as_ref())
+            .or(spec.service_config.as_ref().and_then(|c| c.reference.as_ref()));
+        if let Some(u) = service_from {
+            local.insert("service".into(), from_stage(&u.stage, "service")?);
+            local.insert("serviceVariables".into(), from_stage(&u.stage, "serviceVariables")?);
+        } else if let Some(r) = service_ref {
+            let id = self.with_ctx(local, scope, |c| c.render(r))?;
+            let svc = self.entities.services.get(&id).ok_or_else(|| {
+                format!("service `{id}` is not defined: put its YAML in a .harness/ folder next to the pipeline or give --entities DIR")
+            })?;
+            local.insert(
+                "service".into(),
+                Value::Map(BTreeMap::from([
+                    ("name".to_string(), Value::String(svc.meta.name.value.clone())),
+                    ("identifier".to_string(), Value::String(svc.meta.identifier.value.clone())),
+                    (
+                        "type".to_string(),
+                        Value::String(svc.deployment_type.as_ref().map(|t| t.value.clone()).unwrap_or_default()),
+                    ),
+                ])),
+            );
+            let mut vars = BTreeMap::new();
+            for v in &svc.variables {
+                vars.insert(
+                    v.name.value.clone(),
+                    self.variable(v, local, scope).map_err(|e| format!("service variable `{}`: {e}", v.name.value))?,
+                );
+            }
+            local.insert("serviceVariables".into(), Value::Map(vars));
+        }
+        // Environment and infrastructure.
+        let env_from = spec
+            .environment
+            .as_ref()
+            .and_then(|c| c.use_from_stage.as_ref())
+            .or(spec.infrastructure.as_ref().and_then(|c| c.use_from_stage.as_ref()));
+        if let Some(u) = env_from {
+            local.insert("env".into(), from_stage(&u.stage, "env")?);
+            local.insert("infra".into(), from_stage(&u.stage, "infra")?);
+        } else if let Some(env_cfg) = &spec.environment {
+            let env_ref = env_cfg
+                .environment_ref
+                .as_ref()
+                .map(|r| self.with_ctx(local, scope, |c| c.render(r)))
+                .transpose()?
+                .unwrap_or_default();
+            let env = self.entities.environments.get(&env_ref).ok_or_else(|| {
+                format!("environment `{env_ref}` is not defined: put its YAML in a .harness/ folder next to the pipeline or give --entities DIR")
+            })?;
+            let mut vars = BTreeMap::new();
+            for v in &env.variables {
+                vars.insert(
+                    v.name.value.clone(),
+                    self.variable(v, local, scope)
+                        .map_err(|e| format!("environment variable `{}`: {e}", v.name.value))?,
+                );
+            }
+            local.insert(
+                "env".into(),
+                Value::Map(BTreeMap::from([
+                    ("name".to_string(), Value::String(env.meta.name.value.clone())),
+                    ("identifier".to_string(), Value::String(env.meta.identifier.value.clone())),
+                    ("type".to_string(), Value::String(format!("{:?}", env.env_type))),
+                    ("variables".to_string(), Value::Map(vars)),
+                ])),
+            );
+            if let Some(first) = env_cfg.infrastructure_definitions.first() {
+                let infra = self.entities.infrastructures.get(first.identifier.as_str()).ok_or_else(|| {
+                    format!("infrastructure definition `{}` is not defined: put its YAML in a .harness/ folder next to the pipeline or give --entities DIR", first.identifier.value)
+                })?;
+                let key = infra_key(&self.exec.id, &infra.meta.identifier.value);
+                let mut with_key = local.clone();
+                with_key.insert("INFRA_KEY".into(), Value::String(key.clone()));
+                let mut m = BTreeMap::new();
+                for (k, v) in &infra.spec {
+                    let val = match v {
+                        serde_json::Value::String(s) => {
+                            Value::String(self.with_ctx(&with_key, scope, |c| c.render(s))?)
+                        }
+                        other => Value::from(other.clone()),
+                    };
+                    m.insert(k.clone(), val);
+                }
+                m.insert("name".into(), Value::String(infra.meta.name.value.clone()));
+                m.insert("identifier".into(), Value::String(infra.meta.identifier.value.clone()));
+                m.insert("infraKey".into(), Value::String(key.clone()));
+                local.insert("infra".into(), Value::Map(m));
+                local.insert("INFRA_KEY".into(), Value::String(key));
+            }
+        }
+        for key in ["service", "serviceVariables", "env", "infra"] {
+            if let Some(v) = local.get(key) {
+                self.set_tree(&["pipeline", "stages", iid, key], v.clone());
+            }
+        }
+        Ok(())
+    }
+
+    fn when(
+        &self,
+        when: Option<&When>,
+        is_stage: bool,
+        failed: bool,
+        local: &BTreeMap<String, Value>,
+        scope: &Scope,
+    ) -> Result<Option<String>, String> {
+        let status = when
+            .and_then(|w| if is_stage { w.pipeline_status } else { w.stage_status })
+            .unwrap_or(StatusCondition::Success);
+        let what = if is_stage { "an earlier stage failed" } else { "an earlier step of the stage failed" };
+        match status {
+            StatusCondition::Success if failed => return Ok(Some(format!("{what} (runs on Success)"))),
+            StatusCondition::Failure if !failed => return Ok(Some("nothing failed (runs on Failure)".into())),
+            _ => {}
+        }
+        if let Some(c) = when.and_then(|w| w.condition.as_ref()) {
+            let ok = self.with_ctx(local, scope, |ctx| ctx.condition(c))?;
+            if !ok {
+                return Ok(Some(format!("condition `{}` is false", c.value)));
+            }
+        }
+        Ok(None)
+    }
+
+    fn iterations(
+        &self,
+        strategy: Option<&Strategy>,
+        local: &BTreeMap<String, Value>,
+        scope: &Scope,
+    ) -> Result<Vec<Iteration>, String> {
+        let with = |mut l: BTreeMap<String, Value>, i: usize, n: usize| {
+            l.insert(
+                "strategy".into(),
+                Value::Map(BTreeMap::from([
+                    ("iteration".to_string(), Value::Int(i as i64)),
+                    ("iterations".to_string(), Value::Int(n as i64)),
+                ])),
+            );
+            Iteration { suffix: Some(i), local: l }
+        };
+        let render_value = |v: &serde_json::Value| -> Result<Value, String> {
+            match v {
+                serde_json::Value::String(s) => Ok(Value::String(self.with_ctx(local, scope, |c| c.render(s))?)),
+                other => Ok(Value::from(other.clone())),
+            }
+        };
+        let list = |v: &serde_json::Value| -> Result<Vec<Value>, String> {
+            match v {
+                serde_json::Value::Array(a) => a.iter().map(render_value).collect(),
+                serde_json::Value::String(_) => match render_value(v)? {
+                    Value::String(s) => match serde_json::from_str::<serde_json::Value>(&s) {
+                        Ok(serde_json::Value::Array(a)) => Ok(a.into_iter().map(Value::from).collect()),
+                        _ => Ok(s.split(',').map(|x| Value::String(x.trim().to_string())).collect()),
+                    },
+                    Value::List(l) => Ok(l),
+                    other => Ok(vec![other]),
+                },
+                other => Ok(vec![Value::from(other.clone())]),
+            }
+        };
+        match strategy {
+            None => Ok(vec![Iteration { suffix: None, local: local.clone() }]),
+            Some(Strategy::Parallelism(n)) => {
+                Ok((0..n.value as usize).map(|i| with(local.clone(), i, n.value as usize)).collect())
+            }
+            Some(Strategy::Repeat(r)) => {
+                let items: Vec<Option<Value>> = match (&r.items, r.times) {
+                    (Some(items), _) => {
+                        let mut out = Vec::new();
+                        for i in items {
+                            out.extend(list(i)?.into_iter().map(Some));
+                        }
+                        out
+                    }
+                    (None, Some(t)) => vec![None; t as usize],
+                    _ => vec![None],
+                };
+                let n = items.len();
+                Ok(items
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, item)| {
+                        let mut l = local.clone();
+                        if let Some(item) = item {
+                            l.insert("repeat".into(), Value::Map(BTreeMap::from([("item".to_string(), item)])));
+                        }
+                        with(l, i, n)
+                    })
+                    .collect())
+            }
+            Some(Strategy::Matrix(m)) => {
+                let mut combos: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
+                for (axis, values) in &m.axes {
+                    let values = list(values)?;
+                    let mut next = Vec::new();
+                    for c in &combos {
+                        for v in &values {
+                            let mut c = c.clone();
+                            c.insert(axis.clone(), v.clone());
+                            next.push(c);
+                        }
+                    }
+                    combos = next;
+                }
+                combos.retain(|c| {
+                    !m.exclude.iter().any(|ex| {
+                        ex.iter().all(|(k, v)| c.get(k).is_some_and(|cv| cv.loose_eq(&Value::from(v.clone()))))
+                    })
+                });
+                if combos.is_empty() {
+                    return Err("the matrix has no combinations left after `exclude`".into());
+                }
+                let n = combos.len();
+                Ok(combos
+                    .into_iter()
+                    .enumerate()
+                    .map(|(i, c)| {
+                        let mut l = local.clone();
+                        l.insert("matrix".into(), Value::Map(c));
+                        with(l, i, n)
+                    })
+                    .collect())
+            }
+        }
+    }
+
+    /// Run a list of execution elements in order; returns the worst status.
+    fn elements<'a>(
+        &'a self,
+        cx: &'a StageCx<'p>,
+        els: &'p [ExecutionElement],
+        groups: Vec<(&'p StepGroup, String)>,
+        parent: &'a str,
+        path: &'a str,
+        rollback: bool,
+    ) -> BoxFut<'a, Res<Status>> {
+        Box::pin(async move {
+            let mut agg = Status::Success;
+            for e in els {
+                let st = self.element(cx, e, groups.clone(), parent, path, rollback).await?;
+                agg = worst(agg, st);
+            }
+            Ok(agg)
+        })
+    }
+
+    fn element<'a>(
+        &'a self,
+        cx: &'a StageCx<'p>,
+        e: &'p ExecutionElement,
+        groups: Vec<(&'p StepGroup, String)>,
+        parent: &'a str,
+        path: &'a str,
+        rollback: bool,
+    ) -> BoxFut<'a, Res<Status>> {
+        Box::pin(async move {
+            match e {
+                ExecutionElement::Step(s) => self.step_with_strategy(cx, s, groups, parent, path, rollback).await,
+                ExecutionElement::StepGroup(g) => self.group_with_strategy(cx, g, groups, parent, path, rollback).await,
+                ExecutionElement::Parallel(inner) => {
+                    let futs: Vec<_> =
+                        inner.iter().map(|i| self.element(cx, i, groups.clone(), parent, path, rollback)).collect();
+                    let mut agg = Status::Success;
+                    for r in join_all(futs).await {
+                        agg = worst(agg, r?);
+                    }
+                    Ok(agg)
+                }
+            }
+        })
+    }
+
+    fn scope_of(&self, cx: &StageCx<'_>, groups: &[(&StepGroup, String)]) -> Scope {
+        let mut s = Scope::stage(&cx.id);
+        for (_, gid) in groups {
+            s = s.group(gid);
+        }
+        s
+    }
+
+    fn tree_path(&self, cx: &StageCx<'_>, groups: &[(&StepGroup, String)], id: &str, rollback: bool) -> Vec<String> {
+        let mut p = vec!["pipeline".to_string(), "stages".into(), cx.id.clone(), "spec".into(), "execution".into()];
+        p.push(if rollback { "rollbackSteps".into() } else { "steps".into() });
+        for (i, (_, gid)) in groups.iter().enumerate() {
+            if i > 0 {
+                p.push("steps".into());
+            }
+            p.push(gid.clone());
+        }
+        if !groups.is_empty() {
+            p.push("steps".into());
+        }
+        p.push(id.to_string());
+        p
+    }
+
+    fn local_of(&self, cx: &StageCx<'_>, extra: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
+        let mut l = cx.local.clone();
+        l.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        l
+    }
+
+    async fn group_with_strategy(
+        &self,
+        cx: &StageCx<'p>,
+        g: &'p StepGroup,
+        groups: Vec<(&'p StepGroup, String)>,
+        parent: &str,
+        path: &str,
+        rollback: bool,
+    ) -> Res<Status> {
+        let gid = g.identifier.value.as_str();
+        let gpath = format!("{path}.{gid}");
+        let scope = self.scope_of(cx, &groups);
+        let base_local = cx.local.clone();
+        let mut node = self.new_node(Some(parent), NodeKind::StepGroup, gid, &g.name, &gpath);
+        if self.aborted() {
+            return self.skip(&mut node, "the execution was aborted".into()).await;
+        }
+        match self.when(g.when.as_ref(), false, cx.failed.load(Ordering::SeqCst), &base_local, &scope) {
+            Ok(None) => {}
+            Ok(Some(r)) => return self.skip(&mut node, r).await,
+            Err(e) => {
+                cx.failed.store(true, Ordering::SeqCst);
+                return self.finish(&mut node, Status::Failed, Some(e)).await;
+            }
+        }
+        self.start(&mut node).await?;
+        let iterations = match self.iterations(g.strategy.as_ref(), &base_local, &scope) {
+            Ok(i) => i,
+            Err(e) => {
+                cx.failed.store(true, Ordering::SeqCst);
+                return self.finish(&mut node, Status::Failed, Some(e)).await;
+            }
+        };
+        let max = max_concurrency(g.strategy.as_ref(), iterations.len());
+        let sem = Semaphore::new(max);
+        let futs: Vec<_> = iterations
+            .into_iter()
+            .map(|it| {
+                let sem = &sem;
+                let node = &node;
+                let groups = groups.clone();
+                let gpath = gpath.clone();
+                async move {
+                    let _permit = sem.acquire().await;
+                    let iid = it.suffix.map_or(gid.to_string(), |i| format!("{gid}_{i}"));
+                    let sub = StageCx {
+                        stage: cx.stage,
+                        id: cx.id.clone(),
+                        node_id: cx.node_id.clone(),
+                        path: cx.path.clone(),
+                        local: it.local,
+                        failed: AtomicBool::new(false),
+                        rollback: AtomicBool::new(false),
+                    };
+                    let mut inner_groups = groups;
+                    inner_groups.push((g, iid.clone()));
+                    let (parent_id, ipath, mut inode) = match it.suffix {
+                        Some(_) => {
+                            let ipath = format!("{gpath}_{}", it.suffix.unwrap_or(0));
+                            let mut n = self.new_node(
+                                Some(&node.id),
+                                NodeKind::StepGroup,
+                                &iid,
+                                &format!("{} {iid}", g.name.value),
+                                &ipath,
+                            );
+                            self.start(&mut n).await?;
+                            (n.id.clone(), ipath, Some(n))
+                        }
+                        None => (node.id.clone(), gpath.clone(), None),
+                    };
+                    let body = self.elements(&sub, &g.steps, inner_groups, &parent_id, &ipath, rollback);
+                    let st = match g.timeout.as_ref().and_then(|t| t.as_std()) {
+                        Some(t) => match tokio::time::timeout(t, body).await {
+                            Ok(r) => r?,
+                            Err(_) => {
+                                self.expire_running(&format!("{ipath}.")).await?;
+                                Status::Expired
+                            }
+                        },
+                        None => body.await?,
+                    };
+                    if sub.failed.load(Ordering::SeqCst) {
+                        cx.failed.store(true, Ordering::SeqCst);
+                    }
+                    if sub.rollback.load(Ordering::SeqCst) {
+                        cx.rollback.store(true, Ordering::SeqCst);
+                    }
+                    if let Some(n) = inode.as_mut() {
+                        self.finish(n, st, None).await?;
+                    }
+                    Res::Ok(st)
+                }
+            })
+            .collect();
+        let mut agg = Status::Success;
+        for r in join_all(futs).await {
+            agg = worst(agg, r?);
+        }
+        if is_bad(agg) {
+            cx.failed.store(true, Ordering::SeqCst);
+        }
+        let mut tp = self.tree_path(cx, &groups, gid, rollback);
+        tp.push("status".into());
+        self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.to_string()));
+        self.finish(&mut node, agg, None).await
+    }
+
+    async fn step_with_strategy(
+        &self,
+        cx: &StageCx<'p>,
+        s: &'p Step,
+        groups: Vec<(&'p StepGroup, String)>,
+        parent: &str,
+        path: &str,
+        rollback: bool,
+    ) -> Res<Status> {
+        let sid = s.identifier.value.as_str();
+        let scope = self.scope_of(cx, &groups);
+        let local = self.local_of(cx, &BTreeMap::new());
+        let iterations = match self.iterations(s.strategy.as_ref(), &local, &scope) {
+            Ok(i) => i,
+            Err(e) => {
+                let mut node = self.new_node(Some(parent), NodeKind::Step, sid, &s.name, &format!("{path}.{sid}"));
+                cx.failed.store(true, Ordering::SeqCst);
+                return self.finish(&mut node, Status::Failed, Some(e)).await;
+            }
+        };
+        if iterations.len() == 1 && iterations[0].suffix.is_none() {
+            let it = iterations.into_iter().next().expect("one iteration");
+            return self.step(cx, s, sid.to_string(), &groups, parent, path, rollback, it.local).await;
+        }
+        let mut node = self.new_node(Some(parent), NodeKind::Step, sid, &s.name, &format!("{path}.{sid}"));
+        self.start(&mut node).await?;
+        let max = max_concurrency(s.strategy.as_ref(), iterations.len());
+        let sem = Semaphore::new(max);
+        let futs: Vec<_> = iterations
+            .into_iter()
+            .map(|it| {
+                let sem = &sem;
+                let node = &node;
+                let groups = &groups;
+                async move {
+                    let _permit = sem.acquire().await;
+                    let iid = format!("{sid}_{}", it.suffix.unwrap_or(0));
+                    self.step(cx, s, iid, groups, &node.id, path, rollback, it.local).await
+                }
+            })
+            .collect();
+        let mut agg = Status::Success;
+        for r in join_all(futs).await {
+            agg = worst(agg, r?);
+        }
+        let mut tp = self.tree_path(cx, &groups, sid, rollback);
+        tp.push("status".into());
+        self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.to_string()));
+        self.finish(&mut node, agg, None).await
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn step(
+        &self,
+        cx: &StageCx<'p>,
+        s: &'p Step,
+        id: String,
+        groups: &[(&'p StepGroup, String)],
+        parent: &str,
+        path: &str,
+        rollback: bool,
+        local: BTreeMap<String, Value>,
+    ) -> Res<Status> {
+        let spath = format!("{path}.{id}");
+        let scope = self.scope_of(cx, groups);
+        let tp = self.tree_path(cx, groups, &id, rollback);
+        let tps: Vec<&str> = tp.iter().map(String::as_str).collect();
+        let set_status = |st: Status| self.set_tree(&[&tps[..], &["status"]].concat(), Value::String(st.to_string()));
+        let mut node = self.new_node(Some(parent), NodeKind::Step, &id, &s.name, &spath);
+        if self.aborted() {
+            set_status(Status::Skipped);
+            return self.skip(&mut node, "the execution was aborted".into()).await;
+        }
+        match self.when(s.when.as_ref(), false, cx.failed.load(Ordering::SeqCst) && !rollback, &local, &scope) {
+            Ok(None) => {}
+            Ok(Some(r)) => {
+                set_status(Status::Skipped);
+                return self.skip(&mut node, r).await;
+            }
+            Err(e) => {
+                cx.failed.store(true, Ordering::SeqCst);
+                set_status(Status::Failed);
+                return self.finish(&mut node, Status::Failed, Some(e)).await;
+            }
+        }
+        let strategies: Vec<&FailureStrategy> = s
+            .failure_strategies
+            .iter()
+            .chain(groups.iter().rev().flat_map(|(g, _)| g.failure_strategies.iter()))
+            .chain(cx.stage.failure_strategies.iter())
+            .collect();
+        let mut retries_done: u32 = 0;
+        let mut attempt: i64 = 1;
+        loop {
+            if attempt > 1 {
+                node = Node {
+                    id: ulid::Ulid::new().to_string(),
+                    attempt,
+                    position: self.position.fetch_add(1, Ordering::SeqCst),
+                    status: Status::Queued,
+                    started_at: None,
+                    ended_at: None,
+                    failure: None,
+                    outputs: Default::default(),
+                    ..node
+                };
+            }
+            set_status(Status::Running);
+            self.start(&mut node).await?;
+            let log = self.sink(&node);
+            let outcome = {
+                let global = self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone();
+                let ctx = NodeCtx {
+                    global: &global,
+                    local: &local,
+                    scope: &scope,
+                    secrets: self.secrets,
+                    masker: &self.masker,
+                };
+                let timeout = match &s.timeout {
+                    Some(t) => t.as_std().or_else(|| {
+                        ctx.render(&t.text)
+                            .ok()
+                            .and_then(|x| spec::duration::parse_millis(&x).ok())
+                            .map(Duration::from_millis)
+                    }),
+                    None => None,
+                };
+                let env = StepEnv {
+                    ctx: &ctx,
+                    log: &log,
+                    workdir: &self.workdir,
+                    timeout,
+                    abort: self.abort_rx.clone(),
+                    grace: self.config.kill_grace,
+                    execution_id: &self.exec.id,
+                    node_id: &node.id,
+                    stage: &cx.id,
+                    store: &self.store,
+                    poll: self.config.poll_interval,
+                    node: &node,
+                };
+                steps::execute(&env, s).await
+            };
+            if let Some(f) = &outcome.failure {
+                log.line("pipewright", f).await;
+            }
+            log.flush().await;
+            node.outputs = outcome.outputs.clone();
+            if outcome.status == Status::Success {
+                self.set_tree(&[&tps[..], &["output", "outputVariables"]].concat(), json_map(&outcome.outputs));
+                set_status(Status::Success);
+                return self.finish(&mut node, Status::Success, None).await;
+            }
+            if outcome.status == Status::Aborted {
+                cx.failed.store(true, Ordering::SeqCst);
+                set_status(Status::Aborted);
+                return self.finish(&mut node, Status::Aborted, outcome.failure).await;
+            }
+            let action = strategies
+                .iter()
+                .find(|fs| fs.on_failure.errors.iter().any(|e| *e == ErrorType::AllErrors || *e == outcome.error))
+                .map(|fs| fs.on_failure.action.clone());
+            let action = match action {
+                Some(Action::Retry(r)) if retries_done < r.retry_count => {
+                    let interval = r
+                        .retry_intervals
+                        .get((retries_done as usize).min(r.retry_intervals.len().saturating_sub(1)))
+                        .and_then(|d| d.as_std())
+                        .unwrap_or(Duration::ZERO);
+                    retries_done += 1;
+                    self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
+                    log.line(
+                        "pipewright",
+                        &format!("retrying in {interval:?} (retry {retries_done} of {})", r.retry_count),
+                    )
+                    .await;
+                    log.flush().await;
+                    let mut abort = self.abort_rx.clone();
+                    tokio::select! {
+                        _ = tokio::time::sleep(interval) => {}
+                        _ = wait(&mut abort) => {}
+                    }
+                    attempt += 1;
+                    continue;
+                }
+                Some(Action::Retry(r)) => Some(r.on_retry_failure.action.clone()),
+                other => other,
+            };
+            let action = match action {
+                Some(Action::ManualIntervention(mi)) => {
+                    match self.intervene(&mut node, &log, mi.timeout.as_ref().and_then(|t| t.as_std())).await? {
+                        Some(decision) if decision == "retry" => {
+                            self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
+                            attempt += 1;
+                            continue;
+                        }
+                        Some(decision) => Some(match decision.as_str() {
+                            "ignore" => Action::Ignore,
+                            "abort" => Action::Abort,
+                            "mark-success" => Action::MarkAsSuccess,
+                            _ => Action::MarkAsFailure,
+                        }),
+                        None => Some(mi.on_timeout.action.clone()),
+                    }
+                }
+                other => other,
+            };
+            let (status, failure) = match action {
+                Some(Action::Ignore) => (Status::IgnoreFailed, outcome.failure.clone()),
+                Some(Action::MarkAsSuccess) => (Status::Success, outcome.failure.clone()),
+                Some(Action::Abort) => {
+                    let _ = self.abort_tx.send(true);
+                    (outcome.status, outcome.failure.clone())
+                }
+                Some(Action::StageRollback) => {
+                    cx.rollback.store(true, Ordering::SeqCst);
+                    (outcome.status, outcome.failure.clone())
+                }
+                Some(Action::PipelineRollback) => {
+                    self.rollback_pipeline.store(true, Ordering::SeqCst);
+                    (outcome.status, outcome.failure.clone())
+                }
+                _ => (outcome.status, outcome.failure.clone()),
+            };
+            if status.is_good() {
+                self.set_tree(&[&tps[..], &["output", "outputVariables"]].concat(), json_map(&outcome.outputs));
+            } else {
+                cx.failed.store(true, Ordering::SeqCst);
+            }
+            set_status(status);
+            return self.finish(&mut node, status, failure).await;
+        }
+    }
+
+    /// Wait for `pipewright intervene`; `None` when the wait timed out.
+    async fn intervene(&self, node: &mut Node, log: &LogSink, timeout: Option<Duration>) -> Res<Option<String>> {
+        node.status = Status::InterventionWaiting;
+        self.save(node).await?;
+        log.line(
+            "pipewright",
+            &format!(
+                "waiting for a decision: pipewright intervene {} --node {} --action retry|ignore|abort|mark-success|mark-failure",
+                self.exec.id, node.path
+            ),
+        )
+        .await;
+        log.flush().await;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut abort = self.abort_rx.clone();
+        loop {
+            if let Some(d) = self.store.take_decision(&self.exec.id, &node.id).await? {
+                log.line("pipewright", &format!("{} by {}", d.action, d.by)).await;
+                return Ok(Some(d.action));
+            }
+            if self.aborted() {
+                return Ok(Some("abort".into()));
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                log.line("pipewright", "no decision before the timeout").await;
+                return Ok(None);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = wait(&mut abort) => {}
+            }
+        }
+    }
+
+    /// Mark every non-final node under `prefix` (all, when empty) as Expired.
+    async fn expire_running(&self, prefix: &str) -> Res<()> {
+        for mut n in self.store.nodes(&self.exec.id).await? {
+            if !n.status.is_final() && (prefix.is_empty() || n.path.starts_with(prefix)) {
+                n.status = Status::Expired;
+                n.ended_at = Some(now_ms());
+                n.failure = Some("timed out".into());
+                self.save(&n).await?;
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn wait(abort: &mut watch::Receiver<bool>) {
+    loop {
+        if *abort.borrow() {
+            return;
+        }
+        if abort.changed().await.is_err() {
+            std::future::pending::<()>().await;
+        }
+    }
+}
+
+fn json_map(m: &serde_json::Map<String, serde_json::Value>) -> Value {
+    Value::from(serde_json::Value::Object(m.clone()))
+}
+
+fn infra_key(exec: &str, infra: &str) -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    (exec, infra).hash(&mut h);
+    format!("{:x}", h.finish())[..8].to_string()
+}
+
+fn max_concurrency(s: Option<&Strategy>, n: usize) -> usize {
+    let m = match s {
+        Some(Strategy::Matrix(m)) => m.max_concurrency,
+        Some(Strategy::Repeat(r)) => r.max_concurrency,
+        _ => None,
+    };
+    m.map_or(n, |m| m as usize).clamp(1, n.max(1))
+}
+
+/// The status that describes a set of outcomes: the worst of them.
+fn worst(a: Status, b: Status) -> Status {
+    fn rank(s: Status) -> u8 {
+        match s {
+            Status::Success | Status::Skipped | Status::Queued | Status::Running | Status::Paused => 0,
+            Status::IgnoreFailed => 1,
+            Status::ApprovalWaiting | Status::InterventionWaiting => 2,
+            Status::Failed => 4,
+            Status::ApprovalRejected => 5,
+            Status::Expired => 6,
+            Status::Aborted => 7,
+        }
+    }
+    let (a, b) = if a == Status::Skipped && b == Status::Success { (b, a) } else { (a, b) };
+    if rank(b) > rank(a) { b } else { a }
+}

@@ -1,0 +1,79 @@
+//! The expression context of a running execution: one value tree (`pipeline.…` with every stage's status,
+//! variables and step outputs as they become known) plus, per node, a layer of local values (`matrix`,
+//! `strategy`, `repeat`, `service`, `env`, `infra`, `httpResponse…`). Relative paths resolve against the
+//! node's scope exactly as static analysis resolves them.
+
+use crate::Secrets;
+use crate::logs::Masker;
+use expr::{Context, PathSeg, Scope, Value};
+use std::collections::BTreeMap;
+
+/// Set `value` at `path` in `root`, creating maps on the way.
+pub fn set(root: &mut Value, path: &[&str], value: Value) {
+    let mut cur = root;
+    for seg in path {
+        if !matches!(cur, Value::Map(_)) {
+            *cur = Value::Map(BTreeMap::new());
+        }
+        let Value::Map(m) = cur else { unreachable!("made a map above") };
+        cur = m.entry((*seg).to_string()).or_insert(Value::Null);
+    }
+    *cur = value;
+}
+
+/// The value at `path`.
+pub fn get<'v>(root: &'v Value, path: &[String]) -> Option<&'v Value> {
+    let mut cur = root;
+    for seg in path {
+        cur = cur.get(seg)?;
+    }
+    Some(cur)
+}
+
+/// The context one node evaluates in.
+pub struct NodeCtx<'a> {
+    /// The execution's tree.
+    pub global: &'a Value,
+    /// Local values by root name.
+    pub local: &'a BTreeMap<String, Value>,
+    /// Where the node sits.
+    pub scope: &'a Scope,
+    /// Secrets.
+    pub secrets: &'a Secrets,
+    /// Secrets read are masked from then on.
+    pub masker: &'a Masker,
+}
+
+impl Context for NodeCtx<'_> {
+    fn lookup(&self, path: &[PathSeg]) -> Option<Value> {
+        let written: Vec<String> = path.iter().map(ToString::to_string).collect();
+        let first = written.first()?;
+        if let Some(v) = self.local.get(first.as_str()) {
+            return get(v, &written[1..]).cloned();
+        }
+        let full = expr::resolve_path(&written, self.scope);
+        get(self.global, &full).cloned()
+    }
+
+    fn secret(&self, id: &str) -> Option<String> {
+        let v = self.secrets.get(id)?;
+        self.masker.add(&v);
+        Some(v)
+    }
+}
+
+impl NodeCtx<'_> {
+    /// Render a string field: its expressions evaluated, the result final.
+    pub fn render(&self, s: &str) -> Result<String, String> {
+        let t = expr::parse_template(s).map_err(|e| format!("invalid expression in `{s}`: {e}"))?;
+        if t.is_literal() {
+            return Ok(s.to_string());
+        }
+        expr::render(&t, self).map_err(|e| e.to_string())
+    }
+
+    /// Evaluate a condition.
+    pub fn condition(&self, s: &str) -> Result<bool, String> {
+        expr::evaluate_condition(s, self).map_err(|e| format!("condition `{s}`: {e}"))
+    }
+}

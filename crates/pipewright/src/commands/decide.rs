@@ -1,0 +1,139 @@
+//! `pipewright abort`, `approve`, `reject` and `intervene`: record a person's decision in the store, where the
+//! running execution (in whatever process runs it) picks it up.
+
+use crate::StateArgs;
+use anyhow::{Context, bail};
+use clap::Args;
+use std::process::ExitCode;
+use store::{Decision, Node, Status, now_ms};
+
+/// An execution id.
+#[derive(Args)]
+pub struct ExecArg {
+    /// Execution id (or a unique prefix).
+    pub execution: String,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Arguments of `approve` / `reject`.
+#[derive(Args)]
+pub struct ApprovalArgs {
+    /// Execution id (or a unique prefix).
+    pub execution: String,
+    /// The waiting step's path (`stage.step`), when several are waiting.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// A comment kept with the decision.
+    #[arg(long)]
+    pub comment: Option<String>,
+    /// Approver inputs, `NAME=VALUE` (repeatable).
+    #[arg(long = "input", value_name = "NAME=VALUE")]
+    pub inputs: Vec<String>,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Arguments of `intervene`.
+#[derive(Args)]
+pub struct InterveneArgs {
+    /// Execution id (or a unique prefix).
+    pub execution: String,
+    /// The waiting step's path (`stage.step`), when several are waiting.
+    #[arg(long)]
+    pub node: Option<String>,
+    /// What to do with the failed step.
+    #[arg(long, value_parser = ["retry", "ignore", "abort", "mark-success", "mark-failure"])]
+    pub action: String,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+fn who() -> String {
+    std::env::var("USER").unwrap_or_else(|_| "local".into())
+}
+
+/// Abort.
+pub async fn abort(a: ExecArg) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(&a.state).await?;
+    let e = store.execution(&a.execution).await?;
+    if store.request_abort(&e.id).await? {
+        println!(
+            "abort requested for execution {} (#{} of {}); it stops within a moment",
+            e.id, e.sequence_id, e.pipeline
+        );
+        Ok(ExitCode::SUCCESS)
+    } else {
+        bail!("execution {} already ended {}; there is nothing to abort", e.id, e.status)
+    }
+}
+
+async fn waiting_node(
+    a_exec: &str,
+    node: Option<&str>,
+    status: Status,
+    state: &StateArgs,
+) -> anyhow::Result<(String, Node)> {
+    let store = super::open_store(state).await?;
+    let e = store.execution(a_exec).await?;
+    let waiting: Vec<Node> = store.nodes(&e.id).await?.into_iter().filter(|n| n.status == status).collect();
+    let chosen: Vec<&Node> = waiting.iter().filter(|n| node.is_none_or(|p| n.path == p || n.identifier == p)).collect();
+    match chosen.as_slice() {
+        [one] => Ok((e.id.clone(), (*one).clone())),
+        [] if waiting.is_empty() => bail!("no step of execution {} is {status} (it is {})", e.id, e.status),
+        [] => bail!(
+            "no waiting step is `{}`; waiting: {}",
+            node.unwrap_or_default(),
+            waiting.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+        many => bail!(
+            "several steps are waiting; choose one with --node: {}",
+            many.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join(", ")
+        ),
+    }
+}
+
+/// Approve or reject.
+pub async fn approval(a: ApprovalArgs, action: &str) -> anyhow::Result<ExitCode> {
+    let (exec, node) = waiting_node(&a.execution, a.node.as_deref(), Status::ApprovalWaiting, &a.state).await?;
+    let mut inputs = serde_json::Map::new();
+    for i in &a.inputs {
+        let (k, v) = i.split_once('=').with_context(|| format!("`--input {i}`: expected NAME=VALUE"))?;
+        inputs.insert(k.to_string(), serde_json::Value::String(v.to_string()));
+    }
+    let store = super::open_store(&a.state).await?;
+    store
+        .put_decision(&Decision {
+            execution_id: exec.clone(),
+            node_id: node.id.clone(),
+            kind: "approval".into(),
+            action: action.into(),
+            by: who(),
+            comment: a.comment,
+            inputs: serde_json::Value::Object(inputs),
+            at: now_ms(),
+        })
+        .await?;
+    println!("{action}d {} of execution {exec}", node.path);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Intervene.
+pub async fn intervene(a: InterveneArgs) -> anyhow::Result<ExitCode> {
+    let (exec, node) = waiting_node(&a.execution, a.node.as_deref(), Status::InterventionWaiting, &a.state).await?;
+    let store = super::open_store(&a.state).await?;
+    store
+        .put_decision(&Decision {
+            execution_id: exec.clone(),
+            node_id: node.id.clone(),
+            kind: "intervention".into(),
+            action: a.action.clone(),
+            by: who(),
+            comment: None,
+            inputs: serde_json::json!({}),
+            at: now_ms(),
+        })
+        .await?;
+    println!("{} for {} of execution {exec}", a.action, node.path);
+    Ok(ExitCode::SUCCESS)
+}

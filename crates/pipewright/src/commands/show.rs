@@ -1,0 +1,82 @@
+//! `pipewright show`: one execution as a tree of stages, step groups, steps and attempts, with statuses,
+//! durations, failure messages, skip reasons and output variables.
+
+use crate::{Output, StateArgs};
+use clap::Args;
+use std::process::ExitCode;
+use store::Node;
+
+/// Arguments of `show`.
+#[derive(Args)]
+pub struct ShowArgs {
+    /// Execution id (or a unique prefix).
+    pub execution: String,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+fn print_tree(nodes: &[Node], parent: Option<&str>, depth: usize) {
+    for n in nodes.iter().filter(|n| n.parent_id.as_deref() == parent) {
+        let attempt = if n.attempt > 1 { format!(" (attempt {})", n.attempt) } else { String::new() };
+        let why = n
+            .failure
+            .as_ref()
+            .map(|f| format!(" — {f}"))
+            .or(n.skip_reason.as_ref().map(|r| format!(" — {r}")))
+            .unwrap_or_default();
+        println!(
+            "{}{:<w$} {:<16} {:>8}{attempt}{why}",
+            "  ".repeat(depth),
+            n.identifier,
+            n.status.to_string(),
+            super::duration(n.started_at, n.ended_at),
+            w = 28usize.saturating_sub(depth * 2)
+        );
+        for (k, v) in &n.outputs {
+            let v = match v {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            println!("{}  ↳ {k} = {v}", "  ".repeat(depth));
+        }
+        print_tree(nodes, Some(&n.id), depth + 1);
+    }
+}
+
+/// Show.
+pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
+    let store = super::open_store(&a.state).await?;
+    let e = store.execution(&a.execution).await?;
+    let nodes = store.nodes(&e.id).await?;
+    if a.output == Output::Json {
+        let mut v = super::run::summary_json(&e, &nodes);
+        v["inputs"] = e.inputs.clone();
+        v["started_at"] = serde_json::json!(e.started_at);
+        v["ended_at"] = serde_json::json!(e.ended_at);
+        v["triggered_by"] = serde_json::json!(e.triggered_by);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    println!("execution {}  {} #{}  {}  ({})", e.id, e.pipeline, e.sequence_id, e.status, e.mode.as_str());
+    println!(
+        "started {}  duration {}  by {}",
+        super::when(e.started_at),
+        super::duration(e.started_at, e.ended_at),
+        e.triggered_by
+    );
+    if let Some(f) = &e.failure {
+        println!("failure: {f}");
+    }
+    if let Some(obj) = e.inputs.as_object().filter(|o| !o.is_empty()) {
+        println!("inputs:");
+        for (k, v) in obj {
+            println!("  {k} = {} ({})", v["value"].as_str().unwrap_or_default(), v["source"]);
+        }
+    }
+    println!();
+    print_tree(&nodes, None, 0);
+    Ok(ExitCode::SUCCESS)
+}

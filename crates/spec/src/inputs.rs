@@ -1,0 +1,257 @@
+//! Runtime inputs by path. Every field of a pipeline has a fully-qualified path as Harness writes it
+//! (`pipeline.variables.version`, `pipeline.stages.deploy.variables.replicas`,
+//! `pipeline.stages.build.spec.execution.steps.compile.timeout`); this module finds the fields that are
+//! `<+input>`s, reads input-set files into path → value maps (overlays: later wins), and applies values to a
+//! pipeline, checking `.allowedValues` / `.regex` and using `.default` — all before anything runs. A supplied
+//! value is data: if it contains `<+`, it is wrapped as a string literal so it is never evaluated.
+
+use crate::diag::Span;
+use crate::yaml::{Node, Style, Yaml};
+use expr::RuntimeInput;
+use std::collections::BTreeMap;
+
+/// A field whose value is given at run time.
+#[derive(Debug, Clone)]
+pub struct InputField {
+    /// Its fully-qualified path.
+    pub path: String,
+    /// The marker's constraints.
+    pub input: RuntimeInput,
+    /// Where it is.
+    pub span: Span,
+    /// The stage it sits in, if any.
+    pub stage: Option<String>,
+}
+
+/// Where a supplied value came from.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub enum InputSource {
+    /// `--input PATH=VALUE` (or the API).
+    Given,
+    /// An input set file.
+    InputSet(String),
+    /// The marker's `.default(…)`.
+    Default,
+}
+
+/// A runtime input that could not be satisfied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InputProblem {
+    /// The path.
+    pub path: String,
+    /// What is wrong.
+    pub message: String,
+}
+
+fn item_key(item: &Node) -> Option<&str> {
+    item.get("identifier").and_then(Node::as_scalar).or_else(|| item.get("name").and_then(Node::as_scalar))
+}
+
+/// Visit every scalar of a pipeline-shaped tree with its fully-qualified path and enclosing stage.
+pub fn walk_paths<'n>(
+    node: &'n Node,
+    path: &str,
+    stage: Option<&str>,
+    f: &mut dyn FnMut(&str, Option<&str>, &'n Node),
+) {
+    match &node.yaml {
+        Yaml::Scalar(..) => f(path, stage, node),
+        Yaml::Map(entries) => {
+            for (k, v) in entries {
+                let key = k.as_scalar().unwrap_or_default();
+                walk_paths(v, &format!("{path}.{key}"), stage, f);
+            }
+        }
+        Yaml::Seq(items) => {
+            for (i, item) in items.iter().enumerate() {
+                if let Yaml::Map(entries) = &item.yaml
+                    && let [(k, inner)] = entries.as_slice()
+                {
+                    match k.as_scalar() {
+                        Some("parallel") => {
+                            walk_paths(inner, path, stage, f);
+                            continue;
+                        }
+                        Some(kind @ ("stage" | "step" | "stepGroup")) => {
+                            let id = inner.get("identifier").and_then(Node::as_scalar).unwrap_or("?");
+                            let stage = if kind == "stage" { Some(id) } else { stage };
+                            walk_paths(inner, &format!("{path}.{id}"), stage, f);
+                            continue;
+                        }
+                        _ => {}
+                    }
+                }
+                let is_variable = path.ends_with(".variables");
+                match (item_key(item), is_variable) {
+                    // A variable's path is the variable itself: its value is what inputs address.
+                    (Some(name), true) => {
+                        if let Some(v) = item.get("value") {
+                            walk_paths(v, &format!("{path}.{name}"), stage, f);
+                        }
+                    }
+                    (Some(key), false) => walk_paths(item, &format!("{path}.{key}"), stage, f),
+                    (None, _) => walk_paths(item, &format!("{path}.{i}"), stage, f),
+                }
+            }
+        }
+    }
+}
+
+/// Every runtime-input field of a pipeline (`node` is the value of the `pipeline:` key).
+pub fn runtime_inputs(node: &Node) -> Vec<InputField> {
+    let mut out = Vec::new();
+    walk_paths(node, "pipeline", None, &mut |path, stage, n| {
+        if let Some(s) = n.as_scalar()
+            && let Ok(Some(input)) = expr::parse_runtime_input(s)
+        {
+            out.push(InputField { path: path.to_string(), input, span: n.span, stage: stage.map(String::from) });
+        }
+    });
+    out
+}
+
+/// The values an input set gives, by path (`node` is the input set's `pipeline:` value). Identifying fields
+/// (`identifier`, `name`, `type`) are not values.
+pub fn input_set_values(node: &Node) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    walk_paths(node, "pipeline", None, &mut |path, _, n| {
+        let last = path.rsplit('.').next().unwrap_or_default();
+        if matches!(last, "identifier" | "name" | "type" | "orgIdentifier" | "projectIdentifier") {
+            return;
+        }
+        if let Some(s) = n.as_scalar() {
+            out.insert(path.to_string(), s.to_string());
+        }
+    });
+    out
+}
+
+/// Quote a value so that a template reads it back exactly and never evaluates it.
+pub fn literal(value: &str) -> String {
+    if !value.contains("<+") {
+        return value.to_string();
+    }
+    let escaped = value.replace('\\', "\\\\").replace('\'', "\\'");
+    format!("<+'{escaped}'>")
+}
+
+/// Resolve every runtime input of a pipeline: a supplied value (checked against the marker), else the
+/// default; inputs in stages outside `stages` (when given) are not needed. Returns the value per path and its
+/// source, or every problem at once.
+pub fn resolve(
+    fields: &[InputField],
+    supplied: &BTreeMap<String, (String, InputSource)>,
+    stages: Option<&[String]>,
+) -> Result<BTreeMap<String, (String, InputSource)>, Vec<InputProblem>> {
+    let mut out = BTreeMap::new();
+    let mut problems = Vec::new();
+    for f in fields {
+        let needed = match (&f.stage, stages) {
+            (Some(s), Some(sel)) => sel.contains(s),
+            _ => true,
+        };
+        match supplied.get(&f.path) {
+            Some((v, src)) => match f.input.check(v) {
+                Ok(()) => {
+                    out.insert(f.path.clone(), (v.clone(), src.clone()));
+                }
+                Err(e) => problems.push(InputProblem { path: f.path.clone(), message: e.to_string() }),
+            },
+            None => match &f.input.default {
+                Some(d) => {
+                    out.insert(f.path.clone(), (d.clone(), InputSource::Default));
+                }
+                None if needed => {
+                    problems.push(InputProblem { path: f.path.clone(), message: describe_missing(&f.input) })
+                }
+                None => {}
+            },
+        }
+    }
+    for path in supplied.keys() {
+        if !fields.iter().any(|f| &f.path == path) {
+            let hint = crate::read::did_you_mean(path, fields.iter().map(|f| f.path.as_str()));
+            problems.push(InputProblem {
+                path: path.clone(),
+                message: format!("is not a runtime input of this pipeline{hint}"),
+            });
+        }
+    }
+    if problems.is_empty() { Ok(out) } else { Err(problems) }
+}
+
+fn describe_missing(i: &RuntimeInput) -> String {
+    let mut s = String::from("is required and has no default");
+    if let Some(a) = &i.allowed_values {
+        s.push_str(&format!("; allowed values: {}", a.join(", ")));
+    }
+    if let Some(r) = &i.regex {
+        s.push_str(&format!("; must match {r}"));
+    }
+    s
+}
+
+/// Replace the runtime-input scalars of a pipeline tree with their values.
+pub fn apply(node: &Node, values: &BTreeMap<String, (String, InputSource)>) -> Node {
+    let mut out = node.clone();
+    apply_at(&mut out, "pipeline", values);
+    out
+}
+
+fn apply_at(node: &mut Node, path: &str, values: &BTreeMap<String, (String, InputSource)>) {
+    // Walk mutably with the same path rules as `walk_paths`.
+    match &mut node.yaml {
+        Yaml::Scalar(s, style) => {
+            if let Some((v, _)) = values.get(path)
+                && s.trim_start().starts_with("<+input>")
+            {
+                *s = literal(v);
+                // A plain scalar keeps booleans and numbers typed; text that YAML would read as null stays text.
+                let null_like = matches!(v.as_str(), "" | "~" | "null" | "Null" | "NULL");
+                *style = if null_like || s.contains("<+") { Style::DoubleQuoted } else { Style::Plain };
+            }
+        }
+        Yaml::Map(entries) => {
+            for (k, v) in entries.iter_mut() {
+                let key = k.as_scalar().unwrap_or_default().to_string();
+                apply_at(v, &format!("{path}.{key}"), values);
+            }
+        }
+        Yaml::Seq(items) => {
+            let is_variable = path.ends_with(".variables");
+            for (i, item) in items.iter_mut().enumerate() {
+                let wrapper = match &item.yaml {
+                    Yaml::Map(entries) if entries.len() == 1 => entries[0]
+                        .0
+                        .as_scalar()
+                        .map(String::from)
+                        .filter(|k| matches!(k.as_str(), "parallel" | "stage" | "step" | "stepGroup")),
+                    _ => None,
+                };
+                if let Some(kind) = wrapper {
+                    let Yaml::Map(entries) = &mut item.yaml else { continue };
+                    let inner = &mut entries[0].1;
+                    if kind == "parallel" {
+                        apply_at(inner, path, values);
+                    } else {
+                        let id = inner.get("identifier").and_then(Node::as_scalar).unwrap_or("?").to_string();
+                        apply_at(inner, &format!("{path}.{id}"), values);
+                    }
+                    continue;
+                }
+                let key = item_key(item).map(String::from);
+                match (key, is_variable) {
+                    (Some(name), true) => {
+                        if let Yaml::Map(entries) = &mut item.yaml
+                            && let Some((_, v)) = entries.iter_mut().find(|(k, _)| k.as_scalar() == Some("value"))
+                        {
+                            apply_at(v, &format!("{path}.{name}"), values);
+                        }
+                    }
+                    (Some(key), false) => apply_at(item, &format!("{path}.{key}"), values),
+                    (None, _) => apply_at(item, &format!("{path}.{i}"), values),
+                }
+            }
+        }
+    }
+}
