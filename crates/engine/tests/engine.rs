@@ -81,8 +81,11 @@ fn attempts<'a>(nodes: &'a [Node], path: &str) -> Vec<&'a Node> {
 
 /// Indent a block of YAML by `n` spaces.
 fn ind(s: &str, n: usize) -> String {
-    let mut out: String =
-        s.lines().map(|l| if l.is_empty() { String::new() } else { format!("{}{l}", " ".repeat(n)) }).collect::<Vec<_>>().join("\n");
+    let mut out: String = s
+        .lines()
+        .map(|l| if l.is_empty() { String::new() } else { format!("{}{l}", " ".repeat(n)) })
+        .collect::<Vec<_>>()
+        .join("\n");
     if s.ends_with('\n') {
         out.push('\n');
     }
@@ -91,8 +94,10 @@ fn ind(s: &str, n: usize) -> String {
 
 /// A ShellScript step that declares output variables (each captured from the shell variable of that name).
 fn sh_out(id: &str, script: &str, outputs: &[&str], extra: &str) -> String {
-    let outs: String =
-        outputs.iter().map(|o| format!("        - name: {o}\n          type: String\n          value: {o}\n")).collect();
+    let outs: String = outputs
+        .iter()
+        .map(|o| format!("        - name: {o}\n          type: String\n          value: {o}\n"))
+        .collect();
     sh(id, script, extra).replace("      source:\n", &format!("      outputVariables:\n{outs}      source:\n"))
 }
 
@@ -114,8 +119,6 @@ fn stage(id: &str, steps: &[String], extra: &str) -> String {
 
 fn pipe(stages: &[String]) -> String {
     format!("pipeline:\n  name: T\n  identifier: t\n  stages:\n{}\n", ind(&stages.join(""), 4))
-}
-
 }
 
 async fn log_text(store: &Arc<dyn Store>, exec: &str) -> String {
@@ -169,9 +172,19 @@ async fn parallel_steps_run_concurrently_and_groups_nest() {
     let par = format!("- parallel:\n{}\n", ind(&format!("{a}{b}"), 4));
     let inner = format!(
         "- stepGroup:\n    name: outer\n    identifier: outer\n    steps:\n{}\n",
-        ind(&format!("- stepGroup:\n    name: inner\n    identifier: inner\n    steps:\n{}\n", ind(&sh_out("deep", "v=deep\necho in-group", &["v"], ""), 6)), 6)
+        ind(
+            &format!(
+                "- stepGroup:\n    name: inner\n    identifier: inner\n    steps:\n{}\n",
+                ind(&sh_out("deep", "v=deep\necho in-group", &["v"], ""), 6)
+            ),
+            6
+        )
     );
-    let after = sh("after", "echo got <+pipeline.stages.s.spec.execution.steps.outer.steps.inner.steps.deep.output.outputVariables.v>", "");
+    let after = sh(
+        "after",
+        "echo got <+pipeline.stages.s.spec.execution.steps.outer.steps.inner.steps.deep.output.outputVariables.v>",
+        "",
+    );
     let (status, nodes, f, e) = run(&pipe(&[stage("s", &[par, inner, after], "")])).await;
     let logs = log_text(&f.store, &e.id).await;
     assert_eq!(status, Status::Success, "{logs}");
@@ -183,10 +196,13 @@ async fn parallel_steps_run_concurrently_and_groups_nest() {
 #[tokio::test]
 async fn failure_strategy_actions() {
     let fs = |action: &str| {
-        format!("failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: {action}\n")
+        format!(
+            "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: {action}\n"
+        )
     };
     // Ignore → IgnoreFailed, the stage goes on and succeeds.
-    let (status, nodes, ..) = run(&pipe(&[stage("s", &[sh("bad", "exit 3", &fs("Ignore")), sh("next", "echo next", "")], "")])).await;
+    let (status, nodes, ..) =
+        run(&pipe(&[stage("s", &[sh("bad", "exit 3", &fs("Ignore")), sh("next", "echo next", "")], "")])).await;
     assert_eq!(status, Status::Success);
     assert_eq!(node(&nodes, "s.bad").status, Status::IgnoreFailed);
     assert_eq!(node(&nodes, "s.next").status, Status::Success);
@@ -196,8 +212,11 @@ async fn failure_strategy_actions() {
     assert_eq!(node(&nodes, "s.bad").status, Status::Success);
     // MarkAsFailure, and the default with no strategy: the next step and stage are skipped.
     for extra in [fs("MarkAsFailure"), String::new()] {
-        let (status, nodes, ..) =
-            run(&pipe(&[stage("s", &[sh("bad", "exit 3", &extra), sh("next", "echo no", "")], ""), stage("t", &[sh("x", "echo", "")], "")])).await;
+        let (status, nodes, ..) = run(&pipe(&[
+            stage("s", &[sh("bad", "exit 3", &extra), sh("next", "echo no", "")], ""),
+            stage("t", &[sh("x", "echo", "")], ""),
+        ]))
+        .await;
         assert_eq!(status, Status::Failed);
         assert_eq!(node(&nodes, "s.bad").status, Status::Failed);
         assert_eq!(node(&nodes, "s.bad").failure.as_deref(), Some("the script exited with status 3"));
@@ -205,15 +224,19 @@ async fn failure_strategy_actions() {
         assert_eq!(node(&nodes, "t").status, Status::Skipped);
     }
     // Abort: the execution ends Aborted and later stages do not run.
-    let (status, nodes, ..) = run(&pipe(&[stage("s", &[sh("bad", "exit 1", &fs("Abort"))], ""), stage("t", &[sh("x", "echo", "")], "")])).await;
+    let (status, nodes, ..) =
+        run(&pipe(&[stage("s", &[sh("bad", "exit 1", &fs("Abort"))], ""), stage("t", &[sh("x", "echo", "")], "")]))
+            .await;
     assert_eq!(status, Status::Aborted);
     assert_eq!(node(&nodes, "t").status, Status::Skipped);
     // The innermost strategy wins: the step's Ignore over the stage's MarkAsFailure.
-    let (status, nodes, ..) = run(&pipe(&[stage("s", &[sh("bad", "exit 1", &fs("Ignore"))], &fs("MarkAsFailure"))])).await;
+    let (status, nodes, ..) =
+        run(&pipe(&[stage("s", &[sh("bad", "exit 1", &fs("Ignore"))], &fs("MarkAsFailure"))])).await;
     assert_eq!(status, Status::Success);
     assert_eq!(node(&nodes, "s.bad").status, Status::IgnoreFailed);
     // Errors must match: a Timeout-only strategy does not handle an exit status.
-    let timeout_only = "failureStrategies:\n  - onFailure:\n      errors: [Timeout]\n      action:\n        type: Ignore\n";
+    let timeout_only =
+        "failureStrategies:\n  - onFailure:\n      errors: [Timeout]\n      action:\n        type: Ignore\n";
     let (status, ..) = run(&pipe(&[stage("s", &[sh("bad", "exit 1", timeout_only)], "")])).await;
     assert_eq!(status, Status::Failed);
 }
@@ -225,7 +248,10 @@ async fn retry_keeps_every_attempt_with_its_logs() {
     let (status, nodes, f, e) = run(&pipe(&[stage("s", &[sh("flaky", script, retry)], "")])).await;
     assert_eq!(status, Status::Success);
     let all = attempts(&nodes, "s.flaky");
-    assert_eq!(all.iter().map(|n| (n.attempt, n.status)).collect::<Vec<_>>(), vec![(1, Status::Failed), (2, Status::Failed), (3, Status::Success)]);
+    assert_eq!(
+        all.iter().map(|n| (n.attempt, n.status)).collect::<Vec<_>>(),
+        vec![(1, Status::Failed), (2, Status::Failed), (3, Status::Success)]
+    );
     let logs = f.store.logs(&e.id, Some(&[all[1].id.clone()])).await.unwrap();
     assert!(logs.iter().any(|c| c.data.contains("attempt 2")));
     // Retries exhausted: onRetryFailure applies.
@@ -236,11 +262,18 @@ async fn retry_keeps_every_attempt_with_its_logs() {
 
 #[tokio::test]
 async fn stage_and_pipeline_rollback() {
-    let rb = |action: &str| format!("failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: {action}\n");
+    let rb = |action: &str| {
+        format!(
+            "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: {action}\n"
+        )
+    };
     let with_rollback = |id: &str, steps: &[String], extra: &str| {
         stage(id, steps, extra).replace(
             "      execution:\n        steps:\n",
-            &format!("      execution:\n        rollbackSteps:\n{}\n        steps:\n", ind(&sh(&format!("undo_{id}"), &format!("echo undo {id} >> undo.log"), ""), 10)),
+            &format!(
+                "      execution:\n        rollbackSteps:\n{}\n        steps:\n",
+                ind(&sh(&format!("undo_{id}"), &format!("echo undo {id} >> undo.log"), ""), 10)
+            ),
         )
     };
     let (status, nodes, ..) = run(&pipe(&[with_rollback("s", &[sh("bad", "exit 1", "")], &rb("StageRollback"))])).await;
@@ -260,7 +293,14 @@ async fn stage_and_pipeline_rollback() {
 #[tokio::test]
 async fn when_conditions_gate_stages_and_steps() {
     let (status, nodes, ..) = run(&pipe(&[
-        stage("a", &[sh("skipme", "echo", "when:\n  stageStatus: Success\n  condition: <+pipeline.name> == \"other\"\n"), sh("run", "exit 1", "")], ""),
+        stage(
+            "a",
+            &[
+                sh("skipme", "echo", "when:\n  stageStatus: Success\n  condition: <+pipeline.name> == \"other\"\n"),
+                sh("run", "exit 1", ""),
+            ],
+            "",
+        ),
         stage("on_failure", &[sh("x", "echo", "")], "when:\n  pipelineStatus: Failure\n"),
         stage("on_success", &[sh("x", "echo", "")], ""),
         stage("always", &[sh("x", "echo <+pipeline.stages.a.status>", "")], "when:\n  pipelineStatus: All\n"),
@@ -278,14 +318,24 @@ async fn when_conditions_gate_stages_and_steps() {
 #[tokio::test]
 async fn looping_strategies_expand_into_iterations() {
     let matrix = "strategy:\n  matrix:\n    os: [linux, mac]\n    node: [\"18\", \"20\"]\n    exclude:\n      - os: mac\n        node: \"18\"\n    maxConcurrency: 2\n";
-    let step = sh_out("s", "v=<+matrix.os>-<+matrix.node>; echo <+matrix.os>-<+matrix.node> <+strategy.iteration>/<+strategy.iterations>", &["v"], "");
+    let step = sh_out(
+        "s",
+        "v=<+matrix.os>-<+matrix.node>; echo <+matrix.os>-<+matrix.node> <+strategy.iteration>/<+strategy.iterations>",
+        &["v"],
+        "",
+    );
     let repeat = sh("r", "echo region=<+repeat.item>", "strategy:\n  repeat:\n    items: [eu, us]\n");
     let times = sh("t", "echo time <+strategy.iteration>", "strategy:\n  repeat:\n    times: 3\n");
     let par = sh("p", "echo par <+strategy.iteration>", "strategy:\n  parallelism: 2\n");
-    let (status, nodes, f, e) = run(&pipe(&[stage("m", &[step], matrix), stage("loops", &[repeat, times, par], "")])).await;
+    let (status, nodes, f, e) =
+        run(&pipe(&[stage("m", &[step], matrix), stage("loops", &[repeat, times, par], "")])).await;
     let logs = log_text(&f.store, &e.id).await;
     assert_eq!(status, Status::Success, "{logs}");
-    let iters: Vec<&str> = nodes.iter().filter(|n| n.parent_id.as_deref() == Some(node(&nodes, "m").id.as_str())).map(|n| n.identifier.as_str()).collect();
+    let iters: Vec<&str> = nodes
+        .iter()
+        .filter(|n| n.parent_id.as_deref() == Some(node(&nodes, "m").id.as_str()))
+        .map(|n| n.identifier.as_str())
+        .collect();
     assert_eq!(iters.len(), 3, "{iters:?}");
     assert_eq!(node(&nodes, "m_2.s").outputs["v"], "mac-20");
     for want in ["linux-18 0/3", "linux-20 1/3", "mac-20 2/3", "region=eu", "region=us", "time 2", "par 1"] {
@@ -333,7 +383,10 @@ async fn stage_timeout_expires_what_is_running() {
 #[tokio::test]
 async fn abort_stops_a_running_execution() {
     let f = fixture().await;
-    let p = pipeline(&pipe(&[stage("s", &[sh("long", "echo started\nsleep 300", "")], ""), stage("t", &[sh("x", "echo", "")], "")]));
+    let p = pipeline(&pipe(&[
+        stage("s", &[sh("long", "echo started\nsleep 300", "")], ""),
+        stage("t", &[sh("x", "echo", "")], ""),
+    ]));
     let e = create(&f, &p).await;
     let running = {
         let store = f.store.clone();
@@ -421,8 +474,12 @@ async fn secrets_are_masked_in_every_stored_line() {
     let mut secrets = Secrets::default();
     secrets.values.insert("token".into(), "s3cr3t-value".into());
     secrets.values.insert("db".into(), "hunter22".into());
-    let yaml = pipe(&[stage("s", &[sh("leak", "echo token=<+secrets.getValue(\"token\")>\necho db=<+pipeline.variables.db>\necho done", "")], "")])
-        .replace("  stages:", "  variables:\n    - name: db\n      type: Secret\n      value: db\n  stages:");
+    let yaml = pipe(&[stage(
+        "s",
+        &[sh("leak", "echo token=<+secrets.getValue(\"token\")>\necho db=<+pipeline.variables.db>\necho done", "")],
+        "",
+    )])
+    .replace("  stages:", "  variables:\n    - name: db\n      type: Secret\n      value: db\n  stages:");
     let (status, _, e) = run_with(&f, &yaml, &secrets).await;
     assert_eq!(status, Status::Success);
     let logs = log_text(&f.store, &e.id).await;
@@ -448,7 +505,10 @@ async fn unresolved_expressions_fail_the_step_naming_the_path() {
     // Declared but never set by the script: known statically, missing at run time.
     let (status, nodes, ..) = run(&pipe(&[stage(
         "s",
-        &[sh_out("x", "echo no value", &["v"], ""), sh("y", "echo <+pipeline.stages.s.spec.execution.steps.x.output.outputVariables.v>", "")],
+        &[
+            sh_out("x", "echo no value", &["v"], ""),
+            sh("y", "echo <+pipeline.stages.s.spec.execution.steps.x.output.outputVariables.v>", ""),
+        ],
         "",
     )]))
     .await;
@@ -467,7 +527,11 @@ async fn wait_and_http_steps() {
             let mut buf = [0u8; 4096];
             let n = s.read(&mut buf).await.unwrap_or(0);
             let req = String::from_utf8_lossy(&buf[..n]).to_string();
-            let (code, body) = if req.starts_with("GET /ok") { ("200 OK", "{\"version\":\"7\"}") } else { ("503 Unavailable", "down") };
+            let (code, body) = if req.starts_with("GET /ok") {
+                ("200 OK", "{\"version\":\"7\"}")
+            } else {
+                ("503 Unavailable", "down")
+            };
             let resp = format!("HTTP/1.1 {code}\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}", body.len());
             let _ = s.write_all(resp.as_bytes()).await;
         }
@@ -497,7 +561,11 @@ async fn history_is_queryable_and_transitions_are_recorded() {
     }
     let all = f.store.executions(&store::ExecutionQuery::default()).await.unwrap();
     assert_eq!(all.iter().map(|e| e.sequence_id).collect::<Vec<_>>(), vec![3, 2, 1]);
-    let failed = f.store.executions(&store::ExecutionQuery { status: Some(Status::Failed), ..Default::default() }).await.unwrap();
+    let failed = f
+        .store
+        .executions(&store::ExecutionQuery { status: Some(Status::Failed), ..Default::default() })
+        .await
+        .unwrap();
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].sequence_id, 2);
     let t = f.store.transitions(&all[0].id).await.unwrap();
