@@ -1,0 +1,264 @@
+//! `pipewright run` and the history commands as a user runs them: real processes, a real SQLite file in a
+//! temporary state directory, the example pipelines, runtime-input errors, abort and approval from another
+//! process, two runs at once, and a state directory that cannot be used.
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+fn examples() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples")
+}
+
+fn pw(state: &Path) -> Command {
+    let mut c = Command::cargo_bin("pipewright").unwrap();
+    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SECRET_API_TOKEN");
+    c
+}
+
+fn json(state: &Path, args: &[&str]) -> serde_json::Value {
+    let out = pw(state).args(args).args(["--output", "json"]).assert().success().get_output().stdout.clone();
+    serde_json::from_slice(&out).unwrap()
+}
+
+#[test]
+fn the_example_runs_end_to_end_and_is_recorded() {
+    let state = tempfile::tempdir().unwrap();
+    pw(state.path())
+        .arg("run")
+        .arg(examples().join("build-test-deploy.yaml"))
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[deploy_dev.rollout]  service=checkout env=dev namespace=checkout-dev"))
+        .stdout(predicate::str::contains(
+            "[deploy_prod.rollout]  service=checkout image=registry.example.test/checkout:1.0.0",
+        ))
+        .stdout(predicate::str::contains("ended Success"));
+    let history = json(state.path(), &["history"]);
+    assert_eq!(history[0]["status"], "Success");
+    assert_eq!(history[0]["sequence_id"], 1);
+    assert_eq!(history[0]["mode"], "full");
+    let id = history[0]["id"].as_str().unwrap().to_string();
+    let show = json(state.path(), &["show", &id[..10]]);
+    assert_eq!(show["status"], "Success");
+    let stages: Vec<&str> =
+        show["stages"].as_array().unwrap().iter().map(|s| s["identifier"].as_str().unwrap()).collect();
+    assert_eq!(stages, ["build", "unit_tests", "deploy_dev", "smoke_dev", "deploy_prod"]);
+    assert_eq!(show["stages"][0]["steps"][0]["outputs"]["artifact"], "checkout-1.0.0.tar.gz");
+    assert_eq!(show["inputs"]["pipeline.variables.version"]["source"], "Default");
+    pw(state.path())
+        .args(["logs", &id, "--stage", "build"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[build.compile] building version 1.0.0"))
+        .stdout(predicate::str::contains("deploying").not());
+    pw(state.path())
+        .args(["show", &id])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("↳ artifact = checkout-1.0.0.tar.gz"));
+}
+
+#[test]
+fn input_sets_and_inputs_are_applied_in_order() {
+    let state = tempfile::tempdir().unwrap();
+    let out = pw(state.path())
+        .arg("run")
+        .arg(examples().join("build-test-deploy.yaml"))
+        .arg("--inputs-file")
+        .arg(examples().join("input-sets/release-2-1.yaml"))
+        .args(["--output", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(v["status"], "Success");
+    assert_eq!(v["stages"][0]["steps"][0]["outputs"]["artifact"], "checkout-2.1.0.tar.gz");
+    let show = json(state.path(), &["show", v["execution_id"].as_str().unwrap()]);
+    assert_eq!(show["inputs"]["pipeline.variables.version"]["source"]["InputSet"], "release_2_1");
+    assert_eq!(show["inputs"]["pipeline.stages.deploy_dev.variables.replicas"]["value"], "2");
+    // --input wins over the input set.
+    pw(state.path())
+        .arg("run")
+        .arg(examples().join("build-test-deploy.yaml"))
+        .arg("--inputs-file")
+        .arg(examples().join("input-sets/release-2-1.yaml"))
+        .args(["--input", "pipeline.variables.version=3.0.1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("building version 3.0.1"));
+}
+
+#[test]
+fn bad_runtime_inputs_are_refused_before_anything_runs() {
+    let state = tempfile::tempdir().unwrap();
+    pw(state.path())
+        .arg("run")
+        .arg(examples().join("build-test-deploy.yaml"))
+        .args(["--input", "pipeline.variables.version=banana", "--input", "pipeline.stages.deploy_dev.variables.replicas=9"])
+        .args(["--input", "pipeline.variables.verison=1.0.0"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("pipeline.variables.version: `banana` does not match the regular expression"))
+        .stderr(predicate::str::contains("pipeline.stages.deploy_dev.variables.replicas: `9` is not one of the allowed values: 1, 2, 3"))
+        .stderr(predicate::str::contains("pipeline.variables.verison: is not a runtime input of this pipeline; did you mean `pipeline.variables.version`?"));
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("p.yaml");
+    std::fs::write(
+        &f,
+        "pipeline:\n  name: P\n  identifier: p\n  variables:\n    - name: who\n      type: String\n      value: <+input>.allowedValues(a,b)\n  stages:\n    - stage:\n        name: s\n        identifier: s\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: x\n                  identifier: x\n                  spec:\n                    shell: Sh\n                    source:\n                      type: Inline\n                      spec:\n                        script: echo <+pipeline.variables.who>\n",
+    )
+    .unwrap();
+    pw(state.path()).arg("run").arg(&f).assert().code(1).stderr(predicate::str::contains(
+        "pipeline.variables.who: is required and has no default; allowed values: a, b",
+    ));
+    // Nothing was recorded.
+    assert_eq!(json(state.path(), &["history"]), serde_json::json!([]));
+    pw(state.path())
+        .arg("run")
+        .arg(&f)
+        .args(["--input", "pipeline.variables.who=a"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[s.x]  a"));
+    // A value is data: an input holding an expression is used as written, never evaluated.
+    let free = dir.path().join("free.yaml");
+    let heredoc = "script: |\n                          cat <<'EOF'\n                          <+pipeline.variables.who>\n                          EOF\n";
+    std::fs::write(
+        &free,
+        std::fs::read_to_string(&f)
+            .unwrap()
+            .replace(".allowedValues(a,b)", "")
+            .replace("script: echo <+pipeline.variables.who>\n", heredoc),
+    )
+    .unwrap();
+    pw(state.path())
+        .arg("run")
+        .arg(&free)
+        .args(["--input", "pipeline.variables.who=<+pipeline.name>'s \\ <+secrets.getValue(\"x\")>"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("[s.x]  <+pipeline.name>'s \\ <+secrets.getValue(\"x\")>"));
+}
+
+#[test]
+fn an_unusable_state_directory_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("file");
+    std::fs::write(&file, "x").unwrap();
+    pw(&file.join("state"))
+        .arg("run")
+        .arg(examples().join("independent-checks.yaml"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("cannot open the state store"))
+        .stderr(predicate::str::contains("--state-dir"));
+    // A file that is not a pipewright database is left untouched.
+    let state = dir.path().join("corrupt");
+    std::fs::create_dir(&state).unwrap();
+    let junk = vec![0x42u8; 8192];
+    std::fs::write(state.join("pipewright.db"), &junk).unwrap();
+    pw(&state)
+        .arg("run")
+        .arg(examples().join("independent-checks.yaml"))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("not a pipewright database or is damaged"));
+    assert_eq!(std::fs::read(state.join("pipewright.db")).unwrap(), junk);
+}
+
+#[test]
+fn two_runs_at_once_share_one_state_directory() {
+    let state = tempfile::tempdir().unwrap();
+    let spawn = || {
+        std::process::Command::new(assert_cmd::cargo::cargo_bin("pipewright"))
+            .env("PIPEWRIGHT_STATE_DIR", state.path())
+            .arg("run")
+            .arg(examples().join("flaky-matrix.yaml"))
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap()
+    };
+    let (mut a, mut b) = (spawn(), spawn());
+    assert!(a.wait().unwrap().success());
+    assert!(b.wait().unwrap().success());
+    let history = json(state.path(), &["history"]);
+    let mut seq: Vec<i64> = history.as_array().unwrap().iter().map(|e| e["sequence_id"].as_i64().unwrap()).collect();
+    seq.sort();
+    assert_eq!(seq, [1, 2]);
+}
+
+/// Start `run` in the background and read its output until `marker` appears; returns the child, the
+/// execution id, and the reader to drain.
+fn start_until(state: &Path, file: &Path, marker: &str) -> (std::process::Child, String) {
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipewright"))
+        .env("PIPEWRIGHT_STATE_DIR", state)
+        .arg("run")
+        .arg(file)
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let id = first.split_whitespace().nth(1).unwrap().to_string();
+    for l in lines.by_ref() {
+        if l.unwrap().contains(marker) {
+            break;
+        }
+    }
+    std::thread::spawn(move || for _ in lines {});
+    (child, id)
+}
+
+fn one_step(script_or_step: &str) -> String {
+    format!(
+        "pipeline:\n  name: P\n  identifier: p\n  stages:\n    - stage:\n        name: s\n        identifier: s\n        type: Custom\n        spec:\n          execution:\n            steps:\n{script_or_step}    - stage:\n        name: t\n        identifier: t\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: Wait\n                  name: w\n                  identifier: w\n                  spec:\n                    duration: 1ms\n"
+    )
+}
+
+#[test]
+fn abort_from_another_process() {
+    let state = tempfile::tempdir().unwrap();
+    let f = state.path().join("long.yaml");
+    std::fs::write(
+        &f,
+        one_step("              - step:\n                  type: ShellScript\n                  name: long\n                  identifier: long\n                  spec:\n                    shell: Sh\n                    source:\n                      type: Inline\n                      spec:\n                        script: echo started; sleep 300\n"),
+    )
+    .unwrap();
+    let (mut child, id) = start_until(state.path(), &f, "started");
+    pw(state.path()).args(["abort", &id]).assert().success().stdout(predicate::str::contains("abort requested"));
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    let show = json(state.path(), &["show", &id]);
+    assert_eq!(show["status"], "Aborted");
+    assert_eq!(show["stages"][0]["steps"][0]["status"], "Aborted");
+    assert_eq!(show["stages"][1]["status"], "Skipped");
+    pw(state.path()).args(["abort", &id]).assert().code(1).stderr(predicate::str::contains("already ended Aborted"));
+}
+
+#[test]
+fn approve_from_another_process() {
+    let state = tempfile::tempdir().unwrap();
+    let f = state.path().join("gate.yaml");
+    std::fs::write(
+        &f,
+        one_step("              - step:\n                  type: HarnessApproval\n                  name: ok\n                  identifier: ok\n                  timeout: 5m\n                  spec:\n                    approvalMessage: ship?\n                    approvers:\n                      userGroups: [release]\n                      minimumCount: 1\n                      disallowPipelineExecutor: false\n"),
+    )
+    .unwrap();
+    let (mut child, id) = start_until(state.path(), &f, "waiting for approval");
+    pw(state.path())
+        .args(["reject", &id, "--node", "nope"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("waiting: s.ok"));
+    pw(state.path())
+        .args(["approve", &id, "--comment", "go"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("approved s.ok"));
+    assert!(child.wait().unwrap().success());
+    assert_eq!(json(state.path(), &["show", &id])["status"], "Success");
+}
