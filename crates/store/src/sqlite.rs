@@ -38,6 +38,19 @@ impl SqliteStore {
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(60))
             .foreign_keys(true);
+        // Two processes opening a new state directory at once must not both create the schema: migrations run
+        // under an exclusive lock on a file beside the database (released when `_guard` drops).
+        let lock_path = state_dir.join("pipewright.lock");
+        let lock = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock_path)
+            .map_err(|e| open_err(&lock_path, e.to_string()))?;
+        let _guard = tokio::task::spawn_blocking(move || lock.lock().map(|()| lock))
+            .await
+            .map_err(|e| open_err(&lock_path, e.to_string()))?
+            .map_err(|e| open_err(&lock_path, e.to_string()))?;
         let pool =
             SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(|e| explain(&path, e))?;
         MIGRATOR.run(&pool).await.map_err(|e| match e {
