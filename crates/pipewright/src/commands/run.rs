@@ -1,6 +1,7 @@
 //! `pipewright run`: validate the pipeline, gather runtime inputs (input-set files, then `--input`, then
 //! defaults) and refuse before anything runs if one is missing or breaks its constraint, load the entities and
-//! secrets, record the execution, and run it with live output and a summary.
+//! secrets, record the execution, and run it with live output (a tree updated in place on a terminal, plain
+//! lines otherwise) and a summary.
 
 use crate::{Output, StateArgs};
 use anyhow::{Context, bail};
@@ -205,6 +206,68 @@ impl Observer for Printer {
     }
 }
 
+/// On a terminal: one line per stage and step that updates in place (a spinner while it runs, its status
+/// when it ends), with log lines scrolling above.
+struct Live {
+    mp: indicatif::MultiProgress,
+    bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+}
+
+impl Live {
+    fn label(n: &Node) -> String {
+        let depth = n.path.matches('.').count();
+        let attempt = if n.attempt > 1 { format!(" (attempt {})", n.attempt) } else { String::new() };
+        format!("{}{}{attempt}", "  ".repeat(depth), n.identifier)
+    }
+}
+
+impl Observer for Live {
+    fn event(&self, e: &Event) {
+        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+        match e {
+            Event::Node(n) if n.status == Status::Queued => {}
+            Event::Node(n) => {
+                let bar = bars.entry(n.id.clone()).or_insert_with(|| {
+                    let b = self.mp.add(indicatif::ProgressBar::new_spinner());
+                    b.set_style(
+                        indicatif::ProgressStyle::with_template("{spinner} {msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    b.enable_steady_tick(std::time::Duration::from_millis(120));
+                    b
+                });
+                if n.status.is_final() {
+                    let why =
+                        n.failure.as_ref().or(n.skip_reason.as_ref()).map(|r| format!(" — {r}")).unwrap_or_default();
+                    bar.set_style(
+                        indicatif::ProgressStyle::with_template("{msg}")
+                            .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
+                    );
+                    bar.finish_with_message(format!(
+                        "{} {} {} ({}){why}",
+                        mark(n.status),
+                        Self::label(n),
+                        n.status,
+                        super::duration(n.started_at, n.ended_at)
+                    ));
+                } else {
+                    bar.set_message(format!("{} {}", Self::label(n), n.status));
+                }
+            }
+            Event::Log { path, line, .. } => {
+                let _ = self.mp.println(format!("  [{path}] {line}"));
+            }
+            Event::Finished(_) => {
+                for b in bars.values() {
+                    if !b.is_finished() {
+                        b.finish();
+                    }
+                }
+            }
+        }
+    }
+}
+
 fn mark(s: Status) -> &'static str {
     match s {
         Status::Success => "✓",
@@ -333,7 +396,11 @@ pub async fn execute(
             }
         })
     };
+    use std::io::IsTerminal;
     let observer: Arc<dyn Observer> = match output {
+        Output::Text if std::io::stdout().is_terminal() => {
+            Arc::new(Live { mp: indicatif::MultiProgress::new(), bars: Mutex::new(Default::default()) })
+        }
         Output::Text => Arc::new(Printer { out: Mutex::new(std::io::stdout()) }),
         Output::Json => Arc::new(engine::Quiet),
     };
