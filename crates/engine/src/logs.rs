@@ -44,9 +44,13 @@ impl Masker {
 
 const CHUNK_BYTES: usize = 256 * 1024;
 
+/// Lines are stored at the latest this long after they were written (for `logs --follow`).
+const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
 struct Buf {
     text: String,
     seq: i64,
+    since: std::time::Instant,
 }
 
 /// The log of one node.
@@ -77,7 +81,7 @@ impl LogSink {
             execution_id: execution_id.to_string(),
             node_id: node_id.to_string(),
             path: path.to_string(),
-            buf: tokio::sync::Mutex::new(Buf { text: String::new(), seq: 0 }),
+            buf: tokio::sync::Mutex::new(Buf { text: String::new(), seq: 0, since: std::time::Instant::now() }),
         }
     }
 
@@ -87,7 +91,7 @@ impl LogSink {
         self.observer.event(&Event::Log { path: self.path.clone(), stream, line: masked.clone() });
         let mut b = self.buf.lock().await;
         b.text.push_str(&format!("{}\t{stream}\t{masked}\n", now_ms()));
-        if b.text.len() >= CHUNK_BYTES {
+        if b.text.len() >= CHUNK_BYTES || b.since.elapsed() >= FLUSH_EVERY {
             self.flush_locked(&mut b).await;
         }
     }
@@ -103,6 +107,7 @@ impl LogSink {
             return;
         }
         let data = std::mem::take(&mut b.text);
+        b.since = std::time::Instant::now();
         b.seq += 1;
         if let Err(e) = self.store.append_log(&self.execution_id, &self.node_id, b.seq, &data).await {
             // The step goes on; the observer still saw the lines.

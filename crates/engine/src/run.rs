@@ -372,7 +372,7 @@ impl<'p> Run<'p> {
                 return self.finish(&mut node, Status::Failed, Some(e)).await;
             }
         };
-        let status = if iterations.len() == 1 && iterations[0].suffix.is_none() {
+        let (status, reason) = if iterations.len() == 1 && iterations[0].suffix.is_none() {
             let it = iterations.into_iter().next().expect("one iteration");
             self.stage_body(s, id.to_string(), &node, it.local).await?
         } else {
@@ -394,8 +394,8 @@ impl<'p> Run<'p> {
                             &iid,
                         );
                         self.start(&mut inode).await?;
-                        let st = self.stage_body(s, iid, &inode, it.local).await?;
-                        self.finish(&mut inode, st, None).await
+                        let (st, reason) = self.stage_body(s, iid, &inode, it.local).await?;
+                        self.finish(&mut inode, st, reason).await
                     }
                 })
                 .collect();
@@ -403,14 +403,14 @@ impl<'p> Run<'p> {
             for r in join_all(futs).await {
                 agg = worst(agg, r?);
             }
-            agg
+            (agg, None)
         };
         set_status(status);
         if is_bad(status) {
             self.failed.store(true, Ordering::SeqCst);
             self.set_tree(&["pipeline", "status"], Value::String("Failed".into()));
         }
-        let failure = is_bad(status).then(|| format!("stage `{id}` ended {status}"));
+        let failure = reason.or_else(|| is_bad(status).then(|| format!("stage `{id}` ended {status}")));
         self.finish(&mut node, status, failure).await
     }
 
@@ -421,7 +421,7 @@ impl<'p> Run<'p> {
         iid: String,
         node: &Node,
         mut local: BTreeMap<String, Value>,
-    ) -> Res<Status> {
+    ) -> Res<(Status, Option<String>)> {
         let scope = Scope::stage(&iid);
         let base = ["pipeline", "stages", iid.as_str()];
         self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.clone()));
@@ -434,10 +434,7 @@ impl<'p> Run<'p> {
         {
             log.line("pipewright", &e).await;
             log.flush().await;
-            let mut n = node.clone();
-            n.failure = Some(e);
-            self.save(&n).await?;
-            return Ok(Status::Failed);
+            return Ok((Status::Failed, Some(e)));
         }
         for v in &s.variables {
             match self.variable(v, &local, &scope) {
@@ -446,10 +443,7 @@ impl<'p> Run<'p> {
                     let msg = format!("stage variable `{}`: {e}", v.name.value);
                     log.line("pipewright", &msg).await;
                     log.flush().await;
-                    let mut n = node.clone();
-                    n.failure = Some(msg);
-                    self.save(&n).await?;
-                    return Ok(Status::Failed);
+                    return Ok((Status::Failed, Some(msg)));
                 }
             }
         }
@@ -498,7 +492,7 @@ impl<'p> Run<'p> {
             .await?;
         }
         log.flush().await;
-        Ok(status)
+        Ok((status, None))
     }
 
     async fn pipeline_rollback(&self) -> Res<()> {

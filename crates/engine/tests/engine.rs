@@ -572,3 +572,15 @@ async fn history_is_queryable_and_transitions_are_recorded() {
     let exec_states: Vec<&str> = t.iter().filter(|t| t.node_id.is_none()).map(|t| t.to.as_str()).collect();
     assert_eq!(exec_states, ["Queued", "Running", "Success"]);
 }
+
+#[tokio::test]
+async fn a_missing_entity_fails_its_stage_with_the_reason() {
+    let d = stage("d", &[sh("x", "echo", "")], "").replace("type: Custom", "type: Deployment").replace(
+        "    spec:\n      execution:",
+        "    spec:\n      deploymentType: Kubernetes\n      service:\n        serviceRef: nope\n      environment:\n        environmentRef: dev\n      execution:",
+    );
+    let (status, nodes, ..) = run(&pipe(&[d])).await;
+    assert_eq!(status, Status::Failed);
+    let failure = node(&nodes, "d").failure.clone().unwrap_or_default();
+    assert!(failure.contains("service `nope` is not defined"), "{failure}");
+}
