@@ -192,10 +192,12 @@ async fn shell(
             );
         }
     }
-    let meta = env.workdir.join(".pipewright").join(env.node_id);
-    let out_dir = meta.join("out");
-    if let Err(e) = std::fs::create_dir_all(&out_dir) {
-        return Outcome::failed(ErrorType::Unknown, format!("cannot create {}: {e}", out_dir.display()));
+    // Per attempt: `.pipewright/<node>.sh`, and `.pipewright/<node>.out/` only when outputs are captured.
+    let meta = env.workdir.join(".pipewright");
+    let out_dir = meta.join(format!("{}.out", env.node_id));
+    let dir = if captured.is_empty() { &meta } else { &out_dir };
+    if let Err(e) = std::fs::create_dir_all(dir) {
+        return Outcome::failed(ErrorType::Unknown, format!("cannot create {}: {e}", dir.display()));
     }
     let names: Vec<&str> = captured.iter().map(|(_, v)| *v).collect();
     let mut body = String::new();
@@ -208,7 +210,7 @@ async fn shell(
     }
     body.push_str(script);
     body.push('\n');
-    let file = meta.join("script.sh");
+    let file = meta.join(format!("{}.sh", env.node_id));
     if let Err(e) = std::fs::write(&file, &body) {
         return Outcome::failed(ErrorType::Unknown, format!("cannot write {}: {e}", file.display()));
     }
@@ -231,7 +233,10 @@ async fn shell(
             outputs.insert((*name).to_string(), serde_json::Value::String(text));
         }
     }
-    let _ = std::fs::remove_dir_all(&meta);
+    let _ = std::fs::remove_file(&file);
+    if !captured.is_empty() {
+        let _ = std::fs::remove_dir_all(&out_dir);
+    }
     match exit {
         Exit::Code(0) => Outcome::ok(outputs),
         Exit::Code(c) => {
