@@ -131,6 +131,57 @@ impl Secrets {
     }
 }
 
+/// Values put in place before an execution runs (a selective run's supplied and reused values), and the
+/// stages whose results are reused from an earlier execution.
+#[derive(Debug, Clone, Default)]
+pub struct Seed {
+    /// Fully-qualified dotted path → value.
+    pub values: Vec<(String, expr::Value)>,
+    /// Stage → (execution it is reused from, its status there).
+    pub reused: BTreeMap<String, (String, String)>,
+}
+
+/// Rebuild an execution's value tree (`pipeline.stages.…` statuses, stage variables, service / environment /
+/// infrastructure, step outputs) from its stored nodes, to reuse its values.
+pub fn tree_from_nodes(nodes: &[Node]) -> expr::Value {
+    let mut root = expr::Value::Map(BTreeMap::new());
+    for n in nodes {
+        let parts: Vec<&str> = n.path.split('.').collect();
+        let Some((stage, rest)) = parts.split_first() else { continue };
+        let mut path: Vec<String> = vec!["pipeline".into(), "stages".into(), (*stage).to_string()];
+        if !rest.is_empty() {
+            path.extend(["spec".to_string(), "execution".to_string()]);
+            let (kind, rest) = match rest.first() {
+                Some(&"rollback") => ("rollbackSteps", &rest[1..]),
+                _ => ("steps", rest),
+            };
+            for (i, p) in rest.iter().enumerate() {
+                path.push(if i == 0 { kind.to_string() } else { "steps".to_string() });
+                path.push((*p).to_string());
+            }
+        }
+        let refs: Vec<&str> = path.iter().map(String::as_str).collect();
+        // The latest attempt wins: nodes come in creation order.
+        tree::set(&mut root, &[&refs[..], &["status"]].concat(), expr::Value::String(n.status.to_string()));
+        match n.kind {
+            store::NodeKind::Stage => {
+                for (k, v) in &n.outputs {
+                    tree::set(&mut root, &[&refs[..], &[k.as_str()]].concat(), expr::Value::from(v.clone()));
+                }
+            }
+            _ if !n.outputs.is_empty() => {
+                tree::set(
+                    &mut root,
+                    &[&refs[..], &["output", "outputVariables"]].concat(),
+                    expr::Value::from(serde_json::Value::Object(n.outputs.clone())),
+                );
+            }
+            _ => {}
+        }
+    }
+    root
+}
+
 /// Something that happened during an execution, for live display.
 #[derive(Debug, Clone)]
 pub enum Event {

@@ -9,7 +9,7 @@
 use crate::logs::{LogSink, Masker};
 use crate::steps::{self, StepEnv};
 use crate::tree::{self, NodeCtx};
-use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets};
+use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets, Seed};
 use expr::{Scope, Value};
 use futures::future::join_all;
 use spec::{
@@ -53,6 +53,7 @@ struct Run<'p> {
     failed: AtomicBool,
     rollback_pipeline: AtomicBool,
     ran: Mutex<Vec<RanStage>>,
+    seed: &'p Seed,
 }
 
 /// A stage iteration that ran: its id, its index among the pipeline's stages, its local values (for
@@ -94,6 +95,18 @@ impl Engine {
         entities: &Entities,
         secrets: &Secrets,
     ) -> Res<Status> {
+        self.run_seeded(exec, pipeline, entities, secrets, &Seed::default()).await
+    }
+
+    /// Run an execution with values seeded before it starts (supplied or reused dependencies).
+    pub async fn run_seeded(
+        &self,
+        exec: &Execution,
+        pipeline: &Pipeline,
+        entities: &Entities,
+        secrets: &Secrets,
+        seed: &Seed,
+    ) -> Res<Status> {
         let workdir = self.config.work_root.join(&exec.id);
         std::fs::create_dir_all(&workdir)
             .map_err(|source| EngineError::WorkDir { path: workdir.display().to_string(), source })?;
@@ -115,6 +128,7 @@ impl Engine {
             failed: AtomicBool::new(false),
             rollback_pipeline: AtomicBool::new(false),
             ran: Mutex::new(Vec::new()),
+            seed,
         };
         // Another process (`pipewright abort`, a Ctrl-C handler) asks through the store.
         let poller = {
@@ -255,6 +269,11 @@ impl<'p> Run<'p> {
             }
         }
 
+        for (path, v) in &self.seed.values {
+            let segs: Vec<&str> = path.split('.').collect();
+            self.set_tree(&segs, v.clone());
+        }
+
         let stages = async {
             for group in p.stage_groups() {
                 if group.len() == 1 {
@@ -343,6 +362,13 @@ impl<'p> Run<'p> {
         let set_status =
             |st: Status| self.set_tree(&["pipeline", "stages", id, "status"], Value::String(st.to_string()));
         if !selected {
+            if let Some((exec, status)) = self.seed.reused.get(id) {
+                // Its values were seeded; the node records where they come from.
+                node.reused_from = Some(exec.clone());
+                node.skip_reason = Some(format!("reused from execution {exec}"));
+                let status = status.parse::<Status>().unwrap_or(Status::Success);
+                return self.finish(&mut node, status, None).await;
+            }
             set_status(Status::Skipped);
             return self.skip(&mut node, "not selected".into()).await;
         }
@@ -394,7 +420,8 @@ impl<'p> Run<'p> {
                             &iid,
                         );
                         self.start(&mut inode).await?;
-                        let (st, reason) = self.stage_body(s, iid, &inode, it.local).await?;
+                        let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local).await?;
+                        inode.outputs = self.stage_values(&iid);
                         self.finish(&mut inode, st, reason).await
                     }
                 })
@@ -411,6 +438,7 @@ impl<'p> Run<'p> {
             self.set_tree(&["pipeline", "status"], Value::String("Failed".into()));
         }
         let failure = reason.or_else(|| is_bad(status).then(|| format!("stage `{id}` ended {status}")));
+        node.outputs = self.stage_values(id);
         self.finish(&mut node, status, failure).await
     }
 
@@ -493,6 +521,20 @@ impl<'p> Run<'p> {
         }
         log.flush().await;
         Ok((status, None))
+    }
+
+    /// A stage's resolved values, kept on its node so a later execution can reuse them.
+    fn stage_values(&self, iid: &str) -> serde_json::Map<String, serde_json::Value> {
+        let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = serde_json::Map::new();
+        for key in ["variables", "service", "serviceVariables", "env", "infra"] {
+            if let Some(v) = tree::get(&t, &["pipeline".into(), "stages".into(), iid.into(), key.into()])
+                && let Ok(j) = serde_json::to_value(v)
+            {
+                out.insert(key.to_string(), j);
+            }
+        }
+        out
     }
 
     async fn pipeline_rollback(&self) -> Res<()> {

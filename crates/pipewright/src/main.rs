@@ -54,6 +54,11 @@ enum Command {
         after_help = "Examples:\n  pipewright run examples/build-test-deploy.yaml\n  pipewright run pipeline.yaml --input pipeline.variables.version=2.1.0\n  pipewright run pipeline.yaml --inputs-file input-sets/release.yaml --inputs-file overrides.yaml\n  pipewright run pipeline.yaml --output json\n\nExit status: 0 when the execution ends Success, 1 otherwise (2 for bad arguments)."
     )]
     Run(commands::run::RunArgs),
+    /// Show what a run would do — what runs, is skipped or is reused, the inputs it asks, every unmet dependency — without running anything.
+    #[command(
+        after_help = "Examples:\n  pipewright plan examples/build-test-deploy.yaml --stage deploy_prod\n  pipewright plan examples/build-test-deploy.yaml --stage deploy_prod --with-deps\n  pipewright plan pipeline.yaml --stage deploy_prod --from-execution 01JD3\n  pipewright plan pipeline.yaml --stage smoke_dev --expr pipeline.stages.deploy_dev.spec.execution.steps.rollout.output.outputVariables.url=https://dev\n\nExit status: 0 when the plan is satisfiable, 3 when it is not, 1 when the pipeline is invalid, 2 for a bad selection."
+    )]
+    Plan(commands::plan::PlanArgs),
     /// List executions, newest first.
     #[command(
         after_help = "Examples:\n  pipewright history\n  pipewright history --pipeline build_test_deploy --status Failed --limit 5\n  pipewright history --output json"
@@ -92,6 +97,7 @@ async fn main() -> ExitCode {
         Command::Validate { files, output } => commands::validate::run(&files, output),
         Command::Schema => commands::schema::run(),
         Command::Run(a) => commands::run::run(a).await,
+        Command::Plan(a) => commands::plan::run(a).await,
         Command::History(a) => commands::history::run(a).await,
         Command::Show(a) => commands::show::run(a).await,
         Command::Logs(a) => commands::logs::run(a).await,

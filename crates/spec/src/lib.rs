@@ -11,6 +11,7 @@ pub mod model;
 mod parse;
 mod read;
 mod validate;
+pub use validate::StageRef;
 pub mod yaml;
 
 pub use diag::{Diagnostic, Pos, Severity, Span};
@@ -248,7 +249,7 @@ pub fn parse_document(label: &str, source: String) -> Document {
             let key = k.as_scalar().unwrap_or_default();
             doc.entity = match key {
                 "pipeline" => parse::pipeline(&mut r, v).map(|p| {
-                    validate::pipeline(&p, v, &doc.source, &mut r);
+                    let _ = validate::pipeline(&p, v, &doc.source, &mut r);
                     Entity::Pipeline(Box::new(p))
                 }),
                 other => {
@@ -280,13 +281,20 @@ pub fn pipeline_from_node(node: &Node, source: &str) -> Result<Pipeline, Vec<Dia
     let mut r = Reader::default();
     let p = parse::pipeline(&mut r, node);
     if let Some(p) = &p {
-        validate::pipeline(p, node, source, &mut r);
+        let _ = validate::pipeline(p, node, source, &mut r);
     }
     let errors: Vec<Diagnostic> = r.diags.into_iter().filter(|d| d.severity == Severity::Error).collect();
     match p {
         Some(p) if errors.is_empty() => Ok(p),
         _ => Err(errors),
     }
+}
+
+/// Every expression of a (valid) pipeline that reads another stage, with where it is written. `node` is the
+/// value of the `pipeline:` key.
+pub fn stage_references(p: &Pipeline, node: &Node, source: &str) -> Vec<StageRef> {
+    let mut scratch = Reader::default();
+    validate::pipeline(p, node, source, &mut scratch)
 }
 
 impl Document {

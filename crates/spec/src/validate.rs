@@ -77,10 +77,25 @@ struct Walk<'a> {
     frames: Vec<Frame>,
     deployment: bool,
     out: Vec<Diagnostic>,
+    refs: Vec<StageRef>,
 }
 
-/// Validate a parsed pipeline (`pipeline` is the value node of the `pipeline:` key).
-pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) {
+/// An expression in one stage that reads another stage (`pipeline.stages.OTHER.…`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StageRef {
+    /// The stage the expression is written in.
+    pub stage: String,
+    /// The stage it reads.
+    pub reads: String,
+    /// The fully-qualified path read.
+    pub path: String,
+    /// Where the reference is written.
+    pub span: Span,
+}
+
+/// Validate a parsed pipeline (`pipeline` is the value node of the `pipeline:` key); returns every
+/// cross-stage reference found on the way.
+pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) -> Vec<StageRef> {
     let mut order: HashMap<&str, (usize, &Stage)> = HashMap::new();
     for (gi, group) in p.stage_groups().into_iter().enumerate() {
         for s in group {
@@ -118,7 +133,7 @@ pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) {
         });
         use_from_stage(p, s, &order, r);
     }
-    Walk::new(Some(p), order, source).run(node, r);
+    Walk::new(Some(p), order, source).run(node, r)
 }
 
 /// Check the expressions of an entity file (they are parsed; references are resolved when a pipeline uses it).
@@ -212,12 +227,22 @@ impl<'a> Walk<'a> {
     fn new(p: Option<&'a Pipeline>, order: HashMap<&'a str, (usize, &'a Stage)>, source: &'a str) -> Self {
         // Outside a pipeline (entity files) service / env / infra expressions are at home.
         let deployment = p.is_none();
-        Walk { p, order, source, scope: Scope::default(), frames: Vec::new(), deployment, out: Vec::new() }
+        Walk {
+            p,
+            order,
+            source,
+            scope: Scope::default(),
+            frames: Vec::new(),
+            deployment,
+            out: Vec::new(),
+            refs: Vec::new(),
+        }
     }
 
-    fn run(mut self, node: &Node, r: &mut Reader) {
+    fn run(mut self, node: &Node, r: &mut Reader) -> Vec<StageRef> {
         self.walk(node, None, None);
         r.diags.append(&mut self.out);
+        self.refs
     }
 
     fn walk(&mut self, node: &Node, key: Option<&str>, parent: Option<&str>) {
@@ -327,6 +352,19 @@ impl<'a> Walk<'a> {
             for r in expr::references(e, &self.scope) {
                 if let Err((sev, msg, help)) = self.check_ref(&r) {
                     self.diag(node, r.span.clone(), sev, msg, help);
+                }
+                if let (Some(cur), Some(read)) = (&self.scope.stage, r.stage())
+                    && cur != read
+                {
+                    let start = node.pos_in_scalar(r.span.start, self.source);
+                    let end = node.pos_in_scalar(r.span.end, self.source);
+                    let span = if end.line == start.line { Span { start, end } } else { Span::at(start, 1) };
+                    self.refs.push(StageRef {
+                        stage: cur.clone(),
+                        reads: read.to_string(),
+                        path: r.path.clone(),
+                        span,
+                    });
                 }
             }
         }

@@ -4,6 +4,7 @@
 pub mod decide;
 pub mod history;
 pub mod logs;
+pub mod plan;
 pub mod run;
 pub mod schema;
 pub mod show;

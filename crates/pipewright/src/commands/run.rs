@@ -6,7 +6,7 @@
 use crate::{Output, StateArgs};
 use anyhow::{Context, bail};
 use clap::Args;
-use engine::{Engine, EngineConfig, Entities, Event, Observer, Secrets};
+use engine::{Engine, EngineConfig, Entities, Event, Observer, Secrets, Seed};
 use spec::inputs::{self, InputSource};
 use spec::{Entity, Pipeline};
 use std::collections::BTreeMap;
@@ -36,6 +36,8 @@ pub struct RunArgs {
     /// Output: live text, or one JSON document at the end.
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
+    #[command(flatten)]
+    pub selection: super::plan::Selection,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -98,26 +100,14 @@ fn input_set_file(path: &Path, out: &mut BTreeMap<String, (String, InputSource)>
     }
 }
 
-/// Validate a pipeline file and apply runtime inputs; on failure, print why and return `Err`.
+/// Apply runtime inputs to a validated pipeline document (only the inputs of `stages` are required when
+/// given); on failure, print why and return the exit code.
 pub fn prepare(
-    file: &Path,
+    doc: &spec::Document,
     given: &[String],
     files: &[PathBuf],
     stages: Option<&[String]>,
 ) -> anyhow::Result<Result<Prepared, ExitCode>> {
-    let doc = spec::load_file(file)?;
-    if !doc.is_valid() {
-        eprint!("{}", doc.render_diagnostics());
-        eprintln!("{}: invalid; nothing was run", doc.path);
-        return Ok(Err(ExitCode::from(1)));
-    }
-    let Some(Entity::Pipeline(_)) = &doc.entity else {
-        bail!(
-            "{}: expected a pipeline file, found a {}",
-            file.display(),
-            doc.entity.as_ref().map_or("?", Entity::kind)
-        );
-    };
     let body = doc.body().context("pipeline body")?;
     let mut supplied = BTreeMap::new();
     for f in files {
@@ -303,7 +293,7 @@ pub fn summary_json(e: &store::Execution, nodes: &[Node]) -> serde_json::Value {
         .map(|s| {
             serde_json::json!({
                 "identifier": s.identifier, "status": s.status, "failure": s.failure, "skip_reason": s.skip_reason,
-                "steps": steps(s, &children),
+                "reused_from": s.reused_from, "steps": steps(s, &children),
             })
         })
         .collect();
@@ -315,7 +305,26 @@ pub fn summary_json(e: &store::Execution, nodes: &[Node]) -> serde_json::Value {
 
 /// Run.
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
-    let prepared = match prepare(&a.file, &a.inputs, &a.inputs_files, None)? {
+    let doc = match super::plan::load(&a.file)? {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    let store = super::open_store(&a.state).await?;
+    let planned = match super::plan::make(&doc, &a.selection, Some(store.as_ref())).await? {
+        Ok(p) => p,
+        Err(code) => return Ok(code),
+    };
+    if !planned.plan.satisfiable {
+        super::plan::explain_unmet(&planned);
+        eprintln!("nothing was run (`pipewright plan` shows the whole plan)");
+        return Ok(ExitCode::from(3));
+    }
+    for w in &planned.plan.warnings {
+        eprintln!("warning: {w}");
+    }
+    let selective = !a.selection.stages.is_empty();
+    let run_stages = planned.plan.run_stages();
+    let prepared = match prepare(&doc, &a.inputs, &a.inputs_files, selective.then_some(run_stages.as_slice()))? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -328,58 +337,83 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         None => Entities::default(),
     };
     let secrets = secrets(a.secrets_file.as_deref())?;
-    let store = super::open_store(&a.state).await?;
-    execute(
-        store,
-        &a.state,
-        prepared,
-        Some(a.file.display().to_string()),
-        &entities,
-        &secrets,
-        a.output,
-        Mode::Full,
-        Vec::new(),
-    )
-    .await
+    let seed = Seed {
+        values: planned.plan.seeds.iter().map(|s| (s.path.clone(), s.value.clone())).collect(),
+        reused: planned.plan.reused.clone(),
+    };
+    let provenance: Vec<serde_json::Value> = planned
+        .plan
+        .seeds
+        .iter()
+        .map(|s| match &s.from {
+            plan::Provenance::Supplied => serde_json::json!({"path": s.path, "value": s.value, "source": s.from}),
+            plan::Provenance::Execution { .. } => serde_json::json!({"path": s.path, "source": s.from}),
+        })
+        .collect();
+    let run = Launch {
+        source_file: Some(a.file.display().to_string()),
+        mode: if selective { Mode::Selective } else { Mode::Full },
+        selected: if selective { run_stages } else { Vec::new() },
+        seed,
+        provenance,
+        parent: None,
+    };
+    execute(store, &a.state, prepared, &entities, &secrets, a.output, run).await
+}
+
+/// How an execution comes to be.
+pub struct Launch {
+    /// The file it runs from.
+    pub source_file: Option<String>,
+    /// Mode.
+    pub mode: Mode,
+    /// The stages that run (empty: all).
+    pub selected: Vec<String>,
+    /// Values seeded before it runs.
+    pub seed: Seed,
+    /// Where each seeded value comes from.
+    pub provenance: Vec<serde_json::Value>,
+    /// The execution it derives from: (parent, original).
+    pub parent: Option<(String, String)>,
 }
 
 /// Record and run an execution, printing as asked.
-#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     store: Arc<dyn Store>,
     state: &StateArgs,
     prepared: Prepared,
-    source_file: Option<String>,
     entities: &Entities,
     secrets: &Secrets,
     output: Output,
-    mode: Mode,
-    selected: Vec<String>,
+    launch: Launch,
 ) -> anyhow::Result<ExitCode> {
     let p = &prepared.pipeline;
     let org = p.org_identifier.as_ref().map_or("default".to_string(), |s| s.value.clone());
     let project = p.project_identifier.as_ref().map_or("default".to_string(), |s| s.value.clone());
     let version = store.save_pipeline(&org, &project, &p.identifier, &prepared.source).await?;
     let config = EngineConfig::new(&state.state_dir);
-    let inputs: serde_json::Map<String, serde_json::Value> = prepared
+    let mut inputs: serde_json::Map<String, serde_json::Value> = prepared
         .inputs
         .iter()
         .map(|(k, (v, src))| (k.clone(), serde_json::json!({"value": v, "source": src})))
         .collect();
+    if !launch.provenance.is_empty() {
+        inputs.insert("__dependencies".into(), serde_json::Value::Array(launch.provenance.clone()));
+    }
     let exec = store
         .create_execution(NewExecution {
             org,
             project,
             pipeline: p.identifier.value.clone(),
             pipeline_version: version,
-            mode,
+            mode: launch.mode,
             triggered_by: config.triggered_by.clone(),
             inputs: serde_json::Value::Object(inputs),
-            selected_stages: selected,
+            selected_stages: launch.selected.clone(),
             snapshot: prepared.snapshot.clone(),
-            source_file,
-            parent_id: None,
-            original_id: None,
+            source_file: launch.source_file.clone(),
+            parent_id: launch.parent.as_ref().map(|p| p.0.clone()),
+            original_id: launch.parent.as_ref().map(|p| p.1.clone()),
         })
         .await?;
     if output == Output::Text {
@@ -405,7 +439,7 @@ pub async fn execute(
         Output::Json => Arc::new(engine::Quiet),
     };
     let engine = Engine::new(store.clone(), observer, config);
-    let status = engine.run(&exec, p, entities, secrets).await;
+    let status = engine.run_seeded(&exec, p, entities, secrets, &launch.seed).await;
     ctrl_c.abort();
     let status = status?;
     let exec = store.execution(&exec.id).await?;

@@ -57,6 +57,8 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
         v["started_at"] = serde_json::json!(e.started_at);
         v["ended_at"] = serde_json::json!(e.ended_at);
         v["triggered_by"] = serde_json::json!(e.triggered_by);
+        v["parent_id"] = serde_json::json!(e.parent_id);
+        v["original_id"] = serde_json::json!(e.original_id);
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -70,10 +72,24 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = &e.failure {
         println!("failure: {f}");
     }
-    if let Some(obj) = e.inputs.as_object().filter(|o| !o.is_empty()) {
+    if let Some(obj) = e.inputs.as_object().filter(|o| o.keys().any(|k| k != "__dependencies")) {
         println!("inputs:");
-        for (k, v) in obj {
+        for (k, v) in obj.iter().filter(|(k, _)| *k != "__dependencies") {
             println!("  {k} = {} ({})", v["value"].as_str().unwrap_or_default(), v["source"]);
+        }
+    }
+    if let Some(deps) = e.inputs.get("__dependencies").and_then(|d| d.as_array()) {
+        println!("dependency values:");
+        for d in deps {
+            let path = d["path"].as_str().unwrap_or_default();
+            match d["source"]["kind"].as_str() {
+                Some("execution") => println!(
+                    "  {path}.* reused from execution {} (stage {})",
+                    d["source"]["execution_id"].as_str().unwrap_or_default(),
+                    d["source"]["stage"].as_str().unwrap_or_default()
+                ),
+                _ => println!("  {path} = {} (supplied with --expr)", d["value"].as_str().unwrap_or_default()),
+            }
         }
     }
     println!();
