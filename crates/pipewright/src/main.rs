@@ -59,6 +59,17 @@ enum Command {
         after_help = "Examples:\n  pipewright plan examples/build-test-deploy.yaml --stage deploy_prod\n  pipewright plan examples/build-test-deploy.yaml --stage deploy_prod --with-deps\n  pipewright plan pipeline.yaml --stage deploy_prod --from-execution 01JD3\n  pipewright plan pipeline.yaml --stage smoke_dev --expr pipeline.stages.deploy_dev.spec.execution.steps.rollout.output.outputVariables.url=https://dev\n\nExit status: 0 when the plan is satisfiable, 3 when it is not, 1 when the pipeline is invalid, 2 for a bad selection."
     )]
     Plan(commands::plan::PlanArgs),
+    /// Run an execution again: same pipeline YAML, inputs and selection (`--stage` re-runs only some stages,
+    /// reusing their dependencies from that execution).
+    #[command(
+        after_help = "Examples:\n  pipewright rerun 01JD3\n  pipewright rerun 01JD3 --input pipeline.variables.version=2.1.1\n  pipewright rerun 01JD3 --stage deploy_prod        # build and deploy_dev values are reused\n  pipewright rerun 01JD3 --latest                   # the pipeline file as it is now"
+    )]
+    Rerun(commands::rerun::RerunArgs),
+    /// Resume a failed or aborted execution from its failed stage, reusing what succeeded.
+    #[command(
+        after_help = "Examples:\n  pipewright retry 01JD3\n  pipewright retry 01JD3 --only-failed            # in a parallel block, only the stages that failed\n  pipewright retry 01JD3 --stage deploy_dev"
+    )]
+    Retry(commands::rerun::RetryArgs),
     /// List executions, newest first.
     #[command(
         after_help = "Examples:\n  pipewright history\n  pipewright history --pipeline build_test_deploy --status Failed --limit 5\n  pipewright history --output json"
@@ -98,6 +109,8 @@ async fn main() -> ExitCode {
         Command::Schema => commands::schema::run(),
         Command::Run(a) => commands::run::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,
+        Command::Rerun(a) => commands::rerun::rerun(a).await,
+        Command::Retry(a) => commands::rerun::retry(a).await,
         Command::History(a) => commands::history::run(a).await,
         Command::Show(a) => commands::show::run(a).await,
         Command::Logs(a) => commands::logs::run(a).await,

@@ -238,3 +238,134 @@ fn selection_rules() {
         .success()
         .stdout(predicate::str::contains("selected=[lint,docs,license_scan]"));
 }
+
+fn exec_id(stdout: &[u8]) -> String {
+    String::from_utf8_lossy(stdout).lines().next().unwrap().split_whitespace().nth(1).unwrap().to_string()
+}
+
+fn show(state: &Path, id: &str) -> serde_json::Value {
+    serde_json::from_slice(&pw(state).args(["show", id, "-o", "json"]).assert().success().get_output().stdout).unwrap()
+}
+
+/// A pipeline: `prepare` succeeds, `flaky` (a matrix, in a parallel block with `steady`) fails until the file
+/// `gate` exists, `after` reads `prepare`'s output.
+fn retry_pipeline(dir: &Path) -> PathBuf {
+    let gate = dir.join("gate");
+    let f = dir.join("retry.yaml");
+    let step = |id: &str, script: &str| {
+        format!(
+            "              - step:\n                  type: ShellScript\n                  name: {id}\n                  identifier: {id}\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: {script}\n"
+        )
+    };
+    let stage = |id: &str, body: String, extra: &str| {
+        format!(
+            "    - stage:\n        name: {id}\n        identifier: {id}\n        type: Custom\n{extra}        spec:\n          execution:\n            steps:\n{body}"
+        )
+    };
+    let prepare = stage(
+        "prepare",
+        step("make", "token=T-$RANDOM; echo made $token").replace(
+            "                    source:",
+            "                    outputVariables:\n                      - name: token\n                        type: String\n                        value: token\n                    source:",
+        ),
+        "",
+    );
+    let flaky = stage(
+        "flaky",
+        step("check", &format!("test -f {} || [ <+matrix.n> = 1 ]", gate.display())),
+        "        strategy:\n          matrix:\n            n: [\"1\", \"2\"]\n",
+    );
+    let steady = stage("steady", step("ok", "echo steady"), "");
+    let indent = |s: String| s.lines().map(|l| format!("    {l}")).collect::<Vec<_>>().join("\n") + "\n";
+    let after = stage(
+        "after",
+        step("use", "echo using <+pipeline.stages.prepare.spec.execution.steps.make.output.outputVariables.token>"),
+        "",
+    );
+    std::fs::write(
+        &f,
+        format!(
+            "pipeline:\n  name: R\n  identifier: r\n  allowStageExecutions: true\n  stages:\n{prepare}    - parallel:\n{}{}{after}",
+            indent(flaky),
+            indent(steady)
+        ),
+    )
+    .unwrap();
+    f
+}
+
+#[test]
+fn retry_resumes_from_the_failed_stage_reusing_what_succeeded() {
+    let state = tempfile::tempdir().unwrap();
+    let f = retry_pipeline(state.path());
+    let out = pw(state.path()).arg("run").arg(&f).assert().code(1).get_output().stdout.clone();
+    let first = exec_id(&out);
+    let s = show(state.path(), &first);
+    assert_eq!(s["status"], "Failed");
+    let token_line = String::from_utf8_lossy(&out).lines().find(|l| l.contains("made T-")).unwrap().to_string();
+    let token = token_line.rsplit(' ').next().unwrap().to_string();
+    // Still failing: the retry fails again, and is linked to the first execution.
+    let out = pw(state.path()).args(["retry", &first, "--only-failed"]).assert().code(1).get_output().stdout.clone();
+    let second = exec_id(&out);
+    let s2 = show(state.path(), &second);
+    assert_eq!(s2["mode"], "retry");
+    assert_eq!(s2["parent_id"], first.as_str());
+    let st: Vec<(String, String)> = statuses(&s2);
+    // --only-failed: `steady` (same parallel block, it succeeded) does not run again.
+    assert!(st.contains(&("steady".into(), "Skipped".into())), "{st:?}");
+    assert!(st.contains(&("prepare".into(), "Success".into())), "{st:?}");
+    std::fs::write(state.path().join("gate"), "").unwrap();
+    let out = pw(state.path()).args(["retry", &second]).assert().success().get_output().stdout.clone();
+    let text = String::from_utf8_lossy(&out).to_string();
+    // prepare's output was reused from the first execution, through the second.
+    assert!(text.contains(&format!("using {token}")), "{text}");
+    assert!(!text.contains("made T-"), "prepare ran again: {text}");
+    let third = exec_id(&out);
+    let s3 = show(state.path(), &third);
+    assert_eq!(s3["original_id"], first.as_str());
+    assert_eq!(s3["chain"].as_array().unwrap().len(), 3);
+    let prepare = s3["stages"].as_array().unwrap().iter().find(|s| s["identifier"] == "prepare").unwrap().clone();
+    assert!(prepare["reused_from"].is_string());
+    pw(state.path())
+        .args(["retry", &third])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("there is nothing to retry"));
+    pw(state.path())
+        .args(["show", &third])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("chain (original → re-runs / retries):"));
+}
+
+#[test]
+fn rerun_and_rerun_stage() {
+    let state = tempfile::tempdir().unwrap();
+    let first = run_json(state.path(), &["--input", "pipeline.variables.version=5.0.0"])["execution_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Same inputs, editable.
+    let out = pw(state.path()).args(["rerun", &first]).assert().success().get_output().stdout.clone();
+    assert!(String::from_utf8_lossy(&out).contains("building version 5.0.0"));
+    assert_eq!(show(state.path(), &exec_id(&out))["mode"], "rerun");
+    pw(state.path())
+        .args(["rerun", &first, "--input", "pipeline.variables.version=5.0.1"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("building version 5.0.1"));
+    // One stage: its dependencies come from the execution.
+    let out = pw(state.path())
+        .args(["rerun", &first, "--stage", "deploy_prod"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&out).to_string();
+    assert!(text.contains("deploying checkout-5.0.0.tar.gz to prod"), "{text}");
+    assert!(!text.contains("building version"), "{text}");
+    let s = show(state.path(), &exec_id(&out));
+    assert_eq!(s["mode"], "rerun_stage");
+    assert_eq!(s["parent_id"], first.as_str());
+}

@@ -146,6 +146,9 @@ pub struct Request {
     pub supplied: BTreeMap<String, String>,
     /// An execution to reuse values from.
     pub source: Option<Source>,
+    /// Select stages even when the pipeline does not allow selective executions (retrying a failed
+    /// execution from its failed stage is always allowed).
+    pub any_stage: bool,
 }
 
 /// What happens to a stage.
@@ -295,7 +298,7 @@ pub fn plan(p: &Pipeline, g: &Graph, req: &Request) -> Result<Plan, PlanError> {
         });
     }
     let selective = !req.selected.is_empty();
-    if selective && !p.allow_stage_executions {
+    if selective && !p.allow_stage_executions && !req.any_stage {
         return Err(PlanError::NotAllowed(p.identifier.value.clone()));
     }
     for s in &req.selected {

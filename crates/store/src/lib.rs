@@ -40,6 +40,8 @@ pub type Result<T> = std::result::Result<T, StoreError>;
 pub trait Store: Send + Sync {
     /// Record a pipeline's YAML; a changed YAML gets the next version, an unchanged one keeps its version.
     async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64>;
+    /// The YAML of a pipeline version.
+    async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> Result<String>;
     /// Create an execution; the store assigns the per-pipeline sequence number.
     async fn create_execution(&self, e: NewExecution) -> Result<Execution>;
     /// Set an execution's status (and start / end times), recording the transition.

@@ -223,6 +223,8 @@ pub struct ExecutionQuery {
     pub pipeline: Option<String>,
     /// Only this status.
     pub status: Option<Status>,
+    /// Only this execution and those derived from it (re-runs, retries).
+    pub chain_of: Option<String>,
     /// At most this many (default 50).
     pub limit: Option<i64>,
 }

@@ -181,6 +181,19 @@ impl Store for SqliteStore {
         Ok(version)
     }
 
+    async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> Result<String> {
+        sqlx::query_scalar(
+            "SELECT yaml FROM pipelines WHERE org = ? AND project = ? AND identifier = ? AND version = ?",
+        )
+        .bind(org)
+        .bind(project)
+        .bind(identifier)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline `{identifier}` version {version} is not stored")))
+    }
+
     async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
         let id = ulid::Ulid::new().to_string();
         let now = now_ms();
@@ -280,12 +293,16 @@ impl Store for SqliteStore {
     async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>> {
         let rows = sqlx::query(
             "SELECT * FROM executions WHERE (? IS NULL OR pipeline = ?) AND (? IS NULL OR status = ?)
+               AND (? IS NULL OR id = ? OR original_id = ?)
              ORDER BY created_at DESC, id DESC LIMIT ?",
         )
         .bind(&q.pipeline)
         .bind(&q.pipeline)
         .bind(q.status.map(Status::as_str))
         .bind(q.status.map(Status::as_str))
+        .bind(&q.chain_of)
+        .bind(&q.chain_of)
+        .bind(&q.chain_of)
         .bind(q.limit.unwrap_or(50))
         .fetch_all(&self.pool)
         .await?;

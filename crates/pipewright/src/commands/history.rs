@@ -29,8 +29,9 @@ pub struct HistoryArgs {
 /// History.
 pub async fn run(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&a.state).await?;
-    let list =
-        store.executions(&ExecutionQuery { pipeline: a.pipeline, status: a.status, limit: Some(a.limit) }).await?;
+    let list = store
+        .executions(&ExecutionQuery { pipeline: a.pipeline, status: a.status, limit: Some(a.limit), chain_of: None })
+        .await?;
     if a.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&list)?);
         return Ok(ExitCode::SUCCESS);
@@ -50,6 +51,7 @@ pub async fn run(a: HistoryArgs) -> anyhow::Result<ExitCode> {
         "DURATION",
         "BY",
         "FROM",
+        "ORIGINAL",
     ]);
     for e in &list {
         t.add_row([
@@ -62,6 +64,7 @@ pub async fn run(a: HistoryArgs) -> anyhow::Result<ExitCode> {
             super::duration(e.started_at, e.ended_at),
             e.triggered_by.clone(),
             e.parent_id.clone().unwrap_or_default(),
+            e.original_id.clone().unwrap_or_default(),
         ]);
     }
     println!("{t}");

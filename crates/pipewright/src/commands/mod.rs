@@ -5,6 +5,7 @@ pub mod decide;
 pub mod history;
 pub mod logs;
 pub mod plan;
+pub mod rerun;
 pub mod run;
 pub mod schema;
 pub mod show;

@@ -32,6 +32,9 @@ pub struct Selection {
     /// A YAML map of `path: value` for expression values.
     #[arg(long, value_name = "FILE")]
     pub expr_file: Option<PathBuf>,
+    /// Set by `retry`: select stages whatever `allowStageExecutions` says.
+    #[arg(skip)]
+    pub any_stage: bool,
 }
 
 /// Arguments of `plan`.
@@ -147,8 +150,13 @@ pub async fn make(
         (Some(_), None) => bail!("--from-execution needs the state directory"),
         _ => None,
     };
-    let req =
-        Request { selected: sel.stages.clone(), with_deps: sel.with_deps, supplied: supplied_exprs(sel)?, source: src };
+    let req = Request {
+        selected: sel.stages.clone(),
+        with_deps: sel.with_deps,
+        supplied: supplied_exprs(sel)?,
+        source: src,
+        any_stage: sel.any_stage,
+    };
     let plan = match plan::plan(p, &graph, &req) {
         Ok(p) => p,
         Err(e) => {

@@ -314,6 +314,57 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
+    let selective = !a.selection.stages.is_empty();
+    let opts = Options {
+        inputs: a.inputs.clone(),
+        inputs_files: a.inputs_files.clone(),
+        entities: a.entities.clone().or_else(|| default_entities(&a.file)),
+        secrets_file: a.secrets_file.clone(),
+        output: a.output,
+        mode: if selective { Mode::Selective } else { Mode::Full },
+        selective,
+        parent: None,
+        source_file: Some(a.file.display().to_string()),
+    };
+    run_planned(store, &a.state, &doc, planned, opts).await
+}
+
+/// `.harness/` next to a pipeline file, when it exists.
+pub fn default_entities(file: &Path) -> Option<PathBuf> {
+    let d = file.parent().unwrap_or(Path::new(".")).join(".harness");
+    d.is_dir().then_some(d)
+}
+
+/// How to run a planned execution.
+pub struct Options {
+    /// `--input PATH=VALUE`s (later win).
+    pub inputs: Vec<String>,
+    /// Input set files.
+    pub inputs_files: Vec<PathBuf>,
+    /// The entities directory.
+    pub entities: Option<PathBuf>,
+    /// The secrets file.
+    pub secrets_file: Option<PathBuf>,
+    /// Output format.
+    pub output: Output,
+    /// Mode recorded.
+    pub mode: Mode,
+    /// Whether stages were selected.
+    pub selective: bool,
+    /// (parent, original) execution.
+    pub parent: Option<(String, String)>,
+    /// The pipeline file.
+    pub source_file: Option<String>,
+}
+
+/// Refuse an unsatisfiable plan, apply inputs, and run.
+pub async fn run_planned(
+    store: Arc<dyn Store>,
+    state: &StateArgs,
+    doc: &spec::Document,
+    planned: super::plan::Planned,
+    o: Options,
+) -> anyhow::Result<ExitCode> {
     if !planned.plan.satisfiable {
         super::plan::explain_unmet(&planned);
         eprintln!("nothing was run (`pipewright plan` shows the whole plan)");
@@ -322,21 +373,16 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     for w in &planned.plan.warnings {
         eprintln!("warning: {w}");
     }
-    let selective = !a.selection.stages.is_empty();
     let run_stages = planned.plan.run_stages();
-    let prepared = match prepare(&doc, &a.inputs, &a.inputs_files, selective.then_some(run_stages.as_slice()))? {
+    let prepared = match prepare(doc, &o.inputs, &o.inputs_files, o.selective.then_some(run_stages.as_slice()))? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
-    let entities_dir = a.entities.clone().or_else(|| {
-        let d = a.file.parent().unwrap_or(Path::new(".")).join(".harness");
-        d.is_dir().then_some(d)
-    });
-    let entities = match &entities_dir {
+    let entities = match &o.entities {
         Some(d) => Entities::load_dir(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?,
         None => Entities::default(),
     };
-    let secrets = secrets(a.secrets_file.as_deref())?;
+    let secrets = secrets(o.secrets_file.as_deref())?;
     let seed = Seed {
         values: planned.plan.seeds.iter().map(|s| (s.path.clone(), s.value.clone())).collect(),
         reused: planned.plan.reused.clone(),
@@ -350,15 +396,15 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
             plan::Provenance::Execution { .. } => serde_json::json!({"path": s.path, "source": s.from}),
         })
         .collect();
-    let run = Launch {
-        source_file: Some(a.file.display().to_string()),
-        mode: if selective { Mode::Selective } else { Mode::Full },
-        selected: if selective { run_stages } else { Vec::new() },
+    let launch = Launch {
+        source_file: o.source_file,
+        mode: o.mode,
+        selected: if o.selective { run_stages } else { Vec::new() },
         seed,
         provenance,
-        parent: None,
+        parent: o.parent,
     };
-    execute(store, &a.state, prepared, &entities, &secrets, a.output, run).await
+    execute(store, state, prepared, &entities, &secrets, o.output, launch).await
 }
 
 /// How an execution comes to be.

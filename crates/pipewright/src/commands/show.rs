@@ -59,6 +59,15 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
         v["triggered_by"] = serde_json::json!(e.triggered_by);
         v["parent_id"] = serde_json::json!(e.parent_id);
         v["original_id"] = serde_json::json!(e.original_id);
+        let root = e.original_id.clone().unwrap_or_else(|| e.id.clone());
+        let mut chain = store
+            .executions(&store::ExecutionQuery { chain_of: Some(root), limit: Some(1000), ..Default::default() })
+            .await?;
+        chain.reverse();
+        v["chain"] = serde_json::json!(chain
+            .iter()
+            .map(|c| serde_json::json!({"id": c.id, "sequence_id": c.sequence_id, "status": c.status, "mode": c.mode, "parent_id": c.parent_id}))
+            .collect::<Vec<_>>());
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -90,6 +99,19 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
                 ),
                 _ => println!("  {path} = {} (supplied with --expr)", d["value"].as_str().unwrap_or_default()),
             }
+        }
+    }
+    let root = e.original_id.clone().unwrap_or_else(|| e.id.clone());
+    let mut chain = store
+        .executions(&store::ExecutionQuery { chain_of: Some(root), limit: Some(1000), ..Default::default() })
+        .await?;
+    if chain.len() > 1 {
+        chain.reverse();
+        println!("chain (original → re-runs / retries):");
+        for c in &chain {
+            let here = if c.id == e.id { "  ← this one" } else { "" };
+            let from = c.parent_id.as_ref().map(|p| format!(" from {p}")).unwrap_or_default();
+            println!("  #{} {} {} ({}){from}{here}", c.sequence_id, c.id, c.status, c.mode.as_str());
         }
     }
     println!();
