@@ -8,7 +8,7 @@
 use expr::Value;
 use serde::Serialize;
 use spec::{Pipeline, Stage, StageRef, suggest};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How one stage depends on another.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -31,8 +31,8 @@ pub struct Edge {
     pub via: Via,
     /// The exact paths read (expressions), or `pipeline.stages.X.service` / `.env` / `.infra` (propagation).
     pub paths: Vec<String>,
-    /// Where each is written, `line:col`.
-    pub at: Vec<String>,
+    /// Where each expression path is written.
+    pub at: Vec<spec::Pos>,
 }
 
 /// The dependency graph of a pipeline.
@@ -42,6 +42,12 @@ pub struct Graph {
     pub stages: Vec<String>,
     /// Edges.
     pub edges: Vec<Edge>,
+    /// Stage → indexes of its edges (what it depends on).
+    #[serde(skip)]
+    out: HashMap<String, Vec<usize>>,
+    /// Stage → indexes of the edges pointing at it (what depends on it).
+    #[serde(skip)]
+    into: HashMap<String, Vec<usize>>,
 }
 
 fn propagations(s: &Stage) -> Vec<(&'static str, String)> {
@@ -66,45 +72,64 @@ fn propagations(s: &Stage) -> Vec<(&'static str, String)> {
 
 /// Build the graph from a pipeline and its cross-stage references (`spec::stage_references`).
 pub fn graph(p: &Pipeline, refs: &[StageRef]) -> Graph {
-    let mut edges: BTreeMap<(String, String, bool), Edge> = BTreeMap::new();
+    let mut edges: Vec<Edge> = Vec::new();
+    let mut at: HashMap<(&str, &str, bool), usize> = HashMap::new();
     for r in refs {
-        let e = edges.entry((r.stage.clone(), r.reads.clone(), false)).or_insert_with(|| Edge {
-            stage: r.stage.clone(),
-            depends_on: r.reads.clone(),
-            via: Via::Expression,
-            paths: Vec::new(),
-            at: Vec::new(),
-        });
-        if !e.paths.contains(&r.path) {
-            e.paths.push(r.path.clone());
-            e.at.push(format!("{}:{}", r.span.start.line, r.span.start.col));
-        }
-    }
-    for s in p.all_stages() {
-        for (what, from) in propagations(s) {
-            let e = edges.entry((s.identifier.value.clone(), from.clone(), true)).or_insert_with(|| Edge {
-                stage: s.identifier.value.clone(),
-                depends_on: from.clone(),
-                via: Via::Propagation,
+        let i = *at.entry((r.stage.as_str(), r.reads.as_str(), false)).or_insert_with(|| {
+            edges.push(Edge {
+                stage: r.stage.clone(),
+                depends_on: r.reads.clone(),
+                via: Via::Expression,
                 paths: Vec::new(),
                 at: Vec::new(),
             });
+            edges.len() - 1
+        });
+        let e = &mut edges[i];
+        if !e.paths.contains(&r.path) {
+            e.paths.push(r.path.clone());
+            e.at.push(r.span.start);
+        }
+    }
+    let mut prop: HashMap<(String, String), usize> = HashMap::new();
+    for s in p.all_stages() {
+        for (what, from) in propagations(s) {
+            let key = (s.identifier.value.clone(), from.clone());
+            let i = *prop.entry(key).or_insert_with(|| {
+                edges.push(Edge {
+                    stage: s.identifier.value.clone(),
+                    depends_on: from.clone(),
+                    via: Via::Propagation,
+                    paths: Vec::new(),
+                    at: Vec::new(),
+                });
+                edges.len() - 1
+            });
             let path = format!("pipeline.stages.{from}.{what}");
-            if !e.paths.contains(&path) {
-                e.paths.push(path);
+            if !edges[i].paths.contains(&path) {
+                edges[i].paths.push(path);
             }
         }
     }
-    Graph {
-        stages: p.all_stages().iter().map(|s| s.identifier.value.clone()).collect(),
-        edges: edges.into_values().collect(),
+    edges.sort_by(|a, b| (&a.stage, &a.depends_on, a.via as u8).cmp(&(&b.stage, &b.depends_on, b.via as u8)));
+    let mut out: HashMap<String, Vec<usize>> = HashMap::new();
+    let mut into: HashMap<String, Vec<usize>> = HashMap::new();
+    for (i, e) in edges.iter().enumerate() {
+        out.entry(e.stage.clone()).or_default().push(i);
+        into.entry(e.depends_on.clone()).or_default().push(i);
     }
+    Graph { stages: p.all_stages().iter().map(|s| s.identifier.value.clone()).collect(), edges, out, into }
 }
 
 impl Graph {
-    /// The stages `stage` depends on directly.
+    /// The edges from `stage` to the stages it depends on directly.
     pub fn deps(&self, stage: &str) -> impl Iterator<Item = &Edge> {
-        self.edges.iter().filter(move |e| e.stage == stage)
+        self.out.get(stage).into_iter().flatten().map(|i| &self.edges[*i])
+    }
+
+    /// The edges from the stages that depend directly on `stage`.
+    pub fn dependents(&self, stage: &str) -> impl Iterator<Item = &Edge> {
+        self.into.get(stage).into_iter().flatten().map(|i| &self.edges[*i])
     }
 
     /// `selected` and every stage they depend on, transitively.
@@ -401,12 +426,8 @@ pub fn plan(p: &Pipeline, g: &Graph, req: &Request) -> Result<Plan, PlanError> {
                 } else if req.selected.contains(s) {
                     "selected".to_string()
                 } else {
-                    let needed_by: Vec<&str> = g
-                        .edges
-                        .iter()
-                        .filter(|e| e.depends_on == *s && run.contains(&e.stage))
-                        .map(|e| e.stage.as_str())
-                        .collect();
+                    let needed_by: Vec<&str> =
+                        g.dependents(s).filter(|e| run.contains(&e.stage)).map(|e| e.stage.as_str()).collect();
                     format!("needed by {} (--with-deps)", needed_by.join(", "))
                 };
                 StagePlan { identifier: s.clone(), action: Action::Run, reason, reused_from: None }
