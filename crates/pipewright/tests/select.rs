@@ -369,3 +369,19 @@ fn rerun_and_rerun_stage() {
     assert_eq!(s["mode"], "rerun_stage");
     assert_eq!(s["parent_id"], first.as_str());
 }
+
+#[test]
+fn plan_checks_runtime_inputs_like_run() {
+    let state = tempfile::tempdir().unwrap();
+    pw(state.path())
+        .arg("plan")
+        .arg(btd())
+        .args(["--stage", "deploy_dev", "--with-deps", "--input", "pipeline.stages.deploy_dev.variables.replicas=7"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "pipeline.stages.deploy_dev.variables.replicas: `7` is not one of the allowed values: 1, 2, 3",
+        ));
+    // The same input is not needed (nor checked) when deploy_dev does not run.
+    pw(state.path()).arg("plan").arg(btd()).args(["--stage", "unit_tests"]).assert().success();
+}

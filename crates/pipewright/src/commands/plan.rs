@@ -44,10 +44,10 @@ pub struct PlanArgs {
     pub file: PathBuf,
     #[command(flatten)]
     pub selection: Selection,
-    /// Runtime input values (only to check them; `run` takes the same flags).
+    /// Runtime input values, checked as `run` checks them (missing, not allowed, not matching: exit 1).
     #[arg(long = "input", value_name = "PATH=VALUE")]
     pub inputs: Vec<String>,
-    /// Input set files.
+    /// Input set files, checked the same way.
     #[arg(long = "inputs-file", value_name = "FILE")]
     pub inputs_files: Vec<PathBuf>,
     /// Output format.
@@ -281,5 +281,14 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    Ok(if planned.plan.satisfiable { ExitCode::SUCCESS } else { ExitCode::from(3) })
+    if !planned.plan.satisfiable {
+        return Ok(ExitCode::from(3));
+    }
+    // The inputs are checked exactly as `run` would check them, for the stages that would run.
+    let run_stages = planned.plan.run_stages();
+    let selective = !a.selection.stages.is_empty();
+    match super::run::prepare(&doc, &a.inputs, &a.inputs_files, selective.then_some(run_stages.as_slice()))? {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(code) => Ok(code),
+    }
 }

@@ -123,7 +123,7 @@ pub fn prepare(
     let values = match inputs::resolve(&fields, &supplied, stages) {
         Ok(v) => v,
         Err(problems) => {
-            eprintln!("error: runtime inputs are missing or invalid; nothing was run:");
+            eprintln!("error: runtime inputs are missing or invalid; nothing runs:");
             for p in &problems {
                 eprintln!("  {}: {}", p.path, p.message);
             }
