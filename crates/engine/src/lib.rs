@@ -77,9 +77,7 @@ impl Entities {
     /// Read every entity file below `dir` (a `.harness/` folder). Invalid files are errors with diagnostics.
     pub fn load_dir(dir: &Path) -> Result<Entities, String> {
         let mut out = Entities::default();
-        let mut files = Vec::new();
-        collect(dir, &mut files).map_err(|e| format!("{}: {e}", dir.display()))?;
-        files.sort();
+        let files = spec::yaml_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for f in files {
             let doc = spec::load_file(&f).map_err(|e| e.to_string())?;
             if !doc.is_valid() {
@@ -100,18 +98,6 @@ impl Entities {
         }
         Ok(out)
     }
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            collect(&p, out)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 /// Secret values by identifier: given explicitly, or from `PIPEWRIGHT_SECRET_<ID>` in the environment.

@@ -116,16 +116,7 @@ pub async fn run(
         }
     };
     tokio::pin!(deadline);
-    let aborted = async {
-        loop {
-            if *abort.borrow() {
-                return;
-            }
-            if abort.changed().await.is_err() {
-                std::future::pending::<()>().await;
-            }
-        }
-    };
+    let aborted = crate::steps::wait_abort(&mut abort);
     tokio::pin!(aborted);
 
     let mut readers_done = false;

@@ -892,12 +892,6 @@ impl<'p> Run<'p> {
         p
     }
 
-    fn local_of(&self, cx: &StageCx<'_>, extra: &BTreeMap<String, Value>) -> BTreeMap<String, Value> {
-        let mut l = cx.local.clone();
-        l.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-        l
-    }
-
     async fn group_with_strategy(
         &self,
         cx: &StageCx<'p>,
@@ -1017,7 +1011,7 @@ impl<'p> Run<'p> {
     ) -> Res<Status> {
         let sid = s.identifier.value.as_str();
         let scope = self.scope_of(cx, &groups);
-        let local = self.local_of(cx, &BTreeMap::new());
+        let local = cx.local.clone();
         let iterations = match self.iterations(s.strategy.as_ref(), &local, &scope) {
             Ok(i) => i,
             Err(e) => {
@@ -1187,7 +1181,7 @@ impl<'p> Run<'p> {
                     let mut abort = self.abort_rx.clone();
                     tokio::select! {
                         _ = tokio::time::sleep(interval) => {}
-                        _ = wait(&mut abort) => {}
+                        _ = steps::wait_abort(&mut abort) => {}
                     }
                     attempt += 1;
                     continue;
@@ -1270,7 +1264,7 @@ impl<'p> Run<'p> {
             }
             tokio::select! {
                 _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = wait(&mut abort) => {}
+                _ = steps::wait_abort(&mut abort) => {}
             }
         }
     }
@@ -1286,17 +1280,6 @@ impl<'p> Run<'p> {
             }
         }
         Ok(())
-    }
-}
-
-async fn wait(abort: &mut watch::Receiver<bool>) {
-    loop {
-        if *abort.borrow() {
-            return;
-        }
-        if abort.changed().await.is_err() {
-            std::future::pending::<()>().await;
-        }
     }
 }
 

@@ -157,7 +157,8 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
     }
 }
 
-async fn wait_abort(abort: &mut watch::Receiver<bool>) {
+/// Resolve once the execution is aborted (never, if the sender is gone).
+pub(crate) async fn wait_abort(abort: &mut watch::Receiver<bool>) {
     loop {
         if *abort.borrow() {
             return;

@@ -305,6 +305,25 @@ impl Document {
     }
 }
 
+/// Every `.yaml` / `.yml` file below `dir`, recursively, sorted.
+pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
+    fn walk(dir: &Path, out: &mut Vec<std::path::PathBuf>) -> std::io::Result<()> {
+        for e in std::fs::read_dir(dir)? {
+            let p = e?.path();
+            if p.is_dir() {
+                walk(&p, out)?;
+            } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
+                out.push(p);
+            }
+        }
+        Ok(())
+    }
+    let mut out = Vec::new();
+    walk(dir, &mut out)?;
+    out.sort();
+    Ok(out)
+}
+
 /// The JSON Schema of pipeline YAML files.
 pub fn pipeline_schema() -> serde_json::Value {
     let mut s = serde_json::to_value(schemars::schema_for!(model::PipelineFile)).unwrap_or_default();

@@ -4,16 +4,14 @@
 use crate::Output;
 use anyhow::Context;
 use spec::{Document, Entity, ExecutionElement};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for p in paths {
         if p.is_dir() {
-            let mut found = Vec::new();
-            collect(p, &mut found).with_context(|| format!("{}: cannot list the directory", p.display()))?;
-            found.sort();
+            let found = spec::yaml_files(p).with_context(|| format!("{}: cannot list the directory", p.display()))?;
             if found.is_empty() {
                 anyhow::bail!("{}: no .yaml or .yml files in this directory", p.display());
             }
@@ -23,18 +21,6 @@ fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
         }
     }
     Ok(out)
-}
-
-fn collect(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
-    for e in std::fs::read_dir(dir)? {
-        let p = e?.path();
-        if p.is_dir() {
-            collect(&p, out)?;
-        } else if matches!(p.extension().and_then(|e| e.to_str()), Some("yaml" | "yml")) {
-            out.push(p);
-        }
-    }
-    Ok(())
 }
 
 fn count_steps(els: &[ExecutionElement]) -> usize {
