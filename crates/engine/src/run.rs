@@ -224,9 +224,10 @@ impl<'p> Run<'p> {
         tree::set(&mut t, path, v);
     }
 
-    /// Evaluate with a snapshot of the tree (never holding the lock across an await).
+    /// Evaluate against the tree.
     fn with_ctx<T>(&self, local: &BTreeMap<String, Value>, scope: &Scope, f: impl FnOnce(&NodeCtx<'_>) -> T) -> T {
-        let global = self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        // Synchronous: the lock is held only while evaluating, never across an await.
+        let global = self.tree.lock().unwrap_or_else(|e| e.into_inner());
         let ctx = NodeCtx { global: &global, local, scope, secrets: self.secrets, masker: &self.masker };
         f(&ctx)
     }

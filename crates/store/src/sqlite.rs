@@ -310,10 +310,7 @@ impl Store for SqliteStore {
     }
 
     async fn put_node(&self, n: &Node) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let from: Option<String> =
-            sqlx::query_scalar("SELECT status FROM nodes WHERE id = ?").bind(&n.id).fetch_optional(&mut *tx).await?;
+        // One statement (autocommit); the transition is recorded by a trigger (migration 0002).
         let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());
         sqlx::query(
             "INSERT INTO nodes (id, execution_id, parent_id, kind, identifier, name, path, position, attempt, status,
@@ -339,22 +336,8 @@ impl Store for SqliteStore {
         .bind(&n.skip_reason)
         .bind(outputs)
         .bind(&n.reused_from)
-        .execute(&mut *tx)
+        .execute(&self.pool)
         .await?;
-        if from.as_deref() != Some(n.status.as_str()) {
-            sqlx::query(
-                "INSERT INTO transitions (execution_id, node_id, from_status, to_status, reason, at) VALUES (?, ?, ?, ?, ?, ?)",
-            )
-            .bind(&n.execution_id)
-            .bind(&n.id)
-            .bind(&from)
-            .bind(n.status.as_str())
-            .bind(n.failure.as_ref().or(n.skip_reason.as_ref()))
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
         Ok(())
     }
 
