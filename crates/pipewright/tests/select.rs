@@ -385,3 +385,20 @@ fn plan_checks_runtime_inputs_like_run() {
     // The same input is not needed (nor checked) when deploy_dev does not run.
     pw(state.path()).arg("plan").arg(btd()).args(["--stage", "unit_tests"]).assert().success();
 }
+
+#[test]
+fn rerun_uses_the_yaml_as_it_ran_unless_latest() {
+    let state = tempfile::tempdir().unwrap();
+    let f = state.path().join("checks.yaml");
+    let original = std::fs::read_to_string(examples().join("independent-checks.yaml")).unwrap();
+    std::fs::write(&f, &original).unwrap();
+    let out = pw(state.path()).arg("run").arg(&f).assert().success().get_output().stdout.clone();
+    let first = exec_id(&out);
+    std::fs::write(&f, original.replace("echo \"lint ok\"", "echo \"lint changed\"")).unwrap();
+    pw(state.path()).args(["rerun", &first]).assert().success().stdout(predicate::str::contains("lint ok"));
+    pw(state.path())
+        .args(["rerun", &first, "--latest"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("lint changed"));
+}
