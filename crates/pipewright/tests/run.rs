@@ -262,3 +262,41 @@ fn approve_from_another_process() {
     assert!(child.wait().unwrap().success());
     assert_eq!(json(state.path(), &["show", &id])["status"], "Success");
 }
+
+#[test]
+fn a_missing_shell_fails_the_step_clearly() {
+    let state = tempfile::tempdir().unwrap();
+    pw(state.path())
+        .env("PATH", "/nonexistent")
+        .arg("run")
+        .arg(examples().join("independent-checks.yaml"))
+        .args(["--stage", "docs"])
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains("cannot start `sh`: No such file or directory"));
+}
+
+#[test]
+fn logs_follow_prints_until_the_execution_ends() {
+    let state = tempfile::tempdir().unwrap();
+    let gate = state.path().join("gate");
+    let f = state.path().join("wait.yaml");
+    std::fs::write(
+        &f,
+        one_step(&format!("              - step:\n                  type: ShellScript\n                  name: w\n                  identifier: w\n                  spec:\n                    shell: Sh\n                    source:\n                      type: Inline\n                      spec:\n                        script: echo before; while [ ! -f {} ]; do sleep 0.05; done; echo after gate\n", gate.display())),
+    )
+    .unwrap();
+    let (mut run, id) = start_until(state.path(), &f, "before");
+    let follow = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipewright"))
+        .env("PIPEWRIGHT_STATE_DIR", state.path())
+        .args(["logs", &id, "--follow"])
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::fs::write(&gate, "").unwrap();
+    assert!(run.wait().unwrap().success());
+    let out = follow.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    assert!(text.contains("before") && text.contains("after gate"), "{text}");
+}

@@ -35,6 +35,8 @@ pub async fn run(a: LogsArgs) -> anyhow::Result<ExitCode> {
     let e = store.execution(&a.execution).await?;
     let mut seen: HashSet<(String, i64)> = HashSet::new();
     loop {
+        // Read the end state first, then the nodes and chunks: nothing written before the end is missed.
+        let ended = !a.follow || store.execution(&e.id).await?.status.is_final();
         let nodes = store.nodes(&e.id).await?;
         let chosen: Vec<String> = nodes
             .iter()
@@ -60,11 +62,11 @@ pub async fn run(a: LogsArgs) -> anyhow::Result<ExitCode> {
             if !seen.insert((c.node_id.clone(), c.seq)) {
                 continue;
             }
+            let path = paths.get(c.node_id.as_str()).copied().unwrap_or("?");
             for line in c.data.lines() {
                 let mut parts = line.splitn(3, '\t');
                 let (ts, _stream, text) =
                     (parts.next().unwrap_or_default(), parts.next(), parts.next().unwrap_or_default());
-                let path = paths.get(c.node_id.as_str()).copied().unwrap_or("?");
                 if a.timestamps {
                     println!("{} [{path}] {text}", super::when(ts.parse().ok()));
                 } else {
@@ -72,17 +74,7 @@ pub async fn run(a: LogsArgs) -> anyhow::Result<ExitCode> {
                 }
             }
         }
-        if !a.follow || store.execution(&e.id).await?.status.is_final() {
-            // One last read after the end, so nothing written at the end is missed.
-            if a.follow {
-                for c in store.logs(&e.id, Some(&chosen)).await? {
-                    if seen.insert((c.node_id.clone(), c.seq)) {
-                        for line in c.data.lines() {
-                            println!("{}", line.splitn(3, '\t').nth(2).unwrap_or_default());
-                        }
-                    }
-                }
-            }
+        if ended {
             return Ok(ExitCode::SUCCESS);
         }
         tokio::time::sleep(Duration::from_millis(300)).await;
