@@ -1142,6 +1142,7 @@ impl<'p> Run<'p> {
                     store: &self.store,
                     poll: self.config.poll_interval,
                     node: &node,
+                    triggered_by: &self.exec.triggered_by,
                 };
                 steps::execute(&env, s).await
             };

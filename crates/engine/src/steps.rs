@@ -78,6 +78,8 @@ pub struct StepEnv<'a> {
     pub poll: Duration,
     /// The attempt's node record (approval steps mark it `ApprovalWaiting`).
     pub node: &'a store::Node,
+    /// Who started the execution (`disallowPipelineExecutor`).
+    pub triggered_by: &'a str,
 }
 
 /// Run one attempt of a step.
@@ -343,11 +345,41 @@ async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
     }
     let deadline = env.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut abort = env.abort.clone();
+    // Distinct approvers so far (`minimumCount`), and the approver inputs they gave.
+    let mut approvers = std::collections::BTreeSet::new();
+    let mut given = serde_json::Map::new();
     loop {
         match env.store.take_decision(env.execution_id, env.node_id).await {
             Ok(Some(d)) => {
+                let by = format!(
+                    "{} by {}{}",
+                    d.action,
+                    d.by,
+                    d.comment.clone().map(|c| format!(": {c}")).unwrap_or_default()
+                );
+                if d.action != "approve" {
+                    env.log.line("pipewright", &by).await;
+                    return Outcome::failed(ErrorType::ApprovalRejection, format!("rejected by {}", d.by));
+                }
+                if a.approvers.disallow_pipeline_executor && d.by == env.triggered_by {
+                    env.log
+                        .line(
+                            "pipewright",
+                            &format!("{by}: not counted, the person who ran the pipeline may not approve it"),
+                        )
+                        .await;
+                    continue;
+                }
+                env.log.line("pipewright", &by).await;
+                given.extend(d.inputs.as_object().cloned().unwrap_or_default());
+                approvers.insert(d.by);
+                if approvers.len() < a.approvers.minimum_count.max(1) as usize {
+                    env.log
+                        .line("pipewright", &format!("{} of {} approvals", approvers.len(), a.approvers.minimum_count))
+                        .await;
+                    continue;
+                }
                 let mut outputs = serde_json::Map::new();
-                let given = d.inputs.as_object().cloned().unwrap_or_default();
                 for i in &a.approver_inputs {
                     let v = given
                         .get(i.name.as_str())
@@ -357,16 +389,7 @@ async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
                         outputs.insert(i.name.value.clone(), v);
                     }
                 }
-                let by = format!("{} by {}{}", d.action, d.by, d.comment.map(|c| format!(": {c}")).unwrap_or_default());
-                env.log.line("pipewright", &by).await;
-                return if d.action == "approve" {
-                    Outcome::ok(outputs)
-                } else {
-                    Outcome {
-                        outputs,
-                        ..Outcome::failed(ErrorType::ApprovalRejection, format!("rejected by {}", d.by))
-                    }
-                };
+                return Outcome::ok(outputs);
             }
             Ok(None) => {}
             Err(e) => return Outcome::failed(ErrorType::Unknown, e.to_string()),

@@ -584,3 +584,36 @@ async fn a_missing_entity_fails_its_stage_with_the_reason() {
     let failure = node(&nodes, "d").failure.clone().unwrap_or_default();
     assert!(failure.contains("service `nope` is not defined"), "{failure}");
 }
+
+#[tokio::test]
+async fn approvals_count_distinct_approvers_and_can_exclude_the_executor() {
+    let approval = "- step:\n    type: HarnessApproval\n    name: ok\n    identifier: ok\n    timeout: 1m\n    spec:\n      approvers:\n        userGroups: [release]\n        minimumCount: 2\n        disallowPipelineExecutor: true\n".to_string();
+    let f = fixture().await;
+    let p = pipeline(&pipe(&[stage("gate", &[approval], "").replace("type: Custom", "type: Approval")]));
+    let e = create(&f, &p).await;
+    let decider = async {
+        let n = wait_for(&f.store, &e.id, Status::ApprovalWaiting).await;
+        for by in ["test", "alice", "alice", "bob"] {
+            f.store
+                .put_decision(&Decision {
+                    execution_id: e.id.clone(),
+                    node_id: n.id.clone(),
+                    kind: "approval".into(),
+                    action: "approve".into(),
+                    by: by.into(),
+                    comment: None,
+                    inputs: serde_json::json!({}),
+                    at: 0,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    let (ents, secrets) = (Entities::default(), Secrets::default());
+    let (status, ()) = tokio::join!(f.engine.run(&e, &p, &ents, &secrets), decider);
+    assert_eq!(status.unwrap(), Status::Success);
+    let logs = log_text(&f.store, &e.id).await;
+    assert!(logs.contains("approve by test: not counted"), "{logs}");
+    assert!(logs.contains("1 of 2 approvals"), "{logs}");
+    assert_eq!(logs.matches("1 of 2 approvals").count(), 2, "alice twice counts once: {logs}");
+}
