@@ -105,12 +105,17 @@ impl Entities {
 pub struct Secrets {
     /// Explicit values.
     pub values: BTreeMap<String, String>,
+    /// Do not read `PIPEWRIGHT_SECRET_<ID>` from the environment (a server's environment is not its users').
+    pub no_env: bool,
 }
 
 impl Secrets {
     /// The value of secret `id`.
     pub fn get(&self, id: &str) -> Option<String> {
         self.values.get(id).cloned().or_else(|| {
+            if self.no_env {
+                return None;
+            }
             let var = format!("PIPEWRIGHT_SECRET_{}", id.to_ascii_uppercase().replace(['.', '-'], "_"));
             std::env::var(var).ok()
         })

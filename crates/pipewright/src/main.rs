@@ -24,12 +24,36 @@ pub enum Output {
     Json,
 }
 
-/// Where the execution history lives.
+/// Where the execution history lives: the local state directory, or a pipewright server.
 #[derive(Args, Clone, Debug)]
 pub struct StateArgs {
     /// The state directory (SQLite database, working directories).
     #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
     pub state_dir: PathBuf,
+    /// Talk to this pipewright server instead of the local state directory (e.g. http://127.0.0.1:8080).
+    #[arg(long, env = "PIPEWRIGHT_SERVER", value_name = "URL")]
+    pub server: Option<String>,
+    /// The API token for --server.
+    #[arg(long, env = "PIPEWRIGHT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
+    pub token: Option<String>,
+    /// The organization on the server (history; pipelines say their own).
+    #[arg(long, env = "PIPEWRIGHT_ORG", default_value = "default")]
+    pub org: String,
+    /// The project on the server (history; pipelines say their own).
+    #[arg(long, env = "PIPEWRIGHT_PROJECT", default_value = "default")]
+    pub project: String,
+}
+
+impl StateArgs {
+    /// The organization to filter history by: only with --server (the local history holds every one).
+    pub fn remote_org(&self) -> Option<String> {
+        self.server.as_ref().map(|_| self.org.clone())
+    }
+
+    /// The project to filter history by, with --server.
+    pub fn remote_project(&self) -> Option<String> {
+        self.server.as_ref().map(|_| self.project.clone())
+    }
 }
 
 #[derive(Subcommand)]
@@ -99,6 +123,20 @@ enum Command {
     /// Decide for a step waiting in InterventionWaiting (ManualIntervention failure strategy).
     #[command(after_help = "Example:\n  pipewright intervene 01JD3 --node build.compile --action retry")]
     Intervene(commands::decide::InterveneArgs),
+    /// Serve the REST API (OpenAPI at /api/v1/openapi.json), live logs and RBAC over the state directory.
+    #[command(
+        after_help = "Examples:\n  pipewright serve\n  pipewright serve --listen 0.0.0.0:8080 --admin-password-file /run/secrets/admin\n\nWith no --admin-password-file, the first start prints a one-time bootstrap token for the `admin` user."
+    )]
+    Serve(commands::serve::ServeArgs),
+    /// Manage users on a server.
+    #[command(subcommand)]
+    User(commands::admin::UserCmd),
+    /// Manage roles and role bindings on a server.
+    #[command(subcommand)]
+    Role(commands::admin::RoleCmd),
+    /// Manage API tokens on a server.
+    #[command(subcommand)]
+    Token(commands::admin::TokenCmd),
 }
 
 #[tokio::main]
@@ -118,6 +156,10 @@ async fn main() -> ExitCode {
         Command::Approve(a) => commands::decide::approval(a, "approve").await,
         Command::Reject(a) => commands::decide::approval(a, "reject").await,
         Command::Intervene(a) => commands::decide::intervene(a).await,
+        Command::Serve(a) => commands::serve::run(a).await,
+        Command::User(c) => commands::admin::user(c).await,
+        Command::Role(c) => commands::admin::role(c).await,
+        Command::Token(c) => commands::admin::token(c).await,
     };
     match result {
         Ok(code) => code,

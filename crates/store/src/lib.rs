@@ -30,6 +30,9 @@ pub enum StoreError {
     /// A lookup matched nothing, or more than one thing.
     #[error("{0}")]
     NotFound(String),
+    /// A remote store (a pipewright server) refused or failed.
+    #[error("{0}")]
+    Remote(String),
 }
 
 /// Results of store calls.
@@ -68,6 +71,38 @@ pub trait Store: Send + Sync {
     async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>>;
     /// Status transitions of an execution, oldest first.
     async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>>;
+    /// Status transitions of an execution with an id above `after`, oldest first, at most `limit`.
+    async fn transitions_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<Transition>>;
+    /// Log chunks of an execution with a cursor above `after`, in the order they were written, at most `limit`.
+    async fn logs_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>>;
+    /// Mark every execution that has not ended (and its unfinished nodes) Failed with `reason`; returns their
+    /// ids. Used when a server starts: nothing is left `Running` forever.
+    async fn fail_unfinished(&self, reason: &str) -> Result<Vec<String>>;
+
+    /// Insert a record, or replace it when `replace`; false when it exists and `replace` is false.
+    async fn put_record(&self, r: &Record, replace: bool) -> Result<bool>;
+    /// One record.
+    async fn record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<Option<Record>>;
+    /// Records of a kind, optionally only in one organization / project, ordered by identifier.
+    async fn records(&self, kind: &str, org: Option<&str>, project: Option<&str>) -> Result<Vec<Record>>;
+    /// Delete a record; false when there was none.
+    async fn delete_record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<bool>;
+    /// Delete every record in an organization (and its projects) or one project.
+    async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64>;
+
+    /// Store a new token.
+    async fn put_token(&self, t: &Token) -> Result<()>;
+    /// The token with this hash.
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>>;
+    /// Tokens, optionally of one principal.
+    async fn tokens(&self, principal: Option<(&str, &str)>) -> Result<Vec<Token>>;
+    /// Revoke a token; false when there is none or it was already revoked.
+    async fn revoke_token(&self, id: &str) -> Result<bool>;
+
+    /// Record an audited action.
+    async fn audit(&self, e: &AuditEvent) -> Result<()>;
+    /// Audited actions, newest first.
+    async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>>;
 }
 
 /// Milliseconds since the Unix epoch, now.

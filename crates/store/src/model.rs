@@ -173,7 +173,7 @@ pub struct NewExecution {
 }
 
 /// An execution record.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Execution {
     /// ULID.
     pub id: String,
@@ -198,7 +198,7 @@ pub struct Execution {
     /// Selected stages (empty: all).
     pub selected_stages: Vec<String>,
     /// The pipeline YAML it ran.
-    #[serde(skip)]
+    #[serde(skip_serializing, default)]
     pub snapshot: String,
     /// The file it was run from.
     pub source_file: Option<String>,
@@ -219,6 +219,20 @@ pub struct Execution {
 /// Filters for [`crate::Store::executions`].
 #[derive(Debug, Clone, Default)]
 pub struct ExecutionQuery {
+    /// Only this organization.
+    pub org: Option<String>,
+    /// Only this project.
+    pub project: Option<String>,
+    /// Only this mode.
+    pub mode: Option<Mode>,
+    /// Only started by this principal.
+    pub triggered_by: Option<String>,
+    /// Created at or after (ms).
+    pub since: Option<i64>,
+    /// Created before (ms).
+    pub until: Option<i64>,
+    /// Only executions older than this cursor (`created_at:id` of the last one of a page).
+    pub before: Option<(i64, String)>,
     /// Only this pipeline.
     pub pipeline: Option<String>,
     /// Only this status.
@@ -253,7 +267,7 @@ impl NodeKind {
 }
 
 /// A stage, step group or step execution (one attempt of one iteration).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Node {
     /// ULID.
     pub id: String,
@@ -290,8 +304,11 @@ pub struct Node {
 }
 
 /// A chunk of log text (lines joined by `\n`, each prefixed with its timestamp).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct LogChunk {
+    /// Position in the execution's log stream (increasing in the order chunks were written).
+    #[serde(default)]
+    pub cursor: i64,
     /// Node.
     pub node_id: String,
     /// Sequence within the node.
@@ -301,8 +318,11 @@ pub struct LogChunk {
 }
 
 /// A status change.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Transition {
+    /// Position in the store's transition log (increasing).
+    #[serde(default)]
+    pub id: i64,
     /// Node, or none for the execution itself.
     pub node_id: Option<String>,
     /// Previous status.
@@ -316,7 +336,7 @@ pub struct Transition {
 }
 
 /// A person's decision for a waiting node.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
     /// Execution.
     pub execution_id: String,
@@ -334,4 +354,90 @@ pub struct Decision {
     pub inputs: serde_json::Value,
     /// When (ms).
     pub at: i64,
+}
+
+/// A server record: an organization, project, pipeline head, input set, service, environment, infrastructure
+/// definition, secret, user, service account, role, resource group or role binding. `org` and `project` are
+/// empty when the record does not sit in one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Record {
+    /// What it is (`org`, `project`, `pipeline`, `secret`, `user`, `role_binding`, …).
+    pub kind: String,
+    /// Organization ('' at account scope).
+    pub org: String,
+    /// Project ('' at account or organization scope).
+    pub project: String,
+    /// Identifier, unique per kind and scope.
+    pub identifier: String,
+    /// Its data.
+    pub body: serde_json::Value,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last changed (ms).
+    pub updated_at: i64,
+}
+
+/// An API token: a random secret shown once, kept as its SHA-256.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Token {
+    /// Its id (not secret).
+    pub id: String,
+    /// A name to recognise it by.
+    pub name: String,
+    /// `user` or `service_account`.
+    pub principal_kind: String,
+    /// The user name or service account identifier.
+    pub principal_id: String,
+    /// The service account's organization ('' for users and account-level service accounts).
+    pub principal_org: String,
+    /// The service account's project ('' unless project-level).
+    pub principal_project: String,
+    /// SHA-256 of the secret, hex.
+    #[serde(skip_serializing, default)]
+    pub hash: String,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Expires (ms), if ever.
+    pub expires_at: Option<i64>,
+    /// Revoked (ms).
+    pub revoked_at: Option<i64>,
+}
+
+/// One audited action.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct AuditEvent {
+    /// Position (assigned by the store).
+    #[serde(default)]
+    pub id: i64,
+    /// When (ms).
+    pub at: i64,
+    /// Who (`user:alice`, `service_account:ci`).
+    pub principal: String,
+    /// What (`create`, `update`, `delete`, `execute`, `abort`, `rerun`, `retry`, `approve`, `login`, …).
+    pub action: String,
+    /// The kind of resource.
+    pub resource_type: String,
+    /// The resource (identifier or execution id).
+    pub resource: String,
+    /// Its organization.
+    pub org: String,
+    /// Its project.
+    pub project: String,
+    /// The client address.
+    pub address: String,
+    /// More about it.
+    pub detail: serde_json::Value,
+}
+
+/// Filters for [`crate::Store::audit_events`].
+#[derive(Debug, Clone, Default)]
+pub struct AuditQuery {
+    /// Only this principal.
+    pub principal: Option<String>,
+    /// Only this resource type.
+    pub resource_type: Option<String>,
+    /// Only events older than this id.
+    pub before: Option<i64>,
+    /// At most this many (default 100).
+    pub limit: Option<i64>,
 }

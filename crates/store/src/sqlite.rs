@@ -291,18 +291,30 @@ impl Store for SqliteStore {
     }
 
     async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>> {
+        let (before_at, before_id) = q.before.clone().map_or((None, None), |(a, i)| (Some(a), Some(i)));
         let rows = sqlx::query(
-            "SELECT * FROM executions WHERE (? IS NULL OR pipeline = ?) AND (? IS NULL OR status = ?)
-               AND (? IS NULL OR id = ? OR original_id = ?)
-             ORDER BY created_at DESC, id DESC LIMIT ?",
+            "SELECT id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by, inputs,
+               selected_stages, '' AS snapshot, source_file, parent_id, original_id, failure, created_at, started_at,
+               ended_at
+             FROM executions WHERE (?1 IS NULL OR org = ?1) AND (?2 IS NULL OR project = ?2)
+               AND (?3 IS NULL OR pipeline = ?3) AND (?4 IS NULL OR status = ?4)
+               AND (?5 IS NULL OR id = ?5 OR original_id = ?5) AND (?6 IS NULL OR mode = ?6)
+               AND (?7 IS NULL OR triggered_by = ?7) AND (?8 IS NULL OR created_at >= ?8)
+               AND (?9 IS NULL OR created_at < ?9)
+               AND (?10 IS NULL OR (created_at, id) < (?10, ?11))
+             ORDER BY created_at DESC, id DESC LIMIT ?12",
         )
-        .bind(&q.pipeline)
+        .bind(&q.org)
+        .bind(&q.project)
         .bind(&q.pipeline)
         .bind(q.status.map(Status::as_str))
-        .bind(q.status.map(Status::as_str))
         .bind(&q.chain_of)
-        .bind(&q.chain_of)
-        .bind(&q.chain_of)
+        .bind(q.mode.map(Mode::as_str))
+        .bind(&q.triggered_by)
+        .bind(q.since)
+        .bind(q.until)
+        .bind(before_at)
+        .bind(before_id)
         .bind(q.limit.unwrap_or(50))
         .fetch_all(&self.pool)
         .await?;
@@ -362,7 +374,7 @@ impl Store for SqliteStore {
 
     async fn logs(&self, execution_id: &str, node_ids: Option<&[String]>) -> Result<Vec<LogChunk>> {
         let rows = sqlx::query(
-            "SELECT l.node_id, l.seq, l.data FROM log_chunks l JOIN nodes n ON n.id = l.node_id
+            "SELECT l.rowid AS cursor, l.node_id, l.seq, l.data FROM log_chunks l JOIN nodes n ON n.id = l.node_id
              WHERE l.execution_id = ? ORDER BY n.position, l.seq",
         )
         .bind(execution_id)
@@ -370,7 +382,12 @@ impl Store for SqliteStore {
         .await?;
         Ok(rows
             .iter()
-            .map(|r| LogChunk { node_id: r.get("node_id"), seq: r.get("seq"), data: r.get("data") })
+            .map(|r| LogChunk {
+                cursor: r.get("cursor"),
+                node_id: r.get("node_id"),
+                seq: r.get("seq"),
+                data: r.get("data"),
+            })
             .filter(|c| node_ids.is_none_or(|ids| ids.contains(&c.node_id)))
             .collect())
     }
@@ -441,15 +458,277 @@ impl Store for SqliteStore {
             .bind(execution_id)
             .fetch_all(&self.pool)
             .await?;
+        Ok(rows.iter().map(transition_row).collect())
+    }
+
+    async fn transitions_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<Transition>> {
+        let rows = sqlx::query("SELECT * FROM transitions WHERE execution_id = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(execution_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(transition_row).collect())
+    }
+
+    async fn logs_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>> {
+        let rows = sqlx::query(
+            "SELECT rowid AS cursor, node_id, seq, data FROM log_chunks WHERE execution_id = ? AND rowid > ?
+             ORDER BY rowid LIMIT ?",
+        )
+        .bind(execution_id)
+        .bind(after)
+        .bind(limit)
+        .fetch_all(&self.pool)
+        .await?;
         Ok(rows
             .iter()
-            .map(|r| Transition {
+            .map(|r| LogChunk {
+                cursor: r.get("cursor"),
                 node_id: r.get("node_id"),
-                from: r.get("from_status"),
-                to: r.get("to_status"),
-                reason: r.get("reason"),
-                at: r.get("at"),
+                seq: r.get("seq"),
+                data: r.get("data"),
             })
             .collect())
+    }
+
+    async fn fail_unfinished(&self, reason: &str) -> Result<Vec<String>> {
+        const FINAL: &str =
+            "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected')";
+        let now = now_ms();
+        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
+        let rows: Vec<(String, String)> =
+            sqlx::query_as(&format!("SELECT id, status FROM executions WHERE status NOT IN {FINAL}"))
+                .fetch_all(&mut *tx)
+                .await?;
+        for (id, from) in &rows {
+            sqlx::query(&format!(
+                "UPDATE nodes SET status = 'Failed', failure = ?, ended_at = ? WHERE execution_id = ? AND status NOT IN {FINAL}"
+            ))
+            .bind(reason)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query("UPDATE executions SET status = 'Failed', failure = ?, ended_at = ? WHERE id = ?")
+                .bind(reason)
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, 'Failed', ?, ?)",
+            )
+            .bind(id)
+            .bind(from)
+            .bind(reason)
+            .bind(now)
+            .execute(&mut *tx)
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(rows.into_iter().map(|(id, _)| id).collect())
+    }
+
+    async fn put_record(&self, r: &Record, replace: bool) -> Result<bool> {
+        let body = serde_json::to_string(&r.body).unwrap_or_else(|_| "{}".into());
+        let sql = if replace {
+            "INSERT INTO records (kind, org, project, identifier, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (kind, org, project, identifier) DO UPDATE SET body = excluded.body, updated_at = excluded.updated_at"
+        } else {
+            "INSERT INTO records (kind, org, project, identifier, body, created_at, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?)
+             ON CONFLICT (kind, org, project, identifier) DO NOTHING"
+        };
+        let done = sqlx::query(sql)
+            .bind(&r.kind)
+            .bind(&r.org)
+            .bind(&r.project)
+            .bind(&r.identifier)
+            .bind(body)
+            .bind(r.created_at)
+            .bind(r.updated_at)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<Option<Record>> {
+        let row = sqlx::query("SELECT * FROM records WHERE kind = ? AND org = ? AND project = ? AND identifier = ?")
+            .bind(kind)
+            .bind(org)
+            .bind(project)
+            .bind(identifier)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(record_row).transpose()
+    }
+
+    async fn records(&self, kind: &str, org: Option<&str>, project: Option<&str>) -> Result<Vec<Record>> {
+        let rows = sqlx::query(
+            "SELECT * FROM records WHERE kind = ? AND (? IS NULL OR org = ?) AND (? IS NULL OR project = ?)
+             ORDER BY org, project, identifier",
+        )
+        .bind(kind)
+        .bind(org)
+        .bind(org)
+        .bind(project)
+        .bind(project)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(record_row).collect()
+    }
+
+    async fn delete_record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<bool> {
+        let done = sqlx::query("DELETE FROM records WHERE kind = ? AND org = ? AND project = ? AND identifier = ?")
+            .bind(kind)
+            .bind(org)
+            .bind(project)
+            .bind(identifier)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64> {
+        let done = sqlx::query("DELETE FROM records WHERE org = ? AND (? IS NULL OR project = ?)")
+            .bind(org)
+            .bind(project)
+            .bind(project)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected())
+    }
+
+    async fn put_token(&self, t: &Token) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tokens (id, name, principal_kind, principal_id, principal_org, principal_project, hash,
+               created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&t.id)
+        .bind(&t.name)
+        .bind(&t.principal_kind)
+        .bind(&t.principal_id)
+        .bind(&t.principal_org)
+        .bind(&t.principal_project)
+        .bind(&t.hash)
+        .bind(t.created_at)
+        .bind(t.expires_at)
+        .bind(t.revoked_at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
+        let row = sqlx::query("SELECT * FROM tokens WHERE hash = ?").bind(hash).fetch_optional(&self.pool).await?;
+        Ok(row.as_ref().map(token_row))
+    }
+
+    async fn tokens(&self, principal: Option<(&str, &str)>) -> Result<Vec<Token>> {
+        let (kind, id) = principal.map_or((None, None), |(k, i)| (Some(k), Some(i)));
+        let rows = sqlx::query(
+            "SELECT * FROM tokens WHERE (?1 IS NULL OR principal_kind = ?1) AND (?2 IS NULL OR principal_id = ?2)
+             ORDER BY created_at, id",
+        )
+        .bind(kind)
+        .bind(id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
+            .bind(now_ms())
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(done.rows_affected() > 0)
+    }
+
+    async fn audit(&self, e: &AuditEvent) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO audit (at, principal, action, resource_type, resource, org, project, address, detail)
+             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(e.at)
+        .bind(&e.principal)
+        .bind(&e.action)
+        .bind(&e.resource_type)
+        .bind(&e.resource)
+        .bind(&e.org)
+        .bind(&e.project)
+        .bind(&e.address)
+        .bind(serde_json::to_string(&e.detail).unwrap_or_else(|_| "{}".into()))
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let rows = sqlx::query(
+            "SELECT * FROM audit WHERE (?1 IS NULL OR principal = ?1) AND (?2 IS NULL OR resource_type = ?2)
+               AND (?3 IS NULL OR id < ?3) ORDER BY id DESC LIMIT ?4",
+        )
+        .bind(&q.principal)
+        .bind(&q.resource_type)
+        .bind(q.before)
+        .bind(q.limit.unwrap_or(100))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEvent {
+                    id: r.get("id"),
+                    at: r.get("at"),
+                    principal: r.get("principal"),
+                    action: r.get("action"),
+                    resource_type: r.get("resource_type"),
+                    resource: r.get("resource"),
+                    org: r.get("org"),
+                    project: r.get("project"),
+                    address: r.get("address"),
+                    detail: json(r.get("detail"))?,
+                })
+            })
+            .collect()
+    }
+}
+
+fn transition_row(r: &SqliteRow) -> Transition {
+    Transition {
+        id: r.get("id"),
+        node_id: r.get("node_id"),
+        from: r.get("from_status"),
+        to: r.get("to_status"),
+        reason: r.get("reason"),
+        at: r.get("at"),
+    }
+}
+
+fn record_row(r: &SqliteRow) -> Result<Record> {
+    Ok(Record {
+        kind: r.get("kind"),
+        org: r.get("org"),
+        project: r.get("project"),
+        identifier: r.get("identifier"),
+        body: json(r.get("body"))?,
+        created_at: r.get("created_at"),
+        updated_at: r.get("updated_at"),
+    })
+}
+
+fn token_row(r: &SqliteRow) -> Token {
+    Token {
+        id: r.get("id"),
+        name: r.get("name"),
+        principal_kind: r.get("principal_kind"),
+        principal_id: r.get("principal_id"),
+        principal_org: r.get("principal_org"),
+        principal_project: r.get("principal_project"),
+        hash: r.get("hash"),
+        created_at: r.get("created_at"),
+        expires_at: r.get("expires_at"),
+        revoked_at: r.get("revoked_at"),
     }
 }

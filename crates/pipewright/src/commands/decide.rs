@@ -76,21 +76,8 @@ async fn waiting_node(
 ) -> anyhow::Result<(String, Node)> {
     let store = super::open_store(state).await?;
     let e = store.execution(a_exec).await?;
-    let waiting: Vec<Node> = store.nodes(&e.id).await?.into_iter().filter(|n| n.status == status).collect();
-    let chosen: Vec<&Node> = waiting.iter().filter(|n| node.is_none_or(|p| n.path == p || n.identifier == p)).collect();
-    match chosen.as_slice() {
-        [one] => Ok((e.id.clone(), (*one).clone())),
-        [] if waiting.is_empty() => bail!("no step of execution {} is {status} (it is {})", e.id, e.status),
-        [] => bail!(
-            "no waiting step is `{}`; waiting: {}",
-            node.unwrap_or_default(),
-            waiting.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join(", ")
-        ),
-        many => bail!(
-            "several steps are waiting; choose one with --node: {}",
-            many.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join(", ")
-        ),
-    }
+    let n = launch::waiting_node(store.as_ref(), &e, node, status).await?;
+    Ok((e.id, n))
 }
 
 /// Approve or reject.

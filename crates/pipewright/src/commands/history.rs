@@ -30,7 +30,14 @@ pub struct HistoryArgs {
 pub async fn run(a: HistoryArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&a.state).await?;
     let list = store
-        .executions(&ExecutionQuery { pipeline: a.pipeline, status: a.status, limit: Some(a.limit), chain_of: None })
+        .executions(&ExecutionQuery {
+            pipeline: a.pipeline,
+            status: a.status,
+            limit: Some(a.limit),
+            org: a.state.remote_org(),
+            project: a.state.remote_project(),
+            ..Default::default()
+        })
         .await?;
     if a.output == Output::Json {
         println!("{}", serde_json::to_string_pretty(&list)?);

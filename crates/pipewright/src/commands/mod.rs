@@ -1,13 +1,16 @@
 //! One module per CLI command; each exposes `run(…) -> anyhow::Result<ExitCode>`. Shared helpers (opening the
 //! store, formatting times and durations) live here.
 
+pub mod admin;
 pub mod decide;
 pub mod history;
 pub mod logs;
 pub mod plan;
+pub mod remote;
 pub mod rerun;
 pub mod run;
 pub mod schema;
+pub mod serve;
 pub mod show;
 pub mod validate;
 
@@ -15,8 +18,11 @@ use crate::StateArgs;
 use std::sync::Arc;
 use store::{SqliteStore, Store};
 
-/// Open the state store.
+/// Open the state store: the local SQLite file, or the server given with `--server`.
 pub async fn open_store(state: &StateArgs) -> anyhow::Result<Arc<dyn Store>> {
+    if let Some(remote) = remote::Remote::from_state(state)? {
+        return Ok(Arc::new(remote::RemoteStore(remote)));
+    }
     Ok(Arc::new(SqliteStore::open(&state.state_dir).await?))
 }
 

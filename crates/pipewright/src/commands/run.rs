@@ -7,14 +7,14 @@ use crate::{Output, StateArgs};
 use anyhow::{Context, bail};
 use clap::Args;
 use engine::{Engine, EngineConfig, Entities, Event, Observer, Secrets, Seed};
-use spec::inputs::{self, InputSource};
-use spec::{Entity, Pipeline};
+use spec::Entity;
+use spec::inputs::InputSource;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::{Arc, Mutex};
-use store::{Mode, NewExecution, Node, NodeKind, Status, Store};
+use store::{Mode, Node, NodeKind, Status, Store};
 
 /// Arguments of `run`.
 #[derive(Args)]
@@ -42,73 +42,36 @@ pub struct RunArgs {
     pub state: StateArgs,
 }
 
-/// A pipeline ready to run: validated, inputs applied.
-pub struct Prepared {
-    /// The pipeline with inputs applied.
-    pub pipeline: Pipeline,
-    /// Inputs by path with their source.
-    pub inputs: BTreeMap<String, (String, InputSource)>,
-    /// The resolved pipeline as YAML.
-    pub snapshot: String,
-    /// The original file text.
-    pub source: String,
-}
+pub use launch::Prepared;
 
+/// Read an input set (or overlay) file into `out`; an overlay's input sets are looked for next to it.
 fn input_set_file(path: &Path, out: &mut BTreeMap<String, (String, InputSource)>) -> anyhow::Result<()> {
     let doc = spec::load_file(path)?;
-    if !doc.is_valid() {
-        eprint!("{}", doc.render_diagnostics());
-        bail!("{}: the input set is invalid", path.display());
-    }
-    match &doc.entity {
-        Some(Entity::InputSet(s)) => {
-            let body = doc.body().context("input set body")?;
-            let pipeline = body.get("pipeline").context("input set has no pipeline")?;
-            let src = InputSource::InputSet(s.meta.identifier.value.clone());
-            for (k, v) in inputs::input_set_values(pipeline) {
-                out.insert(k, (v, src.clone()));
+    let dir = path.parent().unwrap_or(Path::new(".")).to_path_buf();
+    let sets = |id: &str| -> Option<spec::Document> {
+        let entries = std::fs::read_dir(&dir).ok()?;
+        entries.flatten().map(|e| e.path()).find_map(|p| {
+            if !matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml")) {
+                return None;
             }
-            Ok(())
+            let d = spec::load_file(&p).ok()?;
+            match &d.entity {
+                Some(Entity::InputSet(s)) if s.meta.identifier.value == id => Some(d),
+                _ => None,
+            }
+        })
+    };
+    launch::input_set_values(&doc, &sets, out).map_err(|e| match e {
+        e @ launch::LaunchError::Invalid { .. } => {
+            eprint!("{}", e.render());
+            anyhow::anyhow!("{}: the input set is invalid", path.display())
         }
-        Some(Entity::OverlayInputSet(o)) => {
-            // The referenced input sets are looked for next to the overlay file.
-            let dir = path.parent().unwrap_or(Path::new("."));
-            let mut found: BTreeMap<String, PathBuf> = BTreeMap::new();
-            for e in std::fs::read_dir(dir)?.flatten() {
-                let p = e.path();
-                if matches!(p.extension().and_then(|x| x.to_str()), Some("yaml" | "yml"))
-                    && let Ok(d) = spec::load_file(&p)
-                    && let Some(Entity::InputSet(s)) = &d.entity
-                {
-                    found.insert(s.meta.identifier.value.clone(), p.clone());
-                }
-            }
-            for r in &o.input_set_references {
-                let p = found.get(r.as_str()).with_context(|| {
-                    format!(
-                        "{}: overlay input set references `{}`, which is not an input set in {}",
-                        path.display(),
-                        r.value,
-                        dir.display()
-                    )
-                })?;
-                input_set_file(p, out)?;
-            }
-            Ok(())
-        }
-        _ => bail!("{}: expected an `inputSet:` or `overlayInputSet:` file", path.display()),
-    }
+        other => anyhow::anyhow!("{other}"),
+    })
 }
 
-/// Apply runtime inputs to a validated pipeline document (only the inputs of `stages` are required when
-/// given); on failure, print why and return the exit code.
-pub fn prepare(
-    doc: &spec::Document,
-    given: &[String],
-    files: &[PathBuf],
-    stages: Option<&[String]>,
-) -> anyhow::Result<Result<Prepared, ExitCode>> {
-    let body = doc.body().context("pipeline body")?;
+/// Runtime input values from input set files (later win) and `--input PATH=VALUE`s (which win over all).
+pub fn supplied_inputs(given: &[String], files: &[PathBuf]) -> anyhow::Result<BTreeMap<String, (String, InputSource)>> {
     let mut supplied = BTreeMap::new();
     for f in files {
         input_set_file(f, &mut supplied)?;
@@ -119,31 +82,7 @@ pub fn prepare(
             .with_context(|| format!("`--input {i}`: expected PATH=VALUE, e.g. pipeline.variables.version=1.2.3"))?;
         supplied.insert(k.trim().to_string(), (v.to_string(), InputSource::Given));
     }
-    let fields = inputs::runtime_inputs(body);
-    let values = match inputs::resolve(&fields, &supplied, stages) {
-        Ok(v) => v,
-        Err(problems) => {
-            eprintln!("error: runtime inputs are missing or invalid; nothing runs:");
-            for p in &problems {
-                eprintln!("  {}: {}", p.path, p.message);
-            }
-            eprintln!("give them with --input PATH=VALUE or --inputs-file FILE");
-            return Ok(Err(ExitCode::from(1)));
-        }
-    };
-    let applied = inputs::apply(body, &values);
-    let pipeline = match spec::pipeline_from_node(&applied, &doc.source) {
-        Ok(p) => p,
-        Err(errors) => {
-            for d in &errors {
-                eprint!("{}", d.render(&doc.path, &doc.source));
-            }
-            eprintln!("{}: invalid once runtime inputs were applied; nothing was run", doc.path);
-            return Ok(Err(ExitCode::from(1)));
-        }
-    };
-    let snapshot = Entity::Pipeline(Box::new(pipeline.clone())).to_yaml();
-    Ok(Ok(Prepared { pipeline, inputs: values, snapshot, source: doc.source.clone() }))
+    Ok(supplied)
 }
 
 fn secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
@@ -305,6 +244,9 @@ pub fn summary_json(e: &store::Execution, nodes: &[Node]) -> serde_json::Value {
 
 /// Run.
 pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(remote) = super::remote::Remote::from_state(&a.state)? {
+        return remote.run(&a).await;
+    }
     let doc = match super::plan::load(&a.file)? {
         Ok(d) => d,
         Err(code) => return Ok(code),
@@ -316,6 +258,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let selective = !a.selection.stages.is_empty();
     let opts = Options {
+        base_inputs: BTreeMap::new(),
         inputs: a.inputs.clone(),
         inputs_files: a.inputs_files.clone(),
         entities: a.entities.clone().or_else(|| default_entities(&a.file)),
@@ -337,6 +280,8 @@ pub fn default_entities(file: &Path) -> Option<PathBuf> {
 
 /// How to run a planned execution.
 pub struct Options {
+    /// Inputs applied first (a re-run's original inputs).
+    pub base_inputs: BTreeMap<String, (String, InputSource)>,
     /// `--input PATH=VALUE`s (later win).
     pub inputs: Vec<String>,
     /// Input set files.
@@ -366,102 +311,44 @@ pub async fn run_planned(
     o: Options,
 ) -> anyhow::Result<ExitCode> {
     if !planned.plan.satisfiable {
-        super::plan::explain_unmet(&planned);
-        eprintln!("nothing was run (`pipewright plan` shows the whole plan)");
-        return Ok(ExitCode::from(3));
+        return super::plan::fail(launch::LaunchError::Unsatisfiable(Box::new(planned)));
     }
     for w in &planned.plan.warnings {
         eprintln!("warning: {w}");
     }
     let run_stages = planned.plan.run_stages();
-    let prepared = match prepare(doc, &o.inputs, &o.inputs_files, o.selective.then_some(run_stages.as_slice()))? {
+    let mut supplied = o.base_inputs.clone();
+    supplied.extend(supplied_inputs(&o.inputs, &o.inputs_files)?);
+    let prepared = match launch::prepare(doc, &supplied, o.selective.then_some(run_stages.as_slice())) {
         Ok(p) => p,
-        Err(code) => return Ok(code),
+        Err(e) => return super::plan::fail(e),
     };
     let entities = match &o.entities {
         Some(d) => Entities::load_dir(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?,
         None => Entities::default(),
     };
     let secrets = secrets(o.secrets_file.as_deref())?;
-    let seed = Seed {
-        values: planned.plan.seeds.iter().map(|s| (s.path.clone(), s.value.clone())).collect(),
-        reused: planned.plan.reused.clone(),
-    };
-    let provenance: Vec<serde_json::Value> = planned
-        .plan
-        .seeds
-        .iter()
-        .map(|s| match &s.from {
-            plan::Provenance::Supplied => serde_json::json!({"path": s.path, "value": s.value, "source": s.from}),
-            plan::Provenance::Execution { .. } => serde_json::json!({"path": s.path, "source": s.from}),
-        })
-        .collect();
-    let launch = Launch {
-        source_file: o.source_file,
-        mode: o.mode,
-        selected: if o.selective { run_stages } else { Vec::new() },
-        seed,
-        provenance,
-        parent: o.parent,
-    };
-    execute(store, state, prepared, &entities, &secrets, o.output, launch).await
-}
-
-/// How an execution comes to be.
-pub struct Launch {
-    /// The file it runs from.
-    pub source_file: Option<String>,
-    /// Mode.
-    pub mode: Mode,
-    /// The stages that run (empty: all).
-    pub selected: Vec<String>,
-    /// Values seeded before it runs.
-    pub seed: Seed,
-    /// Where each seeded value comes from.
-    pub provenance: Vec<serde_json::Value>,
-    /// The execution it derives from: (parent, original).
-    pub parent: Option<(String, String)>,
+    let config = EngineConfig::new(&state.state_dir);
+    let mut launch = launch::Launch::of(&planned, o.mode, o.selective, &config.triggered_by);
+    launch.source_file = o.source_file;
+    launch.parent = o.parent;
+    let seed = launch::seed(&planned.plan);
+    execute(store, config, prepared, &entities, &secrets, o.output, &launch, &seed).await
 }
 
 /// Record and run an execution, printing as asked.
+#[allow(clippy::too_many_arguments)]
 pub async fn execute(
     store: Arc<dyn Store>,
-    state: &StateArgs,
+    config: EngineConfig,
     prepared: Prepared,
     entities: &Entities,
     secrets: &Secrets,
     output: Output,
-    launch: Launch,
+    launch: &launch::Launch,
+    seed: &Seed,
 ) -> anyhow::Result<ExitCode> {
-    let p = &prepared.pipeline;
-    let org = p.org_identifier.as_ref().map_or("default".to_string(), |s| s.value.clone());
-    let project = p.project_identifier.as_ref().map_or("default".to_string(), |s| s.value.clone());
-    let version = store.save_pipeline(&org, &project, &p.identifier, &prepared.source).await?;
-    let config = EngineConfig::new(&state.state_dir);
-    let mut inputs: serde_json::Map<String, serde_json::Value> = prepared
-        .inputs
-        .iter()
-        .map(|(k, (v, src))| (k.clone(), serde_json::json!({"value": v, "source": src})))
-        .collect();
-    if !launch.provenance.is_empty() {
-        inputs.insert("__dependencies".into(), serde_json::Value::Array(launch.provenance.clone()));
-    }
-    let exec = store
-        .create_execution(NewExecution {
-            org,
-            project,
-            pipeline: p.identifier.value.clone(),
-            pipeline_version: version,
-            mode: launch.mode,
-            triggered_by: config.triggered_by.clone(),
-            inputs: serde_json::Value::Object(inputs),
-            selected_stages: launch.selected.clone(),
-            snapshot: prepared.snapshot.clone(),
-            source_file: launch.source_file.clone(),
-            parent_id: launch.parent.as_ref().map(|p| p.0.clone()),
-            original_id: launch.parent.as_ref().map(|p| p.1.clone()),
-        })
-        .await?;
+    let exec = launch::record(store.as_ref(), &prepared, launch).await?;
     if output == Output::Text {
         println!("execution {} (#{} of {})", exec.id, exec.sequence_id, exec.pipeline);
     }
@@ -476,22 +363,32 @@ pub async fn execute(
             }
         })
     };
+    let observer = observer(output);
+    let engine = Engine::new(store.clone(), observer, config);
+    let status = engine.run_seeded(&exec, &prepared.pipeline, entities, secrets, seed).await;
+    ctrl_c.abort();
+    let status = status?;
+    let exec = store.execution(&exec.id).await?;
+    let nodes = store.nodes(&exec.id).await?;
+    finish(&exec, &nodes, status, output)
+}
+
+/// The live display for an output format.
+pub fn observer(output: Output) -> Arc<dyn Observer> {
     use std::io::IsTerminal;
-    let observer: Arc<dyn Observer> = match output {
+    match output {
         Output::Text if std::io::stdout().is_terminal() => {
             Arc::new(Live { mp: indicatif::MultiProgress::new(), bars: Mutex::new(Default::default()) })
         }
         Output::Text => Arc::new(Printer { out: Mutex::new(std::io::stdout()) }),
         Output::Json => Arc::new(engine::Quiet),
-    };
-    let engine = Engine::new(store.clone(), observer, config);
-    let status = engine.run_seeded(&exec, p, entities, secrets, &launch.seed).await;
-    ctrl_c.abort();
-    let status = status?;
-    let exec = store.execution(&exec.id).await?;
-    let nodes = store.nodes(&exec.id).await?;
+    }
+}
+
+/// Print an ended execution's summary and give the exit status.
+pub fn finish(exec: &store::Execution, nodes: &[Node], status: Status, output: Output) -> anyhow::Result<ExitCode> {
     match output {
-        Output::Json => println!("{}", serde_json::to_string_pretty(&summary_json(&exec, &nodes))?),
+        Output::Json => println!("{}", serde_json::to_string_pretty(&summary_json(exec, nodes))?),
         Output::Text => {
             println!(
                 "{} execution {} (#{}) ended {status} in {}{}",

@@ -1,0 +1,593 @@
+//! Everything between "a pipeline and a request" and "an execution record the engine can run", shared by the
+//! CLI and the server so both have one behaviour: validating the document, planning a selection (reading an
+//! earlier execution's values for reuse), resolving runtime inputs, building the seed and its provenance,
+//! recording the execution, and choosing what a re-run or a retry selects. It prints nothing: every outcome
+//! is a value or a [`LaunchError`] that callers render as text or JSON.
+
+use engine::Seed;
+use plan::{Plan, Request, Source};
+use spec::inputs::{self, InputField, InputProblem, InputSource};
+use spec::{Document, Entity, Pipeline};
+use std::collections::BTreeMap;
+use store::{Execution, Mode, NewExecution, NodeKind, Status, Store};
+
+/// Why nothing was launched.
+#[derive(Debug, thiserror::Error)]
+pub enum LaunchError {
+    /// The pipeline (or input set) document has errors.
+    #[error("{label}: invalid")]
+    Invalid {
+        /// The document's label.
+        label: String,
+        /// Its diagnostics (errors and warnings).
+        diagnostics: Vec<spec::Diagnostic>,
+        /// The document text, to render the diagnostics.
+        text: String,
+    },
+    /// The document is not what was expected (e.g. a service where a pipeline belongs).
+    #[error("{0}")]
+    WrongKind(String),
+    /// The selection cannot be planned (unknown stage, selection not allowed, …).
+    #[error("{0}")]
+    Selection(String),
+    /// Selected stages depend on values nothing provides.
+    #[error("the selected stages depend on values nothing provides")]
+    Unsatisfiable(Box<Planned>),
+    /// Runtime inputs are missing or break their constraints.
+    #[error("runtime inputs are missing or invalid")]
+    Inputs(Vec<InputProblem>),
+    /// A request value is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+}
+
+impl LaunchError {
+    /// Render for a terminal.
+    pub fn render(&self) -> String {
+        match self {
+            LaunchError::Invalid { label, diagnostics, text } => {
+                let mut s: String = diagnostics.iter().map(|d| d.render(label, text)).collect();
+                s.push_str(&format!("{label}: invalid; nothing was run\n"));
+                s
+            }
+            LaunchError::Inputs(problems) => {
+                let mut s = String::from("error: runtime inputs are missing or invalid; nothing runs:\n");
+                for p in problems {
+                    s.push_str(&format!("  {}: {}\n", p.path, p.message));
+                }
+                s
+            }
+            LaunchError::Unsatisfiable(p) => explain_unmet(&plan_json(p)),
+            other => format!("error: {other}\n"),
+        }
+    }
+
+    /// The JSON form the API returns.
+    pub fn to_json(&self) -> serde_json::Value {
+        match self {
+            LaunchError::Invalid { label, diagnostics, .. } => serde_json::json!({
+                "error": "invalid_yaml",
+                "message": format!("{label}: invalid"),
+                "diagnostics": diagnostics.iter().map(|d| {
+                    let mut v = serde_json::to_value(d.to_json()).unwrap_or_default();
+                    v["severity"] = serde_json::to_value(d.severity).unwrap_or_default();
+                    v
+                }).collect::<Vec<_>>(),
+            }),
+            LaunchError::Inputs(problems) => serde_json::json!({
+                "error": "invalid_inputs",
+                "message": "runtime inputs are missing or invalid; nothing runs",
+                "problems": problems.iter().map(|p| serde_json::json!({"path": p.path, "message": p.message})).collect::<Vec<_>>(),
+            }),
+            LaunchError::Unsatisfiable(p) => {
+                let mut v = plan_json(p);
+                v["error"] = "unsatisfiable".into();
+                v["message"] = self.to_string().into();
+                v
+            }
+            LaunchError::Selection(m) => serde_json::json!({"error": "bad_selection", "message": m}),
+            LaunchError::WrongKind(m) | LaunchError::BadRequest(m) => {
+                serde_json::json!({"error": "bad_request", "message": m})
+            }
+            LaunchError::Store(e) => serde_json::json!({"error": "store", "message": e.to_string()}),
+        }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T> = std::result::Result<T, LaunchError>;
+
+/// Parse and validate a pipeline document.
+pub fn pipeline_document(label: &str, yaml: String) -> Result<Document> {
+    let doc = spec::parse_document(label, yaml);
+    check_pipeline(doc)
+}
+
+/// Require a valid pipeline document.
+pub fn check_pipeline(doc: Document) -> Result<Document> {
+    if !doc.is_valid() {
+        return Err(LaunchError::Invalid { label: doc.path.clone(), diagnostics: doc.diagnostics, text: doc.source });
+    }
+    match &doc.entity {
+        Some(Entity::Pipeline(_)) => Ok(doc),
+        other => Err(LaunchError::WrongKind(format!(
+            "{}: expected a pipeline file, found a {}",
+            doc.path,
+            other.as_ref().map_or("?", Entity::kind)
+        ))),
+    }
+}
+
+/// What to run: the stages selected and how their dependencies are met.
+#[derive(Debug, Clone, Default)]
+pub struct Selection {
+    /// Selected stages (empty: all).
+    pub stages: Vec<String>,
+    /// Also run every stage the selected ones depend on.
+    pub with_deps: bool,
+    /// Reuse the values of stages that do not run from this execution (id or unique prefix).
+    pub from_execution: Option<String>,
+    /// Values of paths the selected stages read from stages that do not run.
+    pub exprs: BTreeMap<String, String>,
+    /// Select stages whatever `allowStageExecutions` says (retry).
+    pub any_stage: bool,
+}
+
+/// A planned selection.
+#[derive(Debug, Clone)]
+pub struct Planned {
+    /// The plan.
+    pub plan: Plan,
+    /// Runtime inputs the stages that run need.
+    pub required: Vec<InputField>,
+}
+
+/// Read an execution's values for reuse. A stage that execution itself reused is read from where it came from.
+pub async fn source(store: &dyn Store, id: &str) -> Result<Source> {
+    source_at(store, id, 0).await
+}
+
+fn source_at<'a>(
+    store: &'a dyn Store,
+    id: &'a str,
+    depth: usize,
+) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Source>> + Send + 'a>> {
+    Box::pin(async move {
+        let e = store.execution(id).await?;
+        let nodes = store.nodes(&e.id).await?;
+        let stages: Vec<&store::Node> =
+            nodes.iter().filter(|n| n.kind == NodeKind::Stage && n.parent_id.is_none()).collect();
+        let statuses = stages.iter().map(|n| (n.identifier.clone(), n.status.to_string())).collect();
+        let mut tree = engine::tree_from_nodes(&nodes);
+        for n in stages.iter().filter(|n| n.reused_from.is_some()) {
+            let from = n.reused_from.as_deref().unwrap_or_default();
+            if depth < 16
+                && let Ok(earlier) = source_at(store, from, depth + 1).await
+                && let Some(sub) =
+                    earlier.tree.get("pipeline").and_then(|p| p.get("stages")).and_then(|s| s.get(&n.identifier))
+                && let expr::Value::Map(root) = &mut tree
+                && let Some(expr::Value::Map(p)) = root.get_mut("pipeline")
+                && let Some(expr::Value::Map(s)) = p.get_mut("stages")
+            {
+                s.insert(n.identifier.clone(), sub.clone());
+            }
+        }
+        Ok(Source { execution_id: e.id, pipeline: e.pipeline, statuses, tree })
+    })
+}
+
+/// Plan a selection of a valid pipeline document.
+pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn Store>) -> Result<Planned> {
+    let body = doc.body().ok_or_else(|| LaunchError::WrongKind("the document has no pipeline body".into()))?;
+    let Some(Entity::Pipeline(p)) = &doc.entity else {
+        return Err(LaunchError::WrongKind(format!("{}: not a pipeline", doc.path)));
+    };
+    let refs = spec::stage_references(p, body, &doc.source);
+    let graph = plan::graph(p, &refs);
+    let src = match (&sel.from_execution, store) {
+        (Some(id), Some(store)) => Some(source(store, id).await?),
+        (Some(_), None) => return Err(LaunchError::BadRequest("from_execution needs the execution history".into())),
+        _ => None,
+    };
+    let req = Request {
+        selected: sel.stages.clone(),
+        with_deps: sel.with_deps,
+        supplied: sel.exprs.clone(),
+        source: src,
+        any_stage: sel.any_stage,
+    };
+    let plan = plan::plan(p, &graph, &req).map_err(|e| LaunchError::Selection(e.to_string()))?;
+    let run = plan.run_stages();
+    let required =
+        inputs::runtime_inputs(body).into_iter().filter(|f| f.stage.as_ref().is_none_or(|s| run.contains(s))).collect();
+    Ok(Planned { plan, required })
+}
+
+/// The JSON shape of a plan (`pipewright plan --output json`, `POST …/plan`).
+pub fn plan_json(p: &Planned) -> serde_json::Value {
+    serde_json::json!({
+        "satisfiable": p.plan.satisfiable,
+        "stages": p.plan.stages,
+        "required_inputs": p.required.iter().map(|f| {
+            let mut v = serde_json::json!({"path": f.path});
+            if let Some(d) = &f.input.default { v["default"] = d.clone().into(); }
+            if let Some(a) = &f.input.allowed_values { v["allowed_values"] = serde_json::json!(a); }
+            if let Some(r) = &f.input.regex { v["regex"] = r.clone().into(); }
+            if f.input.execution_input { v["execution_input"] = true.into(); }
+            v
+        }).collect::<Vec<_>>(),
+        "unmet_dependencies": p.plan.unmet_dependencies,
+        "warnings": p.plan.warnings,
+    })
+}
+
+/// The unmet dependencies of a plan (as [`plan_json`] gives them) and how to meet them, for a terminal.
+pub fn explain_unmet(plan: &serde_json::Value) -> String {
+    let mut s = String::from("error: the selected stages depend on values nothing provides:\n");
+    let unmet = plan["unmet_dependencies"].as_array().cloned().unwrap_or_default();
+    let mut example = None;
+    for u in &unmet {
+        let via = if u["via"] == "propagation" { "propagates (useFromStage) from" } else { "reads" };
+        s.push_str(&format!(
+            "  stage `{}` {via} stage `{}`:\n",
+            u["stage"].as_str().unwrap_or_default(),
+            u["depends_on"].as_str().unwrap_or_default()
+        ));
+        for path in u["paths"].as_array().into_iter().flatten() {
+            s.push_str(&format!("    {}\n", path.as_str().unwrap_or_default()));
+        }
+        if let Some(n) = u["note"].as_str() {
+            s.push_str(&format!("    ({n})\n"));
+        }
+        if u["via"] != "propagation" && example.is_none() {
+            example = u["paths"][0].as_str().map(String::from);
+        }
+    }
+    s.push_str("meet them with one of:\n");
+    s.push_str("  --with-deps                    run the stages they depend on too\n");
+    s.push_str("  --from-execution EXEC          reuse the values of an earlier execution (`pipewright history`)\n");
+    if let Some(example) = example {
+        s.push_str(&format!("  --expr {example}=VALUE   give each value\n"));
+    }
+    s
+}
+
+/// A pipeline ready to run: validated, inputs applied.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The pipeline with inputs applied.
+    pub pipeline: Pipeline,
+    /// Inputs by path with their source.
+    pub inputs: BTreeMap<String, (String, InputSource)>,
+    /// The resolved pipeline as YAML.
+    pub snapshot: String,
+    /// The original document text.
+    pub source: String,
+}
+
+/// The values an input set document gives (for an overlay, `sets` resolves the input sets it references,
+/// later ones winning), each tagged with the input set it came from.
+pub fn input_set_values(
+    doc: &Document,
+    sets: &dyn Fn(&str) -> Option<Document>,
+    out: &mut BTreeMap<String, (String, InputSource)>,
+) -> Result<()> {
+    if !doc.is_valid() {
+        return Err(LaunchError::Invalid {
+            label: doc.path.clone(),
+            diagnostics: doc.diagnostics.clone(),
+            text: doc.source.clone(),
+        });
+    }
+    match &doc.entity {
+        Some(Entity::InputSet(s)) => {
+            let pipeline = doc
+                .body()
+                .and_then(|b| b.get("pipeline"))
+                .ok_or_else(|| LaunchError::WrongKind(format!("{}: the input set has no `pipeline:`", doc.path)))?;
+            let src = InputSource::InputSet(s.meta.identifier.value.clone());
+            for (k, v) in inputs::input_set_values(pipeline) {
+                out.insert(k, (v, src.clone()));
+            }
+            Ok(())
+        }
+        Some(Entity::OverlayInputSet(o)) => {
+            for r in &o.input_set_references {
+                let d = sets(r.as_str()).ok_or_else(|| {
+                    LaunchError::BadRequest(format!(
+                        "{}: overlay input set references `{}`, which is not a known input set",
+                        doc.path, r.value
+                    ))
+                })?;
+                if matches!(d.entity, Some(Entity::OverlayInputSet(_))) {
+                    return Err(LaunchError::BadRequest(format!(
+                        "{}: `{}` is an overlay; overlays reference input sets, not other overlays",
+                        doc.path, r.value
+                    )));
+                }
+                input_set_values(&d, sets, out)?;
+            }
+            Ok(())
+        }
+        _ => Err(LaunchError::WrongKind(format!("{}: expected an `inputSet:` or `overlayInputSet:` file", doc.path))),
+    }
+}
+
+/// Apply runtime inputs to a valid pipeline document (only the inputs of `stages` are required when given).
+pub fn prepare(
+    doc: &Document,
+    supplied: &BTreeMap<String, (String, InputSource)>,
+    stages: Option<&[String]>,
+) -> Result<Prepared> {
+    let body = doc.body().ok_or_else(|| LaunchError::WrongKind("the document has no pipeline body".into()))?;
+    let fields = inputs::runtime_inputs(body);
+    let values = inputs::resolve(&fields, supplied, stages).map_err(LaunchError::Inputs)?;
+    let applied = inputs::apply(body, &values);
+    let pipeline = spec::pipeline_from_node(&applied, &doc.source).map_err(|diagnostics| LaunchError::Invalid {
+        label: format!("{} (once runtime inputs were applied)", doc.path),
+        diagnostics,
+        text: doc.source.clone(),
+    })?;
+    let snapshot = Entity::Pipeline(Box::new(pipeline.clone())).to_yaml();
+    Ok(Prepared { pipeline, inputs: values, snapshot, source: doc.source.clone() })
+}
+
+/// The values seeded before a planned execution runs.
+pub fn seed(p: &Plan) -> Seed {
+    Seed { values: p.seeds.iter().map(|s| (s.path.clone(), s.value.clone())).collect(), reused: p.reused.clone() }
+}
+
+/// Where each seeded value comes from (supplied values keep their value; reused ones name the execution).
+pub fn provenance(p: &Plan) -> Vec<serde_json::Value> {
+    p.seeds
+        .iter()
+        .map(|s| match &s.from {
+            plan::Provenance::Supplied => serde_json::json!({"path": s.path, "value": s.value, "source": s.from}),
+            plan::Provenance::Execution { .. } => serde_json::json!({"path": s.path, "source": s.from}),
+        })
+        .collect()
+}
+
+/// How an execution comes to be.
+#[derive(Debug, Clone)]
+pub struct Launch {
+    /// The file it runs from.
+    pub source_file: Option<String>,
+    /// Mode.
+    pub mode: Mode,
+    /// The stages that run (empty: all).
+    pub selected: Vec<String>,
+    /// Where each seeded value comes from.
+    pub provenance: Vec<serde_json::Value>,
+    /// The execution it derives from: (parent, original).
+    pub parent: Option<(String, String)>,
+    /// Who starts it.
+    pub triggered_by: String,
+}
+
+impl Launch {
+    /// A launch of a planned selection.
+    pub fn of(planned: &Planned, mode: Mode, selective: bool, triggered_by: &str) -> Launch {
+        Launch {
+            source_file: None,
+            mode,
+            selected: if selective { planned.plan.run_stages() } else { Vec::new() },
+            provenance: provenance(&planned.plan),
+            parent: None,
+            triggered_by: triggered_by.to_string(),
+        }
+    }
+}
+
+/// The org and project a pipeline belongs to (`default` when it does not say).
+pub fn scope_of(p: &Pipeline) -> (String, String) {
+    (
+        p.org_identifier.as_ref().map_or("default".to_string(), |s| s.value.clone()),
+        p.project_identifier.as_ref().map_or("default".to_string(), |s| s.value.clone()),
+    )
+}
+
+/// Record the pipeline version and a new execution for it (Queued), ready for the engine.
+pub async fn record(store: &dyn Store, prepared: &Prepared, launch: &Launch) -> Result<Execution> {
+    let p = &prepared.pipeline;
+    let (org, project) = scope_of(p);
+    let version = store.save_pipeline(&org, &project, &p.identifier, &prepared.source).await?;
+    let mut inputs: serde_json::Map<String, serde_json::Value> = prepared
+        .inputs
+        .iter()
+        .map(|(k, (v, src))| (k.clone(), serde_json::json!({"value": v, "source": src})))
+        .collect();
+    if !launch.provenance.is_empty() {
+        inputs.insert("__dependencies".into(), serde_json::Value::Array(launch.provenance.clone()));
+    }
+    Ok(store
+        .create_execution(NewExecution {
+            org,
+            project,
+            pipeline: p.identifier.value.clone(),
+            pipeline_version: version,
+            mode: launch.mode,
+            triggered_by: launch.triggered_by.clone(),
+            inputs: serde_json::Value::Object(inputs),
+            selected_stages: launch.selected.clone(),
+            snapshot: prepared.snapshot.clone(),
+            source_file: launch.source_file.clone(),
+            parent_id: launch.parent.as_ref().map(|p| p.0.clone()),
+            original_id: launch.parent.as_ref().map(|p| p.1.clone()),
+        })
+        .await?)
+}
+
+/// The runtime inputs an execution ran with, as supplied values for a new one.
+pub fn original_inputs(e: &Execution) -> BTreeMap<String, (String, InputSource)> {
+    e.inputs
+        .as_object()
+        .map(|o| {
+            o.iter()
+                .filter(|(k, _)| *k != "__dependencies")
+                .filter_map(|(k, v)| Some((k.clone(), (v["value"].as_str()?.to_string(), InputSource::Given))))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The (parent, original) link of an execution derived from `e`.
+pub fn derived_from(e: &Execution) -> (String, String) {
+    (e.id.clone(), e.original_id.clone().unwrap_or_else(|| e.id.clone()))
+}
+
+/// What a re-run selects: the same selection, supplied values and source when `stages` is empty; otherwise
+/// those stages, reusing every dependency outside them from `e`.
+pub fn rerun_selection(e: &Execution, stages: &[String]) -> (Selection, Mode) {
+    if stages.is_empty() {
+        let deps = e.inputs.get("__dependencies").and_then(|d| d.as_array()).cloned().unwrap_or_default();
+        let from = deps.iter().find_map(|d| d["source"]["execution_id"].as_str().map(String::from));
+        let exprs = deps
+            .iter()
+            .filter(|d| d["source"]["kind"] == "supplied")
+            .filter_map(|d| Some((d["path"].as_str()?.to_string(), d["value"].as_str()?.to_string())))
+            .collect();
+        (
+            Selection { stages: e.selected_stages.clone(), from_execution: from, exprs, ..Selection::default() },
+            Mode::Rerun,
+        )
+    } else {
+        (
+            Selection { stages: stages.to_vec(), from_execution: Some(e.id.clone()), ..Selection::default() },
+            Mode::RerunStage,
+        )
+    }
+}
+
+/// What a retry of `e` selects: from `stage` (or the first stage group with a failure) on, only the failed
+/// stages of that group when `only_failed`; every dependency before it is reused from `e`.
+pub async fn retry_selection(
+    store: &dyn Store,
+    e: &Execution,
+    doc: &Document,
+    stage: Option<&str>,
+    only_failed: bool,
+) -> Result<Selection> {
+    match e.status {
+        Status::Failed | Status::Aborted | Status::Expired | Status::ApprovalRejected => {}
+        s if !s.is_final() => {
+            return Err(LaunchError::BadRequest(format!(
+                "execution {} is still {s}; retry it once it has ended",
+                e.id
+            )));
+        }
+        s => {
+            return Err(LaunchError::BadRequest(format!(
+                "execution {} ended {s}; there is nothing to retry (a re-run runs it again)",
+                e.id
+            )));
+        }
+    }
+    let Some(Entity::Pipeline(p)) = &doc.entity else {
+        return Err(LaunchError::WrongKind(format!("execution {} did not run a valid pipeline", e.id)));
+    };
+    let nodes = store.nodes(&e.id).await?;
+    let status_of = |id: &str| {
+        nodes
+            .iter()
+            .find(|n| n.kind == NodeKind::Stage && n.parent_id.is_none() && n.identifier == id)
+            .map(|n| n.status)
+    };
+    let groups = p.stage_groups();
+    let start = match stage {
+        Some(s) => groups.iter().position(|g| g.iter().any(|x| x.identifier.value == *s)).ok_or_else(|| {
+            let all: Vec<&str> = p.all_stages().iter().map(|s| s.identifier.as_str()).collect();
+            let hint =
+                spec::suggest(s, all.iter().copied()).map(|h| format!("; did you mean `{h}`?")).unwrap_or_default();
+            LaunchError::Selection(format!("stage `{s}` does not exist in pipeline `{}`{hint}", p.identifier.value))
+        })?,
+        None => groups
+            .iter()
+            .position(|g| g.iter().any(|s| status_of(&s.identifier).is_some_and(|st| !st.is_good())))
+            .ok_or_else(|| LaunchError::BadRequest("no stage of that execution failed".into()))?,
+    };
+    let was_selected = |id: &str| e.selected_stages.is_empty() || e.selected_stages.iter().any(|s| s == id);
+    let mut stages = Vec::new();
+    for (i, g) in groups.iter().enumerate().skip(start) {
+        for s in g {
+            let id = s.identifier.value.clone();
+            let failed = status_of(&id).is_some_and(|st| !st.is_good());
+            if i == start && only_failed && stage.is_none() && !failed {
+                continue;
+            }
+            if was_selected(&id) {
+                stages.push(id);
+            }
+        }
+    }
+    Ok(Selection { stages, from_execution: Some(e.id.clone()), any_stage: true, ..Selection::default() })
+}
+
+/// The document an execution ran (its pipeline YAML as recorded).
+pub async fn recorded_document(store: &dyn Store, e: &Execution) -> Result<Document> {
+    let yaml = store.pipeline_yaml(&e.org, &e.project, &e.pipeline, e.pipeline_version).await?;
+    let label = format!("{} (as run by execution {})", e.source_file.as_deref().unwrap_or(&e.pipeline), e.id);
+    check_pipeline(spec::parse_document(&label, yaml))
+}
+
+/// Secrets a pipeline reads: `secrets.getValue("id")` anywhere, and the values of `Secret` variables.
+pub fn secret_refs(doc: &Document) -> Vec<String> {
+    let mut out = std::collections::BTreeSet::new();
+    if let Some(body) = doc.body() {
+        inputs::walk_paths(body, "pipeline", None, &mut |_, _, node| {
+            if let Some(text) = node.as_scalar()
+                && text.contains("<+")
+                && let Ok(t) = expr::parse_template(text)
+            {
+                for r in t.references(&expr::Scope::default()) {
+                    if let Some(id) = r.written.strip_prefix("secrets.getValue(\"").and_then(|s| s.strip_suffix("\")"))
+                    {
+                        out.insert(id.to_string());
+                    }
+                }
+            }
+        });
+    }
+    if let Some(Entity::Pipeline(p)) = &doc.entity {
+        let mut vars: Vec<&spec::Variable> = p.variables.iter().collect();
+        for s in p.all_stages() {
+            vars.extend(s.variables.iter());
+        }
+        for v in vars {
+            if v.var_type == spec::VariableType::Secret
+                && let Some(val) = v.value.as_ref().or(v.default.as_ref())
+                && !val.value.contains("<+")
+            {
+                let id = val.value.trim();
+                out.insert(id.strip_prefix("account.").or(id.strip_prefix("org.")).unwrap_or(id).to_string());
+            }
+        }
+    }
+    out.into_iter().collect()
+}
+
+/// The node of execution `e` waiting in `status` (an approval or an intervention): the only one, or the one
+/// `node` names by path or identifier.
+pub async fn waiting_node(store: &dyn Store, e: &Execution, node: Option<&str>, status: Status) -> Result<store::Node> {
+    let waiting: Vec<store::Node> = store.nodes(&e.id).await?.into_iter().filter(|n| n.status == status).collect();
+    let chosen: Vec<&store::Node> =
+        waiting.iter().filter(|n| node.is_none_or(|p| n.id == p || n.path == p || n.identifier == p)).collect();
+    match chosen.as_slice() {
+        [one] => Ok((*one).clone()),
+        [] if waiting.is_empty() => {
+            Err(LaunchError::BadRequest(format!("no step of execution {} is {status} (it is {})", e.id, e.status)))
+        }
+        [] => Err(LaunchError::BadRequest(format!(
+            "no waiting step is `{}`; waiting: {}",
+            node.unwrap_or_default(),
+            waiting.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+        many => Err(LaunchError::BadRequest(format!(
+            "several steps are waiting; choose one with --node: {}",
+            many.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join(", ")
+        ))),
+    }
+}

@@ -1,0 +1,95 @@
+//! `pipewright serve`: open the state directory, start the server on the address given (printing the address
+//! it bound, and a one-time bootstrap token at first start when no admin password was given), and shut down
+//! gracefully on Ctrl-C or SIGTERM.
+
+use anyhow::Context;
+use clap::Args;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Arguments of `serve`.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Address to listen on (port 0 picks a free one; the address bound is printed).
+    #[arg(long, env = "PIPEWRIGHT_LISTEN", default_value = "127.0.0.1:8080")]
+    pub listen: String,
+    /// The state directory (SQLite database, working directories).
+    #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
+    pub state_dir: PathBuf,
+    /// A file holding the `admin` user's password (set at first start, or reset).
+    #[arg(long, value_name = "FILE")]
+    pub admin_password_file: Option<PathBuf>,
+    /// Largest request body in bytes (larger ones get 413).
+    #[arg(long, default_value_t = 16 * 1024 * 1024)]
+    pub max_body: usize,
+    /// Longest a request may take, in seconds (live log streams excepted); slower ones get 408.
+    #[arg(long, default_value_t = 60)]
+    pub request_timeout: u64,
+    /// Seconds running executions get to finish at shutdown before they are aborted.
+    #[arg(long, default_value_t = 30)]
+    pub shutdown_grace: u64,
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(_) => {
+            let _ = ctrl_c.await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term.recv() => {}
+    }
+}
+
+/// Serve.
+pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .try_init();
+    let admin_password = match &a.admin_password_file {
+        Some(f) => {
+            let pw = std::fs::read_to_string(f)
+                .with_context(|| format!("{}: cannot read the password file", f.display()))?;
+            let pw = pw.trim_end_matches(['\n', '\r']).to_string();
+            anyhow::ensure!(
+                pw.chars().count() >= 8,
+                "{}: the admin password must have at least 8 characters",
+                f.display()
+            );
+            Some(pw)
+        }
+        None => None,
+    };
+    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&a.state_dir).await?);
+    let config = server::Config {
+        state_dir: a.state_dir.clone(),
+        max_body: a.max_body,
+        request_timeout: Duration::from_secs(a.request_timeout),
+        shutdown_grace: Duration::from_secs(a.shutdown_grace),
+        admin_password,
+    };
+    let (app, bootstrap) = server::start(store, config).await.map_err(anyhow::Error::msg)?;
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; choose another address with --listen", a.listen))?;
+    let addr = listener.local_addr()?;
+    println!("listening on http://{addr}");
+    if let Some(token) = bootstrap {
+        println!("bootstrap token for user `admin` (shown once; create a password or other tokens with it): {token}");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    server::serve(app, listener, shutdown_signal()).await?;
+    eprintln!("server stopped");
+    Ok(ExitCode::SUCCESS)
+}

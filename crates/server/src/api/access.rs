@@ -1,0 +1,708 @@
+//! Access: login (rate limited), who-am-I, users (account level, argon2 passwords), service accounts (at a
+//! scope), API tokens (shown once, hashed, expiring, revocable), custom roles, resource groups, role bindings,
+//! and the audit trail. Managing users and tokens of others needs `user:manage`; roles, groups and bindings
+//! need `role:manage` at their scope.
+
+use super::{record, view};
+use crate::App;
+use crate::auth::{ClientAddr, Principal, hash_password, issue_token, verify_password};
+use crate::error::{ApiError, ApiResult, Body, identifier};
+use crate::rbac::{Binding, PrincipalRef, Resource, ResourceGroup, Role, Scope, check_permissions};
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::StatusCode;
+use serde::Deserialize;
+use std::sync::Arc;
+use store::{AuditQuery, now_ms};
+use utoipa::ToSchema;
+
+/// A login.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct LoginBody {
+    /// User name.
+    pub username: String,
+    /// Password.
+    pub password: String,
+}
+
+/// Exchange a user name and password for a token (12 hours). Five failures a minute lock the name out.
+#[utoipa::path(post, path = "/api/v1/auth/login", tag = "access", request_body = LoginBody, security(()), responses((status = 200, description = "A token"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Too many failures")))]
+pub async fn login(
+    State(app): State<Arc<App>>,
+    Extension(addr): Extension<ClientAddr>,
+    Body(b): Body<LoginBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let key = format!("{}@{}", b.username, addr.0);
+    app.logins.check(&key)?;
+    app.logins.check(&b.username)?;
+    let user = if identifier("user", &b.username).is_ok() {
+        app.store.record("user", "", "", &b.username).await?
+    } else {
+        None
+    };
+    let ok =
+        user.as_ref().and_then(|u| u.body["password_hash"].as_str()).is_some_and(|h| verify_password(&b.password, h))
+            && user.as_ref().is_some_and(|u| u.body["disabled"] != true);
+    if !ok {
+        app.logins.failed(&key);
+        app.logins.failed(&b.username);
+        app.audit(
+            &format!("user:{}", b.username.chars().take(128).collect::<String>()),
+            &addr.0,
+            "login_failed",
+            "user",
+            &b.username.chars().take(128).collect::<String>(),
+            &Scope::account(),
+            serde_json::json!({}),
+        )
+        .await?;
+        return Err(ApiError::Unauthorized("wrong user name or password".into()));
+    }
+    app.logins.succeeded(&key);
+    let who = PrincipalRef { kind: "user".into(), id: b.username.clone() };
+    let expires = now_ms() + 12 * 3600 * 1000;
+    let (t, secret) = issue_token(app.store.as_ref(), "login", &who, &Scope::account(), Some(expires)).await?;
+    app.audit(
+        &b.username,
+        &addr.0,
+        "login",
+        "user",
+        &b.username,
+        &Scope::account(),
+        serde_json::json!({"token": t.id}),
+    )
+    .await?;
+    Ok(Json(serde_json::json!({"token": secret, "token_id": t.id, "expires_at": expires})))
+}
+
+/// The caller, and its role bindings.
+#[utoipa::path(get, path = "/api/v1/auth/whoami", tag = "access", responses((status = 200, description = "The caller")))]
+pub async fn whoami(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let policy = app.policy().await?;
+    let bindings: Vec<&Binding> = policy.bindings.iter().filter(|b| b.principal == p.who).collect();
+    Ok(Json(
+        serde_json::json!({"kind": p.who.kind, "id": p.who.id, "scope": p.scope, "token_id": p.token_id, "bindings": bindings}),
+    ))
+}
+
+async fn require_account(app: &App, p: &Principal, perm: &str, rtype: &str) -> ApiResult<()> {
+    app.require(p, perm, &Resource::new(rtype, "", Scope::account())).await
+}
+
+/// A new user.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserBody {
+    /// User name.
+    pub username: String,
+    /// Password (at least 8 characters).
+    pub password: String,
+    /// E-mail.
+    #[serde(default)]
+    pub email: Option<String>,
+}
+
+/// List users.
+#[utoipa::path(get, path = "/api/v1/users", tag = "access", responses((status = 200, description = "Users")))]
+pub async fn list_users(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_account(&app, &p, "user:manage", "user").await?;
+    let items: Vec<_> = app.store.records("user", Some(""), Some("")).await?.iter().map(view).collect();
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+/// Create a user.
+#[utoipa::path(post, path = "/api/v1/users", tag = "access", request_body = UserBody, responses((status = 201, description = "Created"), (status = 409, description = "Exists")))]
+pub async fn create_user(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<UserBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    require_account(&app, &p, "user:manage", "user").await?;
+    identifier("user", &b.username)?;
+    if b.password.chars().count() < 8 {
+        return Err(ApiError::BadRequest("the password must have at least 8 characters".into()));
+    }
+    let r = record(
+        "user",
+        &Scope::account(),
+        &b.username,
+        serde_json::json!({"email": b.email, "password_hash": hash_password(&b.password)?}),
+    );
+    if !app.store.put_record(&r, false).await? {
+        return Err(ApiError::Conflict(format!("user `{}` exists", b.username)));
+    }
+    app.audit(&p.display(), &p.address, "create", "user", &b.username, &Scope::account(), serde_json::json!({}))
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&r))))
+}
+
+/// Delete a user, their tokens and bindings.
+#[utoipa::path(delete, path = "/api/v1/users/{user}", tag = "access", params(("user" = String, Path)), responses((status = 204, description = "Deleted")))]
+pub async fn delete_user(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(user): Path<String>,
+) -> ApiResult<StatusCode> {
+    require_account(&app, &p, "user:manage", "user").await?;
+    identifier("user", &user)?;
+    if !app.store.delete_record("user", "", "", &user).await? {
+        return Err(ApiError::NotFound(format!("no user `{user}`")));
+    }
+    forget_principal(&app, "user", &user).await?;
+    app.audit(&p.display(), &p.address, "delete", "user", &user, &Scope::account(), serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn forget_principal(app: &App, kind: &str, id: &str) -> ApiResult<()> {
+    for t in app.store.tokens(Some((kind, id))).await? {
+        app.store.revoke_token(&t.id).await?;
+    }
+    for r in app.store.records("role_binding", None, None).await? {
+        if r.body["principal"]["kind"] == kind && r.body["principal"]["id"] == id {
+            app.store.delete_record("role_binding", &r.org, &r.project, &r.identifier).await?;
+        }
+    }
+    app.policy_changed().await;
+    Ok(())
+}
+
+/// A scope in a query.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ScopeQuery {
+    /// Organization (none: account).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Project (needs `org`).
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+fn scope_of(q: &ScopeQuery) -> ApiResult<Scope> {
+    let org = q.org.clone().unwrap_or_default();
+    let project = q.project.clone().unwrap_or_default();
+    if !org.is_empty() {
+        identifier("organization", &org)?;
+    }
+    if !project.is_empty() {
+        if org.is_empty() {
+            return Err(ApiError::BadRequest("a project scope needs `org` too".into()));
+        }
+        identifier("project", &project)?;
+    }
+    Ok(Scope { org, project })
+}
+
+/// A new service account.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServiceAccountBody {
+    /// Identifier.
+    pub identifier: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Organization (none: account level).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Project.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// List service accounts of a scope.
+#[utoipa::path(get, path = "/api/v1/service-accounts", tag = "access", params(ScopeQuery), responses((status = 200, description = "Service accounts")))]
+pub async fn list_service_accounts(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    let items: Vec<_> =
+        app.store.records("service_account", Some(&scope.org), Some(&scope.project)).await?.iter().map(view).collect();
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+/// Create a service account.
+#[utoipa::path(post, path = "/api/v1/service-accounts", tag = "access", request_body = ServiceAccountBody, responses((status = 201, description = "Created")))]
+pub async fn create_service_account(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<ServiceAccountBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
+    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    identifier("service account", &b.identifier)?;
+    let r = record(
+        "service_account",
+        &scope,
+        &b.identifier,
+        serde_json::json!({"name": if b.name.is_empty() { &b.identifier } else { &b.name }}),
+    );
+    if app.store.records("service_account", None, None).await?.iter().any(|s| s.identifier == b.identifier)
+        || !app.store.put_record(&r, false).await?
+    {
+        return Err(ApiError::Conflict(format!("service account `{}` exists", b.identifier)));
+    }
+    app.audit(&p.display(), &p.address, "create", "service_account", &b.identifier, &scope, serde_json::json!({}))
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&r))))
+}
+
+async fn service_account(app: &App, id: &str) -> ApiResult<store::Record> {
+    identifier("service account", id)?;
+    app.store
+        .records("service_account", None, None)
+        .await?
+        .into_iter()
+        .find(|r| r.identifier == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no service account `{id}`")))
+}
+
+/// Delete a service account, its tokens and bindings.
+#[utoipa::path(delete, path = "/api/v1/service-accounts/{identifier}", tag = "access", params(("identifier" = String, Path)), responses((status = 204, description = "Deleted")))]
+pub async fn delete_service_account(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let sa = service_account(&app, &id).await?;
+    let scope = Scope { org: sa.org.clone(), project: sa.project.clone() };
+    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    app.store.delete_record("service_account", &sa.org, &sa.project, &id).await?;
+    forget_principal(&app, "service_account", &id).await?;
+    app.audit(&p.display(), &p.address, "delete", "service_account", &id, &scope, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A new token.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct TokenBody {
+    /// A name to recognise it by.
+    pub name: String,
+    /// For this service account (needs `user:manage` at its scope); none: for the caller.
+    #[serde(default)]
+    pub service_account: Option<String>,
+    /// Lifetime in seconds (none: no expiry).
+    #[serde(default)]
+    pub expires_in_seconds: Option<i64>,
+}
+
+/// List tokens: the caller's own, or all with `user:manage`.
+#[utoipa::path(get, path = "/api/v1/tokens", tag = "access", responses((status = 200, description = "Tokens (never their secrets)")))]
+pub async fn list_tokens(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let all = app.may(&p, "user:manage", &Resource::new("user", "", Scope::account())).await?;
+    let items =
+        if all { app.store.tokens(None).await? } else { app.store.tokens(Some((&p.who.kind, &p.who.id))).await? };
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+/// Create a token; its secret is in the response, once.
+#[utoipa::path(post, path = "/api/v1/tokens", tag = "access", request_body = TokenBody, responses((status = 201, description = "The token and its secret")))]
+pub async fn create_token(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<TokenBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let (who, scope) = match &b.service_account {
+        Some(sa) => {
+            let r = service_account(&app, sa).await?;
+            let scope = Scope { org: r.org.clone(), project: r.project.clone() };
+            app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+            (PrincipalRef { kind: "service_account".into(), id: sa.clone() }, scope)
+        }
+        None => (p.who.clone(), p.scope.clone()),
+    };
+    if b.expires_in_seconds.is_some_and(|s| s <= 0) {
+        return Err(ApiError::BadRequest("expires_in_seconds must be positive".into()));
+    }
+    let expires = b.expires_in_seconds.map(|s| now_ms().saturating_add(s.saturating_mul(1000)));
+    let (t, secret) =
+        issue_token(app.store.as_ref(), &b.name.chars().take(128).collect::<String>(), &who, &scope, expires).await?;
+    app.audit(
+        &p.display(),
+        &p.address,
+        "create",
+        "token",
+        &t.id,
+        &scope,
+        serde_json::json!({"for": format!("{}:{}", who.kind, who.id)}),
+    )
+    .await?;
+    let mut v = serde_json::to_value(&t).unwrap_or_default();
+    v["token"] = secret.into();
+    Ok((StatusCode::CREATED, Json(v)))
+}
+
+/// Revoke a token (one's own, or any with `user:manage`).
+#[utoipa::path(delete, path = "/api/v1/tokens/{id}", tag = "access", params(("id" = String, Path)), responses((status = 204, description = "Revoked")))]
+pub async fn revoke_token(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    let t = app
+        .store
+        .tokens(None)
+        .await?
+        .into_iter()
+        .find(|t| t.id == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no token `{}`", id.chars().take(40).collect::<String>())))?;
+    let own = t.principal_kind == p.who.kind && t.principal_id == p.who.id;
+    if !own {
+        let scope = Scope { org: t.principal_org.clone(), project: t.principal_project.clone() };
+        app.require(&p, "user:manage", &Resource::new("user", "", scope)).await?;
+    }
+    if !app.store.revoke_token(&id).await? {
+        return Err(ApiError::Conflict("the token was already revoked".into()));
+    }
+    app.audit(&p.display(), &p.address, "revoke", "token", &id, &Scope::account(), serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A custom role.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RoleBody {
+    /// Identifier (not starting with `_`).
+    pub identifier: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Permissions.
+    pub permissions: Vec<String>,
+    /// Organization (none: account).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Project.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// Built-in roles and the custom roles of a scope.
+#[utoipa::path(get, path = "/api/v1/roles", tag = "access", params(ScopeQuery), responses((status = 200, description = "Roles")))]
+pub async fn list_roles(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    let mut items: Vec<serde_json::Value> = crate::rbac::builtin_roles().iter().map(|r| serde_json::json!({"identifier": r.identifier, "name": r.name, "permissions": r.permissions, "builtin": true})).collect();
+    items.extend(app.store.records("role", Some(&scope.org), Some(&scope.project)).await?.iter().map(view));
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+fn custom_id(what: &str, id: &str) -> ApiResult<()> {
+    identifier(what, id)?;
+    if id.starts_with('_') {
+        return Err(ApiError::BadRequest(format!("`{id}`: identifiers starting with `_` are built-in")));
+    }
+    Ok(())
+}
+
+/// Create a custom role.
+#[utoipa::path(post, path = "/api/v1/roles", tag = "access", request_body = RoleBody, responses((status = 201, description = "Created")))]
+pub async fn create_role(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<RoleBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    custom_id("role", &b.identifier)?;
+    check_permissions(&b.permissions).map_err(ApiError::BadRequest)?;
+    let role = Role {
+        identifier: b.identifier.clone(),
+        name: if b.name.is_empty() { b.identifier.clone() } else { b.name.clone() },
+        permissions: b.permissions.clone(),
+    };
+    let r = record("role", &scope, &b.identifier, serde_json::to_value(&role).unwrap_or_default());
+    if !app.store.put_record(&r, false).await? {
+        return Err(ApiError::Conflict(format!("role `{}` exists in {}", b.identifier, scope.describe())));
+    }
+    app.policy_changed().await;
+    app.audit(
+        &p.display(),
+        &p.address,
+        "create",
+        "role",
+        &b.identifier,
+        &scope,
+        serde_json::json!({"permissions": b.permissions}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view(&r))))
+}
+
+/// Delete a custom role.
+#[utoipa::path(delete, path = "/api/v1/roles/{identifier}", tag = "access", params(("identifier" = String, Path), ScopeQuery), responses((status = 204, description = "Deleted")))]
+pub async fn delete_role(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<StatusCode> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    custom_id("role", &id)?;
+    if !app.store.delete_record("role", &scope.org, &scope.project, &id).await? {
+        return Err(ApiError::NotFound(format!("no role `{id}` in {}", scope.describe())));
+    }
+    app.policy_changed().await;
+    app.audit(&p.display(), &p.address, "delete", "role", &id, &scope, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A resource group.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct GroupBody {
+    /// The group.
+    #[serde(flatten)]
+    pub group: ResourceGroup,
+    /// Organization (none: account).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Project.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// Built-in resource groups and the custom ones of a scope.
+#[utoipa::path(get, path = "/api/v1/resource-groups", tag = "access", params(ScopeQuery), responses((status = 200, description = "Resource groups")))]
+pub async fn list_resource_groups(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    let mut items: Vec<serde_json::Value> =
+        crate::rbac::builtin_resource_groups().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect();
+    items.extend(app.store.records("resource_group", Some(&scope.org), Some(&scope.project)).await?.iter().map(view));
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+/// Create a resource group.
+#[utoipa::path(post, path = "/api/v1/resource-groups", tag = "access", request_body = GroupBody, responses((status = 201, description = "Created")))]
+pub async fn create_resource_group(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<GroupBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    custom_id("resource group", &b.group.identifier)?;
+    for f in &b.group.resources {
+        if !crate::rbac::PERMISSIONS.iter().any(|p| p.split(':').next() == Some(f.resource_type.as_str())) {
+            return Err(ApiError::BadRequest(format!("unknown resource type `{}`", f.resource_type)));
+        }
+    }
+    let r = record("resource_group", &scope, &b.group.identifier, serde_json::to_value(&b.group).unwrap_or_default());
+    if !app.store.put_record(&r, false).await? {
+        return Err(ApiError::Conflict(format!(
+            "resource group `{}` exists in {}",
+            b.group.identifier,
+            scope.describe()
+        )));
+    }
+    app.policy_changed().await;
+    app.audit(&p.display(), &p.address, "create", "resource_group", &b.group.identifier, &scope, serde_json::json!({}))
+        .await?;
+    Ok((StatusCode::CREATED, Json(view(&r))))
+}
+
+/// Delete a resource group.
+#[utoipa::path(delete, path = "/api/v1/resource-groups/{identifier}", tag = "access", params(("identifier" = String, Path), ScopeQuery), responses((status = 204, description = "Deleted")))]
+pub async fn delete_resource_group(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<StatusCode> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    custom_id("resource group", &id)?;
+    if !app.store.delete_record("resource_group", &scope.org, &scope.project, &id).await? {
+        return Err(ApiError::NotFound(format!("no resource group `{id}` in {}", scope.describe())));
+    }
+    app.policy_changed().await;
+    app.audit(&p.display(), &p.address, "delete", "resource_group", &id, &scope, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// A role binding to create.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BindingBody {
+    /// Who.
+    pub principal: PrincipalRef,
+    /// Role identifier.
+    pub role: String,
+    /// Resource group identifier.
+    pub resource_group: String,
+    /// Organization (none: account).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Project.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// Role bindings of a scope.
+#[utoipa::path(get, path = "/api/v1/role-bindings", tag = "access", params(ScopeQuery), responses((status = 200, description = "Bindings")))]
+pub async fn list_bindings(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    let items: Vec<serde_json::Value> = app
+        .store
+        .records("role_binding", Some(&scope.org), Some(&scope.project))
+        .await?
+        .into_iter()
+        .map(|r| r.body)
+        .collect();
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+/// Bind a role and a resource group to a principal at a scope.
+#[utoipa::path(post, path = "/api/v1/role-bindings", tag = "access", request_body = BindingBody, responses((status = 201, description = "Created")))]
+pub async fn create_binding(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<BindingBody>,
+) -> ApiResult<(StatusCode, Json<Binding>)> {
+    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    match b.principal.kind.as_str() {
+        "user" => {
+            identifier("user", &b.principal.id)?;
+            if app.store.record("user", "", "", &b.principal.id).await?.is_none() {
+                return Err(ApiError::BadRequest(format!("no user `{}`", b.principal.id)));
+            }
+        }
+        "service_account" => {
+            let sa = service_account(&app, &b.principal.id).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
+            if !(Scope { org: sa.org.clone(), project: sa.project.clone() }).contains(&scope) {
+                return Err(ApiError::BadRequest(format!(
+                    "service account `{}` belongs to another scope; bind it within its own",
+                    b.principal.id
+                )));
+            }
+        }
+        other => {
+            return Err(ApiError::BadRequest(format!(
+                "principal kind `{other}`: expected `user` or `service_account`"
+            )));
+        }
+    }
+    let policy = app.policy().await?;
+    if policy.role(&scope, &b.role).is_none() {
+        return Err(ApiError::BadRequest(format!("no role `{}` at {}", b.role, scope.describe())));
+    }
+    if policy.group(&scope, &b.resource_group).is_none() {
+        return Err(ApiError::BadRequest(format!("no resource group `{}` at {}", b.resource_group, scope.describe())));
+    }
+    let binding = Binding {
+        identifier: ulid::Ulid::new().to_string(),
+        scope: scope.clone(),
+        principal: b.principal.clone(),
+        role: b.role.clone(),
+        resource_group: b.resource_group.clone(),
+    };
+    app.store
+        .put_record(
+            &record("role_binding", &scope, &binding.identifier, serde_json::to_value(&binding).unwrap_or_default()),
+            false,
+        )
+        .await?;
+    app.policy_changed().await;
+    app.audit(
+        &p.display(),
+        &p.address,
+        "create",
+        "role_binding",
+        &binding.identifier,
+        &scope,
+        serde_json::to_value(&binding).unwrap_or_default(),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(binding)))
+}
+
+/// Delete a role binding.
+#[utoipa::path(delete, path = "/api/v1/role-bindings/{identifier}", tag = "access", params(("identifier" = String, Path)), responses((status = 204, description = "Deleted")))]
+pub async fn delete_binding(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    identifier("role binding", &id)?;
+    let r = app
+        .store
+        .records("role_binding", None, None)
+        .await?
+        .into_iter()
+        .find(|r| r.identifier == id)
+        .ok_or_else(|| ApiError::NotFound(format!("no role binding `{id}`")))?;
+    let scope = Scope { org: r.org.clone(), project: r.project.clone() };
+    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.store.delete_record("role_binding", &r.org, &r.project, &id).await?;
+    app.policy_changed().await;
+    app.audit(&p.display(), &p.address, "delete", "role_binding", &id, &scope, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Audit filters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct AuditParams {
+    /// Only this principal.
+    pub principal: Option<String>,
+    /// Only this resource type.
+    pub resource_type: Option<String>,
+    /// Events older than this id.
+    pub before: Option<i64>,
+    /// Page size (1–500, default 100).
+    pub limit: Option<i64>,
+}
+
+/// Who did what, from where; newest first (admins).
+#[utoipa::path(get, path = "/api/v1/audit", tag = "access", params(AuditParams), responses((status = 200, description = "Audit events")))]
+pub async fn audit(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<AuditParams>,
+) -> ApiResult<Json<serde_json::Value>> {
+    require_account(&app, &p, "audit:view", "audit").await?;
+    let limit = q.limit.unwrap_or(100);
+    if !(1..=500).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 500".into()));
+    }
+    let items = app
+        .store
+        .audit_events(&AuditQuery {
+            principal: q.principal,
+            resource_type: q.resource_type,
+            before: q.before,
+            limit: Some(limit),
+        })
+        .await?;
+    Ok(Json(serde_json::json!({"items": items})))
+}

@@ -1,0 +1,767 @@
+//! Executions over the API, with the CLI's semantics (both go through the `launch` crate): plan, run (all
+//! stages or selected ones, runtime inputs and input sets, expression values, `with_deps`,
+//! `from_execution`), history with filters and cursor pagination, one execution with its nodes and retry
+//! chain, logs (paged) and live logs as server-sent events resumable with `Last-Event-ID`, abort, approvals,
+//! manual intervention, re-run, re-run of stages, and retry from the failed stage. Running selected stages,
+//! re-running and retrying all need `pipeline:execute` on the pipeline, like Harness.
+
+use super::project_scope;
+use crate::App;
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, Body, identifier};
+use crate::rbac::{Resource, Scope};
+use crate::runner::Job;
+use axum::Json;
+use axum::extract::{Extension, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::sse::{Event, KeepAlive, Sse};
+use engine::{Entities, Secrets};
+use futures::Stream;
+use launch::{LaunchError, Planned, Selection};
+use serde::Deserialize;
+use spec::inputs::InputSource;
+use spec::{Document, Entity};
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{Decision, Execution, ExecutionQuery, Mode, Status, now_ms};
+use utoipa::ToSchema;
+
+/// What to run.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ExecuteBody {
+    /// Run only these stages (the pipeline must allow selective stage execution).
+    #[serde(default)]
+    pub stage_identifiers: Vec<String>,
+    /// Runtime inputs by fully-qualified path.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// Input sets (or overlays) of the project, applied in order before `inputs`.
+    #[serde(default)]
+    pub input_set_refs: Vec<String>,
+    /// Values of paths the selected stages read from stages that do not run.
+    #[serde(default)]
+    pub expressions: BTreeMap<String, String>,
+    /// Also run every stage the selected ones depend on.
+    #[serde(default)]
+    pub with_deps: bool,
+    /// Reuse the values of stages that do not run from this execution.
+    #[serde(default)]
+    pub from_execution: Option<String>,
+    /// Plan only: plan this YAML (of the pipeline the path names) instead of the stored one.
+    #[serde(default)]
+    pub pipeline_yaml: Option<String>,
+}
+
+/// A re-run.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RerunBody {
+    /// Re-run only these stages, reusing their dependencies from the execution.
+    #[serde(default)]
+    pub stage_identifiers: Vec<String>,
+    /// Override runtime inputs.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+    /// Input sets applied over the original inputs (before `inputs`).
+    #[serde(default)]
+    pub input_set_refs: Vec<String>,
+}
+
+/// A retry.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RetryBody {
+    /// Retry from this stage instead of the first failed one.
+    #[serde(default)]
+    pub stage: Option<String>,
+    /// In a parallel block, only the stages that failed.
+    #[serde(default)]
+    pub only_failed: bool,
+    /// Override runtime inputs.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// An approval decision.
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ApprovalBody {
+    /// The waiting step's path, when several wait.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// A comment.
+    #[serde(default)]
+    pub comment: Option<String>,
+    /// Approver inputs.
+    #[serde(default)]
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// A manual intervention.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InterveneBody {
+    /// The waiting step's path, when several wait.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// `retry`, `ignore`, `abort`, `mark-success` or `mark-failure`.
+    pub action: String,
+}
+
+async fn pipeline_document(app: &App, p: &Principal, scope: &Scope, pipeline: &str) -> ApiResult<Document> {
+    identifier("pipeline", pipeline)?;
+    let Some(r) = app.store.record("pipeline", &scope.org, &scope.project, pipeline).await? else {
+        return Err(app.not_found(p, scope, format!("no pipeline `{pipeline}` in {}", scope.describe())).await);
+    };
+    let version = r.body["version"].as_i64().unwrap_or(1);
+    let yaml = app.store.pipeline_yaml(&scope.org, &scope.project, pipeline, version).await?;
+    Ok(launch::pipeline_document(&format!("{pipeline} (version {version})"), yaml)?)
+}
+
+async fn input_set_values(
+    app: &App,
+    scope: &Scope,
+    refs: &[String],
+) -> ApiResult<BTreeMap<String, (String, InputSource)>> {
+    let mut out = BTreeMap::new();
+    if refs.is_empty() {
+        return Ok(out);
+    }
+    let docs: HashMap<String, Document> = app
+        .store
+        .records("input_set", Some(&scope.org), Some(&scope.project))
+        .await?
+        .into_iter()
+        .map(|r| {
+            let yaml = r.body["yaml"].as_str().unwrap_or_default().to_string();
+            (r.identifier.clone(), spec::parse_document(&format!("input set {}", r.identifier), yaml))
+        })
+        .collect();
+    let sets = |id: &str| docs.get(id).cloned();
+    for r in refs {
+        let doc =
+            docs.get(r).ok_or_else(|| ApiError::BadRequest(format!("no input set `{r}` in {}", scope.describe())))?;
+        launch::input_set_values(doc, &sets, &mut out)?;
+    }
+    Ok(out)
+}
+
+async fn entities(app: &App, scope: &Scope) -> ApiResult<Entities> {
+    let mut out = Entities::default();
+    for kind in ["service", "environment", "infrastructure"] {
+        for r in app.store.records(kind, Some(&scope.org), Some(&scope.project)).await? {
+            let yaml = r.body["yaml"].as_str().unwrap_or_default().to_string();
+            let doc = spec::parse_document(&format!("{kind} {}", r.identifier), yaml);
+            match doc.entity {
+                Some(Entity::Service(s)) => {
+                    out.services.insert(s.meta.identifier.value.clone(), *s);
+                }
+                Some(Entity::Environment(e)) => {
+                    out.environments.insert(e.meta.identifier.value.clone(), *e);
+                }
+                Some(Entity::Infrastructure(i)) => {
+                    out.infrastructures.insert(i.meta.identifier.value.clone(), *i);
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Record and start a planned execution; the caller's `secret:access` is checked for every secret it reads.
+#[allow(clippy::too_many_arguments)]
+async fn launch_planned(
+    app: &Arc<App>,
+    p: &Principal,
+    scope: &Scope,
+    doc: &Document,
+    planned: Planned,
+    supplied: BTreeMap<String, (String, InputSource)>,
+    mode: Mode,
+    selective: bool,
+    parent: Option<(String, String)>,
+) -> ApiResult<Execution> {
+    if !planned.plan.satisfiable {
+        return Err(LaunchError::Unsatisfiable(Box::new(planned)).into());
+    }
+    if app.runner.stopping() {
+        return Err(ApiError::Conflict("the server is shutting down; start the execution on another server".into()));
+    }
+    let run_stages = planned.plan.run_stages();
+    let prepared = launch::prepare(doc, &supplied, selective.then_some(run_stages.as_slice()))?;
+    let mut secrets = Secrets { no_env: true, ..Secrets::default() };
+    for id in launch::secret_refs(doc) {
+        app.require(p, "secret:access", &Resource::new("secret", &id, scope.clone())).await?;
+        if let Some(r) = app.store.record("secret", &scope.org, &scope.project, &id).await?
+            && let Some(v) = r.body["value"].as_str()
+        {
+            secrets.values.insert(id, v.to_string());
+        }
+    }
+    let entities = entities(app, scope).await?;
+    let mut l = launch::Launch::of(&planned, mode, selective, &p.display());
+    l.parent = parent;
+    let exec = launch::record(app.store.as_ref(), &prepared, &l).await?;
+    app.audit(
+        &p.display(),
+        &p.address,
+        match mode {
+            Mode::Full | Mode::Selective => "execute",
+            Mode::Rerun | Mode::RerunStage => "rerun",
+            Mode::Retry => "retry",
+        },
+        "execution",
+        &exec.id,
+        scope,
+        serde_json::json!({"pipeline": exec.pipeline, "mode": mode, "stages": exec.selected_stages, "parent": exec.parent_id}),
+    )
+    .await?;
+    app.runner.start(Job {
+        execution: exec.clone(),
+        pipeline: prepared.pipeline,
+        entities,
+        secrets,
+        seed: launch::seed(&planned.plan),
+        triggered_by: p.display(),
+    });
+    Ok(exec)
+}
+
+fn selection(b: &ExecuteBody) -> Selection {
+    Selection {
+        stages: b.stage_identifiers.clone(),
+        with_deps: b.with_deps,
+        from_execution: b.from_execution.clone(),
+        exprs: b.expressions.clone(),
+        any_stage: false,
+    }
+}
+
+fn given(inputs: &BTreeMap<String, String>) -> impl Iterator<Item = (String, (String, InputSource))> + '_ {
+    inputs.iter().map(|(k, v)| (k.clone(), (v.clone(), InputSource::Given)))
+}
+
+/// Check that `from_execution` is one the caller may read (same project, `execution:view`).
+async fn check_source(app: &App, p: &Principal, scope: &Scope, from: Option<&str>) -> ApiResult<()> {
+    if let Some(id) = from {
+        let e = app.store.execution(id).await?;
+        if e.org != scope.org || e.project != scope.project {
+            return Err(ApiError::BadRequest(format!("execution {} belongs to another project", e.id)));
+        }
+        app.require(p, "execution:view", &Resource::new("pipeline", &e.pipeline, scope.clone())).await?;
+    }
+    Ok(())
+}
+
+/// What a run would do, as `pipewright plan --output json` prints it; with inputs, they are checked too.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/projects/{project}/pipelines/{pipeline}/plan", tag = "executions", params(("org" = String, Path), ("project" = String, Path), ("pipeline" = String, Path)), request_body = ExecuteBody, responses((status = 200, description = "The plan (satisfiable or not)"), (status = 422, description = "Bad selection or inputs")))]
+pub async fn plan(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path((org, project, pipeline)): Path<(String, String, String)>,
+    Body(b): Body<ExecuteBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = project_scope(&app, &p, &org, &project).await?;
+    identifier("pipeline", &pipeline)?;
+    app.require(&p, "pipeline:view", &Resource::new("pipeline", &pipeline, scope.clone())).await?;
+    let doc = match &b.pipeline_yaml {
+        Some(y) => {
+            let doc = launch::pipeline_document("pipeline.yaml", y.clone())?;
+            if doc.pipeline().is_none_or(|pl| pl.identifier.value != pipeline) {
+                return Err(ApiError::BadRequest(format!("pipeline_yaml is not pipeline `{pipeline}`")));
+            }
+            doc
+        }
+        None => pipeline_document(&app, &p, &scope, &pipeline).await?,
+    };
+    check_source(&app, &p, &scope, b.from_execution.as_deref()).await?;
+    let planned = launch::plan(&doc, &selection(&b), Some(app.store.as_ref())).await?;
+    let json = launch::plan_json(&planned);
+    if planned.plan.satisfiable && (!b.inputs.is_empty() || !b.input_set_refs.is_empty()) {
+        let mut supplied = input_set_values(&app, &scope, &b.input_set_refs).await?;
+        supplied.extend(given(&b.inputs));
+        let run = planned.plan.run_stages();
+        launch::prepare(&doc, &supplied, (!b.stage_identifiers.is_empty()).then_some(run.as_slice()))?;
+    }
+    Ok(Json(json))
+}
+
+/// Run a pipeline: every stage, or the selected ones.
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/projects/{project}/pipelines/{pipeline}/execute", tag = "executions", params(("org" = String, Path), ("project" = String, Path), ("pipeline" = String, Path)), request_body = ExecuteBody, responses((status = 201, description = "Started"), (status = 409, description = "Unmet dependencies"), (status = 422, description = "Bad selection or inputs")))]
+pub async fn execute(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path((org, project, pipeline)): Path<(String, String, String)>,
+    Body(b): Body<ExecuteBody>,
+) -> ApiResult<(StatusCode, Json<Execution>)> {
+    let scope = project_scope(&app, &p, &org, &project).await?;
+    identifier("pipeline", &pipeline)?;
+    app.require(&p, "pipeline:execute", &Resource::new("pipeline", &pipeline, scope.clone())).await?;
+    if b.pipeline_yaml.is_some() {
+        return Err(ApiError::BadRequest(
+            "pipeline_yaml is for plans; save the pipeline (PUT …/pipelines/{id}) to run it".into(),
+        ));
+    }
+    let doc = pipeline_document(&app, &p, &scope, &pipeline).await?;
+    check_source(&app, &p, &scope, b.from_execution.as_deref()).await?;
+    let planned = launch::plan(&doc, &selection(&b), Some(app.store.as_ref())).await?;
+    let mut supplied = input_set_values(&app, &scope, &b.input_set_refs).await?;
+    supplied.extend(given(&b.inputs));
+    let selective = !b.stage_identifiers.is_empty();
+    let mode = if selective { Mode::Selective } else { Mode::Full };
+    let exec = launch_planned(&app, &p, &scope, &doc, planned, supplied, mode, selective, None).await?;
+    Ok((StatusCode::CREATED, Json(exec)))
+}
+
+/// History filters.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListQuery {
+    /// Only this pipeline.
+    pub pipeline: Option<String>,
+    /// Only this status.
+    pub status: Option<String>,
+    /// Only this mode (`full`, `selective`, `rerun`, `rerun_stage`, `retry`).
+    pub mode: Option<String>,
+    /// Only started by this principal.
+    pub triggered_by: Option<String>,
+    /// Created at or after (Unix ms).
+    pub since: Option<i64>,
+    /// Created before (Unix ms).
+    pub until: Option<i64>,
+    /// Only this execution and those derived from it.
+    pub chain_of: Option<String>,
+    /// The `next_cursor` of the previous page.
+    pub cursor: Option<String>,
+    /// Page size (1–200, default 50).
+    pub limit: Option<i64>,
+}
+
+/// Execution history of a project, newest first, with cursor pagination.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/projects/{project}/executions", tag = "executions", params(("org" = String, Path), ("project" = String, Path), ListQuery), responses((status = 200, description = "A page of executions and the cursor of the next")))]
+pub async fn list(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path((org, project)): Path<(String, String)>,
+    Query(q): Query<ListQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = project_scope(&app, &p, &org, &project).await?;
+    app.require_some(&p, "execution:view", "pipeline", &scope).await?;
+    let limit = q.limit.unwrap_or(50);
+    if !(1..=200).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 200".into()));
+    }
+    let before = match &q.cursor {
+        Some(c) => {
+            let (at, id) = c.split_once(':').ok_or_else(|| ApiError::BadRequest("malformed cursor".into()))?;
+            Some((at.parse::<i64>().map_err(|_| ApiError::BadRequest("malformed cursor".into()))?, id.to_string()))
+        }
+        None => None,
+    };
+    let status = q.status.as_deref().map(str::parse::<Status>).transpose().map_err(ApiError::BadRequest)?;
+    let mode = q.mode.as_deref().map(str::parse::<Mode>).transpose().map_err(ApiError::BadRequest)?;
+    let items = app
+        .store
+        .executions(&ExecutionQuery {
+            org: Some(org.clone()),
+            project: Some(project.clone()),
+            pipeline: q.pipeline.clone(),
+            status,
+            mode,
+            triggered_by: q.triggered_by.clone(),
+            since: q.since,
+            until: q.until,
+            chain_of: q.chain_of.clone(),
+            before,
+            limit: Some(limit),
+        })
+        .await?;
+    let next =
+        (items.len() as i64 == limit).then(|| items.last().map(|e| format!("{}:{}", e.created_at, e.id))).flatten();
+    let policy = app.policy().await?;
+    let visible: Vec<&Execution> = items
+        .iter()
+        .filter(|e| policy.allows(&p.who, "execution:view", &Resource::new("pipeline", &e.pipeline, scope.clone())))
+        .collect();
+    Ok(Json(serde_json::json!({"items": visible, "next_cursor": next})))
+}
+
+/// The execution `id` (or unique prefix), when the caller holds `permission` on its pipeline.
+async fn execution_for(app: &App, p: &Principal, id: &str, permission: &str) -> ApiResult<(Execution, Scope)> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ApiError::BadRequest(format!(
+            "`{}` is not an execution id",
+            id.chars().take(80).collect::<String>()
+        )));
+    }
+    let e = app.store.execution(id).await?;
+    let scope = Scope::project(&e.org, &e.project);
+    app.require(p, permission, &Resource::new("pipeline", &e.pipeline, scope.clone())).await?;
+    Ok((e, scope))
+}
+
+/// One execution: its record, nodes (stages, steps, attempts, outputs, provenance) and retry chain.
+#[utoipa::path(get, path = "/api/v1/executions/{id}", tag = "executions", params(("id" = String, Path, description = "Execution id or unique prefix")), responses((status = 200, description = "The execution")))]
+pub async fn get(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (e, _) = execution_for(&app, &p, &id, "execution:view").await?;
+    let nodes = app.store.nodes(&e.id).await?;
+    let root = e.original_id.clone().unwrap_or_else(|| e.id.clone());
+    let mut chain =
+        app.store.executions(&ExecutionQuery { chain_of: Some(root), limit: Some(1000), ..Default::default() }).await?;
+    chain.reverse();
+    Ok(Json(serde_json::json!({"execution": e, "nodes": nodes, "chain": chain})))
+}
+
+/// The nodes of an execution, in creation order.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/nodes", tag = "executions", params(("id" = String, Path)), responses((status = 200, description = "Nodes")))]
+pub async fn nodes(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<store::Node>>> {
+    let (e, _) = execution_for(&app, &p, &id, "execution:view").await?;
+    Ok(Json(app.store.nodes(&e.id).await?))
+}
+
+/// The status transitions of an execution and its nodes.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/transitions", tag = "executions", params(("id" = String, Path)), responses((status = 200, description = "Transitions")))]
+pub async fn transitions(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<Vec<store::Transition>>> {
+    let (e, _) = execution_for(&app, &p, &id, "execution:view").await?;
+    Ok(Json(app.store.transitions(&e.id).await?))
+}
+
+/// Log paging.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct LogQuery {
+    /// Chunks after this cursor (the `next_cursor` of the previous page).
+    pub after: Option<i64>,
+    /// Page size (1–1000 chunks, default 200).
+    pub limit: Option<i64>,
+}
+
+/// Stored logs, paged, in the order they were written (each chunk: lines of `time\tstream\ttext`).
+#[utoipa::path(get, path = "/api/v1/executions/{id}/logs", tag = "executions", params(("id" = String, Path), LogQuery), responses((status = 200, description = "Log chunks")))]
+pub async fn logs(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<LogQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (e, _) = execution_for(&app, &p, &id, "execution:view").await?;
+    let limit = q.limit.unwrap_or(200);
+    if !(1..=1000).contains(&limit) {
+        return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
+    }
+    let chunks = app.store.logs_after(&e.id, q.after.unwrap_or(0), limit).await?;
+    let next = (chunks.len() as i64 == limit).then(|| chunks.last().map(|c| c.cursor)).flatten();
+    Ok(Json(serde_json::json!({"items": chunks, "next_cursor": next})))
+}
+
+/// Where a live stream resumes.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct StreamQuery {
+    /// Resume after this event id (as `Last-Event-ID` does).
+    pub after: Option<String>,
+}
+
+struct Tail {
+    app: Arc<App>,
+    id: String,
+    transitions: i64,
+    logs: i64,
+    pending: VecDeque<Event>,
+    done: bool,
+}
+
+impl Tail {
+    fn event_id(&self) -> String {
+        format!("{}:{}", self.transitions, self.logs)
+    }
+
+    /// Read what is new; false when nothing was.
+    async fn fill(&mut self) -> ApiResult<bool> {
+        let store = &self.app.store;
+        let ts = store.transitions_after(&self.id, self.transitions, 500).await?;
+        let chunks = store.logs_after(&self.id, self.logs, 100).await?;
+        if ts.is_empty() && chunks.is_empty() {
+            return Ok(false);
+        }
+        let nodes: HashMap<String, store::Node> =
+            store.nodes(&self.id).await?.into_iter().map(|n| (n.id.clone(), n)).collect();
+        for t in ts {
+            self.transitions = t.id;
+            let ev = match t.node_id.as_ref().and_then(|n| nodes.get(n)) {
+                Some(n) => {
+                    let mut n = n.clone();
+                    n.status = t.to.parse().unwrap_or(n.status);
+                    Event::default()
+                        .event("node")
+                        .json_data(serde_json::json!({"node": n, "from": t.from, "to": t.to, "reason": t.reason}))
+                }
+                None => Event::default()
+                    .event("execution")
+                    .json_data(serde_json::json!({"from": t.from, "to": t.to, "reason": t.reason})),
+            };
+            if let Ok(ev) = ev {
+                self.pending.push_back(ev.id(self.event_id()));
+            }
+        }
+        for c in chunks {
+            self.logs = c.cursor;
+            let lines: Vec<serde_json::Value> = c
+                .data
+                .lines()
+                .map(|l| {
+                    let mut parts = l.splitn(3, '\t');
+                    let at = parts.next().and_then(|s| s.parse::<i64>().ok());
+                    let stream = parts.next().unwrap_or_default();
+                    serde_json::json!({"at": at, "stream": stream, "text": parts.next().unwrap_or_default()})
+                })
+                .collect();
+            let path = nodes.get(&c.node_id).map(|n| n.path.clone()).unwrap_or_default();
+            if let Ok(ev) = Event::default()
+                .event("log")
+                .json_data(serde_json::json!({"node_id": c.node_id, "path": path, "seq": c.seq, "lines": lines}))
+            {
+                self.pending.push_back(ev.id(self.event_id()));
+            }
+        }
+        Ok(true)
+    }
+
+    async fn next(mut self) -> Option<(Result<Event, Infallible>, Tail)> {
+        loop {
+            if let Some(ev) = self.pending.pop_front() {
+                return Some((Ok(ev), self));
+            }
+            if self.done {
+                return None;
+            }
+            let news = self.app.runner.news(&self.id);
+            let notified = news.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            // The end state is read before the data: nothing written before the end is missed.
+            let exec = match self.app.store.execution(&self.id).await {
+                Ok(e) => e,
+                Err(_) => return None,
+            };
+            match self.fill().await {
+                Ok(true) => continue,
+                Ok(false) if exec.status.is_final() => {
+                    self.done = true;
+                    let ev = Event::default()
+                        .event("end")
+                        .json_data(serde_json::json!({"status": exec.status, "failure": exec.failure}))
+                        .ok()?;
+                    return Some((Ok(ev.id(self.event_id())), self));
+                }
+                Ok(false) => {}
+                Err(_) => return None,
+            }
+            let app = self.app.clone();
+            tokio::select! {
+                _ = &mut notified => {}
+                // Logs are stored in chunks (at least every second) and other servers write too: look again.
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+                _ = app.runner.stopped() => {
+                    self.done = true;
+                    let ev = Event::default().event("shutdown").data("the server is shutting down; reconnect with Last-Event-ID");
+                    return Some((Ok(ev.id(self.event_id())), self));
+                }
+            }
+        }
+    }
+}
+
+/// Live logs and status changes as server-sent events (`node`, `execution`, `log`, then `end`), resumable
+/// with `Last-Event-ID`.
+#[utoipa::path(get, path = "/api/v1/executions/{id}/logs/stream", tag = "executions", params(("id" = String, Path), StreamQuery), responses((status = 200, description = "text/event-stream", content_type = "text/event-stream")))]
+pub async fn stream(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+    Query(q): Query<StreamQuery>,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
+    let (e, _) = execution_for(&app, &p, &id, "execution:view").await?;
+    let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(String::from).or(q.after);
+    let (transitions, logs) = match resume {
+        Some(r) => {
+            let (t, l) = r
+                .split_once(':')
+                .ok_or_else(|| ApiError::BadRequest("malformed Last-Event-ID; expected `T:L`".into()))?;
+            (
+                t.parse().map_err(|_| ApiError::BadRequest("malformed Last-Event-ID".into()))?,
+                l.parse().map_err(|_| ApiError::BadRequest("malformed Last-Event-ID".into()))?,
+            )
+        }
+        None => (0, 0),
+    };
+    let tail = Tail { app: app.clone(), id: e.id, transitions, logs, pending: VecDeque::new(), done: false };
+    Ok(Sse::new(futures::stream::unfold(tail, Tail::next)).keep_alive(KeepAlive::default()))
+}
+
+/// Abort a running execution.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/abort", tag = "executions", params(("id" = String, Path)), responses((status = 202, description = "Abort requested"), (status = 409, description = "Already ended")))]
+pub async fn abort(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let (e, scope) = execution_for(&app, &p, &id, "execution:abort").await?;
+    if !app.store.request_abort(&e.id).await? {
+        return Err(ApiError::Conflict(format!(
+            "execution {} already ended {}; there is nothing to abort",
+            e.id, e.status
+        )));
+    }
+    app.runner.news(&e.id).notify_waiters();
+    app.audit(&p.display(), &p.address, "abort", "execution", &e.id, &scope, serde_json::json!({})).await?;
+    Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"execution_id": e.id, "aborted": true}))))
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn decide(
+    app: &App,
+    p: &Principal,
+    id: &str,
+    status: Status,
+    kind: &str,
+    action: &str,
+    node: Option<&str>,
+    comment: Option<String>,
+    inputs: serde_json::Value,
+) -> ApiResult<Json<serde_json::Value>> {
+    let (e, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let n = launch::waiting_node(app.store.as_ref(), &e, node, status)
+        .await
+        .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    app.store
+        .put_decision(&Decision {
+            execution_id: e.id.clone(),
+            node_id: n.id.clone(),
+            kind: kind.into(),
+            action: action.into(),
+            by: p.display(),
+            comment,
+            inputs,
+            at: now_ms(),
+        })
+        .await?;
+    app.audit(&p.display(), &p.address, action, "execution", &e.id, &scope, serde_json::json!({"node": n.path}))
+        .await?;
+    Ok(Json(serde_json::json!({"execution_id": e.id, "node": n.path, "action": action})))
+}
+
+fn approver_inputs(b: &ApprovalBody) -> serde_json::Value {
+    serde_json::Value::Object(b.inputs.iter().map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone()))).collect())
+}
+
+/// Approve a waiting HarnessApproval step.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/approve", tag = "executions", params(("id" = String, Path)), request_body = ApprovalBody, responses((status = 200, description = "Recorded"), (status = 409, description = "Nothing waits")))]
+pub async fn approve(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Body(b): Body<ApprovalBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let inputs = approver_inputs(&b);
+    decide(&app, &p, &id, Status::ApprovalWaiting, "approval", "approve", b.node.as_deref(), b.comment, inputs).await
+}
+
+/// Reject a waiting HarnessApproval step.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/reject", tag = "executions", params(("id" = String, Path)), request_body = ApprovalBody, responses((status = 200, description = "Recorded"), (status = 409, description = "Nothing waits")))]
+pub async fn reject(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Body(b): Body<ApprovalBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let inputs = approver_inputs(&b);
+    decide(&app, &p, &id, Status::ApprovalWaiting, "approval", "reject", b.node.as_deref(), b.comment, inputs).await
+}
+
+/// Decide for a step waiting in InterventionWaiting.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/intervene", tag = "executions", params(("id" = String, Path)), request_body = InterveneBody, responses((status = 200, description = "Recorded"), (status = 409, description = "Nothing waits")))]
+pub async fn intervene(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Body(b): Body<InterveneBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    if !["retry", "ignore", "abort", "mark-success", "mark-failure"].contains(&b.action.as_str()) {
+        return Err(ApiError::BadRequest(format!(
+            "unknown action `{}`; expected retry, ignore, abort, mark-success or mark-failure",
+            b.action
+        )));
+    }
+    decide(
+        &app,
+        &p,
+        &id,
+        Status::InterventionWaiting,
+        "intervention",
+        &b.action,
+        b.node.as_deref(),
+        None,
+        serde_json::json!({}),
+    )
+    .await
+}
+
+/// Run an execution again (the YAML it ran, its inputs and selection), or only some of its stages.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/rerun", tag = "executions", params(("id" = String, Path)), request_body = RerunBody, responses((status = 201, description = "Started")))]
+pub async fn rerun(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Body(b): Body<RerunBody>,
+) -> ApiResult<(StatusCode, Json<Execution>)> {
+    let (orig, scope) = execution_for(&app, &p, &id, "pipeline:execute").await?;
+    let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
+    let (sel, mode) = launch::rerun_selection(&orig, &b.stage_identifiers);
+    let planned = launch::plan(&doc, &sel, Some(app.store.as_ref())).await?;
+    let mut supplied = launch::original_inputs(&orig);
+    supplied.extend(input_set_values(&app, &scope, &b.input_set_refs).await?);
+    supplied.extend(given(&b.inputs));
+    let selective = !sel.stages.is_empty();
+    let exec =
+        launch_planned(&app, &p, &scope, &doc, planned, supplied, mode, selective, Some(launch::derived_from(&orig)))
+            .await?;
+    Ok((StatusCode::CREATED, Json(exec)))
+}
+
+/// Resume a failed or aborted execution from its failed stage, reusing what succeeded.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/retry", tag = "executions", params(("id" = String, Path)), request_body = RetryBody, responses((status = 201, description = "Started"), (status = 422, description = "Nothing to retry")))]
+pub async fn retry(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Body(b): Body<RetryBody>,
+) -> ApiResult<(StatusCode, Json<Execution>)> {
+    let (orig, scope) = execution_for(&app, &p, &id, "pipeline:execute").await?;
+    let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
+    let sel = launch::retry_selection(app.store.as_ref(), &orig, &doc, b.stage.as_deref(), b.only_failed).await?;
+    let planned = launch::plan(&doc, &sel, Some(app.store.as_ref())).await?;
+    let mut supplied = launch::original_inputs(&orig);
+    supplied.extend(given(&b.inputs));
+    let exec =
+        launch_planned(&app, &p, &scope, &doc, planned, supplied, Mode::Retry, true, Some(launch::derived_from(&orig)))
+            .await?;
+    Ok((StatusCode::CREATED, Json(exec)))
+}

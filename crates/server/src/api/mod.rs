@@ -1,0 +1,104 @@
+//! The `/api/v1` routes, one module per area: scopes (organizations, projects), pipelines and the entities a
+//! project holds (input sets, services, environments, infrastructure definitions, secrets), executions (run,
+//! plan, history, logs, live logs, abort, approvals, re-run, retry), and access (login, users, service
+//! accounts, tokens, roles, resource groups, role bindings, audit). Shared helpers live here.
+
+mod access;
+mod executions;
+mod pipelines;
+mod scopes;
+
+use crate::App;
+use crate::auth::Principal;
+use crate::error::{ApiResult, identifier};
+use crate::rbac::Scope;
+use std::sync::Arc;
+use store::{Record, now_ms};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+/// Every API route.
+pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
+    r.routes(routes!(scopes::list_orgs, scopes::create_org))
+        .routes(routes!(scopes::get_org, scopes::update_org, scopes::delete_org))
+        .routes(routes!(scopes::list_projects, scopes::create_project))
+        .routes(routes!(scopes::get_project, scopes::update_project, scopes::delete_project))
+        .routes(routes!(pipelines::list_pipelines, pipelines::create_pipeline))
+        .routes(routes!(pipelines::get_pipeline, pipelines::put_pipeline, pipelines::delete_pipeline))
+        .routes(routes!(pipelines::pipeline_version))
+        .routes(routes!(pipelines::list_entities, pipelines::create_entity))
+        .routes(routes!(pipelines::get_entity, pipelines::put_entity, pipelines::delete_entity))
+        .routes(routes!(executions::plan))
+        .routes(routes!(executions::execute))
+        .routes(routes!(executions::list))
+        .routes(routes!(executions::get))
+        .routes(routes!(executions::nodes))
+        .routes(routes!(executions::transitions))
+        .routes(routes!(executions::logs))
+        .routes(routes!(executions::stream))
+        .routes(routes!(executions::abort))
+        .routes(routes!(executions::approve))
+        .routes(routes!(executions::reject))
+        .routes(routes!(executions::intervene))
+        .routes(routes!(executions::rerun))
+        .routes(routes!(executions::retry))
+        .routes(routes!(access::login))
+        .routes(routes!(access::whoami))
+        .routes(routes!(access::list_users, access::create_user))
+        .routes(routes!(access::delete_user))
+        .routes(routes!(access::list_service_accounts, access::create_service_account))
+        .routes(routes!(access::delete_service_account))
+        .routes(routes!(access::list_tokens, access::create_token))
+        .routes(routes!(access::revoke_token))
+        .routes(routes!(access::list_roles, access::create_role))
+        .routes(routes!(access::delete_role))
+        .routes(routes!(access::list_resource_groups, access::create_resource_group))
+        .routes(routes!(access::delete_resource_group))
+        .routes(routes!(access::list_bindings, access::create_binding))
+        .routes(routes!(access::delete_binding))
+        .routes(routes!(access::audit))
+}
+
+/// A new record.
+fn record(kind: &str, scope: &Scope, id: &str, body: serde_json::Value) -> Record {
+    let now = now_ms();
+    Record {
+        kind: kind.into(),
+        org: scope.org.clone(),
+        project: scope.project.clone(),
+        identifier: id.into(),
+        body,
+        created_at: now,
+        updated_at: now,
+    }
+}
+
+/// Check a project path: valid identifiers, and the org and project exist (404 to those who may see the
+/// scope, 403 to the others).
+async fn project_scope(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<Scope> {
+    identifier("organization", org)?;
+    identifier("project", project)?;
+    let scope = Scope::project(org, project);
+    if app.store.record("project", org, "", project).await?.is_none() {
+        return Err(app.not_found(p, &scope, format!("no project `{project}` in organization `{org}`")).await);
+    }
+    Ok(scope)
+}
+
+/// The record as the API shows it: identifier, scope, times and the body's fields.
+fn view(r: &Record) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "identifier": r.identifier, "org": r.org, "project": r.project,
+        "created_at": r.created_at, "updated_at": r.updated_at,
+    });
+    if let (Some(obj), Some(body)) = (v.as_object_mut(), r.body.as_object()) {
+        for (k, val) in body {
+            // Never returned: secret values, password hashes.
+            if k == "value" || k == "password_hash" {
+                continue;
+            }
+            obj.insert(k.clone(), val.clone());
+        }
+    }
+    v
+}

@@ -1,0 +1,222 @@
+//! Who is calling: API tokens (random, shown once, kept as SHA-256, with expiry and revocation) for users
+//! and service accounts, argon2 password hashes for users, the middleware that turns `Authorization: Bearer …`
+//! into a [`Principal`] (or a 401), the login rate limiter, and the permission checks handlers call.
+
+use crate::App;
+use crate::error::{ApiError, ApiResult};
+use crate::rbac::{PrincipalRef, Resource, Scope};
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
+use axum::extract::{ConnectInfo, Request, State};
+use axum::middleware::Next;
+use axum::response::Response;
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::{Token, now_ms};
+
+/// The authenticated caller.
+#[derive(Debug, Clone)]
+pub struct Principal {
+    /// Kind and id.
+    pub who: PrincipalRef,
+    /// The scope a service account belongs to (account for users).
+    pub scope: Scope,
+    /// The token used.
+    pub token_id: String,
+    /// The client address.
+    pub address: String,
+}
+
+impl Principal {
+    /// `alice`, or `sa:ci` for a service account: what executions record as `triggered_by`.
+    pub fn display(&self) -> String {
+        if self.who.kind == "user" { self.who.id.clone() } else { format!("sa:{}", self.who.id) }
+    }
+}
+
+/// A new token secret: `pw_` and 64 hex characters (256 random bits).
+pub fn new_secret() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rng().fill_bytes(&mut bytes);
+    format!("pw_{}", hex(&bytes))
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// SHA-256 of a token secret, hex.
+pub fn hash_secret(secret: &str) -> String {
+    hex(&Sha256::digest(secret.as_bytes()))
+}
+
+/// An argon2id hash of a password.
+pub fn hash_password(password: &str) -> ApiResult<String> {
+    let mut salt = [0u8; 16];
+    rand::rng().fill_bytes(&mut salt);
+    let salt = SaltString::encode_b64(&salt).map_err(|e| ApiError::Internal(e.to_string()))?;
+    argon2::Argon2::default()
+        .hash_password(password.as_bytes(), &salt)
+        .map(|h| h.to_string())
+        .map_err(|e| ApiError::Internal(e.to_string()))
+}
+
+/// Whether `password` matches an argon2 hash.
+pub fn verify_password(password: &str, hash: &str) -> bool {
+    PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
+}
+
+/// Create and store a token for a principal; returns the record and the secret (shown once).
+pub async fn issue_token(
+    store: &dyn store::Store,
+    name: &str,
+    who: &PrincipalRef,
+    scope: &Scope,
+    expires_at: Option<i64>,
+) -> ApiResult<(Token, String)> {
+    let secret = new_secret();
+    let t = Token {
+        id: ulid::Ulid::new().to_string(),
+        name: name.to_string(),
+        principal_kind: who.kind.clone(),
+        principal_id: who.id.clone(),
+        principal_org: scope.org.clone(),
+        principal_project: scope.project.clone(),
+        hash: hash_secret(&secret),
+        created_at: now_ms(),
+        expires_at,
+        revoked_at: None,
+    };
+    store.put_token(&t).await?;
+    Ok((t, secret))
+}
+
+/// Requests that need no token.
+fn public(path: &str) -> bool {
+    matches!(path, "/api/v1/auth/login" | "/api/v1/openapi.json" | "/healthz" | "/readyz" | "/metrics")
+}
+
+/// The middleware: authenticate every request but the public ones.
+pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Result<Response, ApiError> {
+    let address = req
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip().to_string())
+        .unwrap_or_else(|| "unknown".into());
+    if public(req.uri().path()) {
+        req.extensions_mut().insert(ClientAddr(address));
+        return Ok(next.run(req).await);
+    }
+    let header = req.headers().get(axum::http::header::AUTHORIZATION).and_then(|h| h.to_str().ok());
+    let Some(secret) = header.and_then(|h| h.strip_prefix("Bearer ")) else {
+        return Err(ApiError::Unauthorized(
+            "no credentials: send `Authorization: Bearer <token>` (POST /api/v1/auth/login gives one)".into(),
+        ));
+    };
+    let token = app
+        .store
+        .token_by_hash(&hash_secret(secret.trim()))
+        .await?
+        .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
+    if token.revoked_at.is_some() {
+        return Err(ApiError::Unauthorized("the token was revoked".into()));
+    }
+    if token.expires_at.is_some_and(|e| e <= now_ms()) {
+        return Err(ApiError::Unauthorized("the token has expired; create a new one".into()));
+    }
+    let principal = Principal {
+        who: PrincipalRef { kind: token.principal_kind.clone(), id: token.principal_id.clone() },
+        scope: Scope { org: token.principal_org.clone(), project: token.principal_project.clone() },
+        token_id: token.id,
+        address,
+    };
+    req.extensions_mut().insert(principal);
+    Ok(next.run(req).await)
+}
+
+/// The client address of a request that needs no token.
+#[derive(Debug, Clone)]
+pub struct ClientAddr(pub String);
+
+impl App {
+    /// Require a permission on a resource (403 naming it otherwise).
+    pub async fn require(&self, p: &Principal, permission: &str, r: &Resource) -> ApiResult<()> {
+        let policy = self.policy().await?;
+        if policy.allows(&p.who, permission, r) {
+            return Ok(());
+        }
+        let what = if r.id.is_empty() {
+            format!("{}s in {}", r.rtype, r.scope.describe())
+        } else {
+            format!("{} `{}` in {}", r.rtype, r.id, r.scope.describe())
+        };
+        Err(ApiError::forbidden(permission, &what))
+    }
+
+    /// Require a permission on some resource of a type in a scope (before the body says which).
+    pub async fn require_some(&self, p: &Principal, permission: &str, rtype: &str, scope: &Scope) -> ApiResult<()> {
+        if self.policy().await?.allows_some(&p.who, permission, rtype, scope) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(permission, &format!("{rtype}s in {}", scope.describe())))
+        }
+    }
+
+    /// Whether a permission is held (no error).
+    pub async fn may(&self, p: &Principal, permission: &str, r: &Resource) -> ApiResult<bool> {
+        Ok(self.policy().await?.allows(&p.who, permission, r))
+    }
+
+    /// A 404 for principals who may view the scope, a 403 for the others (who must not learn what exists).
+    pub async fn not_found(&self, p: &Principal, scope: &Scope, message: String) -> ApiError {
+        match self.policy().await {
+            Ok(policy) if policy.sees_scope(&p.who, scope) => ApiError::NotFound(message),
+            Ok(_) => {
+                let (perm, id) =
+                    if scope.project.is_empty() { ("org:view", &scope.org) } else { ("project:view", &scope.project) };
+                ApiError::forbidden(perm, &format!("{} (`{id}`)", scope.describe()))
+            }
+            Err(e) => e,
+        }
+    }
+}
+
+/// Failed logins per user name and address; after 5 in a minute, logins are refused for the rest of it.
+#[derive(Default)]
+pub struct LoginLimiter {
+    failures: std::sync::Mutex<HashMap<String, (u32, Instant)>>,
+}
+
+impl LoginLimiter {
+    const MAX: u32 = 5;
+    const WINDOW: Duration = Duration::from_secs(60);
+
+    /// Refuse when the key is locked out.
+    pub fn check(&self, key: &str) -> ApiResult<()> {
+        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        match map.get(key) {
+            Some((n, since)) if *n >= Self::MAX && since.elapsed() < Self::WINDOW => {
+                Err(ApiError::TooManyRequests("too many failed logins; wait a minute before trying again".into()))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Count a failure.
+    pub fn failed(&self, key: &str) {
+        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
+        if e.1.elapsed() >= Self::WINDOW {
+            *e = (0, Instant::now());
+        }
+        e.0 += 1;
+    }
+
+    /// Forget the failures after a success.
+    pub fn succeeded(&self, key: &str) {
+        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    }
+}

@@ -1,0 +1,169 @@
+//! The API's errors: one enum mapped to an HTTP status and a JSON body `{"error": code, "message": …}` (plus
+//! the missing permission for 403s and the diagnostics with line and column for invalid YAML), and the JSON
+//! extractor that turns malformed bodies and wrong content types into the same shape.
+
+use axum::Json;
+use axum::extract::{FromRequest, Request, rejection::JsonRejection};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+/// Why a request failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    /// The request is malformed.
+    #[error("{0}")]
+    BadRequest(String),
+    /// No valid credentials.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The principal lacks a permission.
+    #[error("{message}")]
+    Forbidden {
+        /// The permission (`pipeline:execute`).
+        permission: String,
+        /// Says which and on what.
+        message: String,
+    },
+    /// Nothing there.
+    #[error("{0}")]
+    NotFound(String),
+    /// It exists already, or the state forbids it.
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many attempts.
+    #[error("{0}")]
+    TooManyRequests(String),
+    /// The body is larger than the server accepts.
+    #[error("{0}")]
+    TooLarge(String),
+    /// The body's content type is not accepted.
+    #[error("{0}")]
+    UnsupportedMediaType(String),
+    /// Planning, validating or launching failed.
+    #[error("{0}")]
+    Launch(#[from] launch::LaunchError),
+    /// Something broke on our side.
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl From<store::StoreError> for ApiError {
+    fn from(e: store::StoreError) -> Self {
+        match e {
+            store::StoreError::NotFound(m) => ApiError::NotFound(m),
+            other => ApiError::Internal(other.to_string()),
+        }
+    }
+}
+
+impl ApiError {
+    /// A 403 naming the missing permission.
+    pub fn forbidden(permission: &str, what: &str) -> Self {
+        ApiError::Forbidden {
+            permission: permission.into(),
+            message: format!("missing permission `{permission}` on {what}"),
+        }
+    }
+
+    fn status(&self) -> StatusCode {
+        match self {
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden { .. } => StatusCode::FORBIDDEN,
+            ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::Launch(launch::LaunchError::Store(store::StoreError::NotFound(_))) => StatusCode::NOT_FOUND,
+            ApiError::Launch(launch::LaunchError::Store(_)) => StatusCode::INTERNAL_SERVER_ERROR,
+            ApiError::Launch(launch::LaunchError::Unsatisfiable(_)) => StatusCode::CONFLICT,
+            ApiError::Launch(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let body = match &self {
+            ApiError::Launch(e) => e.to_json(),
+            ApiError::Forbidden { permission, message } => {
+                serde_json::json!({"error": "forbidden", "message": message, "permission": permission})
+            }
+            other => {
+                let code = match other {
+                    ApiError::BadRequest(_) => "bad_request",
+                    ApiError::Unauthorized(_) => "unauthorized",
+                    ApiError::NotFound(_) => "not_found",
+                    ApiError::Conflict(_) => "conflict",
+                    ApiError::TooManyRequests(_) => "too_many_requests",
+                    ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+                    ApiError::TooLarge(_) => "payload_too_large",
+                    _ => "internal",
+                };
+                if matches!(other, ApiError::Internal(_)) {
+                    tracing::error!("internal error: {other}");
+                }
+                serde_json::json!({"error": code, "message": other.to_string()})
+            }
+        };
+        let mut resp = (status, Json(body)).into_response();
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            resp.headers_mut().insert("retry-after", axum::http::HeaderValue::from_static("60"));
+        }
+        resp
+    }
+}
+
+/// Results of handlers.
+pub type ApiResult<T> = Result<T, ApiError>;
+
+/// A JSON body whose rejections (malformed JSON, wrong content type, wrong shape) are [`ApiError`]s.
+pub struct Body<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        match Json::<T>::from_request(req, state).await {
+            Ok(Json(v)) => Ok(Body(v)),
+            Err(JsonRejection::MissingJsonContentType(_)) => {
+                Err(ApiError::UnsupportedMediaType("expected `Content-Type: application/json`".into()))
+            }
+            Err(JsonRejection::JsonSyntaxError(e)) => {
+                Err(ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())))
+            }
+            Err(JsonRejection::JsonDataError(e)) => {
+                Err(ApiError::BadRequest(format!("unexpected JSON: {}", e.body_text())))
+            }
+            Err(JsonRejection::BytesRejection(e)) => {
+                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                    Err(ApiError::TooLarge("the body is larger than the server accepts (--max-body)".into()))
+                } else {
+                    Err(ApiError::BadRequest(e.body_text()))
+                }
+            }
+            Err(other) => Err(ApiError::BadRequest(other.body_text())),
+        }
+    }
+}
+
+/// Check an identifier from a path or a body: Harness's rule (a letter or `_`, then letters, digits, `_`, `$`;
+/// at most 128 characters), which also keeps `..`, `/` and quotes out of every identifier.
+pub fn identifier(what: &str, id: &str) -> ApiResult<()> {
+    let mut chars = id.chars();
+    let ok = id.len() <= 128
+        && chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && chars.all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '$');
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::BadRequest(format!(
+            "`{}` is not a valid {what} identifier: use a letter or `_` first, then letters, digits, `_` or `$` (at most 128)",
+            id.chars().take(80).collect::<String>()
+        )))
+    }
+}

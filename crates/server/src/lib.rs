@@ -1,0 +1,328 @@
+//! `pipewright serve`: the REST API over the same store and engine the CLI uses. This file owns the shared
+//! application state ([`App`]), the router (every route registered through utoipa so the OpenAPI document at
+//! `/api/v1/openapi.json` is generated from the code and lists exactly the routes served), the HTTP layers
+//! (tracing, compression, timeouts, body limits, metrics), start-up (migrations, bootstrap admin, failing
+//! executions a previous server left unfinished) and graceful shutdown.
+
+mod api;
+pub mod auth;
+pub mod error;
+pub mod rbac;
+mod runner;
+
+use crate::error::ApiResult;
+use crate::rbac::{Binding, Policy, PrincipalRef, ResourceGroup, Role, Scope};
+use axum::Router;
+use axum::extract::{MatchedPath, Request};
+use axum::middleware::Next;
+use axum::response::Response;
+use metrics_exporter_prometheus::PrometheusHandle;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::{AuditEvent, Record, Store, now_ms};
+use tokio::sync::RwLock;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+pub use runner::Runner;
+
+/// How the server runs.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// Where the working directories live.
+    pub state_dir: PathBuf,
+    /// Largest request body, bytes.
+    pub max_body: usize,
+    /// Longest a request may take (streams excepted).
+    pub request_timeout: Duration,
+    /// How long running executions get to finish at shutdown before they are aborted.
+    pub shutdown_grace: Duration,
+    /// The admin's password, when given; otherwise a bootstrap token is printed at first start.
+    pub admin_password: Option<String>,
+}
+
+/// Shared state of a running server.
+pub struct App {
+    /// The store.
+    pub store: Arc<dyn Store>,
+    /// Configuration.
+    pub config: Config,
+    /// Background executions.
+    pub runner: Arc<Runner>,
+    policy: RwLock<Option<(Instant, Arc<Policy>)>>,
+    /// Failed logins.
+    pub logins: auth::LoginLimiter,
+    metrics: Option<PrometheusHandle>,
+}
+
+/// How long a loaded policy is trusted before it is read again (writes through this server invalidate it at
+/// once; the lifetime bounds how long another server's change takes to apply).
+const POLICY_TTL: Duration = Duration::from_secs(2);
+
+impl App {
+    /// The roles, resource groups and bindings in force.
+    pub async fn policy(&self) -> ApiResult<Arc<Policy>> {
+        if let Some((at, p)) = self.policy.read().await.as_ref()
+            && at.elapsed() < POLICY_TTL
+        {
+            return Ok(p.clone());
+        }
+        let mut policy = Policy::default();
+        for r in self.store.records("role", None, None).await? {
+            if let Ok(role) = serde_json::from_value::<Role>(r.body.clone()) {
+                policy.roles.push((Scope { org: r.org, project: r.project }, role));
+            }
+        }
+        for r in self.store.records("resource_group", None, None).await? {
+            if let Ok(g) = serde_json::from_value::<ResourceGroup>(r.body.clone()) {
+                policy.groups.push((Scope { org: r.org, project: r.project }, g));
+            }
+        }
+        for r in self.store.records("role_binding", None, None).await? {
+            if let Ok(b) = serde_json::from_value::<Binding>(r.body.clone()) {
+                policy.bindings.push(b);
+            }
+        }
+        let p = Arc::new(policy);
+        *self.policy.write().await = Some((Instant::now(), p.clone()));
+        Ok(p)
+    }
+
+    /// Forget the cached policy (after a change to roles, groups or bindings).
+    pub async fn policy_changed(&self) {
+        *self.policy.write().await = None;
+    }
+
+    /// Record an audited action.
+    #[allow(clippy::too_many_arguments)]
+    pub async fn audit(
+        &self,
+        who: &str,
+        address: &str,
+        action: &str,
+        resource_type: &str,
+        resource: &str,
+        scope: &Scope,
+        detail: serde_json::Value,
+    ) -> ApiResult<()> {
+        self.store
+            .audit(&AuditEvent {
+                id: 0,
+                at: now_ms(),
+                principal: who.to_string(),
+                action: action.into(),
+                resource_type: resource_type.into(),
+                resource: resource.into(),
+                org: scope.org.clone(),
+                project: scope.project.clone(),
+                address: address.into(),
+                detail,
+            })
+            .await?;
+        Ok(())
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(title = "pipewright", description = "Harness-style pipelines: run, select stages, re-run, retry — with RBAC."),
+    components(schemas(rbac::Scope, rbac::Role, rbac::ResourceGroup, rbac::ResourceFilter, rbac::PrincipalRef, rbac::Binding)),
+    modifiers(&BearerAuth)
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityRequirement, SecurityScheme};
+        if let Some(c) = openapi.components.as_mut() {
+            c.add_security_scheme(
+                "bearer",
+                SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+            );
+        }
+        openapi.security = Some(vec![SecurityRequirement::new("bearer", Vec::<String>::new())]);
+    }
+}
+
+/// The router and the OpenAPI document it was built with.
+pub fn router(app: Arc<App>) -> (Router, utoipa::openapi::OpenApi) {
+    let (api, doc) = api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi())).split_for_parts();
+    let doc_json = Arc::new(doc.clone());
+    let mut router = api
+        .route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json((*doc_json).clone()) }))
+        .route("/healthz", axum::routing::get(|| async { "ok" }))
+        .route("/readyz", axum::routing::get(readyz))
+        .route("/metrics", axum::routing::get(metrics_text))
+        .with_state(app.clone());
+    router = router
+        .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))
+        .layer(axum::middleware::from_fn(track_http))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            axum::http::StatusCode::REQUEST_TIMEOUT,
+            app.config.request_timeout,
+        ))
+        .layer(tower_http::limit::RequestBodyLimitLayer::new(app.config.max_body))
+        .layer(axum::extract::DefaultBodyLimit::disable())
+        .layer(tower_http::compression::CompressionLayer::new())
+        .layer(tower_http::trace::TraceLayer::new_for_http());
+    (router, doc)
+}
+
+async fn readyz(axum::extract::State(app): axum::extract::State<Arc<App>>) -> Response {
+    use axum::response::IntoResponse;
+    match app.store.records("org", None, None).await {
+        Ok(_) if !app.runner.stopping() => "ready".into_response(),
+        Ok(_) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(),
+        Err(e) => (axum::http::StatusCode::SERVICE_UNAVAILABLE, e.to_string()).into_response(),
+    }
+}
+
+async fn metrics_text(axum::extract::State(app): axum::extract::State<Arc<App>>) -> String {
+    app.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
+}
+
+/// Time every request; the route template (not the concrete path) labels it. Requests that are not streams get
+/// a timeout.
+async fn track_http(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().to_string();
+    let route =
+        req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
+    let resp = next.run(req).await;
+    metrics::histogram!("pipewright_http_request_duration_seconds", "method" => method, "route" => route,
+        "status" => resp.status().as_u16().to_string())
+    .record(start.elapsed().as_secs_f64());
+    resp
+}
+
+fn install_metrics() -> Option<PrometheusHandle> {
+    use metrics_exporter_prometheus::{Matcher, PrometheusBuilder};
+    let buckets = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 300.0];
+    let recorder = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &buckets)
+        .ok()?
+        .build_recorder();
+    let handle = recorder.handle();
+    metrics::set_global_recorder(recorder).ok()?;
+    metrics::describe_counter!("pipewright_executions_started_total", "Executions started by this server");
+    metrics::describe_counter!("pipewright_executions_finished_total", "Executions ended, by status");
+    metrics::describe_histogram!("pipewright_step_duration_seconds", "Step durations");
+    metrics::describe_gauge!("pipewright_queue_depth", "Executions queued or running on this server");
+    metrics::describe_histogram!("pipewright_http_request_duration_seconds", "HTTP request durations");
+    let upkeep = handle.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            upkeep.run_upkeep();
+        }
+    });
+    Some(handle)
+}
+
+/// Build the application: fail what a previous server left running, make sure an admin exists.
+pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, Option<String>), String> {
+    let interrupted = store
+        .fail_unfinished("interrupted: the server stopped while this execution was running; retry it to resume from the failed stage")
+        .await
+        .map_err(|e| e.to_string())?;
+    for id in &interrupted {
+        tracing::warn!("execution {id} was left unfinished by a previous server; marked Failed");
+    }
+    let app = Arc::new(App {
+        store: store.clone(),
+        runner: Arc::new(Runner::new(store.clone(), config.state_dir.clone())),
+        config,
+        policy: RwLock::new(None),
+        logins: auth::LoginLimiter::default(),
+        metrics: install_metrics(),
+    });
+    let bootstrap = bootstrap(&app).await.map_err(|e| e.to_string())?;
+    Ok((app, bootstrap))
+}
+
+/// First start: the `admin` user with Account Admin on everything, and the `default` organization and project.
+/// Returns a one-time bootstrap token when no password was given.
+async fn bootstrap(app: &App) -> ApiResult<Option<String>> {
+    let now = now_ms();
+    let record = |kind: &str, org: &str, project: &str, id: &str, body: serde_json::Value| Record {
+        kind: kind.into(),
+        org: org.into(),
+        project: project.into(),
+        identifier: id.into(),
+        body,
+        created_at: now,
+        updated_at: now,
+    };
+    app.store.put_record(&record("org", "", "", "default", serde_json::json!({"name": "Default"})), false).await?;
+    app.store
+        .put_record(&record("project", "default", "", "default", serde_json::json!({"name": "Default Project"})), false)
+        .await?;
+    if app.store.record("user", "", "", "admin").await?.is_some() {
+        if let Some(pw) = &app.config.admin_password {
+            let mut u = app
+                .store
+                .record("user", "", "", "admin")
+                .await?
+                .unwrap_or_else(|| record("user", "", "", "admin", serde_json::json!({})));
+            u.body["password_hash"] = auth::hash_password(pw)?.into();
+            u.updated_at = now;
+            app.store.put_record(&u, true).await?;
+        }
+        return Ok(None);
+    }
+    let mut body = serde_json::json!({"email": null});
+    if let Some(pw) = &app.config.admin_password {
+        body["password_hash"] = auth::hash_password(pw)?.into();
+    }
+    app.store.put_record(&record("user", "", "", "admin", body), false).await?;
+    let binding = Binding {
+        identifier: "admin_account_admin".into(),
+        scope: Scope::account(),
+        principal: PrincipalRef { kind: "user".into(), id: "admin".into() },
+        role: "_account_admin".into(),
+        resource_group: "_all_resources_including_child_scopes".into(),
+    };
+    app.store
+        .put_record(
+            &record("role_binding", "", "", &binding.identifier, serde_json::to_value(&binding).unwrap_or_default()),
+            false,
+        )
+        .await?;
+    app.audit("system", "local", "bootstrap", "user", "admin", &Scope::account(), serde_json::json!({})).await?;
+    if app.config.admin_password.is_some() {
+        return Ok(None);
+    }
+    let (_, secret) = auth::issue_token(
+        app.store.as_ref(),
+        "bootstrap",
+        &PrincipalRef { kind: "user".into(), id: "admin".into() },
+        &Scope::account(),
+        None,
+    )
+    .await?;
+    Ok(Some(secret))
+}
+
+/// Serve until `shutdown` resolves, then let running executions finish (up to the grace period; the rest are
+/// aborted and recorded as such).
+pub async fn serve(
+    app: Arc<App>,
+    listener: tokio::net::TcpListener,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (router, _) = router(app.clone());
+    let runner_app = app.clone();
+    let stop = async move {
+        shutdown.await;
+        runner_app.runner.begin_stop();
+    };
+    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(stop)
+        .await?;
+    app.runner.finish(app.config.shutdown_grace).await;
+    Ok(())
+}

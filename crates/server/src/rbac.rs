@@ -1,0 +1,401 @@
+//! The access model Harness users know, as pure data and one decision function: permissions per resource
+//! type, built-in and custom roles, resource groups (all resources of a scope, optionally with its child
+//! scopes, or a named list), and role bindings (principal + role + resource group at a scope). A principal may
+//! do something to a resource when one of its bindings sits at a scope that contains the resource, its role
+//! holds the permission and its resource group includes the resource.
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// Every permission, `resource_type:action`.
+pub const PERMISSIONS: &[&str] = &[
+    "org:view",
+    "org:create_edit",
+    "org:delete",
+    "project:view",
+    "project:create_edit",
+    "project:delete",
+    "pipeline:view",
+    "pipeline:create_edit",
+    "pipeline:delete",
+    "pipeline:execute",
+    "execution:view",
+    "execution:abort",
+    "input_set:view",
+    "input_set:create_edit",
+    "input_set:delete",
+    "service:view",
+    "service:create_edit",
+    "service:delete",
+    "service:access",
+    "environment:view",
+    "environment:create_edit",
+    "environment:delete",
+    "environment:access",
+    "secret:view",
+    "secret:create_edit",
+    "secret:delete",
+    "secret:access",
+    "user:manage",
+    "role:manage",
+    "audit:view",
+];
+
+/// A scope: the account (`org` and `project` empty), an organization, or a project.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
+pub struct Scope {
+    /// Organization ('' for the account).
+    #[serde(default)]
+    pub org: String,
+    /// Project ('' for the account or an organization).
+    #[serde(default)]
+    pub project: String,
+}
+
+impl Scope {
+    /// The account.
+    pub fn account() -> Scope {
+        Scope::default()
+    }
+
+    /// An organization.
+    pub fn org(org: &str) -> Scope {
+        Scope { org: org.into(), project: String::new() }
+    }
+
+    /// A project.
+    pub fn project(org: &str, project: &str) -> Scope {
+        Scope { org: org.into(), project: project.into() }
+    }
+
+    /// Whether `other` is this scope or inside it.
+    pub fn contains(&self, other: &Scope) -> bool {
+        self.org.is_empty() || (self.org == other.org && (self.project.is_empty() || self.project == other.project))
+    }
+
+    /// `account`, `org/o`, `project o/p`.
+    pub fn describe(&self) -> String {
+        match (self.org.as_str(), self.project.as_str()) {
+            ("", _) => "the account".into(),
+            (o, "") => format!("organization `{o}`"),
+            (o, p) => format!("project `{o}/{p}`"),
+        }
+    }
+}
+
+/// A role: a set of permissions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Role {
+    /// Identifier (built-in ones start with `_`).
+    pub identifier: String,
+    /// Display name.
+    pub name: String,
+    /// Permissions (`pipeline:execute`, …).
+    pub permissions: Vec<String>,
+}
+
+/// The built-in roles.
+pub fn builtin_roles() -> Vec<Role> {
+    let all = || PERMISSIONS.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+    let role = |id: &str, name: &str, perms: Vec<String>| Role {
+        identifier: id.into(),
+        name: name.into(),
+        permissions: perms,
+    };
+    vec![
+        role("_account_admin", "Account Admin", all()),
+        role(
+            "_organization_admin",
+            "Organization Admin",
+            all().into_iter().filter(|p| p != "org:create_edit").collect(),
+        ),
+        role(
+            "_project_admin",
+            "Project Admin",
+            all()
+                .into_iter()
+                .filter(|p| !p.starts_with("org:") && p != "audit:view")
+                .chain(["org:view".into()])
+                .collect(),
+        ),
+        role(
+            "_project_viewer",
+            "Project Viewer",
+            all().into_iter().filter(|p| p.ends_with(":view") && p != "audit:view").collect(),
+        ),
+        role(
+            "_pipeline_executor",
+            "Pipeline Executor",
+            [
+                "org:view",
+                "project:view",
+                "pipeline:view",
+                "pipeline:execute",
+                "execution:view",
+                "execution:abort",
+                "input_set:view",
+                "service:view",
+                "service:access",
+                "environment:view",
+                "environment:access",
+                "secret:access",
+            ]
+            .map(String::from)
+            .to_vec(),
+        ),
+    ]
+}
+
+/// One entry of a resource group's list.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceFilter {
+    /// Resource type (`pipeline`, `secret`, …).
+    pub resource_type: String,
+    /// Only these identifiers (none: every resource of the type).
+    #[serde(default)]
+    pub identifiers: Option<Vec<String>>,
+}
+
+/// A resource group.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct ResourceGroup {
+    /// Identifier (built-in ones start with `_`).
+    pub identifier: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Include resources of the scopes below (an organization's projects).
+    #[serde(default)]
+    pub include_child_scopes: bool,
+    /// Every resource (of the scope, and of child scopes when included).
+    #[serde(default)]
+    pub all_resources: bool,
+    /// Otherwise, these.
+    #[serde(default)]
+    pub resources: Vec<ResourceFilter>,
+}
+
+/// The built-in resource groups.
+pub fn builtin_resource_groups() -> Vec<ResourceGroup> {
+    vec![
+        ResourceGroup {
+            identifier: "_all_resources_including_child_scopes".into(),
+            name: "All Resources Including Child Scopes".into(),
+            include_child_scopes: true,
+            all_resources: true,
+            resources: vec![],
+        },
+        ResourceGroup {
+            identifier: "_all_project_level_resources".into(),
+            name: "All Project Level Resources".into(),
+            include_child_scopes: false,
+            all_resources: true,
+            resources: vec![],
+        },
+    ]
+}
+
+/// Who a binding is for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PrincipalRef {
+    /// `user` or `service_account`.
+    pub kind: String,
+    /// User name or service account identifier.
+    pub id: String,
+}
+
+/// A role binding: principal + role + resource group at a scope.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Binding {
+    /// Identifier.
+    pub identifier: String,
+    /// Where it applies.
+    pub scope: Scope,
+    /// Who.
+    pub principal: PrincipalRef,
+    /// Role identifier.
+    pub role: String,
+    /// Resource group identifier.
+    pub resource_group: String,
+}
+
+/// A resource something is done to.
+#[derive(Debug, Clone)]
+pub struct Resource {
+    /// Its type as resource groups name it (`pipeline`, `secret`, `project`, …; executions are their pipeline's).
+    pub rtype: String,
+    /// Its identifier ('' for "any of the type", e.g. creating a new one).
+    pub id: String,
+    /// Where it lives (a project is its own scope).
+    pub scope: Scope,
+}
+
+impl Resource {
+    /// A resource of a type in a scope.
+    pub fn new(rtype: &str, id: &str, scope: Scope) -> Resource {
+        Resource { rtype: rtype.into(), id: id.into(), scope }
+    }
+}
+
+/// The roles, resource groups and bindings in force.
+#[derive(Debug, Clone, Default)]
+pub struct Policy {
+    /// Custom roles with the scope they are defined at.
+    pub roles: Vec<(Scope, Role)>,
+    /// Custom resource groups with their scope.
+    pub groups: Vec<(Scope, ResourceGroup)>,
+    /// Every binding.
+    pub bindings: Vec<Binding>,
+}
+
+impl Policy {
+    /// The role a binding at `scope` names: built-in, or custom at that scope or above.
+    pub fn role(&self, scope: &Scope, id: &str) -> Option<Role> {
+        if let Some(r) = builtin_roles().into_iter().find(|r| r.identifier == id) {
+            return Some(r);
+        }
+        self.roles.iter().find(|(s, r)| r.identifier == id && s.contains(scope)).map(|(_, r)| r.clone())
+    }
+
+    /// The resource group a binding at `scope` names.
+    pub fn group(&self, scope: &Scope, id: &str) -> Option<ResourceGroup> {
+        if let Some(g) = builtin_resource_groups().into_iter().find(|g| g.identifier == id) {
+            return Some(g);
+        }
+        self.groups.iter().find(|(s, g)| g.identifier == id && s == scope).map(|(_, g)| g.clone())
+    }
+
+    /// Whether the principal may do `permission` to `resource`.
+    pub fn allows(&self, principal: &PrincipalRef, permission: &str, resource: &Resource) -> bool {
+        self.bindings.iter().filter(|b| &b.principal == principal).any(|b| {
+            b.scope.contains(&resource.scope)
+                && self.role(&b.scope, &b.role).is_some_and(|r| r.permissions.iter().any(|p| p == permission))
+                && self.group(&b.scope, &b.resource_group).is_some_and(|g| group_includes(&g, &b.scope, resource))
+        })
+    }
+
+    /// Whether the principal may do `permission` to at least some resource of `rtype` in `scope` (checked before
+    /// the request body names which one).
+    pub fn allows_some(&self, principal: &PrincipalRef, permission: &str, rtype: &str, scope: &Scope) -> bool {
+        self.bindings.iter().filter(|b| &b.principal == principal).any(|b| {
+            b.scope.contains(scope)
+                && self.role(&b.scope, &b.role).is_some_and(|r| r.permissions.iter().any(|p| p == permission))
+                && self.group(&b.scope, &b.resource_group).is_some_and(|g| {
+                    (b.scope == *scope || g.include_child_scopes)
+                        && (g.all_resources || g.resources.iter().any(|f| f.resource_type == rtype))
+                })
+        })
+    }
+
+    /// Whether the principal holds any permission anywhere in (or above) `scope`: it may know the scope exists.
+    pub fn sees_scope(&self, principal: &PrincipalRef, scope: &Scope) -> bool {
+        let kind = if scope.project.is_empty() { "org" } else { "project" };
+        let id = if scope.project.is_empty() { &scope.org } else { &scope.project };
+        scope.org.is_empty() || self.allows(principal, &format!("{kind}:view"), &Resource::new(kind, id, scope.clone()))
+    }
+}
+
+fn group_includes(g: &ResourceGroup, at: &Scope, r: &Resource) -> bool {
+    let same_scope = *at == r.scope;
+    if !same_scope && !g.include_child_scopes {
+        return false;
+    }
+    g.all_resources
+        || g.resources.iter().any(|f| {
+            f.resource_type == r.rtype
+                && f.identifiers.as_ref().is_none_or(|ids| !r.id.is_empty() && ids.contains(&r.id))
+        })
+}
+
+/// Check a custom role's permissions; the first unknown one is the error.
+pub fn check_permissions(perms: &[String]) -> Result<(), String> {
+    match perms.iter().find(|p| !PERMISSIONS.contains(&p.as_str())) {
+        Some(p) => Err(format!("unknown permission `{p}`; known: {}", PERMISSIONS.join(", "))),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn user(id: &str) -> PrincipalRef {
+        PrincipalRef { kind: "user".into(), id: id.into() }
+    }
+
+    fn bind(p: &str, role: &str, group: &str, scope: Scope) -> Binding {
+        Binding {
+            identifier: format!("{p}-{role}"),
+            scope,
+            principal: user(p),
+            role: role.into(),
+            resource_group: group.into(),
+        }
+    }
+
+    #[test]
+    fn executor_can_execute_but_not_edit_and_only_in_its_project() {
+        let policy = Policy {
+            bindings: vec![bind(
+                "ex",
+                "_pipeline_executor",
+                "_all_project_level_resources",
+                Scope::project("default", "default"),
+            )],
+            ..Policy::default()
+        };
+        let here = Resource::new("pipeline", "deploy", Scope::project("default", "default"));
+        let there = Resource::new("pipeline", "deploy", Scope::project("default", "other"));
+        assert!(policy.allows(&user("ex"), "pipeline:execute", &here));
+        assert!(!policy.allows(&user("ex"), "pipeline:create_edit", &here));
+        assert!(!policy.allows(&user("ex"), "pipeline:execute", &there));
+        assert!(!policy.allows(&user("other"), "pipeline:view", &here));
+        assert!(policy.sees_scope(&user("ex"), &Scope::project("default", "default")));
+        assert!(!policy.sees_scope(&user("ex"), &Scope::project("default", "other")));
+    }
+
+    #[test]
+    fn named_resource_group_limits_to_listed_pipelines() {
+        let scope = Scope::project("o", "p");
+        let policy = Policy {
+            groups: vec![(
+                scope.clone(),
+                ResourceGroup {
+                    identifier: "prod_only".into(),
+                    name: "prod".into(),
+                    include_child_scopes: false,
+                    all_resources: false,
+                    resources: vec![ResourceFilter {
+                        resource_type: "pipeline".into(),
+                        identifiers: Some(vec!["deploy_prod".into()]),
+                    }],
+                },
+            )],
+            bindings: vec![bind("u", "_pipeline_executor", "prod_only", scope.clone())],
+            ..Policy::default()
+        };
+        assert!(policy.allows(
+            &user("u"),
+            "pipeline:execute",
+            &Resource::new("pipeline", "deploy_prod", scope.clone())
+        ));
+        assert!(!policy.allows(&user("u"), "pipeline:execute", &Resource::new("pipeline", "build", scope.clone())));
+        assert!(!policy.allows(&user("u"), "pipeline:execute", &Resource::new("pipeline", "", scope)));
+    }
+
+    #[test]
+    fn account_admin_everywhere_org_binding_needs_child_scopes() {
+        let policy = Policy {
+            bindings: vec![
+                bind("admin", "_account_admin", "_all_resources_including_child_scopes", Scope::account()),
+                bind("orgv", "_project_viewer", "_all_project_level_resources", Scope::org("o")),
+            ],
+            ..Policy::default()
+        };
+        let r = Resource::new("secret", "x", Scope::project("o", "p"));
+        assert!(policy.allows(&user("admin"), "secret:delete", &r));
+        // A group without child scopes at the org does not reach into its projects.
+        assert!(!policy.allows(&user("orgv"), "secret:view", &r));
+        assert!(check_permissions(&["pipeline:launch".into()]).is_err());
+    }
+}

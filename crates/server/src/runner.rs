@@ -1,0 +1,155 @@
+//! Executions started over the API run here, in the background, on the same engine the CLI uses. The runner
+//! keeps the running tasks (the queue depth), wakes live-log streams when an execution has news, records
+//! metrics (started, finished by status, step durations), and at shutdown lets running executions finish for
+//! a grace period before asking the rest to abort — so none is left `Running`.
+
+use engine::{Engine, EngineConfig, Entities, Event, Observer, Secrets, Seed};
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use store::{Execution, NodeKind, Store};
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+
+/// Background executions of one server.
+pub struct Runner {
+    store: Arc<dyn Store>,
+    state_dir: PathBuf,
+    tasks: Mutex<HashMap<String, JoinHandle<()>>>,
+    news: Mutex<HashMap<String, Arc<Notify>>>,
+    stopping: AtomicBool,
+    stop_notify: Arc<Notify>,
+}
+
+/// What a running execution needs.
+pub struct Job {
+    /// The recorded execution.
+    pub execution: Execution,
+    /// The pipeline with inputs applied.
+    pub pipeline: spec::Pipeline,
+    /// Services, environments, infrastructure definitions.
+    pub entities: Entities,
+    /// The secrets it may read.
+    pub secrets: Secrets,
+    /// Seeded values.
+    pub seed: Seed,
+    /// Who started it.
+    pub triggered_by: String,
+}
+
+struct Watch {
+    news: Arc<Notify>,
+}
+
+impl Observer for Watch {
+    fn event(&self, e: &Event) {
+        match e {
+            Event::Node(n) => {
+                if n.kind == NodeKind::Step
+                    && n.status.is_final()
+                    && let (Some(s), Some(e)) = (n.started_at, n.ended_at)
+                {
+                    metrics::histogram!("pipewright_step_duration_seconds").record((e - s) as f64 / 1000.0);
+                }
+            }
+            Event::Finished(status) => {
+                metrics::counter!("pipewright_executions_finished_total", "status" => status.to_string()).increment(1);
+            }
+            Event::Log { .. } => {}
+        }
+        self.news.notify_waiters();
+    }
+}
+
+impl Runner {
+    /// A runner over a store.
+    pub fn new(store: Arc<dyn Store>, state_dir: PathBuf) -> Runner {
+        Runner {
+            store,
+            state_dir,
+            tasks: Mutex::new(HashMap::new()),
+            news: Mutex::new(HashMap::new()),
+            stopping: AtomicBool::new(false),
+            stop_notify: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Whether the server is shutting down.
+    pub fn stopping(&self) -> bool {
+        self.stopping.load(Ordering::SeqCst)
+    }
+
+    /// Resolves when the server starts shutting down.
+    pub async fn stopped(&self) {
+        let n = self.stop_notify.notified();
+        if self.stopping() {
+            return;
+        }
+        n.await;
+    }
+
+    /// The notifier woken when execution `id` has news (a status change, a log line).
+    pub fn news(&self, id: &str) -> Arc<Notify> {
+        self.news.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default().clone()
+    }
+
+    fn depth(&self) -> usize {
+        let mut tasks = self.tasks.lock().unwrap_or_else(|e| e.into_inner());
+        tasks.retain(|_, t| !t.is_finished());
+        tasks.len()
+    }
+
+    /// Run a recorded execution in the background.
+    pub fn start(self: &Arc<Self>, job: Job) {
+        metrics::counter!("pipewright_executions_started_total").increment(1);
+        let id = job.execution.id.clone();
+        let news = self.news(&id);
+        let me = self.clone();
+        let handle = tokio::spawn(async move {
+            let mut config = EngineConfig::new(&me.state_dir);
+            config.triggered_by = job.triggered_by.clone();
+            let engine = Engine::new(me.store.clone(), Arc::new(Watch { news: news.clone() }), config);
+            if let Err(e) =
+                engine.run_seeded(&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed).await
+            {
+                tracing::error!("execution {} could not run: {e}", job.execution.id);
+                let _ =
+                    me.store.set_execution_status(&job.execution.id, store::Status::Failed, Some(&e.to_string())).await;
+            }
+            news.notify_waiters();
+            me.news.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.execution.id);
+            metrics::gauge!("pipewright_queue_depth").set(me.depth().saturating_sub(1) as f64);
+        });
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).insert(id, handle);
+        metrics::gauge!("pipewright_queue_depth").set(self.depth() as f64);
+    }
+
+    /// Stop taking work; live streams end.
+    pub fn begin_stop(&self) {
+        self.stopping.store(true, Ordering::SeqCst);
+        self.stop_notify.notify_waiters();
+    }
+
+    /// Wait for running executions up to `grace`, then ask the rest to abort and wait for them to record it.
+    pub async fn finish(&self, grace: Duration) {
+        self.begin_stop();
+        let handles: Vec<(String, JoinHandle<()>)> =
+            self.tasks.lock().unwrap_or_else(|e| e.into_inner()).drain().collect();
+        let deadline = tokio::time::Instant::now() + grace;
+        let mut left = Vec::new();
+        for (id, mut h) in handles {
+            if tokio::time::timeout_at(deadline, &mut h).await.is_err() {
+                left.push((id, h));
+            }
+        }
+        for (id, _) in &left {
+            tracing::warn!("execution {id} did not finish within the shutdown grace period; aborting it");
+            let _ = self.store.request_abort(id).await;
+        }
+        for (_, h) in left {
+            let _ = h.await;
+        }
+    }
+}
