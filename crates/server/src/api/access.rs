@@ -620,7 +620,7 @@ pub async fn create_binding(
         return Err(ApiError::BadRequest(format!("no resource group `{}` at {}", b.resource_group, scope.describe())));
     }
     let binding = Binding {
-        identifier: ulid::Ulid::new().to_string(),
+        identifier: format!("rb_{}", ulid::Ulid::new()),
         scope: scope.clone(),
         principal: b.principal.clone(),
         role: b.role.clone(),
