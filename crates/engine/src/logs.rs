@@ -45,7 +45,7 @@ impl Masker {
 const CHUNK_BYTES: usize = 256 * 1024;
 
 /// Lines are stored at the latest this long after they were written (for `logs --follow`).
-const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+pub(crate) const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 
 struct Buf {
     text: String,

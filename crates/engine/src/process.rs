@@ -120,9 +120,13 @@ pub async fn run(
     tokio::pin!(aborted);
 
     let mut readers_done = false;
+    // Lines buffered while the process is quiet are stored within a second (live logs, `logs --follow`).
+    let mut tick = tokio::time::interval(crate::logs::FLUSH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let status = loop {
         tokio::select! {
             s = child.wait() => break Ok(s),
+            _ = tick.tick() => log.flush().await,
             _ = &mut readers, if !readers_done => readers_done = true,
             _ = &mut deadline => break Err(Exit::TimedOut),
             _ = &mut aborted => break Err(Exit::Aborted),

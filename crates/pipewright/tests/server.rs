@@ -7,7 +7,7 @@
 
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -494,4 +494,395 @@ async fn every_route_checks_permissions_as_the_table_says() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+}
+
+fn stage(id: &str, script: &str) -> String {
+    format!(
+        "    - stage:\n        name: {id}\n        identifier: {id}\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: s\n                  identifier: s\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: {script}\n                    outputVariables:\n                      - name: out\n                        type: String\n                        value: out\n"
+    )
+}
+
+/// Poll until `f` holds (a server state reached), failing after 30 s.
+async fn until<F: std::future::Future<Output = bool>>(what: &str, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selective_runs_reruns_and_retries_work_over_the_api_for_an_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let ex = s.user("executor", "_pipeline_executor", "default").await;
+    let flag = dir.path().join("fail");
+    std::fs::write(&flag, "").unwrap();
+    let yaml = pipeline(
+        "chain",
+        &[
+            stage("build", "out=artifact-1"),
+            stage(
+                "deploy",
+                &format!(
+                    "'test ! -f {} && out=<+pipeline.stages.build.spec.execution.steps.s.output.outputVariables.out>'",
+                    flag.display()
+                ),
+            ),
+        ]
+        .concat(),
+    );
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(yaml.clone())).await;
+    // The executor cannot edit.
+    let (st, v) = s.req(Some(&ex), Method::PUT, &format!("{P}/pipelines/chain"), Some(&yaml)).await;
+    assert_eq!(st, 403);
+    assert_eq!(v["permission"], "pipeline:create_edit");
+    // A full run fails in deploy; retry after fixing resumes from deploy and reuses build.
+    let (st, e1) = s.req(Some(&ex), Method::POST, &format!("{P}/pipelines/chain/execute"), Some(&json!({}))).await;
+    assert_eq!(st, 201, "{e1}");
+    let e1 = e1["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&ex, &e1).await;
+    assert_eq!(done["execution"]["status"], "Failed");
+    std::fs::remove_file(&flag).unwrap();
+    let (st, e2) = s.req(Some(&ex), Method::POST, &format!("/api/v1/executions/{e1}/retry"), Some(&json!({}))).await;
+    assert_eq!(st, 201, "{e2}");
+    let e2 = e2["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&ex, &e2).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    assert_eq!(done["execution"]["mode"], "retry");
+    assert_eq!(done["execution"]["parent_id"], e1.as_str());
+    let build = done["nodes"].as_array().unwrap().iter().find(|n| n["identifier"] == "build").unwrap();
+    assert_eq!(build["reused_from"], e1.as_str());
+    let deploy = done["nodes"].as_array().unwrap().iter().find(|n| n["path"] == "deploy.s").unwrap();
+    assert_eq!(deploy["outputs"]["out"], "artifact-1");
+    assert_eq!(done["chain"].as_array().unwrap().len(), 2);
+    // Selecting deploy alone: refused with the unmet dependency (409), planned the same way, then met.
+    let (st, v) = s
+        .req(
+            Some(&ex),
+            Method::POST,
+            &format!("{P}/pipelines/chain/execute"),
+            Some(&json!({"stage_identifiers": ["deploy"]})),
+        )
+        .await;
+    assert_eq!(st, 409, "{v}");
+    assert_eq!(v["unmet_dependencies"][0]["depends_on"], "build");
+    let (_, plan) = s
+        .req(
+            Some(&ex),
+            Method::POST,
+            &format!("{P}/pipelines/chain/plan"),
+            Some(&json!({"stage_identifiers": ["deploy"]})),
+        )
+        .await;
+    assert_eq!(plan["satisfiable"], false);
+    let (st, e3) = s
+        .req(
+            Some(&ex),
+            Method::POST,
+            &format!("{P}/pipelines/chain/execute"),
+            Some(&json!({"stage_identifiers": ["deploy"], "from_execution": e2})),
+        )
+        .await;
+    assert_eq!(st, 201, "{e3}");
+    let done = s.wait_end(&ex, e3["id"].as_str().unwrap()).await;
+    assert_eq!(done["execution"]["mode"], "selective");
+    assert_eq!(done["execution"]["status"], "Success");
+    // Re-run of one stage, with expression values supplied instead.
+    let (st, e4) = s
+        .req(
+            Some(&ex),
+            Method::POST,
+            &format!("/api/v1/executions/{e2}/rerun"),
+            Some(&json!({"stage_identifiers": ["deploy"]})),
+        )
+        .await;
+    assert_eq!(st, 201, "{e4}");
+    let done = s.wait_end(&ex, e4["id"].as_str().unwrap()).await;
+    assert_eq!(done["execution"]["mode"], "rerun_stage");
+    assert_eq!(done["execution"]["triggered_by"], "executor");
+    // History filters and the audit trail.
+    let (_, h) = s.req(Some(&ex), Method::GET, &format!("{P}/executions?mode=retry"), None).await;
+    assert_eq!(h["items"].as_array().unwrap().len(), 1);
+    let (_, h) = s.req(Some(&ex), Method::GET, &format!("{P}/executions?limit=2"), None).await;
+    let cursor = h["next_cursor"].as_str().unwrap().to_string();
+    let (_, h2) = s.req(Some(&ex), Method::GET, &format!("{P}/executions?limit=2&cursor={cursor}"), None).await;
+    assert_eq!(h2["items"].as_array().unwrap().len(), 2);
+    assert_ne!(h["items"][0]["id"], h2["items"][0]["id"]);
+    let audit = s.ok(Method::GET, "/api/v1/audit?principal=executor", None).await;
+    let actions: Vec<&str> = audit["items"].as_array().unwrap().iter().map(|a| a["action"].as_str().unwrap()).collect();
+    assert!(actions.contains(&"retry") && actions.contains(&"rerun") && actions.contains(&"execute"), "{actions:?}");
+    assert!(audit["items"][0]["address"].as_str().unwrap().starts_with("127.0.0.1"));
+}
+
+async fn sse_until(s: &Server, token: &str, id: &str, last: Option<&str>, stop: &str) -> (String, Option<String>) {
+    let mut r = s.http.get(format!("{}/api/v1/executions/{id}/logs/stream", s.url)).bearer_auth(token);
+    if let Some(l) = last {
+        r = r.header("last-event-id", l);
+    }
+    let mut resp = r.send().await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/event-stream");
+    let mut text = String::new();
+    let mut last_id = None;
+    while let Some(chunk) = resp.chunk().await.unwrap() {
+        text.push_str(&String::from_utf8_lossy(&chunk));
+        for l in text.lines() {
+            if let Some(i) = l.strip_prefix("id: ") {
+                last_id = Some(i.to_string());
+            }
+        }
+        if text.contains(stop) {
+            break;
+        }
+    }
+    (text, last_id)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sse_delivers_live_logs_and_resumes_with_last_event_id() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let go = dir.path().join("go");
+    let script = format!("'echo first-line; while [ ! -f {} ]; do sleep 0.05; done; echo second-line'", go.display());
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("live", &stage("a", &script)))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/live/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    // The first line arrives while the step still runs (it waits for `go`).
+    let (text, last) = sse_until(&s, &s.token, &id, None, "first-line").await;
+    assert!(text.contains("event: node"), "{text}");
+    assert!(!text.contains("second-line"));
+    let (_, now) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
+    assert_eq!(now["execution"]["status"], "Running");
+    std::fs::write(&go, "").unwrap();
+    // Resuming after the last event seen: the rest, not the first line again, then the end.
+    let (rest, _) = sse_until(&s, &s.token, &id, last.as_deref(), "event: end").await;
+    assert!(rest.contains("second-line"), "{rest}");
+    assert!(!rest.contains("first-line"), "{rest}");
+    assert!(rest.contains("\"status\":\"Success\""), "{rest}");
+    // /metrics exposes the counters.
+    let m = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    assert!(m.contains("pipewright_executions_started_total 1"), "{m}");
+    assert!(m.contains("pipewright_executions_finished_total{status=\"Success\"} 1"), "{m}");
+    assert!(m.contains("pipewright_step_duration_seconds_bucket"), "{m}");
+    assert!(m.contains("pipewright_http_request_duration_seconds_bucket"), "{m}");
+    assert!(m.contains("pipewright_queue_depth"), "{m}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_mid_execution_fails_it_with_a_reason_and_it_can_be_retried() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut s = Server::start(dir.path());
+    let go = dir.path().join("go");
+    let script = format!("'while [ ! -f {} ]; do sleep 0.05; done'", go.display());
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("slow", &stage("a", &script)))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/slow/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    until("the step to run", || async {
+        let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/nodes"), None).await;
+        v.as_array().is_some_and(|n| n.iter().any(|n| n["kind"] == "step" && n["status"] == "Running"))
+    })
+    .await;
+    s.restart();
+    let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
+    assert_eq!(v["execution"]["status"], "Failed", "{v}");
+    assert!(v["execution"]["failure"].as_str().unwrap().contains("interrupted"), "{v}");
+    assert!(v["nodes"].as_array().unwrap().iter().all(|n| n["status"] != "Running"));
+    std::fs::write(&go, "").unwrap();
+    let r = s.ok(Method::POST, &format!("/api/v1/executions/{id}/retry"), Some(json!({}))).await;
+    let done = s.wait_end(&s.token, r["id"].as_str().unwrap()).await;
+    assert_eq!(done["execution"]["status"], "Success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_input_tokens_and_secrets_are_handled() {
+    let dir = tempfile::tempdir().unwrap();
+    let pw = dir.path().join("pw");
+    std::fs::write(&pw, "admin-password\n").unwrap();
+    let (child, url, _) =
+        spawn(&dir.path().join("st"), &["--admin-password-file", pw.to_str().unwrap(), "--max-body", "4096"]);
+    let mut s = Server { child, url, token: String::new(), state: dir.path().join("st"), http: reqwest::Client::new() };
+    let (st, v) = s
+        .req(
+            None,
+            Method::POST,
+            "/api/v1/auth/login",
+            Some(&json!({"username": "admin", "password": "admin-password"})),
+        )
+        .await;
+    assert_eq!(st, 200, "{v}");
+    s.token = v["token"].as_str().unwrap().to_string();
+    let t = s.token.clone();
+    // Malformed JSON, wrong content type, huge body, path traversal, SQL metacharacters.
+    let r = s
+        .http
+        .post(format!("{}/api/v1/orgs", s.url))
+        .bearer_auth(&t)
+        .header("content-type", "application/json")
+        .body("{nope")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(r.json::<Value>().await.unwrap()["error"], "bad_request");
+    let r = s
+        .http
+        .post(format!("{}/api/v1/orgs", s.url))
+        .bearer_auth(&t)
+        .header("content-type", "text/plain")
+        .body("x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 415);
+    let r = s
+        .http
+        .post(format!("{P_URL}/pipelines", P_URL = format!("{}{P}", s.url)))
+        .bearer_auth(&t)
+        .header("content-type", "application/yaml")
+        .body("a".repeat(10_000))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 413);
+    let (st, _) =
+        s.req(Some(&t), Method::GET, "/api/v1/orgs/default/projects/default/pipelines/..%2F..%2Fetc", None).await;
+    assert_eq!(st, 400);
+    let (st, _) =
+        s.req(Some(&t), Method::POST, "/api/v1/orgs", Some(&json!({"identifier": "x'; DROP TABLE records; --"}))).await;
+    assert_eq!(st, 400);
+    let (st, v) = s
+        .req(
+            Some(&t),
+            Method::POST,
+            "/api/v1/orgs",
+            Some(&json!({"identifier": "o1", "name": "x'; DROP TABLE records; --"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    assert_eq!(v["name"], "x'; DROP TABLE records; --");
+    assert_eq!(s.ok(Method::GET, "/api/v1/orgs", None).await["items"].as_array().unwrap().len(), 2);
+    // Invalid YAML: errors with line and column.
+    let (st, v) = s
+        .req(
+            Some(&t),
+            Method::POST,
+            &format!("{P}/pipelines"),
+            Some(&Value::String("pipeline:\n  identifier: 9bad\n".into())),
+        )
+        .await;
+    assert_eq!(st, 422);
+    assert!(v["diagnostics"][0]["line"].is_number(), "{v}");
+    // Secrets are write-only and masked.
+    let (st, v) = s
+        .req(
+            Some(&t),
+            Method::POST,
+            &format!("{P}/secrets"),
+            Some(&json!({"identifier": "api_key", "value": "s3cr3t-value"})),
+        )
+        .await;
+    assert_eq!(st, 201);
+    assert!(!v.to_string().contains("s3cr3t-value"));
+    let got = s.ok(Method::GET, &format!("{P}/secrets/api_key"), None).await;
+    assert!(!got.to_string().contains("s3cr3t-value"));
+    s.ok(
+        Method::POST,
+        &format!("{P}/pipelines"),
+        Some(pipeline("sec", &stage("a", "'echo key=<+secrets.getValue(\"api_key\")>'"))),
+    )
+    .await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/sec/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_end(&t, &id).await["execution"]["status"], "Success");
+    let logs = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    assert!(logs.to_string().contains("key="), "{logs}");
+    assert!(!logs.to_string().contains("s3cr3t-value"), "{logs}");
+    // Tokens: revoked, expired, a project service account's token on another project.
+    let mine = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "short", "expires_in_seconds": 1}))).await;
+    let short = mine["token"].as_str().unwrap().to_string();
+    until("the token to expire", || async {
+        s.req(Some(&short), Method::GET, "/api/v1/auth/whoami", None).await.0 == 401
+    })
+    .await;
+    let (_, v) = s.req(Some(&short), Method::GET, "/api/v1/auth/whoami", None).await;
+    assert!(v["message"].as_str().unwrap().contains("expired"));
+    let other = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "x"}))).await;
+    s.ok(Method::DELETE, &format!("/api/v1/tokens/{}", other["id"].as_str().unwrap()), None).await;
+    let (st, v) = s.req(other["token"].as_str(), Method::GET, "/api/v1/auth/whoami", None).await;
+    assert_eq!(st, 401);
+    assert!(v["message"].as_str().unwrap().contains("revoked"));
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "other"}))).await;
+    s.ok(
+        Method::POST,
+        "/api/v1/service-accounts",
+        Some(json!({"identifier": "ci", "org": "default", "project": "default"})),
+    )
+    .await;
+    s.ok(Method::POST, "/api/v1/role-bindings", Some(json!({"principal": {"kind": "service_account", "id": "ci"}, "role": "_pipeline_executor", "resource_group": "_all_project_level_resources", "org": "default", "project": "default"}))).await;
+    let (st, _) = s.req(Some(&t), Method::POST, "/api/v1/role-bindings", Some(&json!({"principal": {"kind": "service_account", "id": "ci"}, "role": "_pipeline_executor", "resource_group": "_all_project_level_resources", "org": "default", "project": "other"}))).await;
+    assert_eq!(st, 400, "a project's service account cannot be bound in another project");
+    let sa = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci", "service_account": "ci"}))).await;
+    let sa = sa["token"].as_str().unwrap();
+    assert_eq!(s.req(Some(sa), Method::GET, &format!("{P}/pipelines"), None).await.0, 200);
+    assert_eq!(s.req(Some(sa), Method::GET, "/api/v1/orgs/default/projects/other/pipelines", None).await.0, 403);
+    // Brute force: locked out after five failures, even with the right password.
+    for _ in 0..5 {
+        let (st, _) = s
+            .req(None, Method::POST, "/api/v1/auth/login", Some(&json!({"username": "admin", "password": "guess"})))
+            .await;
+        assert_eq!(st, 401);
+    }
+    let (st, _) = s
+        .req(
+            None,
+            Method::POST,
+            "/api/v1/auth/login",
+            Some(&json!({"username": "admin", "password": "admin-password"})),
+        )
+        .await;
+    assert_eq!(st, 429);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_against_a_server_prints_what_it_prints_locally() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let file = dir.path().join("quick.yaml");
+    std::fs::write(&file, quick("cli").as_str().unwrap()).unwrap();
+    let cli = |args: &[&str], remote: bool| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pipewright"));
+        c.args(args).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
+        if remote {
+            c.env("PIPEWRIGHT_SERVER", &s.url).env("PIPEWRIGHT_TOKEN", &s.token);
+        } else {
+            c.env("PIPEWRIGHT_STATE_DIR", &s.state);
+        }
+        let out = c.output().unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).to_string(),
+            String::from_utf8_lossy(&out.stderr).to_string(),
+        )
+    };
+    let (code, out, err) = cli(&["run", file.to_str().unwrap()], true);
+    assert_eq!(code, Some(0), "{out}{err}");
+    assert!(out.contains("[a.s]  hello") && out.contains("ended Success"), "{out}");
+    let (_, h, _) = cli(&["history", "--output", "json"], true);
+    let id = serde_json::from_str::<Value>(&h).unwrap()[0]["id"].as_str().unwrap().to_string();
+    for args in [vec!["history"], vec!["show", &id], vec!["show", &id, "--output", "json"], vec!["logs", &id]] {
+        let local = cli(&args, false);
+        let remote = cli(&args, true);
+        assert_eq!(local.1, remote.1, "{args:?}: local and --server print the same");
+        assert_eq!(local.0, Some(0));
+    }
+    let (code, out, _) = cli(&["plan", file.to_str().unwrap(), "--stage", "a", "--output", "json"], true);
+    assert_eq!(code, Some(0));
+    let (lcode, lout, _) = cli(&["plan", file.to_str().unwrap(), "--stage", "a", "--output", "json"], false);
+    assert_eq!((code, out), (lcode, lout));
+    let (code, _, err) = cli(&["abort", &id], true);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("nothing to abort"), "{err}");
+    let (code, _, err) = cli(&["run", file.to_str().unwrap(), "--token", "pw_wrong"], true);
+    assert_eq!(code, Some(1));
+    assert!(err.contains("not valid"), "{err}");
 }
