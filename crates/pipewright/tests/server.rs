@@ -13,6 +13,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
+/// One row of the RBAC matrix: method, documented route, concrete path, body, expected statuses.
+type Entry = (&'static str, &'static str, String, Option<Value>, [u16; 5]);
+
 const P: &str = "/api/v1/orgs/default/projects/default";
 
 struct Server {
@@ -186,7 +189,7 @@ async fn every_route_checks_permissions_as_the_table_says() {
     let b = binding["identifier"].as_str().unwrap();
     let t = token["id"].as_str().unwrap();
     // (method, route as in the OpenAPI document, concrete path, body, [no token, viewer, executor, other project's admin, admin])
-    let table: Vec<(&str, &str, String, Option<Value>, [u16; 5])> = vec![
+    let table: Vec<Entry> = vec![
         ("get", "/api/v1/audit", "/api/v1/audit".into(), None, [401, 403, 403, 403, 200]),
         (
             "post",
@@ -736,7 +739,7 @@ async fn bad_input_tokens_and_secrets_are_handled() {
     assert_eq!(r.status(), 415);
     let r = s
         .http
-        .post(format!("{P_URL}/pipelines", P_URL = format!("{}{P}", s.url)))
+        .post(format!("{}{P}/pipelines", s.url))
         .bearer_auth(&t)
         .header("content-type", "application/yaml")
         .body("a".repeat(10_000))
