@@ -102,6 +102,14 @@ impl LogSink {
         self.flush_locked(&mut b).await;
     }
 
+    /// Write what is buffered unless a writer holds the buffer (it flushes on its own). Never waits for the
+    /// buffer: the caller may be holding up the very future that holds it.
+    pub async fn flush_if_idle(&self) {
+        if let Ok(mut b) = self.buf.try_lock() {
+            self.flush_locked(&mut b).await;
+        }
+    }
+
     async fn flush_locked(&self, b: &mut Buf) {
         if b.text.is_empty() {
             return;

@@ -126,7 +126,7 @@ pub async fn run(
     let status = loop {
         tokio::select! {
             s = child.wait() => break Ok(s),
-            _ = tick.tick() => log.flush().await,
+            _ = tick.tick() => log.flush_if_idle().await,
             _ = &mut readers, if !readers_done => readers_done = true,
             _ = &mut deadline => break Err(Exit::TimedOut),
             _ = &mut aborted => break Err(Exit::Aborted),

@@ -43,3 +43,4 @@ CREATE INDEX audit_by_time ON audit (at DESC);
 CREATE INDEX executions_by_project ON executions (org, project, created_at DESC, id DESC);
 CREATE INDEX executions_unfinished ON executions (status) WHERE status NOT IN
     ('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected');
+CREATE INDEX executions_by_original ON executions (original_id);

@@ -273,14 +273,19 @@ impl Store for SqliteStore {
     }
 
     async fn execution(&self, id_or_prefix: &str) -> Result<Execution> {
-        let rows = sqlx::query("SELECT * FROM executions WHERE id = ? OR id LIKE ? ORDER BY id LIMIT 3")
-            .bind(id_or_prefix)
-            .bind(format!("{}%", id_or_prefix.replace(['%', '_'], "")))
+        if let Some(exact) =
+            sqlx::query("SELECT * FROM executions WHERE id = ?").bind(id_or_prefix).fetch_optional(&self.pool).await?
+        {
+            return execution_row(&exact);
+        }
+        // A prefix, as a range over the primary key (ids are upper-case ULIDs; `~` sorts after every digit
+        // and letter), so the lookup uses the index instead of scanning the history.
+        let prefix = id_or_prefix.to_ascii_uppercase();
+        let rows = sqlx::query("SELECT * FROM executions WHERE id >= ? AND id < ? ORDER BY id LIMIT 2")
+            .bind(&prefix)
+            .bind(format!("{prefix}~"))
             .fetch_all(&self.pool)
             .await?;
-        if let Some(exact) = rows.iter().find(|r| r.get::<&str, _>("id") == id_or_prefix) {
-            return execution_row(exact);
-        }
         match rows.as_slice() {
             [] => Err(StoreError::NotFound(format!(
                 "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
