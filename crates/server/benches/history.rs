@@ -3,6 +3,9 @@
 //! p50 / p99 latency and requests per second. Run: `cargo bench -p pipewright-server --bench history`
 //! (`PW_BENCH_EXECUTIONS`, `PW_BENCH_SECONDS`, `PW_BENCH_CLIENTS` change the size).
 
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use store::{Mode, NewExecution, SqliteStore, Store};

@@ -116,11 +116,7 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
             "no credentials: send `Authorization: Bearer <token>` (POST /api/v1/auth/login gives one)".into(),
         ));
     };
-    let token = app
-        .store
-        .token_by_hash(&hash_secret(secret.trim()))
-        .await?
-        .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
+    let token = app.token(&hash_secret(secret.trim())).await?;
     if token.revoked_at.is_some() {
         return Err(ApiError::Unauthorized("the token was revoked".into()));
     }
@@ -135,6 +131,43 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
     };
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// How long a token read from the store is trusted (revocations through this server apply at once; another
+/// server's within this time).
+const TOKEN_TTL: Duration = Duration::from_secs(2);
+
+/// Recently used tokens by hash, so most requests do not read the token table.
+#[derive(Default)]
+pub struct TokenCache {
+    map: std::sync::Mutex<HashMap<String, (Instant, Token)>>,
+}
+
+impl App {
+    /// The token with this hash (401 when there is none).
+    pub async fn token(&self, hash: &str) -> ApiResult<Token> {
+        if let Some((at, t)) = self.tokens.map.lock().unwrap_or_else(|e| e.into_inner()).get(hash)
+            && at.elapsed() < TOKEN_TTL
+        {
+            return Ok(t.clone());
+        }
+        let t = self
+            .store
+            .token_by_hash(hash)
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
+        let mut map = self.tokens.map.lock().unwrap_or_else(|e| e.into_inner());
+        if map.len() > 10_000 {
+            map.retain(|_, (at, _)| at.elapsed() < TOKEN_TTL);
+        }
+        map.insert(hash.to_string(), (Instant::now(), t.clone()));
+        Ok(t)
+    }
+
+    /// Forget cached tokens (after a revocation).
+    pub fn tokens_changed(&self) {
+        self.tokens.map.lock().unwrap_or_else(|e| e.into_inner()).clear();
+    }
 }
 
 /// The client address of a request that needs no token.

@@ -54,6 +54,8 @@ pub struct App {
     policy: RwLock<Option<(Instant, Arc<Policy>)>>,
     /// Failed logins.
     pub logins: auth::LoginLimiter,
+    /// Recently used tokens.
+    pub tokens: auth::TokenCache,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -238,6 +240,7 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
         config,
         policy: RwLock::new(None),
         logins: auth::LoginLimiter::default(),
+        tokens: auth::TokenCache::default(),
         metrics: install_metrics(),
     });
     let bootstrap = bootstrap(&app).await.map_err(|e| e.to_string())?;

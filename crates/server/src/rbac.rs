@@ -94,8 +94,13 @@ pub struct Role {
     pub permissions: Vec<String>,
 }
 
-/// The built-in roles.
-pub fn builtin_roles() -> Vec<Role> {
+/// The built-in roles (built once).
+pub fn builtin_roles() -> &'static [Role] {
+    static ROLES: std::sync::LazyLock<Vec<Role>> = std::sync::LazyLock::new(make_builtin_roles);
+    &ROLES
+}
+
+fn make_builtin_roles() -> Vec<Role> {
     let all = || PERMISSIONS.iter().map(|s| s.to_string()).collect::<Vec<_>>();
     let role = |id: &str, name: &str, perms: Vec<String>| Role {
         identifier: id.into(),
@@ -175,8 +180,13 @@ pub struct ResourceGroup {
     pub resources: Vec<ResourceFilter>,
 }
 
-/// The built-in resource groups.
-pub fn builtin_resource_groups() -> Vec<ResourceGroup> {
+/// The built-in resource groups (built once).
+pub fn builtin_resource_groups() -> &'static [ResourceGroup] {
+    static GROUPS: std::sync::LazyLock<Vec<ResourceGroup>> = std::sync::LazyLock::new(make_builtin_groups);
+    &GROUPS
+}
+
+fn make_builtin_groups() -> Vec<ResourceGroup> {
     vec![
         ResourceGroup {
             identifier: "_all_resources_including_child_scopes".into(),
@@ -250,19 +260,19 @@ pub struct Policy {
 
 impl Policy {
     /// The role a binding at `scope` names: built-in, or custom at that scope or above.
-    pub fn role(&self, scope: &Scope, id: &str) -> Option<Role> {
-        if let Some(r) = builtin_roles().into_iter().find(|r| r.identifier == id) {
+    pub fn role(&self, scope: &Scope, id: &str) -> Option<&Role> {
+        if let Some(r) = builtin_roles().iter().find(|r| r.identifier == id) {
             return Some(r);
         }
-        self.roles.iter().find(|(s, r)| r.identifier == id && s.contains(scope)).map(|(_, r)| r.clone())
+        self.roles.iter().find(|(s, r)| r.identifier == id && s.contains(scope)).map(|(_, r)| r)
     }
 
     /// The resource group a binding at `scope` names.
-    pub fn group(&self, scope: &Scope, id: &str) -> Option<ResourceGroup> {
-        if let Some(g) = builtin_resource_groups().into_iter().find(|g| g.identifier == id) {
+    pub fn group(&self, scope: &Scope, id: &str) -> Option<&ResourceGroup> {
+        if let Some(g) = builtin_resource_groups().iter().find(|g| g.identifier == id) {
             return Some(g);
         }
-        self.groups.iter().find(|(s, g)| g.identifier == id && s == scope).map(|(_, g)| g.clone())
+        self.groups.iter().find(|(s, g)| g.identifier == id && s == scope).map(|(_, g)| g)
     }
 
     /// Whether the principal may do `permission` to `resource`.
@@ -270,7 +280,7 @@ impl Policy {
         self.bindings.iter().filter(|b| &b.principal == principal).any(|b| {
             b.scope.contains(&resource.scope)
                 && self.role(&b.scope, &b.role).is_some_and(|r| r.permissions.iter().any(|p| p == permission))
-                && self.group(&b.scope, &b.resource_group).is_some_and(|g| group_includes(&g, &b.scope, resource))
+                && self.group(&b.scope, &b.resource_group).is_some_and(|g| group_includes(g, &b.scope, resource))
         })
     }
 

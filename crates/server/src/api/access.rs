@@ -164,6 +164,7 @@ async fn forget_principal(app: &App, kind: &str, id: &str) -> ApiResult<()> {
     for t in app.store.tokens(Some((kind, id))).await? {
         app.store.revoke_token(&t.id).await?;
     }
+    app.tokens_changed();
     for r in app.store.records("role_binding", None, None).await? {
         if r.body["principal"]["kind"] == kind && r.body["principal"]["id"] == id {
             app.store.delete_record("role_binding", &r.org, &r.project, &r.identifier).await?;
@@ -365,7 +366,9 @@ pub async fn revoke_token(
         let scope = Scope { org: t.principal_org.clone(), project: t.principal_project.clone() };
         app.require(&p, "user:manage", &Resource::new("user", "", scope)).await?;
     }
-    if !app.store.revoke_token(&id).await? {
+    let revoked = app.store.revoke_token(&id).await?;
+    app.tokens_changed();
+    if !revoked {
         return Err(ApiError::Conflict("the token was already revoked".into()));
     }
     app.audit(&p.display(), &p.address, "revoke", "token", &id, &Scope::account(), serde_json::json!({})).await?;

@@ -348,7 +348,7 @@ pub async fn list(
     Extension(p): Extension<Principal>,
     Path((org, project)): Path<(String, String)>,
     Query(q): Query<ListQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<axum::response::Response> {
     let scope = project_scope(&app, &p, &org, &project).await?;
     app.require_some(&p, "execution:view", "pipeline", &scope).await?;
     let limit = q.limit.unwrap_or(50);
@@ -387,7 +387,16 @@ pub async fn list(
         .iter()
         .filter(|e| policy.allows(&p.who, "execution:view", &Resource::new("pipeline", &e.pipeline, scope.clone())))
         .collect();
-    Ok(Json(serde_json::json!({"items": visible, "next_cursor": next})))
+    Ok(axum::response::IntoResponse::into_response(Json(Page { items: visible, next_cursor: next })))
+}
+
+/// A page of history, serialized straight from the records (no intermediate JSON tree).
+#[derive(serde::Serialize)]
+pub struct Page<'a> {
+    /// Executions, newest first.
+    items: Vec<&'a Execution>,
+    /// The cursor of the next page, if there may be one.
+    next_cursor: Option<String>,
 }
 
 /// The execution `id` (or unique prefix), when the caller holds `permission` on its pipeline.
