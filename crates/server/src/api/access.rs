@@ -458,14 +458,20 @@ pub async fn delete_role(
     Path(id): Path<String>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<StatusCode> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    custom_id("role", &id)?;
-    if !app.store.delete_record("role", &scope.org, &scope.project, &id).await? {
-        return Err(ApiError::NotFound(format!("no role `{id}` in {}", scope.describe())));
+    delete_policy_record(&app, &p, &q, "role", &id).await
+}
+
+/// Delete a custom role or resource group (`kind`) of the scope `q` names; `role:manage` there.
+async fn delete_policy_record(app: &App, p: &Principal, q: &ScopeQuery, kind: &str, id: &str) -> ApiResult<StatusCode> {
+    let what = kind.replace('_', " ");
+    let scope = scope_of(q)?;
+    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    custom_id(&what, id)?;
+    if !app.store.delete_record(kind, &scope.org, &scope.project, id).await? {
+        return Err(ApiError::NotFound(format!("no {what} `{id}` in {}", scope.describe())));
     }
     app.policy_changed().await;
-    app.audit(&p.display(), &p.address, "delete", "role", &id, &scope, serde_json::json!({})).await?;
+    app.audit(&p.display(), &p.address, "delete", kind, id, &scope, serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -536,15 +542,7 @@ pub async fn delete_resource_group(
     Path(id): Path<String>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<StatusCode> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    custom_id("resource group", &id)?;
-    if !app.store.delete_record("resource_group", &scope.org, &scope.project, &id).await? {
-        return Err(ApiError::NotFound(format!("no resource group `{id}` in {}", scope.describe())));
-    }
-    app.policy_changed().await;
-    app.audit(&p.display(), &p.address, "delete", "resource_group", &id, &scope, serde_json::json!({})).await?;
-    Ok(StatusCode::NO_CONTENT)
+    delete_policy_record(&app, &p, &q, "resource_group", &id).await
 }
 
 /// A role binding to create.
