@@ -146,6 +146,17 @@ enum Command {
 
 #[tokio::main]
 async fn main() -> ExitCode {
+    // `pipewright history | head`: a closed stdout ends the program quietly, as it does for other tools.
+    let default_hook = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        let payload = info.payload();
+        let msg =
+            payload.downcast_ref::<String>().map(String::as_str).or_else(|| payload.downcast_ref::<&str>().copied());
+        if msg.is_some_and(|m| m.starts_with("failed printing to stdout") && m.contains("Broken pipe")) {
+            std::process::exit(141);
+        }
+        default_hook(info);
+    }));
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Validate { files, output } => commands::validate::run(&files, output),

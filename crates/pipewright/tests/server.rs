@@ -889,3 +889,37 @@ async fn the_cli_against_a_server_prints_what_it_prints_locally() {
     assert_eq!(code, Some(1));
     assert!(err.contains("not valid"), "{err}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_a_running_execution_finish_within_the_grace_period() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("st");
+    let (child, url, token) = spawn(&state, &["--shutdown-grace", "60"]);
+    let mut s = Server { child, url, token: token.unwrap(), state, http: reqwest::Client::new() };
+    let go = dir.path().join("go");
+    let script = format!("'while [ ! -f {} ]; do sleep 0.05; done; echo finished'", go.display());
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("grace", &stage("a", &script)))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/grace/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let mut stream =
+        s.http.get(format!("{}/api/v1/executions/{id}/logs/stream", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    let mut seen = String::new();
+    while !seen.contains("\"to\":\"Running\"") {
+        seen.push_str(&String::from_utf8_lossy(&stream.chunk().await.unwrap().unwrap()));
+    }
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(s.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    // The server says it is stopping; only then does the step get to finish.
+    while !seen.contains("event: shutdown") {
+        match stream.chunk().await.unwrap() {
+            Some(c) => seen.push_str(&String::from_utf8_lossy(&c)),
+            None => break,
+        }
+    }
+    assert!(seen.contains("event: shutdown"), "{seen}");
+    std::fs::write(&go, "").unwrap();
+    let status = s.child.wait().unwrap();
+    assert!(status.success(), "{status:?}");
+    s.restart();
+    let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
+    assert_eq!(v["execution"]["status"], "Success", "{v}");
+}
