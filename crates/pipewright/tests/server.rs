@@ -870,6 +870,19 @@ async fn the_cli_against_a_server_prints_what_it_prints_locally() {
     let (code, out, err) = cli(&["run", file.to_str().unwrap()], true);
     assert_eq!(code, Some(0), "{out}{err}");
     assert!(out.contains("[a.s]  hello") && out.contains("ended Success"), "{out}");
+    // The same run locally (another state directory) prints the same lines, ids and times aside.
+    let local_state = dir.path().join("local");
+    let local = Command::new(env!("CARGO_BIN_EXE_pipewright"))
+        .args(["run", file.to_str().unwrap()])
+        .env_remove("PIPEWRIGHT_SERVER")
+        .env("PIPEWRIGHT_STATE_DIR", &local_state)
+        .output()
+        .unwrap();
+    let normal = |s: &str| {
+        let s = regex::Regex::new("[0-9A-Z]{26}").unwrap().replace_all(s, "ID").to_string();
+        regex::Regex::new(r"[0-9]+\.[0-9]s").unwrap().replace_all(&s, "T").to_string()
+    };
+    assert_eq!(normal(&out), normal(&String::from_utf8_lossy(&local.stdout)));
     let (_, h, _) = cli(&["history", "--output", "json"], true);
     let id = serde_json::from_str::<Value>(&h).unwrap()[0]["id"].as_str().unwrap().to_string();
     for args in [vec!["history"], vec!["show", &id], vec!["show", &id, "--output", "json"], vec!["logs", &id]] {

@@ -511,42 +511,57 @@ impl Tail {
         }
         let nodes: HashMap<String, store::Node> =
             store.nodes(&self.id).await?.into_iter().map(|n| (n.id.clone(), n)).collect();
-        for t in ts {
-            self.transitions = t.id;
-            let ev = match t.node_id.as_ref().and_then(|n| nodes.get(n)) {
-                Some(n) => {
-                    let mut n = n.clone();
-                    n.status = t.to.parse().unwrap_or(n.status);
-                    Event::default()
-                        .event("node")
-                        .json_data(serde_json::json!({"node": n, "from": t.from, "to": t.to, "reason": t.reason}))
-                }
-                None => Event::default()
-                    .event("execution")
-                    .json_data(serde_json::json!({"from": t.from, "to": t.to, "reason": t.reason})),
+        // One time line: status changes and log chunks merged by time (a step's lines before its end), each
+        // sequence keeping its own order, so both cursors only move forward.
+        let mut ts: VecDeque<store::Transition> = ts.into();
+        let mut chunks: VecDeque<store::LogChunk> = chunks.into();
+        let chunk_at = |c: &store::LogChunk| c.data.split('\t').next().and_then(|s| s.parse().ok()).unwrap_or(i64::MAX);
+        loop {
+            let take_status = match (ts.front(), chunks.front()) {
+                (None, None) => break,
+                (Some(_), None) => true,
+                (None, Some(_)) => false,
+                // A node starting comes before its first line; any other change after lines of the same instant.
+                (Some(t), Some(c)) => (t.at, u8::from(t.to != "Running") * 2) < (chunk_at(c), 1),
             };
-            if let Ok(ev) = ev {
-                self.pending.push_back(ev.id(self.event_id()));
-            }
-        }
-        for c in chunks {
-            self.logs = c.cursor;
-            let lines: Vec<serde_json::Value> = c
-                .data
-                .lines()
-                .map(|l| {
-                    let mut parts = l.splitn(3, '\t');
-                    let at = parts.next().and_then(|s| s.parse::<i64>().ok());
-                    let stream = parts.next().unwrap_or_default();
-                    serde_json::json!({"at": at, "stream": stream, "text": parts.next().unwrap_or_default()})
-                })
-                .collect();
-            let path = nodes.get(&c.node_id).map(|n| n.path.clone()).unwrap_or_default();
-            if let Ok(ev) = Event::default()
-                .event("log")
-                .json_data(serde_json::json!({"node_id": c.node_id, "path": path, "seq": c.seq, "lines": lines}))
-            {
-                self.pending.push_back(ev.id(self.event_id()));
+            if take_status {
+                let Some(t) = ts.pop_front() else { break };
+                self.transitions = t.id;
+                let ev = match t.node_id.as_ref().and_then(|n| nodes.get(n)) {
+                    Some(n) => {
+                        let mut n = n.clone();
+                        n.status = t.to.parse().unwrap_or(n.status);
+                        Event::default()
+                            .event("node")
+                            .json_data(serde_json::json!({"node": n, "from": t.from, "to": t.to, "reason": t.reason}))
+                    }
+                    None => Event::default()
+                        .event("execution")
+                        .json_data(serde_json::json!({"from": t.from, "to": t.to, "reason": t.reason})),
+                };
+                if let Ok(ev) = ev {
+                    self.pending.push_back(ev.id(self.event_id()));
+                }
+            } else {
+                let Some(c) = chunks.pop_front() else { break };
+                self.logs = c.cursor;
+                let lines: Vec<serde_json::Value> = c
+                    .data
+                    .lines()
+                    .map(|l| {
+                        let mut parts = l.splitn(3, '\t');
+                        let at = parts.next().and_then(|s| s.parse::<i64>().ok());
+                        let stream = parts.next().unwrap_or_default();
+                        serde_json::json!({"at": at, "stream": stream, "text": parts.next().unwrap_or_default()})
+                    })
+                    .collect();
+                let path = nodes.get(&c.node_id).map(|n| n.path.clone()).unwrap_or_default();
+                if let Ok(ev) = Event::default()
+                    .event("log")
+                    .json_data(serde_json::json!({"node_id": c.node_id, "path": path, "seq": c.seq, "lines": lines}))
+                {
+                    self.pending.push_back(ev.id(self.event_id()));
+                }
             }
         }
         Ok(true)
