@@ -241,6 +241,10 @@ impl LoginLimiter {
     /// Count a failure.
     pub fn failed(&self, key: &str) {
         let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
+        // Guessed names must not grow the map without bound: forget windows that are over.
+        if map.len() > 10_000 {
+            map.retain(|_, (_, since)| since.elapsed() < Self::WINDOW);
+        }
         let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
         if e.1.elapsed() >= Self::WINDOW {
             *e = (0, Instant::now());

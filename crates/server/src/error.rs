@@ -58,6 +58,15 @@ impl From<store::StoreError> for ApiError {
 }
 
 impl ApiError {
+    /// A body that could not be read: too large (413), or otherwise broken (400).
+    pub fn body_unreadable(status: StatusCode, text: String) -> Self {
+        if status == StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::TooLarge("the body is larger than the server accepts (--max-body)".into())
+        } else {
+            ApiError::BadRequest(text)
+        }
+    }
+
     /// A 403 naming the missing permission.
     pub fn forbidden(permission: &str, what: &str) -> Self {
         ApiError::Forbidden {
@@ -139,13 +148,7 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
             Err(JsonRejection::JsonDataError(e)) => {
                 Err(ApiError::BadRequest(format!("unexpected JSON: {}", e.body_text())))
             }
-            Err(JsonRejection::BytesRejection(e)) => {
-                if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                    Err(ApiError::TooLarge("the body is larger than the server accepts (--max-body)".into()))
-                } else {
-                    Err(ApiError::BadRequest(e.body_text()))
-                }
-            }
+            Err(JsonRejection::BytesRejection(e)) => Err(ApiError::body_unreadable(e.status(), e.body_text())),
             Err(other) => Err(ApiError::BadRequest(other.body_text())),
         }
     }

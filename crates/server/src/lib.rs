@@ -187,8 +187,7 @@ async fn metrics_text(axum::extract::State(app): axum::extract::State<Arc<App>>)
     app.metrics.as_ref().map(PrometheusHandle::render).unwrap_or_default()
 }
 
-/// Time every request; the route template (not the concrete path) labels it. Requests that are not streams get
-/// a timeout.
+/// Time every request; the route template (not the concrete path) labels it.
 async fn track_http(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().to_string();
@@ -264,16 +263,12 @@ async fn bootstrap(app: &App) -> ApiResult<Option<String>> {
     app.store
         .put_record(&record("project", "default", "", "default", serde_json::json!({"name": "Default Project"})), false)
         .await?;
-    if app.store.record("user", "", "", "admin").await?.is_some() {
+    if let Some(mut admin) = app.store.record("user", "", "", "admin").await? {
+        // A password given at a later start resets the admin's password.
         if let Some(pw) = &app.config.admin_password {
-            let mut u = app
-                .store
-                .record("user", "", "", "admin")
-                .await?
-                .unwrap_or_else(|| record("user", "", "", "admin", serde_json::json!({})));
-            u.body["password_hash"] = auth::hash_password(pw)?.into();
-            u.updated_at = now;
-            app.store.put_record(&u, true).await?;
+            admin.body["password_hash"] = auth::hash_password(pw)?.into();
+            admin.updated_at = now;
+            app.store.put_record(&admin, true).await?;
         }
         return Ok(None);
     }

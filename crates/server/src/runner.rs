@@ -90,9 +90,10 @@ impl Runner {
         n.await;
     }
 
-    /// The notifier woken when execution `id` has news (a status change, a log line).
-    pub fn news(&self, id: &str) -> Arc<Notify> {
-        self.news.lock().unwrap_or_else(|e| e.into_inner()).entry(id.to_string()).or_default().clone()
+    /// The notifier woken when execution `id`, running on this server, has news (a status change, a log
+    /// line); none for executions that are not running here (readers then look again on a timer).
+    pub fn news(&self, id: &str) -> Option<Arc<Notify>> {
+        self.news.lock().unwrap_or_else(|e| e.into_inner()).get(id).cloned()
     }
 
     fn depth(&self) -> usize {
@@ -105,7 +106,8 @@ impl Runner {
     pub fn start(self: &Arc<Self>, job: Job) {
         metrics::counter!("pipewright_executions_started_total").increment(1);
         let id = job.execution.id.clone();
-        let news = self.news(&id);
+        let news: Arc<Notify> = Arc::default();
+        self.news.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), news.clone());
         let me = self.clone();
         let handle = tokio::spawn(async move {
             let mut config = EngineConfig::new(&me.state_dir);

@@ -62,16 +62,21 @@ pub struct RetryArgs {
     pub only_failed: bool,
 }
 
-async fn document(store: &dyn Store, e: &Execution, latest: bool) -> anyhow::Result<spec::Document> {
-    if latest {
+/// The pipeline a re-run or retry of `e` runs, validated: the YAML `e` ran (as the server does), or the file as
+/// it is now with `--latest`. On an invalid pipeline, prints why and gives the exit status.
+async fn document(store: &dyn Store, e: &Execution, latest: bool) -> anyhow::Result<Result<spec::Document, ExitCode>> {
+    let doc = if latest {
         let f =
             e.source_file.as_ref().context("the execution was not run from a file; --latest has nothing to read")?;
         let yaml = std::fs::read_to_string(f).with_context(|| format!("{f}: cannot read the pipeline file"))?;
-        return Ok(spec::parse_document(f, yaml));
+        launch::check_pipeline(spec::parse_document(f, yaml))
+    } else {
+        launch::recorded_document(store, e).await
+    };
+    match doc {
+        Ok(d) => Ok(Ok(d)),
+        Err(e) => super::plan::fail(e).map(Err),
     }
-    let yaml = store.pipeline_yaml(&e.org, &e.project, &e.pipeline, e.pipeline_version).await?;
-    let label = format!("{} (as run by execution {})", e.source_file.as_deref().unwrap_or(&e.pipeline), e.id);
-    Ok(spec::parse_document(&label, yaml))
 }
 
 async fn start(
@@ -82,10 +87,6 @@ async fn start(
     sel: launch::Selection,
     mode: Mode,
 ) -> anyhow::Result<ExitCode> {
-    let doc = match launch::check_pipeline(doc) {
-        Ok(d) => d,
-        Err(e) => return super::plan::fail(e),
-    };
     let planned = match launch::plan(&doc, &sel, Some(store.as_ref())).await {
         Ok(p) => p,
         Err(e) => return super::plan::fail(e),
@@ -115,7 +116,10 @@ pub async fn rerun(a: RerunArgs) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&a.common.state).await?;
     let orig = store.execution(&a.common.execution).await?;
     let (sel, mode) = launch::rerun_selection(&orig, &a.stages);
-    let doc = document(store.as_ref(), &orig, a.common.latest).await?;
+    let doc = match document(store.as_ref(), &orig, a.common.latest).await? {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
     start(store, &a.common, &orig, doc, sel, mode).await
 }
 
@@ -126,7 +130,10 @@ pub async fn retry(a: RetryArgs) -> anyhow::Result<ExitCode> {
     }
     let store = super::open_store(&a.common.state).await?;
     let orig = store.execution(&a.common.execution).await?;
-    let doc = document(store.as_ref(), &orig, a.common.latest).await?;
+    let doc = match document(store.as_ref(), &orig, a.common.latest).await? {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
     let sel = match launch::retry_selection(store.as_ref(), &orig, &doc, a.stage.as_deref(), a.only_failed).await {
         Ok(s) => s,
         Err(e @ launch::LaunchError::BadRequest(_)) => bail!("{e}"),

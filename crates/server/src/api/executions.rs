@@ -575,7 +575,8 @@ impl Tail {
             if self.done {
                 return None;
             }
-            let news = self.app.runner.news(&self.id);
+            // Registered before reading, so news written meanwhile wakes us.
+            let news = self.app.runner.news(&self.id).unwrap_or_default();
             let notified = news.notified();
             tokio::pin!(notified);
             notified.as_mut().enable();
@@ -654,7 +655,9 @@ pub async fn abort(
             e.id, e.status
         )));
     }
-    app.runner.news(&e.id).notify_waiters();
+    if let Some(n) = app.runner.news(&e.id) {
+        n.notify_waiters();
+    }
     app.audit(&p.display(), &p.address, "abort", "execution", &e.id, &scope, serde_json::json!({})).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"execution_id": e.id, "aborted": true}))))
 }

@@ -41,13 +41,8 @@ impl<S: Send + Sync> FromRequest<S> for Upload {
             .unwrap_or_default()
             .trim()
             .to_ascii_lowercase();
-        let bytes = Bytes::from_request(req, state).await.map_err(|e| {
-            if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::TooLarge("the body is larger than the server accepts (--max-body)".into())
-            } else {
-                ApiError::BadRequest(e.body_text())
-            }
-        })?;
+        let bytes =
+            Bytes::from_request(req, state).await.map_err(|e| ApiError::body_unreadable(e.status(), e.body_text()))?;
         match ctype.as_str() {
             "application/yaml" | "application/x-yaml" | "text/yaml" | "text/x-yaml" => {
                 String::from_utf8(bytes.to_vec())
