@@ -7,6 +7,7 @@
 mod logs;
 mod process;
 mod run;
+pub mod sandbox;
 mod steps;
 mod tree;
 
@@ -46,6 +47,8 @@ pub struct EngineConfig {
     pub poll_interval: Duration,
     /// Who is running the pipeline (`<+pipeline.triggeredBy.name>`).
     pub triggered_by: String,
+    /// How step processes are confined.
+    pub isolation: sandbox::Isolation,
 }
 
 impl EngineConfig {
@@ -58,6 +61,7 @@ impl EngineConfig {
             kill_grace: Duration::from_secs(5),
             poll_interval: Duration::from_millis(200),
             triggered_by: std::env::var("USER").unwrap_or_else(|_| "local".into()),
+            isolation: sandbox::Isolation::None,
         }
     }
 }

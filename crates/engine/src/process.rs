@@ -28,10 +28,10 @@ pub enum Exit {
 
 /// What to run.
 pub struct Spec<'a> {
-    /// The program (`bash`, `sh`).
-    pub program: &'a str,
+    /// The program (`bash`, `sh`, or the step launcher).
+    pub program: std::ffi::OsString,
     /// Its arguments.
-    pub args: Vec<String>,
+    pub args: Vec<std::ffi::OsString>,
     /// The working directory.
     pub cwd: &'a Path,
     /// The whole environment.
@@ -78,7 +78,7 @@ pub async fn run(
     mut abort: watch::Receiver<bool>,
     grace: Duration,
 ) -> Exit {
-    let mut cmd = Command::new(spec.program);
+    let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
         .current_dir(spec.cwd)
         .env_clear()
@@ -89,7 +89,7 @@ pub async fn run(
         .process_group(0);
     let mut child = match cmd.spawn() {
         Ok(c) => c,
-        Err(e) => return Exit::SpawnFailed(format!("cannot start `{}`: {e}", spec.program)),
+        Err(e) => return Exit::SpawnFailed(format!("cannot start `{}`: {e}", spec.program.to_string_lossy())),
     };
     let group = Group(child.id().map(|p| p as i32));
     let out = child.stdout.take();

@@ -108,7 +108,7 @@ impl Engine {
         seed: &Seed,
     ) -> Res<Status> {
         let workdir = self.config.work_root.join(&exec.id);
-        std::fs::create_dir_all(&workdir)
+        crate::sandbox::prepare_workspace(&self.config, &workdir)
             .map_err(|source| EngineError::WorkDir { path: workdir.display().to_string(), source })?;
         let (abort_tx, abort_rx) = watch::channel(false);
         let run = Run {
@@ -1143,6 +1143,8 @@ impl<'p> Run<'p> {
                     poll: self.config.poll_interval,
                     node: &node,
                     triggered_by: &self.exec.triggered_by,
+                    isolation: &self.config.isolation,
+                    control_root: &self.config.work_root.join(crate::sandbox::CONTROL_DIR),
                 };
                 steps::execute(&env, s).await
             };

@@ -5,6 +5,7 @@
 
 use crate::logs::LogSink;
 use crate::process::{self, Exit, PASSED_ENV};
+use crate::sandbox::{self, Isolation};
 use crate::tree::NodeCtx;
 use expr::Value;
 use spec::{ErrorType, OutputVariable, Shell, Step, StepSpec};
@@ -80,6 +81,10 @@ pub struct StepEnv<'a> {
     pub node: &'a store::Node,
     /// Who started the execution (`disallowPipelineExecutor`).
     pub triggered_by: &'a str,
+    /// How step processes are confined.
+    pub isolation: &'a Isolation,
+    /// Where attempts get their private directories.
+    pub control_root: &'a Path,
 }
 
 /// Run one attempt of a step.
@@ -180,6 +185,9 @@ fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
 
+/// The largest output variable value kept, bytes.
+const OUTPUT_LIMIT: u64 = 1024 * 1024;
+
 async fn shell(
     env: &StepEnv<'_>,
     sh: Shell,
@@ -195,51 +203,80 @@ async fn shell(
             );
         }
     }
-    // Per attempt: `.pipewright/<node>.sh`, and `.pipewright/<node>.out/` only when outputs are captured.
-    let meta = env.workdir.join(".pipewright");
-    let out_dir = meta.join(format!("{}.out", env.node_id));
-    let dir = if captured.is_empty() { &meta } else { &out_dir };
-    if let Err(e) = std::fs::create_dir_all(dir) {
-        return Outcome::failed(ErrorType::Unknown, format!("cannot create {}: {e}", dir.display()));
-    }
+    // Per attempt, a fresh private directory: the script, the captured outputs (`out.NAME`), `tmp/`.
+    let dir = match sandbox::attempt_dir(env.control_root, env.node_id, env.isolation) {
+        Ok(d) => d,
+        Err(e) => {
+            return Outcome::failed(
+                ErrorType::Unknown,
+                format!("cannot create the step's directory in {}: {e}", env.control_root.display()),
+            );
+        }
+    };
     let names: Vec<&str> = captured.iter().map(|(_, v)| *v).collect();
     let mut body = String::new();
     if !names.is_empty() {
         body.push_str(&format!(
-            "__pw_out={}\n__pw_capture() {{\n  for __pw_n in {}; do\n    if eval \"[ \\\"\\${{$__pw_n+set}}\\\" = set ]\"; then eval \"printf '%s' \\\"\\${{$__pw_n}}\\\"\" > \"$__pw_out/$__pw_n\"; fi\n  done\n}}\ntrap __pw_capture EXIT\n",
-            quote(&out_dir.display().to_string()),
+            "__pw_out={}\n__pw_capture() {{\n  for __pw_n in {}; do\n    if eval \"[ \\\"\\${{$__pw_n+set}}\\\" = set ]\"; then eval \"printf '%s' \\\"\\${{$__pw_n}}\\\"\" > \"$__pw_out/out.$__pw_n\"; fi\n  done\n}}\ntrap __pw_capture EXIT\n",
+            quote(&dir.display().to_string()),
             names.join(" ")
         ));
     }
     body.push_str(script);
     body.push('\n');
-    let file = meta.join(format!("{}.sh", env.node_id));
-    if let Err(e) = std::fs::write(&file, &body) {
+    let file = dir.join("script.sh");
+    let written = {
+        use std::io::Write;
+        use std::os::unix::fs::OpenOptionsExt;
+        std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o644)
+            .open(&file)
+            .and_then(|mut f| f.write_all(body.as_bytes()))
+    };
+    if let Err(e) = written {
+        let _ = std::fs::remove_dir_all(&dir);
         return Outcome::failed(ErrorType::Unknown, format!("cannot write {}: {e}", file.display()));
     }
     let mut envs: Vec<(String, String)> =
         PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
+    if let Isolation::Landlock(sb) = env.isolation {
+        // The server's home and temporary directory are out of reach: the step gets its own.
+        envs.retain(|(k, _)| !matches!(k.as_str(), "HOME" | "TMPDIR" | "USER" | "LOGNAME"));
+        envs.push(("HOME".into(), env.workdir.join(".pipewright").join("home").display().to_string()));
+        envs.push(("TMPDIR".into(), dir.join("tmp").display().to_string()));
+        if let Some(u) = &sb.user {
+            envs.push(("USER".into(), u.name.clone()));
+            envs.push(("LOGNAME".into(), u.name.clone()));
+        }
+    }
     envs.push(("PIPEWRIGHT_EXECUTION_ID".into(), env.execution_id.into()));
     envs.push(("PIPEWRIGHT_STAGE".into(), env.stage.into()));
     envs.push(("PIPEWRIGHT_WORKDIR".into(), env.workdir.display().to_string()));
     envs.extend(vars);
-    let program = match sh {
+    let shell = match sh {
         Shell::Bash => "bash",
         Shell::Sh => "sh",
     };
-    let spec = process::Spec { program, args: vec![file.display().to_string()], cwd: env.workdir, env: envs };
+    let script_arg = file.display().to_string();
+    let (program, args) = match env.isolation {
+        Isolation::Landlock(sb) => {
+            let (p, a) = sb.command(&[env.workdir, &dir], shell, std::slice::from_ref(&script_arg));
+            (p.into_os_string(), a)
+        }
+        Isolation::None => (shell.into(), vec![script_arg.into()]),
+    };
+    let spec = process::Spec { program, args, cwd: env.workdir, env: envs };
     let exit = process::run(spec, env.log, env.timeout, env.abort.clone(), env.grace).await;
     let mut outputs = serde_json::Map::new();
     for (name, var) in captured {
-        if let Ok(v) = std::fs::read(out_dir.join(var)) {
+        if let Some(v) = sandbox::read_step_file(&dir.join(format!("out.{var}")), OUTPUT_LIMIT) {
             let text = String::from_utf8_lossy(&v).into_owned();
             outputs.insert((*name).to_string(), serde_json::Value::String(text));
         }
     }
-    let _ = std::fs::remove_file(&file);
-    if !captured.is_empty() {
-        let _ = std::fs::remove_dir_all(&out_dir);
-    }
+    let _ = std::fs::remove_dir_all(&dir);
     match exit {
         Exit::Code(0) => Outcome::ok(outputs),
         Exit::Code(c) => {

@@ -144,8 +144,53 @@ enum Command {
     Token(commands::admin::TokenCmd),
 }
 
-#[tokio::main]
-async fn main() -> ExitCode {
+/// How step processes are confined (local runs and the server).
+#[derive(Args, Clone, Debug, Default)]
+pub struct StepArgs {
+    /// How steps are isolated: `landlock` (the default: each step reaches only its workspace, a private
+    /// temporary directory and read-only system paths) or `none` (steps run with pipewright's own rights).
+    #[arg(long, env = "PIPEWRIGHT_STEP_ISOLATION", value_enum, value_name = "MODE")]
+    pub step_isolation: Option<IsolationMode>,
+    /// The unprivileged user steps run as when pipewright runs as root (default `nobody`).
+    #[arg(long, env = "PIPEWRIGHT_STEP_USER", value_name = "USER")]
+    pub step_user: Option<String>,
+    /// Another directory steps may read and execute from (repeatable), e.g. a tool cache.
+    #[arg(long = "step-read-path", value_name = "DIR")]
+    pub step_read_paths: Vec<PathBuf>,
+}
+
+impl StepArgs {
+    /// Whether any was given (they apply to local runs; a server uses its own).
+    pub fn given(&self) -> bool {
+        self.step_isolation.is_some() || self.step_user.is_some() || !self.step_read_paths.is_empty()
+    }
+}
+
+/// Step isolation modes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum IsolationMode {
+    /// Landlock confinement (and an unprivileged user when running as root).
+    Landlock,
+    /// No confinement.
+    None,
+}
+
+fn main() -> ExitCode {
+    // The step launcher (`pipewright __step-sandbox …`) confines itself and becomes the step: no runtime.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|a| a == engine::sandbox::LAUNCHER_ARG) {
+        engine::sandbox::launcher_main(&args[2..]);
+    }
+    match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt.block_on(async_main()),
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+async fn async_main() -> ExitCode {
     // `pipewright history | head`: a closed stdout ends the program quietly, as it does for other tools.
     let default_hook = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {

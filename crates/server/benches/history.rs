@@ -57,11 +57,10 @@ async fn main() {
     eprintln!("stored {n} executions in {:.1}s", t.elapsed().as_secs_f64());
 
     let config = server::Config {
-        state_dir: dir.path().to_path_buf(),
         max_body: 1 << 20,
         request_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(1),
-        admin_password: None,
+        ..server::Config::new(dir.path().to_path_buf())
     };
     let (app, token) = server::start(store.clone(), config).await.unwrap();
     let token = token.unwrap();

@@ -41,6 +41,26 @@ pub struct Config {
     pub shutdown_grace: Duration,
     /// The admin's password, when given; otherwise a bootstrap token is printed at first start.
     pub admin_password: Option<String>,
+    /// How step processes are confined.
+    pub isolation: engine::sandbox::Isolation,
+    /// Where execution workspaces live.
+    pub work_root: PathBuf,
+}
+
+impl Config {
+    /// Defaults for a state directory: 16 MiB bodies, 60 s requests, 30 s shutdown grace, no isolation
+    /// (the CLI sets what `--step-isolation` asks), workspaces in `<state-dir>/work`.
+    pub fn new(state_dir: PathBuf) -> Config {
+        Config {
+            work_root: state_dir.join("work"),
+            state_dir,
+            max_body: 16 * 1024 * 1024,
+            request_timeout: Duration::from_secs(60),
+            shutdown_grace: Duration::from_secs(30),
+            admin_password: None,
+            isolation: engine::sandbox::Isolation::None,
+        }
+    }
 }
 
 /// Shared state of a running server.
@@ -235,7 +255,12 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
     }
     let app = Arc::new(App {
         store: store.clone(),
-        runner: Arc::new(Runner::new(store.clone(), config.state_dir.clone())),
+        runner: Arc::new(Runner::new(
+            store.clone(),
+            config.state_dir.clone(),
+            config.isolation.clone(),
+            config.work_root.clone(),
+        )),
         config,
         policy: RwLock::new(None),
         logins: auth::LoginLimiter::default(),

@@ -17,6 +17,8 @@ use tokio::task::JoinHandle;
 pub struct Runner {
     store: Arc<dyn Store>,
     state_dir: PathBuf,
+    isolation: engine::sandbox::Isolation,
+    work_root: PathBuf,
     tasks: Mutex<HashMap<String, JoinHandle<()>>>,
     news: Mutex<HashMap<String, Arc<Notify>>>,
     stopping: AtomicBool,
@@ -65,10 +67,17 @@ impl Observer for Watch {
 
 impl Runner {
     /// A runner over a store.
-    pub fn new(store: Arc<dyn Store>, state_dir: PathBuf) -> Runner {
+    pub fn new(
+        store: Arc<dyn Store>,
+        state_dir: PathBuf,
+        isolation: engine::sandbox::Isolation,
+        work_root: PathBuf,
+    ) -> Runner {
         Runner {
             store,
             state_dir,
+            isolation,
+            work_root,
             tasks: Mutex::new(HashMap::new()),
             news: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
@@ -112,6 +121,8 @@ impl Runner {
         let handle = tokio::spawn(async move {
             let mut config = EngineConfig::new(&me.state_dir);
             config.triggered_by = job.triggered_by.clone();
+            config.isolation = me.isolation.clone();
+            config.work_root = me.work_root.clone();
             let engine = Engine::new(me.store.clone(), Arc::new(Watch { news: news.clone() }), config);
             if let Err(e) =
                 engine.run_seeded(&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed).await

@@ -27,9 +27,16 @@ fn open_err(path: &Path, message: impl Into<String>) -> StoreError {
 impl SqliteStore {
     /// Open (creating if needed) the store in `state_dir`.
     pub async fn open(state_dir: &Path) -> Result<Self> {
-        std::fs::create_dir_all(state_dir).map_err(|e| {
-            open_err(state_dir, format!("{e}; choose a writable directory with --state-dir or PIPEWRIGHT_STATE_DIR"))
-        })?;
+        // Private: only pipewright's own user may enter a new state directory.
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            std::fs::DirBuilder::new().recursive(true).mode(0o700).create(state_dir).map_err(|e| {
+                open_err(
+                    state_dir,
+                    format!("{e}; choose a writable directory with --state-dir or PIPEWRIGHT_STATE_DIR"),
+                )
+            })?;
+        }
         let path = state_dir.join("pipewright.db");
         let opts = SqliteConnectOptions::new()
             .filename(&path)
@@ -37,7 +44,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(60))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Deleted content (a project's executions, a replaced secret) is overwritten, not left in free pages.
+            .pragma("secure_delete", "ON");
         // Two processes opening a new state directory at once must not both create the schema: migrations run
         // under an exclusive lock on a file beside the database (released when `_guard` drops).
         let lock_path = state_dir.join("pipewright.lock");
@@ -60,6 +69,11 @@ impl SqliteStore {
                 format!("{other}; the database was written by another pipewright version or is damaged"),
             ),
         })?;
+        // The database and its journal are readable by pipewright's own user only.
+        for f in ["pipewright.db", "pipewright.db-wal", "pipewright.db-shm", "pipewright.lock"] {
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(state_dir.join(f), std::fs::Permissions::from_mode(0o600));
+        }
         Ok(SqliteStore { pool, path })
     }
 

@@ -14,7 +14,9 @@ pub mod serve;
 pub mod show;
 pub mod validate;
 
-use crate::StateArgs;
+use crate::{IsolationMode, StateArgs, StepArgs};
+use engine::sandbox::{Isolation, Sandbox, StepUser};
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use store::{SqliteStore, Store};
 
@@ -24,6 +26,42 @@ pub async fn open_store(state: &StateArgs) -> anyhow::Result<Arc<dyn Store>> {
         return Ok(Arc::new(remote::RemoteStore(remote)));
     }
     Ok(Arc::new(SqliteStore::open(&state.state_dir).await?))
+}
+
+/// The step isolation the flags ask for, checked against this kernel, with the state directory (`0700`) and the
+/// work root (`<state-dir>/work`) locked down. Returns the isolation and the work root.
+pub fn isolation(a: &StepArgs, state_dir: &Path) -> anyhow::Result<(Isolation, PathBuf)> {
+    let state_dir = std::path::absolute(state_dir)?;
+    let work_root = state_dir.join("work");
+    let iso = match a.step_isolation.unwrap_or(IsolationMode::Landlock) {
+        IsolationMode::None => {
+            anyhow::ensure!(
+                a.step_user.is_none() && a.step_read_paths.is_empty(),
+                "--step-user and --step-read-path apply to isolated steps; drop them or drop --step-isolation none"
+            );
+            eprintln!(
+                "warning: step isolation is OFF (--step-isolation none): steps run with pipewright's own rights and can read and change its state directory, database and keys"
+            );
+            Isolation::None
+        }
+        IsolationMode::Landlock => {
+            let root = nix::unistd::geteuid().is_root();
+            let user = match (&a.step_user, root) {
+                (Some(u), true) => Some(StepUser::lookup(u).map_err(anyhow::Error::msg)?),
+                (None, true) => Some(StepUser::lookup("nobody").map_err(anyhow::Error::msg)?),
+                (Some(_), false) => anyhow::bail!(
+                    "--step-user needs pipewright to run as root; steps already run as your own user, confined"
+                ),
+                (None, false) => None,
+            };
+            let launcher = std::env::current_exe()?;
+            let sandbox = Sandbox::new(launcher, &a.step_read_paths, user, &[state_dir.clone(), work_root.clone()]);
+            sandbox.probe().map_err(|e| anyhow::anyhow!("step isolation is not available: {e}"))?;
+            Isolation::Landlock(sandbox)
+        }
+    };
+    engine::sandbox::prepare_dirs(&state_dir, &work_root, &iso)?;
+    Ok((iso, work_root))
 }
 
 /// `2026-11-25 14:03:07` (UTC) for a time in Unix milliseconds.

@@ -257,6 +257,9 @@ impl Remote {
 
     /// `run --server`: save the pipeline on the server, start it, follow it.
     pub async fn run(&self, a: &RunArgs) -> anyhow::Result<ExitCode> {
+        if a.steps.given() {
+            bail!("{STEP_FLAGS}");
+        }
         if a.entities.is_some() || a.secrets_file.is_some() {
             bail!(
                 "--entities and --secrets-file are local: with --server, store services, environments, infrastructure definitions and secrets on the server (POST /api/v1/orgs/ORG/projects/PROJECT/{{services,environments,infrastructures,secrets}})"
@@ -310,6 +313,9 @@ impl Remote {
     /// `rerun --server`.
     pub async fn rerun(&self, a: &super::rerun::RerunArgs) -> anyhow::Result<ExitCode> {
         let c = &a.common;
+        if c.steps.given() {
+            bail!("{STEP_FLAGS}");
+        }
         if c.latest || c.entities.is_some() || c.secrets_file.is_some() {
             bail!(
                 "--latest, --entities and --secrets-file are local; with --server, update the pipeline and entities on the server"
@@ -324,6 +330,9 @@ impl Remote {
     /// `retry --server`.
     pub async fn retry(&self, a: &super::rerun::RetryArgs) -> anyhow::Result<ExitCode> {
         let c = &a.common;
+        if c.steps.given() {
+            bail!("{STEP_FLAGS}");
+        }
         if c.latest || c.entities.is_some() || c.secrets_file.is_some() {
             bail!(
                 "--latest, --entities and --secrets-file are local; with --server, update the pipeline and entities on the server"
@@ -519,3 +528,6 @@ impl Store for RemoteStore {
         unsupported("reading the audit trail this way")
     }
 }
+
+/// Why step flags are refused with `--server`.
+const STEP_FLAGS: &str = "--step-isolation, --step-user and --step-read-path (or PIPEWRIGHT_STEP_*) apply to steps run on this machine; with --server, steps run under the server's own settings (pipewright serve --step-…)";

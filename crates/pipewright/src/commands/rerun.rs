@@ -36,6 +36,8 @@ pub struct Common {
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
     #[command(flatten)]
+    pub steps: crate::StepArgs,
+    #[command(flatten)]
     pub state: StateArgs,
 }
 
@@ -104,6 +106,7 @@ async fn start(
         selective: !sel.stages.is_empty(),
         parent: Some(launch::derived_from(orig)),
         source_file: orig.source_file.clone(),
+        steps: c.steps.clone(),
     };
     run_planned(store, &c.state, &doc, planned, opts).await
 }

@@ -3,7 +3,7 @@
 //! secrets, record the execution, and run it with live output (a tree updated in place on a terminal, plain
 //! lines otherwise) and a summary.
 
-use crate::{Output, StateArgs};
+use crate::{Output, StateArgs, StepArgs};
 use anyhow::{Context, bail};
 use clap::Args;
 use engine::{Engine, EngineConfig, Entities, Event, Observer, Secrets, Seed};
@@ -38,6 +38,8 @@ pub struct RunArgs {
     pub output: Output,
     #[command(flatten)]
     pub selection: super::plan::Selection,
+    #[command(flatten)]
+    pub steps: StepArgs,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -268,6 +270,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         selective,
         parent: None,
         source_file: Some(a.file.display().to_string()),
+        steps: a.steps.clone(),
     };
     run_planned(store, &a.state, &doc, planned, opts).await
 }
@@ -298,6 +301,8 @@ pub struct Options {
     pub selective: bool,
     /// (parent, original) execution.
     pub parent: Option<(String, String)>,
+    /// Step isolation.
+    pub steps: StepArgs,
     /// The pipeline file.
     pub source_file: Option<String>,
 }
@@ -328,7 +333,8 @@ pub async fn run_planned(
         None => Entities::default(),
     };
     let secrets = secrets(o.secrets_file.as_deref())?;
-    let config = EngineConfig::new(&state.state_dir);
+    let mut config = EngineConfig::new(&state.state_dir);
+    (config.isolation, config.work_root) = super::isolation(&o.steps, &state.state_dir)?;
     let mut launch = launch::Launch::of(&planned, o.mode, o.selective, &config.triggered_by);
     launch.source_file = o.source_file;
     launch.parent = o.parent;

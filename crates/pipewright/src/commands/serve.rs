@@ -30,6 +30,8 @@ pub struct ServeArgs {
     /// Seconds running executions get to finish at shutdown before they are aborted.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    #[command(flatten)]
+    pub steps: crate::StepArgs,
 }
 
 async fn shutdown_signal() {
@@ -70,6 +72,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
+    let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir)?;
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&a.state_dir).await?);
     let config = server::Config {
         state_dir: a.state_dir.clone(),
@@ -77,6 +80,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_secs(a.request_timeout),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         admin_password,
+        isolation,
+        work_root,
     };
     let (app, bootstrap) = server::start(store, config).await.map_err(anyhow::Error::msg)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)

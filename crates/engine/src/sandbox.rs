@@ -1,0 +1,379 @@
+//! Step isolation. With [`Isolation::Landlock`], every step process is started through a small launcher — the
+//! `pipewright` binary itself, run as `pipewright __step-sandbox …` — that, before it executes the step's
+//! program, confines itself with Landlock: read-write access only to the execution's workspace and the
+//! attempt's private directory, read-only access to system paths (`/usr`, `/etc`, …), no signals to and no
+//! abstract-socket connections with processes outside its own sandbox; and, when pipewright runs as root,
+//! drops to an unprivileged step user. Everything else — the state directory with the database and keys,
+//! other executions' workspaces, the home directory — is out of reach. The launcher is a separate program
+//! because the confinement must be applied between fork and exec, in a process of its own.
+//!
+//! This file owns the policy ([`Sandbox`]: which paths, which user), the launcher's argument format, the
+//! launcher itself ([`launcher_main`]) and the check that the kernel can enforce it ([`Sandbox::probe`]).
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+/// The first argument that turns the `pipewright` binary into the step launcher.
+pub const LAUNCHER_ARG: &str = "__step-sandbox";
+
+/// How steps are isolated.
+#[derive(Debug, Clone, Default)]
+pub enum Isolation {
+    /// Steps run with pipewright's own rights (explicitly relaxed, or a library user's choice).
+    #[default]
+    None,
+    /// Steps are confined by Landlock (and run as the step user when pipewright is root).
+    Landlock(Sandbox),
+}
+
+/// An unprivileged user that steps run as.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StepUser {
+    /// The name (`nobody`).
+    pub name: String,
+    /// Its user id.
+    pub uid: u32,
+    /// Its primary group id.
+    pub gid: u32,
+}
+
+impl StepUser {
+    /// Look a user up by name (or numeric id).
+    pub fn lookup(name: &str) -> Result<StepUser, String> {
+        let user = match name.parse::<u32>() {
+            Ok(uid) => nix::unistd::User::from_uid(nix::unistd::Uid::from_raw(uid)),
+            Err(_) => nix::unistd::User::from_name(name),
+        }
+        .map_err(|e| format!("cannot look up the step user `{name}`: {e}"))?
+        .ok_or_else(|| {
+            format!("there is no user `{name}` for steps to run as; create it or choose another with --step-user")
+        })?;
+        if user.uid.is_root() {
+            return Err(format!(
+                "the step user `{name}` is root; steps must run as an unprivileged user (--step-user)"
+            ));
+        }
+        Ok(StepUser { name: user.name, uid: user.uid.as_raw(), gid: user.gid.as_raw() })
+    }
+}
+
+/// The confinement of step processes.
+#[derive(Debug, Clone)]
+pub struct Sandbox {
+    /// The launcher program (the `pipewright` binary).
+    pub launcher: PathBuf,
+    /// Paths steps may read and execute (system paths, the directories on `PATH`, `--step-read-path`).
+    pub read_paths: Vec<PathBuf>,
+    /// The user steps run as, when pipewright runs as root.
+    pub user: Option<StepUser>,
+}
+
+/// System paths a step may read (those that exist): programs, libraries, configuration, and the kernel's
+/// views of processes and devices.
+const SYSTEM_READ: &[&str] =
+    &["/usr", "/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32", "/etc", "/opt", "/proc", "/sys", "/nix/store"];
+
+/// Devices a step may read and write.
+const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
+
+impl Sandbox {
+    /// The policy for steps of a pipewright whose private paths (state directory, work root) are `private`:
+    /// system paths, the directories on `PATH` and `extra`, except any that would expose a private path
+    /// (a read rule on a parent covers everything below it).
+    pub fn new(launcher: PathBuf, extra: &[PathBuf], user: Option<StepUser>, private: &[PathBuf]) -> Sandbox {
+        let private: Vec<PathBuf> =
+            private.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
+        let mut read_paths: Vec<PathBuf> = Vec::new();
+        let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
+        let candidates =
+            SYSTEM_READ.iter().map(PathBuf::from).chain(path_dirs.into_iter().flatten()).chain(extra.iter().cloned());
+        for c in candidates {
+            if !c.is_absolute() {
+                continue;
+            }
+            let Ok(real) = std::fs::canonicalize(&c) else { continue };
+            if private.iter().any(|p| p.starts_with(&real)) || read_paths.contains(&real) {
+                continue;
+            }
+            read_paths.push(real);
+        }
+        Sandbox { launcher, read_paths, user }
+    }
+
+    /// The launcher command line for a step: `__step-sandbox [--uid U --gid G] --rw P… --ro P… -- PROGRAM ARGS…`.
+    pub fn command(&self, writable: &[&Path], program: &str, args: &[String]) -> (PathBuf, Vec<OsString>) {
+        let mut out: Vec<OsString> = vec![LAUNCHER_ARG.into()];
+        if let Some(u) = &self.user {
+            out.extend(["--uid".into(), u.uid.to_string().into(), "--gid".into(), u.gid.to_string().into()]);
+        }
+        for w in writable {
+            out.extend(["--rw".into(), w.as_os_str().to_owned()]);
+        }
+        for r in &self.read_paths {
+            out.extend(["--ro".into(), r.as_os_str().to_owned()]);
+        }
+        out.push("--".into());
+        out.push(program.into());
+        out.extend(args.iter().map(OsString::from));
+        (self.launcher.clone(), out)
+    }
+
+    /// Check, by running the launcher once, that this kernel enforces the confinement fully.
+    pub fn probe(&self) -> Result<(), String> {
+        let (program, args) = self.command(&[], "true", &[]);
+        let out = std::process::Command::new(&program)
+            .args(&args)
+            .env_clear()
+            .env("PATH", "/usr/bin:/bin")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .map_err(|e| format!("cannot start the step launcher {}: {e}", program.display()))?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).trim().to_string()) }
+    }
+}
+
+/// The directory below the work root that holds one private directory per step attempt (its script, its
+/// captured outputs, its temporary files); steps can write into their own but never rename or replace it.
+pub const CONTROL_DIR: &str = ".pw";
+
+/// The step user, when steps run as one.
+pub fn step_user(isolation: &Isolation) -> Option<&StepUser> {
+    match isolation {
+        Isolation::Landlock(s) => s.user.as_ref(),
+        Isolation::None => None,
+    }
+}
+
+fn mkdir_mode(path: &Path, mode: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    std::fs::DirBuilder::new().recursive(true).mode(mode).create(path)?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+}
+
+fn give(path: &Path, user: Option<&StepUser>) -> std::io::Result<()> {
+    if let Some(u) = user {
+        nix::unistd::chown(path, Some(nix::unistd::Uid::from_raw(u.uid)), Some(nix::unistd::Gid::from_raw(u.gid)))
+            .map_err(std::io::Error::from)?;
+    }
+    Ok(())
+}
+
+/// Lock down the state directory and the work root: `0700`, or `0711` (enter, but not list) where the step
+/// user must pass through to reach its workspaces.
+pub fn prepare_dirs(state_dir: &Path, work_root: &Path, isolation: &Isolation) -> std::io::Result<()> {
+    let user = step_user(isolation);
+    let through = if user.is_some() { 0o711 } else { 0o700 };
+    let state_mode = if user.is_some() && work_root.starts_with(state_dir) { 0o711 } else { 0o700 };
+    mkdir_mode(state_dir, state_mode)?;
+    mkdir_mode(work_root, through)?;
+    mkdir_mode(&work_root.join(CONTROL_DIR), through)
+}
+
+/// An execution's workspace: created `0700`, owned by the step user when there is one, with a home directory
+/// for the steps inside it.
+pub fn prepare_workspace(config: &crate::EngineConfig, workdir: &Path) -> std::io::Result<()> {
+    let user = step_user(&config.isolation);
+    prepare_dirs_below(&config.work_root, &config.isolation)?;
+    mkdir_mode(workdir, 0o700)?;
+    give(workdir, user)?;
+    let home = workdir.join(".pipewright").join("home");
+    mkdir_mode(&home, 0o700)?;
+    give(&workdir.join(".pipewright"), user)?;
+    give(&home, user)
+}
+
+fn prepare_dirs_below(work_root: &Path, isolation: &Isolation) -> std::io::Result<()> {
+    let through = if step_user(isolation).is_some() { 0o711 } else { 0o700 };
+    if !work_root.join(CONTROL_DIR).is_dir() {
+        mkdir_mode(work_root, through)?;
+        mkdir_mode(&work_root.join(CONTROL_DIR), through)?;
+    }
+    Ok(())
+}
+
+/// A step attempt's private directory `<control root>/<node>`: fresh (an existing one is an error, so
+/// nothing can be planted in it), `0700`, owned by the step user, with a `tmp/` for `TMPDIR`.
+pub fn attempt_dir(control_root: &Path, node_id: &str, isolation: &Isolation) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let user = step_user(isolation);
+    let dir = control_root.join(node_id);
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    std::fs::DirBuilder::new().mode(0o700).create(dir.join("tmp"))?;
+    give(&dir.join("tmp"), user)?;
+    give(&dir, user)?;
+    Ok(dir)
+}
+
+/// Read a file a step wrote in its attempt directory without following a link it may have put there, and
+/// only if it is a regular file of at most `limit` bytes (longer values are cut there).
+pub fn read_step_file(path: &Path, limit: u64) -> Option<Vec<u8>> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(nix::libc::O_NOFOLLOW | nix::libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !f.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut out = Vec::new();
+    f.take(limit).read_to_end(&mut out).ok()?;
+    Some(out)
+}
+
+/// The launcher's own arguments.
+#[derive(Debug, Default, PartialEq)]
+struct LaunchArgs {
+    uid: Option<u32>,
+    gid: Option<u32>,
+    rw: Vec<PathBuf>,
+    ro: Vec<PathBuf>,
+    program: Vec<OsString>,
+}
+
+fn parse_args(args: &[OsString]) -> Result<LaunchArgs, String> {
+    let mut out = LaunchArgs::default();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        let mut value = || it.next().cloned().ok_or_else(|| format!("{} needs a value", a.to_string_lossy()));
+        match a.as_bytes() {
+            b"--uid" => out.uid = Some(value()?.to_string_lossy().parse().map_err(|_| "--uid: not a number")?),
+            b"--gid" => out.gid = Some(value()?.to_string_lossy().parse().map_err(|_| "--gid: not a number")?),
+            b"--rw" => out.rw.push(value()?.into()),
+            b"--ro" => out.ro.push(value()?.into()),
+            b"--" => {
+                out.program = it.cloned().collect();
+                break;
+            }
+            other => return Err(format!("unknown launcher argument `{}`", String::from_utf8_lossy(other))),
+        }
+    }
+    if out.program.is_empty() {
+        return Err("no program to run after `--`".into());
+    }
+    Ok(out)
+}
+
+/// Confine this process as `a` says, then become the step's program. Returns only on failure.
+fn confine_and_exec(a: &LaunchArgs) -> String {
+    use landlock::{
+        ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
+        RulesetStatus, Scope,
+    };
+    // The newest rights this build knows: every filesystem access (ABI 5), signals and abstract sockets (6).
+    let fs_abi = ABI::V5;
+    let rules = || -> Result<landlock::RulesetCreated, landlock::RulesetError> {
+        let mut r = Ruleset::default()
+            .set_compatibility(CompatLevel::HardRequirement)
+            .handle_access(AccessFs::from_all(fs_abi))?
+            .scope(Scope::from_all(ABI::V6))?
+            .create()?;
+        let read = AccessFs::from_read(fs_abi);
+        let entries =
+            a.ro.iter()
+                .map(|p| (p.as_path(), read))
+                .chain(DEVICES.iter().map(|d| (Path::new(d), read | AccessFs::WriteFile)))
+                .chain(a.rw.iter().map(|p| (p.as_path(), AccessFs::from_all(fs_abi))));
+        for (path, rights) in entries {
+            // Opened here, with the launcher's own rights (before it drops them); missing paths are skipped.
+            let Ok(fd) = PathFd::new(path) else { continue };
+            let rights = if path.is_dir() { rights } else { rights & AccessFs::from_file(fs_abi) };
+            r = r.add_rule(PathBeneath::new(fd, rights))?;
+        }
+        Ok(r)
+    };
+    let ruleset = match rules() {
+        Ok(r) => r,
+        Err(e) => return format!("cannot set up step isolation (Landlock): {e}"),
+    };
+    // Drop privileges after the paths are opened and before the rules apply.
+    if let (Some(uid), Some(gid)) = (a.uid, a.gid) {
+        use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
+        if let Err(e) =
+            setgroups(&[]).and_then(|()| setgid(Gid::from_raw(gid))).and_then(|()| setuid(Uid::from_raw(uid)))
+        {
+            return format!("cannot switch to the step user (uid {uid}): {e}");
+        }
+    }
+    match ruleset.restrict_self() {
+        Ok(s) if s.ruleset == RulesetStatus::FullyEnforced && s.no_new_privs => {}
+        Ok(s) => {
+            return format!(
+                "this kernel cannot enforce step isolation (Landlock {:?}); use a kernel with Landlock ABI 6 or newer, or run with --step-isolation none",
+                s.ruleset
+            );
+        }
+        Err(e) => {
+            return format!(
+                "this kernel cannot enforce step isolation: {e}; use a kernel with Landlock ABI 6 or newer, or run with --step-isolation none"
+            );
+        }
+    }
+    use std::os::unix::process::CommandExt;
+    let err = std::process::Command::new(&a.program[0]).args(&a.program[1..]).exec();
+    format!("cannot start `{}`: {err}", a.program[0].to_string_lossy())
+}
+
+/// The launcher's entry point (`pipewright __step-sandbox …`, arguments after that word): confine, drop
+/// privileges, exec. Exits 127 with a message on stderr when it cannot.
+pub fn launcher_main(args: &[OsString]) -> ! {
+    let msg = match parse_args(args) {
+        Ok(a) => confine_and_exec(&a),
+        Err(e) => e,
+    };
+    eprintln!("pipewright: {msg}");
+    std::process::exit(127)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn os(v: &[&str]) -> Vec<OsString> {
+        v.iter().map(OsString::from).collect()
+    }
+
+    #[test]
+    fn launcher_arguments_round_trip() {
+        let sb = Sandbox {
+            launcher: "/bin/pw".into(),
+            read_paths: vec!["/usr".into()],
+            user: Some(StepUser { name: "nobody".into(), uid: 65534, gid: 65534 }),
+        };
+        let (prog, args) = sb.command(&[Path::new("/w")], "sh", &["script.sh".into()]);
+        assert_eq!(prog, PathBuf::from("/bin/pw"));
+        assert_eq!(args[0], LAUNCHER_ARG);
+        let parsed = parse_args(&args[1..]).unwrap();
+        assert_eq!(
+            parsed,
+            LaunchArgs {
+                uid: Some(65534),
+                gid: Some(65534),
+                rw: vec!["/w".into()],
+                ro: vec!["/usr".into()],
+                program: os(&["sh", "script.sh"]),
+            }
+        );
+    }
+
+    #[test]
+    fn bad_launcher_arguments_are_refused() {
+        assert!(parse_args(&os(&["--rw"])).is_err());
+        assert!(parse_args(&os(&["--uid", "x", "--", "sh"])).is_err());
+        assert!(parse_args(&os(&["--bogus", "--", "sh"])).is_err());
+        assert!(parse_args(&os(&["--rw", "/w"])).is_err());
+    }
+
+    #[test]
+    fn read_paths_never_cover_private_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("state");
+        std::fs::create_dir_all(&state).unwrap();
+        let sb = Sandbox::new("/bin/pw".into(), &[dir.path().to_path_buf(), "/usr".into()], None, &[state]);
+        let real = std::fs::canonicalize(dir.path()).unwrap();
+        assert!(!sb.read_paths.iter().any(|p| real.starts_with(p)), "{:?}", sb.read_paths);
+        assert!(sb.read_paths.contains(&std::fs::canonicalize("/usr").unwrap()));
+    }
+}
