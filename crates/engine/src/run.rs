@@ -107,6 +107,17 @@ impl Engine {
         secrets: &Secrets,
         seed: &Seed,
     ) -> Res<Status> {
+        // An execution that already ended (aborted while queued) or whose abort was asked before it started
+        // does not run.
+        let current = self.store.execution(&exec.id).await?;
+        if current.status.is_final() {
+            return Ok(current.status);
+        }
+        if self.store.abort_requested(&exec.id).await? {
+            self.store.set_execution_status(&exec.id, Status::Aborted, Some("aborted before it started")).await?;
+            self.observer.event(&Event::Finished(Status::Aborted));
+            return Ok(Status::Aborted);
+        }
         let workdir = self.config.work_root.join(&exec.id);
         crate::sandbox::prepare_workspace(&self.config, &workdir)
             .map_err(|source| EngineError::WorkDir { path: workdir.display().to_string(), source })?;

@@ -103,12 +103,45 @@ fn explain(path: &Path, e: sqlx::Error) -> StoreError {
     }
 }
 
+/// Run a unit of work to its end even when the caller stops waiting for it: a request cancelled in the middle
+/// of a transaction must never hand its connection back to the pool with the transaction still open.
+async fn detached<T, F>(work: F) -> Result<T>
+where
+    F: std::future::Future<Output = Result<T>> + Send + 'static,
+    T: Send + 'static,
+{
+    tokio::spawn(work).await.unwrap_or_else(|e| Err(StoreError::Corrupt(format!("a store task stopped: {e}"))))
+}
+
 fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{e} in `{s}`")))
 }
 
 fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
     s.parse().map_err(StoreError::Corrupt)
+}
+
+async fn execution_on(pool: &SqlitePool, id_or_prefix: &str) -> Result<Execution> {
+    if let Some(exact) =
+        sqlx::query("SELECT * FROM executions WHERE id = ?").bind(id_or_prefix).fetch_optional(pool).await?
+    {
+        return execution_row(&exact);
+    }
+    // A prefix, as a range over the primary key (ids are upper-case ULIDs; `~` sorts after every digit
+    // and letter), so the lookup uses the index instead of scanning the history.
+    let prefix = id_or_prefix.to_ascii_uppercase();
+    let rows = sqlx::query("SELECT * FROM executions WHERE id >= ? AND id < ? ORDER BY id LIMIT 2")
+        .bind(&prefix)
+        .bind(format!("{prefix}~"))
+        .fetch_all(pool)
+        .await?;
+    match rows.as_slice() {
+        [] => Err(StoreError::NotFound(format!(
+            "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
+        ))),
+        [one] => execution_row(one),
+        _ => Err(StoreError::NotFound(format!("`{id_or_prefix}` matches several executions; give more of the id"))),
+    }
 }
 
 fn execution_row(r: &SqliteRow) -> Result<Execution> {
@@ -166,33 +199,45 @@ fn node_row(r: &SqliteRow) -> Result<Node> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let last: Option<(i64, String)> = sqlx::query_as(
-            "SELECT version, yaml FROM pipelines WHERE org = ? AND project = ? AND identifier = ? ORDER BY version DESC LIMIT 1",
-        )
-        .bind(org)
-        .bind(project)
-        .bind(identifier)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let version = match last {
-            Some((v, y)) if y == yaml => return Ok(v),
-            Some((v, _)) => v + 1,
-            None => 1,
-        };
-        sqlx::query(
-            "INSERT INTO pipelines (org, project, identifier, version, yaml, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-        )
-        .bind(org)
-        .bind(project)
-        .bind(identifier)
-        .bind(version)
-        .bind(yaml)
-        .bind(now_ms())
-        .execute(&mut *tx)
-        .await?;
-        tx.commit().await?;
-        Ok(version)
+        let pool = self.pool.clone();
+        let org = org.to_owned();
+        let project = project.to_owned();
+        let identifier = identifier.to_owned();
+        let yaml = yaml.to_owned();
+        detached(async move {
+            let org = org.as_str();
+            let project = project.as_str();
+            let identifier = identifier.as_str();
+            let yaml = yaml.as_str();
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let last: Option<(i64, String)> = sqlx::query_as(
+                "SELECT version, yaml FROM pipelines WHERE org = ? AND project = ? AND identifier = ? ORDER BY version DESC LIMIT 1",
+            )
+            .bind(org)
+            .bind(project)
+            .bind(identifier)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let version = match last {
+                Some((v, y)) if y == yaml => return Ok(v),
+                Some((v, _)) => v + 1,
+                None => 1,
+            };
+            sqlx::query(
+                "INSERT INTO pipelines (org, project, identifier, version, yaml, created_at) VALUES (?, ?, ?, ?, ?, ?)",
+            )
+            .bind(org)
+            .bind(project)
+            .bind(identifier)
+            .bind(version)
+            .bind(yaml)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(version)
+        })
+        .await
     }
 
     async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> Result<String> {
@@ -209,104 +254,101 @@ impl Store for SqliteStore {
     }
 
     async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
-        let id = ulid::Ulid::new().to_string();
-        let now = now_ms();
-        let inputs = serde_json::to_string(&e.inputs).unwrap_or_else(|_| "{}".into());
-        let selected = serde_json::to_string(&e.selected_stages).unwrap_or_else(|_| "[]".into());
-        // The sequence number is computed inside the INSERT, which holds SQLite's write lock: no two
-        // executions of a pipeline get the same number, whichever process creates them.
-        sqlx::query(
-            "INSERT INTO executions (id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by,
-               inputs, selected_stages, snapshot, source_file, parent_id, original_id, created_at)
-             VALUES (?, ?, ?, ?, ?,
-               (SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM executions WHERE org = ? AND project = ? AND pipeline = ?),
-               'Queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&id)
-        .bind(&e.org)
-        .bind(&e.project)
-        .bind(&e.pipeline)
-        .bind(e.pipeline_version)
-        .bind(&e.org)
-        .bind(&e.project)
-        .bind(&e.pipeline)
-        .bind(e.mode.as_str())
-        .bind(&e.triggered_by)
-        .bind(inputs)
-        .bind(selected)
-        .bind(&e.snapshot)
-        .bind(&e.source_file)
-        .bind(&e.parent_id)
-        .bind(&e.original_id)
-        .bind(now)
-        .execute(&self.pool)
-        .await?;
-        sqlx::query("INSERT INTO transitions (execution_id, to_status, at) VALUES (?, 'Queued', ?)")
-            .bind(&id)
-            .bind(now)
-            .execute(&self.pool)
-            .await?;
-        self.execution(&id).await
-    }
-
-    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
-        let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let from: Option<String> =
-            sqlx::query_scalar("SELECT status FROM executions WHERE id = ?").bind(id).fetch_optional(&mut *tx).await?;
-        let Some(from) = from else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
-        sqlx::query(
-            "UPDATE executions SET status = ?, failure = COALESCE(?, failure),
-               started_at = CASE WHEN started_at IS NULL AND ? = 'Running' THEN ? ELSE started_at END,
-               ended_at = CASE WHEN ? THEN ? ELSE NULL END
-             WHERE id = ?",
-        )
-        .bind(status.as_str())
-        .bind(failure)
-        .bind(status.as_str())
-        .bind(now)
-        .bind(status.is_final())
-        .bind(now)
-        .bind(id)
-        .execute(&mut *tx)
-        .await?;
-        if from != status.as_str() {
+        let pool = self.pool.clone();
+        detached(async move {
+            let id = ulid::Ulid::new().to_string();
+            let now = now_ms();
+            let inputs = serde_json::to_string(&e.inputs).unwrap_or_else(|_| "{}".into());
+            let selected = serde_json::to_string(&e.selected_stages).unwrap_or_else(|_| "[]".into());
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            // The sequence number is computed inside the INSERT, which holds SQLite's write lock: no two
+            // executions of a pipeline get the same number, whichever process creates them.
             sqlx::query(
-                "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO executions (id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by,
+                   inputs, selected_stages, snapshot, source_file, parent_id, original_id, created_at)
+                 VALUES (?, ?, ?, ?, ?,
+                   (SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM executions WHERE org = ? AND project = ? AND pipeline = ?),
+                   'Queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
-            .bind(id)
-            .bind(&from)
-            .bind(status.as_str())
-            .bind(failure)
+            .bind(&id)
+            .bind(&e.org)
+            .bind(&e.project)
+            .bind(&e.pipeline)
+            .bind(e.pipeline_version)
+            .bind(&e.org)
+            .bind(&e.project)
+            .bind(&e.pipeline)
+            .bind(e.mode.as_str())
+            .bind(&e.triggered_by)
+            .bind(inputs)
+            .bind(selected)
+            .bind(&e.snapshot)
+            .bind(&e.source_file)
+            .bind(&e.parent_id)
+            .bind(&e.original_id)
             .bind(now)
             .execute(&mut *tx)
             .await?;
-        }
-        tx.commit().await?;
-        Ok(())
+            sqlx::query("INSERT INTO transitions (execution_id, to_status, at) VALUES (?, 'Queued', ?)")
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            execution_on(&pool, &id).await
+        })
+        .await
+    }
+
+    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
+        let pool = self.pool.clone();
+        let id = id.to_owned();
+        let failure = failure.map(str::to_owned);
+        detached(async move {
+            let id = id.as_str();
+            let failure = failure.as_deref();
+            let now = now_ms();
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let from: Option<String> = sqlx::query_scalar("SELECT status FROM executions WHERE id = ?")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(from) = from else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
+            sqlx::query(
+                "UPDATE executions SET status = ?, failure = COALESCE(?, failure),
+                   started_at = CASE WHEN started_at IS NULL AND ? = 'Running' THEN ? ELSE started_at END,
+                   ended_at = CASE WHEN ? THEN ? ELSE NULL END
+                 WHERE id = ?",
+            )
+            .bind(status.as_str())
+            .bind(failure)
+            .bind(status.as_str())
+            .bind(now)
+            .bind(status.is_final())
+            .bind(now)
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+            if from != status.as_str() {
+                sqlx::query(
+                    "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, ?, ?, ?)",
+                )
+                .bind(id)
+                .bind(&from)
+                .bind(status.as_str())
+                .bind(failure)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(())
+        })
+        .await
     }
 
     async fn execution(&self, id_or_prefix: &str) -> Result<Execution> {
-        if let Some(exact) =
-            sqlx::query("SELECT * FROM executions WHERE id = ?").bind(id_or_prefix).fetch_optional(&self.pool).await?
-        {
-            return execution_row(&exact);
-        }
-        // A prefix, as a range over the primary key (ids are upper-case ULIDs; `~` sorts after every digit
-        // and letter), so the lookup uses the index instead of scanning the history.
-        let prefix = id_or_prefix.to_ascii_uppercase();
-        let rows = sqlx::query("SELECT * FROM executions WHERE id >= ? AND id < ? ORDER BY id LIMIT 2")
-            .bind(&prefix)
-            .bind(format!("{prefix}~"))
-            .fetch_all(&self.pool)
-            .await?;
-        match rows.as_slice() {
-            [] => Err(StoreError::NotFound(format!(
-                "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
-            ))),
-            [one] => execution_row(one),
-            _ => Err(StoreError::NotFound(format!("`{id_or_prefix}` matches several executions; give more of the id"))),
-        }
+        execution_on(&self.pool, id_or_prefix).await
     }
 
     async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>> {
@@ -446,30 +488,38 @@ impl Store for SqliteStore {
     }
 
     async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let row = sqlx::query(
-            "SELECT * FROM decisions WHERE execution_id = ? AND node_id = ? AND consumed = 0 ORDER BY id LIMIT 1",
-        )
-        .bind(execution_id)
-        .bind(node_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        let Some(r) = row else { return Ok(None) };
-        sqlx::query("UPDATE decisions SET consumed = 1 WHERE id = ?")
-            .bind(r.get::<i64, _>("id"))
-            .execute(&mut *tx)
+        let pool = self.pool.clone();
+        let execution_id = execution_id.to_owned();
+        let node_id = node_id.to_owned();
+        detached(async move {
+            let execution_id = execution_id.as_str();
+            let node_id = node_id.as_str();
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let row = sqlx::query(
+                "SELECT * FROM decisions WHERE execution_id = ? AND node_id = ? AND consumed = 0 ORDER BY id LIMIT 1",
+            )
+            .bind(execution_id)
+            .bind(node_id)
+            .fetch_optional(&mut *tx)
             .await?;
-        tx.commit().await?;
-        Ok(Some(Decision {
-            execution_id: r.get("execution_id"),
-            node_id: r.get("node_id"),
-            kind: r.get("kind"),
-            action: r.get("action"),
-            by: r.get("by"),
-            comment: r.get("comment"),
-            inputs: json(r.get("inputs"))?,
-            at: r.get("at"),
-        }))
+            let Some(r) = row else { return Ok(None) };
+            sqlx::query("UPDATE decisions SET consumed = 1 WHERE id = ?")
+                .bind(r.get::<i64, _>("id"))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(Decision {
+                execution_id: r.get("execution_id"),
+                node_id: r.get("node_id"),
+                kind: r.get("kind"),
+                action: r.get("action"),
+                by: r.get("by"),
+                comment: r.get("comment"),
+                inputs: json(r.get("inputs"))?,
+                at: r.get("at"),
+            }))
+        })
+        .await
     }
 
     async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>> {
@@ -512,41 +562,47 @@ impl Store for SqliteStore {
     }
 
     async fn fail_unfinished(&self, reason: &str) -> Result<Vec<String>> {
-        const FINAL: &str =
-            "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected')";
-        let now = now_ms();
-        let mut tx = self.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let rows: Vec<(String, String)> =
-            sqlx::query_as(&format!("SELECT id, status FROM executions WHERE status NOT IN {FINAL}"))
-                .fetch_all(&mut *tx)
-                .await?;
-        for (id, from) in &rows {
-            sqlx::query(&format!(
-                "UPDATE nodes SET status = 'Failed', failure = ?, ended_at = ? WHERE execution_id = ? AND status NOT IN {FINAL}"
-            ))
-            .bind(reason)
-            .bind(now)
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-            sqlx::query("UPDATE executions SET status = 'Failed', failure = ?, ended_at = ? WHERE id = ?")
+        let pool = self.pool.clone();
+        let reason = reason.to_owned();
+        detached(async move {
+            let reason = reason.as_str();
+            const FINAL: &str =
+                "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected')";
+            let now = now_ms();
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let rows: Vec<(String, String)> =
+                sqlx::query_as(&format!("SELECT id, status FROM executions WHERE status NOT IN {FINAL}"))
+                    .fetch_all(&mut *tx)
+                    .await?;
+            for (id, from) in &rows {
+                sqlx::query(&format!(
+                    "UPDATE nodes SET status = 'Failed', failure = ?, ended_at = ? WHERE execution_id = ? AND status NOT IN {FINAL}"
+                ))
                 .bind(reason)
                 .bind(now)
                 .bind(id)
                 .execute(&mut *tx)
                 .await?;
-            sqlx::query(
-                "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, 'Failed', ?, ?)",
-            )
-            .bind(id)
-            .bind(from)
-            .bind(reason)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-        }
-        tx.commit().await?;
-        Ok(rows.into_iter().map(|(id, _)| id).collect())
+                sqlx::query("UPDATE executions SET status = 'Failed', failure = ?, ended_at = ? WHERE id = ?")
+                    .bind(reason)
+                    .bind(now)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+                sqlx::query(
+                    "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, 'Failed', ?, ?)",
+                )
+                .bind(id)
+                .bind(from)
+                .bind(reason)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(rows.into_iter().map(|(id, _)| id).collect())
+        })
+        .await
     }
 
     async fn put_record(&self, r: &Record, replace: bool) -> Result<bool> {

@@ -205,30 +205,38 @@ async fn launch_planned(
     let entities = entities(app, scope).await?;
     let mut l = launch::Launch::of(&planned, mode, selective, &p.display());
     l.parent = parent;
-    let exec = launch::record(app.store.as_ref(), &prepared, &l).await?;
-    app.audit(
-        &p.display(),
-        &p.address,
-        match mode {
-            Mode::Full | Mode::Selective => "execute",
-            Mode::Rerun | Mode::RerunStage => "rerun",
-            Mode::Retry => "retry",
-        },
-        "execution",
-        &exec.id,
-        scope,
-        serde_json::json!({"pipeline": exec.pipeline, "mode": mode, "stages": exec.selected_stages, "parent": exec.parent_id}),
-    )
-    .await?;
-    app.runner.start(Job {
-        execution: exec.clone(),
-        pipeline: prepared.pipeline,
-        entities,
-        secrets,
-        seed: launch::seed(&planned.plan),
-        triggered_by: p.display(),
-    });
-    Ok(exec)
+    // Recording the execution and handing it to the runner is one unit that runs to its end even if the
+    // client goes away: an execution is never recorded without an owner that starts it.
+    let (app, p, scope) = (app.clone(), p.clone(), scope.clone());
+    let seed = launch::seed(&planned.plan);
+    tokio::spawn(async move {
+        let exec = launch::record(app.store.as_ref(), &prepared, &l).await?;
+        app.runner.start(Job {
+            execution: exec.clone(),
+            pipeline: prepared.pipeline,
+            entities,
+            secrets,
+            seed,
+            triggered_by: p.display(),
+        });
+        app.audit(
+            &p.display(),
+            &p.address,
+            match mode {
+                Mode::Full | Mode::Selective => "execute",
+                Mode::Rerun | Mode::RerunStage => "rerun",
+                Mode::Retry => "retry",
+            },
+            "execution",
+            &exec.id,
+            &scope,
+            serde_json::json!({"pipeline": exec.pipeline, "mode": mode, "stages": exec.selected_stages, "parent": exec.parent_id}),
+        )
+        .await?;
+        ApiResult::Ok(exec)
+    })
+    .await
+    .map_err(|e| ApiError::Internal(format!("starting the execution failed: {e}")))?
 }
 
 fn selection(b: &ExecuteBody) -> Selection {
@@ -655,8 +663,13 @@ pub async fn abort(
             e.id, e.status
         )));
     }
-    if let Some(n) = app.runner.news(&e.id) {
-        n.notify_waiters();
+    match app.runner.news(&e.id) {
+        Some(n) => n.notify_waiters(),
+        // Queued with no engine running it here: nothing will start it now, so it ends at once.
+        None if e.status == Status::Queued => {
+            app.store.set_execution_status(&e.id, Status::Aborted, Some("aborted before it started")).await?;
+        }
+        None => {}
     }
     app.audit(&p.display(), &p.address, "abort", "execution", &e.id, &scope, serde_json::json!({})).await?;
     Ok((StatusCode::ACCEPTED, Json(serde_json::json!({"execution_id": e.id, "aborted": true}))))
