@@ -29,6 +29,21 @@ impl Masker {
         }
     }
 
+    /// Mask every secret in every string of a JSON value (output variables, stage variables).
+    pub fn mask_json(&self, v: &mut serde_json::Value) {
+        match v {
+            serde_json::Value::String(s) => {
+                let m = self.mask(s);
+                if m != *s {
+                    *s = m;
+                }
+            }
+            serde_json::Value::Array(a) => a.iter_mut().for_each(|x| self.mask_json(x)),
+            serde_json::Value::Object(o) => o.values_mut().for_each(|x| self.mask_json(x)),
+            _ => {}
+        }
+    }
+
     /// Mask every secret in `text`.
     pub fn mask(&self, text: &str) -> String {
         let s = self.secrets.lock().unwrap_or_else(|e| e.into_inner());

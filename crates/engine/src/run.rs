@@ -130,7 +130,12 @@ impl Engine {
             pipeline,
             entities,
             secrets,
-            masker: Arc::new(Masker::default()),
+            masker: {
+                // Every secret this execution may read is masked from the start, wherever it surfaces.
+                let m = Masker::default();
+                secrets.values.values().for_each(|v| m.add(v));
+                Arc::new(m)
+            },
             tree: Mutex::new(Value::Map(BTreeMap::new())),
             abort_tx: Arc::new(abort_tx),
             abort_rx,
@@ -192,8 +197,39 @@ impl<'p> Run<'p> {
     }
 
     async fn save(&self, n: &Node) -> Res<()> {
+        // What is stored and shown never holds a secret value: failures (an Http URL, an error quoting a
+        // value), skip reasons, output and stage variables are masked on their way out.
+        let masked;
+        let n = if self.has_secret(n) {
+            let mut m = n.clone();
+            m.failure = m.failure.map(|f| self.masker.mask(&f));
+            m.skip_reason = m.skip_reason.map(|f| self.masker.mask(&f));
+            m.outputs.values_mut().for_each(|v| self.masker.mask_json(v));
+            masked = m;
+            &masked
+        } else {
+            n
+        };
         self.store.put_node(n).await?;
         self.observer.event(&Event::Node(Box::new(n.clone())));
+        Ok(())
+    }
+
+    fn has_secret(&self, n: &Node) -> bool {
+        let differs = |t: &str| self.masker.mask(t) != t;
+        n.failure.as_deref().is_some_and(differs)
+            || n.skip_reason.as_deref().is_some_and(differs)
+            || n.outputs.values().any(|v| {
+                let mut m = v.clone();
+                self.masker.mask_json(&mut m);
+                m != *v
+            })
+    }
+
+    /// Record the execution's status, its failure masked.
+    async fn set_status(&self, status: Status, failure: Option<&str>) -> Res<()> {
+        let failure = failure.map(|f| self.masker.mask(f));
+        self.store.set_execution_status(&self.exec.id, status, failure.as_deref()).await?;
         Ok(())
     }
 
@@ -275,7 +311,7 @@ impl<'p> Run<'p> {
                 Ok(val) => self.set_tree(&["pipeline", "variables", v.name.as_str()], val),
                 Err(e) => {
                     let msg = format!("pipeline variable `{}`: {e}", v.name.value);
-                    self.store.set_execution_status(&self.exec.id, Status::Failed, Some(&msg)).await?;
+                    self.set_status(Status::Failed, Some(&msg)).await?;
                     return Ok(Status::Failed);
                 }
             }
@@ -328,7 +364,7 @@ impl<'p> Run<'p> {
         } else {
             (Status::Success, None)
         };
-        self.store.set_execution_status(&self.exec.id, status, failure.as_deref()).await?;
+        self.set_status(status, failure.as_deref()).await?;
         Ok(status)
     }
 

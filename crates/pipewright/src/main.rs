@@ -142,6 +142,9 @@ enum Command {
     /// Manage API tokens on a server.
     #[command(subcommand)]
     Token(commands::admin::TokenCmd),
+    /// Manage how secret values are kept at rest (key rotation).
+    #[command(subcommand)]
+    Secret(commands::secret::SecretCmd),
 }
 
 /// How step processes are confined (local runs and the server).
@@ -221,6 +224,7 @@ async fn async_main() -> ExitCode {
         Command::User(c) => commands::admin::user(c).await,
         Command::Role(c) => commands::admin::role(c).await,
         Command::Token(c) => commands::admin::token(c).await,
+        Command::Secret(c) => commands::secret::run(c).await,
     };
     match result {
         Ok(code) => code,

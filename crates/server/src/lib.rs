@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+pub mod crypto;
 pub mod error;
 pub mod rbac;
 mod runner;
@@ -76,6 +77,8 @@ pub struct App {
     pub logins: auth::LoginLimiter,
     /// Recently used tokens.
     pub tokens: auth::TokenCache,
+    /// The keys that seal secret values at rest.
+    pub keys: crypto::Keyring,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -253,6 +256,11 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
     for id in &interrupted {
         tracing::warn!("execution {id} was left unfinished by a previous server; marked Failed");
     }
+    let keys = crypto::Keyring::load(&config.state_dir).map_err(|e| e.to_string())?;
+    let sealed = seal_plain_secrets(store.as_ref(), &keys).await.map_err(|e| e.to_string())?;
+    if sealed > 0 {
+        tracing::info!("sealed {sealed} secret value(s) stored in clear by an earlier version");
+    }
     let app = Arc::new(App {
         store: store.clone(),
         runner: Arc::new(Runner::new(
@@ -265,10 +273,56 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
         policy: RwLock::new(None),
         logins: auth::LoginLimiter::default(),
         tokens: auth::TokenCache::default(),
+        keys,
         metrics: install_metrics(),
     });
     let bootstrap = bootstrap(&app).await.map_err(|e| e.to_string())?;
     Ok((app, bootstrap))
+}
+
+/// The additional data a secret's value is sealed with: the record it belongs to.
+pub fn secret_context(org: &str, project: &str, id: &str) -> String {
+    format!("secret/{org}/{project}/{id}")
+}
+
+/// Seal secret values an earlier version stored in clear; returns how many.
+async fn seal_plain_secrets(store: &dyn Store, keys: &crypto::Keyring) -> Result<usize, String> {
+    let mut n = 0;
+    for mut r in store.records("secret", None, None).await.map_err(|e| e.to_string())? {
+        let Some(plain) = r.body.get("value").and_then(|v| v.as_str()).map(String::from) else { continue };
+        let sealed =
+            keys.seal(&secret_context(&r.org, &r.project, &r.identifier), &plain).map_err(|e| e.to_string())?;
+        if let Some(o) = r.body.as_object_mut() {
+            o.remove("value");
+            o.insert("sealed".into(), sealed.into());
+        }
+        store.put_record(&r, true).await.map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    Ok(n)
+}
+
+/// Seal every stored secret value again under a new key, then drop the old keys (`pipewright secret
+/// rotate-key`). Returns how many values were sealed again and, for a key given in `PIPEWRIGHT_SECRET_KEY`,
+/// the new key to set there.
+pub async fn rotate_secret_key(
+    store: &dyn Store,
+    state_dir: &std::path::Path,
+) -> Result<(usize, Option<String>), String> {
+    let keys = crypto::Keyring::load(state_dir).map_err(|e| e.to_string())?;
+    seal_plain_secrets(store, &keys).await?;
+    let new_key = keys.begin_rotation().map_err(|e| e.to_string())?;
+    let mut n = 0;
+    for mut r in store.records("secret", None, None).await.map_err(|e| e.to_string())? {
+        let Some(old) = r.body.get("sealed").and_then(|v| v.as_str()).map(String::from) else { continue };
+        let ctx = secret_context(&r.org, &r.project, &r.identifier);
+        let plain = keys.open(&ctx, &old).map_err(|e| format!("secret `{}`: {e}", r.identifier))?;
+        r.body["sealed"] = keys.seal(&ctx, &plain).map_err(|e| e.to_string())?.into();
+        store.put_record(&r, true).await.map_err(|e| e.to_string())?;
+        n += 1;
+    }
+    keys.finish_rotation().map_err(|e| e.to_string())?;
+    Ok((n, (keys.source() == &crypto::KeySource::Env).then_some(new_key)))
 }
 
 /// First start: the `admin` user with Account Admin on everything, and the `default` organization and project.

@@ -10,6 +10,7 @@ pub mod remote;
 pub mod rerun;
 pub mod run;
 pub mod schema;
+pub mod secret;
 pub mod serve;
 pub mod show;
 pub mod validate;

@@ -197,9 +197,13 @@ async fn launch_planned(
     for id in launch::secret_refs(doc) {
         app.require(p, "secret:access", &Resource::new("secret", &id, scope.clone())).await?;
         if let Some(r) = app.store.record("secret", &scope.org, &scope.project, &id).await?
-            && let Some(v) = r.body["value"].as_str()
+            && let Some(sealed) = r.body["sealed"].as_str()
         {
-            secrets.values.insert(id, v.to_string());
+            let v = app
+                .keys
+                .open(&crate::secret_context(&scope.org, &scope.project, &id), sealed)
+                .map_err(|e| ApiError::Internal(format!("secret `{id}`: {e}")))?;
+            secrets.values.insert(id, v);
         }
     }
     let entities = entities(app, scope).await?;

@@ -94,7 +94,7 @@ fn view(r: &Record) -> serde_json::Value {
     if let (Some(obj), Some(body)) = (v.as_object_mut(), r.body.as_object()) {
         for (k, val) in body {
             // Never returned: secret values, password hashes.
-            if k == "value" || k == "password_hash" {
+            if k == "value" || k == "sealed" || k == "password_hash" {
                 continue;
             }
             obj.insert(k.clone(), val.clone());

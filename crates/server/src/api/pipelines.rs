@@ -284,7 +284,12 @@ impl EntityKind {
     }
 }
 
-async fn entity_body(kind: EntityKind, scope: &Scope, body: Upload) -> ApiResult<(String, serde_json::Value)> {
+async fn entity_body(
+    app: &App,
+    kind: EntityKind,
+    scope: &Scope,
+    body: Upload,
+) -> ApiResult<(String, serde_json::Value)> {
     if let EntityKind::Secrets = kind {
         let Upload::Json(v) = body else {
             return Err(ApiError::UnsupportedMediaType(
@@ -299,7 +304,12 @@ async fn entity_body(kind: EntityKind, scope: &Scope, body: Upload) -> ApiResult
             v["value"].as_str().ok_or_else(|| ApiError::BadRequest("a secret needs a `value` string".into()))?;
         identifier("secret", &id)?;
         let name = v["name"].as_str().unwrap_or(&id).to_string();
-        return Ok((id, serde_json::json!({"name": name, "value": value})));
+        // Sealed at rest; the value itself is never stored or returned.
+        let sealed = app
+            .keys
+            .seal(&crate::secret_context(&scope.org, &scope.project, &id), value)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok((id, serde_json::json!({"name": name, "sealed": sealed})));
     }
     let yaml = body.yaml()?;
     let doc = spec::parse_document(&format!("{}.yaml", kind.kind()), yaml);
@@ -363,7 +373,7 @@ pub async fn create_entity(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let scope = project_scope(&app, &p, &org, &project).await?;
     app.require_some(&p, &format!("{}:create_edit", kind.rtype()), kind.rtype(), &scope).await?;
-    let (id, b) = entity_body(kind, &scope, body).await?;
+    let (id, b) = entity_body(&app, kind, &scope, body).await?;
     app.require(&p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), &id, scope.clone())).await?;
     let r = record(kind.kind(), &scope, &id, b);
     if !app.store.put_record(&r, false).await? {
@@ -411,7 +421,7 @@ pub async fn put_entity(
     let scope = project_scope(&app, &p, &org, &project).await?;
     identifier(kind.kind(), &id)?;
     app.require(&p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), &id, scope.clone())).await?;
-    let (got, b) = entity_body(kind, &scope, body).await?;
+    let (got, b) = entity_body(&app, kind, &scope, body).await?;
     if got != id {
         return Err(ApiError::BadRequest(format!(
             "the body's identifier is `{got}`, the path names `{id}`; they must match"

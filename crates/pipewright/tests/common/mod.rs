@@ -1,0 +1,191 @@
+//! A `pipewright serve` process for tests: a random loopback port, a temporary state directory, the `admin`
+//! user with a known password, and helpers for JSON requests.
+
+#![allow(dead_code)]
+
+use reqwest::{Method, StatusCode};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The admin's password in these tests.
+pub const ADMIN_PASSWORD: &str = "correct-horse-battery";
+
+/// A running server.
+pub struct Server {
+    pub child: Child,
+    pub url: String,
+    pub token: String,
+    pub state: PathBuf,
+    pub http: reqwest::Client,
+    pub extra: Vec<String>,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn(state: &Path, extra: &[String]) -> (Child, String) {
+    let pw = state.with_extension("admin-password");
+    std::fs::write(&pw, ADMIN_PASSWORD).unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(state)
+        .arg("--admin-password-file")
+        .arg(&pw)
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .env_remove("PIPEWRIGHT_STEP_ISOLATION")
+        .env_remove("PIPEWRIGHT_SECRET_KEY")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
+    (child, url)
+}
+
+impl Server {
+    /// Start a server on a state directory, logged in as `admin`.
+    pub async fn start(state: &Path, extra: &[&str]) -> Server {
+        let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
+        let (child, url) = spawn(state, &extra);
+        let mut s = Server {
+            child,
+            url,
+            token: String::new(),
+            state: state.to_path_buf(),
+            http: reqwest::Client::new(),
+            extra,
+        };
+        s.token = s.login("admin", ADMIN_PASSWORD).await;
+        s
+    }
+
+    /// Stop the server (SIGTERM) and wait for it.
+    pub fn stop(&mut self) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), nix::sys::signal::SIGTERM);
+        let _ = self.child.wait();
+    }
+
+    /// A token for a user.
+    pub async fn login(&self, user: &str, password: &str) -> String {
+        let (st, v) = self
+            .req(
+                None,
+                Method::POST,
+                "/api/v1/auth/login",
+                Some(&serde_json::json!({"username": user, "password": password})),
+            )
+            .await;
+        assert_eq!(st, 200, "login {user}: {v}");
+        v["token"].as_str().unwrap().to_string()
+    }
+
+    /// A JSON request; returns the status and the body (Null when empty or not JSON).
+    pub async fn req(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, Value) {
+        let (st, text) = self.raw(token, method, path, body).await;
+        (st, serde_json::from_str(&text).unwrap_or(Value::Null))
+    }
+
+    /// A request; returns the status and the body text.
+    pub async fn raw(
+        &self,
+        token: Option<&str>,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> (StatusCode, String) {
+        let mut r = self.http.request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            r = r.bearer_auth(t);
+        }
+        if let Some(b) = body {
+            r = match b {
+                Value::String(yaml) => r.header("content-type", "application/yaml").body(yaml.clone()),
+                other => r.json(other),
+            };
+        }
+        let resp = r.send().await.unwrap();
+        let st = resp.status();
+        (st, resp.text().await.unwrap_or_default())
+    }
+
+    /// As admin, expecting success.
+    pub async fn ok(&self, method: Method, path: &str, body: Option<Value>) -> Value {
+        let (st, v) = self.req(Some(&self.token), method.clone(), path, body.as_ref()).await;
+        assert!(st.is_success(), "{method} {path}: {st} {v}");
+        v
+    }
+
+    /// Wait until an execution ends; returns `GET /executions/{id}`.
+    pub async fn wait_end(&self, token: &str, id: &str) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let (_, v) = self.req(Some(token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
+            let st = v["execution"]["status"].as_str().unwrap_or_default().to_string();
+            if ["Success", "Failed", "Aborted", "Expired", "ApprovalRejected"].contains(&st.as_str()) {
+                return v;
+            }
+            assert!(Instant::now() < deadline, "execution {id} did not end: {v}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Create a user with a role in a project; returns their token.
+    pub async fn user(&self, name: &str, role: &str, project: &str) -> String {
+        self.ok(Method::POST, "/api/v1/users", Some(serde_json::json!({"username": name, "password": "password-123"})))
+            .await;
+        self.ok(
+            Method::POST,
+            "/api/v1/role-bindings",
+            Some(serde_json::json!({"principal": {"kind": "user", "id": name}, "role": role,
+                "resource_group": "_all_project_level_resources", "org": "default", "project": project})),
+        )
+        .await;
+        self.login(name, "password-123").await
+    }
+}
+
+/// A pipeline in the default project with the given stages (YAML text, already indented).
+pub fn pipeline(id: &str, stages: &str) -> Value {
+    Value::String(format!(
+        "pipeline:\n  name: {id}\n  identifier: {id}\n  projectIdentifier: default\n  orgIdentifier: default\n  allowStageExecutions: true\n  stages:\n{stages}"
+    ))
+}
+
+/// A Custom stage with one Bash step running `script` (one line).
+pub fn stage(id: &str, script: &str) -> String {
+    format!(
+        "    - stage:\n        name: {id}\n        identifier: {id}\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: s\n                  identifier: s\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: {script}\n"
+    )
+}
+
+/// Every file below `dir`, recursively.
+pub fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    while let Some(d) = todo.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() && !p.is_symlink() {
+                todo.push(p);
+            } else if p.is_file() {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
