@@ -322,3 +322,170 @@ async fn abort_ends_an_execution_whatever_state_it_is_in() {
     let (st, _) = s.req(Some(&s.token), Method::POST, &format!("/api/v1/executions/{id}/abort"), None).await;
     assert_eq!(st, 409);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_die_with_their_principals_and_never_outlive_the_token_that_made_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "tmp"}))).await;
+    s.ok(
+        Method::POST,
+        "/api/v1/service-accounts",
+        Some(json!({"identifier": "deployer", "org": "default", "project": "tmp"})),
+    )
+    .await;
+    s.ok(Method::POST, "/api/v1/role-bindings", Some(json!({"principal": {"kind": "service_account", "id": "deployer"}, "role": "_project_admin", "resource_group": "_all_project_level_resources", "org": "default", "project": "tmp"}))).await;
+    let t = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "ci", "service_account": "deployer"}))).await;
+    let sa = t["token"].as_str().unwrap().to_string();
+    assert_eq!(s.req(Some(&sa), Method::GET, "/api/v1/orgs/default/projects/tmp/pipelines", None).await.0, 200);
+    // Deleting the project revokes its service accounts' tokens…
+    s.ok(Method::DELETE, "/api/v1/orgs/default/projects/tmp", None).await;
+    let (st, v) = s.req(Some(&sa), Method::GET, "/api/v1/auth/whoami", None).await;
+    assert_eq!(st, 401, "{v}");
+    // …and a new service account with the same identifier, elsewhere, is another principal: the old token
+    // does not attach to it.
+    s.ok(
+        Method::POST,
+        "/api/v1/service-accounts",
+        Some(json!({"identifier": "deployer", "org": "default", "project": "default"})),
+    )
+    .await;
+    s.ok(Method::POST, "/api/v1/role-bindings", Some(json!({"principal": {"kind": "service_account", "id": "deployer"}, "role": "_project_admin", "resource_group": "_all_project_level_resources", "org": "default", "project": "default"}))).await;
+    assert_eq!(s.req(Some(&sa), Method::GET, &format!("{P}/pipelines"), None).await.0, 401);
+    // A user deleted and created again: the old token is dead too.
+    let alice = s.user("alice", "_project_viewer", "default").await;
+    s.ok(Method::DELETE, "/api/v1/users/alice", None).await;
+    s.user("alice", "_project_viewer", "default").await;
+    assert_eq!(s.req(Some(&alice), Method::GET, &format!("{P}/pipelines"), None).await.0, 401);
+
+    // A token may not make a token that outlives it.
+    let short = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "short", "expires_in_seconds": 600}))).await;
+    let short_t = short["token"].as_str().unwrap();
+    let (st, v) = s
+        .req(
+            Some(short_t),
+            Method::POST,
+            "/api/v1/tokens",
+            Some(&json!({"name": "forever", "expires_in_seconds": 86400})),
+        )
+        .await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("may not outlive it"), "{v}");
+    let (st, v) = s.req(Some(short_t), Method::POST, "/api/v1/tokens", Some(&json!({"name": "inherits"}))).await;
+    assert_eq!(st, 201, "{v}");
+    assert!(v["expires_at"].as_i64().unwrap() <= short["expires_at"].as_i64().unwrap(), "{v} {short}");
+
+    // The last Account Admin cannot be removed.
+    let (st, v) = s.req(Some(&s.token), Method::DELETE, "/api/v1/role-bindings/admin_account_admin", None).await;
+    assert_eq!(st, 409, "{v}");
+    let (st, _) = s.req(Some(&s.token), Method::DELETE, "/api/v1/users/admin", None).await;
+    assert_eq!(st, 409);
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "root2", "password": "password-123"}))).await;
+    s.ok(Method::POST, "/api/v1/role-bindings", Some(json!({"principal": {"kind": "user", "id": "root2"}, "role": "_account_admin", "resource_group": "_all_resources_including_child_scopes"}))).await;
+    s.ok(Method::DELETE, "/api/v1/role-bindings/admin_account_admin", None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bootstrap_token_works_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("st");
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pipewright"))
+        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .arg(&state)
+        .env_remove("PIPEWRIGHT_STEP_ISOLATION")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    use std::io::BufRead;
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
+    let boot = lines.next().unwrap().unwrap().split(": ").last().unwrap().to_string();
+    let http = reqwest::Client::new();
+    let who = http.get(format!("{url}/api/v1/auth/whoami")).bearer_auth(&boot).send().await.unwrap();
+    assert_eq!(who.status(), 200);
+    let made: Value = http
+        .post(format!("{url}/api/v1/tokens"))
+        .bearer_auth(&boot)
+        .json(&json!({"name": "mine"}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert!(made["expires_at"].is_null(), "the admin's own token may be permanent: {made}");
+    let again = http.get(format!("{url}/api/v1/auth/whoami")).bearer_auth(&boot).send().await.unwrap();
+    assert_eq!(again.status(), 401, "the bootstrap token was used once");
+    let mine = http
+        .get(format!("{url}/api/v1/auth/whoami"))
+        .bearer_auth(made["token"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(mine.status(), 200);
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_deleted_project_takes_its_history_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "gone"}))).await;
+    let yaml = Value::String(
+        pipeline("p", &stage("a", "echo from-the-old-project"))
+            .as_str()
+            .unwrap()
+            .replace("projectIdentifier: default", "projectIdentifier: gone"),
+    );
+    s.ok(Method::POST, "/api/v1/orgs/default/projects/gone/pipelines", Some(yaml)).await;
+    let e = s.ok(Method::POST, "/api/v1/orgs/default/projects/gone/pipelines/p/execute", Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    s.wait_end(&s.token, &id).await;
+    s.ok(Method::DELETE, "/api/v1/orgs/default/projects/gone", None).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "gone"}))).await;
+    let h = s.ok(Method::GET, "/api/v1/orgs/default/projects/gone/executions", None).await;
+    assert_eq!(h["items"].as_array().unwrap().len(), 0, "{h}");
+    let (st, _) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
+    assert_eq!(st, 404);
+    let (st, _) =
+        s.req(Some(&s.token), Method::GET, "/api/v1/orgs/default/projects/gone/pipelines/p/versions/1", None).await;
+    assert_eq!(st, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_logins_lock_out_the_source_not_the_user() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    // An attacker on another loopback address guesses the admin's password five times.
+    let attacker =
+        reqwest::Client::builder().local_address("127.0.0.2".parse::<std::net::IpAddr>().unwrap()).build().unwrap();
+    for _ in 0..6 {
+        let _ = attacker
+            .post(format!("{}/api/v1/auth/login", s.url))
+            .json(&json!({"username": "admin", "password": "guess"}))
+            .send()
+            .await
+            .unwrap();
+    }
+    let r = attacker
+        .post(format!("{}/api/v1/auth/login", s.url))
+        .json(&json!({"username": "admin", "password": common::ADMIN_PASSWORD}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 429, "the attacker's address is locked out");
+    // The admin, from their own address, still logs in.
+    s.login("admin", common::ADMIN_PASSWORD).await;
+    // Overlong passwords are refused before hashing.
+    let (st, _) = s
+        .req(
+            None,
+            Method::POST,
+            "/api/v1/auth/login",
+            Some(&json!({"username": "admin", "password": "x".repeat(5000)})),
+        )
+        .await;
+    assert_eq!(st, 400);
+}

@@ -48,10 +48,38 @@ fn spawn(state: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
     let mut token = None;
     if !extra.contains(&"--admin-password-file") && !state.join("bootstrapped").exists() {
         let line = lines.next().unwrap().unwrap();
-        token = line.split(": ").last().map(String::from);
+        let bootstrap = line.split(": ").last().unwrap().to_string();
+        // The bootstrap token is one-time: exchange it for the admin's own token, as a person would.
+        token = Some(exchange_bootstrap(&url, &bootstrap));
         std::fs::write(state.join("bootstrapped"), "").unwrap();
     }
     (child, url, token)
+}
+
+/// `POST /api/v1/tokens` with the bootstrap token (plain HTTP/1.1, before any async client exists).
+fn exchange_bootstrap(url: &str, bootstrap: &str) -> String {
+    use std::io::{Read, Write};
+    let addr = url.trim_start_matches("http://");
+    let body = r#"{"name": "admin-tests"}"#;
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(
+        c,
+        "POST /api/v1/tokens HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {bootstrap}\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    let json = &resp[resp.find("\r\n\r\n").unwrap() + 4..];
+    let v: Value = serde_json::from_str(json).unwrap_or_else(|e| panic!("{e}: {resp}"));
+    let t = v["token"].as_str().unwrap_or_else(|| panic!("{resp}")).to_string();
+    // The bootstrap token no longer works.
+    let mut c = std::net::TcpStream::connect(addr).unwrap();
+    write!(c, "GET /api/v1/auth/whoami HTTP/1.1\r\nhost: {addr}\r\nauthorization: Bearer {bootstrap}\r\nconnection: close\r\n\r\n").unwrap();
+    let mut resp = String::new();
+    c.read_to_string(&mut resp).unwrap();
+    assert!(resp.starts_with("HTTP/1.1 401"), "{resp}");
+    t
 }
 
 impl Server {

@@ -26,6 +26,10 @@ pub struct Principal {
     pub scope: Scope,
     /// The token used.
     pub token_id: String,
+    /// When the token used expires: tokens it creates may not outlive it.
+    pub token_expires_at: Option<i64>,
+    /// Whether the token used is the one-time bootstrap token.
+    pub bootstrap: bool,
     /// The client address.
     pub address: String,
 }
@@ -69,6 +73,44 @@ pub fn verify_password(password: &str, hash: &str) -> bool {
     PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
 }
 
+/// A hash no password matches, verified against for unknown users so that a wrong user name takes as long
+/// to refuse as a wrong password (no telling which names exist from the time).
+pub fn dummy_hash() -> &'static str {
+    static DUMMY: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    DUMMY.get_or_init(|| hash_password(&new_secret()).unwrap_or_default())
+}
+
+/// The longest password accepted (argon2 hashes anything, but a megabyte of password is an attack).
+pub const MAX_PASSWORD: usize = 1024;
+
+/// The name of the one-time bootstrap token.
+pub const BOOTSTRAP: &str = "bootstrap";
+
+/// The record of a principal (user or service account), if it exists.
+pub async fn principal_record(
+    store: &dyn store::Store,
+    who: &PrincipalRef,
+    scope: &Scope,
+) -> ApiResult<Option<store::Record>> {
+    Ok(match who.kind.as_str() {
+        "user" => store.record("user", "", "", &who.id).await?,
+        "service_account" => store.record("service_account", &scope.org, &scope.project, &who.id).await?,
+        _ => None,
+    })
+}
+
+/// A principal's immutable internal id (given to principals of earlier versions on first use).
+pub async fn principal_uid(store: &dyn store::Store, who: &PrincipalRef, scope: &Scope) -> ApiResult<Option<String>> {
+    let Some(mut r) = principal_record(store, who, scope).await? else { return Ok(None) };
+    if let Some(uid) = r.body.get("uid").and_then(|u| u.as_str()) {
+        return Ok(Some(uid.to_string()));
+    }
+    let uid = ulid::Ulid::new().to_string();
+    r.body["uid"] = uid.clone().into();
+    store.put_record(&r, true).await?;
+    Ok(Some(uid))
+}
+
 /// Create and store a token for a principal; returns the record and the secret (shown once).
 pub async fn issue_token(
     store: &dyn store::Store,
@@ -77,6 +119,9 @@ pub async fn issue_token(
     scope: &Scope,
     expires_at: Option<i64>,
 ) -> ApiResult<(Token, String)> {
+    let principal_uid = principal_uid(store, who, scope)
+        .await?
+        .ok_or_else(|| ApiError::BadRequest(format!("no {} `{}`", who.kind.replace('_', " "), who.id)))?;
     let secret = new_secret();
     let t = Token {
         id: ulid::Ulid::new().to_string(),
@@ -89,6 +134,7 @@ pub async fn issue_token(
         created_at: now_ms(),
         expires_at,
         revoked_at: None,
+        principal_uid: Some(principal_uid),
     };
     store.put_token(&t).await?;
     Ok((t, secret))
@@ -126,6 +172,8 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
     let principal = Principal {
         who: PrincipalRef { kind: token.principal_kind.clone(), id: token.principal_id.clone() },
         scope: Scope { org: token.principal_org.clone(), project: token.principal_project.clone() },
+        token_expires_at: token.expires_at,
+        bootstrap: token.name == BOOTSTRAP && token.principal_kind == "user",
         token_id: token.id,
         address,
     };
@@ -156,6 +204,14 @@ impl App {
             .token_by_hash(hash)
             .await?
             .ok_or_else(|| ApiError::Unauthorized("the token is not valid".into()))?;
+        // A token belongs to the principal it was issued to, not to whoever has that identifier now.
+        let who = PrincipalRef { kind: t.principal_kind.clone(), id: t.principal_id.clone() };
+        let scope = Scope { org: t.principal_org.clone(), project: t.principal_project.clone() };
+        let current = principal_record(self.store.as_ref(), &who, &scope).await?;
+        let uid = current.as_ref().and_then(|r| r.body.get("uid")).and_then(|u| u.as_str());
+        if t.principal_uid.is_none() || uid != t.principal_uid.as_deref() {
+            return Err(ApiError::Unauthorized("the token's principal no longer exists".into()));
+        }
         let mut map = self.tokens.map.lock().unwrap_or_else(|e| e.into_inner());
         if map.len() > 10_000 {
             map.retain(|_, (at, _)| at.elapsed() < TOKEN_TTL);
@@ -217,21 +273,26 @@ impl App {
     }
 }
 
-/// Failed logins per user name and address; after 5 in a minute, logins are refused for the rest of it.
+/// Failed logins per user name and client address: after 5 in a minute from one address, that address may not
+/// try that name for the rest of the minute — so nobody can lock a user out from elsewhere. A much higher bound
+/// per name across all addresses (100 a minute) still stops a distributed guess.
 #[derive(Default)]
 pub struct LoginLimiter {
     failures: std::sync::Mutex<HashMap<String, (u32, Instant)>>,
 }
 
 impl LoginLimiter {
-    const MAX: u32 = 5;
+    /// Failures allowed per name and address in a window.
+    pub const PER_SOURCE: u32 = 5;
+    /// Failures allowed per name across addresses in a window.
+    pub const PER_NAME: u32 = 100;
     const WINDOW: Duration = Duration::from_secs(60);
 
-    /// Refuse when the key is locked out.
-    pub fn check(&self, key: &str) -> ApiResult<()> {
+    /// Refuse when the key has had `max` failures in the current window.
+    pub fn check(&self, key: &str, max: u32) -> ApiResult<()> {
         let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
         match map.get(key) {
-            Some((n, since)) if *n >= Self::MAX && since.elapsed() < Self::WINDOW => {
+            Some((n, since)) if *n >= max && since.elapsed() < Self::WINDOW => {
                 Err(ApiError::TooManyRequests("too many failed logins; wait a minute before trying again".into()))
             }
             _ => Ok(()),

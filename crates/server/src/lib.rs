@@ -277,6 +277,7 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
         metrics: install_metrics(),
     });
     let bootstrap = bootstrap(&app).await.map_err(|e| e.to_string())?;
+    bind_legacy_tokens(app.store.as_ref()).await.map_err(|e| e.to_string())?;
     Ok((app, bootstrap))
 }
 
@@ -348,10 +349,16 @@ async fn bootstrap(app: &App) -> ApiResult<Option<String>> {
             admin.body["password_hash"] = auth::hash_password(pw)?.into();
             admin.updated_at = now;
             app.store.put_record(&admin, true).await?;
+            // The bootstrap token works until the admin has a password.
+            for t in app.store.tokens(Some(("user", "admin"))).await? {
+                if t.name == auth::BOOTSTRAP && t.revoked_at.is_none() {
+                    app.store.revoke_token(&t.id).await?;
+                }
+            }
         }
         return Ok(None);
     }
-    let mut body = serde_json::json!({"email": null});
+    let mut body = serde_json::json!({"uid": ulid::Ulid::new().to_string(), "email": null});
     if let Some(pw) = &app.config.admin_password {
         body["password_hash"] = auth::hash_password(pw)?.into();
     }
@@ -373,15 +380,35 @@ async fn bootstrap(app: &App) -> ApiResult<Option<String>> {
     if app.config.admin_password.is_some() {
         return Ok(None);
     }
+    // One-time: it is revoked when the admin creates a token with it or gets a password, and expires in an hour.
     let (_, secret) = auth::issue_token(
         app.store.as_ref(),
-        "bootstrap",
+        auth::BOOTSTRAP,
         &PrincipalRef { kind: "user".into(), id: "admin".into() },
         &Scope::account(),
-        None,
+        Some(now + 3600 * 1000),
     )
     .await?;
     Ok(Some(secret))
+}
+
+/// Bind tokens issued by an earlier version to their principal's internal id; revoke those whose principal
+/// is gone.
+async fn bind_legacy_tokens(store: &dyn Store) -> ApiResult<()> {
+    for t in store.tokens(None).await? {
+        if t.principal_uid.is_some() || t.revoked_at.is_some() {
+            continue;
+        }
+        let who = PrincipalRef { kind: t.principal_kind.clone(), id: t.principal_id.clone() };
+        let scope = Scope { org: t.principal_org.clone(), project: t.principal_project.clone() };
+        match auth::principal_uid(store, &who, &scope).await? {
+            Some(uid) => store.bind_token(&t.id, &uid).await?,
+            None => {
+                store.revoke_token(&t.id).await?;
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Serve until `shutdown` resolves, then let running executions finish (up to the grace period; the rest are

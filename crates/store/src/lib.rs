@@ -98,6 +98,11 @@ pub trait Store: Send + Sync {
     async fn tokens(&self, principal: Option<(&str, &str)>) -> Result<Vec<Token>>;
     /// Revoke a token; false when there is none or it was already revoked.
     async fn revoke_token(&self, id: &str) -> Result<bool>;
+    /// Bind a token (issued before tokens were bound) to its principal's internal id.
+    async fn bind_token(&self, id: &str, principal_uid: &str) -> Result<()>;
+    /// Delete the execution history (executions, nodes, logs, transitions, decisions) and the pipeline
+    /// versions of an organization, or of one of its projects; returns how many executions were deleted.
+    async fn delete_history(&self, org: &str, project: Option<&str>) -> Result<u64>;
 
     /// Record an audited action.
     async fn audit(&self, e: &AuditEvent) -> Result<()>;

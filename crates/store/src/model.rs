@@ -401,6 +401,10 @@ pub struct Token {
     pub expires_at: Option<i64>,
     /// Revoked (ms).
     pub revoked_at: Option<i64>,
+    /// The internal id of the principal it was issued to (a principal re-created with the same identifier
+    /// is another principal).
+    #[serde(skip_serializing, default)]
+    pub principal_uid: Option<String>,
 }
 
 /// One audited action.

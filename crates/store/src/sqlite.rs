@@ -677,7 +677,7 @@ impl Store for SqliteStore {
     async fn put_token(&self, t: &Token) -> Result<()> {
         sqlx::query(
             "INSERT INTO tokens (id, name, principal_kind, principal_id, principal_org, principal_project, hash,
-               created_at, expires_at, revoked_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+               created_at, expires_at, revoked_at, principal_uid) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .bind(&t.id)
         .bind(&t.name)
@@ -689,6 +689,7 @@ impl Store for SqliteStore {
         .bind(t.created_at)
         .bind(t.expires_at)
         .bind(t.revoked_at)
+        .bind(&t.principal_uid)
         .execute(&self.pool)
         .await?;
         Ok(())
@@ -719,6 +720,44 @@ impl Store for SqliteStore {
             .execute(&self.pool)
             .await?;
         Ok(done.rows_affected() > 0)
+    }
+
+    async fn bind_token(&self, id: &str, principal_uid: &str) -> Result<()> {
+        sqlx::query("UPDATE tokens SET principal_uid = ? WHERE id = ?")
+            .bind(principal_uid)
+            .bind(id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn delete_history(&self, org: &str, project: Option<&str>) -> Result<u64> {
+        let pool = self.pool.clone();
+        let (org, project) = (org.to_string(), project.map(str::to_string));
+        detached(async move {
+            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            const IN_SCOPE: &str = "(SELECT id FROM executions WHERE org = ?1 AND (?2 IS NULL OR project = ?2))";
+            for table in ["log_chunks", "decisions", "transitions", "nodes"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE execution_id IN {IN_SCOPE}"))
+                    .bind(&org)
+                    .bind(&project)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let done = sqlx::query("DELETE FROM executions WHERE org = ?1 AND (?2 IS NULL OR project = ?2)")
+                .bind(&org)
+                .bind(&project)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM pipelines WHERE org = ?1 AND (?2 IS NULL OR project = ?2)")
+                .bind(&org)
+                .bind(&project)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        })
+        .await
     }
 
     async fn audit(&self, e: &AuditEvent) -> Result<()> {
@@ -805,5 +844,6 @@ fn token_row(r: &SqliteRow) -> Token {
         created_at: r.get("created_at"),
         expires_at: r.get("expires_at"),
         revoked_at: r.get("revoked_at"),
+        principal_uid: r.get("principal_uid"),
     }
 }

@@ -521,6 +521,12 @@ impl Store for RemoteStore {
     async fn revoke_token(&self, _: &str) -> store::Result<bool> {
         unsupported("revoking tokens this way")
     }
+    async fn bind_token(&self, _: &str, _: &str) -> store::Result<()> {
+        unsupported("binding tokens")
+    }
+    async fn delete_history(&self, _: &str, _: Option<&str>) -> store::Result<u64> {
+        unsupported("deleting history this way")
+    }
     async fn audit(&self, _: &AuditEvent) -> store::Result<()> {
         unsupported("writing the audit trail")
     }

@@ -5,7 +5,10 @@
 
 use super::{record, view};
 use crate::App;
-use crate::auth::{ClientAddr, Principal, hash_password, issue_token, verify_password};
+use crate::auth::{
+    BOOTSTRAP, ClientAddr, LoginLimiter, MAX_PASSWORD, Principal, dummy_hash, hash_password, issue_token,
+    verify_password,
+};
 use crate::error::{ApiError, ApiResult, Body, identifier};
 use crate::rbac::{Binding, PrincipalRef, Resource, ResourceGroup, Role, Scope, check_permissions};
 use axum::Json;
@@ -24,29 +27,46 @@ pub struct LoginBody {
     pub username: String,
     /// Password.
     pub password: String,
+    /// The token's lifetime in seconds (default 12 hours, at most a year).
+    #[serde(default)]
+    #[schema(minimum = 1, maximum = 31536000)]
+    pub expires_in_seconds: Option<i64>,
 }
 
-/// Exchange a user name and password for a token (12 hours). Five failures a minute lock the name out.
+/// Exchange a user name and password for a token (12 hours unless asked otherwise). Five failures a minute from
+/// one address lock that address out for that name.
 #[utoipa::path(post, path = "/api/v1/auth/login", tag = "access", request_body = LoginBody, security(()), responses((status = 200, description = "A token"), (status = 401, description = "Wrong credentials"), (status = 429, description = "Too many failures")))]
 pub async fn login(
     State(app): State<Arc<App>>,
     Extension(addr): Extension<ClientAddr>,
     Body(b): Body<LoginBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let key = format!("{}@{}", b.username, addr.0);
-    app.logins.check(&key)?;
-    app.logins.check(&b.username)?;
+    if b.password.len() > MAX_PASSWORD {
+        return Err(ApiError::BadRequest(format!("a password has at most {MAX_PASSWORD} bytes")));
+    }
+    let lifetime = b.expires_in_seconds.unwrap_or(12 * 3600);
+    if !(1..=365 * 24 * 3600).contains(&lifetime) {
+        return Err(ApiError::BadRequest("expires_in_seconds must be between 1 and 31536000 (a year)".into()));
+    }
+    let name: String = b.username.chars().take(128).collect();
+    let key = format!("{name}@{}", addr.0);
+    app.logins.check(&key, LoginLimiter::PER_SOURCE)?;
+    app.logins.check(&name, LoginLimiter::PER_NAME)?;
     let user = if identifier("user", &b.username).is_ok() {
         app.store.record("user", "", "", &b.username).await?
     } else {
         None
     };
+    // The hash is checked whether or not the user exists (a dummy one otherwise): the answer takes as long.
+    let hash = user.as_ref().and_then(|u| u.body["password_hash"].as_str()).unwrap_or_else(|| dummy_hash());
+    let password = b.password.clone();
+    let hash = hash.to_string();
+    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
     let ok =
-        user.as_ref().and_then(|u| u.body["password_hash"].as_str()).is_some_and(|h| verify_password(&b.password, h))
-            && user.as_ref().is_some_and(|u| u.body["disabled"] != true);
+        matches && user.as_ref().is_some_and(|u| u.body["disabled"] != true && u.body["password_hash"].is_string());
     if !ok {
         app.logins.failed(&key);
-        app.logins.failed(&b.username);
+        app.logins.failed(&name);
         app.audit(
             &format!("user:{}", b.username.chars().take(128).collect::<String>()),
             &addr.0,
@@ -61,7 +81,7 @@ pub async fn login(
     }
     app.logins.succeeded(&key);
     let who = PrincipalRef { kind: "user".into(), id: b.username.clone() };
-    let expires = now_ms() + 12 * 3600 * 1000;
+    let expires = now_ms() + lifetime * 1000;
     let (t, secret) = issue_token(app.store.as_ref(), "login", &who, &Scope::account(), Some(expires)).await?;
     app.audit(
         &b.username,
@@ -126,14 +146,16 @@ pub async fn create_user(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     require_account(&app, &p, "user:manage", "user").await?;
     identifier("user", &b.username)?;
-    if b.password.chars().count() < 8 {
-        return Err(ApiError::BadRequest("the password must have at least 8 characters".into()));
+    if b.password.chars().count() < 8 || b.password.len() > MAX_PASSWORD {
+        return Err(ApiError::BadRequest(format!(
+            "the password must have at least 8 characters and at most {MAX_PASSWORD} bytes"
+        )));
     }
     let r = record(
         "user",
         &Scope::account(),
         &b.username,
-        serde_json::json!({"email": b.email, "password_hash": hash_password(&b.password)?}),
+        serde_json::json!({"uid": ulid::Ulid::new().to_string(), "email": b.email, "password_hash": hash_password(&b.password)?}),
     );
     if !app.store.put_record(&r, false).await? {
         return Err(ApiError::Conflict(format!("user `{}` exists", b.username)));
@@ -152,6 +174,8 @@ pub async fn delete_user(
 ) -> ApiResult<StatusCode> {
     require_account(&app, &p, "user:manage", "user").await?;
     identifier("user", &user)?;
+    let policy = app.policy().await?;
+    last_admin_guard(&policy, |b| b.principal.kind == "user" && b.principal.id == user)?;
     if !app.store.delete_record("user", "", "", &user).await? {
         return Err(ApiError::NotFound(format!("no user `{user}`")));
     }
@@ -160,7 +184,23 @@ pub async fn delete_user(
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn forget_principal(app: &App, kind: &str, id: &str) -> ApiResult<()> {
+/// Refuse a change that would leave the account without an Account Admin (as Harness does): `removed` says
+/// which bindings the change removes.
+fn last_admin_guard(policy: &crate::rbac::Policy, removed: impl Fn(&Binding) -> bool) -> ApiResult<()> {
+    let admin = |b: &&Binding| b.role == "_account_admin" && b.scope.org.is_empty();
+    let before = policy.bindings.iter().filter(admin).count();
+    let after = policy.bindings.iter().filter(admin).filter(|b| !removed(b)).count();
+    if before > 0 && after == 0 {
+        return Err(ApiError::Conflict(
+            "this would remove the last Account Admin; bind `_account_admin` at the account to another user first"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
+/// Revoke a principal's tokens and remove its role bindings (it is deleted, or its scope is).
+pub(crate) async fn forget_principal(app: &App, kind: &str, id: &str) -> ApiResult<()> {
     for t in app.store.tokens(Some((kind, id))).await? {
         app.store.revoke_token(&t.id).await?;
     }
@@ -246,7 +286,7 @@ pub async fn create_service_account(
         "service_account",
         &scope,
         &b.identifier,
-        serde_json::json!({"name": if b.name.is_empty() { &b.identifier } else { &b.name }}),
+        serde_json::json!({"uid": ulid::Ulid::new().to_string(), "name": if b.name.is_empty() { &b.identifier } else { &b.name }}),
     );
     if app.store.records("service_account", None, None).await?.iter().any(|s| s.identifier == b.identifier)
         || !app.store.put_record(&r, false).await?
@@ -329,7 +369,20 @@ pub async fn create_token(
     if b.expires_in_seconds.is_some_and(|s| s <= 0) {
         return Err(ApiError::BadRequest("expires_in_seconds must be positive".into()));
     }
-    let expires = b.expires_in_seconds.map(|s| now_ms().saturating_add(s.saturating_mul(1000)));
+    let mut expires = b.expires_in_seconds.map(|s| now_ms().saturating_add(s.saturating_mul(1000)));
+    // A token never creates one that outlives it (the bootstrap token excepted: it is replaced by what it makes).
+    if let Some(limit) = p.token_expires_at.filter(|_| !p.bootstrap) {
+        match expires {
+            None => expires = Some(limit),
+            Some(e) if e > limit => {
+                return Err(ApiError::BadRequest(format!(
+                    "the token you are using expires in {} s; a token it creates may not outlive it (ask for at most that, or log in again)",
+                    ((limit - now_ms()) / 1000).max(0)
+                )));
+            }
+            Some(_) => {}
+        }
+    }
     let (t, secret) =
         issue_token(app.store.as_ref(), &b.name.chars().take(128).collect::<String>(), &who, &scope, expires).await?;
     app.audit(
@@ -342,6 +395,13 @@ pub async fn create_token(
         serde_json::json!({"for": format!("{}:{}", who.kind, who.id)}),
     )
     .await?;
+    // The bootstrap token is one-time: once it has made the admin a token, it is revoked.
+    if p.bootstrap {
+        app.store.revoke_token(&p.token_id).await?;
+        app.tokens_changed();
+        app.audit(&p.display(), &p.address, "revoke", "token", BOOTSTRAP, &Scope::account(), serde_json::json!({}))
+            .await?;
+    }
     let mut v = serde_json::to_value(&t).unwrap_or_default();
     v["token"] = secret.into();
     Ok((StatusCode::CREATED, Json(v)))
@@ -664,6 +724,7 @@ pub async fn delete_binding(
         .ok_or_else(|| ApiError::NotFound(format!("no role binding `{id}`")))?;
     let scope = Scope { org: r.org.clone(), project: r.project.clone() };
     app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    last_admin_guard(&*app.policy().await?, |b| b.identifier == id)?;
     app.store.delete_record("role_binding", &r.org, &r.project, &id).await?;
     app.policy_changed().await;
     app.audit(&p.display(), &p.address, "delete", "role_binding", &id, &scope, serde_json::json!({})).await?;

@@ -1,6 +1,6 @@
 //! Organizations and projects: list (only what the caller may see), create, get, update, delete. Deleting a
-//! scope deletes the records in it (pipelines, entities, secrets, roles, bindings); executions stay in the
-//! history.
+//! scope deletes everything in it: records (pipelines, entities, secrets, roles, bindings), service accounts
+//! with their tokens, and the execution history.
 
 use super::{record, view};
 use crate::App;
@@ -126,11 +126,23 @@ pub async fn delete_org(
 ) -> ApiResult<StatusCode> {
     org_record(&app, &p, &org).await?;
     app.require(&p, "org:delete", &Resource::new("org", &org, Scope::org(&org))).await?;
-    app.store.delete_scope(&org, None).await?;
+    forget_scope(&app, &org, None).await?;
     app.store.delete_record("org", "", "", &org).await?;
     app.policy_changed().await;
     app.audit(&p.display(), &p.address, "delete", "org", &org, &Scope::org(&org), serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
+}
+
+/// Everything in an organization or project goes with it: the service accounts (their tokens revoked, their
+/// bindings anywhere removed), the records, and the execution history with its logs and pipeline versions —
+/// a new scope with the same identifier starts empty.
+async fn forget_scope(app: &App, org: &str, project: Option<&str>) -> ApiResult<()> {
+    for sa in app.store.records("service_account", Some(org), project).await? {
+        super::access::forget_principal(app, "service_account", &sa.identifier).await?;
+    }
+    app.store.delete_scope(org, project).await?;
+    app.store.delete_history(org, project).await?;
+    Ok(())
 }
 
 /// List an organization's projects the caller may see.
@@ -240,7 +252,7 @@ pub async fn delete_project(
     project_record(&app, &p, &org, &project).await?;
     let scope = Scope::project(&org, &project);
     app.require(&p, "project:delete", &Resource::new("project", &project, scope.clone())).await?;
-    app.store.delete_scope(&org, Some(&project)).await?;
+    forget_scope(&app, &org, Some(&project)).await?;
     app.store.delete_record("project", &org, "", &project).await?;
     app.policy_changed().await;
     app.audit(&p.display(), &p.address, "delete", "project", &project, &scope, serde_json::json!({})).await?;
