@@ -439,6 +439,7 @@ async fn a_deleted_project_takes_its_history_with_it() {
             .unwrap()
             .replace("projectIdentifier: default", "projectIdentifier: gone"),
     );
+    let yaml_new = yaml.as_str().unwrap().to_string();
     s.ok(Method::POST, "/api/v1/orgs/default/projects/gone/pipelines", Some(yaml)).await;
     let e = s.ok(Method::POST, "/api/v1/orgs/default/projects/gone/pipelines/p/execute", Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
@@ -449,9 +450,10 @@ async fn a_deleted_project_takes_its_history_with_it() {
     assert_eq!(h["items"].as_array().unwrap().len(), 0, "{h}");
     let (st, _) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
     assert_eq!(st, 404);
-    let (st, _) =
-        s.req(Some(&s.token), Method::GET, "/api/v1/orgs/default/projects/gone/pipelines/p/versions/1", None).await;
-    assert_eq!(st, 404);
+    // The pipeline's old versions are gone: saved again, it starts at version 1.
+    let again = Value::String(yaml_new.replace("from-the-old-project", "from-the-new-project"));
+    let v = s.ok(Method::POST, "/api/v1/orgs/default/projects/gone/pipelines", Some(again)).await;
+    assert_eq!(v["version"], 1, "{v}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
