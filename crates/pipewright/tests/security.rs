@@ -491,3 +491,36 @@ async fn failed_logins_lock_out_the_source_not_the_user() {
         .await;
     assert_eq!(st, 400);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_a_caller_may_not_see_cannot_be_enumerated() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    s.ok(Method::POST, "/api/v1/orgs", Some(json!({"identifier": "hidden_org"}))).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "elsewhere"}))).await;
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("secret_pipeline", &stage("a", "true")))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/secret_pipeline/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    s.wait_end(&s.token, &id).await;
+    let outsider = s.user("outsider", "_project_viewer", "elsewhere").await;
+    // An existing execution of a project the caller cannot see answers as a missing one, without names.
+    let (st, real) = s.raw(Some(&outsider), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
+    assert_eq!(st, 404, "{real}");
+    assert!(!real.contains("secret_pipeline") && !real.contains("default"), "{real}");
+    let fake = format!("{}ZZZZ", &id[..22]);
+    let (st2, missing) = s.raw(Some(&outsider), Method::GET, &format!("/api/v1/executions/{fake}"), None).await;
+    assert_eq!(st2, 404);
+    assert_eq!(real.replace(&id, "ID"), missing.replace(&fake, "ID"));
+    // Prefixes match only what the caller may see.
+    for n in [1, 4, 10] {
+        let (st, body) = s.raw(Some(&outsider), Method::GET, &format!("/api/v1/executions/{}", &id[..n]), None).await;
+        assert_eq!(st, 404, "prefix of {n}: {body}");
+    }
+    let (st, _) = s.raw(Some(&s.token), Method::GET, &format!("/api/v1/executions/{}", &id[..12]), None).await;
+    assert_eq!(st, 200, "the admin may use a prefix");
+    // An organization the caller cannot see answers the same whether it exists or not.
+    let (a, x) = s.raw(Some(&outsider), Method::GET, "/api/v1/orgs/hidden_org/projects", None).await;
+    let (b, y) = s.raw(Some(&outsider), Method::GET, "/api/v1/orgs/no_such_org/projects", None).await;
+    assert_eq!(a, b);
+    assert_eq!(x.replace("hidden_org", "X"), y.replace("no_such_org", "X"));
+}

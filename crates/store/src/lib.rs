@@ -53,6 +53,8 @@ pub trait Store: Send + Sync {
     async fn execution(&self, id_or_prefix: &str) -> Result<Execution>;
     /// Executions, newest first.
     async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>>;
+    /// Executions whose id starts with `prefix` (case-insensitive), at most `limit`, by id.
+    async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>>;
     /// Insert or update a node, recording a transition when its status changes.
     async fn put_node(&self, n: &Node) -> Result<()>;
     /// The nodes of an execution, in the order they were created.

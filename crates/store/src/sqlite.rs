@@ -382,6 +382,17 @@ impl Store for SqliteStore {
         rows.iter().map(execution_row).collect()
     }
 
+    async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>> {
+        let prefix = prefix.to_ascii_uppercase();
+        let rows = sqlx::query("SELECT * FROM executions WHERE id >= ? AND id < ? ORDER BY id LIMIT ?")
+            .bind(&prefix)
+            .bind(format!("{prefix}~"))
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(execution_row).collect()
+    }
+
     async fn put_node(&self, n: &Node) -> Result<()> {
         // One statement (autocommit); the transition is recorded by a trigger (migration 0002).
         let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());

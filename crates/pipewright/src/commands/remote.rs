@@ -521,6 +521,9 @@ impl Store for RemoteStore {
     async fn revoke_token(&self, _: &str) -> store::Result<bool> {
         unsupported("revoking tokens this way")
     }
+    async fn executions_by_prefix(&self, _: &str, _: i64) -> store::Result<Vec<Execution>> {
+        unsupported("listing executions by prefix")
+    }
     async fn bind_token(&self, _: &str, _: &str) -> store::Result<()> {
         unsupported("binding tokens")
     }

@@ -260,11 +260,10 @@ fn given(inputs: &BTreeMap<String, String>) -> impl Iterator<Item = (String, (St
 /// Check that `from_execution` is one the caller may read (same project, `execution:view`).
 async fn check_source(app: &App, p: &Principal, scope: &Scope, from: Option<&str>) -> ApiResult<()> {
     if let Some(id) = from {
-        let e = app.store.execution(id).await?;
+        let (e, _) = execution_for(app, p, id, "execution:view").await?;
         if e.org != scope.org || e.project != scope.project {
             return Err(ApiError::BadRequest(format!("execution {} belongs to another project", e.id)));
         }
-        app.require(p, "execution:view", &Resource::new("pipeline", &e.pipeline, scope.clone())).await?;
     }
     Ok(())
 }
@@ -419,7 +418,24 @@ async fn execution_for(app: &App, p: &Principal, id: &str, permission: &str) -> 
             id.chars().take(80).collect::<String>()
         )));
     }
-    let e = app.store.execution(id).await?;
+    // Only executions the caller may view are looked at: one it may not see answers exactly like one that does
+    // not exist, and a prefix only ever matches visible executions.
+    let policy = app.policy().await?;
+    let visible = |e: &Execution| {
+        policy.allows(
+            &p.who,
+            "execution:view",
+            &Resource::new("pipeline", &e.pipeline, Scope::project(&e.org, &e.project)),
+        )
+    };
+    let missing = || ApiError::NotFound(format!("no execution `{id}`"));
+    let mut found: Vec<Execution> = app.store.executions_by_prefix(id, 50).await?.into_iter().filter(visible).collect();
+    let e = match found.iter().position(|e| e.id.eq_ignore_ascii_case(id)) {
+        Some(i) => found.swap_remove(i),
+        None if found.len() == 1 => found.swap_remove(0),
+        None if found.is_empty() => return Err(missing()),
+        None => return Err(ApiError::BadRequest(format!("`{id}` matches several executions; give more of the id"))),
+    };
     let scope = Scope::project(&e.org, &e.project);
     app.require(p, permission, &Resource::new("pipeline", &e.pipeline, scope.clone())).await?;
     Ok((e, scope))

@@ -152,8 +152,13 @@ pub async fn list_projects(
     Extension(p): Extension<Principal>,
     Path(org): Path<String>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    org_record(&app, &p, &org).await?;
+    // Whether the organization exists is only told to those who may see into it.
+    identifier("organization", &org)?;
     let policy = app.policy().await?;
+    if !has_project_in(&policy, &p, &org) {
+        return Err(ApiError::forbidden("org:view", &format!("organization `{org}`")));
+    }
+    org_record(&app, &p, &org).await?;
     let items: Vec<_> = app
         .store
         .records("project", Some(&org), None)
