@@ -59,6 +59,9 @@ impl Masker {
 
 const CHUNK_BYTES: usize = 256 * 1024;
 
+/// The longest log line kept whole, bytes; longer ones are split into lines of this length.
+pub const MAX_LINE: usize = 64 * 1024;
+
 /// Lines are stored at the latest this long after they were written (for `logs --follow`).
 pub(crate) const FLUSH_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
 

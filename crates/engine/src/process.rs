@@ -3,7 +3,7 @@
 //! or an abort sends SIGTERM to the whole group, then SIGKILL after a grace period; when the main process
 //! exits, anything it left running in its group (a forked daemon) is stopped the same way.
 
-use crate::logs::LogSink;
+use crate::logs::{LogSink, MAX_LINE};
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::Path;
@@ -58,14 +58,31 @@ impl Drop for Group {
     }
 }
 
+/// Read a stream line by line into the log. A line longer than [`MAX_LINE`] bytes is cut into pieces of that
+/// size, so a step printing one enormous line costs bounded memory.
 async fn pump<R: AsyncRead + Unpin>(r: R, stream: &'static str, log: &LogSink) {
     let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut line = Vec::new();
     loop {
-        line.clear();
-        match reader.read_until(b'\n', &mut line).await {
-            Ok(0) | Err(_) => return,
-            Ok(_) => log.line(stream, &String::from_utf8_lossy(&line)).await,
+        let buf = match reader.fill_buf().await {
+            Ok(b) if !b.is_empty() => b,
+            _ => {
+                if !line.is_empty() {
+                    log.line(stream, &String::from_utf8_lossy(&line)).await;
+                }
+                return;
+            }
+        };
+        let (n, ends_line) = match buf.iter().position(|&b| b == b'\n') {
+            Some(i) => (i + 1, true),
+            None => (buf.len(), false),
+        };
+        let take = n.min(MAX_LINE - line.len());
+        line.extend_from_slice(&buf[..take]);
+        reader.consume(take);
+        if (ends_line && take == n) || line.len() >= MAX_LINE {
+            log.line(stream, &String::from_utf8_lossy(&line)).await;
+            line.clear();
         }
     }
 }

@@ -524,3 +524,130 @@ async fn what_a_caller_may_not_see_cannot_be_enumerated() {
     assert_eq!(a, b);
     assert_eq!(x.replace("hidden_org", "X"), y.replace("no_such_org", "X"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn made_up_methods_do_not_grow_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    for i in 0..300 {
+        let m = Method::from_bytes(format!("BOGUS{i}").as_bytes()).unwrap();
+        let _ = s.http.request(m, format!("{}/healthz", s.url)).send().await.unwrap();
+    }
+    let text = s.http.get(format!("{}/metrics", s.url)).send().await.unwrap().text().await.unwrap();
+    assert!(!text.contains("BOGUS"), "made-up methods became labels");
+    assert!(text.contains("method=\"other\""), "{text}");
+    assert!(text.len() < 64 * 1024, "metrics grew to {} bytes", text.len());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_headers_and_connection_floods_are_cut_off() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &["--header-timeout", "1", "--max-connections-per-ip", "8"]).await;
+    let addr: std::net::SocketAddr = s.url.trim_start_matches("http://").parse().unwrap();
+    // Slowloris: a request head that never ends is closed after the header timeout.
+    let mut slow = tokio::net::TcpStream::connect(addr).await.unwrap();
+    slow.write_all(b"GET /healthz HTTP/1.1\r\nhost: x\r\n").await.unwrap();
+    let mut buf = Vec::new();
+    let closed = tokio::time::timeout(std::time::Duration::from_secs(10), slow.read_to_end(&mut buf)).await;
+    assert!(closed.is_ok(), "the slow connection was not closed");
+    // One address holding many connections cannot take the server: the excess is closed at once, and
+    // another address is still served.
+    let mut held = Vec::new();
+    for _ in 0..40 {
+        let sock = tokio::net::TcpSocket::new_v4().unwrap();
+        sock.bind("127.0.0.2:0".parse().unwrap()).unwrap();
+        if let Ok(c) = sock.connect(addr).await {
+            held.push(c);
+        }
+    }
+    let mut closed_at_once = 0;
+    for c in held.iter_mut() {
+        let mut b = [0u8; 1];
+        if let Ok(Ok(0)) = tokio::time::timeout(std::time::Duration::from_millis(200), c.read(&mut b)).await {
+            closed_at_once += 1;
+        }
+    }
+    assert!(closed_at_once >= 30, "only {closed_at_once} of 40 connections from one address were refused");
+    let r = s.http.get(format!("{}/healthz", s.url)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn logs_pipelines_streams_and_pages_are_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let s =
+        Server::start(&dir.path().join("st"), &["--max-pipeline-bytes", "20000", "--max-streams-per-user", "2"]).await;
+    // One 3 MB line without a newline is stored as lines of at most 64 KiB, none lost.
+    s.ok(
+        Method::POST,
+        &format!("{P}/pipelines"),
+        Some(pipeline("big", &stage("a", "yes a | tr -d '\\n' | head -c 3000000"))),
+    )
+    .await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/big/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_end(&s.token, &id).await["execution"]["status"], "Success");
+    let mut total = 0;
+    let mut longest = 0;
+    let mut after = 0i64;
+    let mut pages = 0;
+    loop {
+        let (st, page) = s
+            .raw(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs?after={after}&limit=1000"), None)
+            .await;
+        assert_eq!(st, 200);
+        assert!(page.len() < 6 * 1024 * 1024, "a log page of {} bytes", page.len());
+        let page: Value = serde_json::from_str(&page).unwrap();
+        pages += 1;
+        for c in page["items"].as_array().unwrap() {
+            for l in c["data"].as_str().unwrap().lines() {
+                let text = l.splitn(3, '\t').nth(2).unwrap_or_default();
+                total += text.matches('a').count();
+                longest = longest.max(text.len());
+            }
+        }
+        match page["next_cursor"].as_i64() {
+            Some(c) => after = c,
+            None => break,
+        }
+    }
+    assert_eq!(total, 3_000_000);
+    assert!(longest <= 64 * 1024, "a line of {longest} bytes");
+    assert!(pages >= 1);
+    // A pipeline over --max-pipeline-bytes is refused with 413, saved or planned.
+    let huge = pipeline("huge", &stage("a", &format!("echo {}", "x".repeat(30_000))));
+    let (st, v) = s.req(Some(&s.token), Method::POST, &format!("{P}/pipelines"), Some(&huge)).await;
+    assert_eq!(st, 413, "{v}");
+    let (st, _) = s
+        .req(
+            Some(&s.token),
+            Method::POST,
+            &format!("{P}/pipelines/big/plan"),
+            Some(&json!({"pipeline_yaml": huge.as_str().unwrap()})),
+        )
+        .await;
+    assert_eq!(st, 413);
+    // Live-log streams per user are capped: a third one gets 429, and a closed one frees its slot.
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("waits", &stage("a", "sleep 20")))).await;
+    let w = s.ok(Method::POST, &format!("{P}/pipelines/waits/execute"), Some(json!({}))).await;
+    let wid = w["id"].as_str().unwrap().to_string();
+    let url = format!("{}/api/v1/executions/{wid}/logs/stream", s.url);
+    let a = s.http.get(&url).bearer_auth(&s.token).send().await.unwrap();
+    let b = s.http.get(&url).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!((a.status().as_u16(), b.status().as_u16()), (200, 200));
+    let c = s.http.get(&url).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(c.status(), 429);
+    drop(a);
+    let mut ok = false;
+    for _ in 0..100 {
+        let d = s.http.get(&url).bearer_auth(&s.token).send().await.unwrap();
+        if d.status() == 200 {
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a closed stream's slot was not given back");
+    s.ok(Method::POST, &format!("/api/v1/executions/{wid}/abort"), None).await;
+}

@@ -8,6 +8,7 @@ mod api;
 pub mod auth;
 pub mod crypto;
 pub mod error;
+pub mod listen;
 pub mod rbac;
 mod runner;
 
@@ -18,7 +19,6 @@ use axum::extract::{MatchedPath, Request};
 use axum::middleware::Next;
 use axum::response::Response;
 use metrics_exporter_prometheus::PrometheusHandle;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -46,6 +46,16 @@ pub struct Config {
     pub isolation: engine::sandbox::Isolation,
     /// Where execution workspaces live.
     pub work_root: PathBuf,
+    /// Connection bounds (request-head deadline, open connections in total and per address).
+    pub limits: listen::Limits,
+    /// Live-log streams open at once, in total.
+    pub max_streams: usize,
+    /// Live-log streams open at once per principal.
+    pub max_streams_per_user: usize,
+    /// Largest pipeline YAML accepted (saved or planned), bytes.
+    pub max_pipeline_bytes: usize,
+    /// Plans (plan, execute, re-run, retry) one principal may have in progress at once.
+    pub max_plans_per_user: usize,
 }
 
 impl Config {
@@ -60,6 +70,15 @@ impl Config {
             shutdown_grace: Duration::from_secs(30),
             admin_password: None,
             isolation: engine::sandbox::Isolation::None,
+            limits: listen::Limits {
+                header_timeout: Duration::from_secs(10),
+                max_connections: 4096,
+                max_connections_per_ip: 256,
+            },
+            max_streams: 1000,
+            max_streams_per_user: 20,
+            max_pipeline_bytes: 4 * 1024 * 1024,
+            max_plans_per_user: 2,
         }
     }
 }
@@ -79,6 +98,12 @@ pub struct App {
     pub tokens: auth::TokenCache,
     /// The keys that seal secret values at rest.
     pub keys: crypto::Keyring,
+    /// Live-log streams open, per principal and in total.
+    pub streams: Arc<listen::Slots<String>>,
+    /// Plans in progress per principal.
+    pub plans: Arc<listen::Slots<String>>,
+    /// Plans run at once (they are CPU work): one per core.
+    plan_cpu: tokio::sync::Semaphore,
     metrics: Option<PrometheusHandle>,
 }
 
@@ -113,6 +138,34 @@ impl App {
         let p = Arc::new(policy);
         *self.policy.write().await = Some((Instant::now(), p.clone()));
         Ok(p)
+    }
+
+    /// Admission for a plan (plan, run, re-run, retry): at most `--max-plans-per-user` in progress per
+    /// principal (429 beyond), and one per core at a time (the rest wait their turn).
+    pub async fn planning(
+        &self,
+        p: &auth::Principal,
+    ) -> ApiResult<(listen::Slot<String>, tokio::sync::SemaphorePermit<'_>)> {
+        let slot = self.plans.take(p.display()).ok_or_else(|| {
+            error::ApiError::TooManyRequests(format!(
+                "you have {} plans in progress already; wait for them to finish",
+                self.config.max_plans_per_user
+            ))
+        })?;
+        let cpu = self.plan_cpu.acquire().await.map_err(|e| error::ApiError::Internal(e.to_string()))?;
+        Ok((slot, cpu))
+    }
+
+    /// Refuse a pipeline larger than `--max-pipeline-bytes` (413).
+    pub fn check_pipeline_size(&self, yaml: &str) -> ApiResult<()> {
+        if yaml.len() > self.config.max_pipeline_bytes {
+            return Err(error::ApiError::TooLarge(format!(
+                "the YAML is {} bytes; this server accepts at most {} (--max-pipeline-bytes)",
+                yaml.len(),
+                self.config.max_pipeline_bytes
+            )));
+        }
+        Ok(())
     }
 
     /// Forget the cached policy (after a change to roles, groups or bindings).
@@ -213,7 +266,17 @@ async fn metrics_text(axum::extract::State(app): axum::extract::State<Arc<App>>)
 /// Time every request; the route template (not the concrete path) labels it.
 async fn track_http(req: Request, next: Next) -> Response {
     let start = Instant::now();
-    let method = req.method().to_string();
+    // Labels come from fixed sets, whatever a client sends: made-up methods are `other`.
+    let method: &'static str = match req.method().as_str() {
+        "GET" => "GET",
+        "POST" => "POST",
+        "PUT" => "PUT",
+        "DELETE" => "DELETE",
+        "PATCH" => "PATCH",
+        "HEAD" => "HEAD",
+        "OPTIONS" => "OPTIONS",
+        _ => "other",
+    };
     let route =
         req.extensions().get::<MatchedPath>().map_or_else(|| "unmatched".to_string(), |m| m.as_str().to_string());
     let resp = next.run(req).await;
@@ -261,6 +324,8 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
     if sealed > 0 {
         tracing::info!("sealed {sealed} secret value(s) stored in clear by an earlier version");
     }
+    let streams = listen::Slots::new(config.max_streams_per_user, config.max_streams);
+    let plans = listen::Slots::new(config.max_plans_per_user, usize::MAX);
     let app = Arc::new(App {
         store: store.clone(),
         runner: Arc::new(Runner::new(
@@ -274,6 +339,9 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
         logins: auth::LoginLimiter::default(),
         tokens: auth::TokenCache::default(),
         keys,
+        streams,
+        plans,
+        plan_cpu: tokio::sync::Semaphore::new(std::thread::available_parallelism().map_or(2, |n| n.get())),
         metrics: install_metrics(),
     });
     let bootstrap = bootstrap(&app).await.map_err(|e| e.to_string())?;
@@ -424,9 +492,7 @@ pub async fn serve(
         shutdown.await;
         runner_app.runner.begin_stop();
     };
-    axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(stop)
-        .await?;
+    listen::serve(listener, router, app.config.limits, stop).await?;
     app.runner.finish(app.config.shutdown_grace).await;
     Ok(())
 }

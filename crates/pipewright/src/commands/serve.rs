@@ -30,6 +30,27 @@ pub struct ServeArgs {
     /// Seconds running executions get to finish at shutdown before they are aborted.
     #[arg(long, default_value_t = 30)]
     pub shutdown_grace: u64,
+    /// Seconds a client may take to send a request's head; slower connections are closed (slow headers).
+    #[arg(long, default_value_t = 10)]
+    pub header_timeout: u64,
+    /// Open connections at once, in total (more wait to be accepted).
+    #[arg(long, default_value_t = 4096)]
+    pub max_connections: usize,
+    /// Open connections at once from one client address (more are closed at once).
+    #[arg(long, default_value_t = 256)]
+    pub max_connections_per_ip: usize,
+    /// Live-log streams open at once, in total (more get 429).
+    #[arg(long, default_value_t = 1000)]
+    pub max_streams: usize,
+    /// Live-log streams open at once per user or service account (more get 429).
+    #[arg(long, default_value_t = 20)]
+    pub max_streams_per_user: usize,
+    /// Largest pipeline YAML saved or planned, in bytes (larger get 413).
+    #[arg(long, default_value_t = 4 * 1024 * 1024)]
+    pub max_pipeline_bytes: usize,
+    /// Plans (plan, run, re-run, retry) one user may have in progress at once (more get 429).
+    #[arg(long, default_value_t = 2)]
+    pub max_plans_per_user: usize,
     #[command(flatten)]
     pub steps: crate::StepArgs,
 }
@@ -75,6 +96,15 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir)?;
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&a.state_dir).await?);
     let config = server::Config {
+        limits: server::listen::Limits {
+            header_timeout: Duration::from_secs(a.header_timeout.max(1)),
+            max_connections: a.max_connections.max(1),
+            max_connections_per_ip: a.max_connections_per_ip.max(1),
+        },
+        max_streams: a.max_streams,
+        max_streams_per_user: a.max_streams_per_user,
+        max_pipeline_bytes: a.max_pipeline_bytes,
+        max_plans_per_user: a.max_plans_per_user.max(1),
         state_dir: a.state_dir.clone(),
         max_body: a.max_body,
         request_timeout: Duration::from_secs(a.request_timeout),

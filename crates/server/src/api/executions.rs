@@ -279,8 +279,10 @@ pub async fn plan(
     let scope = project_scope(&app, &p, &org, &project).await?;
     identifier("pipeline", &pipeline)?;
     app.require(&p, "pipeline:view", &Resource::new("pipeline", &pipeline, scope.clone())).await?;
+    let _admitted = app.planning(&p).await?;
     let doc = match &b.pipeline_yaml {
         Some(y) => {
+            app.check_pipeline_size(y)?;
             let doc = launch::pipeline_document("pipeline.yaml", y.clone())?;
             if doc.pipeline().is_none_or(|pl| pl.identifier.value != pipeline) {
                 return Err(ApiError::BadRequest(format!("pipeline_yaml is not pipeline `{pipeline}`")));
@@ -312,6 +314,7 @@ pub async fn execute(
     let scope = project_scope(&app, &p, &org, &project).await?;
     identifier("pipeline", &pipeline)?;
     app.require(&p, "pipeline:execute", &Resource::new("pipeline", &pipeline, scope.clone())).await?;
+    let _admitted = app.planning(&p).await?;
     if b.pipeline_yaml.is_some() {
         return Err(ApiError::BadRequest(
             "pipeline_yaml is for plans; save the pipeline (PUT …/pipelines/{id}) to run it".into(),
@@ -502,10 +505,25 @@ pub async fn logs(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
     }
-    let chunks = app.store.logs_after(&e.id, q.after.unwrap_or(0), limit).await?;
-    let next = (chunks.len() as i64 == limit).then(|| chunks.last().map(|c| c.cursor)).flatten();
+    let mut chunks = app.store.logs_after(&e.id, q.after.unwrap_or(0), limit).await?;
+    let full = chunks.len() as i64 == limit;
+    // A page holds at most LOG_PAGE_BYTES of text (and at least one chunk): the rest is on the next page.
+    let mut bytes = 0;
+    let keep = chunks
+        .iter()
+        .position(|c| {
+            bytes += c.data.len();
+            bytes > LOG_PAGE_BYTES
+        })
+        .map_or(chunks.len(), |i| i.max(1));
+    let cut = keep < chunks.len();
+    chunks.truncate(keep);
+    let next = (full || cut).then(|| chunks.last().map(|c| c.cursor)).flatten();
     Ok(Json(serde_json::json!({"items": chunks, "next_cursor": next})))
 }
+
+/// The most log text one page of `GET …/logs` holds.
+const LOG_PAGE_BYTES: usize = 4 * 1024 * 1024;
 
 /// Where a live stream resumes.
 #[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
@@ -516,6 +534,8 @@ pub struct StreamQuery {
 }
 
 struct Tail {
+    /// This stream's slot among those open (per principal and in total), given back when it ends.
+    _slot: crate::listen::Slot<String>,
     app: Arc<App>,
     id: String,
     transitions: i64,
@@ -652,6 +672,12 @@ pub async fn stream(
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
     let (e, _) = execution_for(&app, &p, &id, "execution:view").await?;
+    let slot = app.streams.take(p.display()).ok_or_else(|| {
+        ApiError::TooManyRequests(format!(
+            "too many live-log streams are open (at most {} per user, {} in all); close one, or page with GET …/logs",
+            app.config.max_streams_per_user, app.config.max_streams
+        ))
+    })?;
     let resume = headers.get("last-event-id").and_then(|v| v.to_str().ok()).map(String::from).or(q.after);
     let (transitions, logs) = match resume {
         Some(r) => {
@@ -665,7 +691,8 @@ pub async fn stream(
         }
         None => (0, 0),
     };
-    let tail = Tail { app: app.clone(), id: e.id, transitions, logs, pending: VecDeque::new(), done: false };
+    let tail =
+        Tail { _slot: slot, app: app.clone(), id: e.id, transitions, logs, pending: VecDeque::new(), done: false };
     Ok(Sse::new(futures::stream::unfold(tail, Tail::next)).keep_alive(KeepAlive::default()))
 }
 
@@ -793,6 +820,7 @@ pub async fn rerun(
     Body(b): Body<RerunBody>,
 ) -> ApiResult<(StatusCode, Json<Execution>)> {
     let (orig, scope) = execution_for(&app, &p, &id, "pipeline:execute").await?;
+    let _admitted = app.planning(&p).await?;
     let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
     let (sel, mode) = launch::rerun_selection(&orig, &b.stage_identifiers);
     let planned = launch::plan(&doc, &sel, Some(app.store.as_ref())).await?;
@@ -815,6 +843,7 @@ pub async fn retry(
     Body(b): Body<RetryBody>,
 ) -> ApiResult<(StatusCode, Json<Execution>)> {
     let (orig, scope) = execution_for(&app, &p, &id, "pipeline:execute").await?;
+    let _admitted = app.planning(&p).await?;
     let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
     let sel = launch::retry_selection(app.store.as_ref(), &orig, &doc, b.stage.as_deref(), b.only_failed).await?;
     let planned = launch::plan(&doc, &sel, Some(app.store.as_ref())).await?;

@@ -98,6 +98,7 @@ async fn save_pipeline(
     expect: Option<&str>,
     create: bool,
 ) -> ApiResult<(StatusCode, serde_json::Value)> {
+    app.check_pipeline_size(&yaml)?;
     let doc = launch::pipeline_document("pipeline.yaml", yaml)?;
     let Some(Entity::Pipeline(pl)) = &doc.entity else { return Err(ApiError::BadRequest("not a pipeline".into())) };
     check_scope(pl.org_identifier.as_ref(), pl.project_identifier.as_ref(), scope, "pipeline")?;
@@ -312,6 +313,7 @@ async fn entity_body(
         return Ok((id, serde_json::json!({"name": name, "sealed": sealed})));
     }
     let yaml = body.yaml()?;
+    app.check_pipeline_size(&yaml)?;
     let doc = spec::parse_document(&format!("{}.yaml", kind.kind()), yaml);
     if !doc.is_valid() {
         return Err(launch::LaunchError::Invalid {
