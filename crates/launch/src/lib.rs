@@ -569,6 +569,33 @@ pub fn secret_refs(doc: &Document) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// The step a node runs, found in the pipeline by the node's stage (its iteration suffix `_N` removed when
+/// needed) and step identifier.
+pub fn step_of<'a>(pipeline: &'a spec::Pipeline, node: &store::Node) -> Option<&'a spec::Step> {
+    fn find<'a>(els: &'a [spec::ExecutionElement], id: &str) -> Option<&'a spec::Step> {
+        els.iter().find_map(|e| match e {
+            spec::ExecutionElement::Step(s) if s.identifier.value == id => Some(&**s),
+            spec::ExecutionElement::Step(_) => None,
+            spec::ExecutionElement::StepGroup(g) => find(&g.steps, id),
+            spec::ExecutionElement::Parallel(p) => find(p, id),
+        })
+    }
+    let first = node.path.split('.').next().unwrap_or_default();
+    let base = first.rsplit_once('_').filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit())).map(|(b, _)| b);
+    let stages = pipeline.all_stages();
+    let stage = stages
+        .iter()
+        .find(|s| s.identifier.value == first)
+        .or_else(|| base.and_then(|b| stages.iter().find(|s| s.identifier.value == b)))?;
+    let ex = &stage.spec.execution;
+    // Iterations of a step are `id_N` too.
+    let id = node.identifier.as_str();
+    let id_base = id.rsplit_once('_').filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit())).map(|(b, _)| b);
+    find(&ex.steps, id)
+        .or_else(|| find(&ex.rollback_steps, id))
+        .or_else(|| id_base.and_then(|b| find(&ex.steps, b).or_else(|| find(&ex.rollback_steps, b))))
+}
+
 /// The node of execution `e` waiting in `status` (an approval or an intervention): the only one, or the one
 /// `node` names by path or identifier.
 pub async fn waiting_node(store: &dyn Store, e: &Execution, node: Option<&str>, status: Status) -> Result<store::Node> {

@@ -136,6 +136,9 @@ enum Command {
     /// Manage users on a server.
     #[command(subcommand)]
     User(commands::admin::UserCmd),
+    /// Manage user groups (who may decide approvals) on a server.
+    #[command(subcommand)]
+    Group(commands::admin::GroupCmd),
     /// Manage roles and role bindings on a server.
     #[command(subcommand)]
     Role(commands::admin::RoleCmd),
@@ -222,6 +225,7 @@ async fn async_main() -> ExitCode {
         Command::Intervene(a) => commands::decide::intervene(a).await,
         Command::Serve(a) => commands::serve::run(a).await,
         Command::User(c) => commands::admin::user(c).await,
+        Command::Group(c) => commands::admin::group(c).await,
         Command::Role(c) => commands::admin::role(c).await,
         Command::Token(c) => commands::admin::token(c).await,
         Command::Secret(c) => commands::secret::run(c).await,

@@ -651,3 +651,49 @@ async fn logs_pipelines_streams_and_pages_are_bounded() {
     assert!(ok, "a closed stream's slot was not given back");
     s.ok(Method::POST, &format!("/api/v1/executions/{wid}/abort"), None).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn approvals_are_decided_by_their_user_groups_and_not_by_the_executor() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    let alice = s.user("alice", "_pipeline_executor", "default").await;
+    let bob = s.user("bob", "_pipeline_executor", "default").await;
+    let carol = s.user("carol", "_pipeline_executor", "default").await;
+    s.ok(
+        Method::POST,
+        "/api/v1/user-groups",
+        Some(json!({"identifier": "release_managers", "users": ["alice", "carol"], "org": "default", "project": "default"})),
+    )
+    .await;
+    let gate = "    - stage:\n        name: gate\n        identifier: gate\n        type: Approval\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: HarnessApproval\n                  name: sign off\n                  identifier: sign_off\n                  timeout: 1m\n                  spec:\n                    approvalMessage: ship it?\n                    approvers:\n                      userGroups: [release_managers]\n                      minimumCount: 1\n                      disallowPipelineExecutor: true\n";
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("gated", gate))).await;
+    let (st, e) = s.req(Some(&alice), Method::POST, &format!("{P}/pipelines/gated/execute"), Some(&json!({}))).await;
+    assert_eq!(st, 201, "{e}");
+    let id = e["id"].as_str().unwrap().to_string();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let (_, n) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/nodes"), None).await;
+        if n.as_array().is_some_and(|n| n.iter().any(|n| n["status"] == "ApprovalWaiting")) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the approval never waited");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let approve = format!("/api/v1/executions/{id}/approve");
+    // The executor is in the group, but may not approve their own run: answered and audited as not counted.
+    let (st, v) = s.req(Some(&alice), Method::POST, &approve, Some(&json!({}))).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("not counted"), "{v}");
+    // Someone outside the group may not decide at all.
+    let (st, v) = s.req(Some(&bob), Method::POST, &approve, Some(&json!({}))).await;
+    assert_eq!(st, 403, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("release_managers"), "{v}");
+    let (st, _) = s.req(Some(&bob), Method::POST, &format!("/api/v1/executions/{id}/reject"), Some(&json!({}))).await;
+    assert_eq!(st, 403);
+    // A member who did not run it approves.
+    let (st, v) = s.req(Some(&carol), Method::POST, &approve, Some(&json!({"comment": "ok"}))).await;
+    assert_eq!(st, 200, "{v}");
+    assert_eq!(s.wait_end(&s.token, &id).await["execution"]["status"], "Success");
+    let audit = s.ok(Method::GET, "/api/v1/audit?principal=alice", None).await;
+    assert!(audit["items"].as_array().unwrap().iter().any(|a| a["action"] == "approve_not_counted"), "{audit}");
+}

@@ -208,6 +208,12 @@ async fn every_route_checks_permissions_as_the_table_says() {
     let binding = s
         .ok(Method::POST, "/api/v1/role-bindings", Some(json!({"principal": {"kind": "user", "id": "doomed_user"}, "role": "_project_viewer", "resource_group": "_all_project_level_resources", "org": "default", "project": "default"})))
         .await;
+    s.ok(
+        Method::POST,
+        "/api/v1/user-groups",
+        Some(json!({"identifier": "doomed_ug", "org": "default", "project": "default"})),
+    )
+    .await;
     let token = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "doomed"}))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/p1/execute"), Some(json!({}))).await;
     let e = e["id"].as_str().unwrap().to_string();
@@ -479,6 +485,34 @@ async fn every_route_checks_permissions_as_the_table_says() {
         ("get", "/api/v1/tokens", "/api/v1/tokens".into(), None, [401, 200, 200, 200, 200]),
         ("post", "/api/v1/tokens", "/api/v1/tokens".into(), Some(json!({"name": "mine"})), [401, 201, 201, 201, 201]),
         ("delete", "/api/v1/tokens/{id}", format!("/api/v1/tokens/{t}"), None, [401, 403, 403, 403, 204]),
+        (
+            "get",
+            "/api/v1/user-groups",
+            "/api/v1/user-groups?org=default&project=default".into(),
+            None,
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "post",
+            "/api/v1/user-groups",
+            "/api/v1/user-groups".into(),
+            Some(json!({"identifier": "ug1", "users": ["viewer"], "org": "default", "project": "default"})),
+            [401, 403, 403, 403, 201],
+        ),
+        (
+            "put",
+            "/api/v1/user-groups/{identifier}",
+            "/api/v1/user-groups/ug1?org=default&project=default".into(),
+            Some(json!({"users": ["viewer", "executor"]})),
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "delete",
+            "/api/v1/user-groups/{identifier}",
+            "/api/v1/user-groups/doomed_ug?org=default&project=default".into(),
+            None,
+            [401, 403, 403, 403, 204],
+        ),
         ("get", "/api/v1/users", "/api/v1/users".into(), None, [401, 403, 403, 403, 200]),
         (
             "post",

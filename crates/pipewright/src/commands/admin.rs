@@ -1,5 +1,6 @@
-//! `pipewright user`, `pipewright role` and `pipewright token`: manage users, role bindings and API tokens on
-//! a server (`--server URL --token …`, or `PIPEWRIGHT_SERVER` / `PIPEWRIGHT_TOKEN`).
+//! `pipewright user`, `pipewright group`, `pipewright role` and `pipewright token`: manage users, user groups
+//! (who may decide approvals), role bindings and API tokens on a server (`--server URL --token …`, or
+//! `PIPEWRIGHT_SERVER` / `PIPEWRIGHT_TOKEN`).
 
 use super::remote::Remote;
 use crate::StateArgs;
@@ -58,6 +59,55 @@ pub enum UserCmd {
     Delete {
         /// User name.
         name: String,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+}
+
+/// `pipewright group …`: user groups, at --org / --project (or `--account`).
+#[derive(Subcommand)]
+pub enum GroupCmd {
+    /// Create a user group.
+    Create {
+        /// Identifier (approvals name it in `userGroups`; `org.ID` / `account.ID` at those scopes).
+        identifier: String,
+        /// A member (repeatable).
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// At account scope.
+        #[arg(long)]
+        account: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Set a user group's members (replacing them).
+    Members {
+        /// Identifier.
+        identifier: String,
+        /// A member (repeatable; none empties the group).
+        #[arg(long = "user")]
+        users: Vec<String>,
+        /// At account scope.
+        #[arg(long)]
+        account: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// List user groups.
+    List {
+        /// At account scope.
+        #[arg(long)]
+        account: bool,
+        #[command(flatten)]
+        server: ServerArgs,
+    },
+    /// Delete a user group.
+    Delete {
+        /// Identifier.
+        identifier: String,
+        /// At account scope.
+        #[arg(long)]
+        account: bool,
         #[command(flatten)]
         server: ServerArgs,
     },
@@ -161,6 +211,38 @@ pub async fn user(c: UserCmd) -> anyhow::Result<ExitCode> {
         UserCmd::Delete { name, server } => {
             remote(&server)?.call(Method::DELETE, &format!("/api/v1/users/{name}"), None).await?;
             println!("deleted user {name}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn scope_query(account: bool, s: &ServerArgs) -> String {
+    if account { String::new() } else { format!("?org={}&project={}", s.state.org, s.state.project) }
+}
+
+/// `group`.
+pub async fn group(c: GroupCmd) -> anyhow::Result<ExitCode> {
+    match c {
+        GroupCmd::Create { identifier, users, account, server } => {
+            let mut body = scope(account, &server);
+            body["identifier"] = identifier.clone().into();
+            body["users"] = serde_json::json!(users);
+            remote(&server)?.call(Method::POST, "/api/v1/user-groups", Some(body)).await?;
+            println!("created user group {identifier}");
+        }
+        GroupCmd::Members { identifier, users, account, server } => {
+            let path = format!("/api/v1/user-groups/{identifier}{}", scope_query(account, &server));
+            remote(&server)?.call(Method::PUT, &path, Some(serde_json::json!({"users": users}))).await?;
+            println!("user group {identifier}: {}", users.join(", "));
+        }
+        GroupCmd::List { account, server } => {
+            let path = format!("/api/v1/user-groups{}", scope_query(account, &server));
+            table(&remote(&server)?.call(Method::GET, &path, None).await?, &["identifier", "name", "users"]);
+        }
+        GroupCmd::Delete { identifier, account, server } => {
+            let path = format!("/api/v1/user-groups/{identifier}{}", scope_query(account, &server));
+            remote(&server)?.call(Method::DELETE, &path, None).await?;
+            println!("deleted user group {identifier}");
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -180,6 +180,7 @@ pub async fn delete_user(
         return Err(ApiError::NotFound(format!("no user `{user}`")));
     }
     forget_principal(&app, "user", &user).await?;
+    leave_groups(&app, &user).await?;
     app.audit(&p.display(), &p.address, "delete", "user", &user, &Scope::account(), serde_json::json!({})).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -767,4 +768,166 @@ pub async fn audit(
         })
         .await?;
     Ok(Json(serde_json::json!({"items": items})))
+}
+
+/// A user group: users who may, together, decide approvals that name the group.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UserGroupBody {
+    /// Identifier.
+    pub identifier: String,
+    /// Name.
+    #[serde(default)]
+    pub name: String,
+    /// Member user names.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Organization (none: account).
+    #[serde(default)]
+    pub org: Option<String>,
+    /// Project.
+    #[serde(default)]
+    pub project: Option<String>,
+}
+
+/// New members of a user group.
+#[derive(Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct MembersBody {
+    /// Member user names (replacing the current ones).
+    pub users: Vec<String>,
+}
+
+async fn check_members(app: &App, users: &[String]) -> ApiResult<()> {
+    for u in users {
+        identifier("user", u)?;
+        if app.store.record("user", "", "", u).await?.is_none() {
+            return Err(ApiError::BadRequest(format!("no user `{u}`")));
+        }
+    }
+    Ok(())
+}
+
+/// User groups of a scope.
+#[utoipa::path(get, path = "/api/v1/user-groups", tag = "access", params(ScopeQuery), responses((status = 200, description = "User groups")))]
+pub async fn list_user_groups(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    let items: Vec<_> =
+        app.store.records("user_group", Some(&scope.org), Some(&scope.project)).await?.iter().map(view).collect();
+    Ok(Json(serde_json::json!({"items": items})))
+}
+
+/// Create a user group.
+#[utoipa::path(post, path = "/api/v1/user-groups", tag = "access", request_body = UserGroupBody, responses((status = 201, description = "Created"), (status = 409, description = "Exists")))]
+pub async fn create_user_group(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Body(b): Body<UserGroupBody>,
+) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
+    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    identifier("user group", &b.identifier)?;
+    check_members(&app, &b.users).await?;
+    let name = if b.name.is_empty() { b.identifier.clone() } else { b.name.clone() };
+    let r = record("user_group", &scope, &b.identifier, serde_json::json!({"name": name, "users": b.users}));
+    if !app.store.put_record(&r, false).await? {
+        return Err(ApiError::Conflict(format!("user group `{}` exists in {}", b.identifier, scope.describe())));
+    }
+    app.audit(
+        &p.display(),
+        &p.address,
+        "create",
+        "user_group",
+        &b.identifier,
+        &scope,
+        serde_json::json!({"users": b.users}),
+    )
+    .await?;
+    Ok((StatusCode::CREATED, Json(view(&r))))
+}
+
+/// Set a user group's members.
+#[utoipa::path(put, path = "/api/v1/user-groups/{identifier}", tag = "access", params(("identifier" = String, Path), ScopeQuery), request_body = MembersBody, responses((status = 200, description = "Updated")))]
+pub async fn update_user_group(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<ScopeQuery>,
+    Body(b): Body<MembersBody>,
+) -> ApiResult<Json<serde_json::Value>> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    identifier("user group", &id)?;
+    check_members(&app, &b.users).await?;
+    let mut r = app
+        .store
+        .record("user_group", &scope.org, &scope.project, &id)
+        .await?
+        .ok_or_else(|| ApiError::NotFound(format!("no user group `{id}` in {}", scope.describe())))?;
+    r.body["users"] = serde_json::json!(b.users);
+    r.updated_at = now_ms();
+    app.store.put_record(&r, true).await?;
+    app.audit(&p.display(), &p.address, "update", "user_group", &id, &scope, serde_json::json!({"users": b.users}))
+        .await?;
+    Ok(Json(view(&r)))
+}
+
+/// Delete a user group.
+#[utoipa::path(delete, path = "/api/v1/user-groups/{identifier}", tag = "access", params(("identifier" = String, Path), ScopeQuery), responses((status = 204, description = "Deleted")))]
+pub async fn delete_user_group(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Query(q): Query<ScopeQuery>,
+) -> ApiResult<StatusCode> {
+    let scope = scope_of(&q)?;
+    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    identifier("user group", &id)?;
+    if !app.store.delete_record("user_group", &scope.org, &scope.project, &id).await? {
+        return Err(ApiError::NotFound(format!("no user group `{id}` in {}", scope.describe())));
+    }
+    app.audit(&p.display(), &p.address, "delete", "user_group", &id, &scope, serde_json::json!({})).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Whether `user` belongs to one of `groups` as an approval names them (`g` in the execution's project,
+/// `org.g` in its organization, `account.g` at the account).
+pub(crate) async fn in_user_groups(
+    app: &App,
+    user: &str,
+    groups: &[String],
+    org: &str,
+    project: &str,
+) -> ApiResult<bool> {
+    for g in groups {
+        let (o, pr, id) = match g.split_once('.') {
+            Some(("account", id)) => ("", "", id),
+            Some(("org", id)) => (org, "", id),
+            _ => (org, project, g.as_str()),
+        };
+        if let Some(r) = app.store.record("user_group", o, pr, id).await?
+            && r.body["users"].as_array().is_some_and(|us| us.iter().any(|u| u == user))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Take a deleted user out of every user group (a new user with the same name is not a member).
+pub(crate) async fn leave_groups(app: &App, user: &str) -> ApiResult<()> {
+    for mut r in app.store.records("user_group", None, None).await? {
+        let Some(users) = r.body["users"].as_array() else { continue };
+        if users.iter().any(|u| u == user) {
+            let kept: Vec<serde_json::Value> = users.iter().filter(|u| *u != user).cloned().collect();
+            r.body["users"] = serde_json::Value::Array(kept);
+            app.store.put_record(&r, true).await?;
+        }
+    }
+    Ok(())
 }

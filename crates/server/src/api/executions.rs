@@ -738,6 +738,9 @@ async fn decide(
     let n = launch::waiting_node(app.store.as_ref(), &e, node, status)
         .await
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
+    if kind == "approval" {
+        check_approver(app, p, &e, &scope, &n, action).await?;
+    }
     app.store
         .put_decision(&Decision {
             execution_id: e.id.clone(),
@@ -753,6 +756,51 @@ async fn decide(
     app.audit(&p.display(), &p.address, action, "execution", &e.id, &scope, serde_json::json!({"node": n.path}))
         .await?;
     Ok(Json(serde_json::json!({"execution_id": e.id, "node": n.path, "action": action})))
+}
+
+/// Who may decide an approval: a member of one of its `userGroups` (when it names any); and under
+/// `disallowPipelineExecutor`, an approval by whoever ran the execution is answered — and audited — as not
+/// counted.
+async fn check_approver(
+    app: &App,
+    p: &Principal,
+    e: &Execution,
+    scope: &Scope,
+    n: &store::Node,
+    action: &str,
+) -> ApiResult<()> {
+    let doc = launch::recorded_document(app.store.as_ref(), e).await?;
+    let Some(spec::StepSpec::HarnessApproval(a)) =
+        doc.pipeline().and_then(|pl| launch::step_of(pl, n)).map(|s| &s.spec)
+    else {
+        return Ok(());
+    };
+    let groups: Vec<String> = a.approvers.user_groups.iter().map(|g| g.value.clone()).collect();
+    let member =
+        p.who.kind == "user" && super::access::in_user_groups(app, &p.who.id, &groups, &e.org, &e.project).await?;
+    if !groups.is_empty() && !member {
+        return Err(ApiError::Forbidden {
+            permission: "approval".into(),
+            message: format!("you are not in any of this approval's user groups ({})", groups.join(", ")),
+        });
+    }
+    if action == "approve" && a.approvers.disallow_pipeline_executor && p.display() == e.triggered_by {
+        app.audit(
+            &p.display(),
+            &p.address,
+            "approve_not_counted",
+            "execution",
+            &e.id,
+            scope,
+            serde_json::json!({"node": n.path, "reason": "disallowPipelineExecutor"}),
+        )
+        .await?;
+        return Err(ApiError::Forbidden {
+            permission: "approval".into(),
+            message: "your approval is not counted: you ran this execution and the approval disallows its executor (disallowPipelineExecutor); another approver must decide".into(),
+        });
+    }
+    Ok(())
 }
 
 fn approver_inputs(b: &ApprovalBody) -> serde_json::Value {

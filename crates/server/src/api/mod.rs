@@ -56,6 +56,8 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(access::delete_resource_group))
         .routes(routes!(access::list_bindings, access::create_binding))
         .routes(routes!(access::delete_binding))
+        .routes(routes!(access::list_user_groups, access::create_user_group))
+        .routes(routes!(access::update_user_group, access::delete_user_group))
         .routes(routes!(access::audit))
 }
 
