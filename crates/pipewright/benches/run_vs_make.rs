@@ -1,6 +1,7 @@
 //! Benchmark: `pipewright run` of a generated pipeline of 10 stages × 20 steps of `true` against the same DAG
 //! as a Makefile run by `make -j2`, wall time over several runs (median), the per-step overhead, and the
-//! peak RSS of the `pipewright` process. Every state change is persisted, as in any run.
+//! peak RSS of the `pipewright` process. Every state change is persisted, as in any run. Steps run confined
+//! (the default) and, in the same run, with `--step-isolation none`, to measure what isolation costs per step.
 //! Run with `cargo bench -p pipewright --bench run_vs_make`.
 
 use std::process::Command;
@@ -68,20 +69,27 @@ fn main() {
         make_times.push(t.elapsed());
     }
     let rss_before = max_rss_kib_of_children();
-    let mut pw_times = Vec::new();
-    for r in 0..RUNS {
+    // The default (steps confined by Landlock through the launcher, as the step user under root) and, in the
+    // same run, `--step-isolation none`: the difference is what isolation costs per step spawn.
+    let run = |isolation: &str, r: usize| {
         let t = Instant::now();
         let out = Command::new(bin)
-            .args(["run", "pipeline.yaml", "--output", "json", "--state-dir"])
-            .arg(dir.path().join(format!("state{r}")))
+            .args(["run", "pipeline.yaml", "--output", "json", "--step-isolation", isolation, "--state-dir"])
+            .arg(dir.path().join(format!("state-{isolation}{r}")))
             .current_dir(dir.path())
             .output()
             .expect("pipewright");
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        pw_times.push(t.elapsed());
+        t.elapsed()
+    };
+    let mut pw_times = Vec::new();
+    let mut bare_times = Vec::new();
+    for r in 0..RUNS {
+        pw_times.push(run("landlock", r));
+        bare_times.push(run("none", r));
     }
     let rss = max_rss_kib_of_children();
-    let (m, p) = (median(make_times), median(pw_times));
+    let (m, p, bare) = (median(make_times), median(pw_times), median(bare_times));
     let steps = (STAGES * STEPS) as f64;
     println!("DAG: {STAGES} stages x {STEPS} steps of `true`, median of {RUNS} runs");
     println!("make -j2:        {:>8.1} ms", m.as_secs_f64() * 1e3);
@@ -91,6 +99,12 @@ fn main() {
         p.as_secs_f64() * 1e3 / steps,
         m.as_secs_f64() * 1e3 / steps,
         (p.as_secs_f64() - m.as_secs_f64()) * 1e3 / steps
+    );
+    println!(
+        "isolation:       {:>8.1} ms without (--step-isolation none); Landlock costs {:.2} ms per step spawn ({:.2}x)",
+        bare.as_secs_f64() * 1e3,
+        (p.as_secs_f64() - bare.as_secs_f64()) * 1e3 / steps,
+        p.as_secs_f64() / bare.as_secs_f64()
     );
     println!(
         "peak RSS of pipewright: {:.1} MiB{}",
