@@ -697,3 +697,31 @@ async fn approvals_are_decided_by_their_user_groups_and_not_by_the_executor() {
     let audit = s.ok(Method::GET, "/api/v1/audit?principal=alice", None).await;
     assert!(audit["items"].as_array().unwrap().iter().any(|a| a["action"] == "approve_not_counted"), "{audit}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_on_the_server_cannot_reach_the_server() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("st");
+    let s = Server::start(&state, &[]).await;
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("first", &stage("a", "echo private > marker.txt"))))
+        .await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/first/execute"), Some(json!({}))).await;
+    s.wait_end(&s.token, e["id"].as_str().unwrap()).await;
+    let other = state.join("work").join(e["id"].as_str().unwrap());
+    assert!(other.join("marker.txt").exists());
+    let script: String = attacks(&state, &other).lines().map(|l| format!("                          {l}\n")).collect();
+    let yaml = format!(
+        "    - stage:\n        name: a\n        identifier: a\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: s\n                  identifier: s\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: |\n{script}"
+    );
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("evil", &yaml))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/evil/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(s.wait_end(&s.token, &id).await["execution"]["status"], "Success");
+    let (_, logs) = s.raw(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    assert!(!logs.contains("ALLOWED"), "{logs}");
+    for what in ["read-db", "read-other-workspace", "write-state", "write-db", "signal-pipewright"] {
+        assert!(logs.contains(&format!("denied-{what}")), "{what}: {logs}");
+    }
+    // The server is unharmed.
+    assert_eq!(s.http.get(format!("{}/healthz", s.url)).send().await.unwrap().status(), 200);
+}

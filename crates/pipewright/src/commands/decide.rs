@@ -58,6 +58,11 @@ pub async fn abort(a: ExecArg) -> anyhow::Result<ExitCode> {
     let store = super::open_store(&a.state).await?;
     let e = store.execution(&a.execution).await?;
     if store.request_abort(&e.id).await? {
+        // Locally, an execution still queued ends at once (an engine about to start it sees the abort and does
+        // not); a server decides this itself.
+        if a.state.server.is_none() && e.status == Status::Queued {
+            store.set_execution_status(&e.id, Status::Aborted, Some("aborted before it started")).await?;
+        }
         println!(
             "abort requested for execution {} (#{} of {}); it stops within a moment",
             e.id, e.sequence_id, e.pipeline
