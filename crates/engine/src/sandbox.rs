@@ -159,6 +159,36 @@ fn give(path: &Path, user: Option<&StepUser>) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Whether `user` may pass through every existing directory from `/` down to `path` (owner, group or other
+/// search bit; supplementary groups and ACLs are not considered).
+pub fn reachable_by(path: &Path, user: &StepUser) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    let mut dirs: Vec<&Path> = path.ancestors().collect();
+    dirs.reverse();
+    dirs.iter().filter_map(|d| std::fs::metadata(d).ok()).all(|m| {
+        let mode = m.mode();
+        if m.uid() == user.uid {
+            mode & 0o100 != 0
+        } else if m.gid() == user.gid {
+            mode & 0o010 != 0
+        } else {
+            mode & 0o001 != 0
+        }
+    })
+}
+
+/// Where workspaces live when the step user cannot reach `<state-dir>/work` (a state directory below a
+/// private home, say): a root-owned directory only root can create, one per state directory.
+pub fn fallback_work_root(state_dir: &Path) -> PathBuf {
+    let name: String = state_dir
+        .to_string_lossy()
+        .trim_start_matches('/')
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '.' { c } else { '_' })
+        .collect();
+    PathBuf::from("/var/lib/pipewright-steps").join(name)
+}
+
 /// Lock down the state directory and the work root: `0700`, or `0711` (enter, but not list) where the step
 /// user must pass through to reach its workspaces.
 pub fn prepare_dirs(state_dir: &Path, work_root: &Path, isolation: &Isolation) -> std::io::Result<()> {

@@ -33,7 +33,7 @@ pub async fn open_store(state: &StateArgs) -> anyhow::Result<Arc<dyn Store>> {
 /// work root (`<state-dir>/work`) locked down. Returns the isolation and the work root.
 pub fn isolation(a: &StepArgs, state_dir: &Path) -> anyhow::Result<(Isolation, PathBuf)> {
     let state_dir = std::path::absolute(state_dir)?;
-    let work_root = state_dir.join("work");
+    let mut work_root = state_dir.join("work");
     let iso = match a.step_isolation.unwrap_or(IsolationMode::Landlock) {
         IsolationMode::None => {
             anyhow::ensure!(
@@ -55,6 +55,18 @@ pub fn isolation(a: &StepArgs, state_dir: &Path) -> anyhow::Result<(Isolation, P
                 ),
                 (None, false) => None,
             };
+            // The step user must be able to pass through to its workspace; below a private directory (a
+            // state directory under /root, say) it cannot, and workspaces go where it can.
+            if let Some(u) = &user
+                && !engine::sandbox::reachable_by(state_dir.parent().unwrap_or(Path::new("/")), u)
+            {
+                work_root = engine::sandbox::fallback_work_root(&state_dir);
+                if let Some(parent) = work_root.parent() {
+                    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+                    std::fs::DirBuilder::new().recursive(true).mode(0o711).create(parent)?;
+                    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
+                }
+            }
             let launcher = std::env::current_exe()?;
             let sandbox = Sandbox::new(launcher, &a.step_read_paths, user, &[state_dir.clone(), work_root.clone()]);
             sandbox.probe().map_err(|e| anyhow::anyhow!("step isolation is not available: {e}"))?;
