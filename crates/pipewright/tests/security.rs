@@ -119,6 +119,17 @@ fn steps_run_as_the_step_user_when_pipewright_is_root() {
     let (ok, out, err) = run_file(&state, dir.path(), "who", &local_pipeline("who", "id -u"), &["--step-user", "root"]);
     assert!(!ok, "{out}");
     assert!(err.contains("unprivileged"), "{err}");
+    // A state directory the step user cannot pass through to (below a 0700 directory): its workspaces go
+    // where it can, and the step still runs.
+    use std::os::unix::fs::PermissionsExt;
+    let private = dir.path().join("private");
+    std::fs::create_dir(&private).unwrap();
+    std::fs::set_permissions(&private, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let state = private.join("state");
+    let (ok, out, err) = run_file(&state, dir.path(), "who", &local_pipeline("who", "id -un\necho \"$PWD\""), &[]);
+    assert!(ok, "{out}{err}");
+    assert!(out.contains("]  nobody") && out.contains("/var/lib/pipewright-steps/"), "{out}");
+    let _ = std::fs::remove_dir_all(engine::sandbox::fallback_work_root(&std::path::absolute(&state).unwrap()));
 }
 
 #[test]
