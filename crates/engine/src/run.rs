@@ -1191,7 +1191,7 @@ impl<'p> Run<'p> {
                     node: &node,
                     triggered_by: &self.exec.triggered_by,
                     isolation: &self.config.isolation,
-                    control_root: &self.config.work_root.join(crate::sandbox::CONTROL_DIR),
+                    control_root: &crate::sandbox::control_dir(&self.config.work_root, &self.workdir),
                 };
                 steps::execute(&env, s).await
             };

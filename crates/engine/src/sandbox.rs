@@ -101,8 +101,15 @@ impl Sandbox {
         Sandbox { launcher, read_paths, user }
     }
 
-    /// The launcher command line for a step: `__step-sandbox [--uid U --gid G] --rw P… --ro P… -- PROGRAM ARGS…`.
-    pub fn command(&self, writable: &[&Path], program: &str, args: &[String]) -> (PathBuf, Vec<OsString>) {
+    /// The launcher command line for a step: `__step-sandbox [--uid U --gid G] --rw P… --ro P… -- PROGRAM ARGS…`,
+    /// with `writable` and `readable` paths of the step's own on top of the sandbox's read paths.
+    pub fn command(
+        &self,
+        writable: &[&Path],
+        readable: &[&Path],
+        program: &str,
+        args: &[String],
+    ) -> (PathBuf, Vec<OsString>) {
         let mut out: Vec<OsString> = vec![LAUNCHER_ARG.into()];
         if let Some(u) = &self.user {
             out.extend(["--uid".into(), u.uid.to_string().into(), "--gid".into(), u.gid.to_string().into()]);
@@ -110,7 +117,7 @@ impl Sandbox {
         for w in writable {
             out.extend(["--rw".into(), w.as_os_str().to_owned()]);
         }
-        for r in &self.read_paths {
+        for r in readable.iter().copied().chain(self.read_paths.iter().map(PathBuf::as_path)) {
             out.extend(["--ro".into(), r.as_os_str().to_owned()]);
         }
         out.push("--".into());
@@ -121,7 +128,7 @@ impl Sandbox {
 
     /// Check, by running the launcher once, that this kernel enforces the confinement fully.
     pub fn probe(&self) -> Result<(), String> {
-        let (program, args) = self.command(&[], "true", &[]);
+        let (program, args) = self.command(&[], &[], "true", &[]);
         let out = std::process::Command::new(&program)
             .args(&args)
             .env_clear()
@@ -133,8 +140,9 @@ impl Sandbox {
     }
 }
 
-/// The directory below the work root that holds one private directory per step attempt (its script, its
-/// captured outputs, its temporary files); steps can write into their own but never rename or replace it.
+/// The directory below the work root that holds, per execution, the scripts of its step attempts and a fresh
+/// directory per attempt for the outputs it captures. Steps can read their own script and write into their
+/// own output directory, never rename, replace or plant anything there.
 pub const CONTROL_DIR: &str = ".pw";
 
 /// The step user, when steps run as one.
@@ -200,17 +208,26 @@ pub fn prepare_dirs(state_dir: &Path, work_root: &Path, isolation: &Isolation) -
     mkdir_mode(&work_root.join(CONTROL_DIR), through)
 }
 
-/// An execution's workspace: created `0700`, owned by the step user when there is one, with a home directory
-/// for the steps inside it.
+/// An execution's workspace: created `0700`, owned by the step user when there is one, with a home and a
+/// temporary directory for its steps inside it (`.pipewright/home`, `.pipewright/tmp`).
 pub fn prepare_workspace(config: &crate::EngineConfig, workdir: &Path) -> std::io::Result<()> {
     let user = step_user(&config.isolation);
     prepare_dirs_below(&config.work_root, &config.isolation)?;
     mkdir_mode(workdir, 0o700)?;
     give(workdir, user)?;
-    let home = workdir.join(".pipewright").join("home");
-    mkdir_mode(&home, 0o700)?;
-    give(&workdir.join(".pipewright"), user)?;
-    give(&home, user)
+    let meta = workdir.join(".pipewright");
+    for d in [meta.join("home"), meta.join("tmp")] {
+        mkdir_mode(&d, 0o700)?;
+        give(&d, user)?;
+    }
+    give(&meta, user)?;
+    let through = if user.is_some() { 0o711 } else { 0o700 };
+    mkdir_mode(&control_dir(&config.work_root, workdir), through)
+}
+
+/// The control directory of the execution whose workspace is `workdir`: `<work root>/.pw/<execution>`.
+pub fn control_dir(work_root: &Path, workdir: &Path) -> PathBuf {
+    work_root.join(CONTROL_DIR).join(workdir.file_name().unwrap_or_default())
 }
 
 fn prepare_dirs_below(work_root: &Path, isolation: &Isolation) -> std::io::Result<()> {
@@ -222,16 +239,25 @@ fn prepare_dirs_below(work_root: &Path, isolation: &Isolation) -> std::io::Resul
     Ok(())
 }
 
-/// A step attempt's private directory `<control root>/<node>`: fresh (an existing one is an error, so
-/// nothing can be planted in it), `0700`, owned by the step user, with a `tmp/` for `TMPDIR`.
-pub fn attempt_dir(control_root: &Path, node_id: &str, isolation: &Isolation) -> std::io::Result<PathBuf> {
+/// Write a step attempt's script as `<control>/<node>.sh`: a new file (an existing one is an error), `0600`,
+/// owned by the step user.
+pub fn write_script(control: &Path, node_id: &str, body: &str, isolation: &Isolation) -> std::io::Result<PathBuf> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let file = control.join(format!("{node_id}.sh"));
+    let mut f = std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&file)?;
+    f.write_all(body.as_bytes())?;
+    give(&file, step_user(isolation))?;
+    Ok(file)
+}
+
+/// A step attempt's directory for the outputs it captures, `<control>/<node>.out`: fresh (an existing one is
+/// an error, so nothing can be planted in it), `0700`, owned by the step user.
+pub fn output_dir(control: &Path, node_id: &str, isolation: &Isolation) -> std::io::Result<PathBuf> {
     use std::os::unix::fs::DirBuilderExt;
-    let user = step_user(isolation);
-    let dir = control_root.join(node_id);
+    let dir = control.join(format!("{node_id}.out"));
     std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-    std::fs::DirBuilder::new().mode(0o700).create(dir.join("tmp"))?;
-    give(&dir.join("tmp"), user)?;
-    give(&dir, user)?;
+    give(&dir, step_user(isolation))?;
     Ok(dir)
 }
 
@@ -372,7 +398,7 @@ mod tests {
             read_paths: vec!["/usr".into()],
             user: Some(StepUser { name: "nobody".into(), uid: 65534, gid: 65534 }),
         };
-        let (prog, args) = sb.command(&[Path::new("/w")], "sh", &["script.sh".into()]);
+        let (prog, args) = sb.command(&[Path::new("/w")], &[], "sh", &["script.sh".into()]);
         assert_eq!(prog, PathBuf::from("/bin/pw"));
         assert_eq!(args[0], LAUNCHER_ARG);
         let parsed = parse_args(&args[1..]).unwrap();

@@ -203,49 +203,50 @@ async fn shell(
             );
         }
     }
-    // Per attempt, a fresh private directory: the script, the captured outputs (`out.NAME`), `tmp/`.
-    let dir = match sandbox::attempt_dir(env.control_root, env.node_id, env.isolation) {
-        Ok(d) => d,
-        Err(e) => {
-            return Outcome::failed(
-                ErrorType::Unknown,
-                format!("cannot create the step's directory in {}: {e}", env.control_root.display()),
-            );
+    // Per attempt: the script (`<control>/<node>.sh`) and, when outputs are captured, a fresh directory for them.
+    let out_dir = if captured.is_empty() {
+        None
+    } else {
+        match sandbox::output_dir(env.control_root, env.node_id, env.isolation) {
+            Ok(d) => Some(d),
+            Err(e) => {
+                return Outcome::failed(
+                    ErrorType::Unknown,
+                    format!("cannot create the step's output directory in {}: {e}", env.control_root.display()),
+                );
+            }
         }
     };
     let names: Vec<&str> = captured.iter().map(|(_, v)| *v).collect();
     let mut body = String::new();
-    if !names.is_empty() {
+    if let Some(dir) = &out_dir {
         body.push_str(&format!(
-            "__pw_out={}\n__pw_capture() {{\n  for __pw_n in {}; do\n    if eval \"[ \\\"\\${{$__pw_n+set}}\\\" = set ]\"; then eval \"printf '%s' \\\"\\${{$__pw_n}}\\\"\" > \"$__pw_out/out.$__pw_n\"; fi\n  done\n}}\ntrap __pw_capture EXIT\n",
+            "__pw_out={}\n__pw_capture() {{\n  for __pw_n in {}; do\n    if eval \"[ \\\"\\${{$__pw_n+set}}\\\" = set ]\"; then eval \"printf '%s' \\\"\\${{$__pw_n}}\\\"\" > \"$__pw_out/$__pw_n\"; fi\n  done\n}}\ntrap __pw_capture EXIT\n",
             quote(&dir.display().to_string()),
             names.join(" ")
         ));
     }
     body.push_str(script);
     body.push('\n');
-    let file = dir.join("script.sh");
-    let written = {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o644)
-            .open(&file)
-            .and_then(|mut f| f.write_all(body.as_bytes()))
+    let file = match sandbox::write_script(env.control_root, env.node_id, &body, env.isolation) {
+        Ok(f) => f,
+        Err(e) => {
+            if let Some(d) = &out_dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            return Outcome::failed(
+                ErrorType::Unknown,
+                format!("cannot write the step's script in {}: {e}", env.control_root.display()),
+            );
+        }
     };
-    if let Err(e) = written {
-        let _ = std::fs::remove_dir_all(&dir);
-        return Outcome::failed(ErrorType::Unknown, format!("cannot write {}: {e}", file.display()));
-    }
     let mut envs: Vec<(String, String)> =
         PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
     if let Isolation::Landlock(sb) = env.isolation {
         // The server's home and temporary directory are out of reach: the step gets its own.
         envs.retain(|(k, _)| !matches!(k.as_str(), "HOME" | "TMPDIR" | "USER" | "LOGNAME"));
         envs.push(("HOME".into(), env.workdir.join(".pipewright").join("home").display().to_string()));
-        envs.push(("TMPDIR".into(), dir.join("tmp").display().to_string()));
+        envs.push(("TMPDIR".into(), env.workdir.join(".pipewright").join("tmp").display().to_string()));
         if let Some(u) = &sb.user {
             envs.push(("USER".into(), u.name.clone()));
             envs.push(("LOGNAME".into(), u.name.clone()));
@@ -262,7 +263,8 @@ async fn shell(
     let script_arg = file.display().to_string();
     let (program, args) = match env.isolation {
         Isolation::Landlock(sb) => {
-            let (p, a) = sb.command(&[env.workdir, &dir], shell, std::slice::from_ref(&script_arg));
+            let writable: Vec<&Path> = std::iter::once(env.workdir).chain(out_dir.as_deref()).collect();
+            let (p, a) = sb.command(&writable, &[&file], shell, std::slice::from_ref(&script_arg));
             (p.into_os_string(), a)
         }
         Isolation::None => (shell.into(), vec![script_arg.into()]),
@@ -270,13 +272,16 @@ async fn shell(
     let spec = process::Spec { program, args, cwd: env.workdir, env: envs };
     let exit = process::run(spec, env.log, env.timeout, env.abort.clone(), env.grace).await;
     let mut outputs = serde_json::Map::new();
-    for (name, var) in captured {
-        if let Some(v) = sandbox::read_step_file(&dir.join(format!("out.{var}")), OUTPUT_LIMIT) {
-            let text = String::from_utf8_lossy(&v).into_owned();
-            outputs.insert((*name).to_string(), serde_json::Value::String(text));
+    if let Some(dir) = &out_dir {
+        for (name, var) in captured {
+            if let Some(v) = sandbox::read_step_file(&dir.join(var), OUTPUT_LIMIT) {
+                let text = String::from_utf8_lossy(&v).into_owned();
+                outputs.insert((*name).to_string(), serde_json::Value::String(text));
+            }
         }
+        let _ = std::fs::remove_dir_all(dir);
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let _ = std::fs::remove_file(&file);
     match exit {
         Exit::Code(0) => Outcome::ok(outputs),
         Exit::Code(c) => {

@@ -137,7 +137,7 @@ fn an_output_variable_cannot_be_turned_into_a_link_to_a_private_file() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("state");
     // The step replaces its captured output with a link to the database; pipewright must not follow it.
-    let yaml = local_pipeline("links", "secret=placeholder\ntrap 'ln -sf STATE/pipewright.db \"$__pw_out/out.secret\"' EXIT")
+    let yaml = local_pipeline("links", "secret=placeholder\ntrap 'ln -sf STATE/pipewright.db \"$__pw_out/secret\"' EXIT")
         .replace("STATE", &state.display().to_string())
         .replace(
             "                    source:",

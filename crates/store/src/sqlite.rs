@@ -44,9 +44,7 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(60))
-            .foreign_keys(true)
-            // Deleted content (a project's executions, a replaced secret) is overwritten, not left in free pages.
-            .pragma("secure_delete", "ON");
+            .foreign_keys(true);
         // Two processes opening a new state directory at once must not both create the schema: migrations run
         // under an exclusive lock on a file beside the database (released when `_guard` drops).
         let lock_path = state_dir.join("pipewright.lock");
@@ -747,6 +745,9 @@ impl Store for SqliteStore {
         let (org, project) = (org.to_string(), project.map(str::to_string));
         detached(async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            // A deleted project's history is overwritten, not left readable in free pages (only here: it
+            // costs every write when always on).
+            sqlx::query("PRAGMA secure_delete = ON").execute(&mut *tx).await?;
             const IN_SCOPE: &str = "(SELECT id FROM executions WHERE org = ?1 AND (?2 IS NULL OR project = ?2))";
             for table in ["log_chunks", "decisions", "transitions", "nodes"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE execution_id IN {IN_SCOPE}"))
@@ -765,6 +766,7 @@ impl Store for SqliteStore {
                 .bind(&project)
                 .execute(&mut *tx)
                 .await?;
+            sqlx::query("PRAGMA secure_delete = OFF").execute(&mut *tx).await?;
             tx.commit().await?;
             Ok(done.rows_affected())
         })

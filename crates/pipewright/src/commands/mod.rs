@@ -67,7 +67,10 @@ pub fn isolation(a: &StepArgs, state_dir: &Path) -> anyhow::Result<(Isolation, P
                     std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o711))?;
                 }
             }
-            let launcher = std::env::current_exe()?;
+            // The small launcher next to this binary when it is there (it starts faster), else this binary.
+            let me = std::env::current_exe()?;
+            let small = me.with_file_name("pipewright-step");
+            let launcher = if small.is_file() { small } else { me };
             let sandbox = Sandbox::new(launcher, &a.step_read_paths, user, &[state_dir.clone(), work_root.clone()]);
             sandbox.probe().map_err(|e| anyhow::anyhow!("step isolation is not available: {e}"))?;
             Isolation::Landlock(sandbox)
