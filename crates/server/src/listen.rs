@@ -1,8 +1,9 @@
 //! The accept loop: HTTP/1.1 connections served by hyper with a bound on everything a client can hold open —
-//! a deadline for the request head (slow headers are cut off), a cap on open connections per client address
-//! and in total (the rest wait in the kernel's backlog, so one address cannot take every slot), and graceful
-//! shutdown (stop accepting, let requests in flight finish). The file-descriptor limit is raised to what the
-//! system allows so the caps, not the kernel, decide.
+//! a deadline for each request head (slow headers and idle keep-alives are cut off), caps on open connections
+//! per client address and in total where, at a cap, the oldest connection that never sent a request head
+//! makes room (so a flood of silent connections cannot keep out a client that talks), and graceful shutdown
+//! (stop accepting, let requests in flight finish). The file-descriptor limit is raised to what the system
+//! allows so the caps, not the kernel, decide. Also the counted [`Slots`] other bounds use.
 
 use axum::Router;
 use axum::extract::ConnectInfo;
@@ -10,11 +11,12 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use std::collections::HashMap;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio::sync::Semaphore;
+use tokio::sync::Notify;
 use tower::ServiceExt;
 
 /// Bounds on connections.
@@ -86,6 +88,69 @@ pub fn raise_fd_limit() {
     }
 }
 
+/// One open connection, as the admission policy sees it.
+struct Conn {
+    ip: IpAddr,
+    /// It has sent a complete request head (a slow or silent client never does).
+    served: AtomicBool,
+    /// It is closed, or was chosen to be.
+    closed: AtomicBool,
+    kill: Notify,
+}
+
+/// Open connections in the order they were accepted, and the decision who may connect.
+#[derive(Default)]
+struct Admission {
+    conns: Mutex<Vec<Arc<Conn>>>,
+}
+
+/// What to do with a new connection.
+#[derive(Debug, PartialEq, Eq)]
+enum Verdict {
+    /// Serve it.
+    Admit,
+    /// Serve it after closing the connection at this index (the oldest one that never sent a request head).
+    AdmitEvicting(usize),
+    /// Close it: the caps are reached and every connection is busy with requests.
+    Refuse,
+}
+
+/// The admission decision: within the caps, admit; at a cap, make room by closing the oldest connection that
+/// has not sent a request head (from the same address when the per-address cap is what is reached), so slow
+/// or silent clients can never keep out one that talks; refuse only when nothing can be closed.
+fn admit(open: &[(IpAddr, bool)], ip: IpAddr, limits: &Limits) -> Verdict {
+    let mine = open.iter().filter(|(a, _)| *a == ip).count();
+    let idle = |same_ip: bool| open.iter().position(|(a, served)| !served && (!same_ip || *a == ip));
+    if mine >= limits.max_connections_per_ip {
+        return idle(true).map_or(Verdict::Refuse, Verdict::AdmitEvicting);
+    }
+    if open.len() >= limits.max_connections {
+        return idle(false).map_or(Verdict::Refuse, Verdict::AdmitEvicting);
+    }
+    Verdict::Admit
+}
+
+impl Admission {
+    fn enter(&self, ip: IpAddr, limits: &Limits) -> Option<Arc<Conn>> {
+        let mut conns = self.conns.lock().unwrap_or_else(|e| e.into_inner());
+        conns.retain(|c| !c.closed.load(Ordering::SeqCst));
+        let open: Vec<(IpAddr, bool)> = conns.iter().map(|c| (c.ip, c.served.load(Ordering::SeqCst))).collect();
+        match admit(&open, ip, limits) {
+            Verdict::Refuse => return None,
+            Verdict::AdmitEvicting(i) => {
+                let old = conns.remove(i);
+                old.closed.store(true, Ordering::SeqCst);
+                old.kill.notify_one();
+            }
+            Verdict::Admit => {}
+        }
+        let c =
+            Arc::new(Conn { ip, served: AtomicBool::new(false), closed: AtomicBool::new(false), kill: Notify::new() });
+        conns.push(c.clone());
+        Some(c)
+    }
+}
+
 /// Serve `router` on `listener` until `shutdown` resolves; then stop accepting and wait for requests in flight.
 pub async fn serve(
     listener: TcpListener,
@@ -94,18 +159,12 @@ pub async fn serve(
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     raise_fd_limit();
-    let total = Arc::new(Semaphore::new(limits.max_connections.max(1)));
-    let per_ip = Slots::new(limits.max_connections_per_ip, usize::MAX);
+    let admission = Arc::new(Admission::default());
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
     http.timer(TokioTimer::new()).header_read_timeout(limits.header_timeout);
     tokio::pin!(shutdown);
     loop {
-        // A free slot first, then a connection: beyond the cap, clients wait in the backlog.
-        let permit = tokio::select! {
-            p = total.clone().acquire_owned() => match p { Ok(p) => p, Err(_) => break },
-            _ = &mut shutdown => break,
-        };
         let (stream, addr) = tokio::select! {
             r = listener.accept() => match r {
                 Ok(x) => x,
@@ -118,12 +177,14 @@ pub async fn serve(
             },
             _ = &mut shutdown => break,
         };
-        let Some(slot) = per_ip.take(addr.ip()) else {
-            drop(stream); // This address holds too many connections already.
+        let Some(conn_state) = admission.enter(addr.ip(), &limits) else {
+            drop(stream); // At the caps, and every connection is busy with requests.
             continue;
         };
         let _ = stream.set_nodelay(true);
+        let seen = conn_state.clone();
         let svc = router.clone().map_request(move |req: hyper::Request<hyper::body::Incoming>| {
+            seen.served.store(true, Ordering::SeqCst);
             let mut req = req.map(axum::body::Body::new);
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(addr));
             req
@@ -131,8 +192,11 @@ pub async fn serve(
         let conn = http.serve_connection(TokioIo::new(stream), TowerToHyperService::new(svc));
         let conn = graceful.watch(conn);
         tokio::spawn(async move {
-            let _ = conn.await;
-            drop((permit, slot));
+            tokio::select! {
+                _ = conn => {}
+                _ = conn_state.kill.notified() => {}
+            }
+            conn_state.closed.store(true, Ordering::SeqCst);
         });
     }
     drop(listener);
@@ -155,5 +219,26 @@ mod tests {
         drop(a1);
         let _c = s.take("c").unwrap();
         assert!(s.take("a").is_none(), "the total again");
+    }
+
+    #[test]
+    fn admission_makes_room_by_closing_silent_connections_first() {
+        let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
+        let limits = Limits { header_timeout: Duration::from_secs(1), max_connections: 4, max_connections_per_ip: 2 };
+        let cases: &[(&[(IpAddr, bool)], IpAddr, Verdict)] = &[
+            (&[], a, Verdict::Admit),
+            (&[(a, true)], a, Verdict::Admit),
+            // Per address: the oldest silent connection of that address makes room.
+            (&[(a, true), (a, false)], a, Verdict::AdmitEvicting(1)),
+            (&[(b, false), (a, false), (a, false)], a, Verdict::AdmitEvicting(1)),
+            // Every connection of the address is busy: refused.
+            (&[(a, true), (a, true)], a, Verdict::Refuse),
+            // In total: the oldest silent connection of any address.
+            (&[(a, true), (b, false), (b, true), (a, true)], "10.0.0.3".parse().unwrap(), Verdict::AdmitEvicting(1)),
+            (&[(a, true), (b, true), (b, true), (a, true)], "10.0.0.3".parse().unwrap(), Verdict::Refuse),
+        ];
+        for (open, ip, want) in cases {
+            assert_eq!(admit(open, *ip, &limits), *want, "{open:?} + {ip}");
+        }
     }
 }

@@ -33,10 +33,10 @@ pub struct ServeArgs {
     /// Seconds a client may take to send a request's head; slower connections are closed (slow headers).
     #[arg(long, default_value_t = 10)]
     pub header_timeout: u64,
-    /// Open connections at once, in total (more wait to be accepted).
+    /// Open connections at once, in total (at the cap, the oldest that has not sent a request is closed).
     #[arg(long, default_value_t = 4096)]
     pub max_connections: usize,
-    /// Open connections at once from one client address (more are closed at once).
+    /// Open connections at once from one client address (at the cap, its oldest silent one is closed).
     #[arg(long, default_value_t = 256)]
     pub max_connections_per_ip: usize,
     /// Live-log streams open at once, in total (more get 429).
