@@ -225,7 +225,8 @@ mod tests {
     fn admission_makes_room_by_closing_silent_connections_first() {
         let (a, b): (IpAddr, IpAddr) = ("10.0.0.1".parse().unwrap(), "10.0.0.2".parse().unwrap());
         let limits = Limits { header_timeout: Duration::from_secs(1), max_connections: 4, max_connections_per_ip: 2 };
-        let cases: &[(&[(IpAddr, bool)], IpAddr, Verdict)] = &[
+        type Case<'a> = (&'a [(IpAddr, bool)], IpAddr, Verdict);
+        let cases: &[Case] = &[
             (&[], a, Verdict::Admit),
             (&[(a, true)], a, Verdict::Admit),
             // Per address: the oldest silent connection of that address makes room.
