@@ -1,13 +1,14 @@
 //! Step isolation. With [`Isolation::Landlock`], every step process is started through a small launcher — the
-//! `pipewright` binary itself, run as `pipewright __step-sandbox …` — that, before it executes the step's
-//! program, confines itself with Landlock: read-write access only to the execution's workspace and the
-//! attempt's private directory, read-only access to system paths (`/usr`, `/etc`, …), no signals to and no
-//! abstract-socket connections with processes outside its own sandbox; and, when pipewright runs as root,
-//! drops to an unprivileged step user. Everything else — the state directory with the database and keys,
-//! other executions' workspaces, the home directory — is out of reach. The launcher is a separate program
-//! because the confinement must be applied between fork and exec, in a process of its own.
+//! `pipewright-step` program beside `pipewright`, or `pipewright __step-sandbox …` — that, before it executes
+//! the step's program, confines itself with Landlock: read-write access only to the execution's workspace and
+//! the attempt's output directory, read-only access to its own script and to system paths (`/usr`, `/etc`,
+//! …), no signals to and no abstract-socket connections with processes outside its own sandbox; and, when
+//! pipewright runs as root, drops to an unprivileged step user. Everything else — the state directory with the
+//! database and keys, other executions' workspaces, the home directory — is out of reach. The launcher is a
+//! separate program because the confinement must be applied between fork and exec, in a process of its own.
 //!
-//! This file owns the policy ([`Sandbox`]: which paths, which user), the launcher's argument format, the
+//! This file owns the policy ([`Sandbox`]: which paths, which user), the directories steps get (workspace,
+//! control directory, output directory) and their owners and modes, the launcher's argument format, the
 //! launcher itself ([`launcher_main`]) and the check that the kernel can enforce it ([`Sandbox::probe`]).
 
 use std::ffi::OsString;
@@ -212,7 +213,11 @@ pub fn prepare_dirs(state_dir: &Path, work_root: &Path, isolation: &Isolation) -
 /// temporary directory for its steps inside it (`.pipewright/home`, `.pipewright/tmp`).
 pub fn prepare_workspace(config: &crate::EngineConfig, workdir: &Path) -> std::io::Result<()> {
     let user = step_user(&config.isolation);
-    prepare_dirs_below(&config.work_root, &config.isolation)?;
+    let through = if user.is_some() { 0o711 } else { 0o700 };
+    let control = control_dir(&config.work_root, workdir);
+    for d in [&config.work_root, &config.work_root.join(CONTROL_DIR), &control] {
+        mkdir_mode(d, through)?;
+    }
     mkdir_mode(workdir, 0o700)?;
     give(workdir, user)?;
     let meta = workdir.join(".pipewright");
@@ -220,23 +225,12 @@ pub fn prepare_workspace(config: &crate::EngineConfig, workdir: &Path) -> std::i
         mkdir_mode(&d, 0o700)?;
         give(&d, user)?;
     }
-    give(&meta, user)?;
-    let through = if user.is_some() { 0o711 } else { 0o700 };
-    mkdir_mode(&control_dir(&config.work_root, workdir), through)
+    give(&meta, user)
 }
 
 /// The control directory of the execution whose workspace is `workdir`: `<work root>/.pw/<execution>`.
 pub fn control_dir(work_root: &Path, workdir: &Path) -> PathBuf {
     work_root.join(CONTROL_DIR).join(workdir.file_name().unwrap_or_default())
-}
-
-fn prepare_dirs_below(work_root: &Path, isolation: &Isolation) -> std::io::Result<()> {
-    let through = if step_user(isolation).is_some() { 0o711 } else { 0o700 };
-    if !work_root.join(CONTROL_DIR).is_dir() {
-        mkdir_mode(work_root, through)?;
-        mkdir_mode(&work_root.join(CONTROL_DIR), through)?;
-    }
-    Ok(())
 }
 
 /// Write a step attempt's script as `<control>/<node>.sh`: a new file (an existing one is an error), `0600`,
@@ -261,7 +255,7 @@ pub fn output_dir(control: &Path, node_id: &str, isolation: &Isolation) -> std::
     Ok(dir)
 }
 
-/// Read a file a step wrote in its attempt directory without following a link it may have put there, and
+/// Read a file a step wrote in its output directory without following a link it may have put there, and
 /// only if it is a regular file of at most `limit` bytes (longer values are cut there).
 pub fn read_step_file(path: &Path, limit: u64) -> Option<Vec<u8>> {
     use std::io::Read;
