@@ -3,7 +3,7 @@
 //! extractor that turns malformed bodies and wrong content types into the same shape.
 
 use axum::Json;
-use axum::extract::{FromRequest, Request, rejection::JsonRejection};
+use axum::extract::{FromRequest, Request};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -127,6 +127,24 @@ impl IntoResponse for ApiError {
     }
 }
 
+/// The body of every error answer (its shape in the OpenAPI document; some errors add fields, such as
+/// `unmet_dependencies` for an unsatisfiable plan or `problems` for invalid inputs).
+#[derive(Debug, serde::Serialize, utoipa::ToSchema)]
+pub struct ErrorBody {
+    /// A stable code: `bad_request`, `unauthorized`, `forbidden`, `not_found`, `conflict`,
+    /// `too_many_requests`, `payload_too_large`, `unsupported_media_type`, `invalid_yaml`, `invalid_inputs`,
+    /// `unsatisfiable`, `bad_selection`, `internal`, …
+    pub error: String,
+    /// What went wrong and what to do.
+    pub message: String,
+    /// The missing permission (403).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub permission: Option<String>,
+    /// Problems with line and column (invalid YAML).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub diagnostics: Option<Vec<serde_json::Value>>,
+}
+
 /// Results of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
 
@@ -137,20 +155,27 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Body<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        match Json::<T>::from_request(req, state).await {
-            Ok(Json(v)) => Ok(Body(v)),
-            Err(JsonRejection::MissingJsonContentType(_)) => {
-                Err(ApiError::UnsupportedMediaType("expected `Content-Type: application/json`".into()))
-            }
-            Err(JsonRejection::JsonSyntaxError(e)) => {
-                Err(ApiError::BadRequest(format!("malformed JSON: {}", e.body_text())))
-            }
-            Err(JsonRejection::JsonDataError(e)) => {
-                Err(ApiError::BadRequest(format!("unexpected JSON: {}", e.body_text())))
-            }
-            Err(JsonRejection::BytesRejection(e)) => Err(ApiError::body_unreadable(e.status(), e.body_text())),
-            Err(other) => Err(ApiError::BadRequest(other.body_text())),
+        let json_type = req
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| m.trim().to_ascii_lowercase())
+            .is_some_and(|m| m == "application/json" || (m.starts_with("application/") && m.ends_with("+json")));
+        if !json_type {
+            return Err(ApiError::UnsupportedMediaType("expected `Content-Type: application/json`".into()));
         }
+        let bytes = axum::body::Bytes::from_request(req, state)
+            .await
+            .map_err(|e| ApiError::body_unreadable(e.status(), e.body_text()))?;
+        // Every body is a JSON object (serde would also read a struct from an array).
+        if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return Err(ApiError::BadRequest("malformed JSON: expected an object `{…}`".into()));
+        }
+        serde_json::from_slice(&bytes).map(Body).map_err(|e| match e.classify() {
+            serde_json::error::Category::Data => ApiError::BadRequest(format!("unexpected JSON: {e}")),
+            _ => ApiError::BadRequest(format!("malformed JSON: {e}")),
+        })
     }
 }
 
@@ -168,5 +193,33 @@ pub fn identifier(what: &str, id: &str) -> ApiResult<()> {
             "`{}` is not a valid {what} identifier: use a letter or `_` first, then letters, digits, `_` or `$` (at most 128)",
             id.chars().take(80).collect::<String>()
         )))
+    }
+}
+
+/// Path parameters whose rejections (a value of the wrong type, an unknown entity kind) are [`ApiError`]s.
+pub struct Path<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned + Send> axum::extract::FromRequestParts<S> for Path<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Path::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Path(v)) => Ok(Path(v)),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
+    }
+}
+
+/// Query parameters whose rejections (an unknown parameter, a value of the wrong type) are [`ApiError`]s.
+pub struct Query<T>(pub T);
+
+impl<S: Send + Sync, T: DeserializeOwned> axum::extract::FromRequestParts<S> for Query<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut axum::http::request::Parts, state: &S) -> Result<Self, ApiError> {
+        match axum::extract::Query::<T>::from_request_parts(parts, state).await {
+            Ok(axum::extract::Query(v)) => Ok(Query(v)),
+            Err(e) => Err(ApiError::BadRequest(e.body_text())),
+        }
     }
 }

@@ -6,6 +6,7 @@
 
 mod api;
 pub mod auth;
+pub mod contract;
 pub mod crypto;
 pub mod error;
 pub mod listen;
@@ -206,7 +207,7 @@ impl App {
 #[derive(OpenApi)]
 #[openapi(
     info(title = "pipewright", description = "Harness-style pipelines: run, select stages, re-run, retry — with RBAC."),
-    components(schemas(rbac::Scope, rbac::Role, rbac::ResourceGroup, rbac::ResourceFilter, rbac::PrincipalRef, rbac::Binding)),
+    components(schemas(rbac::Scope, rbac::Role, rbac::ResourceGroup, rbac::ResourceFilter, rbac::PrincipalRef, rbac::Binding, error::ErrorBody, api::EntityKind)),
     modifiers(&BearerAuth)
 )]
 struct ApiDoc;
@@ -228,7 +229,9 @@ impl utoipa::Modify for BearerAuth {
 
 /// The router and the OpenAPI document it was built with.
 pub fn router(app: Arc<App>) -> (Router, utoipa::openapi::OpenApi) {
-    let (api, doc) = api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi())).split_for_parts();
+    let (api, mut doc) = api::routes(OpenApiRouter::with_openapi(ApiDoc::openapi())).split_for_parts();
+    // Applied to the whole document, once the routes are in it.
+    utoipa::Modify::modify(&contract::Contract, &mut doc);
     let doc_json = Arc::new(doc.clone());
     let mut router = api
         .route("/api/v1/openapi.json", axum::routing::get(move || async move { axum::Json((*doc_json).clone()) }))

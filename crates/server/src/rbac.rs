@@ -155,16 +155,19 @@ fn make_builtin_roles() -> Vec<Role> {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourceFilter {
     /// Resource type (`pipeline`, `secret`, …).
+    #[schema(schema_with = crate::contract::resource_type)]
     pub resource_type: String,
     /// Only these identifiers (none: every resource of the type).
     #[serde(default)]
+    #[schema(schema_with = crate::contract::optional_identifier_list)]
     pub identifiers: Option<Vec<String>>,
 }
 
 /// A resource group.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
 pub struct ResourceGroup {
-    /// Identifier (built-in ones start with `_`).
+    /// Identifier (built-in ones start with `_`; new ones may not).
+    #[schema(schema_with = crate::contract::custom_identifier)]
     pub identifier: String,
     /// Display name.
     #[serde(default)]
@@ -209,8 +212,10 @@ fn make_builtin_groups() -> Vec<ResourceGroup> {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 pub struct PrincipalRef {
     /// `user` or `service_account`.
+    #[schema(schema_with = crate::contract::principal_kind_schema)]
     pub kind: String,
     /// User name or service account identifier.
+    #[schema(schema_with = crate::contract::identifier)]
     pub id: String,
 }
 

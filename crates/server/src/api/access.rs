@@ -10,9 +10,10 @@ use crate::auth::{
     verify_password,
 };
 use crate::error::{ApiError, ApiResult, Body, identifier};
+use crate::error::{Path, Query};
 use crate::rbac::{Binding, PrincipalRef, Resource, ResourceGroup, Role, Scope, check_permissions};
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
@@ -26,9 +27,10 @@ pub struct LoginBody {
     /// User name.
     pub username: String,
     /// Password.
+    #[schema(max_length = 1024)]
     pub password: String,
     /// The token's lifetime in seconds (default 12 hours, at most a year).
-    #[serde(default)]
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
     #[schema(minimum = 1, maximum = 31536000)]
     pub expires_in_seconds: Option<i64>,
 }
@@ -118,8 +120,10 @@ async fn require_account(app: &App, p: &Principal, perm: &str, rtype: &str) -> A
 #[serde(deny_unknown_fields)]
 pub struct UserBody {
     /// User name.
+    #[schema(schema_with = crate::contract::identifier)]
     pub username: String,
     /// Password (at least 8 characters).
+    #[schema(schema_with = crate::contract::password)]
     pub password: String,
     /// E-mail.
     #[serde(default)]
@@ -221,9 +225,11 @@ pub(crate) async fn forget_principal(app: &App, kind: &str, id: &str) -> ApiResu
 pub struct ScopeQuery {
     /// Organization (none: account).
     #[serde(default)]
+    #[param(pattern = "^([a-zA-Z_][0-9a-zA-Z_$]{0,127})?$")]
     pub org: Option<String>,
     /// Project (needs `org`).
     #[serde(default)]
+    #[param(pattern = "^([a-zA-Z_][0-9a-zA-Z_$]{0,127})?$")]
     pub project: Option<String>,
 }
 
@@ -247,15 +253,18 @@ fn scope_of(q: &ScopeQuery) -> ApiResult<Scope> {
 #[serde(deny_unknown_fields)]
 pub struct ServiceAccountBody {
     /// Identifier.
+    #[schema(schema_with = crate::contract::identifier)]
     pub identifier: String,
     /// Name.
     #[serde(default)]
     pub name: String,
     /// Organization (none: account level).
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub org: Option<String>,
     /// Project.
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub project: Option<String>,
 }
 
@@ -334,8 +343,9 @@ pub struct TokenBody {
     /// For this service account (needs `user:manage` at its scope); none: for the caller.
     #[serde(default)]
     pub service_account: Option<String>,
-    /// Lifetime in seconds (none: no expiry).
-    #[serde(default)]
+    /// Lifetime in seconds (none: no expiry; never beyond the expiry of the token used).
+    #[serde(default, deserialize_with = "crate::contract::whole_number")]
+    #[schema(minimum = 1, maximum = 3153600000_i64)]
     pub expires_in_seconds: Option<i64>,
 }
 
@@ -367,8 +377,8 @@ pub async fn create_token(
         }
         None => (p.who.clone(), p.scope.clone()),
     };
-    if b.expires_in_seconds.is_some_and(|s| s <= 0) {
-        return Err(ApiError::BadRequest("expires_in_seconds must be positive".into()));
+    if b.expires_in_seconds.is_some_and(|s| !(1..=3_153_600_000).contains(&s)) {
+        return Err(ApiError::BadRequest("expires_in_seconds must be between 1 and 3153600000 (a century)".into()));
     }
     let mut expires = b.expires_in_seconds.map(|s| now_ms().saturating_add(s.saturating_mul(1000)));
     // A token never creates one that outlives it (the bootstrap token excepted: it is replaced by what it makes).
@@ -441,17 +451,21 @@ pub async fn revoke_token(
 #[serde(deny_unknown_fields)]
 pub struct RoleBody {
     /// Identifier (not starting with `_`).
+    #[schema(schema_with = crate::contract::custom_identifier)]
     pub identifier: String,
     /// Name.
     #[serde(default)]
     pub name: String,
     /// Permissions.
+    #[schema(schema_with = crate::contract::permission_list)]
     pub permissions: Vec<String>,
     /// Organization (none: account).
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub org: Option<String>,
     /// Project.
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub project: Option<String>,
 }
 
@@ -536,18 +550,32 @@ async fn delete_policy_record(app: &App, p: &Principal, q: &ScopeQuery, kind: &s
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// A resource group.
+/// A resource group to create.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct GroupBody {
-    /// The group.
-    #[serde(flatten)]
-    pub group: ResourceGroup,
+    /// Identifier (not starting with `_`, which marks the built-in ones).
+    #[schema(schema_with = crate::contract::custom_identifier)]
+    pub identifier: String,
+    /// Display name.
+    #[serde(default)]
+    pub name: String,
+    /// Include resources of the scopes below (an organization's projects).
+    #[serde(default)]
+    pub include_child_scopes: bool,
+    /// Every resource (of the scope, and of child scopes when included).
+    #[serde(default)]
+    pub all_resources: bool,
+    /// Otherwise, these.
+    #[serde(default)]
+    pub resources: Vec<crate::rbac::ResourceFilter>,
     /// Organization (none: account).
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub org: Option<String>,
     /// Project.
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub project: Option<String>,
 }
 
@@ -575,22 +603,32 @@ pub async fn create_resource_group(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
     app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    custom_id("resource group", &b.group.identifier)?;
-    for f in &b.group.resources {
+    let group = ResourceGroup {
+        identifier: b.identifier,
+        name: b.name,
+        include_child_scopes: b.include_child_scopes,
+        all_resources: b.all_resources,
+        resources: b.resources,
+    };
+    custom_id("resource group", &group.identifier)?;
+    for f in &group.resources {
+        for id in f.identifiers.iter().flatten() {
+            identifier(&f.resource_type, id)?;
+        }
         if !crate::rbac::PERMISSIONS.iter().any(|p| p.split(':').next() == Some(f.resource_type.as_str())) {
             return Err(ApiError::BadRequest(format!("unknown resource type `{}`", f.resource_type)));
         }
     }
-    let r = record("resource_group", &scope, &b.group.identifier, serde_json::to_value(&b.group).unwrap_or_default());
+    let r = record("resource_group", &scope, &group.identifier, serde_json::to_value(&group).unwrap_or_default());
     if !app.store.put_record(&r, false).await? {
         return Err(ApiError::Conflict(format!(
             "resource group `{}` exists in {}",
-            b.group.identifier,
+            group.identifier,
             scope.describe()
         )));
     }
     app.policy_changed().await;
-    app.audit(&p.display(), &p.address, "create", "resource_group", &b.group.identifier, &scope, serde_json::json!({}))
+    app.audit(&p.display(), &p.address, "create", "resource_group", &group.identifier, &scope, serde_json::json!({}))
         .await?;
     Ok((StatusCode::CREATED, Json(view(&r))))
 }
@@ -613,14 +651,18 @@ pub struct BindingBody {
     /// Who.
     pub principal: PrincipalRef,
     /// Role identifier.
+    #[schema(schema_with = crate::contract::identifier)]
     pub role: String,
     /// Resource group identifier.
+    #[schema(schema_with = crate::contract::identifier)]
     pub resource_group: String,
     /// Organization (none: account).
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub org: Option<String>,
     /// Project.
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub project: Option<String>,
 }
 
@@ -743,6 +785,7 @@ pub struct AuditParams {
     /// Events older than this id.
     pub before: Option<i64>,
     /// Page size (1–500, default 100).
+    #[param(minimum = 1, maximum = 500)]
     pub limit: Option<i64>,
 }
 
@@ -775,18 +818,22 @@ pub async fn audit(
 #[serde(deny_unknown_fields)]
 pub struct UserGroupBody {
     /// Identifier.
+    #[schema(schema_with = crate::contract::identifier)]
     pub identifier: String,
     /// Name.
     #[serde(default)]
     pub name: String,
     /// Member user names.
     #[serde(default)]
+    #[schema(schema_with = crate::contract::identifier_list)]
     pub users: Vec<String>,
     /// Organization (none: account).
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub org: Option<String>,
     /// Project.
     #[serde(default)]
+    #[schema(schema_with = crate::contract::scope_part)]
     pub project: Option<String>,
 }
 
@@ -795,6 +842,7 @@ pub struct UserGroupBody {
 #[serde(deny_unknown_fields)]
 pub struct MembersBody {
     /// Member user names (replacing the current ones).
+    #[schema(schema_with = crate::contract::identifier_list)]
     pub users: Vec<String>,
 }
 

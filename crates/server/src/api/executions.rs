@@ -9,10 +9,11 @@ use super::project_scope;
 use crate::App;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Body, identifier};
+use crate::error::{Path, Query};
 use crate::rbac::{Resource, Scope};
 use crate::runner::Job;
 use axum::Json;
-use axum::extract::{Extension, Path, Query, State};
+use axum::extract::{Extension, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::sse::{Event, KeepAlive, Sse};
 use engine::{Entities, Secrets};
@@ -107,8 +108,37 @@ pub struct InterveneBody {
     /// The waiting step's path, when several wait.
     #[serde(default)]
     pub node: Option<String>,
-    /// `retry`, `ignore`, `abort`, `mark-success` or `mark-failure`.
-    pub action: String,
+    /// What to do with the failed step.
+    pub action: InterventionAction,
+}
+
+/// The ManualIntervention choices.
+#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum InterventionAction {
+    /// Run the step again.
+    Retry,
+    /// Ignore the failure (IgnoreFailed).
+    Ignore,
+    /// Abort the execution.
+    Abort,
+    /// Mark the step Success.
+    MarkSuccess,
+    /// Mark the step Failed.
+    MarkFailure,
+}
+
+impl InterventionAction {
+    /// The name the engine reads.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            InterventionAction::Retry => "retry",
+            InterventionAction::Ignore => "ignore",
+            InterventionAction::Abort => "abort",
+            InterventionAction::MarkSuccess => "mark-success",
+            InterventionAction::MarkFailure => "mark-failure",
+        }
+    }
 }
 
 async fn pipeline_document(app: &App, p: &Principal, scope: &Scope, pipeline: &str) -> ApiResult<Document> {
@@ -338,8 +368,10 @@ pub struct ListQuery {
     /// Only this pipeline.
     pub pipeline: Option<String>,
     /// Only this status.
+    #[param(schema_with = crate::contract::status_schema)]
     pub status: Option<String>,
     /// Only this mode (`full`, `selective`, `rerun`, `rerun_stage`, `retry`).
+    #[param(schema_with = crate::contract::mode_schema)]
     pub mode: Option<String>,
     /// Only started by this principal.
     pub triggered_by: Option<String>,
@@ -352,6 +384,7 @@ pub struct ListQuery {
     /// The `next_cursor` of the previous page.
     pub cursor: Option<String>,
     /// Page size (1–200, default 50).
+    #[param(minimum = 1, maximum = 200)]
     pub limit: Option<i64>,
 }
 
@@ -489,6 +522,7 @@ pub struct LogQuery {
     /// Chunks after this cursor (the `next_cursor` of the previous page).
     pub after: Option<i64>,
     /// Page size (1–1000 chunks, default 200).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 
@@ -839,19 +873,13 @@ pub async fn intervene(
     Path(id): Path<String>,
     Body(b): Body<InterveneBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    if !["retry", "ignore", "abort", "mark-success", "mark-failure"].contains(&b.action.as_str()) {
-        return Err(ApiError::BadRequest(format!(
-            "unknown action `{}`; expected retry, ignore, abort, mark-success or mark-failure",
-            b.action
-        )));
-    }
     decide(
         &app,
         &p,
         &id,
         Status::InterventionWaiting,
         "intervention",
-        &b.action,
+        b.action.as_str(),
         b.node.as_deref(),
         None,
         serde_json::json!({}),

@@ -8,6 +8,8 @@ mod executions;
 mod pipelines;
 mod scopes;
 
+pub use pipelines::EntityKind;
+
 use crate::App;
 use crate::auth::Principal;
 use crate::error::{ApiResult, identifier};

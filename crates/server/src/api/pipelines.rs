@@ -7,11 +7,12 @@
 use super::{project_scope, record, view};
 use crate::App;
 use crate::auth::Principal;
+use crate::error::Path;
 use crate::error::{ApiError, ApiResult, identifier};
 use crate::rbac::{Resource, Scope};
 use axum::Json;
 use axum::body::Bytes;
-use axum::extract::{Extension, FromRequest, Path, Request, State};
+use axum::extract::{Extension, FromRequest, Request, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use spec::Entity;

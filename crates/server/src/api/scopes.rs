@@ -5,22 +5,23 @@
 use super::{record, view};
 use crate::App;
 use crate::auth::Principal;
+use crate::error::Path;
 use crate::error::{ApiError, ApiResult, Body, identifier};
 use crate::rbac::{Resource, Scope};
 use axum::Json;
-use axum::extract::{Extension, Path, State};
+use axum::extract::{Extension, State};
 use axum::http::StatusCode;
 use serde::Deserialize;
 use std::sync::Arc;
 use utoipa::ToSchema;
 
-/// An organization or project to create or change.
+/// An organization or project to create.
 #[derive(Deserialize, ToSchema)]
 pub struct ScopeBody {
-    /// Identifier (ignored on update: the path names it).
-    #[serde(default)]
+    /// Identifier.
+    #[schema(schema_with = crate::contract::identifier)]
     pub identifier: String,
-    /// Display name.
+    /// Display name (default: the identifier).
     #[serde(default)]
     pub name: String,
     /// Description.
@@ -28,8 +29,20 @@ pub struct ScopeBody {
     pub description: String,
 }
 
-fn body_of(b: &ScopeBody) -> serde_json::Value {
-    serde_json::json!({"name": if b.name.is_empty() { &b.identifier } else { &b.name }, "description": b.description})
+/// An organization's or project's new name and description (the path names which; other fields, such as an
+/// `identifier`, are ignored).
+#[derive(Deserialize, ToSchema)]
+pub struct ScopeUpdate {
+    /// Display name (default: the identifier).
+    #[serde(default)]
+    pub name: String,
+    /// Description.
+    #[serde(default)]
+    pub description: String,
+}
+
+fn body_of(identifier: &str, name: &str, description: &str) -> serde_json::Value {
+    serde_json::json!({"name": if name.is_empty() { identifier } else { name }, "description": description})
 }
 
 /// List the organizations the caller may see.
@@ -63,7 +76,7 @@ pub async fn create_org(
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
     app.require(&p, "org:create_edit", &Resource::new("org", &b.identifier, Scope::account())).await?;
     identifier("organization", &b.identifier)?;
-    let r = record("org", &Scope::account(), &b.identifier, body_of(&b));
+    let r = record("org", &Scope::account(), &b.identifier, body_of(&b.identifier, &b.name, &b.description));
     if !app.store.put_record(&r, false).await? {
         return Err(ApiError::Conflict(format!("organization `{}` exists", b.identifier)));
     }
@@ -101,16 +114,16 @@ pub async fn get_org(
 }
 
 /// Change an organization's name or description.
-#[utoipa::path(put, path = "/api/v1/orgs/{org}", tag = "scopes", params(("org" = String, Path)), request_body = ScopeBody, responses((status = 200, description = "Updated")))]
+#[utoipa::path(put, path = "/api/v1/orgs/{org}", tag = "scopes", params(("org" = String, Path)), request_body = ScopeUpdate, responses((status = 200, description = "Updated")))]
 pub async fn update_org(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Path(org): Path<String>,
-    Body(b): Body<ScopeBody>,
+    Body(b): Body<ScopeUpdate>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let mut r = org_record(&app, &p, &org).await?;
     app.require(&p, "org:create_edit", &Resource::new("org", &org, Scope::org(&org))).await?;
-    r.body = body_of(&ScopeBody { identifier: org.clone(), ..b });
+    r.body = body_of(&org, &b.name, &b.description);
     r.updated_at = store::now_ms();
     app.store.put_record(&r, true).await?;
     app.audit(&p.display(), &p.address, "update", "org", &org, &Scope::org(&org), serde_json::json!({})).await?;
@@ -192,7 +205,7 @@ pub async fn create_project(
     )
     .await?;
     identifier("project", &b.identifier)?;
-    let r = record("project", &Scope::org(&org), &b.identifier, body_of(&b));
+    let r = record("project", &Scope::org(&org), &b.identifier, body_of(&b.identifier, &b.name, &b.description));
     if !app.store.put_record(&r, false).await? {
         return Err(ApiError::Conflict(format!("project `{}` exists in organization `{org}`", b.identifier)));
     }
@@ -230,17 +243,17 @@ pub async fn get_project(
 }
 
 /// Change a project's name or description.
-#[utoipa::path(put, path = "/api/v1/orgs/{org}/projects/{project}", tag = "scopes", params(("org" = String, Path), ("project" = String, Path)), request_body = ScopeBody, responses((status = 200, description = "Updated")))]
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/projects/{project}", tag = "scopes", params(("org" = String, Path), ("project" = String, Path)), request_body = ScopeUpdate, responses((status = 200, description = "Updated")))]
 pub async fn update_project(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Path((org, project)): Path<(String, String)>,
-    Body(b): Body<ScopeBody>,
+    Body(b): Body<ScopeUpdate>,
 ) -> ApiResult<Json<serde_json::Value>> {
     let mut r = project_record(&app, &p, &org, &project).await?;
     let scope = Scope::project(&org, &project);
     app.require(&p, "project:create_edit", &Resource::new("project", &project, scope.clone())).await?;
-    r.body = body_of(&ScopeBody { identifier: project.clone(), ..b });
+    r.body = body_of(&project, &b.name, &b.description);
     r.updated_at = store::now_ms();
     app.store.put_record(&r, true).await?;
     app.audit(&p.display(), &p.address, "update", "project", &project, &scope, serde_json::json!({})).await?;
