@@ -12,6 +12,7 @@ pub mod error;
 pub mod listen;
 pub mod rbac;
 mod runner;
+pub mod service;
 
 use crate::error::ApiResult;
 use crate::rbac::{Binding, Policy, PrincipalRef, ResourceGroup, Role, Scope};

@@ -8,6 +8,7 @@ mod executions;
 mod pipelines;
 mod scopes;
 
+pub(crate) use access::in_user_groups;
 pub use pipelines::EntityKind;
 
 use crate::App;
@@ -79,7 +80,7 @@ fn record(kind: &str, scope: &Scope, id: &str, body: serde_json::Value) -> Recor
 
 /// Check a project path: valid identifiers, and the org and project exist (404 to those who may see the
 /// scope, 403 to the others).
-async fn project_scope(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<Scope> {
+pub(crate) async fn project_scope(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<Scope> {
     identifier("organization", org)?;
     identifier("project", project)?;
     let scope = Scope::project(org, project);
