@@ -8,8 +8,8 @@ mod executions;
 mod pipelines;
 mod scopes;
 
+pub use crate::service::pipelines::EntityKind;
 pub(crate) use access::in_user_groups;
-pub use pipelines::EntityKind;
 
 use crate::App;
 use crate::auth::Principal;
@@ -65,7 +65,7 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
 }
 
 /// A new record.
-fn record(kind: &str, scope: &Scope, id: &str, body: serde_json::Value) -> Record {
+pub(crate) fn record(kind: &str, scope: &Scope, id: &str, body: serde_json::Value) -> Record {
     let now = now_ms();
     Record {
         kind: kind.into(),
@@ -88,6 +88,13 @@ pub(crate) async fn project_scope(app: &App, p: &Principal, org: &str, project: 
         return Err(app.not_found(p, &scope, format!("no project `{project}` in organization `{org}`")).await);
     }
     Ok(scope)
+}
+
+/// A list answer: `{"items": [...]}`.
+#[derive(serde::Serialize)]
+pub struct Items<T> {
+    /// The items.
+    pub items: Vec<T>,
 }
 
 /// The record as the API shows it: identifier, scope, times and the body's fields.

@@ -3,3 +3,4 @@
 //! pages) are thin adapters over these functions.
 
 pub mod executions;
+pub mod pipelines;

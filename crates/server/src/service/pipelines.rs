@@ -1,0 +1,489 @@
+//! Pipelines and the entities a project holds, as typed use cases with RBAC checked inside. Pipelines are
+//! created and updated from YAML with full validation — errors carry line and column — and every change is a
+//! new version, so executions keep the YAML they ran. Input sets, services, environments and infrastructure
+//! definitions are YAML entity files; secrets are JSON, sealed at rest, and their values are write-only: no
+//! view carries them.
+
+use crate::App;
+use crate::api::{project_scope, record};
+use crate::auth::Principal;
+use crate::error::{ApiError, ApiResult, identifier};
+use crate::rbac::{Resource, Scope};
+use serde::{Deserialize, Serialize};
+use spec::Entity;
+use store::{Record, now_ms};
+
+/// A pipeline as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct PipelineView {
+    /// Identifier.
+    pub identifier: String,
+    /// Organization.
+    pub org: String,
+    /// Project.
+    pub project: String,
+    /// Display name.
+    pub name: String,
+    /// The current version.
+    pub version: i64,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last changed (ms).
+    pub updated_at: i64,
+    /// The current YAML (one pipeline).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yaml: Option<String>,
+    /// Validation warnings with line and column (after a save).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warnings: Option<Vec<serde_json::Value>>,
+}
+
+impl PipelineView {
+    fn of(r: &Record) -> Self {
+        PipelineView {
+            identifier: r.identifier.clone(),
+            org: r.org.clone(),
+            project: r.project.clone(),
+            name: r.body["name"].as_str().unwrap_or(&r.identifier).to_string(),
+            version: r.body["version"].as_i64().unwrap_or(1),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            yaml: None,
+            warnings: None,
+        }
+    }
+}
+
+/// One version of a pipeline.
+#[derive(Debug, Serialize)]
+pub struct PipelineVersion {
+    /// Identifier.
+    pub identifier: String,
+    /// The version.
+    pub version: i64,
+    /// Its YAML.
+    pub yaml: String,
+}
+
+/// An entity (input set, service, environment, infrastructure definition, secret) as the API shows it.
+#[derive(Debug, Serialize)]
+pub struct EntityView {
+    /// Identifier.
+    pub identifier: String,
+    /// Organization.
+    pub org: String,
+    /// Project.
+    pub project: String,
+    /// Display name.
+    pub name: String,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last changed (ms).
+    pub updated_at: i64,
+    /// The YAML (never for secrets).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub yaml: Option<String>,
+}
+
+impl EntityView {
+    fn of(r: &Record) -> Self {
+        EntityView {
+            identifier: r.identifier.clone(),
+            org: r.org.clone(),
+            project: r.project.clone(),
+            name: r.body["name"].as_str().unwrap_or(&r.identifier).to_string(),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+            yaml: r.body["yaml"].as_str().map(String::from),
+        }
+    }
+}
+
+/// A YAML document from the body: `application/yaml` (also `application/x-yaml`, `text/yaml`) or JSON
+/// `{"yaml": "…"}`. Secrets are JSON objects, kept as such.
+pub enum Upload {
+    /// YAML text.
+    Yaml(String),
+    /// A JSON object (secrets).
+    Json(serde_json::Value),
+}
+
+impl Upload {
+    /// The YAML text (a JSON body must carry it as `yaml`).
+    pub fn yaml(self) -> ApiResult<String> {
+        match self {
+            Upload::Yaml(y) => Ok(y),
+            Upload::Json(_) => Err(ApiError::BadRequest("expected YAML, or JSON with a `yaml` string field".into())),
+        }
+    }
+}
+
+fn check_scope(
+    meta_org: Option<&spec::Str>,
+    meta_project: Option<&spec::Str>,
+    scope: &Scope,
+    what: &str,
+) -> ApiResult<()> {
+    let org = meta_org.map_or("default", |s| s.as_str());
+    let project = meta_project.map_or("default", |s| s.as_str());
+    if org != scope.org || project != scope.project {
+        return Err(ApiError::BadRequest(format!(
+            "the {what} says orgIdentifier `{org}` / projectIdentifier `{project}` but was sent to `{}/{}`; set `orgIdentifier: {}` and `projectIdentifier: {}`",
+            scope.org, scope.project, scope.org, scope.project
+        )));
+    }
+    Ok(())
+}
+
+async fn save_pipeline(
+    app: &App,
+    p: &Principal,
+    scope: &Scope,
+    yaml: String,
+    expect: Option<&str>,
+    create: bool,
+) -> ApiResult<(bool, PipelineView)> {
+    app.check_pipeline_size(&yaml)?;
+    let doc = launch::pipeline_document("pipeline.yaml", yaml)?;
+    let Some(Entity::Pipeline(pl)) = &doc.entity else { return Err(ApiError::BadRequest("not a pipeline".into())) };
+    check_scope(pl.org_identifier.as_ref(), pl.project_identifier.as_ref(), scope, "pipeline")?;
+    let id = pl.identifier.value.clone();
+    if let Some(e) = expect
+        && e != id
+    {
+        return Err(ApiError::BadRequest(format!(
+            "the YAML's identifier is `{id}`, the path names `{e}`; they must match"
+        )));
+    }
+    let perm = "pipeline:create_edit";
+    app.require(p, perm, &Resource::new("pipeline", &id, scope.clone())).await?;
+    let existing = app.store.record("pipeline", &scope.org, &scope.project, &id).await?;
+    if create && existing.is_some() {
+        return Err(ApiError::Conflict(format!("pipeline `{id}` exists; PUT …/pipelines/{id} changes it")));
+    }
+    let version = app.store.save_pipeline(&scope.org, &scope.project, &id, &doc.source).await?;
+    let mut r = record("pipeline", scope, &id, serde_json::json!({"name": pl.name.value, "version": version}));
+    if let Some(e) = &existing {
+        r.created_at = e.created_at;
+    }
+    app.store.put_record(&r, true).await?;
+    let warnings: Vec<_> = doc
+        .warnings()
+        .map(|d| {
+            let mut v = serde_json::to_value(d.to_json()).unwrap_or_default();
+            v["severity"] = "warning".into();
+            v
+        })
+        .collect();
+    app.audit(
+        &p.display(),
+        &p.address,
+        if existing.is_some() { "update" } else { "create" },
+        "pipeline",
+        &id,
+        scope,
+        serde_json::json!({"version": version}),
+    )
+    .await?;
+    let mut v = PipelineView::of(&r);
+    v.warnings = Some(warnings);
+    Ok((existing.is_none(), v))
+}
+
+async fn pipeline_record(app: &App, p: &Principal, scope: &Scope, id: &str) -> ApiResult<store::Record> {
+    identifier("pipeline", id)?;
+    match app.store.record("pipeline", &scope.org, &scope.project, id).await? {
+        Some(r) => Ok(r),
+        None => Err(app.not_found(p, scope, format!("no pipeline `{id}` in {}", scope.describe())).await),
+    }
+}
+
+/// The kinds of entities a project holds, by their path segment.
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum EntityKind {
+    /// `inputSet:` / `overlayInputSet:` files.
+    InputSets,
+    /// `service:` files.
+    Services,
+    /// `environment:` files.
+    Environments,
+    /// `infrastructureDefinition:` files.
+    Infrastructures,
+    /// Secrets (JSON `{identifier, name, value}`).
+    Secrets,
+}
+
+impl EntityKind {
+    /// The record kind.
+    pub fn kind(self) -> &'static str {
+        match self {
+            EntityKind::InputSets => "input_set",
+            EntityKind::Services => "service",
+            EntityKind::Environments => "environment",
+            EntityKind::Infrastructures => "infrastructure",
+            EntityKind::Secrets => "secret",
+        }
+    }
+
+    /// The resource type permissions name (infrastructure definitions are environments').
+    pub fn rtype(self) -> &'static str {
+        match self {
+            EntityKind::Infrastructures => "environment",
+            other => other.kind(),
+        }
+    }
+}
+
+async fn entity_body(
+    app: &App,
+    kind: EntityKind,
+    scope: &Scope,
+    body: Upload,
+) -> ApiResult<(String, serde_json::Value)> {
+    if let EntityKind::Secrets = kind {
+        let Upload::Json(v) = body else {
+            return Err(ApiError::UnsupportedMediaType(
+                "secrets are JSON: {\"identifier\", \"name\", \"value\"}".into(),
+            ));
+        };
+        let id = v["identifier"]
+            .as_str()
+            .ok_or_else(|| ApiError::BadRequest("a secret needs an `identifier` string".into()))?
+            .to_string();
+        let value =
+            v["value"].as_str().ok_or_else(|| ApiError::BadRequest("a secret needs a `value` string".into()))?;
+        identifier("secret", &id)?;
+        let name = v["name"].as_str().unwrap_or(&id).to_string();
+        // Sealed at rest; the value itself is never stored or returned.
+        let sealed = app
+            .keys
+            .seal(&crate::secret_context(&scope.org, &scope.project, &id), value)
+            .map_err(|e| ApiError::Internal(e.to_string()))?;
+        return Ok((id, serde_json::json!({"name": name, "sealed": sealed})));
+    }
+    let yaml = body.yaml()?;
+    app.check_pipeline_size(&yaml)?;
+    let doc = spec::parse_document(&format!("{}.yaml", kind.kind()), yaml);
+    if !doc.is_valid() {
+        return Err(launch::LaunchError::Invalid {
+            label: doc.path.clone(),
+            diagnostics: doc.diagnostics.clone(),
+            text: doc.source.clone(),
+        }
+        .into());
+    }
+    let meta = match (&doc.entity, kind) {
+        (Some(Entity::InputSet(s)), EntityKind::InputSets) => &s.meta,
+        (Some(Entity::OverlayInputSet(s)), EntityKind::InputSets) => &s.meta,
+        (Some(Entity::Service(s)), EntityKind::Services) => &s.meta,
+        (Some(Entity::Environment(s)), EntityKind::Environments) => &s.meta,
+        (Some(Entity::Infrastructure(s)), EntityKind::Infrastructures) => &s.meta,
+        (other, _) => {
+            return Err(ApiError::BadRequest(format!(
+                "expected a {} file, found a {}",
+                kind.kind(),
+                other.as_ref().map_or("?", Entity::kind)
+            )));
+        }
+    };
+    if meta.org_identifier.is_some() || meta.project_identifier.is_some() {
+        check_scope(meta.org_identifier.as_ref(), meta.project_identifier.as_ref(), scope, kind.kind())?;
+    }
+    Ok((meta.identifier.value.clone(), serde_json::json!({"name": meta.name.value, "yaml": doc.source})))
+}
+
+async fn entity_record(
+    app: &App,
+    p: &Principal,
+    scope: &Scope,
+    kind: EntityKind,
+    id: &str,
+) -> ApiResult<store::Record> {
+    identifier(kind.kind(), id)?;
+    match app.store.record(kind.kind(), &scope.org, &scope.project, id).await? {
+        Some(r) => Ok(r),
+        None => Err(app.not_found(p, scope, format!("no {} `{id}` in {}", kind.kind(), scope.describe())).await),
+    }
+}
+
+/// A project's pipelines the caller may view.
+pub async fn list_pipelines(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<Vec<PipelineView>> {
+    let scope = project_scope(app, p, org, project).await?;
+    app.require_some(p, "pipeline:view", "pipeline", &scope).await?;
+    let policy = app.policy().await?;
+    Ok(app
+        .store
+        .records("pipeline", Some(org), Some(project))
+        .await?
+        .iter()
+        .filter(|r| policy.allows(&p.who, "pipeline:view", &Resource::new("pipeline", &r.identifier, scope.clone())))
+        .map(PipelineView::of)
+        .collect())
+}
+
+/// Create a pipeline from YAML.
+pub async fn create_pipeline(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    yaml: String,
+) -> ApiResult<PipelineView> {
+    let scope = project_scope(app, p, org, project).await?;
+    app.require_some(p, "pipeline:create_edit", "pipeline", &scope).await?;
+    Ok(save_pipeline(app, p, &scope, yaml, None, true).await?.1)
+}
+
+/// One pipeline with its current YAML.
+pub async fn get_pipeline(app: &App, p: &Principal, org: &str, project: &str, id: &str) -> ApiResult<PipelineView> {
+    let scope = project_scope(app, p, org, project).await?;
+    let r = pipeline_record(app, p, &scope, id).await?;
+    app.require(p, "pipeline:view", &Resource::new("pipeline", id, scope.clone())).await?;
+    let mut v = PipelineView::of(&r);
+    v.yaml = Some(app.store.pipeline_yaml(org, project, id, v.version).await?);
+    Ok(v)
+}
+
+/// Create or change a pipeline from YAML (a new version); true when it was created.
+pub async fn put_pipeline(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    id: &str,
+    yaml: String,
+) -> ApiResult<(bool, PipelineView)> {
+    let scope = project_scope(app, p, org, project).await?;
+    identifier("pipeline", id)?;
+    app.require(p, "pipeline:create_edit", &Resource::new("pipeline", id, scope.clone())).await?;
+    save_pipeline(app, p, &scope, yaml, Some(id), false).await
+}
+
+/// Delete a pipeline (its executions stay in the history).
+pub async fn delete_pipeline(app: &App, p: &Principal, org: &str, project: &str, id: &str) -> ApiResult<()> {
+    let scope = project_scope(app, p, org, project).await?;
+    pipeline_record(app, p, &scope, id).await?;
+    app.require(p, "pipeline:delete", &Resource::new("pipeline", id, scope.clone())).await?;
+    app.store.delete_record("pipeline", org, project, id).await?;
+    app.audit(&p.display(), &p.address, "delete", "pipeline", id, &scope, serde_json::json!({})).await
+}
+
+/// The YAML of one version of a pipeline (what an execution ran).
+pub async fn pipeline_version(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    id: &str,
+    version: i64,
+) -> ApiResult<PipelineVersion> {
+    let scope = project_scope(app, p, org, project).await?;
+    identifier("pipeline", id)?;
+    app.require(p, "pipeline:view", &Resource::new("pipeline", id, scope.clone())).await?;
+    let yaml = app.store.pipeline_yaml(org, project, id, version).await?;
+    Ok(PipelineVersion { identifier: id.to_string(), version, yaml })
+}
+
+/// A project's entities of a kind that the caller may view (secrets without values).
+pub async fn list_entities(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    kind: EntityKind,
+) -> ApiResult<Vec<EntityView>> {
+    let scope = project_scope(app, p, org, project).await?;
+    let perm = format!("{}:view", kind.rtype());
+    app.require_some(p, &perm, kind.rtype(), &scope).await?;
+    let policy = app.policy().await?;
+    Ok(app
+        .store
+        .records(kind.kind(), Some(org), Some(project))
+        .await?
+        .iter()
+        .filter(|r| policy.allows(&p.who, &perm, &Resource::new(kind.rtype(), &r.identifier, scope.clone())))
+        .map(EntityView::of)
+        .collect())
+}
+
+/// Create an entity (YAML; secrets as JSON).
+pub async fn create_entity(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    kind: EntityKind,
+    body: Upload,
+) -> ApiResult<EntityView> {
+    let scope = project_scope(app, p, org, project).await?;
+    app.require_some(p, &format!("{}:create_edit", kind.rtype()), kind.rtype(), &scope).await?;
+    let (id, b) = entity_body(app, kind, &scope, body).await?;
+    app.require(p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), &id, scope.clone())).await?;
+    let r = record(kind.kind(), &scope, &id, b);
+    if !app.store.put_record(&r, false).await? {
+        return Err(ApiError::Conflict(format!("{} `{id}` exists in {}", kind.kind(), scope.describe())));
+    }
+    app.audit(&p.display(), &p.address, "create", kind.kind(), &id, &scope, serde_json::json!({})).await?;
+    Ok(EntityView::of(&r))
+}
+
+/// One entity (a secret without its value).
+pub async fn get_entity(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    kind: EntityKind,
+    id: &str,
+) -> ApiResult<EntityView> {
+    let scope = project_scope(app, p, org, project).await?;
+    let r = entity_record(app, p, &scope, kind, id).await?;
+    app.require(p, &format!("{}:view", kind.rtype()), &Resource::new(kind.rtype(), id, scope)).await?;
+    Ok(EntityView::of(&r))
+}
+
+/// Create or replace an entity.
+pub async fn put_entity(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    kind: EntityKind,
+    id: &str,
+    body: Upload,
+) -> ApiResult<EntityView> {
+    let scope = project_scope(app, p, org, project).await?;
+    identifier(kind.kind(), id)?;
+    app.require(p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
+    let (got, b) = entity_body(app, kind, &scope, body).await?;
+    if got != id {
+        return Err(ApiError::BadRequest(format!(
+            "the body's identifier is `{got}`, the path names `{id}`; they must match"
+        )));
+    }
+    let mut r = record(kind.kind(), &scope, id, b);
+    if let Some(old) = app.store.record(kind.kind(), org, project, id).await? {
+        r.created_at = old.created_at;
+    }
+    r.updated_at = now_ms();
+    app.store.put_record(&r, true).await?;
+    app.audit(&p.display(), &p.address, "update", kind.kind(), id, &scope, serde_json::json!({})).await?;
+    Ok(EntityView::of(&r))
+}
+
+/// Delete an entity.
+pub async fn delete_entity(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    kind: EntityKind,
+    id: &str,
+) -> ApiResult<()> {
+    let scope = project_scope(app, p, org, project).await?;
+    entity_record(app, p, &scope, kind, id).await?;
+    app.require(p, &format!("{}:delete", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
+    app.store.delete_record(kind.kind(), org, project, id).await?;
+    app.audit(&p.display(), &p.address, "delete", kind.kind(), id, &scope, serde_json::json!({})).await
+}
