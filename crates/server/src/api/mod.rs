@@ -9,7 +9,7 @@ mod pipelines;
 mod scopes;
 
 pub use crate::service::pipelines::EntityKind;
-pub(crate) use access::in_user_groups;
+pub(crate) use access::{forget_principal, in_user_groups};
 
 use crate::App;
 use crate::auth::Principal;

@@ -4,3 +4,4 @@
 
 pub mod executions;
 pub mod pipelines;
+pub mod scopes;
