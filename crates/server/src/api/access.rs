@@ -1,39 +1,17 @@
-//! Access: login (rate limited), who-am-I, users (account level, argon2 passwords), service accounts (at a
-//! scope), API tokens (shown once, hashed, expiring, revocable), custom roles, resource groups, role bindings,
-//! and the audit trail. Managing users and tokens of others needs `user:manage`; roles, groups and bindings
-//! need `role:manage` at their scope.
+//! Access over the JSON API: thin adapters over the use cases in `service::access`.
 
-use super::{record, view};
 use crate::App;
-use crate::auth::{
-    BOOTSTRAP, ClientAddr, LoginLimiter, MAX_PASSWORD, Principal, dummy_hash, hash_password, issue_token,
-    verify_password,
+use crate::auth::{ClientAddr, Principal};
+use crate::error::{ApiResult, Body, Path, Query};
+use crate::rbac::Binding;
+use crate::service::access::{
+    self as svc, AuditParams, BindingBody, GroupBody, LoginBody, MembersBody, RoleBody, ScopeQuery, ServiceAccountBody,
+    TokenBody, UserBody, UserGroupBody,
 };
-use crate::error::{ApiError, ApiResult, Body, identifier};
-use crate::error::{Path, Query};
-use crate::rbac::{Binding, PrincipalRef, Resource, ResourceGroup, Role, Scope, check_permissions};
 use axum::Json;
 use axum::extract::{Extension, State};
 use axum::http::StatusCode;
-use serde::Deserialize;
 use std::sync::Arc;
-use store::{AuditQuery, now_ms};
-use utoipa::ToSchema;
-
-/// A login.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct LoginBody {
-    /// User name.
-    pub username: String,
-    /// Password.
-    #[schema(max_length = 1024)]
-    pub password: String,
-    /// The token's lifetime in seconds (default 12 hours, at most a year).
-    #[serde(default, deserialize_with = "crate::contract::whole_number")]
-    #[schema(minimum = 1, maximum = 31536000)]
-    pub expires_in_seconds: Option<i64>,
-}
 
 /// Exchange a user name and password for a token (12 hours unless asked otherwise). Five failures a minute from
 /// one address lock that address out for that name.
@@ -43,59 +21,7 @@ pub async fn login(
     Extension(addr): Extension<ClientAddr>,
     Body(b): Body<LoginBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    if b.password.len() > MAX_PASSWORD {
-        return Err(ApiError::BadRequest(format!("a password has at most {MAX_PASSWORD} bytes")));
-    }
-    let lifetime = b.expires_in_seconds.unwrap_or(12 * 3600);
-    if !(1..=365 * 24 * 3600).contains(&lifetime) {
-        return Err(ApiError::BadRequest("expires_in_seconds must be between 1 and 31536000 (a year)".into()));
-    }
-    let name: String = b.username.chars().take(128).collect();
-    let key = format!("{name}@{}", addr.0);
-    app.logins.check(&key, LoginLimiter::PER_SOURCE)?;
-    app.logins.check(&name, LoginLimiter::PER_NAME)?;
-    let user = if identifier("user", &b.username).is_ok() {
-        app.store.record("user", "", "", &b.username).await?
-    } else {
-        None
-    };
-    // The hash is checked whether or not the user exists (a dummy one otherwise): the answer takes as long.
-    let hash = user.as_ref().and_then(|u| u.body["password_hash"].as_str()).unwrap_or_else(|| dummy_hash());
-    let password = b.password.clone();
-    let hash = hash.to_string();
-    let matches = tokio::task::spawn_blocking(move || verify_password(&password, &hash)).await.unwrap_or(false);
-    let ok =
-        matches && user.as_ref().is_some_and(|u| u.body["disabled"] != true && u.body["password_hash"].is_string());
-    if !ok {
-        app.logins.failed(&key);
-        app.logins.failed(&name);
-        app.audit(
-            &format!("user:{}", b.username.chars().take(128).collect::<String>()),
-            &addr.0,
-            "login_failed",
-            "user",
-            &b.username.chars().take(128).collect::<String>(),
-            &Scope::account(),
-            serde_json::json!({}),
-        )
-        .await?;
-        return Err(ApiError::Unauthorized("wrong user name or password".into()));
-    }
-    app.logins.succeeded(&key);
-    let who = PrincipalRef { kind: "user".into(), id: b.username.clone() };
-    let expires = now_ms() + lifetime * 1000;
-    let (t, secret) = issue_token(app.store.as_ref(), "login", &who, &Scope::account(), Some(expires)).await?;
-    app.audit(
-        &b.username,
-        &addr.0,
-        "login",
-        "user",
-        &b.username,
-        &Scope::account(),
-        serde_json::json!({"token": t.id}),
-    )
-    .await?;
-    Ok(Json(serde_json::json!({"token": secret, "token_id": t.id, "expires_at": expires})))
+    Ok(Json(svc::login(&app, &addr, b).await?))
 }
 
 /// The caller, and its role bindings.
@@ -104,30 +30,7 @@ pub async fn whoami(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let policy = app.policy().await?;
-    let bindings: Vec<&Binding> = policy.bindings.iter().filter(|b| b.principal == p.who).collect();
-    Ok(Json(
-        serde_json::json!({"kind": p.who.kind, "id": p.who.id, "scope": p.scope, "token_id": p.token_id, "bindings": bindings}),
-    ))
-}
-
-async fn require_account(app: &App, p: &Principal, perm: &str, rtype: &str) -> ApiResult<()> {
-    app.require(p, perm, &Resource::new(rtype, "", Scope::account())).await
-}
-
-/// A new user.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserBody {
-    /// User name.
-    #[schema(schema_with = crate::contract::identifier)]
-    pub username: String,
-    /// Password (at least 8 characters).
-    #[schema(schema_with = crate::contract::password)]
-    pub password: String,
-    /// E-mail.
-    #[serde(default)]
-    pub email: Option<String>,
+    Ok(Json(svc::whoami(&app, &p).await?))
 }
 
 /// List users.
@@ -136,9 +39,7 @@ pub async fn list_users(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    require_account(&app, &p, "user:manage", "user").await?;
-    let items: Vec<_> = app.store.records("user", Some(""), Some("")).await?.iter().map(view).collect();
-    Ok(Json(serde_json::json!({"items": items})))
+    Ok(Json(svc::list_users(&app, &p).await?))
 }
 
 /// Create a user.
@@ -148,25 +49,7 @@ pub async fn create_user(
     Extension(p): Extension<Principal>,
     Body(b): Body<UserBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    require_account(&app, &p, "user:manage", "user").await?;
-    identifier("user", &b.username)?;
-    if b.password.chars().count() < 8 || b.password.len() > MAX_PASSWORD {
-        return Err(ApiError::BadRequest(format!(
-            "the password must have at least 8 characters and at most {MAX_PASSWORD} bytes"
-        )));
-    }
-    let r = record(
-        "user",
-        &Scope::account(),
-        &b.username,
-        serde_json::json!({"uid": ulid::Ulid::new().to_string(), "email": b.email, "password_hash": hash_password(&b.password)?}),
-    );
-    if !app.store.put_record(&r, false).await? {
-        return Err(ApiError::Conflict(format!("user `{}` exists", b.username)));
-    }
-    app.audit(&p.display(), &p.address, "create", "user", &b.username, &Scope::account(), serde_json::json!({}))
-        .await?;
-    Ok((StatusCode::CREATED, Json(view(&r))))
+    Ok((StatusCode::CREATED, Json(svc::create_user(&app, &p, b).await?)))
 }
 
 /// Delete a user, their tokens and bindings.
@@ -176,96 +59,8 @@ pub async fn delete_user(
     Extension(p): Extension<Principal>,
     Path(user): Path<String>,
 ) -> ApiResult<StatusCode> {
-    require_account(&app, &p, "user:manage", "user").await?;
-    identifier("user", &user)?;
-    let policy = app.policy().await?;
-    last_admin_guard(&policy, |b| b.principal.kind == "user" && b.principal.id == user)?;
-    if !app.store.delete_record("user", "", "", &user).await? {
-        return Err(ApiError::NotFound(format!("no user `{user}`")));
-    }
-    forget_principal(&app, "user", &user).await?;
-    leave_groups(&app, &user).await?;
-    app.audit(&p.display(), &p.address, "delete", "user", &user, &Scope::account(), serde_json::json!({})).await?;
+    svc::delete_user(&app, &p, user).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Refuse a change that would leave the account without an Account Admin (as Harness does): `removed` says
-/// which bindings the change removes.
-fn last_admin_guard(policy: &crate::rbac::Policy, removed: impl Fn(&Binding) -> bool) -> ApiResult<()> {
-    let admin = |b: &&Binding| b.role == "_account_admin" && b.scope.org.is_empty();
-    let before = policy.bindings.iter().filter(admin).count();
-    let after = policy.bindings.iter().filter(admin).filter(|b| !removed(b)).count();
-    if before > 0 && after == 0 {
-        return Err(ApiError::Conflict(
-            "this would remove the last Account Admin; bind `_account_admin` at the account to another user first"
-                .into(),
-        ));
-    }
-    Ok(())
-}
-
-/// Revoke a principal's tokens and remove its role bindings (it is deleted, or its scope is).
-pub(crate) async fn forget_principal(app: &App, kind: &str, id: &str) -> ApiResult<()> {
-    for t in app.store.tokens(Some((kind, id))).await? {
-        app.store.revoke_token(&t.id).await?;
-    }
-    app.tokens_changed();
-    for r in app.store.records("role_binding", None, None).await? {
-        if r.body["principal"]["kind"] == kind && r.body["principal"]["id"] == id {
-            app.store.delete_record("role_binding", &r.org, &r.project, &r.identifier).await?;
-        }
-    }
-    app.policy_changed().await;
-    Ok(())
-}
-
-/// A scope in a query.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct ScopeQuery {
-    /// Organization (none: account).
-    #[serde(default)]
-    #[param(pattern = "^([a-zA-Z_][0-9a-zA-Z_$]{0,127})?$")]
-    pub org: Option<String>,
-    /// Project (needs `org`).
-    #[serde(default)]
-    #[param(pattern = "^([a-zA-Z_][0-9a-zA-Z_$]{0,127})?$")]
-    pub project: Option<String>,
-}
-
-fn scope_of(q: &ScopeQuery) -> ApiResult<Scope> {
-    let org = q.org.clone().unwrap_or_default();
-    let project = q.project.clone().unwrap_or_default();
-    if !org.is_empty() {
-        identifier("organization", &org)?;
-    }
-    if !project.is_empty() {
-        if org.is_empty() {
-            return Err(ApiError::BadRequest("a project scope needs `org` too".into()));
-        }
-        identifier("project", &project)?;
-    }
-    Ok(Scope { org, project })
-}
-
-/// A new service account.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct ServiceAccountBody {
-    /// Identifier.
-    #[schema(schema_with = crate::contract::identifier)]
-    pub identifier: String,
-    /// Name.
-    #[serde(default)]
-    pub name: String,
-    /// Organization (none: account level).
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub org: Option<String>,
-    /// Project.
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub project: Option<String>,
 }
 
 /// List service accounts of a scope.
@@ -275,11 +70,7 @@ pub async fn list_service_accounts(
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    let items: Vec<_> =
-        app.store.records("service_account", Some(&scope.org), Some(&scope.project)).await?.iter().map(view).collect();
-    Ok(Json(serde_json::json!({"items": items})))
+    Ok(Json(svc::list_service_accounts(&app, &p, q).await?))
 }
 
 /// Create a service account.
@@ -289,33 +80,7 @@ pub async fn create_service_account(
     Extension(p): Extension<Principal>,
     Body(b): Body<ServiceAccountBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    identifier("service account", &b.identifier)?;
-    let r = record(
-        "service_account",
-        &scope,
-        &b.identifier,
-        serde_json::json!({"uid": ulid::Ulid::new().to_string(), "name": if b.name.is_empty() { &b.identifier } else { &b.name }}),
-    );
-    if app.store.records("service_account", None, None).await?.iter().any(|s| s.identifier == b.identifier)
-        || !app.store.put_record(&r, false).await?
-    {
-        return Err(ApiError::Conflict(format!("service account `{}` exists", b.identifier)));
-    }
-    app.audit(&p.display(), &p.address, "create", "service_account", &b.identifier, &scope, serde_json::json!({}))
-        .await?;
-    Ok((StatusCode::CREATED, Json(view(&r))))
-}
-
-async fn service_account(app: &App, id: &str) -> ApiResult<store::Record> {
-    identifier("service account", id)?;
-    app.store
-        .records("service_account", None, None)
-        .await?
-        .into_iter()
-        .find(|r| r.identifier == id)
-        .ok_or_else(|| ApiError::NotFound(format!("no service account `{id}`")))
+    Ok((StatusCode::CREATED, Json(svc::create_service_account(&app, &p, b).await?)))
 }
 
 /// Delete a service account, its tokens and bindings.
@@ -325,28 +90,8 @@ pub async fn delete_service_account(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let sa = service_account(&app, &id).await?;
-    let scope = Scope { org: sa.org.clone(), project: sa.project.clone() };
-    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    app.store.delete_record("service_account", &sa.org, &sa.project, &id).await?;
-    forget_principal(&app, "service_account", &id).await?;
-    app.audit(&p.display(), &p.address, "delete", "service_account", &id, &scope, serde_json::json!({})).await?;
+    svc::delete_service_account(&app, &p, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A new token.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct TokenBody {
-    /// A name to recognise it by.
-    pub name: String,
-    /// For this service account (needs `user:manage` at its scope); none: for the caller.
-    #[serde(default)]
-    pub service_account: Option<String>,
-    /// Lifetime in seconds (none: no expiry; never beyond the expiry of the token used).
-    #[serde(default, deserialize_with = "crate::contract::whole_number")]
-    #[schema(minimum = 1, maximum = 3153600000_i64)]
-    pub expires_in_seconds: Option<i64>,
 }
 
 /// List tokens: the caller's own, or all with `user:manage`.
@@ -355,10 +100,7 @@ pub async fn list_tokens(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let all = app.may(&p, "user:manage", &Resource::new("user", "", Scope::account())).await?;
-    let items =
-        if all { app.store.tokens(None).await? } else { app.store.tokens(Some((&p.who.kind, &p.who.id))).await? };
-    Ok(Json(serde_json::json!({"items": items})))
+    Ok(Json(svc::list_tokens(&app, &p).await?))
 }
 
 /// Create a token; its secret is in the response, once.
@@ -368,54 +110,7 @@ pub async fn create_token(
     Extension(p): Extension<Principal>,
     Body(b): Body<TokenBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let (who, scope) = match &b.service_account {
-        Some(sa) => {
-            let r = service_account(&app, sa).await?;
-            let scope = Scope { org: r.org.clone(), project: r.project.clone() };
-            app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-            (PrincipalRef { kind: "service_account".into(), id: sa.clone() }, scope)
-        }
-        None => (p.who.clone(), p.scope.clone()),
-    };
-    if b.expires_in_seconds.is_some_and(|s| !(1..=3_153_600_000).contains(&s)) {
-        return Err(ApiError::BadRequest("expires_in_seconds must be between 1 and 3153600000 (a century)".into()));
-    }
-    let mut expires = b.expires_in_seconds.map(|s| now_ms().saturating_add(s.saturating_mul(1000)));
-    // A token never creates one that outlives it (the bootstrap token excepted: it is replaced by what it makes).
-    if let Some(limit) = p.token_expires_at.filter(|_| !p.bootstrap) {
-        match expires {
-            None => expires = Some(limit),
-            Some(e) if e > limit => {
-                return Err(ApiError::BadRequest(format!(
-                    "the token you are using expires in {} s; a token it creates may not outlive it (ask for at most that, or log in again)",
-                    ((limit - now_ms()) / 1000).max(0)
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    let (t, secret) =
-        issue_token(app.store.as_ref(), &b.name.chars().take(128).collect::<String>(), &who, &scope, expires).await?;
-    app.audit(
-        &p.display(),
-        &p.address,
-        "create",
-        "token",
-        &t.id,
-        &scope,
-        serde_json::json!({"for": format!("{}:{}", who.kind, who.id)}),
-    )
-    .await?;
-    // The bootstrap token is one-time: once it has made the admin a token, it is revoked.
-    if p.bootstrap {
-        app.store.revoke_token(&p.token_id).await?;
-        app.tokens_changed();
-        app.audit(&p.display(), &p.address, "revoke", "token", BOOTSTRAP, &Scope::account(), serde_json::json!({}))
-            .await?;
-    }
-    let mut v = serde_json::to_value(&t).unwrap_or_default();
-    v["token"] = secret.into();
-    Ok((StatusCode::CREATED, Json(v)))
+    Ok((StatusCode::CREATED, Json(svc::create_token(&app, &p, b).await?)))
 }
 
 /// Revoke a token (one's own, or any with `user:manage`).
@@ -425,48 +120,8 @@ pub async fn revoke_token(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    let t = app
-        .store
-        .tokens(None)
-        .await?
-        .into_iter()
-        .find(|t| t.id == id)
-        .ok_or_else(|| ApiError::NotFound(format!("no token `{}`", id.chars().take(40).collect::<String>())))?;
-    let own = t.principal_kind == p.who.kind && t.principal_id == p.who.id;
-    if !own {
-        let scope = Scope { org: t.principal_org.clone(), project: t.principal_project.clone() };
-        app.require(&p, "user:manage", &Resource::new("user", "", scope)).await?;
-    }
-    let revoked = app.store.revoke_token(&id).await?;
-    app.tokens_changed();
-    if !revoked {
-        return Err(ApiError::Conflict("the token was already revoked".into()));
-    }
-    app.audit(&p.display(), &p.address, "revoke", "token", &id, &Scope::account(), serde_json::json!({})).await?;
+    svc::revoke_token(&app, &p, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A custom role.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct RoleBody {
-    /// Identifier (not starting with `_`).
-    #[schema(schema_with = crate::contract::custom_identifier)]
-    pub identifier: String,
-    /// Name.
-    #[serde(default)]
-    pub name: String,
-    /// Permissions.
-    #[schema(schema_with = crate::contract::permission_list)]
-    pub permissions: Vec<String>,
-    /// Organization (none: account).
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub org: Option<String>,
-    /// Project.
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub project: Option<String>,
 }
 
 /// Built-in roles and the custom roles of a scope.
@@ -476,19 +131,7 @@ pub async fn list_roles(
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    let mut items: Vec<serde_json::Value> = crate::rbac::builtin_roles().iter().map(|r| serde_json::json!({"identifier": r.identifier, "name": r.name, "permissions": r.permissions, "builtin": true})).collect();
-    items.extend(app.store.records("role", Some(&scope.org), Some(&scope.project)).await?.iter().map(view));
-    Ok(Json(serde_json::json!({"items": items})))
-}
-
-fn custom_id(what: &str, id: &str) -> ApiResult<()> {
-    identifier(what, id)?;
-    if id.starts_with('_') {
-        return Err(ApiError::BadRequest(format!("`{id}`: identifiers starting with `_` are built-in")));
-    }
-    Ok(())
+    Ok(Json(svc::list_roles(&app, &p, q).await?))
 }
 
 /// Create a custom role.
@@ -498,31 +141,7 @@ pub async fn create_role(
     Extension(p): Extension<Principal>,
     Body(b): Body<RoleBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    custom_id("role", &b.identifier)?;
-    check_permissions(&b.permissions).map_err(ApiError::BadRequest)?;
-    let role = Role {
-        identifier: b.identifier.clone(),
-        name: if b.name.is_empty() { b.identifier.clone() } else { b.name.clone() },
-        permissions: b.permissions.clone(),
-    };
-    let r = record("role", &scope, &b.identifier, serde_json::to_value(&role).unwrap_or_default());
-    if !app.store.put_record(&r, false).await? {
-        return Err(ApiError::Conflict(format!("role `{}` exists in {}", b.identifier, scope.describe())));
-    }
-    app.policy_changed().await;
-    app.audit(
-        &p.display(),
-        &p.address,
-        "create",
-        "role",
-        &b.identifier,
-        &scope,
-        serde_json::json!({"permissions": b.permissions}),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(view(&r))))
+    Ok((StatusCode::CREATED, Json(svc::create_role(&app, &p, b).await?)))
 }
 
 /// Delete a custom role.
@@ -533,50 +152,8 @@ pub async fn delete_role(
     Path(id): Path<String>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<StatusCode> {
-    delete_policy_record(&app, &p, &q, "role", &id).await
-}
-
-/// Delete a custom role or resource group (`kind`) of the scope `q` names; `role:manage` there.
-async fn delete_policy_record(app: &App, p: &Principal, q: &ScopeQuery, kind: &str, id: &str) -> ApiResult<StatusCode> {
-    let what = kind.replace('_', " ");
-    let scope = scope_of(q)?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    custom_id(&what, id)?;
-    if !app.store.delete_record(kind, &scope.org, &scope.project, id).await? {
-        return Err(ApiError::NotFound(format!("no {what} `{id}` in {}", scope.describe())));
-    }
-    app.policy_changed().await;
-    app.audit(&p.display(), &p.address, "delete", kind, id, &scope, serde_json::json!({})).await?;
+    svc::delete_role(&app, &p, id, q).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// A resource group to create.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct GroupBody {
-    /// Identifier (not starting with `_`, which marks the built-in ones).
-    #[schema(schema_with = crate::contract::custom_identifier)]
-    pub identifier: String,
-    /// Display name.
-    #[serde(default)]
-    pub name: String,
-    /// Include resources of the scopes below (an organization's projects).
-    #[serde(default)]
-    pub include_child_scopes: bool,
-    /// Every resource (of the scope, and of child scopes when included).
-    #[serde(default)]
-    pub all_resources: bool,
-    /// Otherwise, these.
-    #[serde(default)]
-    pub resources: Vec<crate::rbac::ResourceFilter>,
-    /// Organization (none: account).
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub org: Option<String>,
-    /// Project.
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub project: Option<String>,
 }
 
 /// Built-in resource groups and the custom ones of a scope.
@@ -586,12 +163,7 @@ pub async fn list_resource_groups(
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    let mut items: Vec<serde_json::Value> =
-        crate::rbac::builtin_resource_groups().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect();
-    items.extend(app.store.records("resource_group", Some(&scope.org), Some(&scope.project)).await?.iter().map(view));
-    Ok(Json(serde_json::json!({"items": items})))
+    Ok(Json(svc::list_resource_groups(&app, &p, q).await?))
 }
 
 /// Create a resource group.
@@ -601,36 +173,7 @@ pub async fn create_resource_group(
     Extension(p): Extension<Principal>,
     Body(b): Body<GroupBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    let group = ResourceGroup {
-        identifier: b.identifier,
-        name: b.name,
-        include_child_scopes: b.include_child_scopes,
-        all_resources: b.all_resources,
-        resources: b.resources,
-    };
-    custom_id("resource group", &group.identifier)?;
-    for f in &group.resources {
-        for id in f.identifiers.iter().flatten() {
-            identifier(&f.resource_type, id)?;
-        }
-        if !crate::rbac::PERMISSIONS.iter().any(|p| p.split(':').next() == Some(f.resource_type.as_str())) {
-            return Err(ApiError::BadRequest(format!("unknown resource type `{}`", f.resource_type)));
-        }
-    }
-    let r = record("resource_group", &scope, &group.identifier, serde_json::to_value(&group).unwrap_or_default());
-    if !app.store.put_record(&r, false).await? {
-        return Err(ApiError::Conflict(format!(
-            "resource group `{}` exists in {}",
-            group.identifier,
-            scope.describe()
-        )));
-    }
-    app.policy_changed().await;
-    app.audit(&p.display(), &p.address, "create", "resource_group", &group.identifier, &scope, serde_json::json!({}))
-        .await?;
-    Ok((StatusCode::CREATED, Json(view(&r))))
+    Ok((StatusCode::CREATED, Json(svc::create_resource_group(&app, &p, b).await?)))
 }
 
 /// Delete a resource group.
@@ -641,29 +184,8 @@ pub async fn delete_resource_group(
     Path(id): Path<String>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<StatusCode> {
-    delete_policy_record(&app, &p, &q, "resource_group", &id).await
-}
-
-/// A role binding to create.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct BindingBody {
-    /// Who.
-    pub principal: PrincipalRef,
-    /// Role identifier.
-    #[schema(schema_with = crate::contract::identifier)]
-    pub role: String,
-    /// Resource group identifier.
-    #[schema(schema_with = crate::contract::identifier)]
-    pub resource_group: String,
-    /// Organization (none: account).
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub org: Option<String>,
-    /// Project.
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub project: Option<String>,
+    svc::delete_resource_group(&app, &p, id, q).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 /// Role bindings of a scope.
@@ -673,16 +195,7 @@ pub async fn list_bindings(
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    let items: Vec<serde_json::Value> = app
-        .store
-        .records("role_binding", Some(&scope.org), Some(&scope.project))
-        .await?
-        .into_iter()
-        .map(|r| r.body)
-        .collect();
-    Ok(Json(serde_json::json!({"items": items})))
+    Ok(Json(svc::list_bindings(&app, &p, q).await?))
 }
 
 /// Bind a role and a resource group to a principal at a scope.
@@ -692,62 +205,7 @@ pub async fn create_binding(
     Extension(p): Extension<Principal>,
     Body(b): Body<BindingBody>,
 ) -> ApiResult<(StatusCode, Json<Binding>)> {
-    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    match b.principal.kind.as_str() {
-        "user" => {
-            identifier("user", &b.principal.id)?;
-            if app.store.record("user", "", "", &b.principal.id).await?.is_none() {
-                return Err(ApiError::BadRequest(format!("no user `{}`", b.principal.id)));
-            }
-        }
-        "service_account" => {
-            let sa = service_account(&app, &b.principal.id).await.map_err(|e| ApiError::BadRequest(e.to_string()))?;
-            if !(Scope { org: sa.org.clone(), project: sa.project.clone() }).contains(&scope) {
-                return Err(ApiError::BadRequest(format!(
-                    "service account `{}` belongs to another scope; bind it within its own",
-                    b.principal.id
-                )));
-            }
-        }
-        other => {
-            return Err(ApiError::BadRequest(format!(
-                "principal kind `{other}`: expected `user` or `service_account`"
-            )));
-        }
-    }
-    let policy = app.policy().await?;
-    if policy.role(&scope, &b.role).is_none() {
-        return Err(ApiError::BadRequest(format!("no role `{}` at {}", b.role, scope.describe())));
-    }
-    if policy.group(&scope, &b.resource_group).is_none() {
-        return Err(ApiError::BadRequest(format!("no resource group `{}` at {}", b.resource_group, scope.describe())));
-    }
-    let binding = Binding {
-        identifier: format!("rb_{}", ulid::Ulid::new()),
-        scope: scope.clone(),
-        principal: b.principal.clone(),
-        role: b.role.clone(),
-        resource_group: b.resource_group.clone(),
-    };
-    app.store
-        .put_record(
-            &record("role_binding", &scope, &binding.identifier, serde_json::to_value(&binding).unwrap_or_default()),
-            false,
-        )
-        .await?;
-    app.policy_changed().await;
-    app.audit(
-        &p.display(),
-        &p.address,
-        "create",
-        "role_binding",
-        &binding.identifier,
-        &scope,
-        serde_json::to_value(&binding).unwrap_or_default(),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(binding)))
+    Ok((StatusCode::CREATED, Json(svc::create_binding(&app, &p, b).await?)))
 }
 
 /// Delete a role binding.
@@ -757,36 +215,8 @@ pub async fn delete_binding(
     Extension(p): Extension<Principal>,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    identifier("role binding", &id)?;
-    let r = app
-        .store
-        .records("role_binding", None, None)
-        .await?
-        .into_iter()
-        .find(|r| r.identifier == id)
-        .ok_or_else(|| ApiError::NotFound(format!("no role binding `{id}`")))?;
-    let scope = Scope { org: r.org.clone(), project: r.project.clone() };
-    app.require(&p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    last_admin_guard(&*app.policy().await?, |b| b.identifier == id)?;
-    app.store.delete_record("role_binding", &r.org, &r.project, &id).await?;
-    app.policy_changed().await;
-    app.audit(&p.display(), &p.address, "delete", "role_binding", &id, &scope, serde_json::json!({})).await?;
+    svc::delete_binding(&app, &p, id).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Audit filters.
-#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
-#[serde(deny_unknown_fields)]
-pub struct AuditParams {
-    /// Only this principal.
-    pub principal: Option<String>,
-    /// Only this resource type.
-    pub resource_type: Option<String>,
-    /// Events older than this id.
-    pub before: Option<i64>,
-    /// Page size (1–500, default 100).
-    #[param(minimum = 1, maximum = 500)]
-    pub limit: Option<i64>,
 }
 
 /// Who did what, from where; newest first (admins).
@@ -796,64 +226,7 @@ pub async fn audit(
     Extension(p): Extension<Principal>,
     Query(q): Query<AuditParams>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    require_account(&app, &p, "audit:view", "audit").await?;
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=500).contains(&limit) {
-        return Err(ApiError::BadRequest("limit must be between 1 and 500".into()));
-    }
-    let items = app
-        .store
-        .audit_events(&AuditQuery {
-            principal: q.principal,
-            resource_type: q.resource_type,
-            before: q.before,
-            limit: Some(limit),
-        })
-        .await?;
-    Ok(Json(serde_json::json!({"items": items})))
-}
-
-/// A user group: users who may, together, decide approvals that name the group.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct UserGroupBody {
-    /// Identifier.
-    #[schema(schema_with = crate::contract::identifier)]
-    pub identifier: String,
-    /// Name.
-    #[serde(default)]
-    pub name: String,
-    /// Member user names.
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::identifier_list)]
-    pub users: Vec<String>,
-    /// Organization (none: account).
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub org: Option<String>,
-    /// Project.
-    #[serde(default)]
-    #[schema(schema_with = crate::contract::scope_part)]
-    pub project: Option<String>,
-}
-
-/// New members of a user group.
-#[derive(Deserialize, ToSchema)]
-#[serde(deny_unknown_fields)]
-pub struct MembersBody {
-    /// Member user names (replacing the current ones).
-    #[schema(schema_with = crate::contract::identifier_list)]
-    pub users: Vec<String>,
-}
-
-async fn check_members(app: &App, users: &[String]) -> ApiResult<()> {
-    for u in users {
-        identifier("user", u)?;
-        if app.store.record("user", "", "", u).await?.is_none() {
-            return Err(ApiError::BadRequest(format!("no user `{u}`")));
-        }
-    }
-    Ok(())
+    Ok(Json(svc::audit(&app, &p, q).await?))
 }
 
 /// User groups of a scope.
@@ -863,11 +236,7 @@ pub async fn list_user_groups(
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    let items: Vec<_> =
-        app.store.records("user_group", Some(&scope.org), Some(&scope.project)).await?.iter().map(view).collect();
-    Ok(Json(serde_json::json!({"items": items})))
+    Ok(Json(svc::list_user_groups(&app, &p, q).await?))
 }
 
 /// Create a user group.
@@ -877,26 +246,7 @@ pub async fn create_user_group(
     Extension(p): Extension<Principal>,
     Body(b): Body<UserGroupBody>,
 ) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
-    let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    identifier("user group", &b.identifier)?;
-    check_members(&app, &b.users).await?;
-    let name = if b.name.is_empty() { b.identifier.clone() } else { b.name.clone() };
-    let r = record("user_group", &scope, &b.identifier, serde_json::json!({"name": name, "users": b.users}));
-    if !app.store.put_record(&r, false).await? {
-        return Err(ApiError::Conflict(format!("user group `{}` exists in {}", b.identifier, scope.describe())));
-    }
-    app.audit(
-        &p.display(),
-        &p.address,
-        "create",
-        "user_group",
-        &b.identifier,
-        &scope,
-        serde_json::json!({"users": b.users}),
-    )
-    .await?;
-    Ok((StatusCode::CREATED, Json(view(&r))))
+    Ok((StatusCode::CREATED, Json(svc::create_user_group(&app, &p, b).await?)))
 }
 
 /// Set a user group's members.
@@ -908,21 +258,7 @@ pub async fn update_user_group(
     Query(q): Query<ScopeQuery>,
     Body(b): Body<MembersBody>,
 ) -> ApiResult<Json<serde_json::Value>> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    identifier("user group", &id)?;
-    check_members(&app, &b.users).await?;
-    let mut r = app
-        .store
-        .record("user_group", &scope.org, &scope.project, &id)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("no user group `{id}` in {}", scope.describe())))?;
-    r.body["users"] = serde_json::json!(b.users);
-    r.updated_at = now_ms();
-    app.store.put_record(&r, true).await?;
-    app.audit(&p.display(), &p.address, "update", "user_group", &id, &scope, serde_json::json!({"users": b.users}))
-        .await?;
-    Ok(Json(view(&r)))
+    Ok(Json(svc::update_user_group(&app, &p, id, q, b).await?))
 }
 
 /// Delete a user group.
@@ -933,49 +269,6 @@ pub async fn delete_user_group(
     Path(id): Path<String>,
     Query(q): Query<ScopeQuery>,
 ) -> ApiResult<StatusCode> {
-    let scope = scope_of(&q)?;
-    app.require(&p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    identifier("user group", &id)?;
-    if !app.store.delete_record("user_group", &scope.org, &scope.project, &id).await? {
-        return Err(ApiError::NotFound(format!("no user group `{id}` in {}", scope.describe())));
-    }
-    app.audit(&p.display(), &p.address, "delete", "user_group", &id, &scope, serde_json::json!({})).await?;
+    svc::delete_user_group(&app, &p, id, q).await?;
     Ok(StatusCode::NO_CONTENT)
-}
-
-/// Whether `user` belongs to one of `groups` as an approval names them (`g` in the execution's project,
-/// `org.g` in its organization, `account.g` at the account).
-pub(crate) async fn in_user_groups(
-    app: &App,
-    user: &str,
-    groups: &[String],
-    org: &str,
-    project: &str,
-) -> ApiResult<bool> {
-    for g in groups {
-        let (o, pr, id) = match g.split_once('.') {
-            Some(("account", id)) => ("", "", id),
-            Some(("org", id)) => (org, "", id),
-            _ => (org, project, g.as_str()),
-        };
-        if let Some(r) = app.store.record("user_group", o, pr, id).await?
-            && r.body["users"].as_array().is_some_and(|us| us.iter().any(|u| u == user))
-        {
-            return Ok(true);
-        }
-    }
-    Ok(false)
-}
-
-/// Take a deleted user out of every user group (a new user with the same name is not a member).
-pub(crate) async fn leave_groups(app: &App, user: &str) -> ApiResult<()> {
-    for mut r in app.store.records("user_group", None, None).await? {
-        let Some(users) = r.body["users"].as_array() else { continue };
-        if users.iter().any(|u| u == user) {
-            let kept: Vec<serde_json::Value> = users.iter().filter(|u| *u != user).cloned().collect();
-            r.body["users"] = serde_json::Value::Array(kept);
-            app.store.put_record(&r, true).await?;
-        }
-    }
-    Ok(())
 }

@@ -9,14 +9,9 @@ mod pipelines;
 mod scopes;
 
 pub use crate::service::pipelines::EntityKind;
-pub(crate) use access::{forget_principal, in_user_groups};
 
 use crate::App;
-use crate::auth::Principal;
-use crate::error::{ApiResult, identifier};
-use crate::rbac::Scope;
 use std::sync::Arc;
-use store::{Record, now_ms};
 use utoipa_axum::router::OpenApiRouter;
 use utoipa_axum::routes;
 
@@ -64,53 +59,9 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(access::audit))
 }
 
-/// A new record.
-pub(crate) fn record(kind: &str, scope: &Scope, id: &str, body: serde_json::Value) -> Record {
-    let now = now_ms();
-    Record {
-        kind: kind.into(),
-        org: scope.org.clone(),
-        project: scope.project.clone(),
-        identifier: id.into(),
-        body,
-        created_at: now,
-        updated_at: now,
-    }
-}
-
-/// Check a project path: valid identifiers, and the org and project exist (404 to those who may see the
-/// scope, 403 to the others).
-pub(crate) async fn project_scope(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<Scope> {
-    identifier("organization", org)?;
-    identifier("project", project)?;
-    let scope = Scope::project(org, project);
-    if app.store.record("project", org, "", project).await?.is_none() {
-        return Err(app.not_found(p, &scope, format!("no project `{project}` in organization `{org}`")).await);
-    }
-    Ok(scope)
-}
-
 /// A list answer: `{"items": [...]}`.
 #[derive(serde::Serialize)]
 pub struct Items<T> {
     /// The items.
     pub items: Vec<T>,
-}
-
-/// The record as the API shows it: identifier, scope, times and the body's fields.
-fn view(r: &Record) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "identifier": r.identifier, "org": r.org, "project": r.project,
-        "created_at": r.created_at, "updated_at": r.updated_at,
-    });
-    if let (Some(obj), Some(body)) = (v.as_object_mut(), r.body.as_object()) {
-        for (k, val) in body {
-            // Never returned: secret values, password hashes.
-            if k == "value" || k == "sealed" || k == "password_hash" {
-                continue;
-            }
-            obj.insert(k.clone(), val.clone());
-        }
-    }
-    v
 }

@@ -5,11 +5,11 @@
 //! `launch` crate. Running selected stages, re-running and retrying all need `pipeline:execute`, as in Harness.
 
 use crate::App;
-use crate::api::project_scope;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, identifier};
 use crate::rbac::{Resource, Scope};
 use crate::runner::Job;
+use crate::service::project_scope;
 use engine::{Entities, Secrets};
 use launch::{LaunchError, Planned, Selection};
 use serde::{Deserialize, Serialize};
@@ -679,8 +679,8 @@ async fn check_approver(
         return Ok(());
     };
     let groups: Vec<String> = a.approvers.user_groups.iter().map(|g| g.value.clone()).collect();
-    let member =
-        p.who.kind == "user" && crate::api::in_user_groups(app, &p.who.id, &groups, &e.org, &e.project).await?;
+    let member = p.who.kind == "user"
+        && crate::service::access::in_user_groups(app, &p.who.id, &groups, &e.org, &e.project).await?;
     if !groups.is_empty() && !member {
         return Err(ApiError::Forbidden {
             permission: "approval".into(),

@@ -5,10 +5,10 @@
 //! view carries them.
 
 use crate::App;
-use crate::api::{project_scope, record};
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, identifier};
 use crate::rbac::{Resource, Scope};
+use crate::service::{project_scope, record};
 use serde::{Deserialize, Serialize};
 use spec::Entity;
 use store::{Record, now_ms};

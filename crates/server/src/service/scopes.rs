@@ -3,10 +3,10 @@
 //! secrets, roles, bindings), service accounts with their tokens, and the execution history.
 
 use crate::App;
-use crate::api::record;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, identifier};
 use crate::rbac::{Resource, Scope};
+use crate::service::record;
 use serde::{Deserialize, Serialize};
 use utoipa::ToSchema;
 
@@ -154,7 +154,7 @@ pub async fn delete_org(app: &App, p: &Principal, org: &str) -> ApiResult<()> {
 /// a new scope with the same identifier starts empty.
 async fn forget_scope(app: &App, org: &str, project: Option<&str>) -> ApiResult<()> {
     for sa in app.store.records("service_account", Some(org), project).await? {
-        crate::api::forget_principal(app, "service_account", &sa.identifier).await?;
+        crate::service::access::forget_principal(app, "service_account", &sa.identifier).await?;
     }
     app.store.delete_scope(org, project).await?;
     app.store.delete_history(org, project).await?;
@@ -211,7 +211,7 @@ pub async fn create_project(app: &App, p: &Principal, org: &str, b: ScopeBody) -
 }
 
 async fn project_record(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<store::Record> {
-    let scope = crate::api::project_scope(app, p, org, project).await?;
+    let scope = crate::service::project_scope(app, p, org, project).await?;
     app.store
         .record("project", &scope.org, "", &scope.project)
         .await?
