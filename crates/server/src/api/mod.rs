@@ -1,7 +1,6 @@
-//! The `/api/v1` routes, one module per area: scopes (organizations, projects), pipelines and the entities a
-//! project holds (input sets, services, environments, infrastructure definitions, secrets), executions (run,
-//! plan, history, logs, live logs, abort, approvals, re-run, retry), and access (login, users, service
-//! accounts, tokens, roles, resource groups, role bindings, audit). Shared helpers live here.
+//! The `/api/v1` routes, one module per area — scopes (organizations, projects), pipelines and the entities a
+//! project holds, executions (plus live logs over SSE), and access — each handler a thin adapter over the
+//! service layer (`crate::service`): it extracts the request, calls the use case, and shapes the answer.
 
 mod access;
 mod executions;
