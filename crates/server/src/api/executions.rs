@@ -138,7 +138,15 @@ impl Tail {
                 (None, None) => break,
                 (Some(_), None) => true,
                 (None, Some(_)) => false,
-                // A node starting comes before its first line; any other change after lines of the same instant.
+                // A node ends after its own lines (they are stored before its end is), whatever the clocks say;
+                // otherwise a node starting comes before its first line, and any other change after lines of
+                // the same instant.
+                (Some(t), Some(_))
+                    if t.to != "Running"
+                        && t.node_id.as_ref().is_some_and(|n| chunks.iter().any(|c| &c.node_id == n)) =>
+                {
+                    false
+                }
                 (Some(t), Some(c)) => (t.at, u8::from(t.to != "Running") * 2) < (chunk_at(c), 1),
             };
             if take_status {
