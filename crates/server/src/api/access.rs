@@ -1,5 +1,6 @@
 //! Access over the JSON API: thin adapters over the use cases in `service::access`.
 
+use super::Items;
 use crate::App;
 use crate::auth::{ClientAddr, Principal};
 use crate::error::{ApiResult, Body, Path, Query};
@@ -20,16 +21,13 @@ pub async fn login(
     State(app): State<Arc<App>>,
     Extension(addr): Extension<ClientAddr>,
     Body(b): Body<LoginBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<svc::LoginView>> {
     Ok(Json(svc::login(&app, &addr, b).await?))
 }
 
 /// The caller, and its role bindings.
 #[utoipa::path(get, path = "/api/v1/auth/whoami", tag = "access", responses((status = 200, description = "The caller")))]
-pub async fn whoami(
-    State(app): State<Arc<App>>,
-    Extension(p): Extension<Principal>,
-) -> ApiResult<Json<serde_json::Value>> {
+pub async fn whoami(State(app): State<Arc<App>>, Extension(p): Extension<Principal>) -> ApiResult<Json<svc::WhoAmI>> {
     Ok(Json(svc::whoami(&app, &p).await?))
 }
 
@@ -38,8 +36,8 @@ pub async fn whoami(
 pub async fn list_users(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::list_users(&app, &p).await?))
+) -> ApiResult<Json<Items<svc::UserView>>> {
+    Ok(Json(Items { items: svc::list_users(&app, &p).await? }))
 }
 
 /// Create a user.
@@ -48,7 +46,7 @@ pub async fn create_user(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Body(b): Body<UserBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<svc::UserView>)> {
     Ok((StatusCode::CREATED, Json(svc::create_user(&app, &p, b).await?)))
 }
 
@@ -69,8 +67,8 @@ pub async fn list_service_accounts(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::list_service_accounts(&app, &p, q).await?))
+) -> ApiResult<Json<Items<svc::MemberView>>> {
+    Ok(Json(Items { items: svc::list_service_accounts(&app, &p, q).await? }))
 }
 
 /// Create a service account.
@@ -79,7 +77,7 @@ pub async fn create_service_account(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Body(b): Body<ServiceAccountBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<svc::MemberView>)> {
     Ok((StatusCode::CREATED, Json(svc::create_service_account(&app, &p, b).await?)))
 }
 
@@ -99,8 +97,8 @@ pub async fn delete_service_account(
 pub async fn list_tokens(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::list_tokens(&app, &p).await?))
+) -> ApiResult<Json<Items<store::Token>>> {
+    Ok(Json(Items { items: svc::list_tokens(&app, &p).await? }))
 }
 
 /// Create a token; its secret is in the response, once.
@@ -109,7 +107,7 @@ pub async fn create_token(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Body(b): Body<TokenBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<svc::CreatedToken>)> {
     Ok((StatusCode::CREATED, Json(svc::create_token(&app, &p, b).await?)))
 }
 
@@ -130,8 +128,8 @@ pub async fn list_roles(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::list_roles(&app, &p, q).await?))
+) -> ApiResult<Json<Items<svc::RoleView>>> {
+    Ok(Json(Items { items: svc::list_roles(&app, &p, q).await? }))
 }
 
 /// Create a custom role.
@@ -140,7 +138,7 @@ pub async fn create_role(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Body(b): Body<RoleBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<svc::RoleView>)> {
     Ok((StatusCode::CREATED, Json(svc::create_role(&app, &p, b).await?)))
 }
 
@@ -162,8 +160,8 @@ pub async fn list_resource_groups(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::list_resource_groups(&app, &p, q).await?))
+) -> ApiResult<Json<Items<svc::ResourceGroupView>>> {
+    Ok(Json(Items { items: svc::list_resource_groups(&app, &p, q).await? }))
 }
 
 /// Create a resource group.
@@ -172,7 +170,7 @@ pub async fn create_resource_group(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Body(b): Body<GroupBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<svc::ResourceGroupView>)> {
     Ok((StatusCode::CREATED, Json(svc::create_resource_group(&app, &p, b).await?)))
 }
 
@@ -194,8 +192,8 @@ pub async fn list_bindings(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::list_bindings(&app, &p, q).await?))
+) -> ApiResult<Json<Items<Binding>>> {
+    Ok(Json(Items { items: svc::list_bindings(&app, &p, q).await? }))
 }
 
 /// Bind a role and a resource group to a principal at a scope.
@@ -225,8 +223,8 @@ pub async fn audit(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Query(q): Query<AuditParams>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::audit(&app, &p, q).await?))
+) -> ApiResult<Json<Items<store::AuditEvent>>> {
+    Ok(Json(Items { items: svc::audit(&app, &p, q).await? }))
 }
 
 /// User groups of a scope.
@@ -235,8 +233,8 @@ pub async fn list_user_groups(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Query(q): Query<ScopeQuery>,
-) -> ApiResult<Json<serde_json::Value>> {
-    Ok(Json(svc::list_user_groups(&app, &p, q).await?))
+) -> ApiResult<Json<Items<svc::MemberView>>> {
+    Ok(Json(Items { items: svc::list_user_groups(&app, &p, q).await? }))
 }
 
 /// Create a user group.
@@ -245,7 +243,7 @@ pub async fn create_user_group(
     State(app): State<Arc<App>>,
     Extension(p): Extension<Principal>,
     Body(b): Body<UserGroupBody>,
-) -> ApiResult<(StatusCode, Json<serde_json::Value>)> {
+) -> ApiResult<(StatusCode, Json<svc::MemberView>)> {
     Ok((StatusCode::CREATED, Json(svc::create_user_group(&app, &p, b).await?)))
 }
 
@@ -257,7 +255,7 @@ pub async fn update_user_group(
     Path(id): Path<String>,
     Query(q): Query<ScopeQuery>,
     Body(b): Body<MembersBody>,
-) -> ApiResult<Json<serde_json::Value>> {
+) -> ApiResult<Json<svc::MemberView>> {
     Ok(Json(svc::update_user_group(&app, &p, id, q, b).await?))
 }
 

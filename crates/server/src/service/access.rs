@@ -10,8 +10,8 @@ use crate::auth::{
 };
 use crate::error::{ApiError, ApiResult, identifier};
 use crate::rbac::{Binding, PrincipalRef, Resource, ResourceGroup, Role, Scope, check_permissions};
-use crate::service::{record, view};
-use serde::Deserialize;
+use crate::service::record;
+use serde::{Deserialize, Serialize};
 use store::{AuditQuery, now_ms};
 use utoipa::ToSchema;
 
@@ -30,9 +30,136 @@ pub struct LoginBody {
     pub expires_in_seconds: Option<i64>,
 }
 
+/// A new login's token (shown once).
+#[derive(Debug, Serialize)]
+pub struct LoginView {
+    /// The token's secret.
+    pub token: String,
+    /// Its id (to revoke it).
+    pub token_id: String,
+    /// When it expires (ms).
+    pub expires_at: i64,
+}
+
+/// The caller.
+#[derive(Debug, Serialize)]
+pub struct WhoAmI {
+    /// `user` or `service_account`.
+    pub kind: String,
+    /// User name or service account identifier.
+    pub id: String,
+    /// A service account's scope (the account for users).
+    pub scope: Scope,
+    /// The token used.
+    pub token_id: String,
+    /// The caller's role bindings.
+    pub bindings: Vec<Binding>,
+}
+
+/// A user as the API shows it (never the password hash).
+#[derive(Debug, Serialize)]
+pub struct UserView {
+    /// User name.
+    pub identifier: String,
+    /// E-mail.
+    pub email: Option<String>,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last changed (ms).
+    pub updated_at: i64,
+}
+
+impl UserView {
+    fn of(r: &store::Record) -> Self {
+        UserView {
+            identifier: r.identifier.clone(),
+            email: r.body["email"].as_str().map(String::from),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A service account or user group's common fields, as the API shows them.
+#[derive(Debug, Serialize)]
+pub struct MemberView {
+    /// Identifier.
+    pub identifier: String,
+    /// Organization ('' at the account).
+    pub org: String,
+    /// Project ('' unless project-level).
+    pub project: String,
+    /// Display name.
+    pub name: String,
+    /// A user group's members (absent for a service account).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub users: Option<Vec<String>>,
+    /// Created (ms).
+    pub created_at: i64,
+    /// Last changed (ms).
+    pub updated_at: i64,
+}
+
+impl MemberView {
+    fn of(r: &store::Record) -> Self {
+        MemberView {
+            identifier: r.identifier.clone(),
+            org: r.org.clone(),
+            project: r.project.clone(),
+            name: r.body["name"].as_str().unwrap_or(&r.identifier).to_string(),
+            users: r.body["users"]
+                .as_array()
+                .map(|us| us.iter().filter_map(|u| u.as_str().map(String::from)).collect()),
+            created_at: r.created_at,
+            updated_at: r.updated_at,
+        }
+    }
+}
+
+/// A role: built-in, or custom at a scope.
+#[derive(Debug, Serialize)]
+pub struct RoleView {
+    /// The role.
+    #[serde(flatten)]
+    pub role: Role,
+    /// Built in (`_account_admin`, `_pipeline_executor`, …).
+    pub builtin: bool,
+    /// The scope of a custom role.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+/// A resource group: built-in, or custom at a scope.
+#[derive(Debug, Serialize)]
+pub struct ResourceGroupView {
+    /// The group.
+    #[serde(flatten)]
+    pub group: ResourceGroup,
+    /// Built in.
+    pub builtin: bool,
+    /// The scope of a custom group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scope: Option<Scope>,
+}
+
+/// A token just created, with its secret (shown once).
+#[derive(Debug, Serialize)]
+pub struct CreatedToken {
+    /// The token's record.
+    #[serde(flatten)]
+    pub record: store::Token,
+    /// Its secret.
+    pub token: String,
+}
+
+fn parsed<T: serde::de::DeserializeOwned>(r: &store::Record) -> ApiResult<T> {
+    serde_json::from_value(r.body.clone())
+        .map_err(|e| ApiError::Internal(format!("{} `{}`: {e}", r.kind, r.identifier)))
+}
+
 /// Exchange a user name and password for a token (12 hours unless asked otherwise). Five failures a minute from
 /// one address lock that address out for that name.
-pub async fn login(app: &App, addr: &ClientAddr, b: LoginBody) -> ApiResult<serde_json::Value> {
+pub async fn login(app: &App, addr: &ClientAddr, b: LoginBody) -> ApiResult<LoginView> {
     if b.password.len() > MAX_PASSWORD {
         return Err(ApiError::BadRequest(format!("a password has at most {MAX_PASSWORD} bytes")));
     }
@@ -85,16 +212,20 @@ pub async fn login(app: &App, addr: &ClientAddr, b: LoginBody) -> ApiResult<serd
         serde_json::json!({"token": t.id}),
     )
     .await?;
-    Ok(serde_json::json!({"token": secret, "token_id": t.id, "expires_at": expires}))
+    Ok(LoginView { token: secret, token_id: t.id, expires_at: expires })
 }
 
 /// The caller, and its role bindings.
-pub async fn whoami(app: &App, p: &Principal) -> ApiResult<serde_json::Value> {
+pub async fn whoami(app: &App, p: &Principal) -> ApiResult<WhoAmI> {
     let policy = app.policy().await?;
-    let bindings: Vec<&Binding> = policy.bindings.iter().filter(|b| b.principal == p.who).collect();
-    Ok(
-        serde_json::json!({"kind": p.who.kind, "id": p.who.id, "scope": p.scope, "token_id": p.token_id, "bindings": bindings}),
-    )
+    let bindings = policy.bindings.iter().filter(|b| b.principal == p.who).cloned().collect();
+    Ok(WhoAmI {
+        kind: p.who.kind.clone(),
+        id: p.who.id.clone(),
+        scope: p.scope.clone(),
+        token_id: p.token_id.clone(),
+        bindings,
+    })
 }
 
 async fn require_account(app: &App, p: &Principal, perm: &str, rtype: &str) -> ApiResult<()> {
@@ -117,14 +248,13 @@ pub struct UserBody {
 }
 
 /// List users.
-pub async fn list_users(app: &App, p: &Principal) -> ApiResult<serde_json::Value> {
+pub async fn list_users(app: &App, p: &Principal) -> ApiResult<Vec<UserView>> {
     require_account(app, p, "user:manage", "user").await?;
-    let items: Vec<_> = app.store.records("user", Some(""), Some("")).await?.iter().map(view).collect();
-    Ok(serde_json::json!({"items": items}))
+    Ok(app.store.records("user", Some(""), Some("")).await?.iter().map(UserView::of).collect())
 }
 
 /// Create a user.
-pub async fn create_user(app: &App, p: &Principal, b: UserBody) -> ApiResult<serde_json::Value> {
+pub async fn create_user(app: &App, p: &Principal, b: UserBody) -> ApiResult<UserView> {
     require_account(app, p, "user:manage", "user").await?;
     identifier("user", &b.username)?;
     if b.password.chars().count() < 8 || b.password.len() > MAX_PASSWORD {
@@ -143,7 +273,7 @@ pub async fn create_user(app: &App, p: &Principal, b: UserBody) -> ApiResult<ser
     }
     app.audit(&p.display(), &p.address, "create", "user", &b.username, &Scope::account(), serde_json::json!({}))
         .await?;
-    Ok(view(&r))
+    Ok(UserView::of(&r))
 }
 
 /// Delete a user, their tokens and bindings.
@@ -241,16 +371,20 @@ pub struct ServiceAccountBody {
 }
 
 /// List service accounts of a scope.
-pub async fn list_service_accounts(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<serde_json::Value> {
+pub async fn list_service_accounts(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<MemberView>> {
     let scope = scope_of(&q)?;
     app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    let items: Vec<_> =
-        app.store.records("service_account", Some(&scope.org), Some(&scope.project)).await?.iter().map(view).collect();
-    Ok(serde_json::json!({"items": items}))
+    Ok(app
+        .store
+        .records("service_account", Some(&scope.org), Some(&scope.project))
+        .await?
+        .iter()
+        .map(MemberView::of)
+        .collect())
 }
 
 /// Create a service account.
-pub async fn create_service_account(app: &App, p: &Principal, b: ServiceAccountBody) -> ApiResult<serde_json::Value> {
+pub async fn create_service_account(app: &App, p: &Principal, b: ServiceAccountBody) -> ApiResult<MemberView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
     app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
     identifier("service account", &b.identifier)?;
@@ -267,7 +401,7 @@ pub async fn create_service_account(app: &App, p: &Principal, b: ServiceAccountB
     }
     app.audit(&p.display(), &p.address, "create", "service_account", &b.identifier, &scope, serde_json::json!({}))
         .await?;
-    Ok(view(&r))
+    Ok(MemberView::of(&r))
 }
 
 async fn service_account(app: &App, id: &str) -> ApiResult<store::Record> {
@@ -307,15 +441,15 @@ pub struct TokenBody {
 }
 
 /// List tokens: the caller's own, or all with `user:manage`.
-pub async fn list_tokens(app: &App, p: &Principal) -> ApiResult<serde_json::Value> {
+pub async fn list_tokens(app: &App, p: &Principal) -> ApiResult<Vec<store::Token>> {
     let all = app.may(p, "user:manage", &Resource::new("user", "", Scope::account())).await?;
     let items =
         if all { app.store.tokens(None).await? } else { app.store.tokens(Some((&p.who.kind, &p.who.id))).await? };
-    Ok(serde_json::json!({"items": items}))
+    Ok(items)
 }
 
 /// Create a token; its secret is in the response, once.
-pub async fn create_token(app: &App, p: &Principal, b: TokenBody) -> ApiResult<serde_json::Value> {
+pub async fn create_token(app: &App, p: &Principal, b: TokenBody) -> ApiResult<CreatedToken> {
     let (who, scope) = match &b.service_account {
         Some(sa) => {
             let r = service_account(app, sa).await?;
@@ -361,9 +495,7 @@ pub async fn create_token(app: &App, p: &Principal, b: TokenBody) -> ApiResult<s
         app.audit(&p.display(), &p.address, "revoke", "token", BOOTSTRAP, &Scope::account(), serde_json::json!({}))
             .await?;
     }
-    let mut v = serde_json::to_value(&t).unwrap_or_default();
-    v["token"] = secret.into();
-    Ok(v)
+    Ok(CreatedToken { record: t, token: secret })
 }
 
 /// Revoke a token (one's own, or any with `user:manage`).
@@ -413,12 +545,15 @@ pub struct RoleBody {
 }
 
 /// Built-in roles and the custom roles of a scope.
-pub async fn list_roles(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<serde_json::Value> {
+pub async fn list_roles(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<RoleView>> {
     let scope = scope_of(&q)?;
     app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    let mut items: Vec<serde_json::Value> = crate::rbac::builtin_roles().iter().map(|r| serde_json::json!({"identifier": r.identifier, "name": r.name, "permissions": r.permissions, "builtin": true})).collect();
-    items.extend(app.store.records("role", Some(&scope.org), Some(&scope.project)).await?.iter().map(view));
-    Ok(serde_json::json!({"items": items}))
+    let mut items: Vec<RoleView> =
+        crate::rbac::builtin_roles().iter().map(|r| RoleView { role: r.clone(), builtin: true, scope: None }).collect();
+    for r in app.store.records("role", Some(&scope.org), Some(&scope.project)).await? {
+        items.push(RoleView { role: parsed(&r)?, builtin: false, scope: Some(scope.clone()) });
+    }
+    Ok(items)
 }
 
 fn custom_id(what: &str, id: &str) -> ApiResult<()> {
@@ -430,7 +565,7 @@ fn custom_id(what: &str, id: &str) -> ApiResult<()> {
 }
 
 /// Create a custom role.
-pub async fn create_role(app: &App, p: &Principal, b: RoleBody) -> ApiResult<serde_json::Value> {
+pub async fn create_role(app: &App, p: &Principal, b: RoleBody) -> ApiResult<RoleView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
     app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
     custom_id("role", &b.identifier)?;
@@ -455,7 +590,7 @@ pub async fn create_role(app: &App, p: &Principal, b: RoleBody) -> ApiResult<ser
         serde_json::json!({"permissions": b.permissions}),
     )
     .await?;
-    Ok(view(&r))
+    Ok(RoleView { role: parsed(&r)?, builtin: false, scope: Some(scope.clone()) })
 }
 
 /// Delete a custom role.
@@ -507,17 +642,21 @@ pub struct GroupBody {
 }
 
 /// Built-in resource groups and the custom ones of a scope.
-pub async fn list_resource_groups(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<serde_json::Value> {
+pub async fn list_resource_groups(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<ResourceGroupView>> {
     let scope = scope_of(&q)?;
     app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    let mut items: Vec<serde_json::Value> =
-        crate::rbac::builtin_resource_groups().iter().map(|g| serde_json::to_value(g).unwrap_or_default()).collect();
-    items.extend(app.store.records("resource_group", Some(&scope.org), Some(&scope.project)).await?.iter().map(view));
-    Ok(serde_json::json!({"items": items}))
+    let mut items: Vec<ResourceGroupView> = crate::rbac::builtin_resource_groups()
+        .iter()
+        .map(|g| ResourceGroupView { group: g.clone(), builtin: true, scope: None })
+        .collect();
+    for r in app.store.records("resource_group", Some(&scope.org), Some(&scope.project)).await? {
+        items.push(ResourceGroupView { group: parsed(&r)?, builtin: false, scope: Some(scope.clone()) });
+    }
+    Ok(items)
 }
 
 /// Create a resource group.
-pub async fn create_resource_group(app: &App, p: &Principal, b: GroupBody) -> ApiResult<serde_json::Value> {
+pub async fn create_resource_group(app: &App, p: &Principal, b: GroupBody) -> ApiResult<ResourceGroupView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
     app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
     let group = ResourceGroup {
@@ -547,7 +686,7 @@ pub async fn create_resource_group(app: &App, p: &Principal, b: GroupBody) -> Ap
     app.policy_changed().await;
     app.audit(&p.display(), &p.address, "create", "resource_group", &group.identifier, &scope, serde_json::json!({}))
         .await?;
-    Ok(view(&r))
+    Ok(ResourceGroupView { group: parsed(&r)?, builtin: false, scope: Some(scope.clone()) })
 }
 
 /// Delete a resource group.
@@ -578,17 +717,10 @@ pub struct BindingBody {
 }
 
 /// Role bindings of a scope.
-pub async fn list_bindings(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<serde_json::Value> {
+pub async fn list_bindings(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<Binding>> {
     let scope = scope_of(&q)?;
     app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    let items: Vec<serde_json::Value> = app
-        .store
-        .records("role_binding", Some(&scope.org), Some(&scope.project))
-        .await?
-        .into_iter()
-        .map(|r| r.body)
-        .collect();
-    Ok(serde_json::json!({"items": items}))
+    app.store.records("role_binding", Some(&scope.org), Some(&scope.project)).await?.iter().map(parsed).collect()
 }
 
 /// Bind a role and a resource group to a principal at a scope.
@@ -686,7 +818,7 @@ pub struct AuditParams {
 }
 
 /// Who did what, from where; newest first (admins).
-pub async fn audit(app: &App, p: &Principal, q: AuditParams) -> ApiResult<serde_json::Value> {
+pub async fn audit(app: &App, p: &Principal, q: AuditParams) -> ApiResult<Vec<store::AuditEvent>> {
     require_account(app, p, "audit:view", "audit").await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
@@ -701,7 +833,7 @@ pub async fn audit(app: &App, p: &Principal, q: AuditParams) -> ApiResult<serde_
             limit: Some(limit),
         })
         .await?;
-    Ok(serde_json::json!({"items": items}))
+    Ok(items)
 }
 
 /// A user group: users who may, together, decide approvals that name the group.
@@ -748,16 +880,20 @@ async fn check_members(app: &App, users: &[String]) -> ApiResult<()> {
 }
 
 /// User groups of a scope.
-pub async fn list_user_groups(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<serde_json::Value> {
+pub async fn list_user_groups(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<MemberView>> {
     let scope = scope_of(&q)?;
     app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    let items: Vec<_> =
-        app.store.records("user_group", Some(&scope.org), Some(&scope.project)).await?.iter().map(view).collect();
-    Ok(serde_json::json!({"items": items}))
+    Ok(app
+        .store
+        .records("user_group", Some(&scope.org), Some(&scope.project))
+        .await?
+        .iter()
+        .map(MemberView::of)
+        .collect())
 }
 
 /// Create a user group.
-pub async fn create_user_group(app: &App, p: &Principal, b: UserGroupBody) -> ApiResult<serde_json::Value> {
+pub async fn create_user_group(app: &App, p: &Principal, b: UserGroupBody) -> ApiResult<MemberView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
     app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
     identifier("user group", &b.identifier)?;
@@ -777,7 +913,7 @@ pub async fn create_user_group(app: &App, p: &Principal, b: UserGroupBody) -> Ap
         serde_json::json!({"users": b.users}),
     )
     .await?;
-    Ok(view(&r))
+    Ok(MemberView::of(&r))
 }
 
 /// Set a user group's members.
@@ -787,7 +923,7 @@ pub async fn update_user_group(
     id: String,
     q: ScopeQuery,
     b: MembersBody,
-) -> ApiResult<serde_json::Value> {
+) -> ApiResult<MemberView> {
     let scope = scope_of(&q)?;
     app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
     identifier("user group", &id)?;
@@ -802,7 +938,7 @@ pub async fn update_user_group(
     app.store.put_record(&r, true).await?;
     app.audit(&p.display(), &p.address, "update", "user_group", &id, &scope, serde_json::json!({"users": b.users}))
         .await?;
-    Ok(view(&r))
+    Ok(MemberView::of(&r))
 }
 
 /// Delete a user group.

@@ -38,21 +38,3 @@ pub(crate) async fn project_scope(app: &App, p: &Principal, org: &str, project: 
     }
     Ok(scope)
 }
-
-/// The record as the API shows it: identifier, scope, times and the body's fields.
-pub(crate) fn view(r: &Record) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "identifier": r.identifier, "org": r.org, "project": r.project,
-        "created_at": r.created_at, "updated_at": r.updated_at,
-    });
-    if let (Some(obj), Some(body)) = (v.as_object_mut(), r.body.as_object()) {
-        for (k, val) in body {
-            // Never returned: secret values, password hashes.
-            if k == "value" || k == "sealed" || k == "password_hash" {
-                continue;
-            }
-            obj.insert(k.clone(), val.clone());
-        }
-    }
-    v
-}
