@@ -78,6 +78,20 @@ const SYSTEM_READ: &[&str] =
 /// Devices a step may read and write.
 const DEVICES: &[&str] = &["/dev/null", "/dev/zero", "/dev/full", "/dev/random", "/dev/urandom", "/dev/tty"];
 
+/// The installation a `PATH` directory belongs to, when its programs need it: `…/bin`, `…/sbin` or
+/// `…/shims` of a tool manager (`/usr/local`, `~/.cargo`, `~/.pyenv`, `~/.nvm/versions/node/v20`) needs its
+/// libraries and data beside it. Never the root or a home directory itself.
+fn tool_root(dir: &Path) -> Option<PathBuf> {
+    let name = dir.file_name()?.to_str()?;
+    if !matches!(name, "bin" | "sbin" | "shims") {
+        return None;
+    }
+    let parent = dir.parent()?;
+    let home = std::env::var_os("HOME").map(PathBuf::from);
+    let is_home = home.is_some_and(|h| h == parent) || parent.parent() == Some(Path::new("/home"));
+    (parent != Path::new("/") && !is_home && parent != Path::new("/root")).then(|| parent.to_path_buf())
+}
+
 impl Sandbox {
     /// The policy for steps of a pipewright whose private paths (state directory, work root) are `private`:
     /// system paths, the directories on `PATH` and `extra`, except any that would expose a private path
@@ -86,9 +100,13 @@ impl Sandbox {
         let private: Vec<PathBuf> =
             private.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect();
         let mut read_paths: Vec<PathBuf> = Vec::new();
-        let path_dirs = std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect::<Vec<_>>());
-        let candidates =
-            SYSTEM_READ.iter().map(PathBuf::from).chain(path_dirs.into_iter().flatten()).chain(extra.iter().cloned());
+        let path_dirs: Vec<PathBuf> =
+            std::env::var_os("PATH").map(|p| std::env::split_paths(&p).collect()).unwrap_or_default();
+        let candidates = SYSTEM_READ
+            .iter()
+            .map(PathBuf::from)
+            .chain(path_dirs.iter().flat_map(|d| tool_root(d).into_iter().chain([d.clone()])))
+            .chain(extra.iter().cloned());
         for c in candidates {
             if !c.is_absolute() {
                 continue;
@@ -414,6 +432,23 @@ mod tests {
         assert!(parse_args(&os(&["--uid", "x", "--", "sh"])).is_err());
         assert!(parse_args(&os(&["--bogus", "--", "sh"])).is_err());
         assert!(parse_args(&os(&["--rw", "/w"])).is_err());
+    }
+
+    #[test]
+    fn tool_installations_beside_path_directories_are_readable_but_never_a_home() {
+        let cases: &[(&str, Option<&str>)] = &[
+            ("/usr/local/bin", Some("/usr/local")),
+            ("/root/.cargo/bin", Some("/root/.cargo")),
+            ("/root/.pyenv/shims", Some("/root/.pyenv")),
+            ("/usr/bin", Some("/usr")),
+            ("/bin", None),
+            ("/home/alice/bin", None),
+            ("/root/bin", None),
+            ("/opt/tools", None),
+        ];
+        for (dir, want) in cases {
+            assert_eq!(tool_root(Path::new(dir)), want.map(PathBuf::from), "{dir}");
+        }
     }
 
     #[test]
