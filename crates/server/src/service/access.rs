@@ -370,17 +370,16 @@ pub struct ServiceAccountBody {
     pub project: Option<String>,
 }
 
+/// The service accounts or user groups (`kind`) of a scope; `user:manage` there.
+async fn members(app: &App, p: &Principal, q: &ScopeQuery, kind: &str) -> ApiResult<Vec<MemberView>> {
+    let scope = scope_of(q)?;
+    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    Ok(app.store.records(kind, Some(&scope.org), Some(&scope.project)).await?.iter().map(MemberView::of).collect())
+}
+
 /// List service accounts of a scope.
 pub async fn list_service_accounts(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<MemberView>> {
-    let scope = scope_of(&q)?;
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    Ok(app
-        .store
-        .records("service_account", Some(&scope.org), Some(&scope.project))
-        .await?
-        .iter()
-        .map(MemberView::of)
-        .collect())
+    members(app, p, &q, "service_account").await
 }
 
 /// Create a service account.
@@ -881,15 +880,7 @@ async fn check_members(app: &App, users: &[String]) -> ApiResult<()> {
 
 /// User groups of a scope.
 pub async fn list_user_groups(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<MemberView>> {
-    let scope = scope_of(&q)?;
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    Ok(app
-        .store
-        .records("user_group", Some(&scope.org), Some(&scope.project))
-        .await?
-        .iter()
-        .map(MemberView::of)
-        .collect())
+    members(app, p, &q, "user_group").await
 }
 
 /// Create a user group.
