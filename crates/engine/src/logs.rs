@@ -29,6 +29,21 @@ impl Masker {
         }
     }
 
+    /// Whether `text` holds a secret value (no allocation: for the common case of nothing to mask).
+    pub fn holds_secret(&self, text: &str) -> bool {
+        self.secrets.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|v| text.contains(v.as_str()))
+    }
+
+    /// Whether any string of a JSON value holds a secret value.
+    pub fn json_holds_secret(&self, v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::String(s) => self.holds_secret(s),
+            serde_json::Value::Array(a) => a.iter().any(|x| self.json_holds_secret(x)),
+            serde_json::Value::Object(o) => o.values().any(|x| self.json_holds_secret(x)),
+            _ => false,
+        }
+    }
+
     /// Mask every secret in every string of a JSON value (output variables, stage variables).
     pub fn mask_json(&self, v: &mut serde_json::Value) {
         match v {

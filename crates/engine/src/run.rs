@@ -216,14 +216,10 @@ impl<'p> Run<'p> {
     }
 
     fn has_secret(&self, n: &Node) -> bool {
-        let differs = |t: &str| self.masker.mask(t) != t;
-        n.failure.as_deref().is_some_and(differs)
-            || n.skip_reason.as_deref().is_some_and(differs)
-            || n.outputs.values().any(|v| {
-                let mut m = v.clone();
-                self.masker.mask_json(&mut m);
-                m != *v
-            })
+        let m = &self.masker;
+        n.failure.as_deref().is_some_and(|t| m.holds_secret(t))
+            || n.skip_reason.as_deref().is_some_and(|t| m.holds_secret(t))
+            || n.outputs.values().any(|v| m.json_holds_secret(v))
     }
 
     /// Record the execution's status, its failure masked.

@@ -193,11 +193,6 @@ impl Keyring {
         *self.keys.write().unwrap_or_else(|e| e.into_inner()) = keys;
         Ok(())
     }
-
-    /// Whether `text` is a sealed value.
-    pub fn is_sealed(text: &str) -> bool {
-        text.starts_with(PREFIX) && text.split(':').count() == 4
-    }
 }
 
 fn seal_with(key: &Key, context: &str, plain: &str) -> Result<String, CryptoError> {
@@ -240,7 +235,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let r = ring(dir.path());
         let s = r.seal("secret/o/p/db", "hunter2-value").unwrap();
-        assert!(Keyring::is_sealed(&s));
+        assert!(s.starts_with("pwenc1:") && s.split(':').count() == 4);
         assert!(!s.contains("hunter2"));
         assert_eq!(r.open("secret/o/p/db", &s).unwrap(), "hunter2-value");
         // Bound to its record.

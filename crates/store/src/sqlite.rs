@@ -125,21 +125,27 @@ async fn execution_on(pool: &SqlitePool, id_or_prefix: &str) -> Result<Execution
     {
         return execution_row(&exact);
     }
-    // A prefix, as a range over the primary key (ids are upper-case ULIDs; `~` sorts after every digit
-    // and letter), so the lookup uses the index instead of scanning the history.
-    let prefix = id_or_prefix.to_ascii_uppercase();
-    let rows = sqlx::query("SELECT * FROM executions WHERE id >= ? AND id < ? ORDER BY id LIMIT 2")
-        .bind(&prefix)
-        .bind(format!("{prefix}~"))
-        .fetch_all(pool)
-        .await?;
-    match rows.as_slice() {
-        [] => Err(StoreError::NotFound(format!(
+    let mut found = by_prefix(pool, id_or_prefix, 2).await?;
+    match found.len() {
+        0 => Err(StoreError::NotFound(format!(
             "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
         ))),
-        [one] => execution_row(one),
+        1 => Ok(found.remove(0)),
         _ => Err(StoreError::NotFound(format!("`{id_or_prefix}` matches several executions; give more of the id"))),
     }
+}
+
+/// Executions whose id starts with `prefix`, as a range over the primary key (ids are upper-case ULIDs; `~`
+/// sorts after every digit and letter), so the lookup uses the index instead of scanning the history.
+async fn by_prefix(pool: &SqlitePool, prefix: &str, limit: i64) -> Result<Vec<Execution>> {
+    let prefix = prefix.to_ascii_uppercase();
+    let rows = sqlx::query("SELECT * FROM executions WHERE id >= ? AND id < ? ORDER BY id LIMIT ?")
+        .bind(&prefix)
+        .bind(format!("{prefix}~"))
+        .bind(limit)
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(execution_row).collect()
 }
 
 fn execution_row(r: &SqliteRow) -> Result<Execution> {
@@ -381,14 +387,7 @@ impl Store for SqliteStore {
     }
 
     async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>> {
-        let prefix = prefix.to_ascii_uppercase();
-        let rows = sqlx::query("SELECT * FROM executions WHERE id >= ? AND id < ? ORDER BY id LIMIT ?")
-            .bind(&prefix)
-            .bind(format!("{prefix}~"))
-            .bind(limit)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(execution_row).collect()
+        by_prefix(&self.pool, prefix, limit).await
     }
 
     async fn put_node(&self, n: &Node) -> Result<()> {
