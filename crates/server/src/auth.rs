@@ -145,14 +145,12 @@ fn public(path: &str) -> bool {
     matches!(path, "/api/v1/auth/login" | "/api/v1/openapi.json" | "/healthz" | "/readyz" | "/metrics")
 }
 
-/// The middleware: authenticate every request but the public ones.
+/// The middleware of the JSON API: authenticate every request under `/api/` but the public ones. The web
+/// pages (everything else) authenticate with their session cookie in [`crate::web`].
 pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: Next) -> Result<Response, ApiError> {
-    let address = req
-        .extensions()
-        .get::<ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    if public(req.uri().path()) {
+    let address = client_address(&req);
+    let path = req.uri().path();
+    if public(path) || !path.starts_with("/api/") {
         req.extensions_mut().insert(ClientAddr(address));
         return Ok(next.run(req).await);
     }
@@ -162,23 +160,35 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
             "no credentials: send `Authorization: Bearer <token>` (POST /api/v1/auth/login gives one)".into(),
         ));
     };
-    let token = app.token(&hash_secret(secret.trim())).await?;
-    if token.revoked_at.is_some() {
-        return Err(ApiError::Unauthorized("the token was revoked".into()));
-    }
-    if token.expires_at.is_some_and(|e| e <= now_ms()) {
-        return Err(ApiError::Unauthorized("the token has expired; create a new one".into()));
-    }
-    let principal = Principal {
-        who: PrincipalRef { kind: token.principal_kind.clone(), id: token.principal_id.clone() },
-        scope: Scope { org: token.principal_org.clone(), project: token.principal_project.clone() },
-        token_expires_at: token.expires_at,
-        bootstrap: token.name == BOOTSTRAP && token.principal_kind == "user",
-        token_id: token.id,
-        address,
-    };
+    let principal = app.principal(secret.trim(), address).await?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
+}
+
+/// The client address of a request (from the connection).
+pub fn client_address(req: &Request) -> String {
+    req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()).unwrap_or_else(|| "unknown".into())
+}
+
+impl App {
+    /// The principal a token secret stands for (401 when it is unknown, revoked or expired).
+    pub async fn principal(&self, secret: &str, address: String) -> ApiResult<Principal> {
+        let token = self.token(&hash_secret(secret)).await?;
+        if token.revoked_at.is_some() {
+            return Err(ApiError::Unauthorized("the token was revoked".into()));
+        }
+        if token.expires_at.is_some_and(|e| e <= now_ms()) {
+            return Err(ApiError::Unauthorized("the token has expired; create a new one".into()));
+        }
+        Ok(Principal {
+            who: PrincipalRef { kind: token.principal_kind.clone(), id: token.principal_id.clone() },
+            scope: Scope { org: token.principal_org.clone(), project: token.principal_project.clone() },
+            token_expires_at: token.expires_at,
+            bootstrap: token.name == BOOTSTRAP && token.principal_kind == "user",
+            token_id: token.id,
+            address,
+        })
+    }
 }
 
 /// How long a token read from the store is trusted (revocations through this server apply at once; another

@@ -13,6 +13,7 @@ pub mod listen;
 pub mod rbac;
 mod runner;
 pub mod service;
+pub mod web;
 
 use crate::error::ApiResult;
 use crate::rbac::{Binding, Policy, PrincipalRef, ResourceGroup, Role, Scope};
@@ -239,6 +240,7 @@ pub fn router(app: Arc<App>) -> (Router, utoipa::openapi::OpenApi) {
         .route("/healthz", axum::routing::get(|| async { "ok" }))
         .route("/readyz", axum::routing::get(readyz))
         .route("/metrics", axum::routing::get(metrics_text))
+        .merge(web::routes(app.clone()))
         .with_state(app.clone());
     router = router
         .layer(axum::middleware::from_fn_with_state(app.clone(), auth::authenticate))

@@ -5,6 +5,7 @@
 
 pub mod diag;
 pub mod duration;
+pub mod edit;
 mod emit;
 pub mod inputs;
 pub mod model;

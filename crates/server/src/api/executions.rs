@@ -248,7 +248,18 @@ pub async fn stream(
     headers: HeaderMap,
     Query(q): Query<StreamQuery>,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>>>> {
-    let (e, _) = svc::execution_for(&app, &p, &id, "execution:view").await?;
+    live(app, &p, &id, &headers, q).await
+}
+
+/// The live stream of an execution the caller may view (the API and the web pages both serve it).
+pub(crate) async fn live(
+    app: Arc<App>,
+    p: &Principal,
+    id: &str,
+    headers: &HeaderMap,
+    q: StreamQuery,
+) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
+    let (e, _) = svc::execution_for(&app, p, id, "execution:view").await?;
     let slot = app.streams.take(p.display()).ok_or_else(|| {
         ApiError::TooManyRequests(format!(
             "too many live-log streams are open (at most {} per user, {} in all); close one, or page with GET …/logs",

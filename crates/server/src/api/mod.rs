@@ -3,7 +3,7 @@
 //! service layer (`crate::service`): it extracts the request, calls the use case, and shapes the answer.
 
 mod access;
-mod executions;
+pub(crate) mod executions;
 mod pipelines;
 mod scopes;
 

@@ -160,6 +160,23 @@ fn parsed<T: serde::de::DeserializeOwned>(r: &store::Record) -> ApiResult<T> {
 /// Exchange a user name and password for a token (12 hours unless asked otherwise). Five failures a minute from
 /// one address lock that address out for that name.
 pub async fn login(app: &App, addr: &ClientAddr, b: LoginBody) -> ApiResult<LoginView> {
+    login_as(app, addr, b, "login").await
+}
+
+/// A web session: a login whose token (named `web session`) lives in an HttpOnly cookie; logging out or
+/// revoking the token ends it.
+pub async fn login_session(app: &App, addr: &ClientAddr, username: String, password: String) -> ApiResult<LoginView> {
+    login_as(app, addr, LoginBody { username, password, expires_in_seconds: None }, "web session").await
+}
+
+/// End the caller's session: its token is revoked.
+pub async fn logout(app: &App, p: &Principal) -> ApiResult<()> {
+    app.store.revoke_token(&p.token_id).await?;
+    app.tokens_changed();
+    app.audit(&p.display(), &p.address, "logout", "token", &p.token_id, &Scope::account(), serde_json::json!({})).await
+}
+
+async fn login_as(app: &App, addr: &ClientAddr, b: LoginBody, token_name: &str) -> ApiResult<LoginView> {
     if b.password.len() > MAX_PASSWORD {
         return Err(ApiError::BadRequest(format!("a password has at most {MAX_PASSWORD} bytes")));
     }
@@ -201,7 +218,7 @@ pub async fn login(app: &App, addr: &ClientAddr, b: LoginBody) -> ApiResult<Logi
     app.logins.succeeded(&key);
     let who = PrincipalRef { kind: "user".into(), id: b.username.clone() };
     let expires = now_ms() + lifetime * 1000;
-    let (t, secret) = issue_token(app.store.as_ref(), "login", &who, &Scope::account(), Some(expires)).await?;
+    let (t, secret) = issue_token(app.store.as_ref(), token_name, &who, &Scope::account(), Some(expires)).await?;
     app.audit(
         &b.username,
         &addr.0,

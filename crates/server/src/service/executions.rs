@@ -582,6 +582,24 @@ pub async fn rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> Api
     launch_planned(app, p, &scope, &doc, planned, supplied, mode, selective, Some(launch::derived_from(&orig))).await
 }
 
+/// What a re-run would do, as [`plan`] gives it: the plan, and with inputs, those checked too.
+pub async fn plan_rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> ApiResult<serde_json::Value> {
+    let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let _admitted = app.planning(p).await?;
+    let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
+    let (sel, _) = launch::rerun_selection(&orig, &b.stage_identifiers);
+    let planned = launch::plan(&doc, &sel, Some(app.store.as_ref())).await?;
+    let json = launch::plan_json(&planned);
+    if planned.plan.satisfiable && (!b.inputs.is_empty() || !b.input_set_refs.is_empty()) {
+        let mut supplied = launch::original_inputs(&orig);
+        supplied.extend(input_set_values(app, &scope, &b.input_set_refs).await?);
+        supplied.extend(given(&b.inputs));
+        let run = planned.plan.run_stages();
+        launch::prepare(&doc, &supplied, (!sel.stages.is_empty()).then_some(run.as_slice()))?;
+    }
+    Ok(json)
+}
+
 /// Resume a failed or aborted execution from its failed stage, reusing what succeeded.
 pub async fn retry(app: &Arc<App>, p: &Principal, id: &str, b: RetryBody) -> ApiResult<Execution> {
     let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;
