@@ -144,7 +144,7 @@ pub fn render(
                 }
             }
             @for n in &waiting {
-                section.waiting aria-labelledby=(format!("wait-{}", n.id)) {
+                section.waiting aria-labelledby=(format!("wait-{}", n.id)) data-node=(n.id) {
                     @if n.status == Status::ApprovalWaiting {
                         h2 id=(format!("wait-{}", n.id)) { "Approval waiting: " (n.name) }
                         @if allowed.execute {
@@ -230,7 +230,7 @@ pub fn render(
                         h3 { (n.name) " " span.node-status { (status_badge(n.status)) } " " span.small { (took(n)) }
                             @if allowed.execute && final_ { " " a.small href=(format!("/executions/{}/rerun?scope=stages&stage={}", e.id, n.identifier)) { "Re-run Stage" } } }
                         @if let Some(src) = &n.reused_from { p.reused { "Reused from execution " a.reused-link href=(format!("/executions/{src}")) { (src) } } }
-                        @if let Some(r) = &n.skip_reason { p.small { "Skipped: " (r) } }
+                        @if let (Some(r), None) = (&n.skip_reason, &n.reused_from) { p.small { "Skipped: " (r) } }
                         @if let Some(f) = &n.failure { p.error { (f) } }
                         (outputs(n))
                         (steps(&children, &n.id, logs))
@@ -257,7 +257,7 @@ fn steps<'a>(children: &dyn Fn(&str) -> Vec<&'a Node>, parent: &str, logs: &Hash
                         @if let Some(f) = &s.failure { p.error { (f) } }
                         @if let Some(r) = &s.skip_reason { p.small { "Skipped: " (r) } }
                         (outputs(s))
-                        @if s.kind == NodeKind::Step {
+                        @if s.kind == NodeKind::Step && (logs.contains_key(&s.id) || matches!(s.status, Status::Running | Status::Queued)) {
                             @let chunks: Vec<&str> = logs.get(&s.id).map(|v| v.iter().map(String::as_str).collect()).unwrap_or_default();
                             details.log open[!s.status.is_final() || s.status == Status::Failed] {
                                 summary { "Log of " (s.name) }

@@ -71,32 +71,39 @@ impl Choice {
         let mut set: BTreeSet<String> = self.stages.iter().cloned().collect();
         // A stage run to meet a need may need others in turn: follow the choices until nothing changes.
         loop {
-            let before = set.len();
-            for n in self.needs_of(g, &set) {
-                if self.needs.get(&n.depends_on).map(String::as_str) == Some("run") {
-                    set.insert(n.depends_on.clone());
-                }
-            }
-            if set.len() == before {
+            let add: Vec<String> = g
+                .edges
+                .iter()
+                .filter(|e| set.contains(&e.stage) && !set.contains(&e.depends_on))
+                .filter(|e| self.needs.get(&e.depends_on).map(String::as_str) == Some("run"))
+                .map(|e| e.depends_on.clone())
+                .collect();
+            if add.is_empty() {
                 break;
             }
+            set.extend(add);
         }
         g.stages.iter().filter(|s| set.contains(*s)).cloned().collect()
     }
 
-    /// The direct dependencies of `set` on stages outside it.
-    pub fn needs_of<'g>(&self, g: &'g plan::Graph, set: &BTreeSet<String>) -> Vec<&'g plan::Edge> {
-        g.edges.iter().filter(|e| set.contains(&e.stage) && !set.contains(&e.depends_on)).collect()
+    /// The needs to show: every dependency of a stage that runs on a stage the user did not tick — including
+    /// those met by running that stage too, so the choice stays on screen and can be changed.
+    pub fn needs<'g>(&self, g: &'g plan::Graph) -> Vec<&'g plan::Edge> {
+        if self.all {
+            return Vec::new();
+        }
+        let run: BTreeSet<String> = self.run_set(g).into_iter().collect();
+        let ticked: BTreeSet<&str> = self.stages.iter().map(String::as_str).collect();
+        g.edges.iter().filter(|e| run.contains(&e.stage) && !ticked.contains(e.depends_on.as_str())).collect()
     }
 
     /// The request to the service layer.
     pub fn body(&self, g: &plan::Graph) -> exsvc::ExecuteBody {
         let run = self.run_set(g);
-        let set: BTreeSet<String> = run.iter().cloned().collect();
-        let needs = self.needs_of(g, &set);
         let chosen = |e: &plan::Edge| self.needs.get(&e.depends_on).map(String::as_str);
-        let reuse = needs.iter().any(|e| chosen(e) == Some("reuse"));
-        let exprs = needs
+        let open: Vec<&plan::Edge> = self.needs(g).into_iter().filter(|e| !run.contains(&e.depends_on)).collect();
+        let reuse = open.iter().any(|e| chosen(e) == Some("reuse"));
+        let exprs = open
             .iter()
             .filter(|e| chosen(e) == Some("values") && e.via == plan::Via::Expression)
             .flat_map(|e| e.paths.iter())
@@ -215,9 +222,7 @@ pub fn render_dialog(w: &Web, d: &Dialog<'_>) -> Markup {
 
 /// The part of the dialog that follows the choice: needs, runtime inputs, plan.
 pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
-    let run = d.choice.run_set(d.graph);
-    let set: BTreeSet<String> = run.iter().cloned().collect();
-    let needs: Vec<&plan::Edge> = if d.choice.all { Vec::new() } else { d.choice.needs_of(d.graph, &set) };
+    let needs = d.choice.needs(d.graph);
     let mut by_dep: BTreeMap<&str, Vec<&plan::Edge>> = BTreeMap::new();
     for e in &needs {
         by_dep.entry(e.depends_on.as_str()).or_default().push(e);
@@ -283,6 +288,7 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                     @let path = f["path"].as_str().unwrap_or_default();
                     @let id = format!("input-{}", path.replace('.', "-"));
                     @let value = d.choice.inputs.get(path).cloned().or_else(|| f["default"].as_str().map(String::from)).unwrap_or_default();
+                    @let problem = plan["input_problems"][path].as_str();
                     div.field {
                         label for=(id) { code { (path) } @if f["execution_input"] == true { span.small { " (asked while the run goes)" } } }
                         @if let Some(allowed) = f["allowed_values"].as_array() {
@@ -291,9 +297,11 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                             }
                         } @else {
                             input id=(id) type="text" name=(format!("input.{path}")) value=(value) required[f["execution_input"] != true]
-                                data-regex=[f["regex"].as_str()] aria-describedby=(format!("{id}-help"));
+                                data-regex=[f["regex"].as_str()] aria-describedby=(format!("{id}-help {id}-problem"))
+                                aria-invalid=[problem.map(|_| "true")];
                             @if let Some(r) = f["regex"].as_str() { span.small id=(format!("{id}-help")) { "Must match " code { (r) } } }
                         }
+                        @if let Some(pr) = problem { span.error id=(format!("{id}-problem")) { (pr) } }
                     }
                 }
             }
@@ -311,7 +319,7 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                         tbody {
                             @for s in plan["stages"].as_array().into_iter().flatten() {
                                 @let action = s["action"].as_str().unwrap_or_default();
-                                tr class=(format!("plan-{action}")) data-stage=(s["identifier"].as_str().unwrap_or_default()) {
+                                tr class=(format!("plan-{action}")) data-stage=(s["identifier"].as_str().unwrap_or_default()) data-action=(action) {
                                     td { code { (s["identifier"].as_str().unwrap_or_default()) } }
                                     td { strong { (match action { "run" => "Run", "skip" => "Skip", "reuse" => "Reuse", other => other }) } }
                                     td { (s["reason"].as_str().unwrap_or_default())
@@ -335,6 +343,16 @@ fn plan_error(e: ApiError) -> Result<String, WebError> {
         ApiError::TooManyRequests(m) => Ok(m),
         other => Err(other.into()),
     }
+}
+
+/// A plan with the problems of the inputs given, by path.
+fn with_problems(mut v: serde_json::Value, problems: &[spec::inputs::InputProblem]) -> serde_json::Value {
+    v["input_problems"] = problems
+        .iter()
+        .map(|p| (p.path.clone(), serde_json::Value::String(p.message.clone())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    v
 }
 
 struct Context {
@@ -394,6 +412,16 @@ async fn pipeline_dialog(
         Some(e) => Err(e),
         None => match exsvc::plan(app, &w.p, org, project, pipeline, choice.body(&cx.graph)).await {
             Ok(v) => Ok(v),
+            // Inputs that do not pass are shown at their fields, under the plan made without them.
+            Err(ApiError::Launch(launch::LaunchError::Inputs(problems))) => {
+                let mut b = choice.body(&cx.graph);
+                b.inputs.clear();
+                b.input_set_refs.clear();
+                match exsvc::plan(app, &w.p, org, project, pipeline, b).await {
+                    Ok(v) => Ok(with_problems(v, &problems)),
+                    Err(e) => Err(plan_error(e)?),
+                }
+            }
             Err(e) => Err(plan_error(e)?),
         },
     };
@@ -541,6 +569,15 @@ async fn rerun_context(
     };
     let plan = match exsvc::plan_rerun(app, &w.p, &e.id, rerun_body(choice)).await {
         Ok(v) => Ok(v),
+        Err(ApiError::Launch(launch::LaunchError::Inputs(problems))) => {
+            let mut b = rerun_body(choice);
+            b.inputs.clear();
+            b.input_set_refs.clear();
+            match exsvc::plan_rerun(app, &w.p, &e.id, b).await {
+                Ok(v) => Ok(with_problems(v, &problems)),
+                Err(err) => Err(plan_error(err)?),
+            }
+        }
         Err(err) => Err(plan_error(err)?),
     };
     Ok((e, cx, plan))
@@ -752,10 +789,13 @@ mod tests {
     fn needs_are_the_direct_dependencies_outside_the_run() {
         let g = graph();
         let c = form(&[("scope", "stages"), ("stage", "deploy_prod"), ("need.deploy_dev", "run")]);
-        let run: BTreeSet<String> = c.run_set(&g).into_iter().collect();
-        let needs: Vec<(&str, &str)> =
-            c.needs_of(&g, &run).iter().map(|e| (e.stage.as_str(), e.depends_on.as_str())).collect();
-        assert_eq!(needs, [("deploy_dev", "build"), ("deploy_prod", "build")]);
+        let needs: Vec<(&str, &str)> = c.needs(&g).iter().map(|e| (e.stage.as_str(), e.depends_on.as_str())).collect();
+        // The need met by running deploy_dev too stays listed (its choice can be changed); deploy_dev's own
+        // need of build appears.
+        assert_eq!(needs, [("deploy_dev", "build"), ("deploy_prod", "build"), ("deploy_prod", "deploy_dev")]);
+        // Ticking a stage makes it no longer a need.
+        let c = form(&[("scope", "stages"), ("stage", "deploy_prod"), ("stage", "build"), ("stage", "deploy_dev")]);
+        assert!(c.needs(&g).is_empty());
     }
 
     #[test]

@@ -37,6 +37,7 @@ function runDialog(form) {
   const refresh = async () => {
     const mine = ++seq;
     const body = new URLSearchParams(new FormData(form));
+    const sent = body.toString();
     const active = document.activeElement;
     const focusName = active && form.contains(active) ? [active.name, active.value, active.id] : null;
     dynamic.setAttribute("aria-busy", "true");
@@ -48,7 +49,9 @@ function runDialog(form) {
         credentials: "same-origin",
       });
       const text = await resp.text();
-      if (mine !== seq) return; // A newer change is on its way.
+      // A newer change is on its way, or the form changed meanwhile (its refresh is scheduled): this answer
+      // is stale and must not overwrite what the user typed since.
+      if (mine !== seq || new URLSearchParams(new FormData(form)).toString() !== sent) return;
       if (resp.ok) {
         dynamic.innerHTML = text;
       } else {
@@ -136,6 +139,12 @@ function liveBlock(nodeId, title) {
 }
 
 function setNodeStatus(node) {
+  // A step now waiting for a person: the page is drawn again with its Approve / Reject or intervention form.
+  if ((node.status === "ApprovalWaiting" || node.status === "InterventionWaiting") &&
+    !document.querySelector(`section.waiting[data-node="${CSS.escape(node.id)}"]`)) {
+    window.location.reload();
+    return;
+  }
   document.querySelectorAll(`[data-node="${CSS.escape(node.id)}"] > .node-status, [data-node="${CSS.escape(node.id)}"] > .step-head > .node-status, [data-node="${CSS.escape(node.id)}"] > h3 > .node-status`)
     .forEach((el) => el.replaceChildren(badge(node.status)));
   if (node.kind === "stage") {
