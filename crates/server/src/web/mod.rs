@@ -34,6 +34,35 @@ pub const CSS: &str = include_str!("assets/app.css");
 /// The script, embedded.
 pub const JS: &str = include_str!("assets/app.js");
 
+/// Every route of the web UI, as (method, template): the RBAC matrix test requires a row for each, so keep it
+/// in step with [`routes`].
+pub const ROUTES: &[(&str, &str)] = &[
+    ("GET", "/login"),
+    ("POST", "/login"),
+    ("POST", "/logout"),
+    ("GET", "/"),
+    ("GET", "/orgs/{org}"),
+    ("GET", "/orgs/{org}/projects/{project}"),
+    ("GET", "/orgs/{org}/projects/{project}/executions"),
+    ("GET", "/orgs/{org}/projects/{project}/pipelines/{pipeline}"),
+    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/yaml"),
+    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/settings"),
+    ("GET", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/run"),
+    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/run"),
+    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/plan"),
+    ("GET", "/executions/{id}"),
+    ("GET", "/executions/{id}/events"),
+    ("GET", "/executions/{id}/rerun"),
+    ("POST", "/executions/{id}/rerun"),
+    ("POST", "/executions/{id}/rerun/plan"),
+    ("POST", "/executions/{id}/retry"),
+    ("POST", "/executions/{id}/abort"),
+    ("POST", "/executions/{id}/approval"),
+    ("POST", "/executions/{id}/intervene"),
+    ("GET", "/assets/app.css"),
+    ("GET", "/assets/app.js"),
+];
+
 /// The web routes.
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
     let pages = Router::new()

@@ -20,13 +20,20 @@ use store::{Execution, Mode, Status};
 /// Breadcrumbs down to a project.
 pub async fn crumbs(app: &App, w: &Web, org: &str, project: Option<&str>) -> Vec<Crumb> {
     let mut c: Vec<Crumb> = vec![("Organizations".into(), Some("/".into()))];
-    let org_name = scsvc::get_org(app, &w.p, org).await.map_or_else(|_| org.to_string(), |v| v.name);
+    let org_name = org_name(app, w, org).await;
     c.push((org_name, Some(format!("/orgs/{org}"))));
     if let Some(project) = project {
         let name = scsvc::get_project(app, &w.p, org, project).await.map_or_else(|_| project.to_string(), |v| v.name);
         c.push((name, Some(format!("/orgs/{org}/projects/{project}"))));
     }
     c
+}
+
+/// An organization's display name, for anyone who sees into it (a project's members see its organization's
+/// name without holding `org:view`).
+async fn org_name(app: &App, w: &Web, org: &str) -> String {
+    let orgs = scsvc::list_orgs(app, &w.p).await.unwrap_or_default();
+    orgs.into_iter().find(|o| o.identifier == org).map_or_else(|| org.to_string(), |o| o.name)
 }
 
 /// The start page: the organizations the caller may view.
@@ -51,15 +58,18 @@ pub async fn home(State(app): State<Arc<App>>, w: Web) -> WebResult {
 
 /// An organization: its projects.
 pub async fn org(State(app): State<Arc<App>>, w: Web, Path(org): Path<String>) -> WebResult {
-    let o = scsvc::get_org(&app, &w.p, &org).await?;
     let projects = scsvc::list_projects(&app, &w.p, &org).await?;
-    let c = crumbs(&app, &w, &org, None).await;
+    let name = org_name(&app, &w, &org).await;
+    let mut c = crumbs(&app, &w, &org, None).await;
+    if let Some(last) = c.last_mut() {
+        last.1 = None;
+    }
     Ok(ok(page(
         &w,
-        &o.name,
+        &name,
         &c,
         html! {
-            h1 { (o.name) }
+            h1 { (name) }
             h2 { "Projects" }
             @if projects.is_empty() { p { "No projects you may view." } }
             ul.cards {
