@@ -356,33 +356,48 @@ impl Store for SqliteStore {
     }
 
     async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>> {
-        let (before_at, before_id) = q.before.clone().map_or((None, None), |(a, i)| (Some(a), Some(i)));
-        let rows = sqlx::query(
+        // Only the filters given are in the statement, so SQLite can use the index that fits them (an
+        // `(? IS NULL OR col = ?)` form would hide every index and sort the whole table): (org, project,
+        // [pipeline,] [status,] time) indexes yield rows newest first (migration 0005). Mode and who filter
+        // those rows — `+col` keeps SQLite from preferring another index and sorting all it finds.
+        let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
             "SELECT id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by, inputs,
                selected_stages, '' AS snapshot, source_file, parent_id, original_id, failure, created_at, started_at,
                ended_at
-             FROM executions WHERE (?1 IS NULL OR org = ?1) AND (?2 IS NULL OR project = ?2)
-               AND (?3 IS NULL OR pipeline = ?3) AND (?4 IS NULL OR status = ?4)
-               AND (?5 IS NULL OR id = ?5 OR original_id = ?5) AND (?6 IS NULL OR mode = ?6)
-               AND (?7 IS NULL OR triggered_by = ?7) AND (?8 IS NULL OR created_at >= ?8)
-               AND (?9 IS NULL OR created_at < ?9)
-               AND (?10 IS NULL OR (created_at, id) < (?10, ?11))
-             ORDER BY created_at DESC, id DESC LIMIT ?12",
-        )
-        .bind(&q.org)
-        .bind(&q.project)
-        .bind(&q.pipeline)
-        .bind(q.status.map(Status::as_str))
-        .bind(&q.chain_of)
-        .bind(q.mode.map(Mode::as_str))
-        .bind(&q.triggered_by)
-        .bind(q.since)
-        .bind(q.until)
-        .bind(before_at)
-        .bind(before_id)
-        .bind(q.limit.unwrap_or(50))
-        .fetch_all(&self.pool)
-        .await?;
+             FROM executions WHERE 1 = 1",
+        );
+        if let Some(org) = &q.org {
+            sql.push(" AND org = ").push_bind(org);
+        }
+        if let Some(project) = &q.project {
+            sql.push(" AND project = ").push_bind(project);
+        }
+        if let Some(pipeline) = &q.pipeline {
+            sql.push(" AND pipeline = ").push_bind(pipeline);
+        }
+        if let Some(status) = q.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(chain) = &q.chain_of {
+            sql.push(" AND (id = ").push_bind(chain).push(" OR original_id = ").push_bind(chain).push(")");
+        }
+        if let Some(mode) = q.mode {
+            sql.push(" AND +mode = ").push_bind(mode.as_str());
+        }
+        if let Some(who) = &q.triggered_by {
+            sql.push(" AND +triggered_by = ").push_bind(who);
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND created_at >= ").push_bind(since);
+        }
+        if let Some(until) = q.until {
+            sql.push(" AND created_at < ").push_bind(until);
+        }
+        if let Some((at, id)) = &q.before {
+            sql.push(" AND (created_at, id) < (").push_bind(*at).push(", ").push_bind(id).push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(q.limit.unwrap_or(50));
+        let rows = sql.build().fetch_all(&self.pool).await?;
         rows.iter().map(execution_row).collect()
     }
 
