@@ -114,6 +114,36 @@ async fn every_page_and_form_checks_permissions_as_the_table_says() {
     let ex = e["id"].as_str().unwrap().to_string();
     s.wait_end(&s.token, &ex).await;
 
+    let svc = |id: &str| {
+        serde_json::Value::String(format!(
+            "service:\n  name: {id}\n  identifier: {id}\n  orgIdentifier: default\n  projectIdentifier: default\n  serviceDefinition:\n    type: Kubernetes\n    spec: {{}}\n"
+        ))
+    };
+    let ent = "/api/v1/orgs/default/projects/default/services";
+    s.ok(Method::POST, ent, Some(svc("svc1"))).await;
+    s.ok(Method::POST, ent, Some(svc("doomed_svc"))).await;
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "doomed_user", "password": "12345678"}))).await;
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "bystander", "password": "12345678"}))).await;
+    s.ok(
+        Method::POST,
+        "/api/v1/service-accounts",
+        Some(json!({"identifier": "doomed_sa", "org": "default", "project": "default"})),
+    )
+    .await;
+    let b = s
+        .ok(
+            Method::POST,
+            "/api/v1/role-bindings",
+            Some(json!({"principal": {"kind": "user", "id": "bystander"}, "role": "_project_viewer",
+                "resource_group": "_all_project_level_resources", "org": "default", "project": "default"})),
+        )
+        .await;
+    let doomed_binding = b["identifier"].as_str().unwrap().to_string();
+    let t = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "doomed"}))).await;
+    let doomed_token = t["id"].as_str().unwrap().to_string();
+    let svc2 = svc("svc2").as_str().unwrap().to_string();
+    let svc1 = svc("svc1").as_str().unwrap().replace("spec: {}", "spec: {}\n  tags: {team: web}");
+
     let none = Session::default();
     let mut sessions = vec![none.clone()];
     for user in ["viewer", "executor", "other_admin"] {
@@ -199,6 +229,109 @@ async fn every_page_and_form_checks_permissions_as_the_table_says() {
         ("POST", "/executions/{id}/abort", e("/abort"), vec![], [401, 403, 409, 404, 409]),
         ("POST", "/executions/{id}/approval", e("/approval"), vec![("decision", "approve")], [401, 403, 409, 404, 409]),
         ("POST", "/executions/{id}/intervene", e("/intervene"), vec![("action", "retry")], [401, 403, 409, 404, 409]),
+        (
+            "GET",
+            "/orgs/{org}/projects/{project}/settings/{kind}",
+            format!("{P}/settings/services"),
+            vec![],
+            [303, 200, 200, 403, 200],
+        ),
+        (
+            "POST",
+            "/orgs/{org}/projects/{project}/settings/{kind}",
+            format!("{P}/settings/services"),
+            vec![("yaml", svc2.as_str())],
+            [401, 403, 403, 403, 303],
+        ),
+        (
+            "GET",
+            "/orgs/{org}/projects/{project}/settings/{kind}/{id}",
+            format!("{P}/settings/services/svc1"),
+            vec![],
+            [303, 200, 200, 403, 200],
+        ),
+        (
+            "POST",
+            "/orgs/{org}/projects/{project}/settings/{kind}/{id}",
+            format!("{P}/settings/services/svc1"),
+            vec![("yaml", svc1.as_str())],
+            [401, 403, 403, 403, 303],
+        ),
+        (
+            "POST",
+            "/orgs/{org}/projects/{project}/settings/{kind}/{id}/delete",
+            format!("{P}/settings/services/doomed_svc/delete"),
+            vec![],
+            [401, 403, 403, 403, 303],
+        ),
+        ("GET", "/access/users", "/access/users".into(), vec![], [303, 403, 403, 403, 200]),
+        (
+            "POST",
+            "/access/users",
+            "/access/users".into(),
+            vec![("username", "webuser"), ("password", "web-password-1")],
+            [401, 403, 403, 403, 303],
+        ),
+        (
+            "POST",
+            "/access/users/{user}/delete",
+            "/access/users/doomed_user/delete".into(),
+            vec![],
+            [401, 403, 403, 403, 303],
+        ),
+        // As the API: listing roles and bindings, or service accounts, needs `role:manage` / `user:manage`.
+        ("GET", "/access/roles", "/access/roles?org=default&project=default".into(), vec![], [303, 403, 403, 403, 200]),
+        (
+            "POST",
+            "/access/bindings",
+            "/access/bindings?org=default&project=default".into(),
+            vec![
+                ("principal_kind", "user"),
+                ("principal_id", "executor"),
+                ("role", "_project_viewer"),
+                ("resource_group", "_all_project_level_resources"),
+                ("org", "default"),
+                ("project", "default"),
+            ],
+            [401, 403, 403, 403, 303],
+        ),
+        (
+            "POST",
+            "/access/bindings/{id}/delete",
+            format!("/access/bindings/{doomed_binding}/delete"),
+            vec![],
+            [401, 403, 403, 403, 303],
+        ),
+        (
+            "GET",
+            "/access/service-accounts",
+            "/access/service-accounts?org=default&project=default".into(),
+            vec![],
+            [303, 403, 403, 403, 200],
+        ),
+        (
+            "POST",
+            "/access/service-accounts",
+            "/access/service-accounts".into(),
+            vec![("identifier", "web_sa"), ("org", "default"), ("project", "default")],
+            [401, 403, 403, 403, 303],
+        ),
+        (
+            "POST",
+            "/access/service-accounts/{id}/delete",
+            "/access/service-accounts/doomed_sa/delete".into(),
+            vec![],
+            [401, 403, 403, 403, 303],
+        ),
+        ("GET", "/access/tokens", "/access/tokens".into(), vec![], [303, 200, 200, 200, 200]),
+        ("POST", "/access/tokens", "/access/tokens".into(), vec![("name", "mine")], [401, 200, 200, 200, 200]),
+        (
+            "POST",
+            "/access/tokens/{id}/revoke",
+            format!("/access/tokens/{doomed_token}/revoke"),
+            vec![],
+            [401, 403, 403, 403, 303],
+        ),
         ("GET", "/assets/app.css", "/assets/app.css".into(), vec![], [200, 200, 200, 200, 200]),
         ("GET", "/assets/app.js", "/assets/app.js".into(), vec![], [200, 200, 200, 200, 200]),
     ];

@@ -230,6 +230,28 @@ try {
     await waitFinal(page, "Success");
   });
 
+  await check("admin pages: a secret's value is write-only, a new token is shown once", async () => {
+    await page.goto(`${base}${P}`);
+    await page.getByRole("link", { name: "Project Settings" }).click();
+    await page.getByRole("link", { name: "Secrets" }).click();
+    await page.getByLabel("Identifier", { exact: true }).fill("registry_password");
+    await page.getByLabel("Name", { exact: true }).fill("Registry password");
+    await page.getByLabel("Value", { exact: true }).fill("s3cr3t-value-xyz");
+    await page.getByRole("button", { name: "Save" }).click();
+    await page.getByRole("cell", { name: "Registry password", exact: true }).waitFor();
+    assert(!(await page.content()).includes("s3cr3t-value-xyz"), "the value is never shown");
+    await page.getByRole("link", { name: "Access Control" }).click();
+    await page.getByRole("link", { name: "API Tokens" }).click();
+    await page.getByLabel("Name", { exact: true }).fill("laptop");
+    await page.getByRole("button", { name: "Create token" }).click();
+    const token = await page.getByLabel("New token").inputValue();
+    assert(token.startsWith("pw_"), token);
+    await shot(page, "tokens");
+    await page.goto(`${base}/access/tokens`);
+    assert(!(await page.content()).includes(token), "shown once");
+    assert((await page.getByRole("cell", { name: "laptop", exact: true }).count()) === 1, "listed by name");
+  });
+
   await check("a viewer sees no Run button, and a forged run is refused", async () => {
     await page.getByRole("button", { name: "Log out" }).click();
     await page.waitForURL(/\/login/);

@@ -199,7 +199,7 @@ async fn pipeline_record(app: &App, p: &Principal, scope: &Scope, id: &str) -> A
 }
 
 /// The kinds of entities a project holds, by their path segment.
-#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum EntityKind {
     /// `inputSet:` / `overlayInputSet:` files.

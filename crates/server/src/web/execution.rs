@@ -282,10 +282,11 @@ async fn allowed(app: &App, w: &Web, e: &Execution) -> Result<Allowed, ApiError>
 
 /// The execution page.
 pub async fn view(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>) -> WebResult {
+    // Where the live stream resumes: status changes after the last one read *before* the nodes are (a change
+    // in between is sent again, harmlessly), log chunks after the last one shown.
+    let transitions = exsvc::transitions(&app, &w.p, &id).await?;
     let v = exsvc::execution(&app, &w.p, &id).await?;
     let e = &v.execution;
-    // Where the live stream resumes: after what this page shows.
-    let transitions = app.store.transitions(&e.id).await?;
     let mut logs: HashMap<String, Vec<String>> = HashMap::new();
     let mut after = 0;
     loop {

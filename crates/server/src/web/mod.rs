@@ -5,6 +5,7 @@
 //! embedded assets. The pages themselves live in [`pages`], [`run`] and [`execution`]; the stage graph in
 //! [`graph`].
 
+pub mod admin;
 pub mod execution;
 pub mod graph;
 pub mod pages;
@@ -59,6 +60,23 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/executions/{id}/abort"),
     ("POST", "/executions/{id}/approval"),
     ("POST", "/executions/{id}/intervene"),
+    ("GET", "/orgs/{org}/projects/{project}/settings/{kind}"),
+    ("POST", "/orgs/{org}/projects/{project}/settings/{kind}"),
+    ("GET", "/orgs/{org}/projects/{project}/settings/{kind}/{id}"),
+    ("POST", "/orgs/{org}/projects/{project}/settings/{kind}/{id}"),
+    ("POST", "/orgs/{org}/projects/{project}/settings/{kind}/{id}/delete"),
+    ("GET", "/access/users"),
+    ("POST", "/access/users"),
+    ("POST", "/access/users/{user}/delete"),
+    ("GET", "/access/roles"),
+    ("POST", "/access/bindings"),
+    ("POST", "/access/bindings/{id}/delete"),
+    ("GET", "/access/service-accounts"),
+    ("POST", "/access/service-accounts"),
+    ("POST", "/access/service-accounts/{id}/delete"),
+    ("GET", "/access/tokens"),
+    ("POST", "/access/tokens"),
+    ("POST", "/access/tokens/{id}/revoke"),
     ("GET", "/assets/app.css"),
     ("GET", "/assets/app.js"),
 ];
@@ -83,6 +101,18 @@ pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
         .route("/executions/{id}/abort", post(execution::abort))
         .route("/executions/{id}/approval", post(execution::approval))
         .route("/executions/{id}/intervene", post(execution::intervene))
+        .route("/orgs/{org}/projects/{project}/settings/{kind}", get(admin::entities).post(admin::create_entity))
+        .route("/orgs/{org}/projects/{project}/settings/{kind}/{id}", get(admin::entity).post(admin::save_entity))
+        .route("/orgs/{org}/projects/{project}/settings/{kind}/{id}/delete", post(admin::delete_entity))
+        .route("/access/users", get(admin::users).post(admin::create_user))
+        .route("/access/users/{user}/delete", post(admin::delete_user))
+        .route("/access/roles", get(admin::roles))
+        .route("/access/bindings", post(admin::create_binding))
+        .route("/access/bindings/{id}/delete", post(admin::delete_binding))
+        .route("/access/service-accounts", get(admin::service_accounts).post(admin::create_service_account))
+        .route("/access/service-accounts/{id}/delete", post(admin::delete_service_account))
+        .route("/access/tokens", get(admin::tokens).post(admin::create_token))
+        .route("/access/tokens/{id}/revoke", post(admin::revoke_token))
         .route("/logout", post(logout))
         .route_layer(axum::middleware::from_fn_with_state(app, session));
     Router::new()
@@ -103,6 +133,8 @@ pub struct Web {
     pub p: Principal,
     /// The CSRF token of this session.
     pub csrf: String,
+    /// Whether the caller manages users or roles somewhere (the header links to Access Control).
+    pub admin: bool,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Web {
@@ -186,7 +218,15 @@ async fn session(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         }
         req = Request::from_parts(parts, axum::body::Body::from(bytes));
     }
-    req.extensions_mut().insert(Web { p, csrf });
+    let admin = match app.policy().await {
+        Ok(policy) => ["user:manage", "role:manage"].iter().any(|perm| {
+            policy.bindings.iter().any(|b| {
+                b.principal == p.who && policy.allows_some(&p.who, perm, perm.split(':').next().unwrap_or(""), &b.scope)
+            })
+        }),
+        Err(_) => false,
+    };
+    req.extensions_mut().insert(Web { p, csrf, admin });
     let mut resp = next.run(req).await;
     resp.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     resp
@@ -315,6 +355,7 @@ pub fn page(w: &Web, title: &str, crumbs: &[Crumb], body: Markup) -> Markup {
                             }
                         }
                     }
+                    @if w.admin { a.access href="/access/users" { "Access Control" } }
                     form.logout method="post" action="/logout" {
                         input type="hidden" name="csrf" value=(w.csrf);
                         span.who { "Signed in as " strong { (w.p.display()) } }

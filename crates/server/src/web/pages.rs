@@ -98,7 +98,7 @@ pub async fn project(State(app): State<Arc<App>>, w: Web, Path((org, project)): 
         &c,
         html! {
             h1 { (pr.name) }
-            p { a href=(format!("{base}/executions")) { "Execution History" } }
+            p.links { a href=(format!("{base}/executions")) { "Execution History" } " · " a href=(format!("{base}/settings/input-sets")) { "Project Settings" } }
             h2 { "Pipelines" }
             @if pipelines.is_empty() { p { "No pipelines you may view. Create one with " code { "pipewright push" } " or the API." } }
             @else {

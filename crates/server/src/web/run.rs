@@ -125,21 +125,21 @@ impl Choice {
 pub enum Target<'a> {
     /// Run a pipeline.
     Pipeline { org: &'a str, project: &'a str, id: &'a str },
-    /// Re-run an execution.
-    Rerun { id: &'a str },
+    /// Re-run an execution (`ran`: the stages it selected; empty for all).
+    Rerun { id: &'a str, ran: &'a [String] },
 }
 
 impl Target<'_> {
     fn action(&self) -> String {
         match self {
             Target::Pipeline { org, project, id } => format!("/orgs/{org}/projects/{project}/pipelines/{id}/run"),
-            Target::Rerun { id } => format!("/executions/{id}/rerun"),
+            Target::Rerun { id, .. } => format!("/executions/{id}/rerun"),
         }
     }
     fn plan_url(&self) -> String {
         match self {
             Target::Pipeline { org, project, id } => format!("/orgs/{org}/projects/{project}/pipelines/{id}/plan"),
-            Target::Rerun { id } => format!("/executions/{id}/rerun/plan"),
+            Target::Rerun { id, .. } => format!("/executions/{id}/rerun/plan"),
         }
     }
 }
@@ -176,7 +176,11 @@ pub fn render_dialog(w: &Web, d: &Dialog<'_>) -> Markup {
             fieldset.scope {
                 legend { "Stages" }
                 label { input type="radio" name="scope" value="all" checked[d.choice.all || !d.allow];
-                    @if rerun { " All Stages (Re-run)" } @else { " All Stages" } }
+                    @match &d.target {
+                        Target::Rerun { ran, .. } if !ran.is_empty() => { " The same stages (Re-run): " (ran.join(", ")) },
+                        Target::Rerun { .. } => { " All Stages (Re-run)" },
+                        Target::Pipeline { .. } => { " All Stages" },
+                    } }
                 label { input type="radio" name="scope" value="stages" checked[!d.choice.all && d.allow] disabled[!d.allow]
                     aria-describedby=[(!d.allow).then_some("stages-off")];
                     @if rerun { " Stages (Re-run Stage)" } @else { " Stages" } }
@@ -593,7 +597,7 @@ fn rerun_page(
     error: Option<&str>,
 ) -> Markup {
     let d = Dialog {
-        target: Target::Rerun { id: &e.id },
+        target: Target::Rerun { id: &e.id, ran: &e.selected_stages },
         name: &cx.name,
         allow: cx.allow,
         groups: &cx.groups,
@@ -655,7 +659,7 @@ pub async fn rerun_plan(State(app): State<Arc<App>>, w: Web, Path(id): Path<Stri
     let choice = Choice::parse(&super::form(&body));
     let (e, cx, plan) = rerun_context(&app, &w, &id, &choice).await?;
     let d = Dialog {
-        target: Target::Rerun { id: &e.id },
+        target: Target::Rerun { id: &e.id, ran: &e.selected_stages },
         name: &cx.name,
         allow: cx.allow,
         groups: &cx.groups,
