@@ -190,9 +190,9 @@ async fn one_entity(
     project: &str,
     segment: &str,
     id: &str,
-    draft: Option<String>,
-    error: Option<ApiError>,
+    failed: Option<(String, ApiError)>,
 ) -> WebResult<Markup> {
+    let (draft, error) = failed.map_or((None, None), |(d, e)| (Some(d), Some(e)));
     let (kind, label) = kind_of(segment)?;
     let v = plsvc::get_entity(app, &w.p, org, project, kind, id).await?;
     let mut c = settings_crumbs(app, w, org, project, label).await;
@@ -227,7 +227,7 @@ pub async fn entity(
     w: Web,
     Path((org, project, segment, id)): Path<(String, String, String, String)>,
 ) -> WebResult {
-    Ok(ok(one_entity(&app, &w, &org, &project, &segment, &id, None, None).await?))
+    Ok(ok(one_entity(&app, &w, &org, &project, &segment, &id, None).await?))
 }
 
 /// Save an entity's YAML.
@@ -244,7 +244,7 @@ pub async fn save_entity(
         Err(e @ (ApiError::Forbidden { .. } | ApiError::NotFound(_) | ApiError::Internal(_))) => Err(e.into()),
         Err(e) => {
             let status = e.status();
-            Ok(with_status(status, one_entity(&app, &w, &org, &project, &segment, &id, Some(yaml), Some(e)).await?))
+            Ok(with_status(status, one_entity(&app, &w, &org, &project, &segment, &id, Some((yaml, e))).await?))
         }
     }
 }
