@@ -151,8 +151,12 @@ try {
     await need.getByLabel("Also run build").check();
     await page.locator('#plan tr[data-stage="build"][data-action="run"]').waitFor();
     await page.locator('#plan tr[data-stage="deploy_dev"][data-action="run"]').waitFor();
-    // The version input is checked in the browser against its regex before anything is sent.
+    // An input set fills the inputs it gives (the dialog says so); typing overrides it.
     const version = page.getByLabel("pipeline.variables.version");
+    await page.getByLabel("release 2.1").check();
+    await page.locator('label[for="input-pipeline-variables-version"]').getByText("from the input set").waitFor();
+    assert((await version.inputValue()) === "2.1.0", "the input set's version");
+    // The version input is checked in the browser against its regex before anything is sent.
     await version.fill("not-a-version");
     await page.getByRole("button", { name: "Run Pipeline" }).click();
     assert(!(await version.evaluate((i) => i.validity.valid)), "regex refused in the browser");
@@ -166,6 +170,8 @@ try {
     await waitFinal(page, "Success");
     const log = await page.locator("pre[data-log-node]").first().textContent();
     assert(log.includes("building version 2.4.1"), log);
+    const inputs = await page.locator("section[aria-labelledby=inputs-h] tbody").textContent();
+    assert(/replicas\s*2\s*input set release_2_1/.test(inputs.replace(/\s+/g, " ")), inputs);
   });
 
   await check("watch a log line arrive while the step is still running", async () => {

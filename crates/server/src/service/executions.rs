@@ -394,6 +394,22 @@ pub async fn execute(
     launch_planned(app, p, &scope, &doc, planned, supplied, mode, selective, None).await
 }
 
+/// The values input sets give, by path, in the order applied (for the run dialog to show before running).
+pub async fn input_set_preview(
+    app: &App,
+    p: &Principal,
+    org: &str,
+    project: &str,
+    refs: &[String],
+) -> ApiResult<BTreeMap<String, String>> {
+    let scope = project_scope(app, p, org, project).await?;
+    if refs.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    app.require_some(p, "input_set:view", "input_set", &scope).await?;
+    Ok(input_set_values(app, &scope, refs).await?.into_iter().map(|(k, (v, _))| (k, v)).collect())
+}
+
 /// A page of history: executions newest first, and the cursor of the next page.
 #[derive(Debug, Serialize)]
 pub struct HistoryPage {

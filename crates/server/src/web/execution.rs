@@ -30,12 +30,21 @@ pub struct Allowed {
     pub abort: bool,
 }
 
+/// Where an input came from, in words: `given`, `default`, `input set nightly`.
 fn source_text(v: &serde_json::Value) -> String {
+    let words = |k: &str| match k {
+        "Given" => "given".to_string(),
+        "Default" => "default".to_string(),
+        "InputSet" => "input set".to_string(),
+        other => other.replace('_', " ").to_lowercase(),
+    };
     match v {
-        serde_json::Value::String(s) => s.replace('_', " "),
-        serde_json::Value::Object(o) => {
-            o.iter().map(|(k, v)| format!("{} {}", k.replace('_', " "), v.as_str().unwrap_or_default())).collect()
-        }
+        serde_json::Value::String(s) => words(s),
+        serde_json::Value::Object(o) => o
+            .iter()
+            .map(|(k, v)| format!("{} {}", words(k), v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(", "),
         other => other.to_string(),
     }
 }

@@ -34,6 +34,9 @@ pub struct Choice {
     pub exprs: BTreeMap<String, String>,
     /// Runtime inputs by path.
     pub inputs: BTreeMap<String, String>,
+    /// What the dialog filled each input with (a default, or an input set's value): an input still holding it
+    /// is not sent as given, so input sets and defaults apply on the server as they would without the form.
+    pub auto: BTreeMap<String, String>,
     /// Input sets to apply.
     pub input_sets: Vec<String>,
 }
@@ -55,6 +58,8 @@ impl Choice {
                         c.exprs.insert(path.to_string(), v.clone());
                     } else if let Some(path) = k.strip_prefix("input.") {
                         c.inputs.insert(path.to_string(), v.clone());
+                    } else if let Some(path) = k.strip_prefix("auto.") {
+                        c.auto.insert(path.to_string(), v.clone());
                     }
                 }
             }
@@ -97,6 +102,15 @@ impl Choice {
         g.edges.iter().filter(|e| run.contains(&e.stage) && !ticked.contains(e.depends_on.as_str())).collect()
     }
 
+    /// The inputs the user gave: typed in, not left as the dialog filled them.
+    pub fn given(&self) -> BTreeMap<String, String> {
+        self.inputs
+            .iter()
+            .filter(|(k, v)| !v.is_empty() && self.auto.get(*k) != Some(*v))
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect()
+    }
+
     /// The request to the service layer.
     pub fn body(&self, g: &plan::Graph) -> exsvc::ExecuteBody {
         let run = self.run_set(g);
@@ -111,7 +125,7 @@ impl Choice {
             .collect();
         exsvc::ExecuteBody {
             stage_identifiers: run,
-            inputs: self.inputs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+            inputs: self.given(),
             input_set_refs: self.input_sets.clone(),
             expressions: exprs,
             with_deps: false,
@@ -164,6 +178,8 @@ pub struct Dialog<'a> {
     pub input_sets: &'a [(String, String)],
     /// The plan (as the API gives it), or why there is none.
     pub plan: Result<serde_json::Value, String>,
+    /// Values the chosen input sets (or, for a re-run, the execution) give, by path.
+    pub preset: BTreeMap<String, String>,
 }
 
 /// The whole dialog (also used by the render benchmark).
@@ -291,10 +307,16 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                 @for f in &inputs {
                     @let path = f["path"].as_str().unwrap_or_default();
                     @let id = format!("input-{}", path.replace('.', "-"));
-                    @let value = d.choice.inputs.get(path).cloned().or_else(|| f["default"].as_str().map(String::from)).unwrap_or_default();
+                    @let filled = d.preset.get(path).cloned().or_else(|| f["default"].as_str().map(String::from)).unwrap_or_default();
+                    @let typed = d.choice.inputs.get(path).filter(|v| d.choice.auto.get(path) != Some(*v));
+                    @let value = typed.cloned().unwrap_or_else(|| filled.clone());
+                    @let from = if typed.is_some() { "" } else if d.preset.contains_key(path) { if rerun { "as it ran" } else { "from the input set" } } else if f["default"].is_string() { "default" } else { "" };
                     @let problem = plan["input_problems"][path].as_str();
                     div.field {
-                        label for=(id) { code { (path) } @if f["execution_input"] == true { span.small { " (asked while the run goes)" } } }
+                        input type="hidden" name=(format!("auto.{path}")) value=(filled);
+                        label for=(id) { strong { (path.rsplit('.').next().unwrap_or(path)) } " " code.small { (path) }
+                            @if !from.is_empty() { span.small { " (" (from) ")" } }
+                            @if f["execution_input"] == true { span.small { " (asked while the run goes)" } } }
                         @if let Some(allowed) = f["allowed_values"].as_array() {
                             select id=(id) name=(format!("input.{path}")) {
                                 @for a in allowed { @let a = a.as_str().unwrap_or_default(); option value=(a) selected[a == value] { (a) } }
@@ -366,6 +388,7 @@ struct Context {
     graph: plan::Graph,
     sources: Vec<(String, i64, i64)>,
     input_sets: Vec<(String, String)>,
+    preset: BTreeMap<String, String>,
 }
 
 async fn context(app: &App, w: &Web, org: &str, project: &str, pipeline: &str) -> WebResult<Context> {
@@ -398,7 +421,7 @@ async fn context(app: &App, w: &Web, org: &str, project: &str, pipeline: &str) -
         })
         .map(|v| (v.identifier, v.name))
         .collect();
-    Ok(Context { name: view.name, allow, groups, graph, sources, input_sets })
+    Ok(Context { name: view.name, allow, groups, graph, sources, input_sets, preset: BTreeMap::new() })
 }
 
 async fn pipeline_dialog(
@@ -411,7 +434,12 @@ async fn pipeline_dialog(
     error: Option<String>,
 ) -> WebResult<(Context, Result<serde_json::Value, String>)> {
     app.require(&w.p, "pipeline:execute", &Resource::new("pipeline", pipeline, Scope::project(org, project))).await?;
-    let cx = context(app, w, org, project, pipeline).await?;
+    let mut cx = context(app, w, org, project, pipeline).await?;
+    cx.preset = match exsvc::input_set_preview(app, &w.p, org, project, &choice.input_sets).await {
+        Ok(v) => v,
+        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => return Err(e.into()),
+        Err(e) => return Ok((cx, Err(plan_error(e)?))),
+    };
     let plan = match error {
         Some(e) => Err(e),
         None => match exsvc::plan(app, &w.p, org, project, pipeline, choice.body(&cx.graph)).await {
@@ -470,6 +498,7 @@ pub async fn dialog(
         sources: &cx.sources,
         input_sets: &cx.input_sets,
         plan,
+        preset: cx.preset.clone(),
     };
     Ok(ok(dialog_page(&w, &c, &format!("Run Pipeline: {}", cx.name), &d, &graph_json(&cx.graph))))
 }
@@ -493,6 +522,7 @@ pub async fn plan_panel(
         sources: &cx.sources,
         input_sets: &cx.input_sets,
         plan,
+        preset: cx.preset.clone(),
     };
     Ok(ok(render_dynamic(&d)))
 }
@@ -528,6 +558,7 @@ pub async fn start(
                 sources: &cx.sources,
                 input_sets: &cx.input_sets,
                 plan,
+                preset: cx.preset.clone(),
             };
             let m = page(
                 &w,
@@ -548,7 +579,7 @@ pub async fn start(
 fn rerun_body(choice: &Choice) -> exsvc::RerunBody {
     exsvc::RerunBody {
         stage_identifiers: if choice.all { Vec::new() } else { choice.stages.clone() },
-        inputs: choice.inputs.iter().filter(|(_, v)| !v.is_empty()).map(|(k, v)| (k.clone(), v.clone())).collect(),
+        inputs: choice.given(),
         input_set_refs: choice.input_sets.clone(),
     }
 }
@@ -570,6 +601,7 @@ async fn rerun_context(
         graph,
         sources: Vec::new(),
         input_sets: Vec::new(),
+        preset: launch::original_inputs(&e).into_iter().map(|(k, (v, _))| (k, v)).collect(),
     };
     let plan = match exsvc::plan_rerun(app, &w.p, &e.id, rerun_body(choice)).await {
         Ok(v) => Ok(v),
@@ -606,6 +638,7 @@ fn rerun_page(
         sources: &cx.sources,
         input_sets: &cx.input_sets,
         plan,
+        preset: cx.preset.clone(),
     };
     page(
         w,
@@ -646,9 +679,6 @@ pub async fn rerun_dialog(
     } else if !choice.stages.is_empty() {
         choice.all = false;
     }
-    for (k, (v, _)) in launch::original_inputs(&e) {
-        choice.inputs.entry(k).or_insert(v);
-    }
     let (e, cx, plan) = rerun_context(&app, &w, &e.id, &choice).await?;
     let c = rerun_crumbs(&app, &w, &e).await;
     Ok(ok(rerun_page(&w, &c, &e, &cx, &choice, plan, None)))
@@ -668,6 +698,7 @@ pub async fn rerun_plan(State(app): State<Arc<App>>, w: Web, Path(id): Path<Stri
         sources: &cx.sources,
         input_sets: &cx.input_sets,
         plan,
+        preset: cx.preset.clone(),
     };
     Ok(ok(render_dynamic(&d)))
 }
@@ -800,6 +831,21 @@ mod tests {
         // Ticking a stage makes it no longer a need.
         let c = form(&[("scope", "stages"), ("stage", "deploy_prod"), ("stage", "build"), ("stage", "deploy_dev")]);
         assert!(c.needs(&g).is_empty());
+    }
+
+    #[test]
+    fn inputs_left_as_filled_in_are_not_given() {
+        let c = form(&[
+            ("input.pipeline.variables.version", "1.0.0"),
+            ("auto.pipeline.variables.version", "1.0.0"),
+            ("input.pipeline.variables.region", "eu"),
+            ("auto.pipeline.variables.region", "us"),
+            ("input.pipeline.variables.note", "typed"),
+        ]);
+        let given = c.given();
+        assert_eq!(given.len(), 2);
+        assert_eq!(given["pipeline.variables.region"], "eu");
+        assert_eq!(given["pipeline.variables.note"], "typed");
     }
 
     #[test]
