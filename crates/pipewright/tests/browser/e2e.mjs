@@ -43,6 +43,20 @@ async function login(page, user, password) {
   await page.waitForURL(`${base}/`);
 }
 
+/** Press Tab until `locator` has the focus (it must be reachable by keyboard), and check the focus shows. */
+async function tabTo(page, locator, max = 80) {
+  const el = await locator.elementHandle();
+  for (let i = 0; i < max; i++) {
+    await page.keyboard.press("Tab");
+    if (await el.evaluate((e) => e === document.activeElement)) {
+      const outline = await el.evaluate((e) => getComputedStyle(e).outlineStyle);
+      assert(outline !== "none", "the focus is visible");
+      return;
+    }
+  }
+  throw new Error(`not reachable with Tab: ${locator}`);
+}
+
 /** Wait until the execution page shows a final status (the page reloads itself at the end). */
 async function waitFinal(page, status) {
   await page.locator(`#execution[data-final="true"] #exec-status .badge`).waitFor({ timeout: 60_000 });
@@ -135,6 +149,23 @@ try {
     assert(stages.length === 5, `five stage sections, got ${stages.length}`);
     assert(stages.find((s) => s.startsWith("Unit Tests")).includes("Success"), "unit tests succeeded");
     assert(stages.find((s) => s.startsWith("Build")).includes("Skipped"), "build skipped");
+  });
+
+  await check("keyboard only: Run → Stages → tick a stage → Run Pipeline", async () => {
+    await page.goto(`${base}${P}/pipelines/build_test_deploy`);
+    await tabTo(page, page.getByRole("link", { name: "Run", exact: true }));
+    await page.keyboard.press("Enter");
+    await page.waitForURL(/\/run$/);
+    await tabTo(page, page.getByLabel("All Stages"));
+    await page.keyboard.press("ArrowRight");
+    assert(await page.getByLabel("Stages", { exact: true }).isChecked(), "arrow keys choose Stages");
+    await tabTo(page, page.getByLabel("Build"));
+    await page.keyboard.press("Space");
+    await page.locator('#plan tr[data-stage="build"][data-action="run"]').waitFor();
+    await tabTo(page, page.getByRole("button", { name: "Run Pipeline" }));
+    await page.keyboard.press("Enter");
+    await page.waitForURL(/\/executions\/[0-9A-Z]+$/);
+    await waitFinal(page, "Success");
   });
 
   let depRun;
@@ -296,6 +327,13 @@ try {
     await p.goto(`${base}${P}/pipelines/build_test_deploy/run`);
     const overflow = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
     assert(overflow <= 0, `the run dialog overflows by ${overflow}px`);
+    await p.screenshot({ path: join(shots, "phone-run-dialog.png"), fullPage: true });
+    for (const path of [`${P}/pipelines/build_test_deploy`, `${P}/executions`, depRun.replace(base, "")]) {
+      await p.goto(`${base}${path}`);
+      const over = await p.evaluate(() => document.documentElement.scrollWidth - window.innerWidth);
+      assert(over <= 0, `${path} overflows by ${over}px`);
+    }
+    await p.screenshot({ path: join(shots, "phone-execution.png"), fullPage: true });
     await small.close();
   });
 
