@@ -166,6 +166,18 @@ async fn the_web_ui_in_a_real_browser() {
         )),
     )
     .await;
+    // A failing step whose failure strategy asks a person (ManualIntervention).
+    let mi = "                  failureStrategies:\n                    - onFailure:\n                        errors: [AllErrors]\n                        action:\n                          type: ManualIntervention\n                          spec:\n                            timeout: 10m\n                            onTimeout:\n                              action:\n                                type: MarkAsFailure\n";
+    s.ok(
+        Method::POST,
+        p,
+        Some(pipeline(
+            "smoke_check",
+            "Smoke Check",
+            &stage("probe", "Probe", &(step("curl", "echo probing; exit 7") + mi)),
+        )),
+    )
+    .await;
     s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "vera", "password": "viewer-password-1"}))).await;
     s.ok(
         Method::POST,

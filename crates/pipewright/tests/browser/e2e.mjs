@@ -267,6 +267,27 @@ try {
     await waitFinal(page, "Success");
   });
 
+  await check("a failed step waits for a person: Mark as Success", async () => {
+    await page.goto(`${base}${P}/pipelines/smoke_check/run`);
+    await page.getByRole("button", { name: "Run Pipeline" }).click();
+    await page.waitForURL(/\/executions\/[0-9A-Z]+$/);
+    const mark = page.getByRole("button", { name: "Mark as Success" });
+    await mark.waitFor({ timeout: 30_000 });
+    await page.getByText("Manual intervention: curl failed").waitFor();
+    await mark.click();
+    await waitFinal(page, "Success");
+    assert((await page.locator('[data-node] .badge', { hasText: "Success" }).count()) >= 1, "the step marked Success");
+  });
+
+  await check("dark theme from the system setting", async () => {
+    await page.emulateMedia({ colorScheme: "dark" });
+    await page.goto(`${base}${P}/pipelines/build_test_deploy`);
+    const bg = await page.evaluate(() => getComputedStyle(document.body).backgroundColor);
+    assert(bg !== "rgb(247, 248, 250)", `dark background, got ${bg}`);
+    await shot(page, "pipeline-dark");
+    await page.emulateMedia({ colorScheme: "light" });
+  });
+
   await check("admin pages: a secret's value is write-only, a new token is shown once", async () => {
     await page.goto(`${base}${P}`);
     await page.getByRole("link", { name: "Project Settings" }).click();
