@@ -114,10 +114,25 @@ pub fn render(
     let inputs = e.inputs.as_object().cloned().unwrap_or_default();
     let deps = inputs.get("__dependencies").and_then(|d| d.as_array()).cloned().unwrap_or_default();
     let retryable = matches!(e.status, Status::Failed | Status::Aborted | Status::Expired | Status::ApprovalRejected);
+    let name = doc.and_then(|d| d.pipeline()).map_or(e.pipeline.as_str(), |p| p.name.value.as_str());
+    // A stage with a step waiting for a person says so on the graph.
+    let waiting_in = |stage: &Node| {
+        let mut todo = vec![stage.id.as_str()];
+        while let Some(id) = todo.pop() {
+            for n in v.nodes.iter().filter(|n| n.parent_id.as_deref() == Some(id)) {
+                match n.status {
+                    Status::ApprovalWaiting => return Some("waiting for approval"),
+                    Status::InterventionWaiting => return Some("waiting for a decision"),
+                    _ => todo.push(n.id.as_str()),
+                }
+            }
+        }
+        None
+    };
     html! {
         div #execution data-execution=(e.id) data-resume=(resume) data-final=(final_) {
             div.titlebar {
-                h1 { "Execution #" (e.sequence_id) " of " (e.pipeline) " " span #exec-status { (status_badge(e.status)) } }
+                h1 { "Execution #" (e.sequence_id) " of " (name) " " span #exec-status { (status_badge(e.status)) } }
                 div.actions {
                     @if allowed.execute && final_ {
                         a.button href=(format!("/executions/{}/rerun", e.id)) { "Re-run" }
@@ -189,7 +204,9 @@ pub fn render(
                         graph::Look {
                             status: n.map(|n| (n.status.to_string(), format!("st-{}", n.status))),
                             href: Some(format!("#stage-{id}")),
-                            note: n.and_then(|n| n.reused_from.as_ref()).map(|_| "reused".to_string()),
+                            note: n.and_then(|n| {
+                                n.reused_from.as_ref().map(|_| "reused".to_string()).or_else(|| waiting_in(n).map(String::from))
+                            }),
                         }
                     }))
                 }
@@ -312,12 +329,13 @@ pub async fn view(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>) -
     let resume = format!("{}:{after}", transitions.last().map_or(0, |t| t.id));
     let doc = launch::recorded_document(app.store.as_ref(), e).await.ok();
     let allowed = allowed(&app, &w, e).await?;
+    let name = doc.as_ref().and_then(|d| d.pipeline()).map_or_else(|| e.pipeline.clone(), |p| p.name.value.clone());
     let mut c = crumbs(&app, &w, &e.org, Some(&e.project)).await;
-    c.push((e.pipeline.clone(), Some(format!("/orgs/{}/projects/{}/pipelines/{}", e.org, e.project, e.pipeline))));
+    c.push((name.clone(), Some(format!("/orgs/{}/projects/{}/pipelines/{}", e.org, e.project, e.pipeline))));
     c.push((format!("Execution #{}", e.sequence_id), None));
     Ok(ok(page(
         &w,
-        &format!("Execution #{} of {}", e.sequence_id, e.pipeline),
+        &format!("Execution #{} of {}", e.sequence_id, name),
         &c,
         render(&w, &v, doc.as_ref(), &logs, &resume, allowed),
     )))
