@@ -3,12 +3,12 @@
 //! p50 / p99 latency and requests per second. Run: `cargo bench -p pipewright-server --bench history`
 //! (`PW_BENCH_EXECUTIONS`, `PW_BENCH_SECONDS`, `PW_BENCH_CLIENTS` change the size).
 
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{Mode, NewExecution, SqliteStore, Store};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -23,38 +23,7 @@ async fn main() {
     let seconds = env("PW_BENCH_SECONDS", 10);
     let clients = env("PW_BENCH_CLIENTS", 16);
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-    let t = Instant::now();
-    let version = store.save_pipeline("default", "default", "bench", "pipeline: {}").await.unwrap();
-    let mut tasks = Vec::new();
-    for w in 0..4 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(4) {
-                store
-                    .create_execution(NewExecution {
-                        org: "default".into(),
-                        project: "default".into(),
-                        pipeline: if i % 2 == 0 { "bench".into() } else { "other".into() },
-                        pipeline_version: version,
-                        mode: Mode::Full,
-                        triggered_by: "bench".into(),
-                        inputs: serde_json::json!({"pipeline.variables.version": {"value": format!("1.0.{i}"), "source": "Given"}}),
-                        selected_stages: vec![],
-                        snapshot: String::new(),
-                        source_file: None,
-                        parent_id: None,
-                        original_id: None,
-                    })
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    eprintln!("stored {n} executions in {:.1}s", t.elapsed().as_secs_f64());
+    let store = common::seeded(dir.path(), n).await;
 
     let config = server::Config {
         max_body: 1 << 20,

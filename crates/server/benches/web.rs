@@ -7,12 +7,12 @@
 //! Run: `cargo bench -p pipewright-server --bench web` (`PW_BENCH_EXECUTIONS`, `PW_BENCH_STAGES`,
 //! `PW_BENCH_REQUESTS` change the size).
 
+mod common;
+
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{Mode, NewExecution, SqliteStore, Store};
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
@@ -72,38 +72,7 @@ async fn main() {
     let stages = env("PW_BENCH_STAGES", 200) as usize;
     let requests = env("PW_BENCH_REQUESTS", 300) as usize;
     let dir = tempfile::tempdir().unwrap();
-    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-    let t = Instant::now();
-    let version = store.save_pipeline("default", "default", "bench", "pipeline: {}").await.unwrap();
-    let mut tasks = Vec::new();
-    for w in 0..4 {
-        let store = store.clone();
-        tasks.push(tokio::spawn(async move {
-            for i in (w..n).step_by(4) {
-                store
-                    .create_execution(NewExecution {
-                        org: "default".into(),
-                        project: "default".into(),
-                        pipeline: if i.is_multiple_of(2) { "bench".into() } else { "other".into() },
-                        pipeline_version: version,
-                        mode: if i.is_multiple_of(3) { Mode::Selective } else { Mode::Full },
-                        triggered_by: "bench".into(),
-                        inputs: serde_json::json!({"pipeline.variables.version": {"value": format!("1.0.{i}"), "source": "Given"}}),
-                        selected_stages: if i.is_multiple_of(3) { vec!["build".into(), "deploy".into()] } else { vec![] },
-                        snapshot: String::new(),
-                        source_file: None,
-                        parent_id: None,
-                        original_id: None,
-                    })
-                    .await
-                    .unwrap();
-            }
-        }));
-    }
-    for t in tasks {
-        t.await.unwrap();
-    }
-    eprintln!("stored {n} executions in {:.1}s", t.elapsed().as_secs_f64());
+    let store = common::seeded(dir.path(), n).await;
 
     let password = "bench-password-1";
     let config =

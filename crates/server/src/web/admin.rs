@@ -172,15 +172,11 @@ pub async fn create_entity(
     } else {
         plsvc::create_entity(&app, &w.p, &org, &project, kind, Upload::Yaml(field(&f, "yaml"))).await.map(|_| ())
     };
-    match result {
-        Ok(()) => Ok(Redirect::to(&format!("/orgs/{org}/projects/{project}/settings/{segment}")).into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::NotFound(_) | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => {
-            let status = e.status();
-            let draft = (kind != EntityKind::Secrets).then(|| field(&f, "yaml"));
-            Ok(with_status(status, entity_page(&app, &w, &org, &project, &segment, Some(e), draft.as_deref()).await?))
-        }
-    }
+    let to = format!("/orgs/{org}/projects/{project}/settings/{segment}");
+    let draft = (kind != EntityKind::Secrets).then(|| field(&f, "yaml"));
+    let (a, ww, o, pr, sg) = (&app, &w, &org, &project, &segment);
+    super::settle(result, &to, move |e| async move { entity_page(a, ww, o, pr, sg, Some(e), draft.as_deref()).await })
+        .await
 }
 
 async fn one_entity(
@@ -239,14 +235,10 @@ pub async fn save_entity(
 ) -> WebResult {
     let (kind, _) = kind_of(&segment)?;
     let yaml = field(&super::form(&body), "yaml");
-    match plsvc::put_entity(&app, &w.p, &org, &project, kind, &id, Upload::Yaml(yaml.clone())).await {
-        Ok(_) => Ok(Redirect::to(&format!("/orgs/{org}/projects/{project}/settings/{segment}")).into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::NotFound(_) | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => {
-            let status = e.status();
-            Ok(with_status(status, one_entity(&app, &w, &org, &project, &segment, &id, Some((yaml, e))).await?))
-        }
-    }
+    let result = plsvc::put_entity(&app, &w.p, &org, &project, kind, &id, Upload::Yaml(yaml.clone())).await;
+    let to = format!("/orgs/{org}/projects/{project}/settings/{segment}");
+    let (a, ww, o, pr, sg, i) = (&app, &w, &org, &project, &segment, &id);
+    super::settle(result, &to, move |e| async move { one_entity(a, ww, o, pr, sg, i, Some((yaml, e))).await }).await
 }
 
 /// Delete an entity or secret.
@@ -358,20 +350,20 @@ pub async fn create_user(State(app): State<Arc<App>>, w: Web, body: Bytes) -> We
     let f = super::form(&body);
     let b =
         acsvc::UserBody { username: field(&f, "username"), password: field(&f, "password"), email: opt(&f, "email") };
-    match acsvc::create_user(&app, &w.p, b).await {
-        Ok(_) => Ok(Redirect::to("/access/users").into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => Ok(with_status(e.status(), users_page(&app, &w, Some(&e)).await?)),
-    }
+    let (a, ww) = (&app, &w);
+    super::settle(acsvc::create_user(&app, &w.p, b).await, "/access/users", move |e| async move {
+        users_page(a, ww, Some(&e)).await
+    })
+    .await
 }
 
 /// Delete a user.
 pub async fn delete_user(State(app): State<Arc<App>>, w: Web, Path(user): Path<String>) -> WebResult {
-    match acsvc::delete_user(&app, &w.p, user).await {
-        Ok(()) => Ok(Redirect::to("/access/users").into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => Ok(with_status(e.status(), users_page(&app, &w, Some(&e)).await?)),
-    }
+    let (a, ww) = (&app, &w);
+    super::settle(acsvc::delete_user(&app, &w.p, user).await, "/access/users", move |e| async move {
+        users_page(a, ww, Some(&e)).await
+    })
+    .await
 }
 
 async fn roles_page(app: &App, w: &Web, s: &ScopeParams, error: Option<&ApiError>) -> WebResult<Markup> {
@@ -444,11 +436,13 @@ pub async fn create_binding(
         org: opt(&f, "org"),
         project: opt(&f, "project"),
     };
-    match acsvc::create_binding(&app, &w.p, b).await {
-        Ok(_) => Ok(Redirect::to(&format!("/access/roles{}", s.qs())).into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => Ok(with_status(e.status(), roles_page(&app, &w, &s, Some(&e)).await?)),
-    }
+    let (a, ww) = (&app, &w);
+    super::settle(
+        acsvc::create_binding(&app, &w.p, b).await,
+        &format!("/access/roles{}", s.qs()),
+        move |e| async move { roles_page(a, ww, &s, Some(&e)).await },
+    )
+    .await
 }
 
 /// Remove a role binding.
@@ -458,11 +452,13 @@ pub async fn delete_binding(
     Path(id): Path<String>,
     Query(s): Query<ScopeParams>,
 ) -> WebResult {
-    match acsvc::delete_binding(&app, &w.p, id).await {
-        Ok(()) => Ok(Redirect::to(&format!("/access/roles{}", s.qs())).into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => Ok(with_status(e.status(), roles_page(&app, &w, &s, Some(&e)).await?)),
-    }
+    let (a, ww) = (&app, &w);
+    super::settle(
+        acsvc::delete_binding(&app, &w.p, id).await,
+        &format!("/access/roles{}", s.qs()),
+        move |e| async move { roles_page(a, ww, &s, Some(&e)).await },
+    )
+    .await
 }
 
 async fn accounts_page(app: &App, w: &Web, s: &ScopeParams, error: Option<&ApiError>) -> WebResult<Markup> {
@@ -525,11 +521,13 @@ pub async fn create_service_account(
         org: opt(&f, "org"),
         project: opt(&f, "project"),
     };
-    match acsvc::create_service_account(&app, &w.p, b).await {
-        Ok(_) => Ok(Redirect::to(&format!("/access/service-accounts{}", s.qs())).into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => Ok(with_status(e.status(), accounts_page(&app, &w, &s, Some(&e)).await?)),
-    }
+    let (a, ww) = (&app, &w);
+    super::settle(
+        acsvc::create_service_account(&app, &w.p, b).await,
+        &format!("/access/service-accounts{}", s.qs()),
+        move |e| async move { accounts_page(a, ww, &s, Some(&e)).await },
+    )
+    .await
 }
 
 /// Delete a service account.
@@ -539,11 +537,13 @@ pub async fn delete_service_account(
     Path(id): Path<String>,
     Query(s): Query<ScopeParams>,
 ) -> WebResult {
-    match acsvc::delete_service_account(&app, &w.p, id).await {
-        Ok(()) => Ok(Redirect::to(&format!("/access/service-accounts{}", s.qs())).into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => Ok(with_status(e.status(), accounts_page(&app, &w, &s, Some(&e)).await?)),
-    }
+    let (a, ww) = (&app, &w);
+    super::settle(
+        acsvc::delete_service_account(&app, &w.p, id).await,
+        &format!("/access/service-accounts{}", s.qs()),
+        move |e| async move { accounts_page(a, ww, &s, Some(&e)).await },
+    )
+    .await
 }
 
 async fn tokens_page(
@@ -622,9 +622,9 @@ pub async fn create_token(State(app): State<Arc<App>>, w: Web, body: Bytes) -> W
 
 /// Revoke a token.
 pub async fn revoke_token(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>) -> WebResult {
-    match acsvc::revoke_token(&app, &w.p, id).await {
-        Ok(()) => Ok(Redirect::to("/access/tokens").into_response()),
-        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
-        Err(e) => Ok(with_status(e.status(), tokens_page(&app, &w, None, Some(&e)).await?)),
-    }
+    let (a, ww) = (&app, &w);
+    super::settle(acsvc::revoke_token(&app, &w.p, id).await, "/access/tokens", move |e| async move {
+        tokens_page(a, ww, None, Some(&e)).await
+    })
+    .await
 }

@@ -250,20 +250,8 @@ pub fn urlencode(s: &str) -> String {
 #[derive(Debug)]
 pub struct WebError(pub ApiError);
 
-impl From<ApiError> for WebError {
-    fn from(e: ApiError) -> Self {
-        WebError(e)
-    }
-}
-
-impl From<launch::LaunchError> for WebError {
-    fn from(e: launch::LaunchError) -> Self {
-        WebError(ApiError::Launch(e))
-    }
-}
-
-impl From<store::StoreError> for WebError {
-    fn from(e: store::StoreError) -> Self {
+impl<E: Into<ApiError>> From<E> for WebError {
+    fn from(e: E) -> Self {
         WebError(e.into())
     }
 }
@@ -301,6 +289,24 @@ impl IntoResponse for WebError {
             }
         };
         (status, axum::response::Html(body.into_string())).into_response()
+    }
+}
+
+/// Where a form action ends: on success, a redirect to `to`; a refusal the user can act on (a bad value, a
+/// conflict) shows `again`'s page with the reason and the refusal's status; a missing permission, a missing
+/// resource or a failure of ours is an error page.
+pub async fn settle<T, F, Fut>(r: crate::error::ApiResult<T>, to: &str, again: F) -> WebResult
+where
+    F: FnOnce(ApiError) -> Fut,
+    Fut: std::future::Future<Output = WebResult<Markup>>,
+{
+    match r {
+        Ok(_) => Ok(Redirect::to(to).into_response()),
+        Err(e @ (ApiError::Forbidden { .. } | ApiError::NotFound(_) | ApiError::Internal(_))) => Err(e.into()),
+        Err(e) => {
+            let status = e.status();
+            Ok(with_status(status, again(e).await?))
+        }
     }
 }
 

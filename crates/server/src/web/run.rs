@@ -162,24 +162,12 @@ impl Target<'_> {
 pub struct Dialog<'a> {
     /// Run or re-run.
     pub target: Target<'a>,
-    /// The pipeline's display name.
-    pub name: &'a str,
-    /// Selective execution allowed.
-    pub allow: bool,
-    /// Stage groups in order.
-    pub groups: &'a [Vec<(String, String)>],
-    /// The dependency graph.
-    pub graph: &'a plan::Graph,
+    /// The pipeline as the dialog needs it.
+    pub cx: &'a Context,
     /// The form's state.
     pub choice: &'a Choice,
-    /// Recent successful executions to reuse from: id, sequence number, when.
-    pub sources: &'a [(String, i64, i64)],
-    /// Input sets of this pipeline: id, name.
-    pub input_sets: &'a [(String, String)],
     /// The plan (as the API gives it), or why there is none.
     pub plan: Result<serde_json::Value, String>,
-    /// Values the chosen input sets (or, for a re-run, the execution) give, by path.
-    pub preset: BTreeMap<String, String>,
 }
 
 /// The whole dialog (also used by the render benchmark).
@@ -191,24 +179,24 @@ pub fn render_dialog(w: &Web, d: &Dialog<'_>) -> Markup {
             (csrf_field(w))
             fieldset.scope {
                 legend { "Stages" }
-                label { input type="radio" name="scope" value="all" checked[d.choice.all || !d.allow];
+                label { input type="radio" name="scope" value="all" checked[d.choice.all || !d.cx.allow];
                     @match &d.target {
                         Target::Rerun { ran, .. } if !ran.is_empty() => { " The same stages (Re-run): " (ran.join(", ")) },
                         Target::Rerun { .. } => { " All Stages (Re-run)" },
                         Target::Pipeline { .. } => { " All Stages" },
                     } }
-                label { input type="radio" name="scope" value="stages" checked[!d.choice.all && d.allow] disabled[!d.allow]
-                    aria-describedby=[(!d.allow).then_some("stages-off")];
+                label { input type="radio" name="scope" value="stages" checked[!d.choice.all && d.cx.allow] disabled[!d.cx.allow]
+                    aria-describedby=[(!d.cx.allow).then_some("stages-off")];
                     @if rerun { " Stages (Re-run Stage)" } @else { " Stages" } }
-                @if !d.allow {
+                @if !d.cx.allow {
                     p #stages-off.hint { "“Stages” is off: this pipeline does not allow selective stage executions. Turn it on in the pipeline's "
                         em { "Advanced Options → Allow selective stage(s) executions" } "." }
                 }
-                fieldset #stage-list.stage-list hidden[d.choice.all || !d.allow] {
+                fieldset #stage-list.stage-list hidden[d.choice.all || !d.cx.allow] {
                     legend.visually-hidden { "Choose the stages to run" }
-                    @for (i, grp) in d.groups.iter().enumerate() {
+                    @for (i, grp) in d.cx.groups.iter().enumerate() {
                         @for (id, name) in grp {
-                            @let deps: Vec<&plan::Edge> = d.graph.deps(id).collect();
+                            @let deps: Vec<&plan::Edge> = d.cx.graph.deps(id).collect();
                             div.stage-choice {
                                 label {
                                     input type="checkbox" name="stage" value=(id) checked[ticked.contains(id.as_str())];
@@ -224,10 +212,10 @@ pub fn render_dialog(w: &Web, d: &Dialog<'_>) -> Markup {
                     }
                 }
             }
-            @if !d.input_sets.is_empty() {
+            @if !d.cx.input_sets.is_empty() {
                 fieldset {
                     legend { "Input Sets" }
-                    @for (id, name) in d.input_sets {
+                    @for (id, name) in &d.cx.input_sets {
                         label { input type="checkbox" name="input_set" value=(id) checked[d.choice.input_sets.contains(id)]; " " (name) }
                     }
                 }
@@ -242,7 +230,7 @@ pub fn render_dialog(w: &Web, d: &Dialog<'_>) -> Markup {
 
 /// The part of the dialog that follows the choice: needs, runtime inputs, plan.
 pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
-    let needs = d.choice.needs(d.graph);
+    let needs = d.choice.needs(&d.cx.graph);
     let mut by_dep: BTreeMap<&str, Vec<&plan::Edge>> = BTreeMap::new();
     for e in &needs {
         by_dep.entry(e.depends_on.as_str()).or_default().push(e);
@@ -266,8 +254,8 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                         }
                         div.radios {
                             label { input type="radio" name=(format!("need.{dep}")) value="run" checked[choice == "run"]; " Also run " code { (dep) } }
-                            label { input type="radio" name=(format!("need.{dep}")) value="reuse" checked[choice == "reuse"] disabled[d.sources.is_empty()];
-                                " Reuse it from an earlier execution" @if d.sources.is_empty() { span.small { " (no successful execution yet)" } } }
+                            label { input type="radio" name=(format!("need.{dep}")) value="reuse" checked[choice == "reuse"] disabled[d.cx.sources.is_empty()];
+                                " Reuse it from an earlier execution" @if d.cx.sources.is_empty() { span.small { " (no successful execution yet)" } } }
                             @if !only_propagation {
                                 label { input type="radio" name=(format!("need.{dep}")) value="values" checked[choice == "values"]; " Give the values" }
                             }
@@ -289,7 +277,7 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                     div.field {
                         label for="from_execution" { "Reuse from execution" }
                         select id="from_execution" name="from_execution" {
-                            @for (id, seq, at) in d.sources {
+                            @for (id, seq, at) in &d.cx.sources {
                                 option value=(id) selected[d.choice.from_execution.as_deref() == Some(id.as_str())] {
                                     "#" (seq) " · " (super::when(*at)) " · " (id)
                                 }
@@ -307,10 +295,10 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                 @for f in &inputs {
                     @let path = f["path"].as_str().unwrap_or_default();
                     @let id = format!("input-{}", path.replace('.', "-"));
-                    @let filled = d.preset.get(path).cloned().or_else(|| f["default"].as_str().map(String::from)).unwrap_or_default();
+                    @let filled = d.cx.preset.get(path).cloned().or_else(|| f["default"].as_str().map(String::from)).unwrap_or_default();
                     @let typed = d.choice.inputs.get(path).filter(|v| d.choice.auto.get(path) != Some(*v));
                     @let value = typed.cloned().unwrap_or_else(|| filled.clone());
-                    @let from = if typed.is_some() { "" } else if d.preset.contains_key(path) { if rerun { "as it ran" } else { "from the input set" } } else if f["default"].is_string() { "default" } else { "" };
+                    @let from = if typed.is_some() { "" } else if d.cx.preset.contains_key(path) { if rerun { "as it ran" } else { "from the input set" } } else if f["default"].is_string() { "default" } else { "" };
                     @let problem = plan["input_problems"][path].as_str();
                     div.field {
                         input type="hidden" name=(format!("auto.{path}")) value=(filled);
@@ -381,14 +369,22 @@ fn with_problems(mut v: serde_json::Value, problems: &[spec::inputs::InputProble
     v
 }
 
-struct Context {
-    name: String,
-    allow: bool,
-    groups: Vec<Vec<(String, String)>>,
-    graph: plan::Graph,
-    sources: Vec<(String, i64, i64)>,
-    input_sets: Vec<(String, String)>,
-    preset: BTreeMap<String, String>,
+/// The pipeline as the dialog needs it.
+pub struct Context {
+    /// Display name.
+    pub name: String,
+    /// Selective execution allowed.
+    pub allow: bool,
+    /// Stage groups in order.
+    pub groups: Vec<Vec<(String, String)>>,
+    /// The dependency graph.
+    pub graph: plan::Graph,
+    /// Recent successful executions to reuse from: id, sequence number, when.
+    pub sources: Vec<(String, i64, i64)>,
+    /// Input sets of this pipeline: id, name.
+    pub input_sets: Vec<(String, String)>,
+    /// Values the chosen input sets (or, for a re-run, the execution) give, by path.
+    pub preset: BTreeMap<String, String>,
 }
 
 async fn context(app: &App, w: &Web, org: &str, project: &str, pipeline: &str) -> WebResult<Context> {
@@ -490,15 +486,9 @@ pub async fn dialog(
     c.push(("Run".into(), None));
     let d = Dialog {
         target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
-        name: &cx.name,
-        allow: cx.allow,
-        groups: &cx.groups,
-        graph: &cx.graph,
+        cx: &cx,
         choice: &choice,
-        sources: &cx.sources,
-        input_sets: &cx.input_sets,
         plan,
-        preset: cx.preset.clone(),
     };
     Ok(ok(dialog_page(&w, &c, &format!("Run Pipeline: {}", cx.name), &d, &graph_json(&cx.graph))))
 }
@@ -514,15 +504,9 @@ pub async fn plan_panel(
     let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice, None).await?;
     let d = Dialog {
         target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
-        name: &cx.name,
-        allow: cx.allow,
-        groups: &cx.groups,
-        graph: &cx.graph,
+        cx: &cx,
         choice: &choice,
-        sources: &cx.sources,
-        input_sets: &cx.input_sets,
         plan,
-        preset: cx.preset.clone(),
     };
     Ok(ok(render_dynamic(&d)))
 }
@@ -550,15 +534,9 @@ pub async fn start(
             c.push(("Run".into(), None));
             let d = Dialog {
                 target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
-                name: &cx.name,
-                allow: cx.allow,
-                groups: &cx.groups,
-                graph: &cx.graph,
+                cx: &cx,
                 choice: &choice,
-                sources: &cx.sources,
-                input_sets: &cx.input_sets,
                 plan,
-                preset: cx.preset.clone(),
             };
             let m = page(
                 &w,
@@ -628,18 +606,7 @@ fn rerun_page(
     plan: Result<serde_json::Value, String>,
     error: Option<&str>,
 ) -> Markup {
-    let d = Dialog {
-        target: Target::Rerun { id: &e.id, ran: &e.selected_stages },
-        name: &cx.name,
-        allow: cx.allow,
-        groups: &cx.groups,
-        graph: &cx.graph,
-        choice,
-        sources: &cx.sources,
-        input_sets: &cx.input_sets,
-        plan,
-        preset: cx.preset.clone(),
-    };
+    let d = Dialog { target: Target::Rerun { id: &e.id, ran: &e.selected_stages }, cx, choice, plan };
     page(
         w,
         "Re-run",
@@ -688,18 +655,7 @@ pub async fn rerun_dialog(
 pub async fn rerun_plan(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
     let choice = Choice::parse(&super::form(&body));
     let (e, cx, plan) = rerun_context(&app, &w, &id, &choice).await?;
-    let d = Dialog {
-        target: Target::Rerun { id: &e.id, ran: &e.selected_stages },
-        name: &cx.name,
-        allow: cx.allow,
-        groups: &cx.groups,
-        graph: &cx.graph,
-        choice: &choice,
-        sources: &cx.sources,
-        input_sets: &cx.input_sets,
-        plan,
-        preset: cx.preset.clone(),
-    };
+    let d = Dialog { target: Target::Rerun { id: &e.id, ran: &e.selected_stages }, cx: &cx, choice: &choice, plan };
     Ok(ok(render_dynamic(&d)))
 }
 
