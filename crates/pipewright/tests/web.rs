@@ -338,9 +338,14 @@ async fn every_page_and_form_checks_permissions_as_the_table_says() {
     // Log-in and log-out are covered below (they change the sessions this table uses).
     let tabled: BTreeSet<(&str, &str)> =
         table.iter().map(|(m, r, ..)| (*m, *r)).chain([("POST", "/login"), ("POST", "/logout")]).collect();
-    let routes: BTreeSet<(&str, &str)> = server::web::ROUTES.iter().copied().collect();
-    assert_eq!(routes.difference(&tabled).collect::<Vec<_>>(), Vec::<&(&str, &str)>::new(), "web routes without a row");
-    assert_eq!(tabled.difference(&routes).collect::<Vec<_>>(), Vec::<&(&str, &str)>::new(), "rows for no route");
+    let routes: BTreeSet<(String, &str)> = server::web::ROUTES.iter().map(|(m, r)| (m.to_uppercase(), *r)).collect();
+    let tabled: BTreeSet<(String, &str)> = tabled.into_iter().map(|(m, r)| (m.to_string(), r)).collect();
+    assert_eq!(
+        routes.difference(&tabled).collect::<Vec<_>>(),
+        Vec::<&(String, &str)>::new(),
+        "web routes without a row"
+    );
+    assert_eq!(tabled.difference(&routes).collect::<Vec<_>>(), Vec::<&(String, &str)>::new(), "rows for no route");
 
     let mut wrong = Vec::new();
     for (method, _, path, form, expected) in &table {

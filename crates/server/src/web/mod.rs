@@ -20,7 +20,6 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::routing::{get, post};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
@@ -35,91 +34,75 @@ pub const CSS: &str = include_str!("assets/app.css");
 /// The script, embedded.
 pub const JS: &str = include_str!("assets/app.js");
 
-/// Every route of the web UI, as (method, template): the RBAC matrix test requires a row for each, so keep it
-/// in step with [`routes`].
-pub const ROUTES: &[(&str, &str)] = &[
-    ("GET", "/login"),
-    ("POST", "/login"),
-    ("POST", "/logout"),
-    ("GET", "/"),
-    ("GET", "/orgs/{org}"),
-    ("GET", "/orgs/{org}/projects/{project}"),
-    ("GET", "/orgs/{org}/projects/{project}/executions"),
-    ("GET", "/orgs/{org}/projects/{project}/pipelines/{pipeline}"),
-    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/yaml"),
-    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/settings"),
-    ("GET", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/run"),
-    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/run"),
-    ("POST", "/orgs/{org}/projects/{project}/pipelines/{pipeline}/plan"),
-    ("GET", "/executions/{id}"),
-    ("GET", "/executions/{id}/events"),
-    ("GET", "/executions/{id}/rerun"),
-    ("POST", "/executions/{id}/rerun"),
-    ("POST", "/executions/{id}/rerun/plan"),
-    ("POST", "/executions/{id}/retry"),
-    ("POST", "/executions/{id}/abort"),
-    ("POST", "/executions/{id}/approval"),
-    ("POST", "/executions/{id}/intervene"),
-    ("GET", "/orgs/{org}/projects/{project}/settings/{kind}"),
-    ("POST", "/orgs/{org}/projects/{project}/settings/{kind}"),
-    ("GET", "/orgs/{org}/projects/{project}/settings/{kind}/{id}"),
-    ("POST", "/orgs/{org}/projects/{project}/settings/{kind}/{id}"),
-    ("POST", "/orgs/{org}/projects/{project}/settings/{kind}/{id}/delete"),
-    ("GET", "/access/users"),
-    ("POST", "/access/users"),
-    ("POST", "/access/users/{user}/delete"),
-    ("GET", "/access/roles"),
-    ("POST", "/access/bindings"),
-    ("POST", "/access/bindings/{id}/delete"),
-    ("GET", "/access/service-accounts"),
-    ("POST", "/access/service-accounts"),
-    ("POST", "/access/service-accounts/{id}/delete"),
-    ("GET", "/access/tokens"),
-    ("POST", "/access/tokens"),
-    ("POST", "/access/tokens/{id}/revoke"),
-    ("GET", "/assets/app.css"),
-    ("GET", "/assets/app.js"),
-];
+/// Declares the web routes once: the list [`ROUTES`] (which the RBAC matrix test requires a row for, each)
+/// and the functions that register them.
+macro_rules! web_routes {
+    (public: [$($pm:ident $pp:literal => $ph:expr),* $(,)?], session: [$($sm:ident $sp:literal => $sh:expr),* $(,)?]) => {
+        /// Every route of the web UI, as (method, template).
+        pub const ROUTES: &[(&str, &str)] = &[$((stringify!($pm), $pp),)* $((stringify!($sm), $sp),)*];
 
-/// The web routes.
+        fn public_routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
+            r$(.route($pp, axum::routing::$pm($ph)))*
+        }
+
+        fn session_routes(r: Router<Arc<App>>) -> Router<Arc<App>> {
+            r$(.route($sp, axum::routing::$sm($sh)))*
+        }
+    };
+}
+
+web_routes! {
+    public: [
+        get "/login" => login_page,
+        post "/login" => login,
+        get "/assets/app.css" => || async { asset(CSS, "text/css; charset=utf-8") },
+        get "/assets/app.js" => || async { asset(JS, "text/javascript; charset=utf-8") },
+    ],
+    session: [
+        post "/logout" => logout,
+        get "/" => pages::home,
+        get "/orgs/{org}" => pages::org,
+        get "/orgs/{org}/projects/{project}" => pages::project,
+        get "/orgs/{org}/projects/{project}/executions" => pages::history,
+        get "/orgs/{org}/projects/{project}/pipelines/{pipeline}" => pages::pipeline,
+        post "/orgs/{org}/projects/{project}/pipelines/{pipeline}/yaml" => pages::save_yaml,
+        post "/orgs/{org}/projects/{project}/pipelines/{pipeline}/settings" => pages::save_settings,
+        get "/orgs/{org}/projects/{project}/pipelines/{pipeline}/run" => run::dialog,
+        post "/orgs/{org}/projects/{project}/pipelines/{pipeline}/run" => run::start,
+        post "/orgs/{org}/projects/{project}/pipelines/{pipeline}/plan" => run::plan_panel,
+        get "/executions/{id}" => execution::view,
+        get "/executions/{id}/events" => execution::events,
+        get "/executions/{id}/rerun" => run::rerun_dialog,
+        post "/executions/{id}/rerun" => run::rerun,
+        post "/executions/{id}/rerun/plan" => run::rerun_plan,
+        post "/executions/{id}/retry" => execution::retry,
+        post "/executions/{id}/abort" => execution::abort,
+        post "/executions/{id}/approval" => execution::approval,
+        post "/executions/{id}/intervene" => execution::intervene,
+        get "/orgs/{org}/projects/{project}/settings/{kind}" => admin::entities,
+        post "/orgs/{org}/projects/{project}/settings/{kind}" => admin::create_entity,
+        get "/orgs/{org}/projects/{project}/settings/{kind}/{id}" => admin::entity,
+        post "/orgs/{org}/projects/{project}/settings/{kind}/{id}" => admin::save_entity,
+        post "/orgs/{org}/projects/{project}/settings/{kind}/{id}/delete" => admin::delete_entity,
+        get "/access/users" => admin::users,
+        post "/access/users" => admin::create_user,
+        post "/access/users/{user}/delete" => admin::delete_user,
+        get "/access/roles" => admin::roles,
+        post "/access/bindings" => admin::create_binding,
+        post "/access/bindings/{id}/delete" => admin::delete_binding,
+        get "/access/service-accounts" => admin::service_accounts,
+        post "/access/service-accounts" => admin::create_service_account,
+        post "/access/service-accounts/{id}/delete" => admin::delete_service_account,
+        get "/access/tokens" => admin::tokens,
+        post "/access/tokens" => admin::create_token,
+        post "/access/tokens/{id}/revoke" => admin::revoke_token,
+    ]
+}
+
+/// The web routes: the public ones (log-in, assets) and, behind the session middleware, the rest.
 pub fn routes(app: Arc<App>) -> Router<Arc<App>> {
-    let pages = Router::new()
-        .route("/", get(pages::home))
-        .route("/orgs/{org}", get(pages::org))
-        .route("/orgs/{org}/projects/{project}", get(pages::project))
-        .route("/orgs/{org}/projects/{project}/executions", get(pages::history))
-        .route("/orgs/{org}/projects/{project}/pipelines/{pipeline}", get(pages::pipeline))
-        .route("/orgs/{org}/projects/{project}/pipelines/{pipeline}/yaml", post(pages::save_yaml))
-        .route("/orgs/{org}/projects/{project}/pipelines/{pipeline}/settings", post(pages::save_settings))
-        .route("/orgs/{org}/projects/{project}/pipelines/{pipeline}/run", get(run::dialog).post(run::start))
-        .route("/orgs/{org}/projects/{project}/pipelines/{pipeline}/plan", post(run::plan_panel))
-        .route("/executions/{id}", get(execution::view))
-        .route("/executions/{id}/events", get(execution::events))
-        .route("/executions/{id}/rerun", get(run::rerun_dialog).post(run::rerun))
-        .route("/executions/{id}/rerun/plan", post(run::rerun_plan))
-        .route("/executions/{id}/retry", post(execution::retry))
-        .route("/executions/{id}/abort", post(execution::abort))
-        .route("/executions/{id}/approval", post(execution::approval))
-        .route("/executions/{id}/intervene", post(execution::intervene))
-        .route("/orgs/{org}/projects/{project}/settings/{kind}", get(admin::entities).post(admin::create_entity))
-        .route("/orgs/{org}/projects/{project}/settings/{kind}/{id}", get(admin::entity).post(admin::save_entity))
-        .route("/orgs/{org}/projects/{project}/settings/{kind}/{id}/delete", post(admin::delete_entity))
-        .route("/access/users", get(admin::users).post(admin::create_user))
-        .route("/access/users/{user}/delete", post(admin::delete_user))
-        .route("/access/roles", get(admin::roles))
-        .route("/access/bindings", post(admin::create_binding))
-        .route("/access/bindings/{id}/delete", post(admin::delete_binding))
-        .route("/access/service-accounts", get(admin::service_accounts).post(admin::create_service_account))
-        .route("/access/service-accounts/{id}/delete", post(admin::delete_service_account))
-        .route("/access/tokens", get(admin::tokens).post(admin::create_token))
-        .route("/access/tokens/{id}/revoke", post(admin::revoke_token))
-        .route("/logout", post(logout))
-        .route_layer(axum::middleware::from_fn_with_state(app, session));
-    Router::new()
-        .route("/login", get(login_page).post(login))
-        .route("/assets/app.css", get(|| async { asset(CSS, "text/css; charset=utf-8") }))
-        .route("/assets/app.js", get(|| async { asset(JS, "text/javascript; charset=utf-8") }))
-        .merge(pages)
+    let pages = session_routes(Router::new()).route_layer(axum::middleware::from_fn_with_state(app, session));
+    public_routes(Router::new()).merge(pages)
 }
 
 fn asset(body: &'static str, content_type: &'static str) -> Response {

@@ -473,6 +473,13 @@ fn graph_json(g: &plan::Graph) -> serde_json::Value {
     serde_json::json!({"stages": g.stages, "edges": g.edges.iter().map(|e| serde_json::json!({"stage": e.stage, "depends_on": e.depends_on})).collect::<Vec<_>>()})
 }
 
+async fn run_crumbs(app: &App, w: &Web, org: &str, project: &str, pipeline: &str, name: &str) -> Vec<super::Crumb> {
+    let mut c = crumbs(app, w, org, Some(project)).await;
+    c.push((name.to_string(), Some(format!("/orgs/{org}/projects/{project}/pipelines/{pipeline}"))));
+    c.push(("Run".into(), None));
+    c
+}
+
 /// *Run Pipeline*: the dialog.
 pub async fn dialog(
     State(app): State<Arc<App>>,
@@ -481,9 +488,7 @@ pub async fn dialog(
 ) -> WebResult {
     let choice = Choice { all: true, ..Choice::default() };
     let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice, None).await?;
-    let mut c = crumbs(&app, &w, &org, Some(&project)).await;
-    c.push((cx.name.clone(), Some(format!("/orgs/{org}/projects/{project}/pipelines/{pipeline}"))));
-    c.push(("Run".into(), None));
+    let c = run_crumbs(&app, &w, &org, &project, &pipeline, &cx.name).await;
     let d = Dialog {
         target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
         cx: &cx,
@@ -529,9 +534,7 @@ pub async fn start(
             let status = e.status();
             let message = plan_error(e)?;
             let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice, None).await?;
-            let mut c = crumbs(&app, &w, &org, Some(&project)).await;
-            c.push((cx.name.clone(), Some(format!("/orgs/{org}/projects/{project}/pipelines/{pipeline}"))));
-            c.push(("Run".into(), None));
+            let c = run_crumbs(&app, &w, &org, &project, &pipeline, &cx.name).await;
             let d = Dialog {
                 target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
                 cx: &cx,
