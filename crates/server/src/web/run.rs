@@ -102,6 +102,14 @@ impl Choice {
         g.edges.iter().filter(|e| run.contains(&e.stage) && !ticked.contains(e.depends_on.as_str())).collect()
     }
 
+    /// *Stages* with none ticked is not a choice (it would run everything).
+    pub fn check(&self) -> Result<(), ApiError> {
+        if !self.all && self.stages.is_empty() {
+            return Err(ApiError::BadRequest("tick at least one stage, or choose All Stages".into()));
+        }
+        Ok(())
+    }
+
     /// The inputs the user gave: typed in, not left as the dialog filled them.
     pub fn given(&self) -> BTreeMap<String, String> {
         self.inputs
@@ -436,7 +444,7 @@ async fn pipeline_dialog(
         Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => return Err(e.into()),
         Err(e) => return Ok((cx, Err(plan_error(e)?))),
     };
-    let plan = match error {
+    let plan = match error.or_else(|| choice.check().err().map(|e| e.to_string())) {
         Some(e) => Err(e),
         None => match exsvc::plan(app, &w.p, org, project, pipeline, choice.body(&cx.graph)).await {
             Ok(v) => Ok(v),
@@ -525,7 +533,11 @@ pub async fn start(
 ) -> WebResult {
     let choice = Choice::parse(&super::form(&body));
     let cx = context(&app, &w, &org, &project, &pipeline).await?;
-    match exsvc::execute(&app, &w.p, &org, &project, &pipeline, choice.body(&cx.graph)).await {
+    let started = match choice.check() {
+        Ok(()) => exsvc::execute(&app, &w.p, &org, &project, &pipeline, choice.body(&cx.graph)).await,
+        Err(e) => Err(e),
+    };
+    match started {
         Ok(e) => Ok(Redirect::to(&format!("/executions/{}", e.id)).into_response()),
         Err(e @ ApiError::Forbidden { .. }) | Err(e @ ApiError::NotFound(_)) | Err(e @ ApiError::Internal(_)) => {
             Err(e.into())
@@ -584,7 +596,11 @@ async fn rerun_context(
         input_sets: Vec::new(),
         preset: launch::original_inputs(&e).into_iter().map(|(k, (v, _))| (k, v)).collect(),
     };
-    let plan = match exsvc::plan_rerun(app, &w.p, &e.id, rerun_body(choice)).await {
+    let planned = match choice.check() {
+        Ok(()) => exsvc::plan_rerun(app, &w.p, &e.id, rerun_body(choice)).await,
+        Err(e) => Err(e),
+    };
+    let plan = match planned {
         Ok(v) => Ok(v),
         Err(ApiError::Launch(launch::LaunchError::Inputs(problems))) => {
             let mut b = rerun_body(choice);
@@ -665,7 +681,11 @@ pub async fn rerun_plan(State(app): State<Arc<App>>, w: Web, Path(id): Path<Stri
 /// Start the re-run and open it.
 pub async fn rerun(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
     let choice = Choice::parse(&super::form(&body));
-    match exsvc::rerun(&app, &w.p, &id, rerun_body(&choice)).await {
+    let started = match choice.check() {
+        Ok(()) => exsvc::rerun(&app, &w.p, &id, rerun_body(&choice)).await,
+        Err(e) => Err(e),
+    };
+    match started {
         Ok(e) => Ok(Redirect::to(&format!("/executions/{}", e.id)).into_response()),
         Err(e @ ApiError::Forbidden { .. }) | Err(e @ ApiError::NotFound(_)) | Err(e @ ApiError::Internal(_)) => {
             Err(e.into())
@@ -790,6 +810,14 @@ mod tests {
         // Ticking a stage makes it no longer a need.
         let c = form(&[("scope", "stages"), ("stage", "deploy_prod"), ("stage", "build"), ("stage", "deploy_dev")]);
         assert!(c.needs(&g).is_empty());
+    }
+
+    #[test]
+    fn stages_with_none_ticked_is_refused() {
+        assert!(form(&[("scope", "stages")]).check().is_err());
+        assert!(form(&[("scope", "stages"), ("stage", "unit")]).check().is_ok());
+        assert!(form(&[("scope", "all")]).check().is_ok());
+        assert!(form(&[]).check().is_ok());
     }
 
     #[test]
