@@ -16,7 +16,7 @@ use spec::{
     Action, ErrorType, ExecutionElement, FailureStrategy, Pipeline, Stage, StageType, StatusCondition, Step, StepGroup,
     Strategy, VariableType, When,
 };
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
@@ -54,6 +54,8 @@ struct Run<'p> {
     rollback_pipeline: AtomicBool,
     ran: Mutex<Vec<RanStage>>,
     seed: &'p Seed,
+    /// Resuming: the execution's nodes as the process that died left them, by path (the latest attempt).
+    prior: HashMap<String, Node>,
 }
 
 /// A stage iteration that ran: its id, its index among the pipeline's stages, its local values (for
@@ -107,6 +109,33 @@ impl Engine {
         secrets: &Secrets,
         seed: &Seed,
     ) -> Res<Status> {
+        self.go(exec, pipeline, entities, secrets, seed, false).await
+    }
+
+    /// Go on with an execution whose process died: finished nodes stay as they are (their outputs back in
+    /// the value tree); a step that was running gets its attempt closed as interrupted and a new attempt under
+    /// its failure strategy (the interrupted one counts as a retry); waiting approvals and interventions keep
+    /// waiting, on the same node, so a decision taken meanwhile counts.
+    pub async fn resume(
+        &self,
+        exec: &Execution,
+        pipeline: &Pipeline,
+        entities: &Entities,
+        secrets: &Secrets,
+        seed: &Seed,
+    ) -> Res<Status> {
+        self.go(exec, pipeline, entities, secrets, seed, true).await
+    }
+
+    async fn go(
+        &self,
+        exec: &Execution,
+        pipeline: &Pipeline,
+        entities: &Entities,
+        secrets: &Secrets,
+        seed: &Seed,
+        resume: bool,
+    ) -> Res<Status> {
         // An execution that already ended (aborted while queued) or whose abort was asked before it started
         // does not run.
         let current = self.store.execution(&exec.id).await?;
@@ -122,6 +151,18 @@ impl Engine {
         crate::sandbox::prepare_workspace(&self.config, &workdir)
             .map_err(|source| EngineError::WorkDir { path: workdir.display().to_string(), source })?;
         let (abort_tx, abort_rx) = watch::channel(false);
+        let mut prior: HashMap<String, Node> = HashMap::new();
+        if resume {
+            for n in self.store.nodes(&exec.id).await? {
+                match prior.get(&n.path) {
+                    Some(p) if (p.attempt, p.position) > (n.attempt, n.position) => {}
+                    _ => {
+                        prior.insert(n.path.clone(), n);
+                    }
+                }
+            }
+        }
+        let next_position = prior.values().map(|n| n.position + 1).max().unwrap_or(0);
         let run = Run {
             store: self.store.clone(),
             observer: self.observer.clone(),
@@ -139,12 +180,13 @@ impl Engine {
             tree: Mutex::new(Value::Map(BTreeMap::new())),
             abort_tx: Arc::new(abort_tx),
             abort_rx,
-            position: AtomicI64::new(0),
+            position: AtomicI64::new(next_position),
             workdir,
             failed: AtomicBool::new(false),
             rollback_pipeline: AtomicBool::new(false),
             ran: Mutex::new(Vec::new()),
             seed,
+            prior,
         };
         // Another process (`pipewright abort`, a Ctrl-C handler) asks through the store.
         let poller = {
@@ -176,6 +218,10 @@ impl<'p> Run<'p> {
     }
 
     fn new_node(&self, parent: Option<&str>, kind: NodeKind, identifier: &str, name: &str, path: &str) -> Node {
+        if let Some(n) = self.prior.get(path) {
+            // Resuming: the node the dead process left (same id, so decisions and logs stay attached).
+            return n.clone();
+        }
         Node {
             id: ulid::Ulid::new().to_string(),
             execution_id: self.exec.id.clone(),
@@ -231,7 +277,8 @@ impl<'p> Run<'p> {
 
     async fn start(&self, n: &mut Node) -> Res<()> {
         n.status = Status::Running;
-        n.started_at = Some(now_ms());
+        // A node taken over keeps the time it first started.
+        n.started_at.get_or_insert_with(now_ms);
         self.save(n).await
     }
 
@@ -316,6 +363,18 @@ impl<'p> Run<'p> {
         for (path, v) in &self.seed.values {
             let segs: Vec<&str> = path.split('.').collect();
             self.set_tree(&segs, v.clone());
+        }
+        // Resuming: what finished before the process died is back in the tree (outputs, statuses, variables).
+        if !self.prior.is_empty() {
+            let done: Vec<Node> = self.prior.values().filter(|n| n.status.is_final()).cloned().collect();
+            if let Value::Map(root) = crate::tree_from_nodes(&done)
+                && let Some(Value::Map(p)) = root.get("pipeline")
+                && let Some(Value::Map(stages)) = p.get("stages")
+            {
+                for (id, sub) in stages {
+                    self.set_tree(&["pipeline", "stages", id], sub.clone());
+                }
+            }
         }
 
         let stages = async {
@@ -405,6 +464,15 @@ impl<'p> Run<'p> {
         let scope = Scope::stage(id);
         let set_status =
             |st: Status| self.set_tree(&["pipeline", "stages", id, "status"], Value::String(st.to_string()));
+        if node.status.is_final() {
+            // Resuming: this stage ended before the process died.
+            set_status(node.status);
+            if is_bad(node.status) {
+                self.failed.store(true, Ordering::SeqCst);
+                self.set_tree(&["pipeline", "status"], Value::String("Failed".into()));
+            }
+            return Ok(node.status);
+        }
         if !selected {
             if let Some((exec, status)) = self.seed.reused.get(id) {
                 // Its values were seeded; the node records where they come from.
@@ -463,6 +531,9 @@ impl<'p> Run<'p> {
                             &format!("{} {iid}", s.name.value),
                             &iid,
                         );
+                        if inode.status.is_final() {
+                            return Ok(inode.status);
+                        }
                         self.start(&mut inode).await?;
                         let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local).await?;
                         inode.outputs = self.stage_values(&iid);
@@ -950,6 +1021,12 @@ impl<'p> Run<'p> {
         let scope = self.scope_of(cx, &groups);
         let base_local = cx.local.clone();
         let mut node = self.new_node(Some(parent), NodeKind::StepGroup, gid, &g.name, &gpath);
+        if node.status.is_final() {
+            if is_bad(node.status) {
+                cx.failed.store(true, Ordering::SeqCst);
+            }
+            return Ok(node.status);
+        }
         if self.aborted() {
             return self.skip(&mut node, "the execution was aborted".into()).await;
         }
@@ -1069,6 +1146,12 @@ impl<'p> Run<'p> {
             return self.step(cx, s, sid.to_string(), &groups, parent, path, rollback, it.local).await;
         }
         let mut node = self.new_node(Some(parent), NodeKind::Step, sid, &s.name, &format!("{path}.{sid}"));
+        if node.status.is_final() {
+            if is_bad(node.status) {
+                cx.failed.store(true, Ordering::SeqCst);
+            }
+            return Ok(node.status);
+        }
         self.start(&mut node).await?;
         let max = max_concurrency(s.strategy.as_ref(), iterations.len());
         let sem = Semaphore::new(max);
@@ -1113,6 +1196,15 @@ impl<'p> Run<'p> {
         let tps: Vec<&str> = tp.iter().map(String::as_str).collect();
         let set_status = |st: Status| self.set_tree(&[&tps[..], &["status"]].concat(), Value::String(st.to_string()));
         let mut node = self.new_node(Some(parent), NodeKind::Step, &id, &s.name, &spath);
+        if node.status.is_final() {
+            // Resuming: it ended before the process died; its outputs are in the tree already.
+            set_status(node.status);
+            if !node.status.is_good() {
+                cx.failed.store(true, Ordering::SeqCst);
+            }
+            return Ok(node.status);
+        }
+        let taken_over = self.prior.contains_key(&spath);
         if self.aborted() {
             set_status(Status::Skipped);
             return self.skip(&mut node, "the execution was aborted".into()).await;
@@ -1137,8 +1229,28 @@ impl<'p> Run<'p> {
             .collect();
         let mut retries_done: u32 = 0;
         let mut attempt: i64 = 1;
+        // Resuming a step the dead process left: an intervention keeps waiting (the failure is decided again
+        // on the same node); an approval keeps waiting (its wait starts again on the same node); a step that
+        // was running is closed as interrupted and gets a new attempt, the interrupted one counting as a retry.
+        let mut waiting_decision = false;
+        if taken_over {
+            attempt = node.attempt;
+            match node.status {
+                Status::InterventionWaiting => waiting_decision = true,
+                Status::ApprovalWaiting => {}
+                _ => {
+                    let log = self.sink(&node);
+                    let why = "interrupted: the process running this step stopped; the execution was taken over and the step gets a new attempt";
+                    log.line("pipewright", why).await;
+                    log.flush().await;
+                    self.finish(&mut node, Status::Failed, Some(why.into())).await?;
+                    retries_done = u32::try_from(node.attempt).unwrap_or(u32::MAX);
+                    attempt = node.attempt + 1;
+                }
+            }
+        }
         loop {
-            if attempt > 1 {
+            if attempt > node.attempt {
                 node = Node {
                     id: ulid::Ulid::new().to_string(),
                     attempt,
@@ -1152,9 +1264,16 @@ impl<'p> Run<'p> {
                 };
             }
             set_status(Status::Running);
-            self.start(&mut node).await?;
             let log = self.sink(&node);
-            let outcome = {
+            let outcome = if std::mem::take(&mut waiting_decision) {
+                steps::Outcome {
+                    status: Status::Failed,
+                    failure: node.failure.clone(),
+                    error: ErrorType::Unknown,
+                    outputs: node.outputs.clone(),
+                }
+            } else {
+                self.start(&mut node).await?;
                 let global = self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let ctx = NodeCtx {
                     global: &global,

@@ -617,3 +617,146 @@ async fn approvals_count_distinct_approvers_and_can_exclude_the_executor() {
     assert!(logs.contains("1 of 2 approvals"), "{logs}");
     assert_eq!(logs.matches("1 of 2 approvals").count(), 2, "alice twice counts once: {logs}");
 }
+
+async fn wait_node(store: &Arc<dyn Store>, exec: &str, path: &str, status: Status) {
+    // Polls the store's state (the condition itself), bounded.
+    for _ in 0..1000 {
+        if store.nodes(exec).await.unwrap().iter().any(|n| n.path == path && n.status == status) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("{path} never reached {status}");
+}
+
+/// A process dies in the middle of a step (its engine future is dropped, as a killed process leaves things):
+/// resuming keeps what finished — the first stage is not run again and its output still feeds the second —
+/// closes the interrupted attempt and runs the step again as attempt 2.
+#[tokio::test]
+async fn resume_keeps_what_finished_and_retries_the_interrupted_step() {
+    let f = fixture().await;
+    let gate = f.workroot.parent().unwrap().join("gate");
+    let count = f.workroot.parent().unwrap().join("made");
+    let yaml = pipe(&[
+        stage(
+            "build",
+            &[sh_out("make", &format!("echo x >> {}\nartifact=app-7.tgz", count.display()), &["artifact"], "")],
+            "",
+        ),
+        stage(
+            "deploy",
+            &[sh(
+                "push",
+                &format!(
+                    "echo pushing <+pipeline.stages.build.spec.execution.steps.make.output.outputVariables.artifact>\nwhile [ ! -f {} ]; do sleep 0.02; done",
+                    gate.display()
+                ),
+                "",
+            )],
+            "",
+        ),
+    ]);
+    let p = pipeline(&yaml);
+    let e = create(&f, &p).await;
+    // The first process: killed (dropped) once `deploy.push` runs.
+    {
+        let (entities, secrets) = (Entities::default(), Secrets::default());
+        let run = f.engine.run(&e, &p, &entities, &secrets);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("the run ended before it was killed: {r:?}"),
+            _ = wait_node(&f.store, &e.id, "deploy.push", Status::Running) => {}
+        }
+    }
+    let before = f.store.nodes(&e.id).await.unwrap();
+    assert_eq!(node(&before, "deploy.push").status, Status::Running);
+    std::fs::write(&gate, "go").unwrap();
+    let status = f.engine.resume(&e, &p, &Entities::default(), &Secrets::default(), &Default::default()).await.unwrap();
+    assert_eq!(status, Status::Success);
+    let nodes = f.store.nodes(&e.id).await.unwrap();
+    // Finished nodes are the same nodes, not run again.
+    assert_eq!(node(&nodes, "build.make").id, node(&before, "build.make").id);
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "build ran once");
+    let push = attempts(&nodes, "deploy.push");
+    assert_eq!(push.len(), 2, "{push:?}");
+    assert_eq!((push[0].attempt, push[0].status), (1, Status::Failed));
+    assert!(push[0].failure.as_deref().unwrap().starts_with("interrupted"), "{:?}", push[0].failure);
+    assert_eq!((push[1].attempt, push[1].status), (2, Status::Success));
+    // The stage node is the one the first process made.
+    assert_eq!(nodes.iter().filter(|n| n.path == "deploy").count(), 1);
+    assert_eq!(node(&nodes, "deploy").status, Status::Success);
+    let logs = log_text(&f.store, &e.id).await;
+    // The second attempt read the first stage's output (the first attempt's unflushed lines died with it).
+    assert!(logs.contains("pushing app-7.tgz"), "{logs}");
+    assert!(logs.contains("interrupted: the process running this step stopped"), "{logs}");
+}
+
+/// Waits survive their process: an approval decided while nobody ran the execution counts once it is taken
+/// over, and an intervention keeps waiting on the same node until someone decides.
+#[tokio::test]
+async fn resume_keeps_approvals_and_interventions_waiting() {
+    let approval = "- step:\n    type: HarnessApproval\n    name: ok\n    identifier: ok\n    timeout: 1m\n    spec:\n      approvalMessage: ship?\n      approvers:\n        userGroups: [release]\n        minimumCount: 1\n        disallowPipelineExecutor: false\n".to_string();
+    let mi = "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: ManualIntervention\n        spec:\n          timeout: 1m\n          onTimeout:\n            action:\n              type: MarkAsFailure\n";
+    let yaml = pipe(&[
+        stage("gate", &[approval], "").replace("type: Custom", "type: Approval"),
+        stage("check", &[sh("probe", "exit 3", mi)], ""),
+    ]);
+    let f = fixture().await;
+    let p = pipeline(&yaml);
+    let e = create(&f, &p).await;
+    let (entities, secrets, seed) = (Entities::default(), Secrets::default(), engine::Seed::default());
+    let decide = |node: Node, kind: &'static str, action: &'static str| {
+        let store = f.store.clone();
+        let id = e.id.clone();
+        async move {
+            store
+                .put_decision(&Decision {
+                    execution_id: id,
+                    node_id: node.id,
+                    kind: kind.into(),
+                    action: action.into(),
+                    by: "tester".into(),
+                    comment: None,
+                    inputs: serde_json::json!({}),
+                    at: 0,
+                })
+                .await
+                .unwrap();
+        }
+    };
+    // The first process dies while the approval waits; the approval is given while nobody runs it.
+    {
+        let run = f.engine.run(&e, &p, &entities, &secrets);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("ended: {r:?}"),
+            _ = wait_node(&f.store, &e.id, "gate.ok", Status::ApprovalWaiting) => {}
+        }
+    }
+    let waiting = node(&f.store.nodes(&e.id).await.unwrap(), "gate.ok").clone();
+    decide(waiting.clone(), "approval", "approve").await;
+    // The second process dies while the intervention waits.
+    {
+        let run = f.engine.resume(&e, &p, &entities, &secrets, &seed);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("ended: {r:?}"),
+            _ = wait_node(&f.store, &e.id, "check.probe", Status::InterventionWaiting) => {}
+        }
+    }
+    let nodes = f.store.nodes(&e.id).await.unwrap();
+    assert_eq!(node(&nodes, "gate.ok").id, waiting.id);
+    assert_eq!(node(&nodes, "gate.ok").status, Status::Success);
+    let probe = node(&nodes, "check.probe").clone();
+    // The third process: the intervention still waits on the same node; a decision ends it.
+    let resumed = f.engine.resume(&e, &p, &entities, &secrets, &seed);
+    let decider = async {
+        wait_node(&f.store, &e.id, "check.probe", Status::InterventionWaiting).await;
+        decide(probe.clone(), "intervention", "mark-success").await;
+    };
+    let (status, ()) = tokio::join!(resumed, decider);
+    assert_eq!(status.unwrap(), Status::Success);
+    let nodes = f.store.nodes(&e.id).await.unwrap();
+    assert_eq!(attempts(&nodes, "check.probe").len(), 1, "no new attempt for a decision");
+    assert_eq!(node(&nodes, "check.probe").status, Status::Success);
+}
