@@ -5,6 +5,7 @@
 //! engine holds no SQL.
 
 mod logs;
+pub mod owner;
 mod process;
 mod run;
 pub mod sandbox;
@@ -26,6 +27,18 @@ pub enum EngineError {
     /// The store failed.
     #[error(transparent)]
     Store(#[from] store::StoreError),
+    /// Another live process owns the execution.
+    #[error(
+        "execution {execution} is run by another process ({owner}) whose hold on it lasts until {until}; it can be taken over only once that process stops renewing it"
+    )]
+    Owned {
+        /// The execution.
+        execution: String,
+        /// Its owner.
+        owner: String,
+        /// When the owner's lease ends unless renewed, in words.
+        until: String,
+    },
     /// The working directory could not be made.
     #[error("cannot create the working directory {path}: {source}")]
     WorkDir {
@@ -49,6 +62,10 @@ pub struct EngineConfig {
     pub triggered_by: String,
     /// How step processes are confined.
     pub isolation: sandbox::Isolation,
+    /// This process as an execution owner (`owner::owner_id`).
+    pub owner: String,
+    /// How long this process's hold on an execution lasts without a heartbeat (renewed every third of it).
+    pub lease: Duration,
 }
 
 impl EngineConfig {
@@ -62,6 +79,8 @@ impl EngineConfig {
             poll_interval: Duration::from_millis(200),
             triggered_by: std::env::var("USER").unwrap_or_else(|_| "local".into()),
             isolation: sandbox::Isolation::None,
+            owner: owner::owner_id(),
+            lease: owner::lease_from_env(),
         }
     }
 }

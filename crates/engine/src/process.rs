@@ -87,6 +87,10 @@ async fn pump<R: AsyncRead + Unpin>(r: R, stream: &'static str, log: &LogSink) {
     }
 }
 
+/// Where a step's process group is recorded (store, execution, node), so that whoever takes the execution
+/// over can stop it.
+pub type Track<'a> = (&'a std::sync::Arc<dyn store::Store>, &'a str, &'a str);
+
 /// Run a process to its end, its timeout, or an abort.
 pub async fn run(
     spec: Spec<'_>,
@@ -94,6 +98,7 @@ pub async fn run(
     timeout: Option<Duration>,
     mut abort: watch::Receiver<bool>,
     grace: Duration,
+    track: Option<Track<'_>>,
 ) -> Exit {
     let mut cmd = Command::new(&spec.program);
     cmd.args(&spec.args)
@@ -109,6 +114,9 @@ pub async fn run(
         Err(e) => return Exit::SpawnFailed(format!("cannot start `{}`: {e}", spec.program.to_string_lossy())),
     };
     let group = Group(child.id().map(|p| p as i32));
+    if let (Some((store, exec, node)), Some(pgid)) = (track, group.0) {
+        crate::owner::record(store, exec, node, pgid).await;
+    }
     let out = child.stdout.take();
     let err = child.stderr.take();
     let readers = async {
@@ -161,6 +169,9 @@ pub async fn run(
         group.signal(Signal::SIGKILL);
     }
     drop(group);
+    if let Some((store, exec, node)) = track {
+        let _ = store.drop_step_process(exec, node).await;
+    }
     match status {
         Ok(Ok(s)) => {
             use std::os::unix::process::ExitStatusExt;

@@ -147,9 +147,36 @@ impl Engine {
             self.observer.event(&Event::Finished(Status::Aborted));
             return Ok(Status::Aborted);
         }
+        // One owner at a time: this process holds the execution while it renews its lease.
+        let lease = self.config.lease;
+        if !self.store.claim_execution(&exec.id, &self.config.owner, now_ms(), crate::owner::until(lease)).await? {
+            let (owner, until) = self.store.lease(&exec.id).await?.unwrap_or_default();
+            let until = until.map_or_else(
+                || "its renewal".to_string(),
+                |ms| format!("{} s from now", ((ms - now_ms()) as f64 / 1000.0).max(0.0).ceil()),
+            );
+            return Err(EngineError::Owned { execution: exec.id.clone(), owner, until });
+        }
+        let heartbeat = {
+            let (store, id, owner) = (self.store.clone(), exec.id.clone(), self.config.owner.clone());
+            tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(lease / 3).await;
+                    match store.renew_lease(&id, &owner, crate::owner::until(lease)).await {
+                        Ok(true) => {}
+                        // Taken over (this process stalled past its lease): the new owner goes on with it.
+                        Ok(false) => return,
+                        // The store is unreachable for a moment: try again at the next beat.
+                        Err(_) => {}
+                    }
+                }
+            })
+        };
         let workdir = self.config.work_root.join(&exec.id);
-        crate::sandbox::prepare_workspace(&self.config, &workdir)
-            .map_err(|source| EngineError::WorkDir { path: workdir.display().to_string(), source })?;
+        if let Err(source) = crate::sandbox::prepare_workspace(&self.config, &workdir) {
+            heartbeat.abort();
+            return Err(EngineError::WorkDir { path: workdir.display().to_string(), source });
+        }
         let (abort_tx, abort_rx) = watch::channel(false);
         let mut prior: HashMap<String, Node> = HashMap::new();
         if resume {
@@ -206,6 +233,7 @@ impl Engine {
         };
         let result = run.pipeline().await;
         poller.abort();
+        heartbeat.abort();
         let status = result?;
         self.observer.event(&Event::Finished(status));
         Ok(status)
@@ -1240,6 +1268,11 @@ impl<'p> Run<'p> {
                 Status::ApprovalWaiting => {}
                 _ => {
                     let log = self.sink(&node);
+                    // A step process that outlived its owner is stopped before the step runs again.
+                    if crate::owner::stop_orphan(&self.store, &self.exec.id, &node.id, self.config.kill_grace).await {
+                        log.line("pipewright", "stopped the step's processes left running by the process that died")
+                            .await;
+                    }
                     let why = "interrupted: the process running this step stopped; the execution was taken over and the step gets a new attempt";
                     log.line("pipewright", why).await;
                     log.flush().await;

@@ -270,7 +270,8 @@ async fn shell(
         Isolation::None => (shell.into(), vec![script_arg.into()]),
     };
     let spec = process::Spec { program, args, cwd: env.workdir, env: envs };
-    let exit = process::run(spec, env.log, env.timeout, env.abort.clone(), env.grace).await;
+    let track = (env.store, env.execution_id, env.node_id);
+    let exit = process::run(spec, env.log, env.timeout, env.abort.clone(), env.grace, Some(track)).await;
     let mut outputs = serde_json::Map::new();
     if let Some(dir) = &out_dir {
         for (name, var) in captured {

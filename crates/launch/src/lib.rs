@@ -533,6 +533,46 @@ pub async fn recorded_document(store: &dyn Store, e: &Execution) -> Result<Docum
     check_pipeline(spec::parse_document(&label, yaml))
 }
 
+/// What an execution whose process died needs to go on: its recorded document, its pipeline as it started
+/// (runtime inputs applied: the recorded snapshot), and its seed — supplied values as recorded, values reused
+/// from earlier executions read from those executions again.
+pub async fn resumable(store: &dyn Store, e: &Execution) -> Result<(Document, spec::Pipeline, engine::Seed)> {
+    let doc = recorded_document(store, e).await?;
+    let snapshot = if e.snapshot.is_empty() { store.execution(&e.id).await?.snapshot } else { e.snapshot.clone() };
+    let label = format!("execution {} as it started", e.id);
+    let snap = spec::parse_document(&label, snapshot);
+    let pipeline = snap
+        .pipeline()
+        .cloned()
+        .ok_or_else(|| LaunchError::WrongKind(format!("{label}: the recorded pipeline cannot be read back")))?;
+    let mut seed = engine::Seed::default();
+    let mut sources: BTreeMap<String, Source> = BTreeMap::new();
+    for d in e.inputs.get("__dependencies").and_then(|d| d.as_array()).into_iter().flatten() {
+        let Some(path) = d["path"].as_str() else { continue };
+        match d["source"]["execution_id"].as_str() {
+            None => seed.values.push((path.to_string(), expr::Value::from(d["value"].clone()))),
+            Some(from) => {
+                if !sources.contains_key(from) {
+                    sources.insert(from.to_string(), source(store, from).await?);
+                }
+                let src = &sources[from];
+                let mut cur = Some(&src.tree);
+                for seg in path.split('.') {
+                    cur = cur.and_then(|v| v.get(seg));
+                }
+                if let Some(v) = cur {
+                    seed.values.push((path.to_string(), v.clone()));
+                }
+                if let Some(stage) = d["source"]["stage"].as_str() {
+                    let status = src.statuses.get(stage).cloned().unwrap_or_else(|| "Success".into());
+                    seed.reused.insert(stage.to_string(), (from.to_string(), status));
+                }
+            }
+        }
+    }
+    Ok((doc, pipeline, seed))
+}
+
 /// Secrets a pipeline reads: `secrets.getValue("id")` anywhere, and the values of `Secret` variables.
 pub fn secret_refs(doc: &Document) -> Vec<String> {
     let mut out = std::collections::BTreeSet::new();

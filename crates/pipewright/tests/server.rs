@@ -93,10 +93,10 @@ impl Server {
     }
 
     /// Kill (SIGKILL) and start again on the same state directory.
-    fn restart(&mut self) {
+    fn restart(&mut self, extra: &[&str]) {
         let _ = self.child.kill();
         let _ = self.child.wait();
-        let (child, url, _) = spawn(&self.state, &[]);
+        let (child, url, _) = spawn(&self.state, extra);
         self.child = child;
         self.url = url;
     }
@@ -733,29 +733,65 @@ async fn sse_delivers_live_logs_and_resumes_with_last_event_id() {
     assert!(m.contains("pipewright_queue_depth"), "{m}");
 }
 
+/// The pid a step printed as `pid N`.
+async fn said_pid(s: &Server, id: &str) -> Option<i32> {
+    let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    let text: String = v["items"].as_array().into_iter().flatten().filter_map(|c| c["data"].as_str()).collect();
+    text.lines().find_map(|l| l.rsplit('\t').next()?.strip_prefix("pid ")?.trim().parse().ok())
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_restart_mid_execution_fails_it_with_a_reason_and_it_can_be_retried() {
+async fn a_server_killed_mid_step_is_taken_over_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
-    let mut s = Server::start(dir.path());
+    let lease = ["--lease-seconds", "1"];
+    let mut s = Server::start_with(dir.path(), &lease);
     let go = dir.path().join("go");
-    let script = format!("'while [ ! -f {} ]; do sleep 0.05; done'", go.display());
-    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("slow", &stage("a", &script)))).await;
+    // The step says its pid, then waits for the test's gate file.
+    let script = format!("'echo pid $$; while [ ! -f {} ]; do sleep 0.05; done; echo released'", go.display());
+    s.ok(
+        Method::POST,
+        &format!("{P}/pipelines"),
+        Some(pipeline("slow", &(stage("a", "echo first") + &stage("b", &script)))),
+    )
+    .await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/slow/execute"), Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
-    until("the step to run", || async {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let pid = loop {
+        if let Some(p) = said_pid(&s, &id).await {
+            break p;
+        }
+        assert!(Instant::now() < deadline, "the step never said its pid");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    // kill -9: the step's process outlives its server.
+    s.restart(&lease);
+    assert!(Path::new(&format!("/proc/{pid}")).exists(), "the step outlived its server");
+    // The next server takes the execution over once the lease runs out: the orphaned step is stopped before
+    // its new attempt starts, so the step never runs twice at once.
+    until("the step's second attempt", || async {
         let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/nodes"), None).await;
-        v.as_array().is_some_and(|n| n.iter().any(|n| n["kind"] == "step" && n["status"] == "Running"))
+        v.as_array()
+            .is_some_and(|n| n.iter().any(|n| n["path"] == "b.s" && n["attempt"] == 2 && n["status"] == "Running"))
     })
     .await;
-    s.restart();
-    let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
-    assert_eq!(v["execution"]["status"], "Failed", "{v}");
-    assert!(v["execution"]["failure"].as_str().unwrap().contains("interrupted"), "{v}");
-    assert!(v["nodes"].as_array().unwrap().iter().all(|n| n["status"] != "Running"));
+    assert!(!Path::new(&format!("/proc/{pid}")).exists(), "the orphaned step process {pid} still runs");
     std::fs::write(&go, "").unwrap();
-    let r = s.ok(Method::POST, &format!("/api/v1/executions/{id}/retry"), Some(json!({}))).await;
-    let done = s.wait_end(&s.token, r["id"].as_str().unwrap()).await;
-    assert_eq!(done["execution"]["status"], "Success");
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let nodes = done["nodes"].as_array().unwrap();
+    let steps: Vec<&Value> = nodes.iter().filter(|n| n["path"] == "b.s").collect();
+    assert_eq!(steps.len(), 2, "{steps:?}");
+    assert_eq!(steps[0]["status"], "Failed");
+    assert!(steps[0]["failure"].as_str().unwrap().starts_with("interrupted"), "{:?}", steps[0]);
+    assert_eq!(steps[1]["status"], "Success");
+    // What finished before the kill was not run again.
+    assert_eq!(nodes.iter().filter(|n| n["path"] == "a.s").count(), 1);
+    let (_, audit) = s.req(Some(&s.token), Method::GET, "/api/v1/audit?resource_type=execution&limit=100", None).await;
+    assert!(
+        audit["items"].as_array().unwrap().iter().any(|a| a["action"] == "take_over" && a["resource"] == id.as_str()),
+        "{audit}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -994,7 +1030,7 @@ async fn sigterm_lets_a_running_execution_finish_within_the_grace_period() {
     std::fs::write(&go, "").unwrap();
     let status = s.child.wait().unwrap();
     assert!(status.success(), "{status:?}");
-    s.restart();
+    s.restart(&[]);
     let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
     assert_eq!(v["execution"]["status"], "Success", "{v}");
 }

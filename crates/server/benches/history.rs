@@ -29,6 +29,7 @@ async fn main() {
         max_body: 1 << 20,
         request_timeout: Duration::from_secs(30),
         shutdown_grace: Duration::from_secs(1),
+        lease: Duration::from_secs(30 * 86_400),
         ..server::Config::new(dir.path().to_path_buf())
     };
     let (app, token) = server::start(store.clone(), config).await.unwrap();

@@ -75,8 +75,11 @@ async fn main() {
     let store = common::seeded(dir.path(), n).await;
 
     let password = "bench-password-1";
-    let config =
-        server::Config { admin_password: Some(password.into()), ..server::Config::new(dir.path().to_path_buf()) };
+    let config = server::Config {
+        admin_password: Some(password.into()),
+        lease: Duration::from_secs(30 * 86_400),
+        ..server::Config::new(dir.path().to_path_buf())
+    };
     let (app, _) = server::start(store.clone(), config).await.unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let base = format!("http://{}", listener.local_addr().unwrap());

@@ -1,8 +1,8 @@
 //! `pipewright serve`: the REST API over the same store and engine the CLI uses. This file owns the shared
 //! application state ([`App`]), the router (every route registered through utoipa so the OpenAPI document at
 //! `/api/v1/openapi.json` is generated from the code and lists exactly the routes served), the HTTP layers
-//! (tracing, compression, timeouts, body limits, metrics), start-up (migrations, bootstrap admin, failing
-//! executions a previous server left unfinished) and graceful shutdown.
+//! (tracing, compression, timeouts, body limits, metrics), start-up (migrations, bootstrap admin, taking over
+//! executions whose process died) and graceful shutdown.
 
 mod api;
 pub mod auth;
@@ -59,6 +59,9 @@ pub struct Config {
     pub max_pipeline_bytes: usize,
     /// Plans (plan, execute, re-run, retry) one principal may have in progress at once.
     pub max_plans_per_user: usize,
+    /// How long this server's hold on an execution lasts without a heartbeat; executions whose owner's lease
+    /// ran out are taken over.
+    pub lease: Duration,
 }
 
 impl Config {
@@ -82,6 +85,7 @@ impl Config {
             max_streams_per_user: 20,
             max_pipeline_bytes: 4 * 1024 * 1024,
             max_plans_per_user: 2,
+            lease: engine::owner::lease_from_env(),
         }
     }
 }
@@ -316,15 +320,9 @@ fn install_metrics() -> Option<PrometheusHandle> {
     Some(handle)
 }
 
-/// Build the application: fail what a previous server left running, make sure an admin exists.
+/// Build the application: make sure an admin exists, take over executions whose process died (now and
+/// whenever a lease runs out).
 pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, Option<String>), String> {
-    let interrupted = store
-        .fail_unfinished("interrupted: the server stopped while this execution was running; retry it to resume from the failed stage")
-        .await
-        .map_err(|e| e.to_string())?;
-    for id in &interrupted {
-        tracing::warn!("execution {id} was left unfinished by a previous server; marked Failed");
-    }
     let keys = crypto::Keyring::load(&config.state_dir).map_err(|e| e.to_string())?;
     let sealed = seal_plain_secrets(store.as_ref(), &keys).await.map_err(|e| e.to_string())?;
     if sealed > 0 {
@@ -339,6 +337,7 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
             config.state_dir.clone(),
             config.isolation.clone(),
             config.work_root.clone(),
+            config.lease,
         )),
         config,
         policy: RwLock::new(None),
@@ -352,6 +351,21 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
     });
     let bootstrap = bootstrap(&app).await.map_err(|e| e.to_string())?;
     bind_legacy_tokens(app.store.as_ref()).await.map_err(|e| e.to_string())?;
+    // Executions a process that died left unfinished are taken over at start, then whenever a lease runs out.
+    service::executions::take_over(&app).await.map_err(|e| e.to_string())?;
+    let scanner = app.clone();
+    tokio::spawn(async move {
+        let every = scanner.runner.lease() / 2;
+        while !scanner.runner.stopping() {
+            tokio::select! {
+                _ = tokio::time::sleep(every) => {}
+                _ = scanner.runner.stopped() => break,
+            }
+            if let Err(e) = service::executions::take_over(&scanner).await {
+                tracing::error!("taking over unfinished executions failed: {e}");
+            }
+        }
+    });
     Ok((app, bootstrap))
 }
 

@@ -23,6 +23,10 @@ pub struct Runner {
     news: Mutex<HashMap<String, Arc<Notify>>>,
     stopping: AtomicBool,
     stop_notify: Arc<Notify>,
+    /// This server as an execution owner.
+    owner: String,
+    /// How long this server's hold on an execution lasts without a heartbeat.
+    lease: Duration,
 }
 
 /// What a running execution needs.
@@ -39,6 +43,8 @@ pub struct Job {
     pub seed: Seed,
     /// Who started it.
     pub triggered_by: String,
+    /// Taken over from a process that died: go on from where it was.
+    pub resume: bool,
 }
 
 struct Watch {
@@ -72,6 +78,7 @@ impl Runner {
         state_dir: PathBuf,
         isolation: engine::sandbox::Isolation,
         work_root: PathBuf,
+        lease: Duration,
     ) -> Runner {
         Runner {
             store,
@@ -82,7 +89,24 @@ impl Runner {
             news: Mutex::new(HashMap::new()),
             stopping: AtomicBool::new(false),
             stop_notify: Arc::new(Notify::new()),
+            owner: engine::owner::owner_id(),
+            lease,
         }
+    }
+
+    /// This server as an execution owner.
+    pub fn owner(&self) -> &str {
+        &self.owner
+    }
+
+    /// How long this server's hold on an execution lasts without a heartbeat.
+    pub fn lease(&self) -> Duration {
+        self.lease
+    }
+
+    /// Whether an execution runs on this server now.
+    pub fn running(&self, id: &str) -> bool {
+        self.tasks.lock().unwrap_or_else(|e| e.into_inner()).get(id).is_some_and(|t| !t.is_finished())
     }
 
     /// Whether the server is shutting down.
@@ -123,13 +147,23 @@ impl Runner {
             config.triggered_by = job.triggered_by.clone();
             config.isolation = me.isolation.clone();
             config.work_root = me.work_root.clone();
+            config.owner = me.owner.clone();
+            config.lease = me.lease;
             let engine = Engine::new(me.store.clone(), Arc::new(Watch { news: news.clone() }), config);
-            if let Err(e) =
-                engine.run_seeded(&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed).await
-            {
-                tracing::error!("execution {} could not run: {e}", job.execution.id);
-                let _ =
-                    me.store.set_execution_status(&job.execution.id, store::Status::Failed, Some(&e.to_string())).await;
+            let (e, p, ents, secrets, seed) = (&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed);
+            let result = if job.resume {
+                engine.resume(e, p, ents, secrets, seed).await
+            } else {
+                engine.run_seeded(e, p, ents, secrets, seed).await
+            };
+            match result {
+                Ok(_) => {}
+                // Another live process holds it: it is theirs to finish.
+                Err(err @ engine::EngineError::Owned { .. }) => tracing::info!("{err}"),
+                Err(err) => {
+                    tracing::error!("execution {} could not run: {err}", e.id);
+                    let _ = me.store.set_execution_status(&e.id, store::Status::Failed, Some(&err.to_string())).await;
+                }
             }
             news.notify_waiters();
             me.news.lock().unwrap_or_else(|e| e.into_inner()).remove(&job.execution.id);

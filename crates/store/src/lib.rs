@@ -77,9 +77,22 @@ pub trait Store: Send + Sync {
     async fn transitions_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<Transition>>;
     /// Log chunks of an execution with a cursor above `after`, in the order they were written, at most `limit`.
     async fn logs_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>>;
-    /// Mark every execution that has not ended (and its unfinished nodes) Failed with `reason`; returns their
-    /// ids. Used when a server starts: nothing is left `Running` forever.
-    async fn fail_unfinished(&self, reason: &str) -> Result<Vec<String>>;
+    /// Take an unfinished execution for `owner` until `until` (ms): it succeeds when nobody owns it, `owner`
+    /// does already, or the owner's lease ended before `now`. One statement: two processes never both win.
+    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool>;
+    /// Renew `owner`'s lease; false when another process has taken the execution over.
+    async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool>;
+    /// Who owns an execution and until when (ms), if anyone does.
+    async fn lease(&self, id: &str) -> Result<Option<(String, Option<i64>)>>;
+    /// Unfinished executions nobody runs: their owner's lease ended before `now`, or nobody took one created
+    /// before `unowned_before`.
+    async fn orphaned(&self, now: i64, unowned_before: i64) -> Result<Vec<Execution>>;
+    /// Record the process group a step runs in (host, group id, the leader's start time in clock ticks).
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()>;
+    /// Forget a step's process group (it ended).
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()>;
+    /// The process groups recorded for an execution's steps, by node id.
+    async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>>;
 
     /// Insert a record, or replace it when `replace`; false when it exists and `replace` is false.
     async fn put_record(&self, r: &Record, replace: bool) -> Result<bool>;

@@ -335,6 +335,18 @@ pub struct Transition {
     pub at: i64,
 }
 
+/// The process group a step runs in, as recorded for whoever takes its execution over.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StepProcess {
+    /// The host it runs on.
+    pub host: String,
+    /// The process group id (the leader's pid).
+    pub pgid: i64,
+    /// The leader's start time, in clock ticks since boot (`/proc/<pid>/stat` field 22): a pid reused by
+    /// another process has another start time.
+    pub started: i64,
+}
+
 /// A person's decision for a waiting node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {

@@ -24,6 +24,9 @@ fn open_err(path: &Path, message: impl Into<String>) -> StoreError {
     StoreError::Open { path: path.display().to_string(), message: message.into() }
 }
 
+/// The statuses an execution or node ends in, as SQL.
+const FINAL: &str = "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected')";
+
 impl SqliteStore {
     /// Open (creating if needed) the store in `state_dir`.
     pub async fn open(state_dir: &Path) -> Result<Self> {
@@ -584,48 +587,87 @@ impl Store for SqliteStore {
             .collect())
     }
 
-    async fn fail_unfinished(&self, reason: &str) -> Result<Vec<String>> {
-        let pool = self.pool.clone();
-        let reason = reason.to_owned();
-        detached(async move {
-            let reason = reason.as_str();
-            const FINAL: &str =
-                "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected')";
-            let now = now_ms();
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let rows: Vec<(String, String)> =
-                sqlx::query_as(&format!("SELECT id, status FROM executions WHERE status NOT IN {FINAL}"))
-                    .fetch_all(&mut *tx)
-                    .await?;
-            for (id, from) in &rows {
-                sqlx::query(&format!(
-                    "UPDATE nodes SET status = 'Failed', failure = ?, ended_at = ? WHERE execution_id = ? AND status NOT IN {FINAL}"
-                ))
-                .bind(reason)
-                .bind(now)
+    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool> {
+        let r = sqlx::query(&format!(
+            "UPDATE executions SET owner = ?1, lease_until = ?2 WHERE id = ?3 AND status NOT IN {FINAL}
+               AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL OR lease_until < ?4)"
+        ))
+        .bind(owner)
+        .bind(until)
+        .bind(id)
+        .bind(now)
+        .execute(&self.pool)
+        .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+        let r = sqlx::query("UPDATE executions SET lease_until = ? WHERE id = ? AND owner = ?")
+            .bind(until)
+            .bind(id)
+            .bind(owner)
+            .execute(&self.pool)
+            .await?;
+        Ok(r.rows_affected() == 1)
+    }
+
+    async fn lease(&self, id: &str) -> Result<Option<(String, Option<i64>)>> {
+        let row: Option<(Option<String>, Option<i64>)> =
+            sqlx::query_as("SELECT owner, lease_until FROM executions WHERE id = ?")
                 .bind(id)
-                .execute(&mut *tx)
+                .fetch_optional(&self.pool)
                 .await?;
-                sqlx::query("UPDATE executions SET status = 'Failed', failure = ?, ended_at = ? WHERE id = ?")
-                    .bind(reason)
-                    .bind(now)
-                    .bind(id)
-                    .execute(&mut *tx)
-                    .await?;
-                sqlx::query(
-                    "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, 'Failed', ?, ?)",
-                )
-                .bind(id)
-                .bind(from)
-                .bind(reason)
-                .bind(now)
-                .execute(&mut *tx)
+        Ok(row.and_then(|(o, l)| o.map(|o| (o, l))))
+    }
+
+    async fn orphaned(&self, now: i64, unowned_before: i64) -> Result<Vec<Execution>> {
+        let rows = sqlx::query(&format!(
+            "SELECT id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by, inputs,
+               selected_stages, snapshot, source_file, parent_id, original_id, failure, created_at, started_at,
+               ended_at
+             FROM executions WHERE status NOT IN {FINAL}
+               AND ((owner IS NULL AND created_at < ?1) OR lease_until < ?2)
+             ORDER BY created_at"
+        ))
+        .bind(unowned_before)
+        .bind(now)
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter().map(execution_row).collect()
+    }
+
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO step_processes (execution_id, node_id, host, pgid, started) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (execution_id, node_id) DO UPDATE SET host = excluded.host, pgid = excluded.pgid,
+               started = excluded.started",
+        )
+        .bind(execution_id)
+        .bind(node_id)
+        .bind(&p.host)
+        .bind(p.pgid)
+        .bind(p.started)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM step_processes WHERE execution_id = ? AND node_id = ?")
+            .bind(execution_id)
+            .bind(node_id)
+            .execute(&self.pool)
+            .await?;
+        Ok(())
+    }
+
+    async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>> {
+        let rows: Vec<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT node_id, host, pgid, started FROM step_processes WHERE execution_id = ?")
+                .bind(execution_id)
+                .fetch_all(&self.pool)
                 .await?;
-            }
-            tx.commit().await?;
-            Ok(rows.into_iter().map(|(id, _)| id).collect())
-        })
-        .await
+        Ok(rows.into_iter().map(|(n, host, pgid, started)| (n, StepProcess { host, pgid, started })).collect())
     }
 
     async fn put_record(&self, r: &Record, replace: bool) -> Result<bool> {

@@ -491,8 +491,26 @@ impl Store for RemoteStore {
     async fn logs_after(&self, _: &str, _: i64, _: i64) -> store::Result<Vec<LogChunk>> {
         unsupported("paging logs")
     }
-    async fn fail_unfinished(&self, _: &str) -> store::Result<Vec<String>> {
-        unsupported("failing executions")
+    async fn claim_execution(&self, _: &str, _: &str, _: i64, _: i64) -> store::Result<bool> {
+        unsupported("taking executions over")
+    }
+    async fn renew_lease(&self, _: &str, _: &str, _: i64) -> store::Result<bool> {
+        unsupported("taking executions over")
+    }
+    async fn lease(&self, _: &str) -> store::Result<Option<(String, Option<i64>)>> {
+        unsupported("reading leases")
+    }
+    async fn orphaned(&self, _: i64, _: i64) -> store::Result<Vec<Execution>> {
+        unsupported("taking executions over")
+    }
+    async fn put_step_process(&self, _: &str, _: &str, _: &store::StepProcess) -> store::Result<()> {
+        unsupported("recording step processes")
+    }
+    async fn drop_step_process(&self, _: &str, _: &str) -> store::Result<()> {
+        unsupported("recording step processes")
+    }
+    async fn step_processes(&self, _: &str) -> store::Result<Vec<(String, store::StepProcess)>> {
+        unsupported("reading step processes")
     }
     async fn put_record(&self, _: &Record, _: bool) -> store::Result<bool> {
         unsupported("writing records")

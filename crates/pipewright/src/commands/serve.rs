@@ -51,6 +51,10 @@ pub struct ServeArgs {
     /// Plans (plan, run, re-run, retry) one user may have in progress at once (more get 429).
     #[arg(long, default_value_t = 2)]
     pub max_plans_per_user: usize,
+    /// Seconds this server's hold on an execution lasts without a heartbeat (renewed every third of it).
+    /// Executions whose process died are taken over once their lease runs out.
+    #[arg(long, env = "PIPEWRIGHT_LEASE_SECONDS", default_value_t = 15.0)]
+    pub lease_seconds: f64,
     #[command(flatten)]
     pub steps: crate::StepArgs,
 }
@@ -105,6 +109,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         max_streams_per_user: a.max_streams_per_user,
         max_pipeline_bytes: a.max_pipeline_bytes,
         max_plans_per_user: a.max_plans_per_user.max(1),
+        lease: Duration::from_secs_f64(a.lease_seconds.clamp(0.2, 86_400.0 * 365.0)),
         state_dir: a.state_dir.clone(),
         max_body: a.max_body,
         request_timeout: Duration::from_secs(a.request_timeout),

@@ -193,6 +193,74 @@ async fn entities(app: &App, scope: &Scope) -> ApiResult<Entities> {
     Ok(out)
 }
 
+/// The secret values a pipeline reads, opened; with a caller, its `secret:access` is checked for each (a
+/// taken-over execution had its caller's checked when it started).
+async fn secrets(app: &App, p: Option<&Principal>, scope: &Scope, doc: &Document) -> ApiResult<Secrets> {
+    let mut secrets = Secrets { no_env: true, ..Secrets::default() };
+    for id in launch::secret_refs(doc) {
+        if let Some(p) = p {
+            app.require(p, "secret:access", &Resource::new("secret", &id, scope.clone())).await?;
+        }
+        if let Some(r) = app.store.record("secret", &scope.org, &scope.project, &id).await?
+            && let Some(sealed) = r.body["sealed"].as_str()
+        {
+            let v = app
+                .keys
+                .open(&crate::secret_context(&scope.org, &scope.project, &id), sealed)
+                .map_err(|e| ApiError::Internal(format!("secret `{id}`: {e}")))?;
+            secrets.values.insert(id, v);
+        }
+    }
+    Ok(secrets)
+}
+
+/// Take over the executions nobody runs any more — their owner's lease ran out (the process died) — and go
+/// on with them here, from where they were. Executions another live process runs are never touched. Returns
+/// the ids taken over.
+pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
+    if app.runner.stopping() {
+        return Ok(Vec::new());
+    }
+    let now = now_ms();
+    let lease = i64::try_from(app.runner.lease().as_millis()).unwrap_or(i64::MAX / 2);
+    let mut taken = Vec::new();
+    for e in app.store.orphaned(now, now.saturating_sub(lease)).await? {
+        if app.runner.running(&e.id)
+            || !app.store.claim_execution(&e.id, app.runner.owner(), now, now.saturating_add(lease)).await?
+        {
+            continue;
+        }
+        let scope = Scope::project(&e.org, &e.project);
+        let job = async {
+            let (doc, pipeline, seed) = launch::resumable(app.store.as_ref(), &e).await?;
+            ApiResult::Ok(Job {
+                secrets: secrets(app, None, &scope, &doc).await?,
+                entities: entities(app, &scope).await?,
+                triggered_by: e.triggered_by.clone(),
+                execution: e.clone(),
+                pipeline,
+                seed,
+                resume: true,
+            })
+        };
+        match job.await {
+            Ok(job) => {
+                tracing::warn!("execution {} was left unfinished by a process that stopped; taking it over", e.id);
+                app.audit("system", "local", "take_over", "execution", &e.id, &scope, serde_json::json!({})).await?;
+                app.runner.start(job);
+                taken.push(e.id.clone());
+            }
+            Err(err) => {
+                // It cannot go on (its pipeline version is gone, say): it ends, saying why.
+                let why = format!("could not be taken over after its process stopped: {err}");
+                tracing::error!("execution {}: {why}", e.id);
+                app.store.set_execution_status(&e.id, Status::Failed, Some(&why)).await?;
+            }
+        }
+    }
+    Ok(taken)
+}
+
 /// Record and start a planned execution; the caller's `secret:access` is checked for every secret it reads.
 #[allow(clippy::too_many_arguments)]
 async fn launch_planned(
@@ -214,19 +282,7 @@ async fn launch_planned(
     }
     let run_stages = planned.plan.run_stages();
     let prepared = launch::prepare(doc, &supplied, selective.then_some(run_stages.as_slice()))?;
-    let mut secrets = Secrets { no_env: true, ..Secrets::default() };
-    for id in launch::secret_refs(doc) {
-        app.require(p, "secret:access", &Resource::new("secret", &id, scope.clone())).await?;
-        if let Some(r) = app.store.record("secret", &scope.org, &scope.project, &id).await?
-            && let Some(sealed) = r.body["sealed"].as_str()
-        {
-            let v = app
-                .keys
-                .open(&crate::secret_context(&scope.org, &scope.project, &id), sealed)
-                .map_err(|e| ApiError::Internal(format!("secret `{id}`: {e}")))?;
-            secrets.values.insert(id, v);
-        }
-    }
+    let secrets = secrets(app, Some(p), scope, doc).await?;
     let entities = entities(app, scope).await?;
     let mut l = launch::Launch::of(&planned, mode, selective, &p.display());
     l.parent = parent;
@@ -243,6 +299,7 @@ async fn launch_planned(
             secrets,
             seed,
             triggered_by: p.display(),
+            resume: false,
         });
         app.audit(
             &p.display(),

@@ -1,0 +1,94 @@
+//! One owner per execution. The process running an execution holds a lease in the store and renews it by
+//! heartbeat; when it dies the lease runs out and another process may take the execution over
+//! (`Engine::resume`). Step process groups are recorded with their leader's start time, so the new owner can
+//! stop a step that outlived its owner — after checking that the group is still that step's, not a reused pid
+//! — before the step runs again.
+
+use nix::sys::signal::{Signal, killpg};
+use nix::unistd::Pid;
+use std::sync::Arc;
+use std::time::Duration;
+use store::{StepProcess, Store, now_ms};
+
+/// This host's name, as recorded with step processes.
+pub fn host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "localhost".into())
+}
+
+/// A name for this process as an execution owner: host, pid and a random part (pids are reused).
+pub fn owner_id() -> String {
+    format!("{}/{}/{}", host(), std::process::id(), ulid::Ulid::new())
+}
+
+/// The start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22), if it exists.
+pub fn proc_start(pid: i64) -> Option<i64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces and parentheses: fields after its closing one are plain.
+    let rest = &stat[stat.rfind(')')? + 1..];
+    rest.split_whitespace().nth(19)?.parse().ok()
+}
+
+/// Whether a recorded step process is still running here, as the same process (not a reused pid).
+pub fn still_running(p: &StepProcess) -> bool {
+    p.host == host() && proc_start(p.pgid) == Some(p.started)
+}
+
+/// Record the process group a step just started in.
+pub async fn record(store: &Arc<dyn Store>, execution_id: &str, node_id: &str, pgid: i32) {
+    let Some(started) = proc_start(i64::from(pgid)) else { return };
+    let p = StepProcess { host: host(), pgid: i64::from(pgid), started };
+    let _ = store.put_step_process(execution_id, node_id, &p).await;
+}
+
+/// Stop the process group of a step whose owner died, if it still runs here: SIGTERM, then SIGKILL after
+/// `grace`. Returns whether there was one to stop.
+pub async fn stop_orphan(store: &Arc<dyn Store>, execution_id: &str, node_id: &str, grace: Duration) -> bool {
+    let Ok(recorded) = store.step_processes(execution_id).await else { return false };
+    let Some((_, p)) = recorded.into_iter().find(|(n, _)| n == node_id) else { return false };
+    let stopped = if still_running(&p) {
+        let group = Pid::from_raw(p.pgid as i32);
+        let _ = killpg(group, Signal::SIGTERM);
+        let deadline = tokio::time::Instant::now() + grace;
+        // The group's leader is watched through /proc (it is not our child): poll its existence, bounded.
+        while still_running(&p) && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = killpg(group, Signal::SIGKILL);
+        true
+    } else {
+        false
+    };
+    let _ = store.drop_step_process(execution_id, node_id).await;
+    stopped
+}
+
+/// How long a lease lasts: `PIPEWRIGHT_LEASE_SECONDS`, or 15 seconds.
+pub fn lease_from_env() -> Duration {
+    std::env::var("PIPEWRIGHT_LEASE_SECONDS")
+        .ok()
+        .and_then(|s| s.parse::<f64>().ok())
+        .filter(|s| *s > 0.0)
+        .map_or(Duration::from_secs(15), Duration::from_secs_f64)
+}
+
+/// The lease's end for a lease starting now.
+pub fn until(lease: Duration) -> i64 {
+    now_ms() + i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 2)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn this_process_is_recognised_and_a_wrong_start_time_is_not() {
+        let me = i64::from(std::process::id());
+        let started = proc_start(me).expect("our own start time");
+        assert!(still_running(&StepProcess { host: host(), pgid: me, started }));
+        assert!(!still_running(&StepProcess { host: host(), pgid: me, started: started + 1 }));
+        assert!(!still_running(&StepProcess { host: "elsewhere".into(), pgid: me, started }));
+        assert_eq!(proc_start(i64::from(i32::MAX)), None);
+    }
+}
