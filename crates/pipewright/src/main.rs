@@ -99,6 +99,12 @@ enum Command {
         after_help = "Examples:\n  pipewright retry 01JD3\n  pipewright retry 01JD3 --only-failed            # in a parallel block, only the stages that failed\n  pipewright retry 01JD3 --stage deploy_dev"
     )]
     Retry(commands::rerun::RetryArgs),
+    /// Go on with an execution whose process died (`kill -9`, a crash, a reboot): what finished is kept, the
+    /// step that was running gets a new attempt, waiting approvals keep waiting. Servers do this themselves.
+    #[command(
+        after_help = "Examples:\n  pipewright resume 01JD3\n  PIPEWRIGHT_LEASE_SECONDS=5 pipewright run pipeline.yaml   # a shorter hold: resumable sooner after a crash\n\nAn execution another live process runs is refused: it can be taken over only once that process stops renewing its lease (PIPEWRIGHT_LEASE_SECONDS, 15 by default)."
+    )]
+    Resume(commands::rerun::ResumeArgs),
     /// List executions, newest first.
     #[command(
         after_help = "Examples:\n  pipewright history\n  pipewright history --pipeline build_test_deploy --status Failed --limit 5\n  pipewright history --output json"
@@ -216,6 +222,7 @@ async fn async_main() -> ExitCode {
         Command::Plan(a) => commands::plan::run(a).await,
         Command::Rerun(a) => commands::rerun::rerun(a).await,
         Command::Retry(a) => commands::rerun::retry(a).await,
+        Command::Resume(a) => commands::rerun::resume(a).await,
         Command::History(a) => commands::history::run(a).await,
         Command::Show(a) => commands::show::run(a).await,
         Command::Logs(a) => commands::logs::run(a).await,

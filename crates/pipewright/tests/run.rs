@@ -300,3 +300,93 @@ fn logs_follow_prints_until_the_execution_ends() {
     assert!(out.status.success());
     assert!(text.contains("before") && text.contains("after gate"), "{text}");
 }
+
+/// Poll a condition on the system's state (a file, a process), bounded.
+fn until(what: &str, mut f: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !f() {
+        assert!(std::time::Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+}
+
+/// `kill -9` a `pipewright run` in the middle of a step; `pipewright resume` refuses while the run lives,
+/// then — once it is dead — stops the step process it left behind, runs the step again as a new attempt
+/// (recorded with the interrupted one), keeps what finished, and finishes the execution.
+#[test]
+fn a_killed_run_is_resumed_from_where_it_was() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let (count, pidfile, gate) = (dir.path().join("count"), dir.path().join("pid"), dir.path().join("gate"));
+    let step = |id: &str, script: &str| {
+        format!(
+            "              - step:\n                  type: ShellScript\n                  name: {id}\n                  identifier: {id}\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: {script}\n"
+        )
+    };
+    let stage = |id: &str, steps: String| {
+        format!(
+            "    - stage:\n        name: {id}\n        identifier: {id}\n        type: Custom\n        spec:\n          execution:\n            steps:\n{steps}"
+        )
+    };
+    let yaml = format!(
+        "pipeline:\n  name: Resumable\n  identifier: resumable\n  stages:\n{}{}",
+        stage("build", step("make", &format!("echo made >> {}", count.display()))),
+        stage(
+            "deploy",
+            step(
+                "push",
+                &format!(
+                    "echo $$ > {}; while [ ! -f {} ]; do sleep 0.02; done; echo pushed",
+                    pidfile.display(),
+                    gate.display()
+                )
+            )
+        ),
+    );
+    let file = dir.path().join("resumable.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let bin = assert_cmd::cargo::cargo_bin("pipewright");
+    let mut run = std::process::Command::new(&bin)
+        .args(["run", "--step-isolation", "none"])
+        .arg(&file)
+        .env("PIPEWRIGHT_STATE_DIR", &state)
+        .env("PIPEWRIGHT_LEASE_SECONDS", "1")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let id = first.split_whitespace().nth(1).unwrap().to_string();
+    // Its output is read on (a closed pipe would end it before the kill does).
+    std::thread::spawn(move || lines.map_while(Result::ok).count());
+    until("the step to start", || std::fs::read_to_string(&pidfile).is_ok_and(|p| p.trim().parse::<i32>().is_ok()));
+    let orphan: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // While the run lives, its execution is not anyone else's.
+    pw(&state)
+        .args(["resume", &id, "--step-isolation", "none"])
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("is run by another process"));
+    run.kill().unwrap();
+    run.wait().unwrap();
+    assert!(Path::new(&format!("/proc/{orphan}")).exists(), "the step outlived its run");
+    std::fs::remove_file(&pidfile).unwrap();
+    let resume = std::process::Command::new(&bin)
+        .args(["resume", &id, "--wait", "--step-isolation", "none"])
+        .env("PIPEWRIGHT_STATE_DIR", &state)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    until("the new attempt", || std::fs::read_to_string(&pidfile).is_ok_and(|p| p.trim().parse::<i32>().is_ok()));
+    assert!(!Path::new(&format!("/proc/{orphan}")).exists(), "the orphaned step {orphan} was not stopped first");
+    std::fs::write(&gate, "go").unwrap();
+    let out = resume.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let shown = json(&state, &["show", &id]);
+    assert_eq!(shown["status"], "Success", "{shown}");
+    assert_eq!(std::fs::read_to_string(&count).unwrap().lines().count(), 1, "build ran once");
+    let text = shown.to_string();
+    assert!(text.contains("interrupted: the process running this step stopped"), "{text}");
+}

@@ -1034,3 +1034,47 @@ async fn sigterm_lets_a_running_execution_finish_within_the_grace_period() {
     let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
     assert_eq!(v["execution"]["status"], "Success", "{v}");
 }
+
+/// A `pipewright run` on the state directory of a running server is that run's: the server, scanning for
+/// executions to take over, leaves an execution alone while its owner renews its lease.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_server_never_touches_a_local_run_that_is_alive() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start_with(dir.path(), &["--lease-seconds", "0.5"]);
+    let go = dir.path().join("go");
+    let started = dir.path().join("started");
+    let yaml = pipeline(
+        "local",
+        &stage("a", &format!("'touch {}; while [ ! -f {} ]; do sleep 0.02; done'", started.display(), go.display())),
+    );
+    let file = dir.path().join("local.yaml");
+    std::fs::write(&file, yaml.as_str().unwrap()).unwrap();
+    let mut run = Command::new(env!("CARGO_BIN_EXE_pipewright"))
+        .args(["run", "--step-isolation", "none"])
+        .arg(&file)
+        .env("PIPEWRIGHT_STATE_DIR", &s.state)
+        .env("PIPEWRIGHT_LEASE_SECONDS", "0.5")
+        .env_remove("PIPEWRIGHT_SERVER")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(run.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let id = first.split_whitespace().nth(1).unwrap().to_string();
+    // The run's output is read to its end (a closed pipe would end it).
+    let rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>().join("\n"));
+    until("the local step to run", || async { started.exists() }).await;
+    // An observation window of six leases (the server scans every quarter second): nothing may change hands.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}"), None).await;
+    assert_eq!(v["execution"]["status"], "Running", "{v}");
+    let attempts = v["nodes"].as_array().unwrap().iter().filter(|n| n["path"] == "a.s").count();
+    assert_eq!(attempts, 1, "{v}");
+    std::fs::write(&go, "").unwrap();
+    let status = run.wait().unwrap();
+    let out = rest.join().unwrap();
+    assert!(status.success(), "{out}");
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+}

@@ -2,7 +2,8 @@
 //! the pipeline YAML as it was (or the current file with `--latest`, re-planned), the same inputs (overridable)
 //! and the same selection; `rerun --stage` re-runs some stages and reuses every dependency outside them from
 //! that execution; `retry` resumes a failed execution from its first failed stage (or the failed stages of a
-//! parallel block), reusing what succeeded. Each new execution links to the one it came from.
+//! parallel block), reusing what succeeded. Each new execution links to the one it came from. `resume` is not a
+//! new execution: it goes on with one whose process died (its owner's lease ran out), from where it was.
 
 use super::run::{Options, default_entities, run_planned};
 use crate::{Output, StateArgs};
@@ -143,4 +144,80 @@ pub async fn retry(a: RetryArgs) -> anyhow::Result<ExitCode> {
         Err(e) => return super::plan::fail(e),
     };
     start(store, &a.common, &orig, doc, sel, Mode::Retry).await
+}
+
+/// Arguments of `resume`.
+#[derive(Args)]
+pub struct ResumeArgs {
+    /// The execution (id or unique prefix).
+    pub execution: String,
+    /// Services, environments and infrastructure definitions (default: `.harness/` next to the pipeline file).
+    #[arg(long, value_name = "DIR")]
+    pub entities: Option<PathBuf>,
+    /// Secrets as YAML (`id: value`).
+    #[arg(long, value_name = "FILE")]
+    pub secrets_file: Option<PathBuf>,
+    /// Output format.
+    #[arg(long, short, value_enum, default_value_t = Output::Text)]
+    pub output: Output,
+    /// When another process still holds the execution, wait until its hold runs out (it died) instead of
+    /// refusing. A process that is alive renews its hold: then this waits until it stops.
+    #[arg(long)]
+    pub wait: bool,
+    #[command(flatten)]
+    pub steps: crate::StepArgs,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// `resume`: take over an execution whose process died and go on with it here — finished steps kept, the
+/// interrupted one run again as a new attempt (after stopping what it left running), waits still waiting.
+pub async fn resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
+    if super::remote::Remote::from_state(&a.state)?.is_some() {
+        bail!("a server takes over its executions itself once their process stops; `resume` is for local runs");
+    }
+    let store = super::open_store(&a.state).await?;
+    let e = store.execution(&a.execution).await?;
+    if e.status.is_final() {
+        bail!(
+            "execution {} ended {}; there is nothing to resume (`pipewright retry {}` runs it again from its failed stage)",
+            e.id,
+            e.status,
+            e.id
+        );
+    }
+    let (_, pipeline, seed) = match launch::resumable(store.as_ref(), &e).await {
+        Ok(p) => p,
+        Err(err) => return super::plan::fail(err),
+    };
+    let entities_dir =
+        a.entities.clone().or_else(|| e.source_file.as_deref().and_then(|f| default_entities(Path::new(f))));
+    let entities = match &entities_dir {
+        Some(d) => engine::Entities::load_dir(d).map_err(|err| anyhow::anyhow!("{}: {err}", d.display()))?,
+        None => engine::Entities::default(),
+    };
+    let secrets = super::run::secrets(a.secrets_file.as_deref())?;
+    let mut config = engine::EngineConfig::new(&a.state.state_dir);
+    (config.isolation, config.work_root) = super::isolation(&a.steps, &a.state.state_dir)?;
+    config.triggered_by = e.triggered_by.clone();
+    if a.output == Output::Text {
+        println!("resuming execution {} (#{} of {})", e.id, e.sequence_id, e.pipeline);
+    }
+    let engine = engine::Engine::new(store.clone(), super::run::observer(a.output), config);
+    let status = loop {
+        match engine.resume(&e, &pipeline, &entities, &secrets, &seed).await {
+            Ok(s) => break s,
+            Err(engine::EngineError::Owned { .. }) if a.wait => {
+                // The store says when the hold ends; look again then (a live owner will have renewed it).
+                let until = store.lease(&e.id).await?.and_then(|(_, u)| u).unwrap_or(0);
+                let left = (until - store::now_ms()).clamp(50, 5_000) as u64;
+                tokio::time::sleep(std::time::Duration::from_millis(left)).await;
+            }
+            Err(err @ engine::EngineError::Owned { .. }) => bail!("{err}"),
+            Err(err) => return Err(err.into()),
+        }
+    };
+    let e = store.execution(&e.id).await?;
+    let nodes = store.nodes(&e.id).await?;
+    super::run::finish(&e, &nodes, status, a.output)
 }

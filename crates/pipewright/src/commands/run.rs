@@ -87,7 +87,8 @@ pub fn supplied_inputs(given: &[String], files: &[PathBuf]) -> anyhow::Result<BT
     Ok(supplied)
 }
 
-fn secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
+/// Secrets from a YAML file (`id: value`); `PIPEWRIGHT_SECRET_<ID>` variables are read by the engine.
+pub fn secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
     let mut s = Secrets::default();
     if let Some(f) = file {
         let text =
