@@ -118,6 +118,14 @@ impl LogSink {
         }
     }
 
+    /// Number this sink's chunks after `seq` (a node taken over already has chunks up to it).
+    pub fn after(self, seq: i64) -> Self {
+        if let Ok(mut b) = self.buf.try_lock() {
+            b.seq = seq;
+        }
+        self
+    }
+
     /// Record one line.
     pub async fn line(&self, stream: &'static str, text: &str) {
         let masked = self.masker.mask(text.trim_end_matches(['\n', '\r']));

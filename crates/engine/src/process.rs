@@ -91,6 +91,36 @@ async fn pump<R: AsyncRead + Unpin>(r: R, stream: &'static str, log: &LogSink) {
 /// over can stop it.
 pub type Track<'a> = (&'a std::sync::Arc<dyn store::Store>, &'a str, &'a str);
 
+/// The absolute path of `program` along the child's `PATH` (as `execvp` would find it), looked up once per
+/// (PATH, program) pair. Spawning by absolute path lets the standard library use `posix_spawn` (no copy of
+/// pipewright's address space, no failed `execve` per `PATH` entry in the child).
+pub(crate) fn resolve(program: &std::ffi::OsStr, env: &[(String, String)]) -> std::ffi::OsString {
+    use std::collections::HashMap;
+    use std::os::unix::ffi::OsStrExt;
+    use std::sync::{Mutex, OnceLock};
+    if program.as_bytes().contains(&b'/') {
+        return program.to_os_string();
+    }
+    let path = env.iter().find(|(k, _)| k == "PATH").map(|(_, v)| v.as_str()).unwrap_or("/usr/bin:/bin");
+    static CACHE: OnceLock<Mutex<HashMap<(String, std::ffi::OsString), std::ffi::OsString>>> = OnceLock::new();
+    let key = (path.to_string(), program.to_os_string());
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(hit) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return hit.clone();
+    }
+    let found = std::env::split_paths(path)
+        .map(|d| d.join(program))
+        .find(|p| {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::metadata(p).is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        })
+        .map(std::path::PathBuf::into_os_string);
+    // Not found: the name as given (the spawn then fails with the usual "not found").
+    let resolved = found.unwrap_or_else(|| program.to_os_string());
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, resolved.clone());
+    resolved
+}
+
 /// Run a process to its end, its timeout, or an abort.
 pub async fn run(
     spec: Spec<'_>,
@@ -100,7 +130,7 @@ pub async fn run(
     grace: Duration,
     track: Option<Track<'_>>,
 ) -> Exit {
-    let mut cmd = Command::new(&spec.program);
+    let mut cmd = Command::new(resolve(&spec.program, &spec.env));
     cmd.args(&spec.args)
         .current_dir(spec.cwd)
         .env_clear()
@@ -169,9 +199,6 @@ pub async fn run(
         group.signal(Signal::SIGKILL);
     }
     drop(group);
-    if let Some((store, exec, node)) = track {
-        let _ = store.drop_step_process(exec, node).await;
-    }
     match status {
         Ok(Ok(s)) => {
             use std::os::unix::process::ExitStatusExt;

@@ -234,6 +234,8 @@ impl Engine {
         let result = run.pipeline().await;
         poller.abort();
         heartbeat.abort();
+        // Every step has ended: no process group of this execution is left to stop.
+        let _ = self.store.drop_step_process(&exec.id, "").await;
         let status = result?;
         self.observer.event(&Event::Finished(status));
         Ok(status)
@@ -1261,13 +1263,23 @@ impl<'p> Run<'p> {
         // on the same node); an approval keeps waiting (its wait starts again on the same node); a step that
         // was running is closed as interrupted and gets a new attempt, the interrupted one counting as a retry.
         let mut waiting_decision = false;
+        // A node taken over has log chunks already: its sink numbers on after them.
+        let mut logged = 0;
         if taken_over {
+            logged = self
+                .store
+                .logs(&self.exec.id, Some(&[node.id.clone()]))
+                .await?
+                .iter()
+                .map(|c| c.seq)
+                .max()
+                .unwrap_or(0);
             attempt = node.attempt;
             match node.status {
                 Status::InterventionWaiting => waiting_decision = true,
                 Status::ApprovalWaiting => {}
                 _ => {
-                    let log = self.sink(&node);
+                    let log = self.sink(&node).after(logged);
                     // A step process that outlived its owner is stopped before the step runs again.
                     if crate::owner::stop_orphan(&self.store, &self.exec.id, &node.id, self.config.kill_grace).await {
                         log.line("pipewright", "stopped the step's processes left running by the process that died")
@@ -1279,6 +1291,8 @@ impl<'p> Run<'p> {
                     self.finish(&mut node, Status::Failed, Some(why.into())).await?;
                     retries_done = u32::try_from(node.attempt).unwrap_or(u32::MAX);
                     attempt = node.attempt + 1;
+                    // The new attempt is a new node: its chunks start afresh.
+                    logged = 0;
                 }
             }
         }
@@ -1297,7 +1311,7 @@ impl<'p> Run<'p> {
                 };
             }
             set_status(Status::Running);
-            let log = self.sink(&node);
+            let log = self.sink(&node).after(if attempt == node.attempt { logged } else { 0 });
             let outcome = if std::mem::take(&mut waiting_decision) {
                 steps::Outcome {
                     status: Status::Failed,

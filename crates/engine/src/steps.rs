@@ -264,7 +264,9 @@ async fn shell(
     let (program, args) = match env.isolation {
         Isolation::Landlock(sb) => {
             let writable: Vec<&Path> = std::iter::once(env.workdir).chain(out_dir.as_deref()).collect();
-            let (p, a) = sb.command(&writable, &[&file], shell, std::slice::from_ref(&script_arg));
+            // The shell by absolute path: the launcher execs it without searching PATH.
+            let shell = process::resolve(shell.as_ref(), &envs).to_string_lossy().into_owned();
+            let (p, a) = sb.command(&writable, &[&file], &shell, std::slice::from_ref(&script_arg));
             (p.into_os_string(), a)
         }
         Isolation::None => (shell.into(), vec![script_arg.into()]),

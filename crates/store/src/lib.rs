@@ -89,7 +89,7 @@ pub trait Store: Send + Sync {
     async fn orphaned(&self, now: i64, unowned_before: i64) -> Result<Vec<Execution>>;
     /// Record the process group a step runs in (host, group id, the leader's start time in clock ticks).
     async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()>;
-    /// Forget a step's process group (it ended).
+    /// Forget a step's process group (it ended); with an empty `node_id`, every one of the execution.
     async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()>;
     /// The process groups recorded for an execution's steps, by node id.
     async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>>;

@@ -14,7 +14,10 @@ use std::time::Duration;
 /// The store in `<state-dir>/pipewright.db`.
 #[derive(Clone, Debug)]
 pub struct SqliteStore {
+    /// Reads.
     pool: SqlitePool,
+    /// Writes (one connection).
+    writer: SqlitePool,
     path: PathBuf,
 }
 
@@ -47,7 +50,9 @@ impl SqliteStore {
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Normal)
             .busy_timeout(Duration::from_secs(60))
-            .foreign_keys(true);
+            .foreign_keys(true)
+            // Pages are read through a memory map (no read call per page, shared between connections).
+            .pragma("mmap_size", "268435456");
         // Two processes opening a new state directory at once must not both create the schema: migrations run
         // under an exclusive lock on a file beside the database (released when `_guard` drops).
         let lock_path = state_dir.join("pipewright.lock");
@@ -61,9 +66,14 @@ impl SqliteStore {
             .await
             .map_err(|e| open_err(&lock_path, e.to_string()))?
             .map_err(|e| open_err(&lock_path, e.to_string()))?;
-        let pool =
-            SqlitePoolOptions::new().max_connections(4).connect_with(opts).await.map_err(|e| explain(&path, e))?;
-        MIGRATOR.run(&pool).await.map_err(|e| match e {
+        // Writes go through one connection (SQLite runs one writer at a time anyway), so its page cache stays
+        // warm instead of being invalidated by the other connections' writes; reads use a pool of three.
+        let writer = SqlitePoolOptions::new()
+            .max_connections(1)
+            .connect_with(opts.clone())
+            .await
+            .map_err(|e| explain(&path, e))?;
+        MIGRATOR.run(&writer).await.map_err(|e| match e {
             sqlx::migrate::MigrateError::Execute(e) => explain(&path, e),
             other => open_err(
                 &path,
@@ -75,7 +85,9 @@ impl SqliteStore {
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(state_dir.join(f), std::fs::Permissions::from_mode(0o600));
         }
-        Ok(SqliteStore { pool, path })
+        let pool =
+            SqlitePoolOptions::new().max_connections(3).connect_with(opts).await.map_err(|e| explain(&path, e))?;
+        Ok(SqliteStore { pool, writer, path })
     }
 
     /// The database file.
@@ -206,7 +218,7 @@ fn node_row(r: &SqliteRow) -> Result<Node> {
 #[async_trait]
 impl Store for SqliteStore {
     async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64> {
-        let pool = self.pool.clone();
+        let pool = self.writer.clone();
         let org = org.to_owned();
         let project = project.to_owned();
         let identifier = identifier.to_owned();
@@ -261,7 +273,7 @@ impl Store for SqliteStore {
     }
 
     async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
-        let pool = self.pool.clone();
+        let pool = self.writer.clone();
         detached(async move {
             let id = ulid::Ulid::new().to_string();
             let now = now_ms();
@@ -308,7 +320,7 @@ impl Store for SqliteStore {
     }
 
     async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
-        let pool = self.pool.clone();
+        let pool = self.writer.clone();
         let id = id.to_owned();
         let failure = failure.map(str::to_owned);
         detached(async move {
@@ -435,7 +447,7 @@ impl Store for SqliteStore {
         .bind(&n.skip_reason)
         .bind(outputs)
         .bind(&n.reused_from)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -454,7 +466,7 @@ impl Store for SqliteStore {
             .bind(execution_id)
             .bind(seq)
             .bind(data)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -484,7 +496,7 @@ impl Store for SqliteStore {
         if e.status.is_final() {
             return Ok(false);
         }
-        sqlx::query("UPDATE executions SET abort_requested = 1 WHERE id = ?").bind(&e.id).execute(&self.pool).await?;
+        sqlx::query("UPDATE executions SET abort_requested = 1 WHERE id = ?").bind(&e.id).execute(&self.writer).await?;
         Ok(true)
     }
 
@@ -508,13 +520,13 @@ impl Store for SqliteStore {
         .bind(&d.comment)
         .bind(serde_json::to_string(&d.inputs).unwrap_or_else(|_| "{}".into()))
         .bind(d.at)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
-        let pool = self.pool.clone();
+        let pool = self.writer.clone();
         let execution_id = execution_id.to_owned();
         let node_id = node_id.to_owned();
         detached(async move {
@@ -596,7 +608,7 @@ impl Store for SqliteStore {
         .bind(until)
         .bind(id)
         .bind(now)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -606,7 +618,7 @@ impl Store for SqliteStore {
             .bind(until)
             .bind(id)
             .bind(owner)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(r.rows_affected() == 1)
     }
@@ -647,16 +659,16 @@ impl Store for SqliteStore {
         .bind(&p.host)
         .bind(p.pgid)
         .bind(p.started)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
 
     async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM step_processes WHERE execution_id = ? AND node_id = ?")
+        sqlx::query("DELETE FROM step_processes WHERE execution_id = ?1 AND (?2 = '' OR node_id = ?2)")
             .bind(execution_id)
             .bind(node_id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
@@ -687,7 +699,7 @@ impl Store for SqliteStore {
             .bind(body)
             .bind(r.created_at)
             .bind(r.updated_at)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -724,7 +736,7 @@ impl Store for SqliteStore {
             .bind(org)
             .bind(project)
             .bind(identifier)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -734,7 +746,7 @@ impl Store for SqliteStore {
             .bind(org)
             .bind(project)
             .bind(project)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected())
     }
@@ -755,7 +767,7 @@ impl Store for SqliteStore {
         .bind(t.expires_at)
         .bind(t.revoked_at)
         .bind(&t.principal_uid)
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
@@ -782,7 +794,7 @@ impl Store for SqliteStore {
         let done = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(now_ms())
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(done.rows_affected() > 0)
     }
@@ -791,13 +803,13 @@ impl Store for SqliteStore {
         sqlx::query("UPDATE tokens SET principal_uid = ? WHERE id = ?")
             .bind(principal_uid)
             .bind(id)
-            .execute(&self.pool)
+            .execute(&self.writer)
             .await?;
         Ok(())
     }
 
     async fn delete_history(&self, org: &str, project: Option<&str>) -> Result<u64> {
-        let pool = self.pool.clone();
+        let pool = self.writer.clone();
         let (org, project) = (org.to_string(), project.map(str::to_string));
         detached(async move {
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
@@ -843,7 +855,7 @@ impl Store for SqliteStore {
         .bind(&e.project)
         .bind(&e.address)
         .bind(serde_json::to_string(&e.detail).unwrap_or_else(|_| "{}".into()))
-        .execute(&self.pool)
+        .execute(&self.writer)
         .await?;
         Ok(())
     }
