@@ -22,6 +22,22 @@ pub fn owner_id() -> String {
     format!("{}/{}/{}", host(), std::process::id(), ulid::Ulid::new())
 }
 
+/// Whether an owner (as [`owner_id`] names it) is a process of this host that no longer runs: its execution
+/// can be taken over at once instead of when its lease runs out. A pid in use may be another process's by
+/// now: then the owner is not known dead and its lease decides.
+pub fn owner_is_dead(owner: &str) -> bool {
+    let mut parts = owner.split('/');
+    let (Some(h), Some(pid)) = (parts.next(), parts.next().and_then(|p| p.parse::<i64>().ok())) else { return false };
+    if h != host() || pid == i64::from(std::process::id()) {
+        return false;
+    }
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        // A zombie has ended too.
+        Ok(stat) => stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()) == Some("Z"),
+        Err(_) => true,
+    }
+}
+
 /// The start time of a process in clock ticks since boot (`/proc/<pid>/stat` field 22), if it exists.
 pub fn proc_start(pid: i64) -> Option<i64> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
@@ -30,9 +46,14 @@ pub fn proc_start(pid: i64) -> Option<i64> {
     rest.split_whitespace().nth(19)?.parse().ok()
 }
 
-/// Whether a recorded step process is still running here, as the same process (not a reused pid).
+/// Whether a recorded step process is still running here, as the same process (not a reused pid, not a
+/// zombie waiting for its new parent to reap it).
 pub fn still_running(p: &StepProcess) -> bool {
-    p.host == host() && proc_start(p.pgid) == Some(p.started)
+    if p.host != host() || proc_start(p.pgid) != Some(p.started) {
+        return false;
+    }
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", p.pgid)).unwrap_or_default();
+    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|state| state != "Z")
 }
 
 /// Record the process group a step just started in.
@@ -90,5 +111,19 @@ mod tests {
         assert!(!still_running(&StepProcess { host: host(), pgid: me, started: started + 1 }));
         assert!(!still_running(&StepProcess { host: "elsewhere".into(), pgid: me, started }));
         assert_eq!(proc_start(i64::from(i32::MAX)), None);
+    }
+
+    #[test]
+    fn dead_owners_are_told_from_live_ones() {
+        let cases = [
+            (format!("{}/{}/01J", host(), std::process::id()), false),
+            (format!("{}/1/01J", host()), false),
+            (format!("{}/{}/01J", host(), i32::MAX), true),
+            (format!("elsewhere/{}/01J", i32::MAX), false),
+            ("garbage".to_string(), false),
+        ];
+        for (owner, dead) in cases {
+            assert_eq!(owner_is_dead(&owner), dead, "{owner}");
+        }
     }
 }

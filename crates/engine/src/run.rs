@@ -149,7 +149,17 @@ impl Engine {
         }
         // One owner at a time: this process holds the execution while it renews its lease.
         let lease = self.config.lease;
-        if !self.store.claim_execution(&exec.id, &self.config.owner, now_ms(), crate::owner::until(lease)).await? {
+        let claim =
+            |now: i64| self.store.claim_execution(&exec.id, &self.config.owner, now, crate::owner::until(lease));
+        let mut claimed = claim(now_ms()).await?;
+        if !claimed
+            && let Some((owner, _)) = self.store.lease(&exec.id).await?
+            && crate::owner::owner_is_dead(&owner)
+        {
+            // Its owner was a process of this host that is gone: its hold is void, whatever its lease says.
+            claimed = claim(i64::MAX).await?;
+        }
+        if !claimed {
             let (owner, until) = self.store.lease(&exec.id).await?.unwrap_or_default();
             let until = until.map_or_else(
                 || "its renewal".to_string(),

@@ -224,9 +224,20 @@ pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
     let now = now_ms();
     let lease = i64::try_from(app.runner.lease().as_millis()).unwrap_or(i64::MAX / 2);
     let mut taken = Vec::new();
-    for e in app.store.orphaned(now, now.saturating_sub(lease)).await? {
-        if app.runner.running(&e.id)
-            || !app.store.claim_execution(&e.id, app.runner.owner(), now, now.saturating_add(lease)).await?
+    // Every owned execution that has not ended is looked at: one whose lease ran out is taken over, and so is
+    // one whose owner was a process of this host that is gone (no need to wait for its lease).
+    for e in app.store.orphaned(i64::MAX, now.saturating_sub(lease)).await? {
+        if app.runner.running(&e.id) {
+            continue;
+        }
+        let (expired, dead) = match app.store.lease(&e.id).await? {
+            Some((owner, until)) => (until.is_none_or(|u| u < now), engine::owner::owner_is_dead(&owner)),
+            None => (true, false),
+        };
+        // A dead owner's hold is void: claimed as if it had run out.
+        let claim_now = if dead { i64::MAX } else { now };
+        if !(expired || dead)
+            || !app.store.claim_execution(&e.id, app.runner.owner(), claim_now, now.saturating_add(lease)).await?
         {
             continue;
         }
