@@ -4,6 +4,7 @@
 //! masking and log capture. Every state change goes to the [`store::Store`] before the engine acts on it; the
 //! engine holds no SQL.
 
+pub mod decide;
 mod logs;
 pub mod owner;
 mod process;
@@ -12,6 +13,7 @@ pub mod sandbox;
 mod steps;
 mod tree;
 
+pub use decide::InterventionAction;
 pub use logs::Masker;
 pub use run::Engine;
 

@@ -6,6 +6,7 @@
 //! (Ctrl-C, `pipewright abort`, or an `Abort` action) stops everything. Every node record is written to the
 //! store before the engine goes on.
 
+use crate::decide;
 use crate::logs::{LogSink, Masker};
 use crate::steps::{self, StepEnv};
 use crate::tree::{self, NodeCtx};
@@ -13,7 +14,7 @@ use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets, Seed}
 use expr::{Scope, Value};
 use futures::future::join_all;
 use spec::{
-    Action, ErrorType, ExecutionElement, FailureStrategy, Pipeline, Stage, StageType, StatusCondition, Step, StepGroup,
+    ErrorType, ExecutionElement, FailureStrategy, Pipeline, Stage, StageType, StatusCondition, Step, StepGroup,
     Strategy, VariableType, When,
 };
 use std::collections::{BTreeMap, HashMap};
@@ -1382,72 +1383,45 @@ impl<'p> Run<'p> {
                 set_status(Status::Aborted);
                 return self.finish(&mut node, Status::Aborted, outcome.failure).await;
             }
-            let action = strategies
-                .iter()
-                .find(|fs| fs.on_failure.errors.iter().any(|e| *e == ErrorType::AllErrors || *e == outcome.error))
-                .map(|fs| fs.on_failure.action.clone());
-            let action = match action {
-                Some(Action::Retry(r)) if retries_done < r.retry_count => {
-                    let interval = r
-                        .retry_intervals
-                        .get((retries_done as usize).min(r.retry_intervals.len().saturating_sub(1)))
-                        .and_then(|d| d.as_std())
-                        .unwrap_or(Duration::ZERO);
-                    retries_done += 1;
+            // What the failure leads to is decided in `decide`; here it is carried out.
+            let ending = match decide::next(decide::matching(&strategies, outcome.error), retries_done) {
+                decide::Next::Retry { after, retry, of } => {
+                    retries_done = retry;
                     self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
-                    log.line(
-                        "pipewright",
-                        &format!("retrying in {interval:?} (retry {retries_done} of {})", r.retry_count),
-                    )
-                    .await;
+                    log.line("pipewright", &format!("retrying in {after:?} (retry {retry} of {of})")).await;
                     log.flush().await;
                     let mut abort = self.abort_rx.clone();
                     tokio::select! {
-                        _ = tokio::time::sleep(interval) => {}
+                        _ = tokio::time::sleep(after) => {}
                         _ = steps::wait_abort(&mut abort) => {}
                     }
                     attempt += 1;
                     continue;
                 }
-                Some(Action::Retry(r)) => Some(r.on_retry_failure.action.clone()),
-                other => other,
-            };
-            let action = match action {
-                Some(Action::ManualIntervention(mi)) => {
-                    match self.intervene(&mut node, &log, mi.timeout.as_ref().and_then(|t| t.as_std())).await? {
-                        Some(decision) if decision == "retry" => {
-                            self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
-                            attempt += 1;
-                            continue;
-                        }
-                        Some(decision) => Some(match decision.as_str() {
-                            "ignore" => Action::Ignore,
-                            "abort" => Action::Abort,
-                            "mark-success" => Action::MarkAsSuccess,
-                            _ => Action::MarkAsFailure,
-                        }),
-                        None => Some(mi.on_timeout.action.clone()),
+                decide::Next::AskPerson { timeout, on_timeout } => {
+                    match self.intervene(&mut node, &log, timeout).await? {
+                        Some(choice) => match decide::chosen(choice) {
+                            None => {
+                                self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
+                                attempt += 1;
+                                continue;
+                            }
+                            Some(e) => e,
+                        },
+                        None => on_timeout,
                     }
                 }
-                other => other,
+                decide::Next::End(e) => e,
             };
-            let (status, failure) = match action {
-                Some(Action::Ignore) => (Status::IgnoreFailed, outcome.failure.clone()),
-                Some(Action::MarkAsSuccess) => (Status::Success, outcome.failure.clone()),
-                Some(Action::Abort) => {
+            match ending {
+                decide::Ending::Abort => {
                     let _ = self.abort_tx.send(true);
-                    (outcome.status, outcome.failure.clone())
                 }
-                Some(Action::StageRollback) => {
-                    cx.rollback.store(true, Ordering::SeqCst);
-                    (outcome.status, outcome.failure.clone())
-                }
-                Some(Action::PipelineRollback) => {
-                    self.rollback_pipeline.store(true, Ordering::SeqCst);
-                    (outcome.status, outcome.failure.clone())
-                }
-                _ => (outcome.status, outcome.failure.clone()),
-            };
+                decide::Ending::StageRollback => cx.rollback.store(true, Ordering::SeqCst),
+                decide::Ending::PipelineRollback => self.rollback_pipeline.store(true, Ordering::SeqCst),
+                _ => {}
+            }
+            let (status, failure) = (ending.status(outcome.status), outcome.failure.clone());
             if status.is_good() {
                 self.set_tree(&[&tps[..], &["output", "outputVariables"]].concat(), json_map(&outcome.outputs));
             } else {
@@ -1459,7 +1433,12 @@ impl<'p> Run<'p> {
     }
 
     /// Wait for `pipewright intervene`; `None` when the wait timed out.
-    async fn intervene(&self, node: &mut Node, log: &LogSink, timeout: Option<Duration>) -> Res<Option<String>> {
+    async fn intervene(
+        &self,
+        node: &mut Node,
+        log: &LogSink,
+        timeout: Option<Duration>,
+    ) -> Res<Option<decide::InterventionAction>> {
         node.status = Status::InterventionWaiting;
         self.save(node).await?;
         log.line(
@@ -1476,10 +1455,18 @@ impl<'p> Run<'p> {
         loop {
             if let Some(d) = self.store.take_decision(&self.exec.id, &node.id).await? {
                 log.line("pipewright", &format!("{} by {}", d.action, d.by)).await;
-                return Ok(Some(d.action));
+                // Decisions are written by pipewright's own CLI and API, which only write known actions.
+                let choice = match d.action.parse() {
+                    Ok(c) => c,
+                    Err(e) => {
+                        log.line("pipewright", &format!("{e}; treated as mark-failure")).await;
+                        decide::InterventionAction::MarkFailure
+                    }
+                };
+                return Ok(Some(choice));
             }
             if self.aborted() {
-                return Ok(Some("abort".into()));
+                return Ok(Some(decide::InterventionAction::Abort));
             }
             if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
                 log.line("pipewright", "no decision before the timeout").await;

@@ -42,9 +42,9 @@ pub struct InterveneArgs {
     /// The waiting step's path (`stage.step`), when several are waiting.
     #[arg(long)]
     pub node: Option<String>,
-    /// What to do with the failed step.
-    #[arg(long, value_parser = ["retry", "ignore", "abort", "mark-success", "mark-failure"])]
-    pub action: String,
+    /// What to do with the failed step: retry, ignore, abort, mark-success, mark-failure.
+    #[arg(long, value_parser = parse_action)]
+    pub action: engine::InterventionAction,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -110,6 +110,10 @@ pub async fn approval(a: ApprovalArgs, action: &str) -> anyhow::Result<ExitCode>
     Ok(ExitCode::SUCCESS)
 }
 
+fn parse_action(s: &str) -> Result<engine::InterventionAction, String> {
+    s.parse()
+}
+
 /// Intervene.
 pub async fn intervene(a: InterveneArgs) -> anyhow::Result<ExitCode> {
     let (exec, node) = waiting_node(&a.execution, a.node.as_deref(), Status::InterventionWaiting, &a.state).await?;
@@ -119,7 +123,7 @@ pub async fn intervene(a: InterveneArgs) -> anyhow::Result<ExitCode> {
             execution_id: exec.clone(),
             node_id: node.id.clone(),
             kind: "intervention".into(),
-            action: a.action.clone(),
+            action: a.action.as_str().into(),
             by: who(),
             comment: None,
             inputs: serde_json::json!({}),

@@ -103,34 +103,8 @@ pub struct InterveneBody {
     pub action: InterventionAction,
 }
 
-/// The ManualIntervention choices.
-#[derive(Debug, Clone, Copy, Deserialize, ToSchema)]
-#[serde(rename_all = "kebab-case")]
-pub enum InterventionAction {
-    /// Run the step again.
-    Retry,
-    /// Ignore the failure (IgnoreFailed).
-    Ignore,
-    /// Abort the execution.
-    Abort,
-    /// Mark the step Success.
-    MarkSuccess,
-    /// Mark the step Failed.
-    MarkFailure,
-}
-
-impl InterventionAction {
-    /// The name the engine reads.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            InterventionAction::Retry => "retry",
-            InterventionAction::Ignore => "ignore",
-            InterventionAction::Abort => "abort",
-            InterventionAction::MarkSuccess => "mark-success",
-            InterventionAction::MarkFailure => "mark-failure",
-        }
-    }
-}
+/// The ManualIntervention choices (one type with the CLI and the engine).
+pub use engine::InterventionAction;
 
 async fn pipeline_document(app: &App, p: &Principal, scope: &Scope, pipeline: &str) -> ApiResult<Document> {
     identifier("pipeline", pipeline)?;

@@ -21,6 +21,17 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use store::{Execution, Node, NodeKind, Status};
 
+/// How an intervention choice reads on its button.
+fn action_label(a: engine::InterventionAction) -> &'static str {
+    match a {
+        engine::InterventionAction::Retry => "Retry",
+        engine::InterventionAction::Ignore => "Ignore",
+        engine::InterventionAction::Abort => "Abort",
+        engine::InterventionAction::MarkSuccess => "Mark as Success",
+        engine::InterventionAction::MarkFailure => "Mark as Failure",
+    }
+}
+
 /// What the caller may do with an execution.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Allowed {
@@ -188,8 +199,8 @@ pub fn render(
                             form method="post" action=(format!("/executions/{}/intervene", e.id)) {
                                 (csrf_field(w))
                                 input type="hidden" name="node" value=(n.path);
-                                @for (a, label) in [("retry", "Retry"), ("ignore", "Ignore"), ("mark-success", "Mark as Success"), ("mark-failure", "Mark as Failure"), ("abort", "Abort")] {
-                                    button type="submit" name="action" value=(a) { (label) }
+                                @for a in engine::InterventionAction::ALL {
+                                    button type="submit" name="action" value=(a.as_str()) { (action_label(a)) }
                                 }
                             }
                         }
@@ -393,14 +404,10 @@ pub async fn approval(State(app): State<Arc<App>>, w: Web, Path(id): Path<String
 /// A ManualIntervention choice.
 pub async fn intervene(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
     let f = super::form(&body);
-    let action = match field(&f, "action").as_deref() {
-        Some("retry") => exsvc::InterventionAction::Retry,
-        Some("ignore") => exsvc::InterventionAction::Ignore,
-        Some("abort") => exsvc::InterventionAction::Abort,
-        Some("mark-success") => exsvc::InterventionAction::MarkSuccess,
-        Some("mark-failure") => exsvc::InterventionAction::MarkFailure,
-        _ => return Err(ApiError::BadRequest("choose one of the intervention actions".into()).into()),
-    };
+    let action: exsvc::InterventionAction = field(&f, "action")
+        .unwrap_or_default()
+        .parse()
+        .map_err(|_| ApiError::BadRequest("choose one of the intervention actions".into()))?;
     let d = exsvc::intervene(&app, &w.p, &id, exsvc::InterveneBody { node: field(&f, "node"), action }).await?;
     Ok(Redirect::to(&format!("/executions/{}", d.execution_id)).into_response())
 }
