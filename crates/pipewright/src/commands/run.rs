@@ -143,6 +143,42 @@ impl Observer for Printer {
 struct Live {
     mp: indicatif::MultiProgress,
     bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
+    order: Mutex<Order>,
+}
+
+/// Where each node's line goes in the live tree: under its parent, after what its parent already shows, and a
+/// retry attempt right after the attempt before it — not at the bottom, where a matrix iteration's retry
+/// would land among a later iteration's lines.
+#[derive(Default)]
+struct Order {
+    /// Node → its parent.
+    parent: std::collections::HashMap<String, Option<String>>,
+    /// Node → the last line of its subtree (itself, or a descendant).
+    last: std::collections::HashMap<String, String>,
+    /// Path → the latest attempt's node.
+    attempt: std::collections::HashMap<String, String>,
+}
+
+impl Order {
+    /// Place a new node; returns the node whose line it goes right after (none: at the end).
+    fn place(&mut self, id: &str, parent: Option<&str>, path: &str) -> Option<String> {
+        let anchor = match self.attempt.get(path) {
+            Some(prev) => self.last.get(prev).cloned(),
+            None => parent.and_then(|p| self.last.get(p).cloned()),
+        };
+        self.parent.insert(id.to_string(), parent.map(String::from));
+        self.last.insert(id.to_string(), id.to_string());
+        self.attempt.insert(path.to_string(), id.to_string());
+        // Every ancestor whose subtree ended at the anchor now ends at this node.
+        let mut up = parent.map(String::from);
+        while let Some(a) = up {
+            if anchor.is_some() && self.last.get(&a) == anchor.as_ref() {
+                self.last.insert(a.clone(), id.to_string());
+            }
+            up = self.parent.get(&a).cloned().flatten();
+        }
+        anchor
+    }
 }
 
 impl Live {
@@ -159,8 +195,22 @@ impl Observer for Live {
         match e {
             Event::Node(n) if n.status == Status::Queued => {}
             Event::Node(n) => {
+                let anchor = (!bars.contains_key(&n.id))
+                    .then(|| {
+                        self.order.lock().unwrap_or_else(|e| e.into_inner()).place(
+                            &n.id,
+                            n.parent_id.as_deref(),
+                            &n.path,
+                        )
+                    })
+                    .flatten()
+                    .and_then(|a| bars.get(&a).cloned());
                 let bar = bars.entry(n.id.clone()).or_insert_with(|| {
-                    let b = self.mp.add(indicatif::ProgressBar::new_spinner());
+                    let new = indicatif::ProgressBar::new_spinner();
+                    let b = match &anchor {
+                        Some(a) => self.mp.insert_after(a, new),
+                        None => self.mp.add(new),
+                    };
                     b.set_style(
                         indicatif::ProgressStyle::with_template("{spinner} {msg}")
                             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
@@ -384,9 +434,11 @@ pub async fn execute(
 pub fn observer(output: Output) -> Arc<dyn Observer> {
     use std::io::IsTerminal;
     match output {
-        Output::Text if std::io::stdout().is_terminal() => {
-            Arc::new(Live { mp: indicatif::MultiProgress::new(), bars: Mutex::new(Default::default()) })
-        }
+        Output::Text if std::io::stdout().is_terminal() => Arc::new(Live {
+            mp: indicatif::MultiProgress::new(),
+            bars: Mutex::new(Default::default()),
+            order: Mutex::new(Order::default()),
+        }),
         Output::Text => Arc::new(Printer { out: Mutex::new(std::io::stdout()) }),
         Output::Json => Arc::new(engine::Quiet),
     }
@@ -408,4 +460,38 @@ pub fn finish(exec: &store::Execution, nodes: &[Node], status: Status, output: O
         }
     }
     Ok(if status == Status::Success { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Order;
+
+    /// The nodes of `examples/flaky-matrix.yaml` as they start: a matrix stage whose iterations each retry
+    /// their `flaky` step; each retry's line goes right after its own iteration's first attempt.
+    #[test]
+    fn retries_stay_under_their_own_iteration() {
+        let mut o = Order::default();
+        let events = [
+            ("I", None, "integration"),
+            ("I0", Some("I"), "integration_0"),
+            ("I1", Some("I"), "integration_1"),
+            ("F0", Some("I0"), "integration_0.flaky"),
+            ("F1", Some("I1"), "integration_1.flaky"),
+            ("F0b", Some("I0"), "integration_0.flaky"),
+            ("F1b", Some("I1"), "integration_1.flaky"),
+            ("R", None, "report"),
+        ];
+        // The display order, built by inserting each line after its anchor.
+        let mut lines: Vec<&str> = Vec::new();
+        for (id, parent, path) in events {
+            match o.place(id, parent, path) {
+                Some(a) => {
+                    let at = lines.iter().position(|l| *l == a).unwrap();
+                    lines.insert(at + 1, id);
+                }
+                None => lines.push(id),
+            }
+        }
+        assert_eq!(lines, ["I", "I0", "F0", "F0b", "I1", "F1", "F1b", "R"]);
+    }
 }
