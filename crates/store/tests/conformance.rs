@@ -1,0 +1,359 @@
+//! The store's contract, as one generic suite over `dyn Store`: what any backend must do, whatever its
+//! database — one owner per execution (claims that two processes never both win, leases, orphans), history
+//! filters and paging, sequence numbers under concurrency, node transitions, log order and paging, decisions
+//! taken exactly once, step process records, records, tokens. The SQLite store runs it here; a PostgreSQL
+//! store will be held to the same suite by one more `backend!` invocation.
+
+use std::sync::Arc;
+use store::{
+    Decision, ExecutionQuery, Mode, NewExecution, Node, NodeKind, Record, SqliteStore, Status, StepProcess, Store,
+    Token, now_ms,
+};
+
+fn new_exec(pipeline: &str) -> NewExecution {
+    NewExecution {
+        org: "o".into(),
+        project: "p".into(),
+        pipeline: pipeline.into(),
+        pipeline_version: 1,
+        mode: Mode::Full,
+        triggered_by: "me".into(),
+        inputs: serde_json::json!({}),
+        selected_stages: vec![],
+        snapshot: "pipeline: {}".into(),
+        source_file: None,
+        parent_id: None,
+        original_id: None,
+    }
+}
+
+fn node(exec: &str, id: &str, path: &str, status: Status) -> Node {
+    Node {
+        id: id.into(),
+        execution_id: exec.into(),
+        parent_id: None,
+        kind: NodeKind::Step,
+        identifier: path.into(),
+        name: path.into(),
+        path: path.into(),
+        position: 0,
+        attempt: 1,
+        status,
+        started_at: None,
+        ended_at: None,
+        failure: None,
+        skip_reason: None,
+        outputs: serde_json::Map::new(),
+        reused_from: None,
+    }
+}
+
+/// The suite: each function takes a fresh, empty store.
+mod suite {
+    use super::*;
+
+    pub async fn ownership_is_exclusive(s: Arc<dyn Store>) {
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        let now = now_ms();
+        assert!(s.claim_execution(&e.id, "A", now, now + 1000).await.unwrap(), "an unowned execution is claimed");
+        assert!(s.claim_execution(&e.id, "A", now, now + 2000).await.unwrap(), "its owner claims it again");
+        assert!(!s.claim_execution(&e.id, "B", now + 500, now + 3000).await.unwrap(), "not while the lease lasts");
+        assert!(!s.renew_lease(&e.id, "B", now + 9000).await.unwrap(), "only the owner renews");
+        assert!(s.renew_lease(&e.id, "A", now + 4000).await.unwrap());
+        assert_eq!(s.lease(&e.id).await.unwrap(), Some(("A".into(), Some(now + 4000))));
+        // Once the lease has run out, another process takes it; the former owner can no longer renew.
+        assert!(s.claim_execution(&e.id, "B", now + 4001, now + 8000).await.unwrap());
+        assert!(!s.renew_lease(&e.id, "A", now + 9000).await.unwrap());
+        assert_eq!(s.lease(&e.id).await.unwrap().map(|l| l.0), Some("B".into()));
+        // An ended execution is nobody's to take.
+        s.set_execution_status(&e.id, Status::Success, None).await.unwrap();
+        assert!(!s.claim_execution(&e.id, "C", i64::MAX, i64::MAX).await.unwrap());
+    }
+
+    pub async fn claims_race_to_one_winner(s: Arc<dyn Store>) {
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        let now = now_ms();
+        let tries: Vec<_> = (0..8)
+            .map(|i| {
+                let (s, id) = (s.clone(), e.id.clone());
+                tokio::spawn(async move { s.claim_execution(&id, &format!("P{i}"), now, now + 60_000).await.unwrap() })
+            })
+            .collect();
+        let mut won = 0;
+        for t in tries {
+            won += usize::from(t.await.unwrap());
+        }
+        assert_eq!(won, 1, "exactly one of eight concurrent claims wins");
+    }
+
+    pub async fn orphans_are_the_unowned_and_the_expired(s: Arc<dyn Store>) {
+        let now = now_ms();
+        let unowned = s.create_execution(new_exec("a")).await.unwrap();
+        let live = s.create_execution(new_exec("a")).await.unwrap();
+        let expired = s.create_execution(new_exec("a")).await.unwrap();
+        let ended = s.create_execution(new_exec("a")).await.unwrap();
+        s.claim_execution(&live.id, "L", now, now + 60_000).await.unwrap();
+        s.claim_execution(&expired.id, "X", now, now + 10).await.unwrap();
+        s.claim_execution(&ended.id, "E", now, now + 10).await.unwrap();
+        s.set_execution_status(&ended.id, Status::Failed, None).await.unwrap();
+        let ids = |v: Vec<store::Execution>| {
+            let mut v: Vec<String> = v.into_iter().map(|e| e.id).collect();
+            v.sort();
+            v
+        };
+        let mut want = vec![unowned.id.clone(), expired.id.clone()];
+        want.sort();
+        // Unowned executions count once they are older than the grace given.
+        assert_eq!(ids(s.orphaned(now + 100, now + 100_000).await.unwrap()), want);
+        assert_eq!(ids(s.orphaned(now + 100, 0).await.unwrap()), vec![expired.id.clone()]);
+        assert!(s.orphaned(now, 0).await.unwrap().is_empty(), "nothing has expired yet");
+    }
+
+    pub async fn sequence_numbers_are_unique_under_concurrency(s: Arc<dyn Store>) {
+        let tasks: Vec<_> = (0..16)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.create_execution(new_exec("a")).await.unwrap().sequence_id })
+            })
+            .collect();
+        let mut seqs = Vec::new();
+        for t in tasks {
+            seqs.push(t.await.unwrap());
+        }
+        seqs.sort();
+        assert_eq!(seqs, (1..=16).collect::<Vec<i64>>());
+        assert_eq!(s.create_execution(new_exec("b")).await.unwrap().sequence_id, 1, "per pipeline");
+    }
+
+    pub async fn history_filters_and_pages(s: Arc<dyn Store>) {
+        let mut made = Vec::new();
+        for i in 0..7 {
+            let mut n = new_exec(if i % 2 == 0 { "a" } else { "b" });
+            if i == 5 {
+                n.mode = Mode::Selective;
+            }
+            let e = s.create_execution(n).await.unwrap();
+            if i % 3 == 0 {
+                s.set_execution_status(&e.id, Status::Failed, None).await.unwrap();
+            }
+            made.push(e);
+        }
+        let q = |f: &dyn Fn(&mut ExecutionQuery)| {
+            let mut q = ExecutionQuery { org: Some("o".into()), project: Some("p".into()), ..Default::default() };
+            f(&mut q);
+            q
+        };
+        let all = s.executions(&q(&|_| {})).await.unwrap();
+        assert_eq!(all.len(), 7);
+        assert!(all.windows(2).all(|w| (w[0].created_at, &w[0].id) >= (w[1].created_at, &w[1].id)), "newest first");
+        assert_eq!(s.executions(&q(&|q| q.pipeline = Some("a".into()))).await.unwrap().len(), 4);
+        assert_eq!(s.executions(&q(&|q| q.status = Some(Status::Failed))).await.unwrap().len(), 3);
+        let failed_a = s
+            .executions(&q(&|q| {
+                q.pipeline = Some("a".into());
+                q.status = Some(Status::Failed);
+            }))
+            .await
+            .unwrap();
+        assert_eq!(failed_a.len(), 2);
+        assert_eq!(s.executions(&q(&|q| q.mode = Some(Mode::Selective))).await.unwrap().len(), 1);
+        assert!(s.executions(&q(&|q| q.project = Some("other".into()))).await.unwrap().is_empty());
+        // Cursor paging walks everything once.
+        let mut seen = Vec::new();
+        let mut before = None;
+        loop {
+            let page = s
+                .executions(&q(&|q| {
+                    q.limit = Some(3);
+                    q.before = before.clone();
+                }))
+                .await
+                .unwrap();
+            if page.is_empty() {
+                break;
+            }
+            before = page.last().map(|e| (e.created_at, e.id.clone()));
+            seen.extend(page.into_iter().map(|e| e.id));
+        }
+        let mut want: Vec<String> = made.iter().map(|e| e.id.clone()).collect();
+        want.sort();
+        seen.sort();
+        assert_eq!(seen, want);
+    }
+
+    pub async fn node_changes_are_recorded_as_transitions(s: Arc<dyn Store>) {
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        for st in [Status::Queued, Status::Running, Status::Running, Status::Success] {
+            s.put_node(&node(&e.id, "n1", "a.s", st)).await.unwrap();
+        }
+        let nodes = s.nodes(&e.id).await.unwrap();
+        assert_eq!(nodes.len(), 1);
+        assert_eq!(nodes[0].status, Status::Success);
+        let t: Vec<(Option<String>, String)> = s
+            .transitions(&e.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .filter(|t| t.node_id.as_deref() == Some("n1"))
+            .map(|t| (t.from, t.to))
+            .collect();
+        assert_eq!(
+            t,
+            [
+                (None, "Queued".into()),
+                (Some("Queued".into()), "Running".into()),
+                (Some("Running".into()), "Success".into())
+            ],
+            "a status change is one transition; the same status again is none"
+        );
+        let all = s.transitions(&e.id).await.unwrap();
+        let after = s.transitions_after(&e.id, all[0].id, 100).await.unwrap();
+        assert_eq!(after.len(), all.len() - 1);
+    }
+
+    pub async fn logs_keep_their_order_and_page(s: Arc<dyn Store>) {
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        s.put_node(&node(&e.id, "n1", "a.s", Status::Running)).await.unwrap();
+        for i in 1..=5 {
+            s.append_log(&e.id, "n1", i, &format!("1\tstdout\tline {i}\n")).await.unwrap();
+        }
+        let all = s.logs(&e.id, None).await.unwrap();
+        assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
+        let first = s.logs_after(&e.id, 0, 2).await.unwrap();
+        assert_eq!(first.len(), 2);
+        let rest = s.logs_after(&e.id, first[1].cursor, 100).await.unwrap();
+        assert_eq!(rest.iter().map(|c| c.seq).collect::<Vec<_>>(), [3, 4, 5]);
+        assert!(s.logs(&e.id, Some(&["nope".into()])).await.unwrap().is_empty());
+    }
+
+    pub async fn a_decision_is_taken_exactly_once(s: Arc<dyn Store>) {
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        s.put_node(&node(&e.id, "n1", "a.s", Status::InterventionWaiting)).await.unwrap();
+        s.put_decision(&Decision {
+            execution_id: e.id.clone(),
+            node_id: "n1".into(),
+            kind: "intervention".into(),
+            action: "retry".into(),
+            by: "me".into(),
+            comment: None,
+            inputs: serde_json::json!({}),
+            at: now_ms(),
+        })
+        .await
+        .unwrap();
+        let takers: Vec<_> = (0..6)
+            .map(|_| {
+                let (s, id) = (s.clone(), e.id.clone());
+                tokio::spawn(async move { s.take_decision(&id, "n1").await.unwrap() })
+            })
+            .collect();
+        let mut got = 0;
+        for t in takers {
+            got += usize::from(t.await.unwrap().is_some());
+        }
+        assert_eq!(got, 1, "six concurrent takers, one decision");
+    }
+
+    pub async fn step_processes_are_recorded_and_forgotten(s: Arc<dyn Store>) {
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        let p = |pgid| StepProcess { host: "h".into(), pgid, started: 42 };
+        s.put_step_process(&e.id, "n1", &p(10)).await.unwrap();
+        s.put_step_process(&e.id, "n2", &p(20)).await.unwrap();
+        s.put_step_process(&e.id, "n1", &p(11)).await.unwrap();
+        let mut got = s.step_processes(&e.id).await.unwrap();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, [("n1".into(), p(11)), ("n2".into(), p(20))]);
+        s.drop_step_process(&e.id, "n1").await.unwrap();
+        assert_eq!(s.step_processes(&e.id).await.unwrap().len(), 1);
+        s.drop_step_process(&e.id, "").await.unwrap();
+        assert!(s.step_processes(&e.id).await.unwrap().is_empty());
+    }
+
+    pub async fn records_are_created_replaced_and_deleted(s: Arc<dyn Store>) {
+        let r = |id: &str, project: &str, v: i64| Record {
+            kind: "service".into(),
+            org: "o".into(),
+            project: project.into(),
+            identifier: id.into(),
+            body: serde_json::json!({"v": v}),
+            created_at: 1,
+            updated_at: 1,
+        };
+        assert!(s.put_record(&r("x", "p", 1), false).await.unwrap());
+        assert!(!s.put_record(&r("x", "p", 2), false).await.unwrap(), "no silent overwrite");
+        assert_eq!(s.record("service", "o", "p", "x").await.unwrap().unwrap().body["v"], 1);
+        assert!(s.put_record(&r("x", "p", 3), true).await.unwrap());
+        assert_eq!(s.record("service", "o", "p", "x").await.unwrap().unwrap().body["v"], 3);
+        s.put_record(&r("a", "p", 1), false).await.unwrap();
+        s.put_record(&r("y", "q", 1), false).await.unwrap();
+        let ids: Vec<String> =
+            s.records("service", Some("o"), Some("p")).await.unwrap().into_iter().map(|r| r.identifier).collect();
+        assert_eq!(ids, ["a", "x"], "ordered by identifier, one project");
+        assert!(s.delete_record("service", "o", "p", "x").await.unwrap());
+        assert!(!s.delete_record("service", "o", "p", "x").await.unwrap());
+        assert_eq!(s.records("service", Some("o"), None).await.unwrap().len(), 2);
+    }
+
+    pub async fn tokens_are_found_by_hash_and_revoked(s: Arc<dyn Store>) {
+        let t = Token {
+            id: "t1".into(),
+            name: "ci".into(),
+            principal_kind: "user".into(),
+            principal_id: "alice".into(),
+            principal_org: String::new(),
+            principal_project: String::new(),
+            hash: "h1".into(),
+            created_at: 1,
+            expires_at: None,
+            revoked_at: None,
+            principal_uid: None,
+        };
+        s.put_token(&t).await.unwrap();
+        assert_eq!(s.token_by_hash("h1").await.unwrap().unwrap().id, "t1");
+        assert!(s.token_by_hash("h2").await.unwrap().is_none());
+        s.bind_token("t1", "uid-1").await.unwrap();
+        assert_eq!(s.token_by_hash("h1").await.unwrap().unwrap().principal_uid.as_deref(), Some("uid-1"));
+        assert!(s.revoke_token("t1").await.unwrap());
+        assert!(!s.revoke_token("t1").await.unwrap(), "revoked once");
+        assert!(s.token_by_hash("h1").await.unwrap().unwrap().revoked_at.is_some());
+        assert_eq!(s.tokens(Some(("user", "alice"))).await.unwrap().len(), 1);
+        assert!(s.tokens(Some(("user", "bob"))).await.unwrap().is_empty());
+    }
+}
+
+/// Runs every suite function against a backend (one invocation per backend).
+macro_rules! backend {
+    ($backend:ident => $make:expr ; $($test:ident),* $(,)?) => {
+        mod $backend {
+            use super::*;
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $test() {
+                    let (_keep, s) = $make.await;
+                    suite::$test(s).await;
+                }
+            )*
+        }
+    };
+}
+
+async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+    let dir = tempfile::tempdir().unwrap();
+    let s: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    (dir, s)
+}
+
+backend! {
+    sqlite => super::sqlite();
+    ownership_is_exclusive,
+    claims_race_to_one_winner,
+    orphans_are_the_unowned_and_the_expired,
+    sequence_numbers_are_unique_under_concurrency,
+    history_filters_and_pages,
+    node_changes_are_recorded_as_transitions,
+    logs_keep_their_order_and_page,
+    a_decision_is_taken_exactly_once,
+    step_processes_are_recorded_and_forgotten,
+    records_are_created_replaced_and_deleted,
+    tokens_are_found_by_hash_and_revoked,
+}
