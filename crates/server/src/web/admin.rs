@@ -175,8 +175,12 @@ pub async fn create_entity(
     let to = format!("/orgs/{org}/projects/{project}/settings/{segment}");
     let draft = (kind != EntityKind::Secrets).then(|| field(&f, "yaml"));
     let (a, ww, o, pr, sg) = (&app, &w, &org, &project, &segment);
-    super::settle(result, &to, move |e| async move { entity_page(a, ww, o, pr, sg, Some(e), draft.as_deref()).await })
-        .await
+    super::settle(
+        result,
+        |_| to,
+        move |e| async move { entity_page(a, ww, o, pr, sg, Some(e), draft.as_deref()).await },
+    )
+    .await
 }
 
 async fn one_entity(
@@ -238,7 +242,7 @@ pub async fn save_entity(
     let result = plsvc::put_entity(&app, &w.p, &org, &project, kind, &id, Upload::Yaml(yaml.clone())).await;
     let to = format!("/orgs/{org}/projects/{project}/settings/{segment}");
     let (a, ww, o, pr, sg, i) = (&app, &w, &org, &project, &segment, &id);
-    super::settle(result, &to, move |e| async move { one_entity(a, ww, o, pr, sg, i, Some((yaml, e))).await }).await
+    super::settle(result, |_| to, move |e| async move { one_entity(a, ww, o, pr, sg, i, Some((yaml, e))).await }).await
 }
 
 /// Delete an entity or secret.
@@ -351,18 +355,22 @@ pub async fn create_user(State(app): State<Arc<App>>, w: Web, body: Bytes) -> We
     let b =
         acsvc::UserBody { username: field(&f, "username"), password: field(&f, "password"), email: opt(&f, "email") };
     let (a, ww) = (&app, &w);
-    super::settle(acsvc::create_user(&app, &w.p, b).await, "/access/users", move |e| async move {
-        users_page(a, ww, Some(&e)).await
-    })
+    super::settle(
+        acsvc::create_user(&app, &w.p, b).await,
+        |_| "/access/users".into(),
+        move |e| async move { users_page(a, ww, Some(&e)).await },
+    )
     .await
 }
 
 /// Delete a user.
 pub async fn delete_user(State(app): State<Arc<App>>, w: Web, Path(user): Path<String>) -> WebResult {
     let (a, ww) = (&app, &w);
-    super::settle(acsvc::delete_user(&app, &w.p, user).await, "/access/users", move |e| async move {
-        users_page(a, ww, Some(&e)).await
-    })
+    super::settle(
+        acsvc::delete_user(&app, &w.p, user).await,
+        |_| "/access/users".into(),
+        move |e| async move { users_page(a, ww, Some(&e)).await },
+    )
     .await
 }
 
@@ -437,9 +445,10 @@ pub async fn create_binding(
         project: opt(&f, "project"),
     };
     let (a, ww) = (&app, &w);
+    let to = format!("/access/roles{}", s.qs());
     super::settle(
         acsvc::create_binding(&app, &w.p, b).await,
-        &format!("/access/roles{}", s.qs()),
+        |_| to,
         move |e| async move { roles_page(a, ww, &s, Some(&e)).await },
     )
     .await
@@ -453,9 +462,10 @@ pub async fn delete_binding(
     Query(s): Query<ScopeParams>,
 ) -> WebResult {
     let (a, ww) = (&app, &w);
+    let to = format!("/access/roles{}", s.qs());
     super::settle(
         acsvc::delete_binding(&app, &w.p, id).await,
-        &format!("/access/roles{}", s.qs()),
+        |_| to,
         move |e| async move { roles_page(a, ww, &s, Some(&e)).await },
     )
     .await
@@ -522,9 +532,10 @@ pub async fn create_service_account(
         project: opt(&f, "project"),
     };
     let (a, ww) = (&app, &w);
+    let to = format!("/access/service-accounts{}", s.qs());
     super::settle(
         acsvc::create_service_account(&app, &w.p, b).await,
-        &format!("/access/service-accounts{}", s.qs()),
+        |_| to,
         move |e| async move { accounts_page(a, ww, &s, Some(&e)).await },
     )
     .await
@@ -538,9 +549,10 @@ pub async fn delete_service_account(
     Query(s): Query<ScopeParams>,
 ) -> WebResult {
     let (a, ww) = (&app, &w);
+    let to = format!("/access/service-accounts{}", s.qs());
     super::settle(
         acsvc::delete_service_account(&app, &w.p, id).await,
-        &format!("/access/service-accounts{}", s.qs()),
+        |_| to,
         move |e| async move { accounts_page(a, ww, &s, Some(&e)).await },
     )
     .await
@@ -623,8 +635,10 @@ pub async fn create_token(State(app): State<Arc<App>>, w: Web, body: Bytes) -> W
 /// Revoke a token.
 pub async fn revoke_token(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>) -> WebResult {
     let (a, ww) = (&app, &w);
-    super::settle(acsvc::revoke_token(&app, &w.p, id).await, "/access/tokens", move |e| async move {
-        tokens_page(a, ww, None, Some(&e)).await
-    })
+    super::settle(
+        acsvc::revoke_token(&app, &w.p, id).await,
+        |_| "/access/tokens".into(),
+        move |e| async move { tokens_page(a, ww, None, Some(&e)).await },
+    )
     .await
 }

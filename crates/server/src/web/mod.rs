@@ -275,16 +275,16 @@ impl IntoResponse for WebError {
     }
 }
 
-/// Where a form action ends: on success, a redirect to `to`; a refusal the user can act on (a bad value, a
+/// Where a form action ends: on success, a redirect to where `to` says; a refusal the user can act on (a bad value, a
 /// conflict) shows `again`'s page with the reason and the refusal's status; a missing permission, a missing
 /// resource or a failure of ours is an error page.
-pub async fn settle<T, F, Fut>(r: crate::error::ApiResult<T>, to: &str, again: F) -> WebResult
+pub async fn settle<T, F, Fut>(r: crate::error::ApiResult<T>, to: impl FnOnce(&T) -> String, again: F) -> WebResult
 where
     F: FnOnce(ApiError) -> Fut,
     Fut: std::future::Future<Output = WebResult<Markup>>,
 {
     match r {
-        Ok(_) => Ok(Redirect::to(to).into_response()),
+        Ok(v) => Ok(Redirect::to(&to(&v)).into_response()),
         Err(e @ (ApiError::Forbidden { .. } | ApiError::NotFound(_) | ApiError::Internal(_))) => Err(e.into()),
         Err(e) => {
             let status = e.status();

@@ -6,14 +6,13 @@
 //! and why, before *Run Pipeline* is pressed. [`Choice`] turns the form into the service layer's request.
 
 use super::pages::{crumbs, stage_graph};
-use super::{Web, WebError, WebResult, csrf_field, json_script, launch_message, ok, page, with_status};
+use super::{Web, WebError, WebResult, csrf_field, json_script, launch_message, ok, page};
 use crate::App;
 use crate::error::ApiError;
 use crate::rbac::{Resource, Scope};
 use crate::service::{executions as exsvc, pipelines as plsvc};
 use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::response::{IntoResponse, Redirect};
 use maud::{Markup, html};
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
@@ -537,36 +536,31 @@ pub async fn start(
         Ok(()) => exsvc::execute(&app, &w.p, &org, &project, &pipeline, choice.body(&cx.graph)).await,
         Err(e) => Err(e),
     };
-    match started {
-        Ok(e) => Ok(Redirect::to(&format!("/executions/{}", e.id)).into_response()),
-        Err(e @ ApiError::Forbidden { .. }) | Err(e @ ApiError::NotFound(_)) | Err(e @ ApiError::Internal(_)) => {
-            Err(e.into())
-        }
-        Err(e) => {
-            let status = e.status();
+    let (a, ww, o, pr, pl, ch) = (&app, &w, &org, &project, &pipeline, &choice);
+    super::settle(
+        started,
+        |e| format!("/executions/{}", e.id),
+        move |e| async move {
             let message = plan_error(e)?;
-            let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice, None).await?;
-            let c = run_crumbs(&app, &w, &org, &project, &pipeline, &cx.name).await;
-            let d = Dialog {
-                target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
-                cx: &cx,
-                choice: &choice,
-                plan,
-            };
+            let (app, w, org, project, pipeline, choice) = (a, ww, o, pr, pl, ch);
+            let (cx, plan) = pipeline_dialog(app, w, org, project, pipeline, choice, None).await?;
+            let c = run_crumbs(app, w, org, project, pipeline, &cx.name).await;
+            let d = Dialog { target: Target::Pipeline { org, project, id: pipeline }, cx: &cx, choice, plan };
             let m = page(
-                &w,
+                w,
                 "Run Pipeline",
                 &c,
                 html! {
                     h1 { "Run Pipeline: " (cx.name) }
                     p.error role="alert" { "Nothing was started: " (message) }
-                    (render_dialog(&w, &d))
+                    (render_dialog(w, &d))
                     (json_script("stage-graph", &graph_json(&cx.graph)))
                 },
             );
-            Ok(with_status(status, m))
-        }
-    }
+            Ok(m)
+        },
+    )
+    .await
 }
 
 fn rerun_body(choice: &Choice) -> exsvc::RerunBody {
@@ -685,19 +679,18 @@ pub async fn rerun(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>, 
         Ok(()) => exsvc::rerun(&app, &w.p, &id, rerun_body(&choice)).await,
         Err(e) => Err(e),
     };
-    match started {
-        Ok(e) => Ok(Redirect::to(&format!("/executions/{}", e.id)).into_response()),
-        Err(e @ ApiError::Forbidden { .. }) | Err(e @ ApiError::NotFound(_)) | Err(e @ ApiError::Internal(_)) => {
-            Err(e.into())
-        }
-        Err(err) => {
-            let status = err.status();
+    let (app, w, id, choice) = (&app, &w, &id, &choice);
+    super::settle(
+        started,
+        |e| format!("/executions/{}", e.id),
+        move |err| async move {
             let message = plan_error(err)?;
-            let (e, cx, plan) = rerun_context(&app, &w, &id, &choice).await?;
-            let c = rerun_crumbs(&app, &w, &e).await;
-            Ok(with_status(status, rerun_page(&w, &c, &e, &cx, &choice, plan, Some(&message))))
-        }
-    }
+            let (e, cx, plan) = rerun_context(app, w, id, choice).await?;
+            let c = rerun_crumbs(app, w, &e).await;
+            Ok(rerun_page(w, &c, &e, &cx, choice, plan, Some(&message)))
+        },
+    )
+    .await
 }
 
 #[cfg(test)]
