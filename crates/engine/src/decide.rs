@@ -1,9 +1,10 @@
 //! What a failure leads to, as pure functions with table tests: which failure strategy applies to a failed
 //! attempt (innermost first: the step's, its step groups', the stage's; the first whose `errors` match), what
 //! it does next — another attempt after an interval, a wait for a person, or an ending — and what each ending
-//! and each person's choice means. The engine (`run.rs`) only carries out what these return.
+//! and each person's choice means; the `when` status gate; and how children's statuses roll up into their
+//! parent's. The engine (`run.rs`) only carries out what these return.
 
-use spec::{Action, ErrorType, FailureStrategy};
+use spec::{Action, ErrorType, FailureStrategy, StatusCondition};
 use std::time::Duration;
 use store::Status;
 
@@ -174,6 +175,36 @@ pub fn timed_out(on_timeout: &Action) -> Ending {
     ending(on_timeout)
 }
 
+/// The status part of a `when`: why a stage (`is_stage`) or step is skipped, given whether something before
+/// it failed; none when it runs (its `condition`, if any, is evaluated after). The default is `Success`.
+pub fn status_gate(when: Option<StatusCondition>, is_stage: bool, failed: bool) -> Option<String> {
+    let what = if is_stage { "an earlier stage failed" } else { "an earlier step of the stage failed" };
+    match when.unwrap_or(StatusCondition::Success) {
+        StatusCondition::Success if failed => Some(format!("{what} (runs on Success)")),
+        StatusCondition::Failure if !failed => Some("nothing failed (runs on Failure)".into()),
+        _ => None,
+    }
+}
+
+/// The status of a parent from two of its children's (applied over all of them): the worst wins —
+/// aborted, expired, rejected, failed, waiting, ignored; folded from `Success`, a parent whose children all
+/// succeeded or were skipped succeeded.
+pub fn worst(a: Status, b: Status) -> Status {
+    fn rank(s: Status) -> u8 {
+        match s {
+            Status::Success | Status::Skipped | Status::Queued | Status::Running | Status::Paused => 0,
+            Status::IgnoreFailed => 1,
+            Status::ApprovalWaiting | Status::InterventionWaiting => 2,
+            Status::Failed => 4,
+            Status::ApprovalRejected => 5,
+            Status::Expired => 6,
+            Status::Aborted => 7,
+        }
+    }
+    let (a, b) = if a == Status::Skipped && b == Status::Success { (b, a) } else { (a, b) };
+    if rank(b) > rank(a) { b } else { a }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -221,6 +252,42 @@ mod tests {
         ];
         for (s, error, done, want) in cases {
             assert_eq!(next(matching(s, error), done), want, "{error:?} after {done} retries");
+        }
+    }
+
+    #[test]
+    fn the_when_status_gate() {
+        use StatusCondition::*;
+        let cases = [
+            (None, true, false, None),
+            (None, true, true, Some("an earlier stage failed (runs on Success)")),
+            (None, false, true, Some("an earlier step of the stage failed (runs on Success)")),
+            (Some(Success), false, false, None),
+            (Some(Failure), true, false, Some("nothing failed (runs on Failure)")),
+            (Some(Failure), true, true, None),
+            (Some(All), true, true, None),
+            (Some(All), false, false, None),
+        ];
+        for (when, stage, failed, want) in cases {
+            assert_eq!(status_gate(when, stage, failed).as_deref(), want, "{when:?} stage={stage} failed={failed}");
+        }
+    }
+
+    #[test]
+    fn children_roll_up_to_the_worst() {
+        use Status::*;
+        let cases = [
+            (&[Success, Success][..], Success),
+            (&[Success, Skipped], Success),
+            (&[Skipped, Skipped], Success),
+            (&[Success, IgnoreFailed], IgnoreFailed),
+            (&[IgnoreFailed, Failed, Success], Failed),
+            (&[Failed, ApprovalRejected], ApprovalRejected),
+            (&[Expired, Failed], Expired),
+            (&[Failed, Aborted, Expired], Aborted),
+        ];
+        for (children, want) in cases {
+            assert_eq!(children.iter().copied().fold(Success, worst), want, "{children:?}");
         }
     }
 

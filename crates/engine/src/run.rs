@@ -14,8 +14,8 @@ use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets, Seed}
 use expr::{Scope, Value};
 use futures::future::join_all;
 use spec::{
-    ErrorType, ExecutionElement, FailureStrategy, Pipeline, Stage, StageType, StatusCondition, Step, StepGroup,
-    Strategy, VariableType, When,
+    ErrorType, ExecutionElement, FailureStrategy, Pipeline, Stage, StageType, Step, StepGroup, Strategy, VariableType,
+    When,
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
@@ -584,7 +584,7 @@ impl<'p> Run<'p> {
                 .collect();
             let mut agg = Status::Success;
             for r in join_all(futs).await {
-                agg = worst(agg, r?);
+                agg = decide::worst(agg, r?);
             }
             (agg, None)
         };
@@ -858,14 +858,9 @@ impl<'p> Run<'p> {
         local: &BTreeMap<String, Value>,
         scope: &Scope,
     ) -> Result<Option<String>, String> {
-        let status = when
-            .and_then(|w| if is_stage { w.pipeline_status } else { w.stage_status })
-            .unwrap_or(StatusCondition::Success);
-        let what = if is_stage { "an earlier stage failed" } else { "an earlier step of the stage failed" };
-        match status {
-            StatusCondition::Success if failed => return Ok(Some(format!("{what} (runs on Success)"))),
-            StatusCondition::Failure if !failed => return Ok(Some("nothing failed (runs on Failure)".into())),
-            _ => {}
+        let status = when.and_then(|w| if is_stage { w.pipeline_status } else { w.stage_status });
+        if let Some(skip) = decide::status_gate(status, is_stage, failed) {
+            return Ok(Some(skip));
         }
         if let Some(c) = when.and_then(|w| w.condition.as_ref()) {
             let ok = self.with_ctx(local, scope, |ctx| ctx.condition(c))?;
@@ -992,7 +987,7 @@ impl<'p> Run<'p> {
             let mut agg = Status::Success;
             for e in els {
                 let st = self.element(cx, e, groups.clone(), parent, path, rollback).await?;
-                agg = worst(agg, st);
+                agg = decide::worst(agg, st);
             }
             Ok(agg)
         })
@@ -1016,7 +1011,7 @@ impl<'p> Run<'p> {
                         inner.iter().map(|i| self.element(cx, i, groups.clone(), parent, path, rollback)).collect();
                     let mut agg = Status::Success;
                     for r in join_all(futs).await {
-                        agg = worst(agg, r?);
+                        agg = decide::worst(agg, r?);
                     }
                     Ok(agg)
                 }
@@ -1151,7 +1146,7 @@ impl<'p> Run<'p> {
             .collect();
         let mut agg = Status::Success;
         for r in join_all(futs).await {
-            agg = worst(agg, r?);
+            agg = decide::worst(agg, r?);
         }
         if is_bad(agg) {
             cx.failed.store(true, Ordering::SeqCst);
@@ -1211,7 +1206,7 @@ impl<'p> Run<'p> {
             .collect();
         let mut agg = Status::Success;
         for r in join_all(futs).await {
-            agg = worst(agg, r?);
+            agg = decide::worst(agg, r?);
         }
         let mut tp = self.tree_path(cx, &groups, sid, rollback);
         tp.push("status".into());
@@ -1511,21 +1506,4 @@ fn max_concurrency(s: Option<&Strategy>, n: usize) -> usize {
         _ => None,
     };
     m.map_or(n, |m| m as usize).clamp(1, n.max(1))
-}
-
-/// The status that describes a set of outcomes: the worst of them.
-fn worst(a: Status, b: Status) -> Status {
-    fn rank(s: Status) -> u8 {
-        match s {
-            Status::Success | Status::Skipped | Status::Queued | Status::Running | Status::Paused => 0,
-            Status::IgnoreFailed => 1,
-            Status::ApprovalWaiting | Status::InterventionWaiting => 2,
-            Status::Failed => 4,
-            Status::ApprovalRejected => 5,
-            Status::Expired => 6,
-            Status::Aborted => 7,
-        }
-    }
-    let (a, b) = if a == Status::Skipped && b == Status::Success { (b, a) } else { (a, b) };
-    if rank(b) > rank(a) { b } else { a }
 }
