@@ -59,6 +59,16 @@ struct Run<'p> {
     prior: HashMap<String, Node>,
 }
 
+/// A task that lives as long as its run (the lease heartbeat, the abort poller): it stops when the run does,
+/// however the run ends (a future dropped in the middle included).
+struct Beat(tokio::task::JoinHandle<()>);
+
+impl Drop for Beat {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
 /// A stage iteration that ran: its id, its index among the pipeline's stages, its local values (for
 /// `PipelineRollback`).
 type RanStage = (String, usize, BTreeMap<String, Value>);
@@ -170,7 +180,7 @@ impl Engine {
         }
         let heartbeat = {
             let (store, id, owner) = (self.store.clone(), exec.id.clone(), self.config.owner.clone());
-            tokio::spawn(async move {
+            Beat(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(lease / 3).await;
                     match store.renew_lease(&id, &owner, crate::owner::until(lease)).await {
@@ -181,11 +191,11 @@ impl Engine {
                         Err(_) => {}
                     }
                 }
-            })
+            }))
         };
         let workdir = self.config.work_root.join(&exec.id);
         if let Err(source) = crate::sandbox::prepare_workspace(&self.config, &workdir) {
-            heartbeat.abort();
+            drop(heartbeat);
             return Err(EngineError::WorkDir { path: workdir.display().to_string(), source });
         }
         let (abort_tx, abort_rx) = watch::channel(false);
@@ -232,7 +242,7 @@ impl Engine {
             let tx = run.abort_tx.clone();
             let id = exec.id.clone();
             let every = self.config.poll_interval;
-            tokio::spawn(async move {
+            Beat(tokio::spawn(async move {
                 loop {
                     tokio::time::sleep(every).await;
                     if store.abort_requested(&id).await.unwrap_or(false) {
@@ -240,11 +250,11 @@ impl Engine {
                         return;
                     }
                 }
-            })
+            }))
         };
         let result = run.pipeline().await;
-        poller.abort();
-        heartbeat.abort();
+        drop(poller);
+        drop(heartbeat);
         // Every step has ended: no process group of this execution is left to stop.
         let _ = self.store.drop_step_process(&exec.id, "").await;
         let status = result?;

@@ -619,14 +619,17 @@ async fn approvals_count_distinct_approvers_and_can_exclude_the_executor() {
 }
 
 async fn wait_node(store: &Arc<dyn Store>, exec: &str, path: &str, status: Status) {
-    // Polls the store's state (the condition itself), bounded.
-    for _ in 0..1000 {
+    // Polls the store's state (the condition itself), bounded by time (a loaded CI machine is slow).
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while std::time::Instant::now() < deadline {
         if store.nodes(exec).await.unwrap().iter().any(|n| n.path == path && n.status == status) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
-    panic!("{path} never reached {status}");
+    let nodes: Vec<(String, Status)> =
+        store.nodes(exec).await.unwrap().into_iter().map(|n| (n.path, n.status)).collect();
+    panic!("{path} never reached {status}: {nodes:?}");
 }
 
 /// A process dies in the middle of a step (its engine future is dropped, as a killed process leaves things):
