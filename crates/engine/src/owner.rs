@@ -85,6 +85,19 @@ pub async fn stop_orphan(store: &Arc<dyn Store>, execution_id: &str, node_id: &s
     stopped
 }
 
+/// Take an execution for `owner` for one lease: when nobody holds it, its owner's lease ran out, or its
+/// owner was a process of this host that is gone (then its lease is void, whatever it says).
+pub async fn claim(store: &dyn Store, id: &str, owner: &str, lease: Duration) -> store::Result<bool> {
+    if store.claim_execution(id, owner, now_ms(), until(lease)).await? {
+        return Ok(true);
+    }
+    match store.lease(id).await? {
+        // A claim as of the end of time: any lease has run out by then.
+        Some((held_by, _)) if owner_is_dead(&held_by) => store.claim_execution(id, owner, i64::MAX, until(lease)).await,
+        _ => Ok(false),
+    }
+}
+
 /// How long a lease lasts: `PIPEWRIGHT_LEASE_SECONDS`, or 15 seconds.
 pub fn lease_from_env() -> Duration {
     std::env::var("PIPEWRIGHT_LEASE_SECONDS")

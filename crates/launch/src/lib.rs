@@ -179,14 +179,19 @@ fn source_at<'a>(
     })
 }
 
+/// The stage dependency graph of a pipeline document (none when it holds no pipeline).
+pub fn stage_graph(doc: &Document) -> Option<plan::Graph> {
+    let (Some(body), Some(p)) = (doc.body(), doc.pipeline()) else { return None };
+    Some(plan::graph(p, &spec::stage_references(p, body, &doc.source)))
+}
+
 /// Plan a selection of a valid pipeline document.
 pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn Store>) -> Result<Planned> {
     let body = doc.body().ok_or_else(|| LaunchError::WrongKind("the document has no pipeline body".into()))?;
     let Some(Entity::Pipeline(p)) = &doc.entity else {
         return Err(LaunchError::WrongKind(format!("{}: not a pipeline", doc.path)));
     };
-    let refs = spec::stage_references(p, body, &doc.source);
-    let graph = plan::graph(p, &refs);
+    let graph = plan::graph(p, &spec::stage_references(p, body, &doc.source));
     let src = match (&sel.from_execution, store) {
         (Some(id), Some(store)) => Some(source(store, id).await?),
         (Some(_), None) => return Err(LaunchError::BadRequest("from_execution needs the execution history".into())),

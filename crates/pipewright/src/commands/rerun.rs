@@ -192,10 +192,7 @@ pub async fn resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
     };
     let entities_dir =
         a.entities.clone().or_else(|| e.source_file.as_deref().and_then(|f| default_entities(Path::new(f))));
-    let entities = match &entities_dir {
-        Some(d) => engine::Entities::load_dir(d).map_err(|err| anyhow::anyhow!("{}: {err}", d.display()))?,
-        None => engine::Entities::default(),
-    };
+    let entities = super::run::load_entities(entities_dir.as_deref())?;
     let secrets = super::run::secrets(a.secrets_file.as_deref())?;
     let mut config = engine::EngineConfig::new(&a.state.state_dir);
     (config.isolation, config.work_root) = super::isolation(&a.steps, &a.state.state_dir)?;

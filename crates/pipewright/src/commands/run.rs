@@ -326,6 +326,14 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     run_planned(store, &a.state, &doc, planned, opts).await
 }
 
+/// Services, environments and infrastructure definitions from a directory (none without one).
+pub fn load_entities(dir: Option<&Path>) -> anyhow::Result<Entities> {
+    match dir {
+        Some(d) => Entities::load_dir(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display())),
+        None => Ok(Entities::default()),
+    }
+}
+
 /// `.harness/` next to a pipeline file, when it exists.
 pub fn default_entities(file: &Path) -> Option<PathBuf> {
     let d = file.parent().unwrap_or(Path::new(".")).join(".harness");
@@ -379,10 +387,7 @@ pub async fn run_planned(
         Ok(p) => p,
         Err(e) => return super::plan::fail(e),
     };
-    let entities = match &o.entities {
-        Some(d) => Entities::load_dir(d).map_err(|e| anyhow::anyhow!("{}: {e}", d.display()))?,
-        None => Entities::default(),
-    };
+    let entities = load_entities(o.entities.as_deref())?;
     let secrets = secrets(o.secrets_file.as_deref())?;
     let mut config = EngineConfig::new(&state.state_dir);
     (config.isolation, config.work_root) = super::isolation(&o.steps, &state.state_dir)?;

@@ -198,20 +198,11 @@ pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
     let now = now_ms();
     let lease = i64::try_from(app.runner.lease().as_millis()).unwrap_or(i64::MAX / 2);
     let mut taken = Vec::new();
-    // Every owned execution that has not ended is looked at: one whose lease ran out is taken over, and so is
-    // one whose owner was a process of this host that is gone (no need to wait for its lease).
+    // Every owned execution that has not ended is looked at; the claim decides whether its owner's hold is
+    // over (its lease ran out, or it was a process of this host that is gone).
     for e in app.store.orphaned(i64::MAX, now.saturating_sub(lease)).await? {
-        if app.runner.running(&e.id) {
-            continue;
-        }
-        let (expired, dead) = match app.store.lease(&e.id).await? {
-            Some((owner, until)) => (until.is_none_or(|u| u < now), engine::owner::owner_is_dead(&owner)),
-            None => (true, false),
-        };
-        // A dead owner's hold is void: claimed as if it had run out.
-        let claim_now = if dead { i64::MAX } else { now };
-        if !(expired || dead)
-            || !app.store.claim_execution(&e.id, app.runner.owner(), claim_now, now.saturating_add(lease)).await?
+        if app.runner.running(&e.id)
+            || !engine::owner::claim(app.store.as_ref(), &e.id, app.runner.owner(), app.runner.lease()).await?
         {
             continue;
         }
@@ -630,32 +621,43 @@ pub async fn intervene(app: &App, p: &Principal, id: &str, b: InterveneBody) -> 
 pub async fn rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> ApiResult<Execution> {
     let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;
     let _admitted = app.planning(p).await?;
-    let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
-    let (sel, mode) = launch::rerun_selection(&orig, &b.stage_identifiers);
-    let planned = launch::plan(&doc, &sel, Some(app.store.as_ref())).await?;
-    let mut supplied = launch::original_inputs(&orig);
-    supplied.extend(input_set_values(app, &scope, &b.input_set_refs).await?);
-    supplied.extend(given(&b.inputs));
-    let selective = !sel.stages.is_empty();
-    launch_planned(app, p, &scope, &doc, planned, supplied, mode, selective, Some(launch::derived_from(&orig))).await
+    let r = rerun_parts(app, &orig, &scope, &b).await?;
+    let selective = !r.selection.stages.is_empty();
+    let parent = Some(launch::derived_from(&orig));
+    launch_planned(app, p, &scope, &r.doc, r.planned, r.supplied, r.mode, selective, parent).await
 }
 
 /// What a re-run would do, as [`plan`] gives it: the plan, and with inputs, those checked too.
 pub async fn plan_rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> ApiResult<serde_json::Value> {
     let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;
     let _admitted = app.planning(p).await?;
-    let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
-    let (sel, _) = launch::rerun_selection(&orig, &b.stage_identifiers);
-    let planned = launch::plan(&doc, &sel, Some(app.store.as_ref())).await?;
-    let json = launch::plan_json(&planned);
-    if planned.plan.satisfiable && (!b.inputs.is_empty() || !b.input_set_refs.is_empty()) {
-        let mut supplied = launch::original_inputs(&orig);
-        supplied.extend(input_set_values(app, &scope, &b.input_set_refs).await?);
-        supplied.extend(given(&b.inputs));
-        let run = planned.plan.run_stages();
-        launch::prepare(&doc, &supplied, (!sel.stages.is_empty()).then_some(run.as_slice()))?;
+    let r = rerun_parts(app, &orig, &scope, &b).await?;
+    let json = launch::plan_json(&r.planned);
+    if r.planned.plan.satisfiable && (!b.inputs.is_empty() || !b.input_set_refs.is_empty()) {
+        let run = r.planned.plan.run_stages();
+        launch::prepare(&r.doc, &r.supplied, (!r.selection.stages.is_empty()).then_some(run.as_slice()))?;
     }
     Ok(json)
+}
+
+/// A re-run of `orig`, planned: the YAML it ran, the selection, and the inputs (its own, then input sets, then
+/// those given).
+struct RerunParts {
+    doc: Document,
+    selection: Selection,
+    mode: Mode,
+    planned: Planned,
+    supplied: BTreeMap<String, (String, InputSource)>,
+}
+
+async fn rerun_parts(app: &App, orig: &Execution, scope: &Scope, b: &RerunBody) -> ApiResult<RerunParts> {
+    let doc = launch::recorded_document(app.store.as_ref(), orig).await?;
+    let (selection, mode) = launch::rerun_selection(orig, &b.stage_identifiers);
+    let planned = launch::plan(&doc, &selection, Some(app.store.as_ref())).await?;
+    let mut supplied = launch::original_inputs(orig);
+    supplied.extend(input_set_values(app, scope, &b.input_set_refs).await?);
+    supplied.extend(given(&b.inputs));
+    Ok(RerunParts { doc, selection, mode, planned, supplied })
 }
 
 /// Resume a failed or aborted execution from its failed stage, reusing what succeeded.

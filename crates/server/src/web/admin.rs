@@ -621,12 +621,8 @@ pub async fn create_token(State(app): State<Arc<App>>, w: Web, body: Bytes) -> W
         expires_in_seconds: days.map(|d| d * 86_400),
     };
     match acsvc::create_token(&app, &w.p, b).await {
-        Ok(t) => {
-            let mut resp = ok(tokens_page(&app, &w, Some(&t), None).await?);
-            resp.headers_mut()
-                .insert(axum::http::header::CACHE_CONTROL, axum::http::HeaderValue::from_static("no-store"));
-            Ok(resp)
-        }
+        // Shown once: the session middleware marks every page `Cache-Control: no-store`.
+        Ok(t) => Ok(ok(tokens_page(&app, &w, Some(&t), None).await?)),
         Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
         Err(e) => Ok(with_status(e.status(), tokens_page(&app, &w, None, Some(&e)).await?)),
     }

@@ -20,7 +20,7 @@ use axum::extract::{FromRequestParts, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
-use maud::{DOCTYPE, Markup, PreEscaped, html};
+use maud::{DOCTYPE, Markup, html};
 use sha2::{Digest, Sha256};
 use std::sync::Arc;
 
@@ -518,12 +518,6 @@ pub fn time_el(ms: i64) -> Markup {
 /// A status as a badge: its name in words (never colour alone) and a class for the colour.
 pub fn status_badge(s: store::Status) -> Markup {
     html! { span class=(format!("badge st-{s}")) { (s.to_string()) } }
-}
-
-/// Inline JSON for the script, safe inside `<script>`.
-pub fn json_script(id: &str, v: &serde_json::Value) -> Markup {
-    let text = v.to_string().replace('<', "\\u003c").replace('>', "\\u003e").replace('&', "\\u0026");
-    html! { script type="application/json" id=(id) { (PreEscaped(text)) } }
 }
 
 #[cfg(test)]

@@ -125,15 +125,13 @@ pub type Groups = Vec<Vec<(String, String)>>;
 
 /// The stages of a pipeline document grouped in running order, and its dependency graph.
 pub fn stage_graph(doc: &spec::Document) -> Option<(Groups, plan::Graph)> {
-    let pl = doc.pipeline()?;
-    let body = doc.body()?;
-    let groups = pl
+    let groups = doc
+        .pipeline()?
         .stage_groups()
         .iter()
         .map(|g| g.iter().map(|s| (s.identifier.value.clone(), s.name.value.clone())).collect())
         .collect();
-    let refs = spec::stage_references(pl, body, &doc.source);
-    Some((groups, plan::graph(pl, &refs)))
+    Some((groups, launch::stage_graph(doc)?))
 }
 
 /// A validation problem of the YAML in the editor.
@@ -150,8 +148,8 @@ pub struct Problem {
     pub severity: &'static str,
 }
 
-fn problems(doc: &spec::Document) -> Vec<Problem> {
-    doc.diagnostics
+fn problems(diagnostics: &[spec::Diagnostic]) -> Vec<Problem> {
+    diagnostics
         .iter()
         .map(|d| Problem {
             line: d.span.start.line,
@@ -185,9 +183,11 @@ pub struct PipelinePage<'a> {
 
 /// Render the pipeline page (also used by the render benchmark).
 pub fn render_pipeline(w: &Web, pp: &PipelinePage<'_>) -> Markup {
-    let doc = spec::parse_document("pipeline.yaml", pp.yaml.to_string());
-    let stored = spec::parse_document("pipeline.yaml", pp.view.yaml.clone().unwrap_or_default());
-    let shown = if doc.pipeline().is_some() { &doc } else { &stored };
+    let stored_yaml = pp.view.yaml.as_deref().unwrap_or_default();
+    let stored = spec::parse_document("pipeline.yaml", stored_yaml.to_string());
+    // The editor's text is parsed again only when it is not what is stored (a refused save).
+    let edited = (pp.yaml != stored_yaml).then(|| spec::parse_document("pipeline.yaml", pp.yaml.to_string()));
+    let shown = edited.as_ref().filter(|d| d.pipeline().is_some()).unwrap_or(&stored);
     let allow = stored.pipeline().is_some_and(|p| p.allow_stage_executions);
     let base = format!("/orgs/{}/projects/{}/pipelines/{}", pp.org, pp.project, pp.view.identifier);
     let history = format!("/orgs/{}/projects/{}/executions?pipeline={}", pp.org, pp.project, pp.view.identifier);
@@ -336,20 +336,15 @@ pub async fn save_yaml(
             Ok(Redirect::to(&format!("/orgs/{org}/projects/{project}/pipelines/{pipeline}?saved={}", v.version))
                 .into_response())
         }
-        Err(ApiError::Launch(launch::LaunchError::Invalid { .. })) | Err(ApiError::BadRequest(_)) => {
-            let doc = spec::parse_document("pipeline.yaml", yaml.clone());
-            let mut problems = problems(&doc);
-            if problems.is_empty() {
+        Err(e @ (ApiError::Launch(launch::LaunchError::Invalid { .. }) | ApiError::BadRequest(_))) => {
+            let problems = match e {
+                // The diagnostics the save found, at their line and column.
+                ApiError::Launch(launch::LaunchError::Invalid { diagnostics, .. }) => problems(&diagnostics),
                 // Valid YAML the server still refused (another identifier, another project): say why.
-                let e = plsvc::put_pipeline(&app, &w.p, &org, &project, &pipeline, yaml.clone()).await.err();
-                problems.push(Problem {
-                    line: 1,
-                    col: 1,
-                    message: e.map_or_else(String::new, |e| e.to_string()),
-                    help: None,
-                    severity: "error",
-                });
-            }
+                other => {
+                    vec![Problem { line: 1, col: 1, message: other.to_string(), help: None, severity: "error" }]
+                }
+            };
             let m = pipeline_page(&app, &w, &org, &project, &pipeline, Some(yaml), problems, None).await?;
             Ok(with_status(StatusCode::UNPROCESSABLE_ENTITY, m))
         }

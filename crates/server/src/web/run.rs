@@ -6,7 +6,7 @@
 //! and why, before *Run Pipeline* is pressed. [`Choice`] turns the form into the service layer's request.
 
 use super::pages::{crumbs, stage_graph};
-use super::{Web, WebError, WebResult, csrf_field, json_script, launch_message, ok, page};
+use super::{Web, WebError, WebResult, csrf_field, launch_message, ok, page};
 use crate::App;
 use crate::error::ApiError;
 use crate::rbac::{Resource, Scope};
@@ -434,7 +434,6 @@ async fn pipeline_dialog(
     project: &str,
     pipeline: &str,
     choice: &Choice,
-    error: Option<String>,
 ) -> WebResult<(Context, Result<serde_json::Value, String>)> {
     app.require(&w.p, "pipeline:execute", &Resource::new("pipeline", pipeline, Scope::project(org, project))).await?;
     let mut cx = context(app, w, org, project, pipeline).await?;
@@ -443,7 +442,7 @@ async fn pipeline_dialog(
         Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => return Err(e.into()),
         Err(e) => return Ok((cx, Err(plan_error(e)?))),
     };
-    let plan = match error.or_else(|| choice.check().err().map(|e| e.to_string())) {
+    let plan = match choice.check().err().map(|e| e.to_string()) {
         Some(e) => Err(e),
         None => match exsvc::plan(app, &w.p, org, project, pipeline, choice.body(&cx.graph)).await {
             Ok(v) => Ok(v),
@@ -463,7 +462,7 @@ async fn pipeline_dialog(
     Ok((cx, plan))
 }
 
-fn dialog_page(w: &Web, c: &[super::Crumb], title: &str, d: &Dialog<'_>, graph_json: &serde_json::Value) -> Markup {
+fn dialog_page(w: &Web, c: &[super::Crumb], title: &str, d: &Dialog<'_>) -> Markup {
     page(
         w,
         title,
@@ -471,13 +470,8 @@ fn dialog_page(w: &Web, c: &[super::Crumb], title: &str, d: &Dialog<'_>, graph_j
         html! {
             h1 { (title) }
             (render_dialog(w, d))
-            (json_script("stage-graph", graph_json))
         },
     )
-}
-
-fn graph_json(g: &plan::Graph) -> serde_json::Value {
-    serde_json::json!({"stages": g.stages, "edges": g.edges.iter().map(|e| serde_json::json!({"stage": e.stage, "depends_on": e.depends_on})).collect::<Vec<_>>()})
 }
 
 async fn run_crumbs(app: &App, w: &Web, org: &str, project: &str, pipeline: &str, name: &str) -> Vec<super::Crumb> {
@@ -494,7 +488,7 @@ pub async fn dialog(
     Path((org, project, pipeline)): Path<(String, String, String)>,
 ) -> WebResult {
     let choice = Choice { all: true, ..Choice::default() };
-    let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice, None).await?;
+    let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice).await?;
     let c = run_crumbs(&app, &w, &org, &project, &pipeline, &cx.name).await;
     let d = Dialog {
         target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
@@ -502,7 +496,7 @@ pub async fn dialog(
         choice: &choice,
         plan,
     };
-    Ok(ok(dialog_page(&w, &c, &format!("Run Pipeline: {}", cx.name), &d, &graph_json(&cx.graph))))
+    Ok(ok(dialog_page(&w, &c, &format!("Run Pipeline: {}", cx.name), &d)))
 }
 
 /// The dialog's changing part for the form as it stands (fetched by the script on every change).
@@ -513,7 +507,7 @@ pub async fn plan_panel(
     body: Bytes,
 ) -> WebResult {
     let choice = Choice::parse(&super::form(&body));
-    let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice, None).await?;
+    let (cx, plan) = pipeline_dialog(&app, &w, &org, &project, &pipeline, &choice).await?;
     let d = Dialog {
         target: Target::Pipeline { org: &org, project: &project, id: &pipeline },
         cx: &cx,
@@ -543,7 +537,7 @@ pub async fn start(
         move |e| async move {
             let message = plan_error(e)?;
             let (app, w, org, project, pipeline, choice) = (a, ww, o, pr, pl, ch);
-            let (cx, plan) = pipeline_dialog(app, w, org, project, pipeline, choice, None).await?;
+            let (cx, plan) = pipeline_dialog(app, w, org, project, pipeline, choice).await?;
             let c = run_crumbs(app, w, org, project, pipeline, &cx.name).await;
             let d = Dialog { target: Target::Pipeline { org, project, id: pipeline }, cx: &cx, choice, plan };
             let m = page(
@@ -551,11 +545,10 @@ pub async fn start(
                 "Run Pipeline",
                 &c,
                 html! {
-                    h1 { "Run Pipeline: " (cx.name) }
-                    p.error role="alert" { "Nothing was started: " (message) }
-                    (render_dialog(w, &d))
-                    (json_script("stage-graph", &graph_json(&cx.graph)))
-                },
+                h1 { "Run Pipeline: " (cx.name) }
+                p.error role="alert" { "Nothing was started: " (message) }
+                (render_dialog(w, &d))
+                    },
             );
             Ok(m)
         },
@@ -631,7 +624,6 @@ fn rerun_page(
                 a href=(format!("/executions/{}", e.id)) { "#" (e.sequence_id) } "." }
             @if let Some(err) = error { p.error role="alert" { "Nothing was started: " (err) } }
             (render_dialog(w, &d))
-            (json_script("stage-graph", &graph_json(&cx.graph)))
         },
     )
 }
