@@ -194,7 +194,7 @@ pub fn worst(a: Status, b: Status) -> Status {
         match s {
             Status::Success | Status::Skipped | Status::Queued | Status::Running | Status::Paused => 0,
             Status::IgnoreFailed => 1,
-            Status::ApprovalWaiting | Status::InterventionWaiting => 2,
+            Status::ApprovalWaiting | Status::InterventionWaiting | Status::InputWaiting => 2,
             Status::Failed => 4,
             Status::ApprovalRejected => 5,
             Status::Expired => 6,

@@ -4,6 +4,7 @@
 //! masking and log capture. Every state change goes to the [`store::Store`] before the engine acts on it; the
 //! engine holds no SQL.
 
+pub mod asked;
 pub mod decide;
 mod logs;
 pub mod owner;

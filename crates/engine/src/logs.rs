@@ -118,12 +118,18 @@ impl LogSink {
         }
     }
 
-    /// Number this sink's chunks after `seq` (a node taken over already has chunks up to it).
+    /// Number this sink's chunks after `seq` (a node taken over, or one that asked for inputs, already has
+    /// chunks up to it); never lower than where it starts already.
     pub fn after(self, seq: i64) -> Self {
         if let Ok(mut b) = self.buf.try_lock() {
-            b.seq = seq;
+            b.seq = b.seq.max(seq);
         }
         self
+    }
+
+    /// The number of the last chunk written.
+    pub async fn seq(&self) -> i64 {
+        self.buf.lock().await.seq
     }
 
     /// Record one line.

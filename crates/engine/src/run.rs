@@ -6,6 +6,7 @@
 //! (Ctrl-C, `pipewright abort`, or an `Abort` action) stops everything. Every node record is written to the
 //! store before the engine goes on.
 
+use crate::asked;
 use crate::decide;
 use crate::logs::{LogSink, Masker};
 use crate::steps::{self, StepEnv};
@@ -57,6 +58,16 @@ struct Run<'p> {
     seed: &'p Seed,
     /// Resuming: the execution's nodes as the process that died left them, by path (the latest attempt).
     prior: HashMap<String, Node>,
+    /// The `.executionInput()` fields not given when the run started, asked as the run reaches their owner.
+    asked: Vec<asked::Asked>,
+    /// Values given for them so far, by path.
+    given: Mutex<BTreeMap<String, String>>,
+    /// One ask at a time per owner (iterations of a looping node ask once).
+    asking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    /// The last log chunk an ask wrote on a node, by node id: the node's own log numbers on after it.
+    asked_logs: Mutex<HashMap<String, i64>>,
+    /// How many nodes wait for inputs: the execution is `InputWaiting` while any does.
+    input_waits: tokio::sync::Mutex<usize>,
 }
 
 /// A task that lives as long as its run (the lease heartbeat, the abort poller): it stops when the run does,
@@ -211,6 +222,7 @@ impl Engine {
             }
         }
         let next_position = prior.values().map(|n| n.position + 1).max().unwrap_or(0);
+        let (asked, given) = asked::read(&current.inputs);
         let run = Run {
             store: self.store.clone(),
             observer: self.observer.clone(),
@@ -235,6 +247,11 @@ impl Engine {
             ran: Mutex::new(Vec::new()),
             seed,
             prior,
+            asked,
+            given: Mutex::new(given),
+            asking: Mutex::new(HashMap::new()),
+            asked_logs: Mutex::new(HashMap::new()),
+            input_waits: tokio::sync::Mutex::new(0),
         };
         // Another process (`pipewright abort`, a Ctrl-C handler) asks through the store.
         let poller = {
@@ -350,6 +367,7 @@ impl<'p> Run<'p> {
     }
 
     fn sink(&self, node: &Node) -> LogSink {
+        let asked = self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).get(&node.id).copied();
         LogSink::new(
             self.store.clone(),
             self.observer.clone(),
@@ -358,6 +376,7 @@ impl<'p> Run<'p> {
             &node.id,
             &node.path,
         )
+        .after(asked.unwrap_or(0))
     }
 
     fn set_tree(&self, path: &[&str], v: Value) {
@@ -398,6 +417,17 @@ impl<'p> Run<'p> {
         root.insert("stages".into(), Value::Map(BTreeMap::new()));
         root.insert("variables".into(), Value::Map(BTreeMap::new()));
         self.set_tree(&["pipeline"], Value::Map(root));
+        let given = self.given.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (path, v) in given {
+            self.set_tree(&["executionInput", path.as_str()], Value::String(v));
+        }
+        // The pipeline's own `.executionInput()` fields are asked before anything else runs.
+        if let Err((status, why)) =
+            self.ask(None, "pipeline", false, p.timeout.as_ref().and_then(|t| t.as_std())).await?
+        {
+            self.set_status(status, Some(&why)).await?;
+            return Ok(status);
+        }
 
         let scope = Scope::default();
         for v in &p.variables {
@@ -539,6 +569,13 @@ impl<'p> Run<'p> {
             set_status(Status::Skipped);
             return self.skip(&mut node, "the execution was aborted".into()).await;
         }
+        let owner = format!("pipeline.stages.{id}");
+        let stage_timeout = s.timeout.as_ref().and_then(|t| t.as_std());
+        if let Err((st, why)) = self.ask(Some(&mut node), &owner, true, stage_timeout).await? {
+            set_status(st);
+            self.failed.store(true, Ordering::SeqCst);
+            return self.finish(&mut node, st, Some(why)).await;
+        }
         match self.when(s.when.as_ref(), true, self.failed.load(Ordering::SeqCst), &BTreeMap::new(), &scope) {
             Ok(None) => {}
             Ok(Some(reason)) => {
@@ -553,6 +590,11 @@ impl<'p> Run<'p> {
         }
         self.start(&mut node).await?;
         set_status(Status::Running);
+        if let Err((st, why)) = self.ask(Some(&mut node), &owner, false, stage_timeout).await? {
+            set_status(st);
+            self.failed.store(true, Ordering::SeqCst);
+            return self.finish(&mut node, st, Some(why)).await;
+        }
         let iterations = match self.iterations(s.strategy.as_ref(), &BTreeMap::new(), &scope) {
             Ok(i) => i,
             Err(e) => {
@@ -1076,6 +1118,12 @@ impl<'p> Run<'p> {
         if self.aborted() {
             return self.skip(&mut node, "the execution was aborted".into()).await;
         }
+        let owner = yaml_path(cx, &groups, gid, rollback);
+        let group_timeout = g.timeout.as_ref().and_then(|t| t.as_std());
+        if let Err((st, why)) = self.ask(Some(&mut node), &owner, true, group_timeout).await? {
+            cx.failed.store(true, Ordering::SeqCst);
+            return self.finish(&mut node, st, Some(why)).await;
+        }
         match self.when(g.when.as_ref(), false, cx.failed.load(Ordering::SeqCst), &base_local, &scope) {
             Ok(None) => {}
             Ok(Some(r)) => return self.skip(&mut node, r).await,
@@ -1085,6 +1133,10 @@ impl<'p> Run<'p> {
             }
         }
         self.start(&mut node).await?;
+        if let Err((st, why)) = self.ask(Some(&mut node), &owner, false, group_timeout).await? {
+            cx.failed.store(true, Ordering::SeqCst);
+            return self.finish(&mut node, st, Some(why)).await;
+        }
         let iterations = match self.iterations(g.strategy.as_ref(), &base_local, &scope) {
             Ok(i) => i,
             Err(e) => {
@@ -1255,6 +1307,13 @@ impl<'p> Run<'p> {
             set_status(Status::Skipped);
             return self.skip(&mut node, "the execution was aborted".into()).await;
         }
+        let owner = yaml_path(cx, groups, &s.identifier.value, rollback);
+        let step_timeout = s.timeout.as_ref().and_then(|t| t.as_std());
+        if let Err((st, why)) = self.ask(Some(&mut node), &owner, true, step_timeout).await? {
+            cx.failed.store(true, Ordering::SeqCst);
+            set_status(st);
+            return self.finish(&mut node, st, Some(why)).await;
+        }
         match self.when(s.when.as_ref(), false, cx.failed.load(Ordering::SeqCst) && !rollback, &local, &scope) {
             Ok(None) => {}
             Ok(Some(r)) => {
@@ -1266,6 +1325,11 @@ impl<'p> Run<'p> {
                 set_status(Status::Failed);
                 return self.finish(&mut node, Status::Failed, Some(e)).await;
             }
+        }
+        if let Err((st, why)) = self.ask(Some(&mut node), &owner, false, step_timeout).await? {
+            cx.failed.store(true, Ordering::SeqCst);
+            set_status(st);
+            return self.finish(&mut node, st, Some(why)).await;
         }
         let strategies: Vec<&FailureStrategy> = s
             .failure_strategies
@@ -1293,7 +1357,8 @@ impl<'p> Run<'p> {
             attempt = node.attempt;
             match node.status {
                 Status::InterventionWaiting => waiting_decision = true,
-                Status::ApprovalWaiting => {}
+                // Its process never started: it asks again (what was given meanwhile counts) and then runs.
+                Status::ApprovalWaiting | Status::InputWaiting => {}
                 _ => {
                     let log = self.sink(&node).after(logged);
                     // A step process that outlived its owner is stopped before the step runs again.
@@ -1484,6 +1549,145 @@ impl<'p> Run<'p> {
         }
     }
 
+    /// Ask for the `.executionInput()` fields of `owner` not given yet (with `when_only`, only those in its
+    /// `when`), on `node` (`None`: the pipeline's own fields, asked by the execution), and wait until each is
+    /// given. `Err` holds the status and reason the node ends with: nothing came before the timeout, or the
+    /// execution was aborted.
+    async fn ask(
+        &self,
+        mut node: Option<&mut Node>,
+        owner: &str,
+        when_only: bool,
+        timeout: Option<Duration>,
+    ) -> Res<Result<(), (Status, String)>> {
+        let when = format!("{owner}.when.");
+        let pending = || -> Vec<asked::Asked> {
+            let given = self.given.lock().unwrap_or_else(|e| e.into_inner());
+            self.asked
+                .iter()
+                .filter(|a| {
+                    a.owner == owner && (!when_only || a.path.starts_with(&when)) && !given.contains_key(&a.path)
+                })
+                .cloned()
+                .collect()
+        };
+        if pending().is_empty() {
+            return Ok(Ok(()));
+        }
+        let turn = self.asking.lock().unwrap_or_else(|e| e.into_inner()).entry(owner.to_string()).or_default().clone();
+        let _turn = turn.lock().await;
+        let mut wanted = pending();
+        if wanted.is_empty() {
+            // Another iteration of this node asked, and got them.
+            return Ok(Ok(()));
+        }
+        let (node_id, node_path) = match node.as_deref() {
+            Some(n) => (n.id.clone(), n.path.clone()),
+            None => (self.exec.id.clone(), "pipeline".to_string()),
+        };
+        // The node may have log chunks already (an earlier ask, or the process that died asked on it).
+        let mut logged = self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).get(&node_id).copied().unwrap_or(0);
+        if self.prior.contains_key(&node_path) || node.is_none() {
+            let chunks = self.store.logs(&self.exec.id, Some(std::slice::from_ref(&node_id))).await?;
+            logged = logged.max(chunks.iter().map(|c| c.seq).max().unwrap_or(0));
+        }
+        let log = LogSink::new(
+            self.store.clone(),
+            self.observer.clone(),
+            self.masker.clone(),
+            &self.exec.id,
+            &node_id,
+            &node_path,
+        )
+        .after(logged);
+        // The execution says what it waits for, and on which node, before anyone is told.
+        for a in &wanted {
+            let entry = asked::waiting_entry(a, &node_id, &node_path);
+            self.store.set_execution_input(&self.exec.id, &a.path, &entry).await?;
+        }
+        let before = node.as_deref().map(|n| n.status);
+        if let Some(n) = node.as_deref_mut() {
+            n.status = Status::InputWaiting;
+            n.started_at.get_or_insert_with(now_ms);
+            self.save(n).await?;
+        }
+        self.input_waits(true).await?;
+        let mut line = format!("waiting for runtime inputs: pipewright input {}", self.exec.id);
+        for a in &wanted {
+            line.push_str(&format!(" --input {}=VALUE", a.path));
+        }
+        log.line("pipewright", &line).await;
+        for a in &wanted {
+            let about = asked::describe(&a.input);
+            let about = if about.is_empty() { String::new() } else { format!(" ({about})") };
+            log.line("pipewright", &format!("  {}{about}", a.path)).await;
+        }
+        log.flush().await;
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut abort = self.abort_rx.clone();
+        let outcome = loop {
+            while let Some(d) = self.store.take_decision(&self.exec.id, &node_id).await? {
+                for (path, v) in d.inputs.as_object().into_iter().flatten() {
+                    let Some(i) = wanted.iter().position(|a| &a.path == path) else { continue };
+                    let value = v.as_str().map_or_else(|| v.to_string(), String::from);
+                    // The CLI, the API and the web UI check values before they are recorded; this is the last word.
+                    if let Err(e) = wanted[i].input.check(&value) {
+                        log.line("pipewright", &format!("`{path}`: {e}; still waiting for it")).await;
+                        continue;
+                    }
+                    let a = wanted.remove(i);
+                    self.given.lock().unwrap_or_else(|e| e.into_inner()).insert(a.path.clone(), value.clone());
+                    self.set_tree(&["executionInput", a.path.as_str()], Value::String(value.clone()));
+                    let entry = asked::given_entry(&value, &d.by, &node_path);
+                    self.store.set_execution_input(&self.exec.id, &a.path, &entry).await?;
+                    log.line("pipewright", &format!("`{}` given by {}", a.path, d.by)).await;
+                }
+            }
+            if wanted.is_empty() {
+                break Ok(());
+            }
+            if self.aborted() {
+                break Err((Status::Aborted, "the execution was aborted while waiting for runtime inputs".to_string()));
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                let paths: Vec<&str> = wanted.iter().map(|a| a.path.as_str()).collect();
+                break Err((
+                    Status::Expired,
+                    format!("no value was given for {} before the timeout", paths.join(", ")),
+                ));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = steps::wait_abort(&mut abort) => {}
+            }
+        };
+        if let Err((_, why)) = &outcome {
+            log.line("pipewright", why).await;
+        }
+        log.flush().await;
+        let last = log.seq().await;
+        self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).insert(node_id.clone(), last);
+        self.input_waits(false).await?;
+        if let (Ok(()), Some(n), Some(before)) = (&outcome, node, before) {
+            n.status = before;
+            self.save(n).await?;
+        }
+        Ok(outcome)
+    }
+
+    /// One more (or one fewer) node waiting for inputs: the execution is `InputWaiting` while any is.
+    async fn input_waits(&self, more: bool) -> Res<()> {
+        let mut n = self.input_waits.lock().await;
+        let was = *n;
+        *n = if more { was + 1 } else { was.saturating_sub(1) };
+        match (was, *n) {
+            (0, 1) => self.set_status(Status::InputWaiting, None).await?,
+            (1, 0) if !self.aborted() => self.set_status(Status::Running, None).await?,
+            _ => {}
+        }
+        Ok(())
+    }
+
     /// Mark every non-final node under `prefix` (all, when empty) as Expired.
     async fn expire_running(&self, prefix: &str) -> Res<()> {
         for mut n in self.store.nodes(&self.exec.id).await? {
@@ -1496,6 +1700,18 @@ impl<'p> Run<'p> {
         }
         Ok(())
     }
+}
+
+/// The YAML path of a step or step group (`id`) of a stage: what `.executionInput()` fields name as their owner.
+fn yaml_path(cx: &StageCx<'_>, groups: &[(&StepGroup, String)], id: &str, rollback: bool) -> String {
+    let list = if rollback { "rollbackSteps" } else { "steps" };
+    let mut p = format!("pipeline.stages.{}.spec.execution.{list}", cx.stage.identifier.value);
+    for (g, _) in groups {
+        p.push_str(&format!(".{}.steps", g.identifier.value));
+    }
+    p.push('.');
+    p.push_str(id);
+    p
 }
 
 fn json_map(m: &serde_json::Map<String, serde_json::Value>) -> Value {

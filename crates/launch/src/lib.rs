@@ -36,6 +36,9 @@ pub enum LaunchError {
     /// Runtime inputs are missing or break their constraints.
     #[error("runtime inputs are missing or invalid")]
     Inputs(Vec<InputProblem>),
+    /// Values given to a running execution are not what it waits for, or break their constraints.
+    #[error("the execution cannot take these values")]
+    Given(Vec<InputProblem>),
     /// A request value is malformed.
     #[error("{0}")]
     BadRequest(String),
@@ -60,6 +63,13 @@ impl LaunchError {
                 }
                 s
             }
+            LaunchError::Given(problems) => {
+                let mut s = String::from("error: the execution cannot take these values; nothing was given:\n");
+                for p in problems {
+                    s.push_str(&format!("  {}: {}\n", if p.path.is_empty() { "--input" } else { &p.path }, p.message));
+                }
+                s
+            }
             LaunchError::Unsatisfiable(p) => explain_unmet(&plan_json(p)),
             other => format!("error: {other}\n"),
         }
@@ -80,6 +90,11 @@ impl LaunchError {
             LaunchError::Inputs(problems) => serde_json::json!({
                 "error": "invalid_inputs",
                 "message": "runtime inputs are missing or invalid; nothing runs",
+                "problems": problems.iter().map(|p| serde_json::json!({"path": p.path, "message": p.message})).collect::<Vec<_>>(),
+            }),
+            LaunchError::Given(problems) => serde_json::json!({
+                "error": "invalid_inputs",
+                "message": "the execution cannot take these values; nothing was given",
                 "problems": problems.iter().map(|p| serde_json::json!({"path": p.path, "message": p.message})).collect::<Vec<_>>(),
             }),
             LaunchError::Unsatisfiable(p) => {
@@ -267,6 +282,8 @@ pub struct Prepared {
     pub pipeline: Pipeline,
     /// Inputs by path with their source.
     pub inputs: BTreeMap<String, (String, InputSource)>,
+    /// The `.executionInput()` fields not given at start: the run asks for them when it reaches them.
+    pub asked: Vec<inputs::InputField>,
     /// The resolved pipeline as YAML.
     pub snapshot: String,
     /// The original document text.
@@ -330,14 +347,23 @@ pub fn prepare(
     let body = doc.body().ok_or_else(|| LaunchError::WrongKind("the document has no pipeline body".into()))?;
     let fields = inputs::runtime_inputs(body);
     let values = inputs::resolve(&fields, supplied, stages).map_err(LaunchError::Inputs)?;
-    let applied = inputs::apply(body, &values);
+    let asked: Vec<inputs::InputField> = fields
+        .into_iter()
+        .filter(|f| f.input.execution_input && !values.contains_key(&f.path))
+        .filter(|f| match (&f.stage, stages) {
+            (Some(s), Some(sel)) => sel.contains(s),
+            _ => true,
+        })
+        .collect();
+    let paths = asked.iter().map(|f| f.path.clone()).collect();
+    let applied = inputs::apply(body, &values, &paths);
     let pipeline = spec::pipeline_from_node(&applied, &doc.source).map_err(|diagnostics| LaunchError::Invalid {
         label: format!("{} (once runtime inputs were applied)", doc.path),
         diagnostics,
         text: doc.source.clone(),
     })?;
     let snapshot = Entity::Pipeline(Box::new(pipeline.clone())).to_yaml();
-    Ok(Prepared { pipeline, inputs: values, snapshot, source: doc.source.clone() })
+    Ok(Prepared { pipeline, inputs: values, asked, snapshot, source: doc.source.clone() })
 }
 
 /// The values seeded before a planned execution runs.
@@ -404,6 +430,7 @@ pub async fn record(store: &dyn Store, prepared: &Prepared, launch: &Launch) -> 
         .inputs
         .iter()
         .map(|(k, (v, src))| (k.clone(), serde_json::json!({"value": v, "source": src})))
+        .chain(prepared.asked.iter().map(|f| engine::asked::entry(&f.path, &f.owner, &f.input)))
         .collect();
     if !launch.provenance.is_empty() {
         inputs.insert("__dependencies".into(), serde_json::Value::Array(launch.provenance.clone()));
@@ -433,6 +460,8 @@ pub fn original_inputs(e: &Execution) -> BTreeMap<String, (String, InputSource)>
         .map(|o| {
             o.iter()
                 .filter(|(k, _)| *k != "__dependencies")
+                // What was asked while it ran is asked again.
+                .filter(|(_, v)| v["source"] != engine::asked::SOURCE)
                 .filter_map(|(k, v)| Some((k.clone(), (v["value"].as_str()?.to_string(), InputSource::Given))))
                 .collect()
         })
@@ -662,4 +691,48 @@ pub async fn waiting_node(store: &dyn Store, e: &Execution, node: Option<&str>, 
             many.iter().map(|n| n.path.as_str()).collect::<Vec<_>>().join(", ")
         ))),
     }
+}
+
+/// What giving values to a running execution did.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Given {
+    /// The execution.
+    pub execution_id: String,
+    /// The paths given.
+    pub given: Vec<String>,
+    /// The paths it still waits for.
+    pub waiting: Vec<String>,
+}
+
+/// Give values for the `.executionInput()` fields execution `e` waits for, by `by`: checked as at start (all
+/// or nothing), then recorded as a decision for each node that asks; the engine, wherever it runs, takes them
+/// from there.
+pub async fn give_inputs(
+    store: &dyn Store,
+    e: &Execution,
+    values: &BTreeMap<String, String>,
+    by: &str,
+) -> Result<Given> {
+    if e.status.is_final() {
+        return Err(LaunchError::BadRequest(format!("execution {} ended {}; it waits for nothing", e.id, e.status)));
+    }
+    let by_node = engine::asked::check(&e.inputs, values).map_err(|problems| {
+        LaunchError::Given(problems.into_iter().map(|p| InputProblem { path: p.path, message: p.message }).collect())
+    })?;
+    for (node_id, vals) in by_node {
+        store
+            .put_decision(&store::Decision {
+                execution_id: e.id.clone(),
+                node_id,
+                kind: "input".into(),
+                action: "provide".into(),
+                by: by.to_string(),
+                comment: None,
+                inputs: serde_json::to_value(vals).unwrap_or_default(),
+                at: store::now_ms(),
+            })
+            .await?;
+    }
+    let waiting = engine::asked::waiting(&e.inputs).into_iter().map(|w| w.path).filter(|p| !values.contains_key(p));
+    Ok(Given { execution_id: e.id.clone(), given: values.keys().cloned().collect(), waiting: waiting.collect() })
 }

@@ -134,6 +134,11 @@ enum Command {
     /// Decide for a step waiting in InterventionWaiting (ManualIntervention failure strategy).
     #[command(after_help = "Example:\n  pipewright intervene 01JD3 --node build.compile --action retry")]
     Intervene(commands::decide::InterveneArgs),
+    /// Give the runtime inputs a running execution asks for (`<+input>.executionInput()`).
+    #[command(
+        after_help = "Example:\n  pipewright input 01JD3 --input pipeline.stages.deploy.variables.region=eu-west-1\n\n`pipewright show EXEC` lists what an execution waits for; values are checked as at start."
+    )]
+    Input(commands::decide::InputArgs),
     /// Serve the REST API (OpenAPI at /api/v1/openapi.json), live logs and RBAC over the state directory.
     #[command(
         after_help = "Examples:\n  pipewright serve\n  pipewright serve --listen 0.0.0.0:8080 --admin-password-file /run/secrets/admin\n\nWith no --admin-password-file, the first start prints a one-time bootstrap token for the `admin` user."
@@ -230,6 +235,7 @@ async fn async_main() -> ExitCode {
         Command::Approve(a) => commands::decide::approval(a, "approve").await,
         Command::Reject(a) => commands::decide::approval(a, "reject").await,
         Command::Intervene(a) => commands::decide::intervene(a).await,
+        Command::Input(a) => commands::decide::input(a).await,
         Command::Serve(a) => commands::serve::run(a).await,
         Command::User(c) => commands::admin::user(c).await,
         Command::Group(c) => commands::admin::group(c).await,

@@ -82,6 +82,10 @@ async fn the_web_ui_in_a_real_browser() {
             .unwrap()
             .replace("allowStageExecutions: true", "allowStageExecutions: false");
     s.ok(Method::POST, p, Some(serde_json::Value::String(example))).await;
+    let canary =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/canary-release.yaml"))
+            .unwrap();
+    s.ok(Method::POST, p, Some(serde_json::Value::String(canary))).await;
     // Its service, environments and infrastructure definitions, and an input set.
     let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples");
     for (dir, kind) in [

@@ -243,6 +243,13 @@ async fn every_route_checks_permissions_as_the_table_says() {
             Some(json!({"action": "retry"})),
             [401, 403, 409, 404, 409],
         ),
+        (
+            "post",
+            "/api/v1/executions/{id}/input",
+            format!("{x}/input"),
+            Some(json!({"inputs": {"pipeline.variables.x": "1"}})),
+            [401, 403, 409, 404, 409],
+        ),
         ("get", "/api/v1/executions/{id}/logs", format!("{x}/logs"), None, [401, 200, 200, 404, 200]),
         ("get", "/api/v1/executions/{id}/logs/stream", format!("{x}/logs/stream"), None, [401, 200, 200, 404, 200]),
         ("get", "/api/v1/executions/{id}/nodes", format!("{x}/nodes"), None, [401, 200, 200, 404, 200]),

@@ -230,6 +230,13 @@ async fn every_page_and_form_checks_permissions_as_the_table_says() {
         ("POST", "/executions/{id}/approval", e("/approval"), vec![("decision", "approve")], [401, 403, 409, 404, 409]),
         ("POST", "/executions/{id}/intervene", e("/intervene"), vec![("action", "retry")], [401, 403, 409, 404, 409]),
         (
+            "POST",
+            "/executions/{id}/input",
+            e("/input"),
+            vec![("input.pipeline.variables.x", "1")],
+            [401, 403, 409, 404, 409],
+        ),
+        (
             "GET",
             "/orgs/{org}/projects/{project}/settings/{kind}",
             format!("{P}/settings/services"),

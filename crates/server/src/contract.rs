@@ -101,6 +101,7 @@ pub fn status_schema() -> Schema {
         "ApprovalWaiting",
         "ApprovalRejected",
         "InterventionWaiting",
+        "InputWaiting",
         "Paused",
     ])
 }

@@ -21,6 +21,9 @@ pub struct InputField {
     pub span: Span,
     /// The stage it sits in, if any.
     pub stage: Option<String>,
+    /// The path of the innermost stage, step group or step it belongs to (`pipeline` for the pipeline's own
+    /// fields): where the run asks for it when it is an `.executionInput()`.
+    pub owner: String,
 }
 
 /// Where a supplied value came from.
@@ -32,6 +35,8 @@ pub enum InputSource {
     InputSet(String),
     /// The marker's `.default(…)`.
     Default,
+    /// Given while the execution ran, when it asked (`.executionInput()`).
+    ExecutionInput,
 }
 
 /// A runtime input that could not be satisfied.
@@ -54,12 +59,20 @@ pub fn walk_paths<'n>(
     stage: Option<&str>,
     f: &mut dyn FnMut(&str, Option<&str>, &'n Node),
 ) {
+    walk(node, path, stage, path, &mut |path, stage, _, n| f(path, stage, n));
+}
+
+/// What [`walk`] calls per scalar: its path, its stage, its owner (see [`InputField::owner`]), the scalar.
+type Visit<'f, 'n> = &'f mut dyn FnMut(&str, Option<&str>, &str, &'n Node);
+
+/// [`walk_paths`], also telling the path of the innermost stage, step group or step a scalar belongs to.
+fn walk<'n>(node: &'n Node, path: &str, stage: Option<&str>, owner: &str, f: Visit<'_, 'n>) {
     match &node.yaml {
-        Yaml::Scalar(..) => f(path, stage, node),
+        Yaml::Scalar(..) => f(path, stage, owner, node),
         Yaml::Map(entries) => {
             for (k, v) in entries {
                 let key = k.as_scalar().unwrap_or_default();
-                walk_paths(v, &format!("{path}.{key}"), stage, f);
+                walk(v, &format!("{path}.{key}"), stage, owner, f);
             }
         }
         Yaml::Seq(items) => {
@@ -69,13 +82,14 @@ pub fn walk_paths<'n>(
                 {
                     match k.as_scalar() {
                         Some("parallel") => {
-                            walk_paths(inner, path, stage, f);
+                            walk(inner, path, stage, owner, f);
                             continue;
                         }
                         Some(kind @ ("stage" | "step" | "stepGroup")) => {
                             let id = inner.get("identifier").and_then(Node::as_scalar).unwrap_or("?");
                             let stage = if kind == "stage" { Some(id) } else { stage };
-                            walk_paths(inner, &format!("{path}.{id}"), stage, f);
+                            let here = format!("{path}.{id}");
+                            walk(inner, &here, stage, &here, f);
                             continue;
                         }
                         _ => {}
@@ -86,11 +100,11 @@ pub fn walk_paths<'n>(
                     // A variable's path is the variable itself: its value is what inputs address.
                     (Some(name), true) => {
                         if let Some(v) = item.get("value") {
-                            walk_paths(v, &format!("{path}.{name}"), stage, f);
+                            walk(v, &format!("{path}.{name}"), stage, owner, f);
                         }
                     }
-                    (Some(key), false) => walk_paths(item, &format!("{path}.{key}"), stage, f),
-                    (None, _) => walk_paths(item, &format!("{path}.{i}"), stage, f),
+                    (Some(key), false) => walk(item, &format!("{path}.{key}"), stage, owner, f),
+                    (None, _) => walk(item, &format!("{path}.{i}"), stage, owner, f),
                 }
             }
         }
@@ -100,11 +114,17 @@ pub fn walk_paths<'n>(
 /// Every runtime-input field of a pipeline (`node` is the value of the `pipeline:` key).
 pub fn runtime_inputs(node: &Node) -> Vec<InputField> {
     let mut out = Vec::new();
-    walk_paths(node, "pipeline", None, &mut |path, stage, n| {
+    walk(node, "pipeline", None, "pipeline", &mut |path, stage, owner, n| {
         if let Some(s) = n.as_scalar()
             && let Ok(Some(input)) = expr::parse_runtime_input(s)
         {
-            out.push(InputField { path: path.to_string(), input, span: n.span, stage: stage.map(String::from) });
+            out.push(InputField {
+                path: path.to_string(),
+                input,
+                span: n.span,
+                stage: stage.map(String::from),
+                owner: owner.to_string(),
+            });
         }
     });
     out
@@ -151,6 +171,8 @@ pub fn resolve(
             _ => true,
         };
         match supplied.get(&f.path) {
+            // Asked while the run goes, when it reaches the field's stage or step: not needed now.
+            None if f.input.execution_input => {}
             Some((v, src)) => match f.input.check(v) {
                 Ok(()) => {
                     out.insert(f.path.clone(), (v.clone(), src.clone()));
@@ -191,23 +213,41 @@ fn describe_missing(i: &RuntimeInput) -> String {
     s
 }
 
-/// Replace the runtime-input scalars of a pipeline tree with their values.
-pub fn apply(node: &Node, values: &BTreeMap<String, (String, InputSource)>) -> Node {
+/// The expression an `.executionInput()` field holds until the run asks for it: it reads the value given
+/// then (kept under `executionInput` in the execution's values), and fails to resolve — naming the input —
+/// if anything read it before.
+pub fn placeholder(path: &str) -> String {
+    format!("<+executionInput[\"{path}\"]>")
+}
+
+/// Replace the runtime-input scalars of a pipeline tree with their values; the `.executionInput()` fields at
+/// `asked` (not given at start) with their [`placeholder`].
+pub fn apply(
+    node: &Node,
+    values: &BTreeMap<String, (String, InputSource)>,
+    asked: &std::collections::BTreeSet<String>,
+) -> Node {
     let mut out = node.clone();
-    apply_at(&mut out, "pipeline", values);
+    apply_at(&mut out, "pipeline", &|path: &str| match values.get(path) {
+        Some((v, _)) => Some(literal(v)),
+        None => asked.contains(path).then(|| placeholder(path)),
+    });
     out
 }
 
-fn apply_at(node: &mut Node, path: &str, values: &BTreeMap<String, (String, InputSource)>) {
+/// A scalar's new text by its path, if it changes.
+type Replace<'a> = &'a dyn Fn(&str) -> Option<String>;
+
+fn apply_at(node: &mut Node, path: &str, values: Replace<'_>) {
     // Walk mutably with the same path rules as `walk_paths`.
     match &mut node.yaml {
         Yaml::Scalar(s, style) => {
-            if let Some((v, _)) = values.get(path)
-                && s.trim_start().starts_with("<+input>")
+            if s.trim_start().starts_with("<+input>")
+                && let Some(v) = values(path)
             {
-                *s = literal(v);
                 // A plain scalar keeps booleans and numbers typed; text that YAML would read as null stays text.
                 let null_like = matches!(v.as_str(), "" | "~" | "null" | "Null" | "NULL");
+                *s = v;
                 *style = if null_like || s.contains("<+") { Style::DoubleQuoted } else { Style::Plain };
             }
         }

@@ -17,7 +17,7 @@ pub mod yaml;
 
 pub use diag::{Diagnostic, Pos, Severity, Span};
 pub use model::*;
-pub use read::suggest;
+pub use read::{did_you_mean, suggest};
 pub use yaml::Node;
 
 use read::Reader;

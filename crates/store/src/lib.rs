@@ -49,6 +49,9 @@ pub trait Store: Send + Sync {
     async fn create_execution(&self, e: NewExecution) -> Result<Execution>;
     /// Set an execution's status (and start / end times), recording the transition.
     async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()>;
+    /// Set one entry of an execution's runtime inputs (`inputs[path] = value`): an input asked while the
+    /// execution runs (`.executionInput()`), as it is asked and once it is given.
+    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()>;
     /// One execution by id or unique id prefix.
     async fn execution(&self, id_or_prefix: &str) -> Result<Execution>;
     /// Executions, newest first.

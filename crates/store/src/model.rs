@@ -30,13 +30,15 @@ pub enum Status {
     ApprovalRejected,
     /// Waiting for a person's decision after a failure.
     InterventionWaiting,
+    /// Waiting for runtime inputs asked while the execution runs (`.executionInput()`).
+    InputWaiting,
     /// Paused.
     Paused,
 }
 
 impl Status {
     /// Every status.
-    pub const ALL: [Status; 12] = [
+    pub const ALL: [Status; 13] = [
         Status::Queued,
         Status::Running,
         Status::Success,
@@ -48,6 +50,7 @@ impl Status {
         Status::ApprovalWaiting,
         Status::ApprovalRejected,
         Status::InterventionWaiting,
+        Status::InputWaiting,
         Status::Paused,
     ];
 
@@ -65,6 +68,7 @@ impl Status {
             Status::ApprovalWaiting => "ApprovalWaiting",
             Status::ApprovalRejected => "ApprovalRejected",
             Status::InterventionWaiting => "InterventionWaiting",
+            Status::InputWaiting => "InputWaiting",
             Status::Paused => "Paused",
         }
     }

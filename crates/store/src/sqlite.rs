@@ -366,6 +366,27 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()> {
+        let pool = self.writer.clone();
+        let id = id.to_owned();
+        // A path is a JSON object key (`pipeline.stages.deploy.variables.replicas`), quoted as one.
+        let key = format!("$.\"{}\"", path.replace('"', ""));
+        let value = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
+        detached(async move {
+            let done = sqlx::query("UPDATE executions SET inputs = json_set(inputs, ?, json(?)) WHERE id = ?")
+                .bind(&key)
+                .bind(&value)
+                .bind(&id)
+                .execute(&pool)
+                .await?;
+            if done.rows_affected() == 0 {
+                return Err(StoreError::NotFound(format!("no execution `{id}`")));
+            }
+            Ok(())
+        })
+        .await
+    }
+
     async fn execution(&self, id_or_prefix: &str) -> Result<Execution> {
         execution_on(&self.pool, id_or_prefix).await
     }

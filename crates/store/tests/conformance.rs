@@ -1,8 +1,9 @@
 //! The store's contract, as one generic suite over `dyn Store`: what any backend must do, whatever its
 //! database — one owner per execution (claims that two processes never both win, leases, orphans), history
 //! filters and paging, sequence numbers under concurrency, node transitions, log order and paging, decisions
-//! taken exactly once, step process records, records, tokens. The SQLite store runs it here; a PostgreSQL
-//! store will be held to the same suite by one more `backend!` invocation.
+//! taken exactly once, execution inputs set one path at a time, step process records, records, tokens. The
+//! SQLite store runs it here; a PostgreSQL store will be held to the same suite by one more `backend!`
+//! invocation.
 
 use std::sync::Arc;
 use store::{
@@ -254,6 +255,21 @@ mod suite {
         assert_eq!(got, 1, "six concurrent takers, one decision");
     }
 
+    pub async fn execution_inputs_are_set_one_path_at_a_time(s: Arc<dyn Store>) {
+        let mut new = new_exec("a");
+        new.inputs = serde_json::json!({"pipeline.variables.v": {"value": "1", "source": "Given"}});
+        let e = s.create_execution(new).await.unwrap();
+        let path = "pipeline.stages.deploy.variables.region";
+        let asked = serde_json::json!({"source": "ExecutionInput", "pending": true, "owner": "pipeline.stages.deploy"});
+        s.set_execution_input(&e.id, path, &asked).await.unwrap();
+        let given = serde_json::json!({"source": "ExecutionInput", "value": "eu \"west\"", "by": "ana"});
+        s.set_execution_input(&e.id, path, &given).await.unwrap();
+        let inputs = s.execution(&e.id).await.unwrap().inputs;
+        assert_eq!(inputs[path], given, "the path is one key, dots and all, and the last write wins");
+        assert_eq!(inputs["pipeline.variables.v"]["value"], "1", "other inputs are kept");
+        assert!(s.set_execution_input("nope", path, &given).await.is_err(), "an unknown execution is an error");
+    }
+
     pub async fn step_processes_are_recorded_and_forgotten(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
         let p = |pgid| StepProcess { host: "h".into(), pgid, started: 42 };
@@ -353,6 +369,7 @@ backend! {
     node_changes_are_recorded_as_transitions,
     logs_keep_their_order_and_page,
     a_decision_is_taken_exactly_once,
+    execution_inputs_are_set_one_path_at_a_time,
     step_processes_are_recorded_and_forgotten,
     records_are_created_replaced_and_deleted,
     tokens_are_found_by_hash_and_revoked,

@@ -1,5 +1,5 @@
-//! `pipewright abort`, `approve`, `reject` and `intervene`: record a person's decision in the store, where the
-//! running execution (in whatever process runs it) picks it up.
+//! `pipewright abort`, `approve`, `reject`, `intervene` and `input`: record a person's decision in the store,
+//! where the running execution (in whatever process runs it) picks it up.
 
 use crate::StateArgs;
 use anyhow::{Context, bail};
@@ -45,6 +45,18 @@ pub struct InterveneArgs {
     /// What to do with the failed step: retry, ignore, abort, mark-success, mark-failure.
     #[arg(long, value_parser = parse_action)]
     pub action: engine::InterventionAction,
+    #[command(flatten)]
+    pub state: StateArgs,
+}
+
+/// Arguments of `input`.
+#[derive(Args)]
+pub struct InputArgs {
+    /// Execution id (or a unique prefix).
+    pub execution: String,
+    /// A value the execution asks for, `PATH=VALUE` (repeatable); PATH as `pipewright show` lists it.
+    #[arg(long = "input", value_name = "PATH=VALUE", required = true)]
+    pub inputs: Vec<String>,
     #[command(flatten)]
     pub state: StateArgs,
 }
@@ -131,5 +143,32 @@ pub async fn intervene(a: InterveneArgs) -> anyhow::Result<ExitCode> {
         })
         .await?;
     println!("{} for {} of execution {exec}", a.action, node.path);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Give the runtime inputs an execution waits for: checked as at start, then recorded for the node that asks
+/// (the engine, wherever it runs, picks them up).
+pub async fn input(a: InputArgs) -> anyhow::Result<ExitCode> {
+    let mut values = std::collections::BTreeMap::new();
+    for i in &a.inputs {
+        let (k, v) = i.split_once('=').with_context(|| format!("`--input {i}`: expected PATH=VALUE"))?;
+        values.insert(k.trim().to_string(), v.to_string());
+    }
+    let store = super::open_store(&a.state).await?;
+    let e = store.execution(&a.execution).await?;
+    let given = match launch::give_inputs(store.as_ref(), &e, &values, &who()).await {
+        Ok(g) => g,
+        Err(err) => return super::plan::fail(err),
+    };
+    println!(
+        "gave {} to execution {}{}",
+        given.given.iter().map(|k| format!("`{k}`")).collect::<Vec<_>>().join(", "),
+        given.execution_id,
+        if given.waiting.is_empty() {
+            String::new()
+        } else {
+            format!("; it still waits for {}", given.waiting.join(", "))
+        }
+    );
     Ok(ExitCode::SUCCESS)
 }

@@ -78,7 +78,7 @@ pub fn fail(e: launch::LaunchError) -> anyhow::Result<ExitCode> {
             eprintln!("give them with --input PATH=VALUE or --inputs-file FILE");
             Ok(ExitCode::from(1))
         }
-        e @ L::Invalid { .. } => {
+        e @ (L::Invalid { .. } | L::Given(_)) => {
             eprint!("{}", e.render());
             Ok(ExitCode::from(1))
         }

@@ -394,6 +394,9 @@ impl Store for RemoteStore {
     async fn set_execution_status(&self, _: &str, _: Status, _: Option<&str>) -> store::Result<()> {
         unsupported("setting a status")
     }
+    async fn set_execution_input(&self, _: &str, _: &str, _: &serde_json::Value) -> store::Result<()> {
+        unsupported("setting an execution's inputs")
+    }
     async fn execution(&self, id: &str) -> store::Result<Execution> {
         let v: serde_json::Value = self.0.get(&format!("/api/v1/executions/{}", enc(id))).await?;
         serde_json::from_value(v["execution"].clone()).map_err(|e| StoreError::Remote(e.to_string()))
@@ -469,6 +472,7 @@ impl Store for RemoteStore {
             "approval" => {
                 (d.action.clone(), serde_json::json!({"node": d.node_id, "comment": d.comment, "inputs": d.inputs}))
             }
+            "input" => ("input".to_string(), serde_json::json!({"inputs": d.inputs})),
             _ => ("intervene".to_string(), serde_json::json!({"node": d.node_id, "action": d.action})),
         };
         let r =

@@ -84,7 +84,29 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
     if let Some(obj) = e.inputs.as_object().filter(|o| o.keys().any(|k| k != "__dependencies")) {
         println!("inputs:");
         for (k, v) in obj.iter().filter(|(k, _)| *k != "__dependencies") {
-            println!("  {k} = {} ({})", v["value"].as_str().unwrap_or_default(), v["source"]);
+            match (v["value"].as_str(), v["node"].as_str(), v["owner"].as_str()) {
+                (Some(value), _, _) if v["source"] == engine::asked::SOURCE => {
+                    println!(
+                        "  {k} = {value} (given by {} at {})",
+                        v["by"].as_str().unwrap_or("?"),
+                        v["node"].as_str().unwrap_or("?")
+                    )
+                }
+                (Some(value), _, _) => println!("  {k} = {value} ({})", v["source"]),
+                (None, Some(node), _) => {
+                    let about = serde_json::from_value(v["input"].clone())
+                        .map(|i| engine::asked::describe(&i))
+                        .unwrap_or_default();
+                    let about = if about.is_empty() { String::new() } else { format!("; {about}") };
+                    println!(
+                        "  {k}: WAITING for a value at {node}{about} — pipewright input {} --input {k}=VALUE",
+                        e.id
+                    )
+                }
+                (None, None, owner) => {
+                    println!("  {k}: asked when the run reaches {}", owner.unwrap_or("its stage"))
+                }
+            }
         }
     }
     if let Some(deps) = e.inputs.get("__dependencies").and_then(|d| d.as_array()) {

@@ -279,6 +279,24 @@ try {
     assert((await page.locator('[data-node] .badge', { hasText: "Success" }).count()) >= 1, "the step marked Success");
   });
 
+  await check("a run asks for runtime inputs while it goes (.executionInput())", async () => {
+    await page.goto(`${base}${P}/pipelines/canary_release/run`);
+    await page.getByText("asked while the run goes").first().waitFor();
+    await page.getByRole("button", { name: "Run Pipeline" }).click();
+    await page.waitForURL(/\/executions\/[0-9A-Z]+$/);
+    // The page follows the stream: when the stage asks, its form appears without a manual reload.
+    await page.getByRole("heading", { name: "Runtime inputs needed: Canary" }).waitFor({ timeout: 30_000 });
+    await shot(page, "execution-input");
+    await page.getByLabel("pipeline.stages.canary.variables.traffic_percent").selectOption("10");
+    await page.getByRole("button", { name: "Submit" }).click();
+    const ticket = page.getByLabel(/CHANGE_TICKET/);
+    await ticket.waitFor({ timeout: 30_000 });
+    await ticket.fill("CHG-77");
+    await page.getByRole("button", { name: "Submit" }).click();
+    await waitFinal(page, "Success");
+    await page.getByText("given by admin at").first().waitFor();
+  });
+
   await check("dark theme from the system setting", async () => {
     await page.emulateMedia({ colorScheme: "dark" });
     await page.goto(`${base}${P}/pipelines/build_test_deploy`);

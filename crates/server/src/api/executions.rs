@@ -6,7 +6,7 @@ use crate::App;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Body, Path, Query};
 use crate::service::executions::{
-    self as svc, ApprovalBody, ExecuteBody, InterveneBody, ListQuery, LogQuery, RerunBody, RetryBody,
+    self as svc, ApprovalBody, ExecuteBody, InputBody, InterveneBody, ListQuery, LogQuery, RerunBody, RetryBody,
 };
 use axum::Json;
 use axum::extract::{Extension, State};
@@ -326,6 +326,17 @@ pub async fn intervene(
     Body(b): Body<InterveneBody>,
 ) -> ApiResult<Json<svc::Decided>> {
     Ok(Json(svc::intervene(&app, &p, &id, b).await?))
+}
+
+/// Give values for the runtime inputs an execution waits for (`<+input>.executionInput()`), checked as at start.
+#[utoipa::path(post, path = "/api/v1/executions/{id}/input", tag = "executions", params(("id" = String, Path)), request_body = InputBody, responses((status = 200, description = "Recorded", body = serde_json::Value), (status = 409, description = "The execution ended"), (status = 422, description = "Not what it waits for, or a value breaks its constraints")))]
+pub async fn input(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    Body(b): Body<InputBody>,
+) -> ApiResult<Json<launch::Given>> {
+    Ok(Json(svc::give_inputs(&app, &p, &id, b).await?))
 }
 
 /// Run an execution again (the YAML it ran, its inputs and selection), or only some of its stages.

@@ -37,6 +37,7 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(executions::approve))
         .routes(routes!(executions::reject))
         .routes(routes!(executions::intervene))
+        .routes(routes!(executions::input))
         .routes(routes!(executions::rerun))
         .routes(routes!(executions::retry))
         .routes(routes!(access::login))

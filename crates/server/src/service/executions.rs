@@ -617,6 +617,27 @@ pub async fn intervene(app: &App, p: &Principal, id: &str, b: InterveneBody) -> 
     .await
 }
 
+/// Values for runtime inputs a running execution asks for (`.executionInput()`).
+#[derive(Debug, Default, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct InputBody {
+    /// Values by the path the execution lists (`pipeline.stages.deploy.variables.region`).
+    pub inputs: BTreeMap<String, String>,
+}
+
+/// Give values for the runtime inputs an execution waits for: checked as at start, all or nothing.
+pub async fn give_inputs(app: &App, p: &Principal, id: &str, b: InputBody) -> ApiResult<launch::Given> {
+    let (e, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let given =
+        launch::give_inputs(app.store.as_ref(), &e, &b.inputs, &p.display()).await.map_err(|err| match err {
+            launch::LaunchError::BadRequest(m) => ApiError::Conflict(m),
+            other => ApiError::Launch(other),
+        })?;
+    app.audit(&p.display(), &p.address, "input", "execution", &e.id, &scope, serde_json::json!({"paths": given.given}))
+        .await?;
+    Ok(given)
+}
+
 /// Run an execution again (the YAML it ran, its inputs and selection), or only some of its stages.
 pub async fn rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> ApiResult<Execution> {
     let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;

@@ -123,6 +123,21 @@ pub fn render(
     let waiting: Vec<&Node> =
         v.nodes.iter().filter(|n| matches!(n.status, Status::ApprovalWaiting | Status::InterventionWaiting)).collect();
     let inputs = e.inputs.as_object().cloned().unwrap_or_default();
+    // Runtime inputs the run asks for now (`.executionInput()`), by the node asking.
+    let mut asked: Vec<(String, String, Vec<engine::asked::Waiting>)> = Vec::new();
+    for w in engine::asked::waiting(&e.inputs) {
+        match asked.iter_mut().find(|(id, _, _)| *id == w.node_id) {
+            Some((_, _, ws)) => ws.push(w),
+            None => {
+                let title = v
+                    .nodes
+                    .iter()
+                    .find(|n| n.id == w.node_id)
+                    .map_or_else(|| "the pipeline".to_string(), |n| n.name.clone());
+                asked.push((w.node_id.clone(), title, vec![w]));
+            }
+        }
+    }
     let deps = inputs.get("__dependencies").and_then(|d| d.as_array()).cloned().unwrap_or_default();
     let retryable = matches!(e.status, Status::Failed | Status::Aborted | Status::Expired | Status::ApprovalRejected);
     let name = doc.and_then(|d| d.pipeline()).map_or(e.pipeline.as_str(), |p| p.name.value.as_str());
@@ -134,6 +149,7 @@ pub fn render(
                 match n.status {
                     Status::ApprovalWaiting => return Some("waiting for approval"),
                     Status::InterventionWaiting => return Some("waiting for a decision"),
+                    Status::InputWaiting => return Some("waiting for inputs"),
                     _ => todo.push(n.id.as_str()),
                 }
             }
@@ -207,6 +223,41 @@ pub fn render(
                     }
                 }
             }
+            @if !final_ {
+                @for (node_id, title, ws) in &asked {
+                    section.waiting.asked aria-labelledby=(format!("ask-{node_id}")) data-node=(node_id) {
+                        h2 id=(format!("ask-{node_id}")) { "Runtime inputs needed: " (title) }
+                        p.small { "The run waits here until these are given; values are checked as at start." }
+                        @if allowed.execute {
+                            form.ask method="post" action=(format!("/executions/{}/input", e.id)) {
+                                (csrf_field(w))
+                                @for (i, a) in ws.iter().enumerate() {
+                                    @let id = format!("ask-{node_id}-{i}");
+                                    div.field {
+                                        label for=(id) { code { (a.path) } }
+                                        @if let Some(allowed) = &a.input.allowed_values {
+                                            select id=(id) name=(format!("input.{}", a.path)) required {
+                                                @if a.input.default.is_none() { option value="" { "Choose…" } }
+                                                @for o in allowed { option value=(o) selected[a.input.default.as_deref() == Some(o.as_str())] { (o) } }
+                                            }
+                                        } @else {
+                                            input id=(id) type="text" name=(format!("input.{}", a.path)) required
+                                                value=(a.input.default.clone().unwrap_or_default())
+                                                pattern=[a.input.regex.as_ref().map(|r| format!("(?:{r})"))]
+                                                aria-describedby=[a.input.regex.as_ref().map(|_| format!("{id}-hint"))];
+                                            @if let Some(r) = &a.input.regex { span.small id=(format!("{id}-hint")) { "must match " code { (r) } } }
+                                        }
+                                    }
+                                }
+                                button.primary type="submit" { "Submit" }
+                            }
+                        } @else {
+                            p { "Waiting for someone allowed to run this pipeline to give: "
+                                @for (i, a) in ws.iter().enumerate() { @if i > 0 { ", " } code { (a.path) } } }
+                        }
+                    }
+                }
+            }
             @if let Some((groups, g)) = doc.and_then(stage_graph) {
                 @let l = graph::layout(&groups, &g.edges);
                 div.graph-scroll tabindex="0" aria-label="Stage graph (scrolls sideways)" {
@@ -256,7 +307,15 @@ pub fn render(
                     h2 #inputs-h { "Runtime inputs" }
                     table {
                         thead { tr { th scope="col" { "Input" } th scope="col" { "Value" } th scope="col" { "Source" } } }
-                        tbody { @for (k, v) in plain { tr { td { code { (k) } } td { code { (v["value"].as_str().unwrap_or_default()) } } td { (source_text(&v["source"])) } } } }
+                        tbody { @for (k, v) in plain { tr { td { code { (k) } }
+                            td { @match v["value"].as_str() { Some(x) => code { (x) }, None => em { "asked while it runs" } } }
+                            td { @if v["source"] == engine::asked::SOURCE {
+                                    @match (v["by"].as_str(), v["node"].as_str(), v["owner"].as_str()) {
+                                        (Some(by), Some(at), _) => { "given by " (by) " at " code { (at) } },
+                                        (None, Some(at), _) => { "waiting at " code { (at) } },
+                                        (_, _, owner) => { "asked when the run reaches " code { (owner.unwrap_or("its stage")) } },
+                                    }
+                                } @else { (source_text(&v["source"])) } } } } }
                     }
                 }
             }
@@ -399,6 +458,14 @@ pub async fn approval(State(app): State<Arc<App>>, w: Web, Path(id): Path<String
     let b = exsvc::ApprovalBody { node: field(&f, "node"), comment: field(&f, "comment"), inputs: Default::default() };
     let d = exsvc::approval(&app, &w.p, &id, approve, b).await?;
     Ok(Redirect::to(&format!("/executions/{}", d.execution_id)).into_response())
+}
+
+/// *Submit* of the runtime inputs a running execution asks for.
+pub async fn input(State(app): State<Arc<App>>, w: Web, Path(id): Path<String>, body: Bytes) -> WebResult {
+    let f = super::form(&body);
+    let inputs = f.iter().filter_map(|(k, v)| Some((k.strip_prefix("input.")?.to_string(), v.clone()))).collect();
+    let g = exsvc::give_inputs(&app, &w.p, &id, exsvc::InputBody { inputs }).await?;
+    Ok(Redirect::to(&format!("/executions/{}", g.execution_id)).into_response())
 }
 
 /// A ManualIntervention choice.

@@ -79,6 +79,7 @@ web_routes! {
         post "/executions/{id}/abort" => execution::abort,
         post "/executions/{id}/approval" => execution::approval,
         post "/executions/{id}/intervene" => execution::intervene,
+        post "/executions/{id}/input" => execution::input,
         get "/orgs/{org}/projects/{project}/settings/{kind}" => admin::entities,
         post "/orgs/{org}/projects/{project}/settings/{kind}" => admin::create_entity,
         get "/orgs/{org}/projects/{project}/settings/{kind}/{id}" => admin::entity,

@@ -307,22 +307,29 @@ pub fn render_dynamic(d: &Dialog<'_>) -> Markup {
                     @let value = typed.cloned().unwrap_or_else(|| filled.clone());
                     @let from = if typed.is_some() { "" } else if d.cx.preset.contains_key(path) { if rerun { "as it ran" } else { "from the input set" } } else if f["default"].is_string() { "default" } else { "" };
                     @let problem = plan["input_problems"][path].as_str();
+                    @if f["execution_input"] == true {
+                        // Asked while the run goes, when it reaches the field's stage or step: nothing to give now.
+                        div.field.asked-later {
+                            strong { (path.rsplit('.').next().unwrap_or(path)) } " " code.small { (path) }
+                            span.small { " — asked while the run goes, when it reaches its stage or step" }
+                        }
+                    } @else {
                     div.field {
                         input type="hidden" name=(format!("auto.{path}")) value=(filled);
                         label for=(id) { strong { (path.rsplit('.').next().unwrap_or(path)) } " " code.small { (path) }
-                            @if !from.is_empty() { span.small { " (" (from) ")" } }
-                            @if f["execution_input"] == true { span.small { " (asked while the run goes)" } } }
+                            @if !from.is_empty() { span.small { " (" (from) ")" } } }
                         @if let Some(allowed) = f["allowed_values"].as_array() {
                             select id=(id) name=(format!("input.{path}")) {
                                 @for a in allowed { @let a = a.as_str().unwrap_or_default(); option value=(a) selected[a == value] { (a) } }
                             }
                         } @else {
-                            input id=(id) type="text" name=(format!("input.{path}")) value=(value) required[f["execution_input"] != true]
+                            input id=(id) type="text" name=(format!("input.{path}")) value=(value) required
                                 data-regex=[f["regex"].as_str()] aria-describedby=(format!("{id}-help {id}-problem"))
                                 aria-invalid=[problem.map(|_| "true")];
                             @if let Some(r) = f["regex"].as_str() { span.small id=(format!("{id}-help")) { "Must match " code { (r) } } }
                         }
                         @if let Some(pr) = problem { span.error id=(format!("{id}-problem")) { (pr) } }
+                    }
                     }
                 }
             }

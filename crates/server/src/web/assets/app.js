@@ -139,8 +139,8 @@ function liveBlock(nodeId, title) {
 }
 
 function setNodeStatus(node) {
-  // A step now waiting for a person: the page is drawn again with its Approve / Reject or intervention form.
-  if ((node.status === "ApprovalWaiting" || node.status === "InterventionWaiting") &&
+  // A node now waiting for a person: the page is drawn again with its Approve / Reject, intervention or inputs form.
+  if ((node.status === "ApprovalWaiting" || node.status === "InterventionWaiting" || node.status === "InputWaiting") &&
     !document.querySelector(`section.waiting[data-node="${CSS.escape(node.id)}"]`)) {
     window.location.reload();
     return;
@@ -178,6 +178,8 @@ function live(root) {
   es.addEventListener("execution", (ev) => {
     const d = JSON.parse(ev.data);
     document.getElementById("exec-status")?.replaceChildren(badge(d.to));
+    // The run now asks for runtime inputs: the page is drawn again with the form (once per ask).
+    if (d.to === "InputWaiting" && !document.querySelector("section.asked")) window.location.reload();
   });
   es.addEventListener("log", (ev) => {
     const d = JSON.parse(ev.data);
