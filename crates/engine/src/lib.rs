@@ -6,6 +6,7 @@
 
 pub mod asked;
 pub mod decide;
+pub mod executor;
 mod logs;
 pub mod owner;
 mod process;
@@ -69,6 +70,9 @@ pub struct EngineConfig {
     pub owner: String,
     /// How long this process's hold on an execution lasts without a heartbeat (renewed every third of it).
     pub lease: Duration,
+    /// Where step tasks run (none: a [`executor::LocalExecutor`] with `isolation`, `work_root` and
+    /// `kill_grace`).
+    pub executor: Option<std::sync::Arc<dyn executor::Executor>>,
 }
 
 impl EngineConfig {
@@ -84,6 +88,7 @@ impl EngineConfig {
             isolation: sandbox::Isolation::None,
             owner: owner::owner_id(),
             lease: owner::lease_from_env(),
+            executor: None,
         }
     }
 }

@@ -29,6 +29,12 @@ impl Masker {
         }
     }
 
+    /// The secret values found in any of `texts` (what a task carries, for an executor to mask).
+    pub fn found_in(&self, texts: &[&str]) -> Vec<String> {
+        let s = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        s.iter().filter(|v| texts.iter().any(|t| t.contains(v.as_str()))).cloned().collect()
+    }
+
     /// Whether `text` holds a secret value (no allocation: for the common case of nothing to mask).
     pub fn holds_secret(&self, text: &str) -> bool {
         self.secrets.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|v| text.contains(v.as_str()))

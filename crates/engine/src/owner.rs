@@ -56,11 +56,10 @@ pub fn still_running(p: &StepProcess) -> bool {
     stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|state| state != "Z")
 }
 
-/// Record the process group a step just started in.
-pub async fn record(store: &Arc<dyn Store>, execution_id: &str, node_id: &str, pgid: i32) {
-    let Some(started) = proc_start(i64::from(pgid)) else { return };
-    let p = StepProcess { host: host(), pgid: i64::from(pgid), started };
-    let _ = store.put_step_process(execution_id, node_id, &p).await;
+/// The record of the process group a step just started in (this host, its id, its leader's start time).
+pub fn process_of(pgid: i32) -> Option<StepProcess> {
+    let started = proc_start(i64::from(pgid))?;
+    Some(StepProcess { host: host(), pgid: i64::from(pgid), started })
 }
 
 /// Stop the process group of a step whose owner died, if it still runs here: SIGTERM, then SIGKILL after

@@ -3,7 +3,8 @@
 //! or an abort sends SIGTERM to the whole group, then SIGKILL after a grace period; when the main process
 //! exits, anything it left running in its group (a forked daemon) is stopped the same way.
 
-use crate::logs::{LogSink, MAX_LINE};
+use crate::executor::Feedback;
+use crate::logs::MAX_LINE;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 use std::path::Path;
@@ -60,7 +61,7 @@ impl Drop for Group {
 
 /// Read a stream line by line into the log. A line longer than [`MAX_LINE`] bytes is cut into pieces of that
 /// size, so a step printing one enormous line costs bounded memory.
-async fn pump<R: AsyncRead + Unpin>(r: R, stream: &'static str, log: &LogSink) {
+async fn pump<R: AsyncRead + Unpin>(r: R, stream: &'static str, log: &dyn Feedback) {
     let mut reader = BufReader::with_capacity(64 * 1024, r);
     let mut line = Vec::new();
     loop {
@@ -86,10 +87,6 @@ async fn pump<R: AsyncRead + Unpin>(r: R, stream: &'static str, log: &LogSink) {
         }
     }
 }
-
-/// Where a step's process group is recorded (store, execution, node), so that whoever takes the execution
-/// over can stop it.
-pub type Track<'a> = (&'a std::sync::Arc<dyn store::Store>, &'a str, &'a str);
 
 /// The absolute path of `program` along the child's `PATH` (as `execvp` would find it), looked up once per
 /// (PATH, program) pair. Spawning by absolute path lets the standard library use `posix_spawn` (no copy of
@@ -124,11 +121,10 @@ pub(crate) fn resolve(program: &std::ffi::OsStr, env: &[(String, String)]) -> st
 /// Run a process to its end, its timeout, or an abort.
 pub async fn run(
     spec: Spec<'_>,
-    log: &LogSink,
+    log: &dyn Feedback,
     timeout: Option<Duration>,
     mut abort: watch::Receiver<bool>,
     grace: Duration,
-    track: Option<Track<'_>>,
 ) -> Exit {
     let mut cmd = Command::new(resolve(&spec.program, &spec.env));
     cmd.args(&spec.args)
@@ -144,8 +140,9 @@ pub async fn run(
         Err(e) => return Exit::SpawnFailed(format!("cannot start `{}`: {e}", spec.program.to_string_lossy())),
     };
     let group = Group(child.id().map(|p| p as i32));
-    if let (Some((store, exec, node)), Some(pgid)) = (track, group.0) {
-        crate::owner::record(store, exec, node, pgid).await;
+    // Whoever takes the execution over must be able to stop this group: the engine records it.
+    if let Some(p) = group.0.and_then(crate::owner::process_of) {
+        log.started(p).await;
     }
     let out = child.stdout.take();
     let err = child.stderr.take();
@@ -181,7 +178,7 @@ pub async fn run(
     let status = loop {
         tokio::select! {
             s = child.wait() => break Ok(s),
-            _ = tick.tick() => log.flush_if_idle().await,
+            _ = tick.tick() => log.tick().await,
             _ = &mut readers, if !readers_done => readers_done = true,
             _ = &mut deadline => break Err(Exit::TimedOut),
             _ = &mut aborted => break Err(Exit::Aborted),

@@ -20,7 +20,6 @@ use spec::{
 };
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
-use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -51,7 +50,6 @@ struct Run<'p> {
     abort_tx: Arc<watch::Sender<bool>>,
     abort_rx: watch::Receiver<bool>,
     position: AtomicI64,
-    workdir: PathBuf,
     failed: AtomicBool,
     rollback_pipeline: AtomicBool,
     ran: Mutex<Vec<RanStage>>,
@@ -66,6 +64,8 @@ struct Run<'p> {
     asking: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     /// The last log chunk an ask wrote on a node, by node id: the node's own log numbers on after it.
     asked_logs: Mutex<HashMap<String, i64>>,
+    /// Where step tasks run.
+    executor: Arc<dyn crate::executor::Executor>,
     /// How many nodes wait for inputs: the execution is `InputWaiting` while any does.
     input_waits: tokio::sync::Mutex<usize>,
 }
@@ -241,7 +241,6 @@ impl Engine {
             abort_tx: Arc::new(abort_tx),
             abort_rx,
             position: AtomicI64::new(next_position),
-            workdir,
             failed: AtomicBool::new(false),
             rollback_pipeline: AtomicBool::new(false),
             ran: Mutex::new(Vec::new()),
@@ -251,6 +250,13 @@ impl Engine {
             given: Mutex::new(given),
             asking: Mutex::new(HashMap::new()),
             asked_logs: Mutex::new(HashMap::new()),
+            executor: self.config.executor.clone().unwrap_or_else(|| {
+                Arc::new(crate::executor::LocalExecutor {
+                    isolation: self.config.isolation.clone(),
+                    work_root: self.config.work_root.clone(),
+                    grace: self.config.kill_grace,
+                })
+            }),
             input_waits: tokio::sync::Mutex::new(0),
         };
         // Another process (`pipewright abort`, a Ctrl-C handler) asks through the store.
@@ -1402,6 +1408,11 @@ impl<'p> Run<'p> {
                 }
             } else {
                 self.start(&mut node).await?;
+                if matches!(s.spec, spec::StepSpec::HarnessApproval(_)) {
+                    // The step waits for people: its node says so before anyone is asked.
+                    node.status = Status::ApprovalWaiting;
+                    self.save(&node).await?;
+                }
                 let global = self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let ctx = NodeCtx {
                     global: &global,
@@ -1422,19 +1433,16 @@ impl<'p> Run<'p> {
                 let env = StepEnv {
                     ctx: &ctx,
                     log: &log,
-                    workdir: &self.workdir,
                     timeout,
                     abort: self.abort_rx.clone(),
-                    grace: self.config.kill_grace,
                     execution_id: &self.exec.id,
                     node_id: &node.id,
                     stage: &cx.id,
                     store: &self.store,
                     poll: self.config.poll_interval,
-                    node: &node,
                     triggered_by: &self.exec.triggered_by,
-                    isolation: &self.config.isolation,
-                    control_root: &crate::sandbox::control_dir(&self.config.work_root, &self.workdir),
+                    executor: self.executor.as_ref(),
+                    masker: &self.masker,
                 };
                 steps::execute(&env, s).await
             };

@@ -1,18 +1,18 @@
-//! The step executors. ShellScript and Run write the (rendered) script to a file and run it with bash or sh;
-//! output variables are captured after the script ends from the shell variables they name (ShellScript) or
-//! the environment variables of the same name (Run). Http sends a real request and checks its assertion; Wait
-//! waits; HarnessApproval waits for `pipewright approve` / `reject` (or its timeout).
+//! What each step type does with one attempt. ShellScript, Run and Http are rendered into a [`Task`] — the
+//! script or request with every expression evaluated, the environment, the variables to capture — and handed
+//! to the engine's [`Executor`]; its [`Report`] becomes the attempt's outcome: output variables from the
+//! shell variables they name (ShellScript) or the environment variables of the same name (Run), an Http
+//! step's outputs and assertion evaluated against the answer. Wait waits; HarnessApproval waits for
+//! `pipewright approve` / `reject` (or its timeout) — the engine marks the node waiting before it starts.
 
-use crate::logs::LogSink;
-use crate::process::{self, Exit, PASSED_ENV};
-use crate::sandbox::{self, Isolation};
+use crate::executor::{Capture, End, Executor, Feedback, Report, ShellKind, Task, Work};
+use crate::logs::{LogSink, Masker};
 use crate::tree::NodeCtx;
 use expr::Value;
 use spec::{ErrorType, OutputVariable, Shell, Step, StepSpec};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
-use store::{Status, Store};
+use store::{Status, StepProcess, Store};
 use tokio::sync::watch;
 
 /// How a step attempt ended.
@@ -53,38 +53,73 @@ impl Outcome {
     }
 }
 
-/// What an executor may use.
+/// What a step attempt may use.
 pub struct StepEnv<'a> {
     /// Expression context.
     pub ctx: &'a NodeCtx<'a>,
     /// The step's log.
     pub log: &'a LogSink,
-    /// The execution's working directory.
-    pub workdir: &'a Path,
     /// The step's timeout.
     pub timeout: Option<Duration>,
     /// Becomes true on abort.
     pub abort: watch::Receiver<bool>,
-    /// SIGTERM → SIGKILL grace.
-    pub grace: Duration,
     /// Execution id.
     pub execution_id: &'a str,
     /// Node id of this attempt.
     pub node_id: &'a str,
     /// Stage identifier (iteration).
     pub stage: &'a str,
-    /// The store, for decisions.
+    /// The store, for decisions and the process groups tasks run in.
     pub store: &'a Arc<dyn Store>,
     /// How often to look for decisions.
     pub poll: Duration,
-    /// The attempt's node record (approval steps mark it `ApprovalWaiting`).
-    pub node: &'a store::Node,
     /// Who started the execution (`disallowPipelineExecutor`).
     pub triggered_by: &'a str,
-    /// How step processes are confined.
-    pub isolation: &'a Isolation,
-    /// Where attempts get their private directories.
-    pub control_root: &'a Path,
+    /// Where tasks run.
+    pub executor: &'a dyn Executor,
+    /// The execution's secrets (a task lists those it carries).
+    pub masker: &'a Masker,
+}
+
+/// The engine's end of a running task: lines go to the step's log (masked there), the process group it runs in
+/// to the store.
+struct Sink<'a> {
+    env: &'a StepEnv<'a>,
+}
+
+#[async_trait::async_trait]
+impl Feedback for Sink<'_> {
+    async fn line(&self, stream: &'static str, text: &str) {
+        self.env.log.line(stream, text).await;
+    }
+    async fn tick(&self) {
+        self.env.log.flush_if_idle().await;
+    }
+    async fn started(&self, p: StepProcess) {
+        let _ = self.env.store.put_step_process(self.env.execution_id, self.env.node_id, &p).await;
+    }
+}
+
+/// Hand `work` to the executor as this attempt's task.
+async fn run_task(env: &StepEnv<'_>, work: Work) -> Report {
+    let carried: Vec<&str> = match &work {
+        Work::Shell { script, env, .. } => {
+            std::iter::once(script.as_str()).chain(env.iter().map(|(_, v)| v.as_str())).collect()
+        }
+        Work::Http { url, headers, body, .. } => std::iter::once(url.as_str())
+            .chain(headers.iter().map(|(_, v)| v.as_str()))
+            .chain(body.as_deref())
+            .collect(),
+    };
+    let task = Task {
+        execution_id: env.execution_id.to_string(),
+        node_id: env.node_id.to_string(),
+        stage: env.stage.to_string(),
+        timeout_ms: env.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
+        secrets: env.masker.found_in(&carried),
+        work,
+    };
+    env.executor.run(&task, &Sink { env }, env.abort.clone()).await
 }
 
 /// Run one attempt of a step.
@@ -112,7 +147,7 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
                 .iter()
                 .map(|o| (o.name.as_str(), o.value.as_ref().map_or(o.name.as_str(), |v| v.as_str())))
                 .collect();
-            shell(env, s.shell, &script, vars, &captured).await
+            shell(env, s.shell, script, vars, &captured).await
         }
         StepSpec::Run(r) => {
             if let Some(image) = &r.image {
@@ -140,7 +175,7 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
             }
             let captured: Vec<(&str, &str)> =
                 r.output_variables.iter().map(|o| (o.name.as_str(), o.name.as_str())).collect();
-            shell(env, r.shell.unwrap_or(Shell::Sh), &command, vars, &captured).await
+            shell(env, r.shell.unwrap_or(Shell::Sh), command, vars, &captured).await
         }
         StepSpec::Wait(w) => {
             let Some(d) = w.duration.as_std().or_else(|| {
@@ -181,17 +216,10 @@ fn is_shell_name(s: &str) -> bool {
     c.next().is_some_and(|f| f.is_ascii_alphabetic() || f == '_') && c.all(|x| x.is_ascii_alphanumeric() || x == '_')
 }
 
-fn quote(s: &str) -> String {
-    format!("'{}'", s.replace('\'', "'\\''"))
-}
-
-/// The largest output variable value kept, bytes.
-const OUTPUT_LIMIT: u64 = 1024 * 1024;
-
 async fn shell(
     env: &StepEnv<'_>,
     sh: Shell,
-    script: &str,
+    script: String,
     vars: Vec<(String, String)>,
     captured: &[(&str, &str)],
 ) -> Outcome {
@@ -203,99 +231,35 @@ async fn shell(
             );
         }
     }
-    // Per attempt: the script (`<control>/<node>.sh`) and, when outputs are captured, a fresh directory for them.
-    let out_dir = if captured.is_empty() {
-        None
-    } else {
-        match sandbox::output_dir(env.control_root, env.node_id, env.isolation) {
-            Ok(d) => Some(d),
-            Err(e) => {
-                return Outcome::failed(
-                    ErrorType::Unknown,
-                    format!("cannot create the step's output directory in {}: {e}", env.control_root.display()),
-                );
-            }
-        }
+    let mut all = vec![
+        ("PIPEWRIGHT_EXECUTION_ID".to_string(), env.execution_id.to_string()),
+        ("PIPEWRIGHT_STAGE".to_string(), env.stage.to_string()),
+    ];
+    all.extend(vars);
+    let work = Work::Shell {
+        shell: match sh {
+            Shell::Bash => ShellKind::Bash,
+            Shell::Sh => ShellKind::Sh,
+        },
+        script,
+        env: all,
+        capture: captured.iter().map(|(n, v)| Capture { name: n.to_string(), var: v.to_string() }).collect(),
     };
-    let names: Vec<&str> = captured.iter().map(|(_, v)| *v).collect();
-    let mut body = String::new();
-    if let Some(dir) = &out_dir {
-        body.push_str(&format!(
-            "__pw_out={}\n__pw_capture() {{\n  for __pw_n in {}; do\n    if eval \"[ \\\"\\${{$__pw_n+set}}\\\" = set ]\"; then eval \"printf '%s' \\\"\\${{$__pw_n}}\\\"\" > \"$__pw_out/$__pw_n\"; fi\n  done\n}}\ntrap __pw_capture EXIT\n",
-            quote(&dir.display().to_string()),
-            names.join(" ")
-        ));
-    }
-    body.push_str(script);
-    body.push('\n');
-    let file = match sandbox::write_script(env.control_root, env.node_id, &body, env.isolation) {
-        Ok(f) => f,
-        Err(e) => {
-            if let Some(d) = &out_dir {
-                let _ = std::fs::remove_dir_all(d);
-            }
-            return Outcome::failed(
-                ErrorType::Unknown,
-                format!("cannot write the step's script in {}: {e}", env.control_root.display()),
-            );
-        }
-    };
-    let mut envs: Vec<(String, String)> =
-        PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
-    if let Isolation::Landlock(sb) = env.isolation {
-        // The server's home and temporary directory are out of reach: the step gets its own.
-        envs.retain(|(k, _)| !matches!(k.as_str(), "HOME" | "TMPDIR" | "USER" | "LOGNAME"));
-        envs.push(("HOME".into(), env.workdir.join(".pipewright").join("home").display().to_string()));
-        envs.push(("TMPDIR".into(), env.workdir.join(".pipewright").join("tmp").display().to_string()));
-        if let Some(u) = &sb.user {
-            envs.push(("USER".into(), u.name.clone()));
-            envs.push(("LOGNAME".into(), u.name.clone()));
-        }
-    }
-    envs.push(("PIPEWRIGHT_EXECUTION_ID".into(), env.execution_id.into()));
-    envs.push(("PIPEWRIGHT_STAGE".into(), env.stage.into()));
-    envs.push(("PIPEWRIGHT_WORKDIR".into(), env.workdir.display().to_string()));
-    envs.extend(vars);
-    let shell = match sh {
-        Shell::Bash => "bash",
-        Shell::Sh => "sh",
-    };
-    let script_arg = file.display().to_string();
-    let (program, args) = match env.isolation {
-        Isolation::Landlock(sb) => {
-            let writable: Vec<&Path> = std::iter::once(env.workdir).chain(out_dir.as_deref()).collect();
-            // The shell by absolute path: the launcher execs it without searching PATH.
-            let shell = process::resolve(shell.as_ref(), &envs).to_string_lossy().into_owned();
-            let (p, a) = sb.command(&writable, &[&file], &shell, std::slice::from_ref(&script_arg));
-            (p.into_os_string(), a)
-        }
-        Isolation::None => (shell.into(), vec![script_arg.into()]),
-    };
-    let spec = process::Spec { program, args, cwd: env.workdir, env: envs };
-    let track = (env.store, env.execution_id, env.node_id);
-    let exit = process::run(spec, env.log, env.timeout, env.abort.clone(), env.grace, Some(track)).await;
-    let mut outputs = serde_json::Map::new();
-    if let Some(dir) = &out_dir {
-        for (name, var) in captured {
-            if let Some(v) = sandbox::read_step_file(&dir.join(var), OUTPUT_LIMIT) {
-                let text = String::from_utf8_lossy(&v).into_owned();
-                outputs.insert((*name).to_string(), serde_json::Value::String(text));
-            }
-        }
-        let _ = std::fs::remove_dir_all(dir);
-    }
-    let _ = std::fs::remove_file(&file);
-    match exit {
-        Exit::Code(0) => Outcome::ok(outputs),
-        Exit::Code(c) => {
+    let report = run_task(env, work).await;
+    let outputs: serde_json::Map<String, serde_json::Value> =
+        report.outputs.into_iter().map(|(k, v)| (k, serde_json::Value::String(v))).collect();
+    match report.end {
+        End::Exited(0) => Outcome::ok(outputs),
+        End::Exited(c) => {
             Outcome { outputs, ..Outcome::failed(ErrorType::Unknown, format!("the script exited with status {c}")) }
         }
-        Exit::TimedOut => Outcome::failed(
+        End::TimedOut => Outcome::failed(
             ErrorType::Timeout,
             format!("timed out after {}", env.timeout.map(|t| format!("{t:?}")).unwrap_or_default()),
         ),
-        Exit::Aborted => Outcome::aborted(),
-        Exit::SpawnFailed(m) => Outcome::failed(ErrorType::Unknown, m),
+        End::Aborted => Outcome::aborted(),
+        End::NotStarted(m) | End::Unreachable(m) => Outcome::failed(ErrorType::Unknown, m),
+        End::Answered => Outcome::failed(ErrorType::Unknown, "the executor answered a script with an HTTP response"),
     }
 }
 
@@ -305,40 +269,31 @@ async fn http(env: &StepEnv<'_>, h: &spec::HttpSpec) -> Outcome {
         (Ok(u), Ok(m)) => (u, m),
         (Err(e), _) | (_, Err(e)) => return Outcome::failed(ErrorType::Unknown, e),
     };
-    let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
-        return Outcome::failed(ErrorType::Unknown, format!("`{method}` is not an HTTP method"));
-    };
-    let client = match reqwest::Client::builder().timeout(env.timeout.unwrap_or(Duration::from_secs(600))).build() {
-        Ok(c) => c,
-        Err(e) => return Outcome::failed(ErrorType::Unknown, e.to_string()),
-    };
-    let mut req = client.request(method.clone(), &url);
+    let mut headers = Vec::new();
     for hd in &h.headers {
         match render(&hd.value) {
-            Ok(v) => req = req.header(hd.key.as_str(), v),
+            Ok(v) => headers.push((hd.key.value.clone(), v)),
             Err(e) => return Outcome::failed(ErrorType::Unknown, e),
         }
     }
-    if let Some(b) = &h.request_body {
-        match render(b) {
-            Ok(v) => req = req.body(v),
-            Err(e) => return Outcome::failed(ErrorType::Unknown, e),
+    let body = match h.request_body.as_ref().map(|b| render(b)).transpose() {
+        Ok(b) => b,
+        Err(e) => return Outcome::failed(ErrorType::Unknown, e),
+    };
+    let report = run_task(env, Work::Http { method: method.clone(), url: url.clone(), headers, body }).await;
+    let (code, body) = match report.end {
+        End::Answered => match report.response {
+            Some(r) => (r.code, r.body),
+            None => return Outcome::failed(ErrorType::Unknown, "the executor reported an answer without one"),
+        },
+        End::TimedOut => return Outcome::failed(ErrorType::Timeout, format!("{method} {url}: timed out")),
+        End::Aborted => return Outcome::aborted(),
+        End::Unreachable(m) => return Outcome::failed(ErrorType::Connectivity, m),
+        End::NotStarted(m) => return Outcome::failed(ErrorType::Unknown, m),
+        End::Exited(c) => {
+            return Outcome::failed(ErrorType::Unknown, format!("the executor ran a request as a script ({c})"));
         }
-    }
-    env.log.line("pipewright", &format!("{method} {url}")).await;
-    let mut abort = env.abort.clone();
-    let resp = tokio::select! {
-        r = req.send() => r,
-        _ = wait_abort(&mut abort) => return Outcome::aborted(),
     };
-    let resp = match resp {
-        Ok(r) => r,
-        Err(e) if e.is_timeout() => return Outcome::failed(ErrorType::Timeout, format!("{method} {url}: timed out")),
-        Err(e) => return Outcome::failed(ErrorType::Connectivity, format!("{method} {url}: {e}")),
-    };
-    let code = resp.status().as_u16();
-    let body = resp.text().await.unwrap_or_default();
-    env.log.line("pipewright", &format!("HTTP {code}, {} bytes", body.len())).await;
     let mut local = env.ctx.local.clone();
     local.insert("httpResponseCode".into(), Value::Int(i64::from(code)));
     local.insert("httpResponseBody".into(), Value::String(body));
@@ -383,11 +338,6 @@ async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
             ),
         )
         .await;
-    let mut waiting = env.node.clone();
-    waiting.status = Status::ApprovalWaiting;
-    if let Err(e) = env.store.put_node(&waiting).await {
-        return Outcome::failed(ErrorType::Unknown, e.to_string());
-    }
     let deadline = env.timeout.map(|t| tokio::time::Instant::now() + t);
     let mut abort = env.abort.clone();
     // Distinct approvers so far (`minimumCount`), and the approver inputs they gave.
