@@ -280,23 +280,29 @@ impl Store for SqliteStore {
             let inputs = serde_json::to_string(&e.inputs).unwrap_or_else(|_| "{}".into());
             let selected = serde_json::to_string(&e.selected_stages).unwrap_or_else(|_| "[]".into());
             let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            // The sequence number is computed inside the INSERT, which holds SQLite's write lock: no two
+            // The pipeline's counter row, bumped in the transaction that inserts the execution: no two
             // executions of a pipeline get the same number, whichever process creates them.
+            let sequence: i64 = sqlx::query_scalar(
+                "INSERT INTO sequences (org, project, pipeline, last_sequence) VALUES (?, ?, ?, 1)
+                 ON CONFLICT (org, project, pipeline) DO UPDATE SET last_sequence = sequences.last_sequence + 1
+                 RETURNING last_sequence",
+            )
+            .bind(&e.org)
+            .bind(&e.project)
+            .bind(&e.pipeline)
+            .fetch_one(&mut *tx)
+            .await?;
             sqlx::query(
                 "INSERT INTO executions (id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by,
                    inputs, selected_stages, snapshot, source_file, parent_id, original_id, created_at)
-                 VALUES (?, ?, ?, ?, ?,
-                   (SELECT COALESCE(MAX(sequence_id), 0) + 1 FROM executions WHERE org = ? AND project = ? AND pipeline = ?),
-                   'Queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                 VALUES (?, ?, ?, ?, ?, ?, 'Queued', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             )
             .bind(&id)
             .bind(&e.org)
             .bind(&e.project)
             .bind(&e.pipeline)
             .bind(e.pipeline_version)
-            .bind(&e.org)
-            .bind(&e.project)
-            .bind(&e.pipeline)
+            .bind(sequence)
             .bind(e.mode.as_str())
             .bind(&e.triggered_by)
             .bind(inputs)
@@ -442,35 +448,31 @@ impl Store for SqliteStore {
     }
 
     async fn put_node(&self, n: &Node) -> Result<()> {
-        // One statement (autocommit); the transition is recorded by a trigger (migration 0002).
-        let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());
-        sqlx::query(
-            "INSERT INTO nodes (id, execution_id, parent_id, kind, identifier, name, path, position, attempt, status,
-               started_at, ended_at, failure, skip_reason, outputs, reused_from)
-             VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
-             ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt,
-               started_at = excluded.started_at, ended_at = excluded.ended_at, failure = excluded.failure,
-               skip_reason = excluded.skip_reason, outputs = excluded.outputs, reused_from = excluded.reused_from",
-        )
-        .bind(&n.id)
-        .bind(&n.execution_id)
-        .bind(&n.parent_id)
-        .bind(n.kind.as_str())
-        .bind(&n.identifier)
-        .bind(&n.name)
-        .bind(&n.path)
-        .bind(n.position)
-        .bind(n.attempt)
-        .bind(n.status.as_str())
-        .bind(n.started_at)
-        .bind(n.ended_at)
-        .bind(&n.failure)
-        .bind(&n.skip_reason)
-        .bind(outputs)
-        .bind(&n.reused_from)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
+        // The node first — one statement that also says what its status was — then, when the status changed,
+        // its transition. Two autocommit statements rather than a transaction: a step costs two node writes,
+        // and a transaction's BEGIN and COMMIT would double their round trips. Were the process to die between
+        // the two, the node would be right and one transition of its history missing.
+        let pool = self.writer.clone();
+        let n = n.clone();
+        detached(async move {
+            let from: Option<String> = put_node_on(&pool, &n).await?;
+            if from.as_deref() != Some(n.status.as_str()) {
+                sqlx::query(
+                    "INSERT INTO transitions (execution_id, node_id, from_status, to_status, reason, at)
+                     VALUES (?, ?, ?, ?, ?, ?)",
+                )
+                .bind(&n.execution_id)
+                .bind(&n.id)
+                .bind(from)
+                .bind(n.status.as_str())
+                .bind(n.failure.as_ref().or(n.skip_reason.as_ref()))
+                .bind(now_ms())
+                .execute(&pool)
+                .await?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn nodes(&self, execution_id: &str) -> Result<Vec<Node>> {
@@ -948,4 +950,39 @@ fn token_row(r: &SqliteRow) -> Token {
         revoked_at: r.get("revoked_at"),
         principal_uid: r.get("principal_uid"),
     }
+}
+
+/// Insert or update a node; returns the status it had before (none for a new node). Its transition is the
+/// caller's to record.
+async fn put_node_on(pool: &sqlx::SqlitePool, n: &Node) -> Result<Option<String>> {
+    let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());
+    let from: Option<String> = sqlx::query_scalar(
+        "INSERT INTO nodes (id, execution_id, parent_id, kind, identifier, name, path, position, attempt, status,
+           started_at, ended_at, failure, skip_reason, outputs, reused_from, prev_status)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
+         ON CONFLICT (id) DO UPDATE SET prev_status = nodes.status, status = excluded.status,
+           attempt = excluded.attempt, started_at = excluded.started_at, ended_at = excluded.ended_at,
+           failure = excluded.failure, skip_reason = excluded.skip_reason, outputs = excluded.outputs,
+           reused_from = excluded.reused_from
+         RETURNING prev_status",
+    )
+    .bind(&n.id)
+    .bind(&n.execution_id)
+    .bind(&n.parent_id)
+    .bind(n.kind.as_str())
+    .bind(&n.identifier)
+    .bind(&n.name)
+    .bind(&n.path)
+    .bind(n.position)
+    .bind(n.attempt)
+    .bind(n.status.as_str())
+    .bind(n.started_at)
+    .bind(n.ended_at)
+    .bind(&n.failure)
+    .bind(&n.skip_reason)
+    .bind(outputs)
+    .bind(&n.reused_from)
+    .fetch_one(pool)
+    .await?;
+    Ok(from)
 }
