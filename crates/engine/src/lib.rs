@@ -204,11 +204,30 @@ pub fn tree_from_nodes(nodes: &[Node]) -> expr::Value {
     root
 }
 
-/// Something that happened during an execution, for live display.
+/// Something that happened during an execution, for live display. Node events carry the node as stored
+/// (masked).
 #[derive(Debug, Clone)]
 pub enum Event {
-    /// A node changed status.
-    Node(Box<Node>),
+    /// A node began: a stage, an iteration, a step group, or an attempt of a step (a retry when its `attempt`
+    /// is above 1).
+    Started(Box<Node>),
+    /// A node waits for people: approval, a decision after a failure, runtime inputs (its status says which).
+    Waiting(Box<Node>),
+    /// A node that waited goes on.
+    Resumed(Box<Node>),
+    /// An attempt failed and the step runs again after `after` (the failed attempt's node).
+    RetryScheduled {
+        /// The attempt that failed.
+        node: Box<Node>,
+        /// How long until the next attempt.
+        after: Duration,
+        /// Which retry comes (1-based) …
+        retry: u32,
+        /// … of how many.
+        of: u32,
+    },
+    /// A node ended (its final status, failure or skip reason).
+    Ended(Box<Node>),
     /// A log line of a node (already masked).
     Log {
         /// The node's path (`stage.step`).
@@ -220,6 +239,44 @@ pub enum Event {
     },
     /// The execution ended.
     Finished(Status),
+}
+
+impl Event {
+    /// The event a stored status change is, for a reader that sees only stored nodes (a client of a server):
+    /// the same classification the engine makes as it goes.
+    pub fn of_change(n: Node, from: Option<Status>) -> Option<Event> {
+        let waits =
+            |s: Status| matches!(s, Status::ApprovalWaiting | Status::InterventionWaiting | Status::InputWaiting);
+        Some(match n.status {
+            Status::Queued => return None,
+            s if s.is_final() => Event::Ended(Box::new(n)),
+            s if waits(s) => Event::Waiting(Box::new(n)),
+            _ if from.is_some_and(waits) => Event::Resumed(Box::new(n)),
+            _ => Event::Started(Box::new(n)),
+        })
+    }
+
+    /// Its name in a live stream: `started`, `waiting`, `resumed`, `retry_scheduled`, `ended`, `log`, `finished`.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Event::Started(_) => "started",
+            Event::Waiting(_) => "waiting",
+            Event::Resumed(_) => "resumed",
+            Event::RetryScheduled { .. } => "retry_scheduled",
+            Event::Ended(_) => "ended",
+            Event::Log { .. } => "log",
+            Event::Finished(_) => "finished",
+        }
+    }
+
+    /// The node an event is about.
+    pub fn node(&self) -> Option<&Node> {
+        match self {
+            Event::Started(n) | Event::Waiting(n) | Event::Resumed(n) | Event::Ended(n) => Some(n),
+            Event::RetryScheduled { node, .. } => Some(node),
+            Event::Log { .. } | Event::Finished(_) => None,
+        }
+    }
 }
 
 /// Receives [`Event`]s as they happen.

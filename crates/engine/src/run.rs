@@ -316,7 +316,8 @@ impl<'p> Run<'p> {
         }
     }
 
-    async fn save(&self, n: &Node) -> Res<()> {
+    /// Store a node, then tell the observer what happened to it (`event`: `Event::Started`, `Event::Ended`, …).
+    async fn save(&self, n: &Node, event: fn(Box<Node>) -> Event) -> Res<()> {
         // What is stored and shown never holds a secret value: failures (an Http URL, an error quoting a
         // value), skip reasons, output and stage variables are masked on their way out.
         let masked;
@@ -331,7 +332,7 @@ impl<'p> Run<'p> {
             n
         };
         self.store.put_node(n).await?;
-        self.observer.event(&Event::Node(Box::new(n.clone())));
+        self.observer.event(&event(Box::new(n.clone())));
         Ok(())
     }
 
@@ -353,14 +354,14 @@ impl<'p> Run<'p> {
         n.status = Status::Running;
         // A node taken over keeps the time it first started.
         n.started_at.get_or_insert_with(now_ms);
-        self.save(n).await
+        self.save(n, Event::Started).await
     }
 
     async fn finish(&self, n: &mut Node, status: Status, failure: Option<String>) -> Res<Status> {
         n.status = status;
         n.failure = failure;
         n.ended_at = Some(now_ms());
-        self.save(n).await?;
+        self.save(n, Event::Ended).await?;
         Ok(status)
     }
 
@@ -368,7 +369,7 @@ impl<'p> Run<'p> {
         n.skip_reason = Some(reason);
         n.ended_at = Some(now_ms());
         n.status = Status::Skipped;
-        self.save(n).await?;
+        self.save(n, Event::Ended).await?;
         Ok(Status::Skipped)
     }
 
@@ -1411,7 +1412,7 @@ impl<'p> Run<'p> {
                 if matches!(s.spec, spec::StepSpec::HarnessApproval(_)) {
                     // The step waits for people: its node says so before anyone is asked.
                     node.status = Status::ApprovalWaiting;
-                    self.save(&node).await?;
+                    self.save(&node, Event::Waiting).await?;
                 }
                 let global = self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone();
                 let ctx = NodeCtx {
@@ -1466,6 +1467,9 @@ impl<'p> Run<'p> {
                 decide::Next::Retry { after, retry, of } => {
                     retries_done = retry;
                     self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
+                    let mut failed = node.clone();
+                    failed.failure = failed.failure.map(|f| self.masker.mask(&f));
+                    self.observer.event(&Event::RetryScheduled { node: Box::new(failed), after, retry, of });
                     log.line("pipewright", &format!("retrying in {after:?} (retry {retry} of {of})")).await;
                     log.flush().await;
                     let mut abort = self.abort_rx.clone();
@@ -1518,7 +1522,7 @@ impl<'p> Run<'p> {
         timeout: Option<Duration>,
     ) -> Res<Option<decide::InterventionAction>> {
         node.status = Status::InterventionWaiting;
-        self.save(node).await?;
+        self.save(node, Event::Waiting).await?;
         log.line(
             "pipewright",
             &format!(
@@ -1617,7 +1621,7 @@ impl<'p> Run<'p> {
         if let Some(n) = node.as_deref_mut() {
             n.status = Status::InputWaiting;
             n.started_at.get_or_insert_with(now_ms);
-            self.save(n).await?;
+            self.save(n, Event::Waiting).await?;
         }
         self.input_waits(true).await?;
         let mut line = format!("waiting for runtime inputs: pipewright input {}", self.exec.id);
@@ -1678,7 +1682,7 @@ impl<'p> Run<'p> {
         self.input_waits(false).await?;
         if let (Ok(()), Some(n), Some(before)) = (&outcome, node, before) {
             n.status = before;
-            self.save(n).await?;
+            self.save(n, Event::Resumed).await?;
         }
         Ok(outcome)
     }
@@ -1703,7 +1707,7 @@ impl<'p> Run<'p> {
                 n.status = Status::Expired;
                 n.ended_at = Some(now_ms());
                 n.failure = Some("timed out".into());
-                self.save(&n).await?;
+                self.save(&n, Event::Ended).await?;
             }
         }
         Ok(())

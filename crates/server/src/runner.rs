@@ -54,9 +54,8 @@ struct Watch {
 impl Observer for Watch {
     fn event(&self, e: &Event) {
         match e {
-            Event::Node(n) => {
+            Event::Ended(n) => {
                 if n.kind == NodeKind::Step
-                    && n.status.is_final()
                     && let (Some(s), Some(e)) = (n.started_at, n.ended_at)
                 {
                     metrics::histogram!("pipewright_step_duration_seconds").record((e - s) as f64 / 1000.0);
@@ -65,7 +64,7 @@ impl Observer for Watch {
             Event::Finished(status) => {
                 metrics::counter!("pipewright_executions_finished_total", "status" => status.to_string()).increment(1);
             }
-            Event::Log { .. } => {}
+            _ => {}
         }
         self.news.notify_waiters();
     }

@@ -90,7 +90,15 @@ pub fn when(ms: Option<i64>) -> String {
 /// `1.2s`, `3m04s` for the time between two instants (to now when not ended).
 pub fn duration(start: Option<i64>, end: Option<i64>) -> String {
     let Some(start) = start else { return "-".into() };
-    let ms = end.unwrap_or_else(store::now_ms) - start;
+    millis_text(end.unwrap_or_else(store::now_ms) - start)
+}
+
+/// A duration as [`duration`] writes it.
+pub fn duration_text(d: std::time::Duration) -> String {
+    millis_text(i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn millis_text(ms: i64) -> String {
     if ms < 60_000 {
         format!("{:.1}s", ms as f64 / 1000.0)
     } else {

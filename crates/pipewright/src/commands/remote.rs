@@ -155,8 +155,10 @@ impl Remote {
                             "node" => {
                                 if let Ok(v) = serde_json::from_str::<serde_json::Value>(&data)
                                     && let Ok(n) = serde_json::from_value::<Node>(v["node"].clone())
+                                    && let Some(ev) =
+                                        Event::of_change(n, v["from"].as_str().and_then(|f| f.parse().ok()))
                                 {
-                                    display.event(&Event::Node(Box::new(n)));
+                                    display.event(&ev);
                                 }
                             }
                             "log" => {

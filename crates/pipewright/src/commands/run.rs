@@ -109,41 +109,61 @@ pub fn secrets(file: Option<&Path>) -> anyhow::Result<Secrets> {
     Ok(s)
 }
 
-/// Prints progress as plain lines.
-struct Printer {
-    out: Mutex<std::io::Stdout>,
+/// Prints progress as plain lines, one per event.
+pub struct Printer {
+    out: Mutex<Box<dyn std::io::Write + Send>>,
+}
+
+impl Printer {
+    /// A printer writing to `out`.
+    pub fn new(out: Box<dyn std::io::Write + Send>) -> Self {
+        Printer { out: Mutex::new(out) }
+    }
+
+    /// The line an event prints (none for the end of the execution: the summary says it).
+    pub fn line(e: &Event) -> Option<String> {
+        let why =
+            |n: &Node| n.failure.as_ref().or(n.skip_reason.as_ref()).map(|r| format!(": {r}")).unwrap_or_default();
+        Some(match e {
+            Event::Started(n) if n.attempt > 1 => format!("▶ {} (attempt {})", n.path, n.attempt),
+            Event::Started(n) => format!("▶ {}", n.path),
+            Event::Waiting(n) => format!("… {} {}", n.path, n.status),
+            Event::Resumed(n) => format!("▶ {} goes on", n.path),
+            Event::RetryScheduled { node, after, retry, of } => {
+                format!("↻ {} retry {retry} of {of} in {}", node.path, super::duration_text(*after))
+            }
+            Event::Ended(n) => format!(
+                "{} {} {}{} ({})",
+                mark(n.status),
+                n.path,
+                n.status,
+                why(n),
+                super::duration(n.started_at, n.ended_at)
+            ),
+            Event::Log { path, stream, line } => {
+                let tag = if *stream == "stderr" { "!" } else { " " };
+                format!("  [{path}]{tag} {line}")
+            }
+            Event::Finished(_) => return None,
+        })
+    }
 }
 
 impl Observer for Printer {
     fn event(&self, e: &Event) {
-        let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = match e {
-            Event::Node(n) => match n.status {
-                Status::Running if n.attempt > 1 => writeln!(out, "▶ {} (attempt {})", n.path, n.attempt),
-                Status::Running => writeln!(out, "▶ {}", n.path),
-                Status::Queued => Ok(()),
-                s if s.is_final() => {
-                    let why =
-                        n.failure.as_ref().or(n.skip_reason.as_ref()).map(|r| format!(": {r}")).unwrap_or_default();
-                    writeln!(out, "{} {} {}{why} ({})", mark(s), n.path, s, super::duration(n.started_at, n.ended_at))
-                }
-                s => writeln!(out, "… {} {}", n.path, s),
-            },
-            Event::Log { path, stream, line } => {
-                let tag = if *stream == "stderr" { "!" } else { " " };
-                writeln!(out, "  [{path}]{tag} {line}")
-            }
-            Event::Finished(_) => Ok(()),
-        };
+        if let Some(l) = Self::line(e) {
+            let mut out = self.out.lock().unwrap_or_else(|e| e.into_inner());
+            let _ = writeln!(out, "{l}");
+        }
     }
 }
 
 /// On a terminal: one line per stage and step that updates in place (a spinner while it runs, its status
-/// when it ends), with log lines scrolling above.
+/// when it ends), with log lines scrolling above. What the lines say and where they go is [`Tree`]'s.
 struct Live {
     mp: indicatif::MultiProgress,
     bars: Mutex<std::collections::HashMap<String, indicatif::ProgressBar>>,
-    order: Mutex<Order>,
+    tree: Mutex<Tree>,
 }
 
 /// Where each node's line goes in the live tree: under its parent, after what its parent already shows, and a
@@ -181,31 +201,104 @@ impl Order {
     }
 }
 
-impl Live {
-    fn label(n: &Node) -> String {
-        let depth = n.path.matches('.').count();
+/// The live tree's lines, built from events alone: one line per node, in display order.
+#[derive(Default)]
+pub struct Tree {
+    order: Order,
+    /// Node ids in display order.
+    rows: Vec<String>,
+    /// Node id → its line.
+    text: std::collections::HashMap<String, String>,
+}
+
+/// What an event changed in the tree.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Change {
+    /// The node whose line changed.
+    pub id: String,
+    /// A new line: the node whose line it goes right after (`None`: at the end).
+    pub after: Option<Option<String>>,
+    /// The line.
+    pub text: String,
+    /// The node ended: its line no longer changes (unless a retry note is added).
+    pub done: bool,
+}
+
+impl Tree {
+    /// A node's name, indented by how many nodes it sits under (an iteration under its looping node).
+    fn label(&self, n: &Node) -> String {
+        let mut depth = 0;
+        let mut up = n.parent_id.clone();
+        while let Some(p) = up {
+            depth += 1;
+            up = self.order.parent.get(&p).cloned().flatten();
+        }
         let attempt = if n.attempt > 1 { format!(" (attempt {})", n.attempt) } else { String::new() };
         format!("{}{}{attempt}", "  ".repeat(depth), n.identifier)
+    }
+
+    fn ended(&self, n: &Node) -> String {
+        let why = n.failure.as_ref().or(n.skip_reason.as_ref()).map(|r| format!(" — {r}")).unwrap_or_default();
+        format!(
+            "{} {} {} ({}){why}",
+            mark(n.status),
+            self.label(n),
+            n.status,
+            super::duration(n.started_at, n.ended_at)
+        )
+    }
+
+    /// Apply an event.
+    pub fn apply(&mut self, e: &Event) -> Option<Change> {
+        let n = e.node()?;
+        let after = if self.text.contains_key(&n.id) {
+            None
+        } else {
+            let anchor = self.order.place(&n.id, n.parent_id.as_deref(), &n.path);
+            let at =
+                anchor.as_ref().and_then(|a| self.rows.iter().position(|r| r == a)).map_or(self.rows.len(), |i| i + 1);
+            self.rows.insert(at, n.id.clone());
+            Some(anchor)
+        };
+        let (text, done) = match e {
+            Event::Started(n) | Event::Resumed(n) => (format!("{} Running", self.label(n)), false),
+            Event::Waiting(n) => (format!("{} {}", self.label(n), n.status), false),
+            Event::RetryScheduled { node, after, retry, of } => {
+                (format!("{} — retry {retry} of {of} in {}", self.ended(node), super::duration_text(*after)), true)
+            }
+            Event::Ended(n) => (self.ended(n), true),
+            Event::Log { .. } | Event::Finished(_) => return None,
+        };
+        self.text.insert(n.id.clone(), text.clone());
+        Some(Change { id: n.id.clone(), after, text, done })
+    }
+
+    /// Every line, in display order.
+    #[cfg(test)]
+    pub fn render(&self) -> String {
+        self.rows.iter().filter_map(|id| self.text.get(id)).map(|t| format!("{t}\n")).collect()
     }
 }
 
 impl Observer for Live {
     fn event(&self, e: &Event) {
-        let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
         match e {
-            Event::Node(n) if n.status == Status::Queued => {}
-            Event::Node(n) => {
-                let anchor = (!bars.contains_key(&n.id))
-                    .then(|| {
-                        self.order.lock().unwrap_or_else(|e| e.into_inner()).place(
-                            &n.id,
-                            n.parent_id.as_deref(),
-                            &n.path,
-                        )
-                    })
-                    .flatten()
-                    .and_then(|a| bars.get(&a).cloned());
-                let bar = bars.entry(n.id.clone()).or_insert_with(|| {
+            Event::Log { path, line, .. } => {
+                let _ = self.mp.println(format!("  [{path}] {line}"));
+            }
+            Event::Finished(_) => {
+                let bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+                for b in bars.values() {
+                    if !b.is_finished() {
+                        b.finish();
+                    }
+                }
+            }
+            _ => {
+                let Some(change) = self.tree.lock().unwrap_or_else(|e| e.into_inner()).apply(e) else { return };
+                let mut bars = self.bars.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(after) = &change.after {
+                    let anchor = after.as_ref().and_then(|a| bars.get(a).cloned());
                     let new = indicatif::ProgressBar::new_spinner();
                     let b = match &anchor {
                         Some(a) => self.mp.insert_after(a, new),
@@ -216,34 +309,17 @@ impl Observer for Live {
                             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                     );
                     b.enable_steady_tick(std::time::Duration::from_millis(120));
-                    b
-                });
-                if n.status.is_final() {
-                    let why =
-                        n.failure.as_ref().or(n.skip_reason.as_ref()).map(|r| format!(" — {r}")).unwrap_or_default();
+                    bars.insert(change.id.clone(), b);
+                }
+                let Some(bar) = bars.get(&change.id) else { return };
+                if change.done {
                     bar.set_style(
                         indicatif::ProgressStyle::with_template("{msg}")
                             .unwrap_or_else(|_| indicatif::ProgressStyle::default_spinner()),
                     );
-                    bar.finish_with_message(format!(
-                        "{} {} {} ({}){why}",
-                        mark(n.status),
-                        Self::label(n),
-                        n.status,
-                        super::duration(n.started_at, n.ended_at)
-                    ));
+                    bar.finish_with_message(change.text);
                 } else {
-                    bar.set_message(format!("{} {}", Self::label(n), n.status));
-                }
-            }
-            Event::Log { path, line, .. } => {
-                let _ = self.mp.println(format!("  [{path}] {line}"));
-            }
-            Event::Finished(_) => {
-                for b in bars.values() {
-                    if !b.is_finished() {
-                        b.finish();
-                    }
+                    bar.set_message(change.text);
                 }
             }
         }
@@ -442,9 +518,9 @@ pub fn observer(output: Output) -> Arc<dyn Observer> {
         Output::Text if std::io::stdout().is_terminal() => Arc::new(Live {
             mp: indicatif::MultiProgress::new(),
             bars: Mutex::new(Default::default()),
-            order: Mutex::new(Order::default()),
+            tree: Mutex::new(Tree::default()),
         }),
-        Output::Text => Arc::new(Printer { out: Mutex::new(std::io::stdout()) }),
+        Output::Text => Arc::new(Printer::new(Box::new(std::io::stdout()))),
         Output::Json => Arc::new(engine::Quiet),
     }
 }
@@ -498,5 +574,88 @@ mod tests {
             }
         }
         assert_eq!(lines, ["I", "I0", "F0", "F0b", "I1", "F1", "F1b", "R"]);
+    }
+}
+
+#[cfg(test)]
+mod events {
+    use super::*;
+    use store::NodeKind;
+
+    fn node(id: &str, parent: Option<&str>, kind: NodeKind, path: &str, attempt: i64, status: Status) -> Node {
+        Node {
+            id: id.into(),
+            execution_id: "E".into(),
+            parent_id: parent.map(String::from),
+            kind,
+            identifier: path.rsplit('.').next().unwrap_or(path).into(),
+            name: path.into(),
+            path: path.into(),
+            position: 0,
+            attempt,
+            status,
+            started_at: Some(1_000),
+            ended_at: status.is_final().then_some(1_400),
+            failure: (status == Status::Failed).then(|| "the script exited with status 1".into()),
+            skip_reason: None,
+            outputs: Default::default(),
+            reused_from: None,
+        }
+    }
+
+    /// `examples/flaky-matrix.yaml` as the engine reports it: two matrix iterations side by side, each step
+    /// failing once and retried — the events of the two iterations interleaved.
+    fn flaky_matrix() -> Vec<Event> {
+        use NodeKind::{Stage, Step};
+        let b = Box::new;
+        let st = |id, parent, kind, path, attempt, status| node(id, parent, kind, path, attempt, status);
+        vec![
+            Event::Started(b(st("S", None, Stage, "integration", 1, Status::Running))),
+            Event::Started(b(st("I0", Some("S"), Stage, "integration_0", 1, Status::Running))),
+            Event::Started(b(st("I1", Some("S"), Stage, "integration_1", 1, Status::Running))),
+            Event::Started(b(st("F0", Some("I0"), Step, "integration_0.flaky", 1, Status::Running))),
+            Event::Started(b(st("F1", Some("I1"), Step, "integration_1.flaky", 1, Status::Running))),
+            Event::Ended(b(st("F0", Some("I0"), Step, "integration_0.flaky", 1, Status::Failed))),
+            Event::RetryScheduled {
+                node: b(st("F0", Some("I0"), Step, "integration_0.flaky", 1, Status::Failed)),
+                after: std::time::Duration::from_secs(1),
+                retry: 1,
+                of: 2,
+            },
+            Event::Ended(b(st("F1", Some("I1"), Step, "integration_1.flaky", 1, Status::Failed))),
+            Event::RetryScheduled {
+                node: b(st("F1", Some("I1"), Step, "integration_1.flaky", 1, Status::Failed)),
+                after: std::time::Duration::from_secs(1),
+                retry: 1,
+                of: 2,
+            },
+            Event::Started(b(st("F0b", Some("I0"), Step, "integration_0.flaky", 2, Status::Running))),
+            Event::Started(b(st("F1b", Some("I1"), Step, "integration_1.flaky", 2, Status::Running))),
+            Event::Log { path: "integration_0.flaky".into(), stream: "stdout", line: "db=postgres shard=1".into() },
+            Event::Ended(b(st("F1b", Some("I1"), Step, "integration_1.flaky", 2, Status::Success))),
+            Event::Ended(b(st("F0b", Some("I0"), Step, "integration_0.flaky", 2, Status::Success))),
+            Event::Ended(b(st("I0", Some("S"), Stage, "integration_0", 1, Status::Success))),
+            Event::Ended(b(st("I1", Some("S"), Stage, "integration_1", 1, Status::Success))),
+            Event::Waiting(b(st("A", None, Stage, "report", 1, Status::InputWaiting))),
+            Event::Resumed(b(st("A", None, Stage, "report", 1, Status::Running))),
+            Event::Ended(b(st("S", None, Stage, "integration", 1, Status::Success))),
+            Event::Ended(b(st("A", None, Stage, "report", 1, Status::Success))),
+            Event::Finished(Status::Success),
+        ]
+    }
+
+    #[test]
+    fn the_live_tree_keeps_each_retry_under_its_own_iteration() {
+        let mut tree = Tree::default();
+        for e in flaky_matrix() {
+            tree.apply(&e);
+        }
+        insta::assert_snapshot!(tree.render());
+    }
+
+    #[test]
+    fn plain_lines_say_what_happened() {
+        let lines: Vec<String> = flaky_matrix().iter().filter_map(Printer::line).collect();
+        insta::assert_snapshot!(lines.join("\n"));
     }
 }

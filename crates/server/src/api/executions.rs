@@ -156,9 +156,12 @@ impl Tail {
                     Some(n) => {
                         let mut n = n.clone();
                         n.status = t.to.parse().unwrap_or(n.status);
-                        Event::default()
-                            .event("node")
-                            .json_data(serde_json::json!({"node": n, "from": t.from, "to": t.to, "reason": t.reason}))
+                        // What the change is, classified as the engine classifies its own events.
+                        let from = t.from.as_deref().and_then(|f| f.parse().ok());
+                        let kind = engine::Event::of_change(n.clone(), from).map(|e| e.kind());
+                        Event::default().event("node").json_data(
+                            serde_json::json!({"node": n, "from": t.from, "to": t.to, "reason": t.reason, "kind": kind}),
+                        )
                     }
                     None => Event::default()
                         .event("execution")
