@@ -9,7 +9,7 @@ use plan::{Plan, Request, Source};
 use spec::inputs::{self, InputField, InputProblem, InputSource};
 use spec::{Document, Entity, Pipeline};
 use std::collections::BTreeMap;
-use store::{Execution, Mode, NewExecution, NodeKind, Status, Store};
+use store::{Execution, History, Journal, Mode, NewExecution, NodeKind, Requests, Status};
 
 /// Why nothing was launched.
 #[derive(Debug, thiserror::Error)]
@@ -161,12 +161,12 @@ pub struct Planned {
 }
 
 /// Read an execution's values for reuse. A stage that execution itself reused is read from where it came from.
-pub async fn source(store: &dyn Store, id: &str) -> Result<Source> {
+pub async fn source(store: &dyn History, id: &str) -> Result<Source> {
     source_at(store, id, 0).await
 }
 
 fn source_at<'a>(
-    store: &'a dyn Store,
+    store: &'a dyn History,
     id: &'a str,
     depth: usize,
 ) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<Source>> + Send + 'a>> {
@@ -201,7 +201,7 @@ pub fn stage_graph(doc: &Document) -> Option<plan::Graph> {
 }
 
 /// Plan a selection of a valid pipeline document.
-pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn Store>) -> Result<Planned> {
+pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) -> Result<Planned> {
     let body = doc.body().ok_or_else(|| LaunchError::WrongKind("the document has no pipeline body".into()))?;
     let Some(Entity::Pipeline(p)) = &doc.entity else {
         return Err(LaunchError::WrongKind(format!("{}: not a pipeline", doc.path)));
@@ -422,7 +422,7 @@ pub fn scope_of(p: &Pipeline) -> (String, String) {
 }
 
 /// Record the pipeline version and a new execution for it (Queued), ready for the engine.
-pub async fn record(store: &dyn Store, prepared: &Prepared, launch: &Launch) -> Result<Execution> {
+pub async fn record(store: &dyn Journal, prepared: &Prepared, launch: &Launch) -> Result<Execution> {
     let p = &prepared.pipeline;
     let (org, project) = scope_of(p);
     let version = store.save_pipeline(&org, &project, &p.identifier, &prepared.source).await?;
@@ -499,7 +499,7 @@ pub fn rerun_selection(e: &Execution, stages: &[String]) -> (Selection, Mode) {
 /// What a retry of `e` selects: from `stage` (or the first stage group with a failure) on, only the failed
 /// stages of that group when `only_failed`; every dependency before it is reused from `e`.
 pub async fn retry_selection(
-    store: &dyn Store,
+    store: &dyn History,
     e: &Execution,
     doc: &Document,
     stage: Option<&str>,
@@ -561,7 +561,7 @@ pub async fn retry_selection(
 }
 
 /// The document an execution ran (its pipeline YAML as recorded).
-pub async fn recorded_document(store: &dyn Store, e: &Execution) -> Result<Document> {
+pub async fn recorded_document(store: &dyn History, e: &Execution) -> Result<Document> {
     let yaml = store.pipeline_yaml(&e.org, &e.project, &e.pipeline, e.pipeline_version).await?;
     let label = format!("{} (as run by execution {})", e.source_file.as_deref().unwrap_or(&e.pipeline), e.id);
     check_pipeline(spec::parse_document(&label, yaml))
@@ -570,7 +570,7 @@ pub async fn recorded_document(store: &dyn Store, e: &Execution) -> Result<Docum
 /// What an execution whose process died needs to go on: its recorded document, its pipeline as it started
 /// (runtime inputs applied: the recorded snapshot), and its seed — supplied values as recorded, values reused
 /// from earlier executions read from those executions again.
-pub async fn resumable(store: &dyn Store, e: &Execution) -> Result<(Document, spec::Pipeline, engine::Seed)> {
+pub async fn resumable(store: &dyn History, e: &Execution) -> Result<(Document, spec::Pipeline, engine::Seed)> {
     let doc = recorded_document(store, e).await?;
     let snapshot = if e.snapshot.is_empty() { store.execution(&e.id).await?.snapshot } else { e.snapshot.clone() };
     let label = format!("execution {} as it started", e.id);
@@ -672,7 +672,12 @@ pub fn step_of<'a>(pipeline: &'a spec::Pipeline, node: &store::Node) -> Option<&
 
 /// The node of execution `e` waiting in `status` (an approval or an intervention): the only one, or the one
 /// `node` names by path or identifier.
-pub async fn waiting_node(store: &dyn Store, e: &Execution, node: Option<&str>, status: Status) -> Result<store::Node> {
+pub async fn waiting_node(
+    store: &dyn History,
+    e: &Execution,
+    node: Option<&str>,
+    status: Status,
+) -> Result<store::Node> {
     let waiting: Vec<store::Node> = store.nodes(&e.id).await?.into_iter().filter(|n| n.status == status).collect();
     let chosen: Vec<&store::Node> =
         waiting.iter().filter(|n| node.is_none_or(|p| n.id == p || n.path == p || n.identifier == p)).collect();
@@ -708,7 +713,7 @@ pub struct Given {
 /// or nothing), then recorded as a decision for each node that asks; the engine, wherever it runs, takes them
 /// from there.
 pub async fn give_inputs(
-    store: &dyn Store,
+    store: &dyn Requests,
     e: &Execution,
     values: &BTreeMap<String, String>,
     by: &str,

@@ -1,11 +1,16 @@
-//! Durable state for pipewright: the [`Store`] trait (pipelines, executions, nodes, log chunks, status
-//! transitions, approval and intervention decisions) and its SQLite implementation. The trait carries data,
-//! not rules: it never decides a status, it records the ones it is given, before the engine acts on them.
+//! Durable state for pipewright, by role: [`History`] (what readers query), [`Requests`] (what people ask of
+//! a running execution), [`Journal`] (what the launcher and the engine write), [`Feed`] (incremental reads for
+//! live streams), [`Leases`] (one owner per execution) and [`Directory`] (the server's records, tokens and
+//! audit trail); [`Store`] is all of them, [`Client`] what a client of the history needs. The records are
+//! `domain`'s plain data, re-exported here. The traits carry data, not rules: a store never decides a status,
+//! it records the ones it is given, before the engine acts on them. The SQLite implementation is the `sqlite`
+//! feature (on by default); without it this crate links no database driver.
 
-mod model;
+#[cfg(feature = "sqlite")]
 mod sqlite;
 
-pub use model::*;
+pub use domain::*;
+#[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
 use async_trait::async_trait;
@@ -22,6 +27,7 @@ pub enum StoreError {
         message: String,
     },
     /// A query failed.
+    #[cfg(feature = "sqlite")]
     #[error("state store error: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored JSON column could not be read.
@@ -35,16 +41,48 @@ pub enum StoreError {
     Remote(String),
 }
 
+/// Every role trait, to call a store's methods on a concrete type (`use store::prelude::*`).
+pub mod prelude {
+    pub use crate::{Client, Directory, Feed, History, Journal, Leases, Requests, Store};
+}
+
 /// Results of store calls.
 pub type Result<T> = std::result::Result<T, StoreError>;
 
-/// Everything pipewright keeps. Every call commits before it returns.
+/// What readers query: pipeline versions, executions, their nodes, logs and transitions — all a client of a server
+/// needs to show an execution.
 #[async_trait]
-pub trait Store: Send + Sync {
-    /// Record a pipeline's YAML; a changed YAML gets the next version, an unchanged one keeps its version.
-    async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64>;
+pub trait History: Send + Sync {
     /// The YAML of a pipeline version.
     async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> Result<String>;
+    /// One execution by id or unique id prefix.
+    async fn execution(&self, id_or_prefix: &str) -> Result<Execution>;
+    /// Executions, newest first.
+    async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>>;
+    /// The nodes of an execution, in the order they were created.
+    async fn nodes(&self, execution_id: &str) -> Result<Vec<Node>>;
+    /// Log chunks of an execution (optionally of some nodes), after `after_seq` per node, in order.
+    async fn logs(&self, execution_id: &str, node_ids: Option<&[String]>) -> Result<Vec<LogChunk>>;
+    /// Status transitions of an execution, oldest first.
+    async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>>;
+}
+
+/// What people ask of a running execution, wherever it runs: to abort, or a decision for a waiting node (approval,
+/// intervention, runtime inputs).
+#[async_trait]
+pub trait Requests: Send + Sync {
+    /// Ask a running execution to abort. False when it has already ended.
+    async fn request_abort(&self, id: &str) -> Result<bool>;
+    /// Record an approval or intervention decision for a waiting node.
+    async fn put_decision(&self, d: &Decision) -> Result<()>;
+}
+
+/// What the launcher and the engine write as an execution goes, and what the engine reads back of requests made to
+/// it.
+#[async_trait]
+pub trait Journal: Send + Sync {
+    /// Record a pipeline's YAML; a changed YAML gets the next version, an unchanged one keeps its version.
+    async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64>;
     /// Create an execution; the store assigns the per-pipeline sequence number.
     async fn create_execution(&self, e: NewExecution) -> Result<Execution>;
     /// Set an execution's status (and start / end times), recording the transition.
@@ -52,34 +90,36 @@ pub trait Store: Send + Sync {
     /// Set one entry of an execution's runtime inputs (`inputs[path] = value`): an input asked while the
     /// execution runs (`.executionInput()`), as it is asked and once it is given.
     async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()>;
-    /// One execution by id or unique id prefix.
-    async fn execution(&self, id_or_prefix: &str) -> Result<Execution>;
-    /// Executions, newest first.
-    async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>>;
-    /// Executions whose id starts with `prefix` (case-insensitive), at most `limit`, by id.
-    async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>>;
     /// Insert or update a node, recording a transition when its status changes.
     async fn put_node(&self, n: &Node) -> Result<()>;
-    /// The nodes of an execution, in the order they were created.
-    async fn nodes(&self, execution_id: &str) -> Result<Vec<Node>>;
     /// Append a chunk of log text for a node.
     async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()>;
-    /// Log chunks of an execution (optionally of some nodes), after `after_seq` per node, in order.
-    async fn logs(&self, execution_id: &str, node_ids: Option<&[String]>) -> Result<Vec<LogChunk>>;
-    /// Ask a running execution to abort. False when it has already ended.
-    async fn request_abort(&self, id: &str) -> Result<bool>;
     /// Whether an abort was asked for.
     async fn abort_requested(&self, id: &str) -> Result<bool>;
-    /// Record an approval or intervention decision for a waiting node.
-    async fn put_decision(&self, d: &Decision) -> Result<()>;
     /// Take (consume) the oldest pending decision for a node.
     async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>>;
-    /// Status transitions of an execution, oldest first.
-    async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>>;
+    /// Record the process group a step runs in (host, group id, the leader's start time in clock ticks).
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()>;
+    /// Forget a step's process group (it ended); with an empty `node_id`, every one of the execution.
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()>;
+    /// The process groups recorded for an execution's steps, by node id.
+    async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>>;
+}
+
+/// Incremental reads for live streams and lookups by prefix (a server's live logs).
+#[async_trait]
+pub trait Feed: Send + Sync {
+    /// Executions whose id starts with `prefix` (case-insensitive), at most `limit`, by id.
+    async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>>;
     /// Status transitions of an execution with an id above `after`, oldest first, at most `limit`.
     async fn transitions_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<Transition>>;
     /// Log chunks of an execution with a cursor above `after`, in the order they were written, at most `limit`.
     async fn logs_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>>;
+}
+
+/// One owner per execution: claims, heartbeats, and executions whose owner is gone.
+#[async_trait]
+pub trait Leases: Send + Sync {
     /// Take an unfinished execution for `owner` until `until` (ms): it succeeds when nobody owns it, `owner`
     /// does already, or the owner's lease ended before `now`. One statement: two processes never both win.
     async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool>;
@@ -90,13 +130,12 @@ pub trait Store: Send + Sync {
     /// Unfinished executions nobody runs: their owner's lease ended before `now`, or nobody took one created
     /// before `unowned_before`.
     async fn orphaned(&self, now: i64, unowned_before: i64) -> Result<Vec<Execution>>;
-    /// Record the process group a step runs in (host, group id, the leader's start time in clock ticks).
-    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()>;
-    /// Forget a step's process group (it ended); with an empty `node_id`, every one of the execution.
-    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()>;
-    /// The process groups recorded for an execution's steps, by node id.
-    async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>>;
+}
 
+/// The server's directory: organizations, projects, users, roles and the other records, tokens, the audit trail,
+/// and deleting a scope's history.
+#[async_trait]
+pub trait Directory: Send + Sync {
     /// Insert a record, or replace it when `replace`; false when it exists and `replace` is false.
     async fn put_record(&self, r: &Record, replace: bool) -> Result<bool>;
     /// One record.
@@ -107,7 +146,6 @@ pub trait Store: Send + Sync {
     async fn delete_record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<bool>;
     /// Delete every record in an organization (and its projects) or one project.
     async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64>;
-
     /// Store a new token.
     async fn put_token(&self, t: &Token) -> Result<()>;
     /// The token with this hash.
@@ -121,14 +159,20 @@ pub trait Store: Send + Sync {
     /// Delete the execution history (executions, nodes, logs, transitions, decisions) and the pipeline
     /// versions of an organization, or of one of its projects; returns how many executions were deleted.
     async fn delete_history(&self, org: &str, project: Option<&str>) -> Result<u64>;
-
     /// Record an audited action.
     async fn audit(&self, e: &AuditEvent) -> Result<()>;
     /// Audited actions, newest first.
     async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>>;
 }
 
-/// Milliseconds since the Unix epoch, now.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
-}
+/// Everything pipewright keeps, every role in one: what a server and a local run use. Every call commits
+/// before it returns.
+pub trait Store: History + Requests + Journal + Feed + Leases + Directory {}
+
+impl<T: History + Requests + Journal + Feed + Leases + Directory> Store for T {}
+
+/// What a client of the history needs — read it, and ask running executions for things — whether the history
+/// is a local state directory or a server (`pipewright --server`).
+pub trait Client: History + Requests {}
+
+impl<T: History + Requests> Client for T {}

@@ -2,9 +2,9 @@
 //! embedded in the binary, a busy timeout so several `pipewright` processes can share the file, and clear
 //! errors for an unwritable directory or a file that is not a pipewright database.
 
-use crate::model::*;
-use crate::{Result, Store, StoreError, now_ms};
+use crate::{Directory, Feed, History, Journal, Leases, Requests, Result, StoreError};
 use async_trait::async_trait;
+use domain::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Row, SqlitePool};
 use std::path::{Path, PathBuf};
@@ -216,7 +216,132 @@ fn node_row(r: &SqliteRow) -> Result<Node> {
 // Every read-then-write transaction starts with `BEGIN IMMEDIATE`: it takes the write lock up front, so two
 // writers queue on the busy timeout instead of deadlocking on a lock upgrade (SQLITE_BUSY at once).
 #[async_trait]
-impl Store for SqliteStore {
+impl History for SqliteStore {
+    async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> Result<String> {
+        sqlx::query_scalar(
+            "SELECT yaml FROM pipelines WHERE org = ? AND project = ? AND identifier = ? AND version = ?",
+        )
+        .bind(org)
+        .bind(project)
+        .bind(identifier)
+        .bind(version)
+        .fetch_optional(&self.pool)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("pipeline `{identifier}` version {version} is not stored")))
+    }
+    async fn execution(&self, id_or_prefix: &str) -> Result<Execution> {
+        execution_on(&self.pool, id_or_prefix).await
+    }
+    async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>> {
+        // Only the filters given are in the statement, so SQLite can use the index that fits them (an
+        // `(? IS NULL OR col = ?)` form would hide every index and sort the whole table): (org, project,
+        // [pipeline,] [status,] time) indexes yield rows newest first (migration 0005). Mode and who filter
+        // those rows — `+col` keeps SQLite from preferring another index and sorting all it finds.
+        let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
+            "SELECT id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by, inputs,
+               selected_stages, '' AS snapshot, source_file, parent_id, original_id, failure, created_at, started_at,
+               ended_at
+             FROM executions WHERE 1 = 1",
+        );
+        if let Some(org) = &q.org {
+            sql.push(" AND org = ").push_bind(org);
+        }
+        if let Some(project) = &q.project {
+            sql.push(" AND project = ").push_bind(project);
+        }
+        if let Some(pipeline) = &q.pipeline {
+            sql.push(" AND pipeline = ").push_bind(pipeline);
+        }
+        if let Some(status) = q.status {
+            sql.push(" AND status = ").push_bind(status.as_str());
+        }
+        if let Some(chain) = &q.chain_of {
+            sql.push(" AND (id = ").push_bind(chain).push(" OR original_id = ").push_bind(chain).push(")");
+        }
+        if let Some(mode) = q.mode {
+            sql.push(" AND +mode = ").push_bind(mode.as_str());
+        }
+        if let Some(who) = &q.triggered_by {
+            sql.push(" AND +triggered_by = ").push_bind(who);
+        }
+        if let Some(since) = q.since {
+            sql.push(" AND created_at >= ").push_bind(since);
+        }
+        if let Some(until) = q.until {
+            sql.push(" AND created_at < ").push_bind(until);
+        }
+        if let Some((at, id)) = &q.before {
+            sql.push(" AND (created_at, id) < (").push_bind(*at).push(", ").push_bind(id).push(")");
+        }
+        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(q.limit.unwrap_or(50));
+        let rows = sql.build().fetch_all(&self.pool).await?;
+        rows.iter().map(execution_row).collect()
+    }
+    async fn nodes(&self, execution_id: &str) -> Result<Vec<Node>> {
+        let rows = sqlx::query("SELECT * FROM nodes WHERE execution_id = ? ORDER BY position")
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(node_row).collect()
+    }
+    async fn logs(&self, execution_id: &str, node_ids: Option<&[String]>) -> Result<Vec<LogChunk>> {
+        let rows = sqlx::query(
+            "SELECT l.rowid AS cursor, l.node_id, l.seq, l.data FROM log_chunks l JOIN nodes n ON n.id = l.node_id
+             WHERE l.execution_id = ? ORDER BY n.position, l.seq",
+        )
+        .bind(execution_id)
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .iter()
+            .map(|r| LogChunk {
+                cursor: r.get("cursor"),
+                node_id: r.get("node_id"),
+                seq: r.get("seq"),
+                data: r.get("data"),
+            })
+            .filter(|c| node_ids.is_none_or(|ids| ids.contains(&c.node_id)))
+            .collect())
+    }
+    async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>> {
+        let rows = sqlx::query("SELECT * FROM transitions WHERE execution_id = ? ORDER BY id")
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+            .await?;
+        Ok(rows.iter().map(transition_row).collect())
+    }
+}
+
+#[async_trait]
+impl Requests for SqliteStore {
+    async fn request_abort(&self, id: &str) -> Result<bool> {
+        let e = self.execution(id).await?;
+        if e.status.is_final() {
+            return Ok(false);
+        }
+        sqlx::query("UPDATE executions SET abort_requested = 1 WHERE id = ?").bind(&e.id).execute(&self.writer).await?;
+        Ok(true)
+    }
+    async fn put_decision(&self, d: &Decision) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO decisions (execution_id, node_id, kind, action, by, comment, inputs, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .bind(&d.execution_id)
+        .bind(&d.node_id)
+        .bind(&d.kind)
+        .bind(&d.action)
+        .bind(&d.by)
+        .bind(&d.comment)
+        .bind(serde_json::to_string(&d.inputs).unwrap_or_else(|_| "{}".into()))
+        .bind(d.at)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Journal for SqliteStore {
     async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64> {
         let pool = self.writer.clone();
         let org = org.to_owned();
@@ -258,20 +383,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> Result<String> {
-        sqlx::query_scalar(
-            "SELECT yaml FROM pipelines WHERE org = ? AND project = ? AND identifier = ? AND version = ?",
-        )
-        .bind(org)
-        .bind(project)
-        .bind(identifier)
-        .bind(version)
-        .fetch_optional(&self.pool)
-        .await?
-        .ok_or_else(|| StoreError::NotFound(format!("pipeline `{identifier}` version {version} is not stored")))
-    }
-
     async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
         let pool = self.writer.clone();
         detached(async move {
@@ -324,7 +435,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
         let pool = self.writer.clone();
         let id = id.to_owned();
@@ -371,7 +481,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()> {
         let pool = self.writer.clone();
         let id = id.to_owned();
@@ -392,61 +501,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn execution(&self, id_or_prefix: &str) -> Result<Execution> {
-        execution_on(&self.pool, id_or_prefix).await
-    }
-
-    async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>> {
-        // Only the filters given are in the statement, so SQLite can use the index that fits them (an
-        // `(? IS NULL OR col = ?)` form would hide every index and sort the whole table): (org, project,
-        // [pipeline,] [status,] time) indexes yield rows newest first (migration 0005). Mode and who filter
-        // those rows — `+col` keeps SQLite from preferring another index and sorting all it finds.
-        let mut sql = sqlx::QueryBuilder::<sqlx::Sqlite>::new(
-            "SELECT id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by, inputs,
-               selected_stages, '' AS snapshot, source_file, parent_id, original_id, failure, created_at, started_at,
-               ended_at
-             FROM executions WHERE 1 = 1",
-        );
-        if let Some(org) = &q.org {
-            sql.push(" AND org = ").push_bind(org);
-        }
-        if let Some(project) = &q.project {
-            sql.push(" AND project = ").push_bind(project);
-        }
-        if let Some(pipeline) = &q.pipeline {
-            sql.push(" AND pipeline = ").push_bind(pipeline);
-        }
-        if let Some(status) = q.status {
-            sql.push(" AND status = ").push_bind(status.as_str());
-        }
-        if let Some(chain) = &q.chain_of {
-            sql.push(" AND (id = ").push_bind(chain).push(" OR original_id = ").push_bind(chain).push(")");
-        }
-        if let Some(mode) = q.mode {
-            sql.push(" AND +mode = ").push_bind(mode.as_str());
-        }
-        if let Some(who) = &q.triggered_by {
-            sql.push(" AND +triggered_by = ").push_bind(who);
-        }
-        if let Some(since) = q.since {
-            sql.push(" AND created_at >= ").push_bind(since);
-        }
-        if let Some(until) = q.until {
-            sql.push(" AND created_at < ").push_bind(until);
-        }
-        if let Some((at, id)) = &q.before {
-            sql.push(" AND (created_at, id) < (").push_bind(*at).push(", ").push_bind(id).push(")");
-        }
-        sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(q.limit.unwrap_or(50));
-        let rows = sql.build().fetch_all(&self.pool).await?;
-        rows.iter().map(execution_row).collect()
-    }
-
-    async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>> {
-        by_prefix(&self.pool, prefix, limit).await
-    }
-
     async fn put_node(&self, n: &Node) -> Result<()> {
         // The node first — one statement that also says what its status was — then, when the status changed,
         // its transition. Two autocommit statements rather than a transaction: a step costs two node writes,
@@ -474,15 +528,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn nodes(&self, execution_id: &str) -> Result<Vec<Node>> {
-        let rows = sqlx::query("SELECT * FROM nodes WHERE execution_id = ? ORDER BY position")
-            .bind(execution_id)
-            .fetch_all(&self.pool)
-            .await?;
-        rows.iter().map(node_row).collect()
-    }
-
     async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()> {
         sqlx::query("INSERT INTO log_chunks (node_id, execution_id, seq, data) VALUES (?, ?, ?, ?)")
             .bind(node_id)
@@ -493,36 +538,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
-
-    async fn logs(&self, execution_id: &str, node_ids: Option<&[String]>) -> Result<Vec<LogChunk>> {
-        let rows = sqlx::query(
-            "SELECT l.rowid AS cursor, l.node_id, l.seq, l.data FROM log_chunks l JOIN nodes n ON n.id = l.node_id
-             WHERE l.execution_id = ? ORDER BY n.position, l.seq",
-        )
-        .bind(execution_id)
-        .fetch_all(&self.pool)
-        .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LogChunk {
-                cursor: r.get("cursor"),
-                node_id: r.get("node_id"),
-                seq: r.get("seq"),
-                data: r.get("data"),
-            })
-            .filter(|c| node_ids.is_none_or(|ids| ids.contains(&c.node_id)))
-            .collect())
-    }
-
-    async fn request_abort(&self, id: &str) -> Result<bool> {
-        let e = self.execution(id).await?;
-        if e.status.is_final() {
-            return Ok(false);
-        }
-        sqlx::query("UPDATE executions SET abort_requested = 1 WHERE id = ?").bind(&e.id).execute(&self.writer).await?;
-        Ok(true)
-    }
-
     async fn abort_requested(&self, id: &str) -> Result<bool> {
         let v: Option<i64> = sqlx::query_scalar("SELECT abort_requested FROM executions WHERE id = ?")
             .bind(id)
@@ -530,24 +545,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(v == Some(1))
     }
-
-    async fn put_decision(&self, d: &Decision) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO decisions (execution_id, node_id, kind, action, by, comment, inputs, at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .bind(&d.execution_id)
-        .bind(&d.node_id)
-        .bind(&d.kind)
-        .bind(&d.action)
-        .bind(&d.by)
-        .bind(&d.comment)
-        .bind(serde_json::to_string(&d.inputs).unwrap_or_else(|_| "{}".into()))
-        .bind(d.at)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
     async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
         let pool = self.writer.clone();
         let execution_id = execution_id.to_owned();
@@ -582,15 +579,44 @@ impl Store for SqliteStore {
         })
         .await
     }
-
-    async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>> {
-        let rows = sqlx::query("SELECT * FROM transitions WHERE execution_id = ? ORDER BY id")
-            .bind(execution_id)
-            .fetch_all(&self.pool)
-            .await?;
-        Ok(rows.iter().map(transition_row).collect())
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO step_processes (execution_id, node_id, host, pgid, started) VALUES (?, ?, ?, ?, ?)
+             ON CONFLICT (execution_id, node_id) DO UPDATE SET host = excluded.host, pgid = excluded.pgid,
+               started = excluded.started",
+        )
+        .bind(execution_id)
+        .bind(node_id)
+        .bind(&p.host)
+        .bind(p.pgid)
+        .bind(p.started)
+        .execute(&self.writer)
+        .await?;
+        Ok(())
     }
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()> {
+        sqlx::query("DELETE FROM step_processes WHERE execution_id = ?1 AND (?2 = '' OR node_id = ?2)")
+            .bind(execution_id)
+            .bind(node_id)
+            .execute(&self.writer)
+            .await?;
+        Ok(())
+    }
+    async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>> {
+        let rows: Vec<(String, String, i64, i64)> =
+            sqlx::query_as("SELECT node_id, host, pgid, started FROM step_processes WHERE execution_id = ?")
+                .bind(execution_id)
+                .fetch_all(&self.pool)
+                .await?;
+        Ok(rows.into_iter().map(|(n, host, pgid, started)| (n, StepProcess { host, pgid, started })).collect())
+    }
+}
 
+#[async_trait]
+impl Feed for SqliteStore {
+    async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>> {
+        by_prefix(&self.pool, prefix, limit).await
+    }
     async fn transitions_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<Transition>> {
         let rows = sqlx::query("SELECT * FROM transitions WHERE execution_id = ? AND id > ? ORDER BY id LIMIT ?")
             .bind(execution_id)
@@ -600,7 +626,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(rows.iter().map(transition_row).collect())
     }
-
     async fn logs_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>> {
         let rows = sqlx::query(
             "SELECT rowid AS cursor, node_id, seq, data FROM log_chunks WHERE execution_id = ? AND rowid > ?
@@ -621,7 +646,10 @@ impl Store for SqliteStore {
             })
             .collect())
     }
+}
 
+#[async_trait]
+impl Leases for SqliteStore {
     async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool> {
         let r = sqlx::query(&format!(
             "UPDATE executions SET owner = ?1, lease_until = ?2 WHERE id = ?3 AND status NOT IN {FINAL}
@@ -635,7 +663,6 @@ impl Store for SqliteStore {
         .await?;
         Ok(r.rows_affected() == 1)
     }
-
     async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
         let r = sqlx::query("UPDATE executions SET lease_until = ? WHERE id = ? AND owner = ?")
             .bind(until)
@@ -645,7 +672,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(r.rows_affected() == 1)
     }
-
     async fn lease(&self, id: &str) -> Result<Option<(String, Option<i64>)>> {
         let row: Option<(Option<String>, Option<i64>)> =
             sqlx::query_as("SELECT owner, lease_until FROM executions WHERE id = ?")
@@ -654,7 +680,6 @@ impl Store for SqliteStore {
                 .await?;
         Ok(row.and_then(|(o, l)| o.map(|o| (o, l))))
     }
-
     async fn orphaned(&self, now: i64, unowned_before: i64) -> Result<Vec<Execution>> {
         let rows = sqlx::query(&format!(
             "SELECT id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by, inputs,
@@ -670,41 +695,10 @@ impl Store for SqliteStore {
         .await?;
         rows.iter().map(execution_row).collect()
     }
+}
 
-    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
-        sqlx::query(
-            "INSERT INTO step_processes (execution_id, node_id, host, pgid, started) VALUES (?, ?, ?, ?, ?)
-             ON CONFLICT (execution_id, node_id) DO UPDATE SET host = excluded.host, pgid = excluded.pgid,
-               started = excluded.started",
-        )
-        .bind(execution_id)
-        .bind(node_id)
-        .bind(&p.host)
-        .bind(p.pgid)
-        .bind(p.started)
-        .execute(&self.writer)
-        .await?;
-        Ok(())
-    }
-
-    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()> {
-        sqlx::query("DELETE FROM step_processes WHERE execution_id = ?1 AND (?2 = '' OR node_id = ?2)")
-            .bind(execution_id)
-            .bind(node_id)
-            .execute(&self.writer)
-            .await?;
-        Ok(())
-    }
-
-    async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>> {
-        let rows: Vec<(String, String, i64, i64)> =
-            sqlx::query_as("SELECT node_id, host, pgid, started FROM step_processes WHERE execution_id = ?")
-                .bind(execution_id)
-                .fetch_all(&self.pool)
-                .await?;
-        Ok(rows.into_iter().map(|(n, host, pgid, started)| (n, StepProcess { host, pgid, started })).collect())
-    }
-
+#[async_trait]
+impl Directory for SqliteStore {
     async fn put_record(&self, r: &Record, replace: bool) -> Result<bool> {
         let body = serde_json::to_string(&r.body).unwrap_or_else(|_| "{}".into());
         let sql = if replace {
@@ -726,7 +720,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
-
     async fn record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<Option<Record>> {
         let row = sqlx::query("SELECT * FROM records WHERE kind = ? AND org = ? AND project = ? AND identifier = ?")
             .bind(kind)
@@ -737,7 +730,6 @@ impl Store for SqliteStore {
             .await?;
         row.as_ref().map(record_row).transpose()
     }
-
     async fn records(&self, kind: &str, org: Option<&str>, project: Option<&str>) -> Result<Vec<Record>> {
         let rows = sqlx::query(
             "SELECT * FROM records WHERE kind = ? AND (? IS NULL OR org = ?) AND (? IS NULL OR project = ?)
@@ -752,7 +744,6 @@ impl Store for SqliteStore {
         .await?;
         rows.iter().map(record_row).collect()
     }
-
     async fn delete_record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<bool> {
         let done = sqlx::query("DELETE FROM records WHERE kind = ? AND org = ? AND project = ? AND identifier = ?")
             .bind(kind)
@@ -763,7 +754,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
-
     async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64> {
         let done = sqlx::query("DELETE FROM records WHERE org = ? AND (? IS NULL OR project = ?)")
             .bind(org)
@@ -773,7 +763,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(done.rows_affected())
     }
-
     async fn put_token(&self, t: &Token) -> Result<()> {
         sqlx::query(
             "INSERT INTO tokens (id, name, principal_kind, principal_id, principal_org, principal_project, hash,
@@ -794,12 +783,10 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
-
     async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
         let row = sqlx::query("SELECT * FROM tokens WHERE hash = ?").bind(hash).fetch_optional(&self.pool).await?;
         Ok(row.as_ref().map(token_row))
     }
-
     async fn tokens(&self, principal: Option<(&str, &str)>) -> Result<Vec<Token>> {
         let (kind, id) = principal.map_or((None, None), |(k, i)| (Some(k), Some(i)));
         let rows = sqlx::query(
@@ -812,7 +799,6 @@ impl Store for SqliteStore {
         .await?;
         Ok(rows.iter().map(token_row).collect())
     }
-
     async fn revoke_token(&self, id: &str) -> Result<bool> {
         let done = sqlx::query("UPDATE tokens SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL")
             .bind(now_ms())
@@ -821,7 +807,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
-
     async fn bind_token(&self, id: &str, principal_uid: &str) -> Result<()> {
         sqlx::query("UPDATE tokens SET principal_uid = ? WHERE id = ?")
             .bind(principal_uid)
@@ -830,7 +815,6 @@ impl Store for SqliteStore {
             .await?;
         Ok(())
     }
-
     async fn delete_history(&self, org: &str, project: Option<&str>) -> Result<u64> {
         let pool = self.writer.clone();
         let (org, project) = (org.to_string(), project.map(str::to_string));
@@ -863,7 +847,6 @@ impl Store for SqliteStore {
         })
         .await
     }
-
     async fn audit(&self, e: &AuditEvent) -> Result<()> {
         sqlx::query(
             "INSERT INTO audit (at, principal, action, resource_type, resource, org, project, address, detail)
@@ -882,7 +865,6 @@ impl Store for SqliteStore {
         .await?;
         Ok(())
     }
-
     async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
         let rows = sqlx::query(
             "SELECT * FROM audit WHERE (?1 IS NULL OR principal = ?1) AND (?2 IS NULL OR resource_type = ?2)

@@ -1,7 +1,8 @@
 //! The SQLite store on a real file: sequence numbers per pipeline, id prefixes, node upserts with recorded
 //! transitions, log chunks in order, abort requests, decisions taken once, pipeline versions, reopening.
 
-use store::{Decision, ExecutionQuery, Mode, NewExecution, Node, NodeKind, SqliteStore, Status, Store};
+use store::prelude::*;
+use store::{Decision, ExecutionQuery, Mode, NewExecution, Node, NodeKind, SqliteStore, Status};
 
 fn new_exec(pipeline: &str) -> NewExecution {
     NewExecution {

@@ -73,7 +73,8 @@ pub async fn abort(a: ExecArg) -> anyhow::Result<ExitCode> {
         // Locally, an execution still queued ends at once (an engine about to start it sees the abort and does
         // not); a server decides this itself.
         if a.state.server.is_none() && e.status == Status::Queued {
-            store.set_execution_status(&e.id, Status::Aborted, Some("aborted before it started")).await?;
+            let local = super::open_local(&a.state).await?;
+            local.set_execution_status(&e.id, Status::Aborted, Some("aborted before it started")).await?;
         }
         println!(
             "abort requested for execution {} (#{} of {}); it stops within a moment",

@@ -19,13 +19,19 @@ use crate::{IsolationMode, StateArgs, StepArgs};
 use engine::sandbox::{Isolation, Sandbox, StepUser};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::{SqliteStore, Store};
+use store::{Client, SqliteStore, Store};
 
-/// Open the state store: the local SQLite file, or the server given with `--server`.
-pub async fn open_store(state: &StateArgs) -> anyhow::Result<Arc<dyn Store>> {
+/// Open the history: the local SQLite file, or the server given with `--server` (which serves reading it and
+/// asking running executions for things).
+pub async fn open_store(state: &StateArgs) -> anyhow::Result<Arc<dyn Client>> {
     if let Some(remote) = remote::Remote::from_state(state)? {
         return Ok(Arc::new(remote::RemoteStore(remote)));
     }
+    Ok(Arc::new(SqliteStore::open(&state.state_dir).await?))
+}
+
+/// The local state directory's store, all of it (to run executions here).
+pub async fn open_local(state: &StateArgs) -> anyhow::Result<Arc<dyn Store>> {
     Ok(Arc::new(SqliteStore::open(&state.state_dir).await?))
 }
 

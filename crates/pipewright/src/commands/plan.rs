@@ -10,7 +10,6 @@ use spec::Document;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use store::Store;
 
 /// Stage selection and dependency values (shared by `plan` and `run`).
 #[derive(Args, Clone, Default)]
@@ -127,7 +126,7 @@ impl Selection {
 pub async fn make(
     doc: &Document,
     sel: &Selection,
-    store: Option<&dyn Store>,
+    store: Option<&dyn store::History>,
 ) -> anyhow::Result<Result<Planned, ExitCode>> {
     match launch::plan(doc, &sel.to_launch()?, store).await {
         Ok(p) => Ok(Ok(p)),
@@ -184,7 +183,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let store = if a.selection.from_execution.is_some() { Some(super::open_store(&a.state).await?) } else { None };
-    let planned = match make(&doc, &a.selection, store.as_deref()).await? {
+    let planned = match make(&doc, &a.selection, store.as_deref().map(|s| s as &dyn store::History)).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };

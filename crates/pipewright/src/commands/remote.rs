@@ -11,10 +11,7 @@ use engine::Event;
 use reqwest::{Method, StatusCode};
 use std::collections::BTreeMap;
 use std::process::ExitCode;
-use store::{
-    AuditEvent, AuditQuery, Decision, Execution, ExecutionQuery, LogChunk, NewExecution, Node, Record, Status, Store,
-    StoreError, Token, Transition,
-};
+use store::{Decision, Execution, ExecutionQuery, History, LogChunk, Node, Requests, Status, StoreError, Transition};
 
 /// A server connection.
 #[derive(Clone)]
@@ -369,15 +366,8 @@ impl Remote {
 /// The store of a server, for the CLI's read commands and decisions.
 pub struct RemoteStore(pub Remote);
 
-fn unsupported<T>(what: &str) -> store::Result<T> {
-    Err(StoreError::Remote(format!("{what} is not available with --server")))
-}
-
 #[async_trait]
-impl Store for RemoteStore {
-    async fn save_pipeline(&self, _: &str, _: &str, _: &str, _: &str) -> store::Result<i64> {
-        unsupported("saving a pipeline this way")
-    }
+impl History for RemoteStore {
     async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> store::Result<String> {
         let v: serde_json::Value = self
             .0
@@ -389,15 +379,6 @@ impl Store for RemoteStore {
             ))
             .await?;
         Ok(v["yaml"].as_str().unwrap_or_default().to_string())
-    }
-    async fn create_execution(&self, _: NewExecution) -> store::Result<Execution> {
-        unsupported("creating an execution this way")
-    }
-    async fn set_execution_status(&self, _: &str, _: Status, _: Option<&str>) -> store::Result<()> {
-        unsupported("setting a status")
-    }
-    async fn set_execution_input(&self, _: &str, _: &str, _: &serde_json::Value) -> store::Result<()> {
-        unsupported("setting an execution's inputs")
     }
     async fn execution(&self, id: &str) -> store::Result<Execution> {
         let v: serde_json::Value = self.0.get(&format!("/api/v1/executions/{}", enc(id))).await?;
@@ -428,14 +409,8 @@ impl Store for RemoteStore {
         let v: serde_json::Value = self.0.get(&path).await?;
         serde_json::from_value(v["items"].clone()).map_err(|e| StoreError::Remote(e.to_string()))
     }
-    async fn put_node(&self, _: &Node) -> store::Result<()> {
-        unsupported("writing a node")
-    }
     async fn nodes(&self, execution_id: &str) -> store::Result<Vec<Node>> {
         self.0.get(&format!("/api/v1/executions/{}/nodes", enc(execution_id))).await
-    }
-    async fn append_log(&self, _: &str, _: &str, _: i64, _: &str) -> store::Result<()> {
-        unsupported("writing logs")
     }
     async fn logs(&self, execution_id: &str, node_ids: Option<&[String]>) -> store::Result<Vec<LogChunk>> {
         let mut out = Vec::new();
@@ -457,6 +432,13 @@ impl Store for RemoteStore {
         out.sort_by_key(|c| (pos.get(c.node_id.as_str()).copied().unwrap_or(i64::MAX), c.seq));
         Ok(out)
     }
+    async fn transitions(&self, execution_id: &str) -> store::Result<Vec<Transition>> {
+        self.0.get(&format!("/api/v1/executions/{}/transitions", enc(execution_id))).await
+    }
+}
+
+#[async_trait]
+impl Requests for RemoteStore {
     async fn request_abort(&self, id: &str) -> store::Result<bool> {
         match self.0.send(self.0.request(Method::POST, &format!("/api/v1/executions/{}/abort", enc(id)))).await {
             Ok(Ok(_)) => Ok(true),
@@ -465,9 +447,6 @@ impl Store for RemoteStore {
             Ok(Err(f)) => Err(StoreError::Remote(f.message())),
             Err(e) => Err(StoreError::Remote(format!("{e:#}"))),
         }
-    }
-    async fn abort_requested(&self, _: &str) -> store::Result<bool> {
-        unsupported("reading abort requests")
     }
     async fn put_decision(&self, d: &Decision) -> store::Result<()> {
         let (what, body) = match d.kind.as_str() {
@@ -484,81 +463,6 @@ impl Store for RemoteStore {
             Ok(Err(f)) => Err(StoreError::Remote(f.message())),
             Err(e) => Err(StoreError::Remote(format!("{e:#}"))),
         }
-    }
-    async fn take_decision(&self, _: &str, _: &str) -> store::Result<Option<Decision>> {
-        unsupported("taking decisions")
-    }
-    async fn transitions(&self, execution_id: &str) -> store::Result<Vec<Transition>> {
-        self.0.get(&format!("/api/v1/executions/{}/transitions", enc(execution_id))).await
-    }
-    async fn transitions_after(&self, _: &str, _: i64, _: i64) -> store::Result<Vec<Transition>> {
-        unsupported("paging transitions")
-    }
-    async fn logs_after(&self, _: &str, _: i64, _: i64) -> store::Result<Vec<LogChunk>> {
-        unsupported("paging logs")
-    }
-    async fn claim_execution(&self, _: &str, _: &str, _: i64, _: i64) -> store::Result<bool> {
-        unsupported("taking executions over")
-    }
-    async fn renew_lease(&self, _: &str, _: &str, _: i64) -> store::Result<bool> {
-        unsupported("taking executions over")
-    }
-    async fn lease(&self, _: &str) -> store::Result<Option<(String, Option<i64>)>> {
-        unsupported("reading leases")
-    }
-    async fn orphaned(&self, _: i64, _: i64) -> store::Result<Vec<Execution>> {
-        unsupported("taking executions over")
-    }
-    async fn put_step_process(&self, _: &str, _: &str, _: &store::StepProcess) -> store::Result<()> {
-        unsupported("recording step processes")
-    }
-    async fn drop_step_process(&self, _: &str, _: &str) -> store::Result<()> {
-        unsupported("recording step processes")
-    }
-    async fn step_processes(&self, _: &str) -> store::Result<Vec<(String, store::StepProcess)>> {
-        unsupported("reading step processes")
-    }
-    async fn put_record(&self, _: &Record, _: bool) -> store::Result<bool> {
-        unsupported("writing records")
-    }
-    async fn record(&self, _: &str, _: &str, _: &str, _: &str) -> store::Result<Option<Record>> {
-        unsupported("reading records")
-    }
-    async fn records(&self, _: &str, _: Option<&str>, _: Option<&str>) -> store::Result<Vec<Record>> {
-        unsupported("reading records")
-    }
-    async fn delete_record(&self, _: &str, _: &str, _: &str, _: &str) -> store::Result<bool> {
-        unsupported("deleting records")
-    }
-    async fn delete_scope(&self, _: &str, _: Option<&str>) -> store::Result<u64> {
-        unsupported("deleting scopes")
-    }
-    async fn put_token(&self, _: &Token) -> store::Result<()> {
-        unsupported("writing tokens")
-    }
-    async fn token_by_hash(&self, _: &str) -> store::Result<Option<Token>> {
-        unsupported("reading tokens")
-    }
-    async fn tokens(&self, _: Option<(&str, &str)>) -> store::Result<Vec<Token>> {
-        unsupported("reading tokens")
-    }
-    async fn revoke_token(&self, _: &str) -> store::Result<bool> {
-        unsupported("revoking tokens this way")
-    }
-    async fn executions_by_prefix(&self, _: &str, _: i64) -> store::Result<Vec<Execution>> {
-        unsupported("listing executions by prefix")
-    }
-    async fn bind_token(&self, _: &str, _: &str) -> store::Result<()> {
-        unsupported("binding tokens")
-    }
-    async fn delete_history(&self, _: &str, _: Option<&str>) -> store::Result<u64> {
-        unsupported("deleting history this way")
-    }
-    async fn audit(&self, _: &AuditEvent) -> store::Result<()> {
-        unsupported("writing the audit trail")
-    }
-    async fn audit_events(&self, _: &AuditQuery) -> store::Result<Vec<AuditEvent>> {
-        unsupported("reading the audit trail this way")
     }
 }
 

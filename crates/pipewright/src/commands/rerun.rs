@@ -67,7 +67,11 @@ pub struct RetryArgs {
 
 /// The pipeline a re-run or retry of `e` runs, validated: the YAML `e` ran (as the server does), or the file as
 /// it is now with `--latest`. On an invalid pipeline, prints why and gives the exit status.
-async fn document(store: &dyn Store, e: &Execution, latest: bool) -> anyhow::Result<Result<spec::Document, ExitCode>> {
+async fn document(
+    store: &dyn store::History,
+    e: &Execution,
+    latest: bool,
+) -> anyhow::Result<Result<spec::Document, ExitCode>> {
     let doc = if latest {
         let f =
             e.source_file.as_ref().context("the execution was not run from a file; --latest has nothing to read")?;
@@ -117,7 +121,7 @@ pub async fn rerun(a: RerunArgs) -> anyhow::Result<ExitCode> {
     if let Some(remote) = super::remote::Remote::from_state(&a.common.state)? {
         return remote.rerun(&a).await;
     }
-    let store = super::open_store(&a.common.state).await?;
+    let store = super::open_local(&a.common.state).await?;
     let orig = store.execution(&a.common.execution).await?;
     let (sel, mode) = launch::rerun_selection(&orig, &a.stages);
     let doc = match document(store.as_ref(), &orig, a.common.latest).await? {
@@ -132,7 +136,7 @@ pub async fn retry(a: RetryArgs) -> anyhow::Result<ExitCode> {
     if let Some(remote) = super::remote::Remote::from_state(&a.common.state)? {
         return remote.retry(&a).await;
     }
-    let store = super::open_store(&a.common.state).await?;
+    let store = super::open_local(&a.common.state).await?;
     let orig = store.execution(&a.common.execution).await?;
     let doc = match document(store.as_ref(), &orig, a.common.latest).await? {
         Ok(d) => d,
@@ -176,7 +180,7 @@ pub async fn resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
     if super::remote::Remote::from_state(&a.state)?.is_some() {
         bail!("a server takes over its executions itself once their process stops; `resume` is for local runs");
     }
-    let store = super::open_store(&a.state).await?;
+    let store = super::open_local(&a.state).await?;
     let e = store.execution(&a.execution).await?;
     if e.status.is_final() {
         bail!(

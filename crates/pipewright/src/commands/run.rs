@@ -380,7 +380,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
-    let store = super::open_store(&a.state).await?;
+    let store = super::open_local(&a.state).await?;
     let planned = match super::plan::make(&doc, &a.selection, Some(store.as_ref())).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),

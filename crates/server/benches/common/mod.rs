@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 use std::time::Instant;
-use store::{Mode, NewExecution, SqliteStore, Store};
+use store::{Journal, Mode, NewExecution, SqliteStore};
 
 /// A store in `dir` with `n` executions.
 pub async fn seeded(dir: &std::path::Path, n: u64) -> Arc<SqliteStore> {

@@ -1,5 +1,7 @@
-//! The records the store keeps: executions, nodes, log chunks, transitions, decisions, and the Harness
-//! statuses and execution modes they carry (same names in JSON as in Harness).
+//! pipewright's records as plain data — executions, nodes, log chunks, transitions, decisions, records,
+//! tokens, audit events, and the Harness statuses and execution modes they carry (same names in JSON as in
+//! Harness). No database here: the engine, the planner and the server's rules need these types without
+//! linking a database driver; the store crate keeps them.
 
 use serde::{Deserialize, Serialize};
 use std::fmt;
@@ -460,4 +462,9 @@ pub struct AuditQuery {
     pub before: Option<i64>,
     /// At most this many (default 100).
     pub limit: Option<i64>,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
 }
