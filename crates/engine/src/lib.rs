@@ -6,8 +6,10 @@
 
 pub mod asked;
 pub mod decide;
+pub mod error;
 pub mod executor;
 mod logs;
+pub mod looping;
 pub mod owner;
 mod process;
 mod run;

@@ -8,7 +8,9 @@
 
 use crate::asked;
 use crate::decide;
+use crate::error::NodeError;
 use crate::logs::{LogSink, Masker};
+use crate::looping::{self, Iteration, Looping};
 use crate::steps::{self, StepEnv};
 use crate::tree::{self, NodeCtx};
 use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets, Seed};
@@ -93,12 +95,6 @@ struct StageCx<'p> {
     local: BTreeMap<String, Value>,
     failed: AtomicBool,
     rollback: AtomicBool,
-}
-
-/// One iteration of a looping strategy.
-struct Iteration {
-    suffix: Option<usize>,
-    local: BTreeMap<String, Value>,
 }
 
 fn is_bad(s: Status) -> bool {
@@ -441,7 +437,7 @@ impl<'p> Run<'p> {
             match self.variable(v, &BTreeMap::new(), &scope) {
                 Ok(val) => self.set_tree(&["pipeline", "variables", v.name.as_str()], val),
                 Err(e) => {
-                    let msg = format!("pipeline variable `{}`: {e}", v.name.value);
+                    let msg = e.within("pipeline variable", &v.name.value).to_string();
                     self.set_status(Status::Failed, Some(&msg)).await?;
                     return Ok(Status::Failed);
                 }
@@ -470,10 +466,7 @@ impl<'p> Run<'p> {
                 if group.len() == 1 {
                     self.stage(group[0]).await?;
                 } else {
-                    let futs: Vec<_> = group.iter().map(|s| self.stage(s)).collect();
-                    for r in join_all(futs).await {
-                        r?;
-                    }
+                    fan_out(group.clone(), group.len(), |s| self.stage(s)).await?;
                 }
             }
             Res::Ok(())
@@ -511,11 +504,11 @@ impl<'p> Run<'p> {
         Ok(status)
     }
 
-    fn variable(&self, v: &spec::Variable, local: &BTreeMap<String, Value>, scope: &Scope) -> Result<Value, String> {
+    fn variable(&self, v: &spec::Variable, local: &BTreeMap<String, Value>, scope: &Scope) -> Result<Value, NodeError> {
         let raw = v.value.as_ref().map(|s| s.value.clone()).or_else(|| v.default.as_ref().map(|d| d.value.clone()));
         let Some(raw) = raw else {
             if v.required == Some(true) {
-                return Err("is required but has no value".into());
+                return Err(NodeError::Required);
             }
             return Ok(Value::String(String::new()));
         };
@@ -524,18 +517,13 @@ impl<'p> Run<'p> {
             VariableType::Secret => {
                 let id =
                     text.trim().strip_prefix("account.").or(text.trim().strip_prefix("org.")).unwrap_or(text.trim());
-                let value = self.secrets.get(id).ok_or_else(|| {
-                    format!(
-                        "secret `{id}` is not defined: give it with --secrets-file or PIPEWRIGHT_SECRET_{}",
-                        id.to_ascii_uppercase()
-                    )
-                })?;
+                let value = self.secrets.get(id).ok_or_else(|| NodeError::MissingSecret { id: id.to_string() })?;
                 self.masker.add(&value);
                 Ok(Value::String(value))
             }
             VariableType::Number => match text.trim().parse::<i64>() {
                 Ok(i) => Ok(Value::Int(i)),
-                Err(_) => text.trim().parse::<f64>().map(Value::Float).map_err(|_| format!("`{text}` is not a number")),
+                Err(_) => text.trim().parse::<f64>().map(Value::Float).map_err(|_| NodeError::NotANumber(text.clone())),
             },
             VariableType::String => Ok(Value::String(text)),
         }
@@ -592,7 +580,7 @@ impl<'p> Run<'p> {
             Err(e) => {
                 self.failed.store(true, Ordering::SeqCst);
                 set_status(Status::Failed);
-                return self.finish(&mut node, Status::Failed, Some(e)).await;
+                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         }
         self.start(&mut node).await?;
@@ -607,7 +595,7 @@ impl<'p> Run<'p> {
             Err(e) => {
                 self.failed.store(true, Ordering::SeqCst);
                 set_status(Status::Failed);
-                return self.finish(&mut node, Status::Failed, Some(e)).await;
+                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         };
         let (status, reason) = if iterations.len() == 1 && iterations[0].suffix.is_none() {
@@ -615,36 +603,20 @@ impl<'p> Run<'p> {
             self.stage_body(s, id.to_string(), &node, it.local).await?
         } else {
             let max = max_concurrency(s.strategy.as_ref(), iterations.len());
-            let sem = Semaphore::new(max);
-            let futs: Vec<_> = iterations
-                .into_iter()
-                .map(|it| {
-                    let sem = &sem;
-                    let node = &node;
-                    async move {
-                        let _permit = sem.acquire().await;
-                        let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
-                        let mut inode = self.new_node(
-                            Some(&node.id),
-                            NodeKind::Stage,
-                            &iid,
-                            &format!("{} {iid}", s.name.value),
-                            &iid,
-                        );
-                        if inode.status.is_final() {
-                            return Ok(inode.status);
-                        }
-                        self.start(&mut inode).await?;
-                        let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local).await?;
-                        inode.outputs = self.stage_values(&iid);
-                        self.finish(&mut inode, st, reason).await
-                    }
-                })
-                .collect();
-            let mut agg = Status::Success;
-            for r in join_all(futs).await {
-                agg = decide::worst(agg, r?);
-            }
+            let node = &node;
+            let agg = fan_out(iterations, max, |it: Iteration| async move {
+                let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
+                let mut inode =
+                    self.new_node(Some(&node.id), NodeKind::Stage, &iid, &format!("{} {iid}", s.name.value), &iid);
+                if inode.status.is_final() {
+                    return Ok(inode.status);
+                }
+                self.start(&mut inode).await?;
+                let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local).await?;
+                inode.outputs = self.stage_values(&iid);
+                self.finish(&mut inode, st, reason).await
+            })
+            .await?;
             (agg, None)
         };
         set_status(status);
@@ -675,15 +647,15 @@ impl<'p> Run<'p> {
         if s.stage_type == StageType::Deployment
             && let Err(e) = self.deployment(s, &iid, &mut local, &scope)
         {
-            log.line("pipewright", &e).await;
+            log.line("pipewright", &e.to_string()).await;
             log.flush().await;
-            return Ok((Status::Failed, Some(e)));
+            return Ok((Status::Failed, Some(e.to_string())));
         }
         for v in &s.variables {
             match self.variable(v, &local, &scope) {
                 Ok(val) => self.set_tree(&[&base[..], &["variables", v.name.as_str()]].concat(), val),
                 Err(e) => {
-                    let msg = format!("stage variable `{}`: {e}", v.name.value);
+                    let msg = e.within("stage variable", &v.name.value).to_string();
                     log.line("pipewright", &msg).await;
                     log.flush().await;
                     return Ok((Status::Failed, Some(msg)));
@@ -792,15 +764,13 @@ impl<'p> Run<'p> {
         iid: &str,
         local: &mut BTreeMap<String, Value>,
         scope: &Scope,
-    ) -> Result<(), String> {
+    ) -> Result<(), NodeError> {
         let spec = &s.spec;
-        let from_stage = |stage: &str, key: &str| -> Result<Value, String> {
+        let from_stage = |stage: &str, key: &'static str| -> Result<Value, NodeError> {
             let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
-            tree::get(&t, &["pipeline".into(), "stages".into(), stage.into(), key.into()]).cloned().ok_or_else(|| {
-                format!(
-                    "stage `{stage}` has not run in this execution, so its {key} cannot be propagated (useFromStage)"
-                )
-            })
+            tree::get(&t, &["pipeline".into(), "stages".into(), stage.into(), key.into()])
+                .cloned()
+                .ok_or_else(|| NodeError::NotPropagated { stage: stage.to_string(), key })
         };
         // Service.
         let service_from = spec
@@ -818,9 +788,11 @@ impl<'p> Run<'p> {
             local.insert("serviceVariables".into(), from_stage(&u.stage, "serviceVariables")?);
         } else if let Some(r) = service_ref {
             let id = self.with_ctx(local, scope, |c| c.render(r))?;
-            let svc = self.entities.services.get(&id).ok_or_else(|| {
-                format!("service `{id}` is not defined: put its YAML in a .harness/ folder next to the pipeline or give --entities DIR")
-            })?;
+            let svc = self
+                .entities
+                .services
+                .get(&id)
+                .ok_or_else(|| NodeError::UndefinedEntity { kind: "service", id: id.clone() })?;
             local.insert(
                 "service".into(),
                 Value::Map(BTreeMap::from([
@@ -836,7 +808,7 @@ impl<'p> Run<'p> {
             for v in &svc.variables {
                 vars.insert(
                     v.name.value.clone(),
-                    self.variable(v, local, scope).map_err(|e| format!("service variable `{}`: {e}", v.name.value))?,
+                    self.variable(v, local, scope).map_err(|e| e.within("service variable", &v.name.value))?,
                 );
             }
             local.insert("serviceVariables".into(), Value::Map(vars));
@@ -857,15 +829,16 @@ impl<'p> Run<'p> {
                 .map(|r| self.with_ctx(local, scope, |c| c.render(r)))
                 .transpose()?
                 .unwrap_or_default();
-            let env = self.entities.environments.get(&env_ref).ok_or_else(|| {
-                format!("environment `{env_ref}` is not defined: put its YAML in a .harness/ folder next to the pipeline or give --entities DIR")
-            })?;
+            let env = self
+                .entities
+                .environments
+                .get(&env_ref)
+                .ok_or_else(|| NodeError::UndefinedEntity { kind: "environment", id: env_ref.clone() })?;
             let mut vars = BTreeMap::new();
             for v in &env.variables {
                 vars.insert(
                     v.name.value.clone(),
-                    self.variable(v, local, scope)
-                        .map_err(|e| format!("environment variable `{}`: {e}", v.name.value))?,
+                    self.variable(v, local, scope).map_err(|e| e.within("environment variable", &v.name.value))?,
                 );
             }
             local.insert(
@@ -879,7 +852,7 @@ impl<'p> Run<'p> {
             );
             if let Some(first) = env_cfg.infrastructure_definitions.first() {
                 let infra = self.entities.infrastructures.get(first.identifier.as_str()).ok_or_else(|| {
-                    format!("infrastructure definition `{}` is not defined: put its YAML in a .harness/ folder next to the pipeline or give --entities DIR", first.identifier.value)
+                    NodeError::UndefinedEntity { kind: "infrastructure definition", id: first.identifier.value.clone() }
                 })?;
                 let key = infra_key(&self.exec.id, &infra.meta.identifier.value);
                 let mut with_key = local.clone();
@@ -916,7 +889,7 @@ impl<'p> Run<'p> {
         failed: bool,
         local: &BTreeMap<String, Value>,
         scope: &Scope,
-    ) -> Result<Option<String>, String> {
+    ) -> Result<Option<String>, NodeError> {
         let status = when.and_then(|w| if is_stage { w.pipeline_status } else { w.stage_status });
         if let Some(skip) = decide::status_gate(status, is_stage, failed) {
             return Ok(Some(skip));
@@ -930,22 +903,14 @@ impl<'p> Run<'p> {
         Ok(None)
     }
 
+    /// The iterations of a node's looping strategy: its expressions evaluated here, the expansion in
+    /// `looping::expand`.
     fn iterations(
         &self,
         strategy: Option<&Strategy>,
         local: &BTreeMap<String, Value>,
         scope: &Scope,
-    ) -> Result<Vec<Iteration>, String> {
-        let with = |mut l: BTreeMap<String, Value>, i: usize, n: usize| {
-            l.insert(
-                "strategy".into(),
-                Value::Map(BTreeMap::from([
-                    ("iteration".to_string(), Value::Int(i as i64)),
-                    ("iterations".to_string(), Value::Int(n as i64)),
-                ])),
-            );
-            Iteration { suffix: Some(i), local: l }
-        };
+    ) -> Result<Vec<Iteration>, NodeError> {
         let render_value = |v: &serde_json::Value| -> Result<Value, String> {
             match v {
                 serde_json::Value::String(s) => Ok(Value::String(self.with_ctx(local, scope, |c| c.render(s))?)),
@@ -955,81 +920,37 @@ impl<'p> Run<'p> {
         let list = |v: &serde_json::Value| -> Result<Vec<Value>, String> {
             match v {
                 serde_json::Value::Array(a) => a.iter().map(render_value).collect(),
-                serde_json::Value::String(_) => match render_value(v)? {
-                    Value::String(s) => match serde_json::from_str::<serde_json::Value>(&s) {
-                        Ok(serde_json::Value::Array(a)) => Ok(a.into_iter().map(Value::from).collect()),
-                        _ => Ok(s.split(',').map(|x| Value::String(x.trim().to_string())).collect()),
-                    },
-                    Value::List(l) => Ok(l),
-                    other => Ok(vec![other]),
-                },
-                other => Ok(vec![Value::from(other.clone())]),
+                other => Ok(looping::items(render_value(other)?)),
             }
         };
-        match strategy {
-            None => Ok(vec![Iteration { suffix: None, local: local.clone() }]),
-            Some(Strategy::Parallelism(n)) => {
-                Ok((0..n.value as usize).map(|i| with(local.clone(), i, n.value as usize)).collect())
-            }
-            Some(Strategy::Repeat(r)) => {
-                let items: Vec<Option<Value>> = match (&r.items, r.times) {
-                    (Some(items), _) => {
-                        let mut out = Vec::new();
-                        for i in items {
-                            out.extend(list(i)?.into_iter().map(Some));
-                        }
-                        out
+        let l = match strategy {
+            None => Looping::Once,
+            Some(Strategy::Parallelism(n)) => Looping::Parallelism(n.value as usize),
+            Some(Strategy::Repeat(r)) => Looping::Repeat(match (&r.items, r.times) {
+                (Some(items), _) => {
+                    let mut out = Vec::new();
+                    for i in items {
+                        out.extend(list(i)?.into_iter().map(Some));
                     }
-                    (None, Some(t)) => vec![None; t as usize],
-                    _ => vec![None],
-                };
-                let n = items.len();
-                Ok(items
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, item)| {
-                        let mut l = local.clone();
-                        if let Some(item) = item {
-                            l.insert("repeat".into(), Value::Map(BTreeMap::from([("item".to_string(), item)])));
-                        }
-                        with(l, i, n)
-                    })
-                    .collect())
-            }
-            Some(Strategy::Matrix(m)) => {
-                let mut combos: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
-                for (axis, values) in &m.axes {
-                    let values = list(values)?;
-                    let mut next = Vec::new();
-                    for c in &combos {
-                        for v in &values {
-                            let mut c = c.clone();
-                            c.insert(axis.clone(), v.clone());
-                            next.push(c);
-                        }
-                    }
-                    combos = next;
+                    out
                 }
-                combos.retain(|c| {
-                    !m.exclude.iter().any(|ex| {
-                        ex.iter().all(|(k, v)| c.get(k).is_some_and(|cv| cv.loose_eq(&Value::from(v.clone()))))
-                    })
-                });
-                if combos.is_empty() {
-                    return Err("the matrix has no combinations left after `exclude`".into());
-                }
-                let n = combos.len();
-                Ok(combos
-                    .into_iter()
-                    .enumerate()
-                    .map(|(i, c)| {
-                        let mut l = local.clone();
-                        l.insert("matrix".into(), Value::Map(c));
-                        with(l, i, n)
-                    })
-                    .collect())
-            }
-        }
+                (None, Some(t)) => vec![None; t as usize],
+                _ => vec![None],
+            }),
+            Some(Strategy::Matrix(m)) => Looping::Matrix {
+                axes: m
+                    .axes
+                    .iter()
+                    .map(|(axis, values)| Ok((axis.clone(), list(values)?)))
+                    .collect::<Result<_, String>>()?,
+                exclude: m
+                    .exclude
+                    .iter()
+                    .map(|ex| ex.iter().map(|(k, v)| (k.clone(), Value::from(v.clone()))).collect())
+                    .collect(),
+            },
+        };
+        Ok(looping::expand(&l, local)?)
     }
 
     /// Run a list of execution elements in order; returns the worst status.
@@ -1066,13 +987,10 @@ impl<'p> Run<'p> {
                 ExecutionElement::Step(s) => self.step_with_strategy(cx, s, groups, parent, path, rollback).await,
                 ExecutionElement::StepGroup(g) => self.group_with_strategy(cx, g, groups, parent, path, rollback).await,
                 ExecutionElement::Parallel(inner) => {
-                    let futs: Vec<_> =
-                        inner.iter().map(|i| self.element(cx, i, groups.clone(), parent, path, rollback)).collect();
-                    let mut agg = Status::Success;
-                    for r in join_all(futs).await {
-                        agg = decide::worst(agg, r?);
-                    }
-                    Ok(agg)
+                    fan_out(inner.iter().collect(), inner.len(), |i| {
+                        self.element(cx, i, groups.clone(), parent, path, rollback)
+                    })
+                    .await
                 }
             }
         })
@@ -1136,7 +1054,7 @@ impl<'p> Run<'p> {
             Ok(Some(r)) => return self.skip(&mut node, r).await,
             Err(e) => {
                 cx.failed.store(true, Ordering::SeqCst);
-                return self.finish(&mut node, Status::Failed, Some(e)).await;
+                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         }
         self.start(&mut node).await?;
@@ -1148,75 +1066,65 @@ impl<'p> Run<'p> {
             Ok(i) => i,
             Err(e) => {
                 cx.failed.store(true, Ordering::SeqCst);
-                return self.finish(&mut node, Status::Failed, Some(e)).await;
+                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         };
         let max = max_concurrency(g.strategy.as_ref(), iterations.len());
-        let sem = Semaphore::new(max);
-        let futs: Vec<_> = iterations
-            .into_iter()
-            .map(|it| {
-                let sem = &sem;
-                let node = &node;
-                let groups = groups.clone();
-                let gpath = gpath.clone();
-                async move {
-                    let _permit = sem.acquire().await;
-                    let iid = it.suffix.map_or(gid.to_string(), |i| format!("{gid}_{i}"));
-                    let sub = StageCx {
-                        stage: cx.stage,
-                        id: cx.id.clone(),
-                        node_id: cx.node_id.clone(),
-                        path: cx.path.clone(),
-                        local: it.local,
-                        failed: AtomicBool::new(false),
-                        rollback: AtomicBool::new(false),
-                    };
-                    let mut inner_groups = groups;
-                    inner_groups.push((g, iid.clone()));
-                    let (parent_id, ipath, mut inode) = match it.suffix {
-                        Some(_) => {
-                            let ipath = format!("{gpath}_{}", it.suffix.unwrap_or(0));
-                            let mut n = self.new_node(
-                                Some(&node.id),
-                                NodeKind::StepGroup,
-                                &iid,
-                                &format!("{} {iid}", g.name.value),
-                                &ipath,
-                            );
-                            self.start(&mut n).await?;
-                            (n.id.clone(), ipath, Some(n))
+        let agg = {
+            let (node, groups, gpath) = (&node, &groups, &gpath);
+            fan_out(iterations, max, |it: Iteration| async move {
+                let (groups, gpath) = (groups.clone(), gpath.clone());
+                let iid = it.suffix.map_or(gid.to_string(), |i| format!("{gid}_{i}"));
+                let sub = StageCx {
+                    stage: cx.stage,
+                    id: cx.id.clone(),
+                    node_id: cx.node_id.clone(),
+                    path: cx.path.clone(),
+                    local: it.local,
+                    failed: AtomicBool::new(false),
+                    rollback: AtomicBool::new(false),
+                };
+                let mut inner_groups = groups;
+                inner_groups.push((g, iid.clone()));
+                let (parent_id, ipath, mut inode) = match it.suffix {
+                    Some(_) => {
+                        let ipath = format!("{gpath}_{}", it.suffix.unwrap_or(0));
+                        let mut n = self.new_node(
+                            Some(&node.id),
+                            NodeKind::StepGroup,
+                            &iid,
+                            &format!("{} {iid}", g.name.value),
+                            &ipath,
+                        );
+                        self.start(&mut n).await?;
+                        (n.id.clone(), ipath, Some(n))
+                    }
+                    None => (node.id.clone(), gpath.clone(), None),
+                };
+                let body = self.elements(&sub, &g.steps, inner_groups, &parent_id, &ipath, rollback);
+                let st = match g.timeout.as_ref().and_then(|t| t.as_std()) {
+                    Some(t) => match tokio::time::timeout(t, body).await {
+                        Ok(r) => r?,
+                        Err(_) => {
+                            self.expire_running(&format!("{ipath}.")).await?;
+                            Status::Expired
                         }
-                        None => (node.id.clone(), gpath.clone(), None),
-                    };
-                    let body = self.elements(&sub, &g.steps, inner_groups, &parent_id, &ipath, rollback);
-                    let st = match g.timeout.as_ref().and_then(|t| t.as_std()) {
-                        Some(t) => match tokio::time::timeout(t, body).await {
-                            Ok(r) => r?,
-                            Err(_) => {
-                                self.expire_running(&format!("{ipath}.")).await?;
-                                Status::Expired
-                            }
-                        },
-                        None => body.await?,
-                    };
-                    if sub.failed.load(Ordering::SeqCst) {
-                        cx.failed.store(true, Ordering::SeqCst);
-                    }
-                    if sub.rollback.load(Ordering::SeqCst) {
-                        cx.rollback.store(true, Ordering::SeqCst);
-                    }
-                    if let Some(n) = inode.as_mut() {
-                        self.finish(n, st, None).await?;
-                    }
-                    Res::Ok(st)
+                    },
+                    None => body.await?,
+                };
+                if sub.failed.load(Ordering::SeqCst) {
+                    cx.failed.store(true, Ordering::SeqCst);
                 }
+                if sub.rollback.load(Ordering::SeqCst) {
+                    cx.rollback.store(true, Ordering::SeqCst);
+                }
+                if let Some(n) = inode.as_mut() {
+                    self.finish(n, st, None).await?;
+                }
+                Res::Ok(st)
             })
-            .collect();
-        let mut agg = Status::Success;
-        for r in join_all(futs).await {
-            agg = decide::worst(agg, r?);
-        }
+            .await?
+        };
         if is_bad(agg) {
             cx.failed.store(true, Ordering::SeqCst);
         }
@@ -1243,7 +1151,7 @@ impl<'p> Run<'p> {
             Err(e) => {
                 let mut node = self.new_node(Some(parent), NodeKind::Step, sid, &s.name, &format!("{path}.{sid}"));
                 cx.failed.store(true, Ordering::SeqCst);
-                return self.finish(&mut node, Status::Failed, Some(e)).await;
+                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         };
         if iterations.len() == 1 && iterations[0].suffix.is_none() {
@@ -1259,24 +1167,12 @@ impl<'p> Run<'p> {
         }
         self.start(&mut node).await?;
         let max = max_concurrency(s.strategy.as_ref(), iterations.len());
-        let sem = Semaphore::new(max);
-        let futs: Vec<_> = iterations
-            .into_iter()
-            .map(|it| {
-                let sem = &sem;
-                let node = &node;
-                let groups = &groups;
-                async move {
-                    let _permit = sem.acquire().await;
-                    let iid = format!("{sid}_{}", it.suffix.unwrap_or(0));
-                    self.step(cx, s, iid, groups, &node.id, path, rollback, it.local).await
-                }
-            })
-            .collect();
-        let mut agg = Status::Success;
-        for r in join_all(futs).await {
-            agg = decide::worst(agg, r?);
-        }
+        let (node_id, groups_ref) = (node.id.clone(), &groups);
+        let agg = fan_out(iterations, max, |it: Iteration| {
+            let iid = format!("{sid}_{}", it.suffix.unwrap_or(0));
+            self.step(cx, s, iid, groups_ref, &node_id, path, rollback, it.local)
+        })
+        .await?;
         let mut tp = self.tree_path(cx, &groups, sid, rollback);
         tp.push("status".into());
         self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.to_string()));
@@ -1330,7 +1226,7 @@ impl<'p> Run<'p> {
             Err(e) => {
                 cx.failed.store(true, Ordering::SeqCst);
                 set_status(Status::Failed);
-                return self.finish(&mut node, Status::Failed, Some(e)).await;
+                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         }
         if let Err((st, why)) = self.ask(Some(&mut node), &owner, false, step_timeout).await? {
@@ -1744,4 +1640,30 @@ fn max_concurrency(s: Option<&Strategy>, n: usize) -> usize {
         _ => None,
     };
     m.map_or(n, |m| m as usize).clamp(1, n.max(1))
+}
+
+/// The one fan-out: run `items` side by side, at most `max` at a time (a strategy's `maxConcurrency`; all of
+/// them for a parallel block), and roll their statuses up with `decide::worst`. Every child runs to its end
+/// even when another fails; a store error of any is the fan-out's.
+async fn fan_out<T, F, Fut>(items: Vec<T>, max: usize, run: F) -> Res<Status>
+where
+    F: Fn(T) -> Fut,
+    Fut: Future<Output = Res<Status>>,
+{
+    let sem = Semaphore::new(max.max(1));
+    let futs: Vec<_> = items
+        .into_iter()
+        .map(|it| {
+            let (sem, run) = (&sem, &run);
+            async move {
+                let _permit = sem.acquire().await;
+                run(it).await
+            }
+        })
+        .collect();
+    let mut agg = Status::Success;
+    for r in join_all(futs).await {
+        agg = decide::worst(agg, r?);
+    }
+    Ok(agg)
 }

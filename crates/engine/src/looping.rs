@@ -1,0 +1,231 @@
+//! Looping strategies expanded into iterations, as a pure function: a `matrix` (every combination of its
+//! axes, less the `exclude`d ones), a `repeat` (over `items`, or `times` times) or a `parallelism` count
+//! becomes the list of iterations the engine runs, each with its suffix (`id_0`, `id_1`, …) and the values
+//! its expressions read (`<+matrix.axis>`, `<+repeat.item>`, `<+strategy.iteration>`,
+//! `<+strategy.iterations>`). The engine evaluates the strategy's expressions first ([`items`] reads a
+//! rendered value as a list) and hands the result here.
+
+use expr::Value;
+use std::collections::BTreeMap;
+
+/// A looping strategy with its expressions evaluated.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Looping {
+    /// No strategy: the node runs once, without a suffix.
+    Once,
+    /// `parallelism: n`.
+    Parallelism(usize),
+    /// `repeat`: one iteration per item (`None` items for `times`).
+    Repeat(Vec<Option<Value>>),
+    /// `matrix`: the axes in order, and the combinations to leave out.
+    Matrix {
+        /// Axis name → its values.
+        axes: Vec<(String, Vec<Value>)>,
+        /// Partial combinations to exclude.
+        exclude: Vec<BTreeMap<String, Value>>,
+    },
+}
+
+/// One iteration of a looping node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Iteration {
+    /// `Some(i)`: the node runs as `id_i`; `None`: as itself (no strategy).
+    pub suffix: Option<usize>,
+    /// The values its expressions read, on top of the node's own.
+    pub local: BTreeMap<String, Value>,
+}
+
+/// Why a strategy has no iterations to run.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoopError {
+    /// Every combination was excluded.
+    #[error("the matrix has no combinations left after `exclude`")]
+    NothingLeft,
+}
+
+/// The iterations of a strategy, each with `local` plus what its iteration reads.
+pub fn expand(l: &Looping, local: &BTreeMap<String, Value>) -> Result<Vec<Iteration>, LoopError> {
+    let with = |mut vars: BTreeMap<String, Value>, i: usize, n: usize| {
+        vars.insert(
+            "strategy".into(),
+            Value::Map(BTreeMap::from([
+                ("iteration".to_string(), Value::Int(i as i64)),
+                ("iterations".to_string(), Value::Int(n as i64)),
+            ])),
+        );
+        Iteration { suffix: Some(i), local: vars }
+    };
+    Ok(match l {
+        Looping::Once => vec![Iteration { suffix: None, local: local.clone() }],
+        Looping::Parallelism(n) => (0..*n).map(|i| with(local.clone(), i, *n)).collect(),
+        Looping::Repeat(items) => {
+            let n = items.len();
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, item)| {
+                    let mut vars = local.clone();
+                    if let Some(item) = item {
+                        vars.insert("repeat".into(), Value::Map(BTreeMap::from([("item".to_string(), item.clone())])));
+                    }
+                    with(vars, i, n)
+                })
+                .collect()
+        }
+        Looping::Matrix { axes, exclude } => {
+            let mut combos: Vec<BTreeMap<String, Value>> = vec![BTreeMap::new()];
+            for (axis, values) in axes {
+                combos = combos
+                    .iter()
+                    .flat_map(|c| {
+                        values.iter().map(move |v| {
+                            let mut c = c.clone();
+                            c.insert(axis.clone(), v.clone());
+                            c
+                        })
+                    })
+                    .collect();
+            }
+            combos.retain(|c| {
+                !exclude.iter().any(|ex| ex.iter().all(|(k, v)| c.get(k).is_some_and(|cv| cv.loose_eq(v))))
+            });
+            if combos.is_empty() {
+                return Err(LoopError::NothingLeft);
+            }
+            let n = combos.len();
+            combos
+                .into_iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    let mut vars = local.clone();
+                    vars.insert("matrix".into(), Value::Map(c));
+                    with(vars, i, n)
+                })
+                .collect()
+        }
+    })
+}
+
+/// A rendered axis or `items` value read as a list: a list as it is; text holding a JSON array as that array;
+/// other text split at commas (`a, b, c`); anything else as a list of one.
+pub fn items(v: Value) -> Vec<Value> {
+    match v {
+        Value::List(l) => l,
+        Value::String(s) => match serde_json::from_str::<serde_json::Value>(&s) {
+            Ok(serde_json::Value::Array(a)) => a.into_iter().map(Value::from).collect(),
+            _ => s.split(',').map(|x| Value::String(x.trim().to_string())).collect(),
+        },
+        other => vec![other],
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn s(x: &str) -> Value {
+        Value::String(x.into())
+    }
+
+    /// The iterations as `suffix: matrix / repeat values, iteration of iterations`.
+    fn show(its: &[Iteration]) -> Vec<String> {
+        its.iter()
+            .map(|it| {
+                let vars: Vec<String> = it
+                    .local
+                    .iter()
+                    .filter(|(k, _)| *k != "strategy")
+                    .map(|(k, v)| format!("{k}={}", serde_json::to_string(v).unwrap_or_default()))
+                    .collect();
+                let st = &it.local.get("strategy");
+                let pos = st.map_or(String::new(), |m| {
+                    format!(
+                        " {}/{}",
+                        serde_json::to_string(m.get("iteration").unwrap()).unwrap(),
+                        serde_json::to_string(m.get("iterations").unwrap()).unwrap()
+                    )
+                });
+                format!("{:?}:{}{pos}", it.suffix, vars.join(" "))
+            })
+            .collect()
+    }
+
+    /// A case: its name, the strategy, the iterations it expands to (as [`show`] writes them) or the error.
+    type Case = (&'static str, Looping, Result<Vec<&'static str>, LoopError>);
+
+    #[test]
+    fn expansions() {
+        let base = BTreeMap::from([("service".to_string(), s("checkout"))]);
+        let matrix = |exclude: Vec<BTreeMap<String, Value>>| Looping::Matrix {
+            axes: vec![
+                ("db".into(), vec![s("postgres"), s("mysql")]),
+                ("shard".into(), vec![Value::Int(1), Value::Int(2)]),
+            ],
+            exclude,
+        };
+        let cases: Vec<Case> = vec![
+            ("no strategy", Looping::Once, Ok(vec![r#"None:service="checkout""#])),
+            (
+                "parallelism",
+                Looping::Parallelism(2),
+                Ok(vec![r#"Some(0):service="checkout" 0/2"#, r#"Some(1):service="checkout" 1/2"#]),
+            ),
+            ("parallelism 0 runs nothing", Looping::Parallelism(0), Ok(vec![])),
+            (
+                "repeat items",
+                Looping::Repeat(vec![Some(s("eu")), Some(s("us"))]),
+                Ok(vec![
+                    r#"Some(0):repeat={"item":"eu"} service="checkout" 0/2"#,
+                    r#"Some(1):repeat={"item":"us"} service="checkout" 1/2"#,
+                ]),
+            ),
+            ("repeat times", Looping::Repeat(vec![None]), Ok(vec![r#"Some(0):service="checkout" 0/1"#])),
+            (
+                "matrix: every combination, first axis slowest",
+                matrix(vec![]),
+                Ok(vec![
+                    r#"Some(0):matrix={"db":"postgres","shard":1} service="checkout" 0/4"#,
+                    r#"Some(1):matrix={"db":"postgres","shard":2} service="checkout" 1/4"#,
+                    r#"Some(2):matrix={"db":"mysql","shard":1} service="checkout" 2/4"#,
+                    r#"Some(3):matrix={"db":"mysql","shard":2} service="checkout" 3/4"#,
+                ]),
+            ),
+            (
+                "matrix: exclude a partial combination (numbers match their text)",
+                matrix(vec![BTreeMap::from([("db".to_string(), s("mysql")), ("shard".to_string(), s("2"))])]),
+                Ok(vec![
+                    r#"Some(0):matrix={"db":"postgres","shard":1} service="checkout" 0/3"#,
+                    r#"Some(1):matrix={"db":"postgres","shard":2} service="checkout" 1/3"#,
+                    r#"Some(2):matrix={"db":"mysql","shard":1} service="checkout" 2/3"#,
+                ]),
+            ),
+            (
+                "matrix: exclude everything",
+                matrix(vec![
+                    BTreeMap::from([("db".to_string(), s("postgres"))]),
+                    BTreeMap::from([("db".to_string(), s("mysql"))]),
+                ]),
+                Err(LoopError::NothingLeft),
+            ),
+        ];
+        for (name, l, want) in cases {
+            let got = expand(&l, &base).map(|its| show(&its));
+            let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>());
+            assert_eq!(got, want, "{name}");
+        }
+    }
+
+    #[test]
+    fn items_of_rendered_values() {
+        let cases: Vec<(Value, Vec<Value>)> = vec![
+            (Value::List(vec![s("a"), s("b")]), vec![s("a"), s("b")]),
+            (s(r#"["eu", "us"]"#), vec![s("eu"), s("us")]),
+            (s("eu, us ,ap"), vec![s("eu"), s("us"), s("ap")]),
+            (s("single"), vec![s("single")]),
+            (Value::Int(3), vec![Value::Int(3)]),
+        ];
+        for (v, want) in cases {
+            assert_eq!(items(v.clone()), want, "{v:?}");
+        }
+    }
+}
