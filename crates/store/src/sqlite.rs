@@ -509,7 +509,9 @@ impl Journal for SqliteStore {
         let pool = self.writer.clone();
         let n = n.clone();
         detached(async move {
-            let from: Option<String> = put_node_on(&pool, &n).await?;
+            // Both statements on one connection: one pool hand-off, not two.
+            let mut conn = pool.acquire().await?;
+            let from: Option<String> = put_node_on(&mut conn, &n).await?;
             if from.as_deref() != Some(n.status.as_str()) {
                 sqlx::query(
                     "INSERT INTO transitions (execution_id, node_id, from_status, to_status, reason, at)
@@ -521,7 +523,7 @@ impl Journal for SqliteStore {
                 .bind(n.status.as_str())
                 .bind(n.failure.as_ref().or(n.skip_reason.as_ref()))
                 .bind(now_ms())
-                .execute(&pool)
+                .execute(&mut *conn)
                 .await?;
             }
             Ok(())
@@ -936,7 +938,7 @@ fn token_row(r: &SqliteRow) -> Token {
 
 /// Insert or update a node; returns the status it had before (none for a new node). Its transition is the
 /// caller's to record.
-async fn put_node_on(pool: &sqlx::SqlitePool, n: &Node) -> Result<Option<String>> {
+async fn put_node_on(conn: &mut sqlx::SqliteConnection, n: &Node) -> Result<Option<String>> {
     let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());
     let from: Option<String> = sqlx::query_scalar(
         "INSERT INTO nodes (id, execution_id, parent_id, kind, identifier, name, path, position, attempt, status,
@@ -964,7 +966,7 @@ async fn put_node_on(pool: &sqlx::SqlitePool, n: &Node) -> Result<Option<String>
     .bind(&n.skip_reason)
     .bind(outputs)
     .bind(&n.reused_from)
-    .fetch_one(pool)
+    .fetch_one(conn)
     .await?;
     Ok(from)
 }
