@@ -548,38 +548,28 @@ impl Journal for SqliteStore {
         Ok(v == Some(1))
     }
     async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
-        let pool = self.writer.clone();
-        let execution_id = execution_id.to_owned();
-        let node_id = node_id.to_owned();
-        detached(async move {
-            let execution_id = execution_id.as_str();
-            let node_id = node_id.as_str();
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let row = sqlx::query(
-                "SELECT * FROM decisions WHERE execution_id = ? AND node_id = ? AND consumed = 0 ORDER BY id LIMIT 1",
-            )
-            .bind(execution_id)
-            .bind(node_id)
-            .fetch_optional(&mut *tx)
-            .await?;
-            let Some(r) = row else { return Ok(None) };
-            sqlx::query("UPDATE decisions SET consumed = 1 WHERE id = ?")
-                .bind(r.get::<i64, _>("id"))
-                .execute(&mut *tx)
-                .await?;
-            tx.commit().await?;
-            Ok(Some(Decision {
-                execution_id: r.get("execution_id"),
-                node_id: r.get("node_id"),
-                kind: r.get("kind"),
-                action: r.get("action"),
-                by: r.get("by"),
-                comment: r.get("comment"),
-                inputs: json(r.get("inputs"))?,
-                at: r.get("at"),
-            }))
-        })
-        .await
+        // One statement marks the oldest pending decision taken and returns it: two takers never get the same.
+        let row = sqlx::query(
+            "UPDATE decisions SET consumed = 1
+             WHERE id = (SELECT id FROM decisions WHERE execution_id = ? AND node_id = ? AND consumed = 0
+                         ORDER BY id LIMIT 1)
+             RETURNING *",
+        )
+        .bind(execution_id)
+        .bind(node_id)
+        .fetch_optional(&self.writer)
+        .await?;
+        let Some(r) = row else { return Ok(None) };
+        Ok(Some(Decision {
+            execution_id: r.get("execution_id"),
+            node_id: r.get("node_id"),
+            kind: r.get("kind"),
+            action: r.get("action"),
+            by: r.get("by"),
+            comment: r.get("comment"),
+            inputs: json(r.get("inputs"))?,
+            at: r.get("at"),
+        }))
     }
     async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
         sqlx::query(
