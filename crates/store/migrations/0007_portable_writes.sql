@@ -1,7 +1,8 @@
 -- Writes any SQL database can do the same way: an execution's sequence number comes from a counter row per
 -- pipeline (taken in the same transaction that inserts the execution), and node transitions are recorded by
 -- the store's own code right after the statement that changes the node (which returns the status the node
--- had, kept in `prev_status`), not by triggers.
+-- had, kept in `prev_status`), not by triggers; an execution's status change likewise reads nothing before
+-- it writes.
 CREATE TABLE sequences (
   org TEXT NOT NULL,
   project TEXT NOT NULL,
@@ -14,3 +15,4 @@ INSERT INTO sequences (org, project, pipeline, last_sequence)
 DROP TRIGGER nodes_insert_transition;
 DROP TRIGGER nodes_update_transition;
 ALTER TABLE nodes ADD COLUMN prev_status TEXT;
+ALTER TABLE executions ADD COLUMN prev_status TEXT;

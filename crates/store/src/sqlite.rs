@@ -390,7 +390,7 @@ impl Journal for SqliteStore {
             let now = now_ms();
             let inputs = serde_json::to_string(&e.inputs).unwrap_or_else(|_| "{}".into());
             let selected = serde_json::to_string(&e.selected_stages).unwrap_or_else(|_| "[]".into());
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+            let mut tx = pool.begin().await?;
             // The pipeline's counter row, bumped in the transaction that inserts the execution: no two
             // executions of a pipeline get the same number, whichever process creates them.
             let sequence: i64 = sqlx::query_scalar(
@@ -443,17 +443,15 @@ impl Journal for SqliteStore {
             let id = id.as_str();
             let failure = failure.as_deref();
             let now = now_ms();
-            let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-            let from: Option<String> = sqlx::query_scalar("SELECT status FROM executions WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(from) = from else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
-            sqlx::query(
-                "UPDATE executions SET status = ?, failure = COALESCE(?, failure),
+            // The update says what the status was (kept in `prev_status`): no read before the write, so any
+            // SQL database runs this the same way.
+            let mut tx = pool.begin().await?;
+            let from: Option<String> = sqlx::query_scalar(
+                "UPDATE executions SET prev_status = status, status = ?, failure = COALESCE(?, failure),
                    started_at = CASE WHEN started_at IS NULL AND ? = 'Running' THEN ? ELSE started_at END,
                    ended_at = CASE WHEN ? THEN ? ELSE NULL END
-                 WHERE id = ?",
+                 WHERE id = ?
+                 RETURNING prev_status",
             )
             .bind(status.as_str())
             .bind(failure)
@@ -462,8 +460,9 @@ impl Journal for SqliteStore {
             .bind(status.is_final())
             .bind(now)
             .bind(id)
-            .execute(&mut *tx)
+            .fetch_optional(&mut *tx)
             .await?;
+            let Some(from) = from else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
             if from != status.as_str() {
                 sqlx::query(
                     "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, ?, ?, ?)",
