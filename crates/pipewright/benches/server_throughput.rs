@@ -89,8 +89,12 @@ async fn batch(isolation: &str) -> Outcome {
         .map(|_| {
             let (http, token, p) = (http.clone(), token.clone(), p.clone());
             tokio::spawn(async move {
-                let r =
-                    http.post(format!("{p}/many/execute")).bearer_auth(&token).json(&serde_json::json!({})).send().await;
+                let r = http
+                    .post(format!("{p}/many/execute"))
+                    .bearer_auth(&token)
+                    .json(&serde_json::json!({}))
+                    .send()
+                    .await;
                 let v: serde_json::Value = r.unwrap().json().await.unwrap();
                 v["id"].as_str().unwrap_or_else(|| panic!("not started: {v}")).to_string()
             })
