@@ -1,8 +1,7 @@
 -- Writes any SQL database can do the same way: an execution's sequence number comes from a counter row per
 -- pipeline (taken in the same transaction that inserts the execution), and node transitions are recorded by
--- the store's own code right after the statement that changes the node (which returns the status the node
--- had, kept in `prev_status`), not by triggers; an execution's status change likewise reads nothing before
--- it writes.
+-- the store's own code right after the statement that changes the node, not by triggers; an execution's
+-- status change returns the status it replaced (kept in `prev_status`), so it reads nothing before it writes.
 CREATE TABLE sequences (
   org TEXT NOT NULL,
   project TEXT NOT NULL,
@@ -14,5 +13,4 @@ INSERT INTO sequences (org, project, pipeline, last_sequence)
   SELECT org, project, pipeline, MAX(sequence_id) FROM executions GROUP BY org, project, pipeline;
 DROP TRIGGER nodes_insert_transition;
 DROP TRIGGER nodes_update_transition;
-ALTER TABLE nodes ADD COLUMN prev_status TEXT;
 ALTER TABLE executions ADD COLUMN prev_status TEXT;

@@ -24,6 +24,8 @@ pub struct SqliteStore {
     /// The one connection every write goes through, held rather than pooled: a pool hands a connection back
     /// through a task of its own, which costs about 0.1 ms a statement on the engine's path.
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
+    /// The last status this store wrote of each node not yet finished (so a node's transition needs no read).
+    statuses: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
     path: PathBuf,
 }
 
@@ -89,7 +91,7 @@ impl SqliteStore {
         }
         let pool =
             SqlitePoolOptions::new().max_connections(3).connect_with(opts).await.map_err(|e| explain(&path, e))?;
-        Ok(SqliteStore { pool, writer: Arc::new(tokio::sync::Mutex::new(writer)), path })
+        Ok(SqliteStore { pool, writer: Arc::new(tokio::sync::Mutex::new(writer)), statuses: Arc::default(), path })
     }
 
     /// The database file.
@@ -511,15 +513,36 @@ impl Journal for SqliteStore {
         .await
     }
     async fn put_node(&self, n: &Node) -> Result<()> {
-        // The node first — one statement that also says what its status was — then, when the status changed,
-        // its transition. Two autocommit statements rather than a transaction: a step costs two node writes,
-        // and a transaction's BEGIN and COMMIT would double their round trips. Were the process to die between
-        // the two, the node would be right and one transition of its history missing.
+        // The node, then — when its status changed — its transition: two autocommit statements on the held
+        // writer connection (a transaction's BEGIN and COMMIT would double the cost of the engine's most
+        // frequent write). The status a node had is known without reading it: this store remembers the last
+        // status it wrote of every unfinished node; a node it has not written (a new one, or one of an
+        // execution taken over) is inserted, and only if it exists already is its status read. Were the
+        // process to die between the two statements, the node would be right and one transition missing.
         let writer = self.writer.clone();
+        let known = self.statuses.clone();
         let n = n.clone();
         detached(async move {
             let mut conn = writer.lock().await;
-            let from: Option<String> = put_node_on(&mut conn, &n).await?;
+            let cached = known.lock().unwrap_or_else(|e| e.into_inner()).get(&n.id).cloned();
+            let from = match cached {
+                Some(prev) => {
+                    update_node(&mut conn, &n).await?;
+                    Some(prev)
+                }
+                None => match insert_node(&mut conn, &n).await {
+                    Ok(()) => None,
+                    Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                        let prev: Option<String> = sqlx::query_scalar("SELECT status FROM nodes WHERE id = ?")
+                            .bind(&n.id)
+                            .fetch_optional(&mut *conn)
+                            .await?;
+                        update_node(&mut conn, &n).await?;
+                        prev
+                    }
+                    Err(e) => return Err(e.into()),
+                },
+            };
             if from.as_deref() != Some(n.status.as_str()) {
                 sqlx::query(
                     "INSERT INTO transitions (execution_id, node_id, from_status, to_status, reason, at)
@@ -533,6 +556,12 @@ impl Journal for SqliteStore {
                 .bind(now_ms())
                 .execute(&mut *conn)
                 .await?;
+            }
+            let mut k = known.lock().unwrap_or_else(|e| e.into_inner());
+            if n.status.is_final() {
+                k.remove(&n.id);
+            } else {
+                k.insert(n.id.clone(), n.status.as_str().to_string());
             }
             Ok(())
         })
@@ -935,19 +964,13 @@ fn token_row(r: &SqliteRow) -> Token {
     }
 }
 
-/// Insert or update a node; returns the status it had before (none for a new node). Its transition is the
-/// caller's to record.
-async fn put_node_on(conn: &mut sqlx::SqliteConnection, n: &Node) -> Result<Option<String>> {
+/// Insert a new node.
+async fn insert_node(conn: &mut SqliteConnection, n: &Node) -> std::result::Result<(), sqlx::Error> {
     let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());
-    let from: Option<String> = sqlx::query_scalar(
+    sqlx::query(
         "INSERT INTO nodes (id, execution_id, parent_id, kind, identifier, name, path, position, attempt, status,
-           started_at, ended_at, failure, skip_reason, outputs, reused_from, prev_status)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, NULL)
-         ON CONFLICT (id) DO UPDATE SET prev_status = nodes.status, status = excluded.status,
-           attempt = excluded.attempt, started_at = excluded.started_at, ended_at = excluded.ended_at,
-           failure = excluded.failure, skip_reason = excluded.skip_reason, outputs = excluded.outputs,
-           reused_from = excluded.reused_from
-         RETURNING prev_status",
+           started_at, ended_at, failure, skip_reason, outputs, reused_from)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     )
     .bind(&n.id)
     .bind(&n.execution_id)
@@ -965,7 +988,29 @@ async fn put_node_on(conn: &mut sqlx::SqliteConnection, n: &Node) -> Result<Opti
     .bind(&n.skip_reason)
     .bind(outputs)
     .bind(&n.reused_from)
-    .fetch_one(conn)
+    .execute(conn)
     .await?;
-    Ok(from)
+    Ok(())
+}
+
+/// Update what changes of an existing node.
+async fn update_node(conn: &mut SqliteConnection, n: &Node) -> Result<()> {
+    let outputs = serde_json::to_string(&n.outputs).unwrap_or_else(|_| "{}".into());
+    sqlx::query(
+        "UPDATE nodes SET status = ?, attempt = ?, started_at = ?, ended_at = ?, failure = ?, skip_reason = ?,
+           outputs = ?, reused_from = ?
+         WHERE id = ?",
+    )
+    .bind(n.status.as_str())
+    .bind(n.attempt)
+    .bind(n.started_at)
+    .bind(n.ended_at)
+    .bind(&n.failure)
+    .bind(&n.skip_reason)
+    .bind(outputs)
+    .bind(&n.reused_from)
+    .bind(&n.id)
+    .execute(conn)
+    .await?;
+    Ok(())
 }

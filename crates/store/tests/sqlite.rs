@@ -114,3 +114,27 @@ async fn executions_nodes_logs_and_decisions_round_trip() {
     let again = SqliteStore::open(dir.path()).await.unwrap();
     assert_eq!(again.executions(&ExecutionQuery::default()).await.unwrap().len(), 3);
 }
+
+/// A node another process wrote (an execution taken over) gets its transition from the status it really had:
+/// the store that did not write it reads it once.
+#[tokio::test]
+async fn a_node_written_by_another_process_keeps_its_transition_history() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = SqliteStore::open(dir.path()).await.unwrap();
+    let e = first.create_execution(new_exec("a")).await.unwrap();
+    first.put_node(&node(&e.id, "N1", Status::Running)).await.unwrap();
+    // The process that wrote it is gone; another one goes on with the same node.
+    let second = SqliteStore::open(dir.path()).await.unwrap();
+    second.put_node(&node(&e.id, "N1", Status::Failed)).await.unwrap();
+    second.put_node(&node(&e.id, "N1", Status::Failed)).await.unwrap();
+    let t: Vec<(Option<String>, String)> = second
+        .transitions(&e.id)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.node_id.as_deref() == Some("N1"))
+        .map(|t| (t.from, t.to))
+        .collect();
+    assert_eq!(t, vec![(None, "Running".to_string()), (Some("Running".to_string()), "Failed".to_string())]);
+    assert_eq!(second.nodes(&e.id).await.unwrap()[0].status, Status::Failed);
+}
