@@ -643,31 +643,53 @@ pub fn secret_refs(doc: &Document) -> Vec<String> {
     out.into_iter().collect()
 }
 
-/// The step a node runs, found in the pipeline by the node's stage (its iteration suffix `_N` removed when
-/// needed) and step identifier.
+/// The step a node runs, found in the pipeline by the node's path: its stage (an iteration's `_N` suffix
+/// removed when needed), the step groups it sits in, and its identifier — the same identifier may be used in
+/// two step groups of one stage.
 pub fn step_of<'a>(pipeline: &'a spec::Pipeline, node: &store::Node) -> Option<&'a spec::Step> {
-    fn find<'a>(els: &'a [spec::ExecutionElement], id: &str) -> Option<&'a spec::Step> {
-        els.iter().find_map(|e| match e {
-            spec::ExecutionElement::Step(s) if s.identifier.value == id => Some(&**s),
-            spec::ExecutionElement::Step(_) => None,
-            spec::ExecutionElement::StepGroup(g) => find(&g.steps, id),
-            spec::ExecutionElement::Parallel(p) => find(p, id),
-        })
+    fn base(id: &str) -> Option<&str> {
+        id.rsplit_once('_').filter(|(_, n)| !n.is_empty() && n.chars().all(|c| c.is_ascii_digit())).map(|(b, _)| b)
     }
-    let first = node.path.split('.').next().unwrap_or_default();
-    let base = first.rsplit_once('_').filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit())).map(|(b, _)| b);
+    /// The element of `els` (parallel blocks looked through) named `id`, or its base name for an iteration.
+    fn child<'a>(els: &'a [spec::ExecutionElement], id: &str) -> Option<&'a spec::ExecutionElement> {
+        let named = |want: &str| {
+            fn look<'a>(els: &'a [spec::ExecutionElement], want: &str) -> Option<&'a spec::ExecutionElement> {
+                els.iter().find_map(|e| match e {
+                    spec::ExecutionElement::Step(s) if s.identifier.value == want => Some(e),
+                    spec::ExecutionElement::StepGroup(g) if g.identifier.value == want => Some(e),
+                    spec::ExecutionElement::Parallel(p) => look(p, want),
+                    _ => None,
+                })
+            }
+            look(els, want)
+        };
+        named(id).or_else(|| base(id).and_then(named))
+    }
+    let mut segs = node.path.split('.');
+    let first = segs.next().unwrap_or_default();
     let stages = pipeline.all_stages();
     let stage = stages
         .iter()
         .find(|s| s.identifier.value == first)
-        .or_else(|| base.and_then(|b| stages.iter().find(|s| s.identifier.value == b)))?;
+        .or_else(|| base(first).and_then(|b| stages.iter().find(|s| s.identifier.value == b)))?;
+    let mut rest: Vec<&str> = segs.collect();
     let ex = &stage.spec.execution;
-    // Iterations of a step are `id_N` too.
-    let id = node.identifier.as_str();
-    let id_base = id.rsplit_once('_').filter(|(_, n)| n.chars().all(|c| c.is_ascii_digit())).map(|(b, _)| b);
-    find(&ex.steps, id)
-        .or_else(|| find(&ex.rollback_steps, id))
-        .or_else(|| id_base.and_then(|b| find(&ex.steps, b).or_else(|| find(&ex.rollback_steps, b))))
+    let mut els: &[spec::ExecutionElement] = &ex.steps;
+    if rest.first() == Some(&"rollback") {
+        els = &ex.rollback_steps;
+        rest.remove(0);
+    }
+    let (last, groups) = rest.split_last()?;
+    for g in groups {
+        match child(els, g)? {
+            spec::ExecutionElement::StepGroup(group) => els = &group.steps,
+            _ => return None,
+        }
+    }
+    match child(els, last)? {
+        spec::ExecutionElement::Step(s) => Some(s),
+        _ => None,
+    }
 }
 
 /// The node of execution `e` waiting in `status` (an approval or an intervention): the only one, or the one
@@ -722,7 +744,9 @@ pub async fn give_inputs(
         return Err(LaunchError::BadRequest(format!("execution {} ended {}; it waits for nothing", e.id, e.status)));
     }
     let by_node = engine::asked::check(&e.inputs, values).map_err(|problems| {
-        LaunchError::Given(problems.into_iter().map(|p| InputProblem { path: p.path, message: p.message }).collect())
+        LaunchError::Given(
+            problems.into_iter().map(|p| InputProblem { path: p.path, message: p.message, missing: false }).collect(),
+        )
     })?;
     for (node_id, vals) in by_node {
         store

@@ -46,6 +46,8 @@ pub struct InputProblem {
     pub path: String,
     /// What is wrong.
     pub message: String,
+    /// It has no value yet (nothing else is wrong with it): a preview lists it, a run refuses to start.
+    pub missing: bool,
 }
 
 fn item_key(item: &Node) -> Option<&str> {
@@ -177,15 +179,17 @@ pub fn resolve(
                 Ok(()) => {
                     out.insert(f.path.clone(), (v.clone(), src.clone()));
                 }
-                Err(e) => problems.push(InputProblem { path: f.path.clone(), message: e.to_string() }),
+                Err(e) => problems.push(InputProblem { path: f.path.clone(), message: e.to_string(), missing: false }),
             },
             None => match &f.input.default {
                 Some(d) => {
                     out.insert(f.path.clone(), (d.clone(), InputSource::Default));
                 }
-                None if needed => {
-                    problems.push(InputProblem { path: f.path.clone(), message: describe_missing(&f.input) })
-                }
+                None if needed => problems.push(InputProblem {
+                    path: f.path.clone(),
+                    message: describe_missing(&f.input),
+                    missing: true,
+                }),
                 None => {}
             },
         }
@@ -194,6 +198,7 @@ pub fn resolve(
         if !fields.iter().any(|f| &f.path == path) {
             let hint = crate::read::did_you_mean(path, fields.iter().map(|f| f.path.as_str()));
             problems.push(InputProblem {
+                missing: false,
                 path: path.clone(),
                 message: format!("is not a runtime input of this pipeline{hint}"),
             });

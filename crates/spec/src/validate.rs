@@ -114,21 +114,28 @@ pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) -> Vec<
         }
     }
     for s in p.all_stages() {
-        let mut seen: HashMap<&str, Span> = HashMap::new();
-        s.spec.execution.walk(|e, _, _| {
+        // A step's path holds the step groups around it (`steps.build_group.steps.compile`), so an identifier
+        // needs to be unique only among the elements of the same list — as in Harness.
+        let mut seen: HashMap<(bool, Vec<&str>, &str), Span> = HashMap::new();
+        s.spec.execution.walk(|e, groups, rollback| {
             let id = match e {
                 ExecutionElement::Step(st) => &st.identifier,
                 ExecutionElement::StepGroup(g) => &g.identifier,
                 ExecutionElement::Parallel(_) => return,
             };
-            if let Some(first) = seen.get(id.as_str()) {
+            let key = (rollback, groups.iter().map(|g| g.identifier.as_str()).collect::<Vec<_>>(), id.as_str());
+            if let Some(first) = seen.get(&key) {
+                let within = match groups.last() {
+                    Some(g) => format!("step group `{}`", g.identifier.value),
+                    None => format!("stage `{}`", s.identifier.value),
+                };
                 r.error_help(
                     id.span,
-                    format!("duplicate step identifier `{}` in stage `{}`: steps and step groups of a stage need unique identifiers", id.value, s.identifier.value),
+                    format!("duplicate step identifier `{}` in {within}: the steps and step groups of one list need unique identifiers", id.value),
                     format!("the first one is at line {}", first.start.line),
                 );
             } else {
-                seen.insert(id.as_str(), id.span);
+                seen.insert(key, id.span);
             }
         });
         use_from_stage(p, s, &order, r);

@@ -198,6 +198,16 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     let supplied = super::run::supplied_inputs(&a.inputs, &a.inputs_files)?;
     match launch::prepare(&doc, &supplied, selective.then_some(run_stages.as_slice())) {
         Ok(_) => Ok(ExitCode::SUCCESS),
+        // A plan is a preview: inputs that only lack a value are what the run will ask for.
+        Err(launch::LaunchError::Inputs(problems)) if problems.iter().all(|p| p.missing) => {
+            if a.output == Output::Text {
+                eprintln!("runtime inputs a run needs a value for (give them with --input PATH=VALUE):");
+                for p in &problems {
+                    eprintln!("  {}: {}", p.path, p.message);
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Err(e) => fail(e),
     }
 }
