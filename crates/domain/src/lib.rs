@@ -75,6 +75,26 @@ impl Status {
         }
     }
 
+    /// The value Harness expressions give for this status (`<+pipeline.stages.s.status> == "SUCCEEDED"`); the
+    /// API and the CLI keep the names above.
+    pub fn expression_value(self) -> &'static str {
+        match self {
+            Status::Queued => "QUEUED",
+            Status::Running => "RUNNING",
+            Status::Success => "SUCCEEDED",
+            Status::Failed => "FAILED",
+            Status::Aborted => "ABORTED",
+            Status::Expired => "EXPIRED",
+            Status::IgnoreFailed => "IGNORE_FAILED",
+            Status::Skipped => "SKIPPED",
+            Status::ApprovalWaiting => "APPROVAL_WAITING",
+            Status::ApprovalRejected => "APPROVAL_REJECTED",
+            Status::InterventionWaiting => "INTERVENTION_WAITING",
+            Status::InputWaiting => "INPUT_WAITING",
+            Status::Paused => "PAUSED",
+        }
+    }
+
     /// Whether the status is final.
     pub fn is_final(self) -> bool {
         matches!(

@@ -320,4 +320,11 @@ mod tests {
         }
         assert!("skip".parse::<InterventionAction>().unwrap_err().contains("retry, ignore, abort"));
     }
+
+    #[test]
+    fn every_status_has_a_harness_expression_value_validate_knows() {
+        for st in Status::ALL {
+            assert!(spec::STATUS_VALUES.contains(&st.expression_value()), "{st}: {}", st.expression_value());
+        }
+    }
 }

@@ -186,7 +186,11 @@ pub fn tree_from_nodes(nodes: &[Node]) -> expr::Value {
         }
         let refs: Vec<&str> = path.iter().map(String::as_str).collect();
         // The latest attempt wins: nodes come in creation order.
-        tree::set(&mut root, &[&refs[..], &["status"]].concat(), expr::Value::String(n.status.to_string()));
+        tree::set(
+            &mut root,
+            &[&refs[..], &["status"]].concat(),
+            expr::Value::String(n.status.expression_value().into()),
+        );
         match n.kind {
             store::NodeKind::Stage => {
                 for (k, v) in &n.outputs {

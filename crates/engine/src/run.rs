@@ -404,7 +404,7 @@ impl<'p> Run<'p> {
         root.insert("sequenceId".into(), Value::Int(self.exec.sequence_id));
         root.insert("executionId".into(), Value::String(self.exec.id.clone()));
         root.insert("startTs".into(), Value::Int(now_ms()));
-        root.insert("status".into(), Value::String("Running".into()));
+        root.insert("status".into(), Value::String(Status::Running.expression_value().into()));
         root.insert("orgIdentifier".into(), Value::String(self.exec.org.clone()));
         root.insert("projectIdentifier".into(), Value::String(self.exec.project.clone()));
         root.insert(
@@ -538,14 +538,15 @@ impl<'p> Run<'p> {
         let mut node = self.new_node(None, NodeKind::Stage, id, &s.name, id);
         let selected = self.exec.selected_stages.is_empty() || self.exec.selected_stages.iter().any(|x| x == id);
         let scope = Scope::stage(id);
-        let set_status =
-            |st: Status| self.set_tree(&["pipeline", "stages", id, "status"], Value::String(st.to_string()));
+        let set_status = |st: Status| {
+            self.set_tree(&["pipeline", "stages", id, "status"], Value::String(st.expression_value().into()))
+        };
         if node.status.is_final() {
             // Resuming: this stage ended before the process died.
             set_status(node.status);
             if is_bad(node.status) {
                 self.failed.store(true, Ordering::SeqCst);
-                self.set_tree(&["pipeline", "status"], Value::String("Failed".into()));
+                self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
             }
             return Ok(node.status);
         }
@@ -622,7 +623,7 @@ impl<'p> Run<'p> {
         set_status(status);
         if is_bad(status) {
             self.failed.store(true, Ordering::SeqCst);
-            self.set_tree(&["pipeline", "status"], Value::String("Failed".into()));
+            self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
         }
         let failure = reason.or_else(|| is_bad(status).then(|| format!("stage `{id}` ended {status}")));
         node.outputs = self.stage_values(id);
@@ -642,7 +643,7 @@ impl<'p> Run<'p> {
         self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.clone()));
         self.set_tree(&[&base[..], &["name"]].concat(), Value::String(s.name.value.clone()));
         self.set_tree(&[&base[..], &["type"]].concat(), Value::String(format!("{:?}", s.stage_type)));
-        self.set_tree(&[&base[..], &["status"]].concat(), Value::String("Running".into()));
+        self.set_tree(&[&base[..], &["status"]].concat(), Value::String(Status::Running.expression_value().into()));
         let log = self.sink(node);
         if s.stage_type == StageType::Deployment
             && let Err(e) = self.deployment(s, &iid, &mut local, &scope)
@@ -1130,7 +1131,7 @@ impl<'p> Run<'p> {
         }
         let mut tp = self.tree_path(cx, &groups, gid, rollback);
         tp.push("status".into());
-        self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.to_string()));
+        self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.expression_value().into()));
         self.finish(&mut node, agg, None).await
     }
 
@@ -1175,7 +1176,7 @@ impl<'p> Run<'p> {
         .await?;
         let mut tp = self.tree_path(cx, &groups, sid, rollback);
         tp.push("status".into());
-        self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.to_string()));
+        self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.expression_value().into()));
         self.finish(&mut node, agg, None).await
     }
 
@@ -1195,7 +1196,8 @@ impl<'p> Run<'p> {
         let scope = self.scope_of(cx, groups);
         let tp = self.tree_path(cx, groups, &id, rollback);
         let tps: Vec<&str> = tp.iter().map(String::as_str).collect();
-        let set_status = |st: Status| self.set_tree(&[&tps[..], &["status"]].concat(), Value::String(st.to_string()));
+        let set_status =
+            |st: Status| self.set_tree(&[&tps[..], &["status"]].concat(), Value::String(st.expression_value().into()));
         let mut node = self.new_node(Some(parent), NodeKind::Step, &id, &s.name, &spath);
         if node.status.is_final() {
             // Resuming: it ended before the process died; its outputs are in the tree already.

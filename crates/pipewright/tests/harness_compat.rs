@@ -137,3 +137,68 @@ fn the_same_step_identifier_in_two_step_groups_is_legal() {
         .code(1)
         .stderr(predicate::str::contains("duplicate step identifier `frontend` in stage `build_all`"));
 }
+
+/// Harness's status values in expressions: a deploy stage gated on `<+pipeline.stages.build.status> ==
+/// "SUCCEEDED"` (the documented idiom) runs; a step printing a status prints `SUCCEEDED`; and `validate` warns
+/// about a comparison with a value a status never has, saying which one was meant.
+#[test]
+fn statuses_in_expressions_have_harness_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"pipeline:
+  name: Gated
+  identifier: gated
+  stages:
+    - stage:
+        name: Build
+        identifier: build
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Compile
+                  identifier: compile
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo compiled
+    - stage:
+        name: Deploy
+        identifier: deploy
+        type: Custom
+        when:
+          pipelineStatus: Success
+          condition: <+pipeline.stages.build.status> == "SUCCEEDED"
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Report
+                  identifier: report
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo "build was <+pipeline.stages.build.status>, compile was <+pipeline.stages.build.spec.execution.steps.compile.status>"
+"#;
+    let f = write(dir.path(), "gated.yaml", yaml);
+    pw(dir.path())
+        .args(["run", "--step-isolation", "none"])
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("build was SUCCEEDED, compile was SUCCEEDED"));
+    let wrong = write(dir.path(), "wrong.yaml", &yaml.replace(r#"== "SUCCEEDED""#, r#"== "Success""#));
+    pw(dir.path())
+        .arg("validate")
+        .arg(&wrong)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("a status is never `Success` in an expression"))
+        .stderr(predicate::str::contains(r#"write `"SUCCEEDED"`"#));
+}

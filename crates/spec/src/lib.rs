@@ -12,7 +12,7 @@ pub mod model;
 mod parse;
 mod read;
 mod validate;
-pub use validate::StageRef;
+pub use validate::{STATUS_VALUES, StageRef};
 pub mod yaml;
 
 pub use diag::{Diagnostic, Pos, Severity, Span};

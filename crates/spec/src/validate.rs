@@ -61,6 +61,59 @@ const CONTEXT_ROOTS: &[&str] = &[
 ];
 const DEPLOY_ROOTS: &[&str] =
     &["service", "serviceVariables", "env", "infra", "artifact", "artifacts", "manifest", "manifests", "serviceConfig"];
+/// The values a status has in Harness expressions (`<+pipeline.stages.s.status> == "SUCCEEDED"`).
+pub const STATUS_VALUES: &[&str] = &[
+    "QUEUED",
+    "RUNNING",
+    "SUCCEEDED",
+    "FAILED",
+    "ABORTED",
+    "EXPIRED",
+    "IGNORE_FAILED",
+    "SKIPPED",
+    "APPROVAL_WAITING",
+    "APPROVAL_REJECTED",
+    "INTERVENTION_WAITING",
+    "INPUT_WAITING",
+    "PAUSED",
+];
+
+/// The string literals an expression compares a status with (`== "Success"`), with their byte ranges.
+fn status_comparisons(e: &expr::Expr) -> Vec<(std::ops::Range<usize>, String)> {
+    fn is_status(e: &expr::Expr) -> bool {
+        match &e.kind {
+            expr::ExprKind::Path(segs) => {
+                segs.last().is_some_and(|s| matches!(s.to_string().as_str(), "status" | "currentStatus"))
+            }
+            expr::ExprKind::Group(inner) => is_status(inner),
+            _ => false,
+        }
+    }
+    let mut out = Vec::new();
+    e.walk(&mut |x| {
+        if let expr::ExprKind::Binary(expr::BinaryOp::Eq | expr::BinaryOp::Ne, a, b) = &x.kind {
+            for (status, other) in [(a, b), (b, a)] {
+                if is_status(status)
+                    && let expr::ExprKind::Literal(expr::Value::String(lit)) = &other.kind
+                {
+                    out.push((other.span.clone(), lit.clone()));
+                }
+            }
+        }
+    });
+    out
+}
+
+/// The status value a literal that is not one was meant to be (`Success` → `SUCCEEDED`).
+fn status_meant(lit: &str) -> Option<&'static str> {
+    let folded = lit.to_ascii_uppercase().replace(['-', ' '], "_");
+    match folded.as_str() {
+        "SUCCESS" | "SUCCEEDED" => Some("SUCCEEDED"),
+        "IGNOREFAILED" => Some("IGNORE_FAILED"),
+        _ => STATUS_VALUES.iter().copied().find(|v| *v == folded || v.replace('_', "") == folded),
+    }
+}
+
 const STRATEGY_FIELDS: &[&str] = &["iteration", "iterations", "identifierPostFix", "nodeName", "currentStatus"];
 
 enum Frame {
@@ -352,6 +405,22 @@ impl<'a> Walk<'a> {
                 }
             }
         };
+        for e in &exprs {
+            for (range, lit) in status_comparisons(e) {
+                if !STATUS_VALUES.contains(&lit.as_str()) {
+                    let meant = status_meant(&lit).map(|m| format!("write `\"{m}\"`; ")).unwrap_or_default();
+                    self.diag(
+                        node,
+                        range,
+                        Severity::Warning,
+                        format!(
+                            "a status is never `{lit}` in an expression, so this comparison never matches as written"
+                        ),
+                        Some(format!("{meant}statuses in expressions are {}", STATUS_VALUES.join(", "))),
+                    );
+                }
+            }
+        }
         if self.p.is_none() {
             return;
         }
