@@ -75,6 +75,11 @@ pub struct EngineConfig {
     /// Where step tasks run (none: a [`executor::LocalExecutor`] with `isolation`, `work_root` and
     /// `kill_grace`).
     pub executor: Option<std::sync::Arc<dyn executor::Executor>>,
+    /// The web address executions are shown at (`<+pipeline.executionUrl>` is `URL/executions/ID`); none for
+    /// a local run, where it is null.
+    pub url: Option<String>,
+    /// What `<+codebase.…>` reads (the checkout the pipeline file sits in); keys it lacks read as null.
+    pub codebase: BTreeMap<String, String>,
 }
 
 impl EngineConfig {
@@ -91,6 +96,8 @@ impl EngineConfig {
             owner: owner::owner_id(),
             lease: owner::lease_from_env(),
             executor: None,
+            url: None,
+            codebase: BTreeMap::new(),
         }
     }
 }
@@ -113,8 +120,18 @@ impl Entities {
         let files = spec::yaml_files(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         for f in files {
             let doc = spec::load_file(&f).map_err(|e| e.to_string())?;
+            // A repository's `.harness/` folder holds pipelines, input sets and templates beside the entities:
+            // only a broken service, environment or infrastructure definition stops the run.
+            let top = doc.root.as_ref().and_then(|r| match &r.yaml {
+                spec::yaml::Yaml::Map(entries) => entries.first().and_then(|(k, _)| k.as_scalar()).map(String::from),
+                _ => None,
+            });
+            let entity_file = matches!(top.as_deref(), Some("service" | "environment" | "infrastructureDefinition"));
             if !doc.is_valid() {
-                return Err(doc.render_diagnostics());
+                if entity_file {
+                    return Err(doc.render_diagnostics());
+                }
+                continue;
             }
             match doc.entity {
                 Some(spec::Entity::Service(s)) => {

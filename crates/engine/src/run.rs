@@ -405,6 +405,18 @@ impl<'p> Run<'p> {
         root.insert("executionId".into(), Value::String(self.exec.id.clone()));
         root.insert("startTs".into(), Value::Int(now_ms()));
         root.insert("status".into(), Value::String(Status::Running.expression_value().into()));
+        root.insert("currentStatus".into(), Value::String(Status::Running.expression_value().into()));
+        // Runs started by a person (the CLI, the API, the web UI): Harness's value for a manual run.
+        root.insert("triggerType".into(), Value::String("MANUAL".into()));
+        root.insert(
+            "executionUrl".into(),
+            self.config.url.as_ref().map_or(Value::Null, |u| Value::String(format!("{u}/executions/{}", self.exec.id))),
+        );
+        root.insert(
+            "description".into(),
+            p.description.as_ref().map_or(Value::Null, |d| Value::String(d.value.clone())),
+        );
+        root.insert("tags".into(), Value::from(serde_json::Value::Object(p.tags.clone().unwrap_or_default())));
         root.insert("orgIdentifier".into(), Value::String(self.exec.org.clone()));
         root.insert("projectIdentifier".into(), Value::String(self.exec.project.clone()));
         root.insert(
@@ -420,6 +432,11 @@ impl<'p> Run<'p> {
         root.insert("stages".into(), Value::Map(BTreeMap::new()));
         root.insert("variables".into(), Value::Map(BTreeMap::new()));
         self.set_tree(&["pipeline"], Value::Map(root));
+        for (k, v) in &self.config.codebase {
+            let mut path = vec!["codebase"];
+            path.extend(k.split('.'));
+            self.set_tree(&path, Value::String(v.clone()));
+        }
         let given = self.given.lock().unwrap_or_else(|e| e.into_inner()).clone();
         for (path, v) in given {
             self.set_tree(&["executionInput", path.as_str()], Value::String(v));
@@ -547,6 +564,7 @@ impl<'p> Run<'p> {
             if is_bad(node.status) {
                 self.failed.store(true, Ordering::SeqCst);
                 self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
+                self.set_tree(&["pipeline", "currentStatus"], Value::String(Status::Failed.expression_value().into()));
             }
             return Ok(node.status);
         }
@@ -624,6 +642,7 @@ impl<'p> Run<'p> {
         if is_bad(status) {
             self.failed.store(true, Ordering::SeqCst);
             self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
+            self.set_tree(&["pipeline", "currentStatus"], Value::String(Status::Failed.expression_value().into()));
         }
         let failure = reason.or_else(|| is_bad(status).then(|| format!("stage `{id}` ended {status}")));
         node.outputs = self.stage_values(id);
@@ -856,8 +875,11 @@ impl<'p> Run<'p> {
                     NodeError::UndefinedEntity { kind: "infrastructure definition", id: first.identifier.value.clone() }
                 })?;
                 let key = infra_key(&self.exec.id, &infra.meta.identifier.value);
+                // Harness's short form, the default release name in the infrastructure definitions it generates.
+                let short: String = key.chars().take(6).collect();
                 let mut with_key = local.clone();
                 with_key.insert("INFRA_KEY".into(), Value::String(key.clone()));
+                with_key.insert("INFRA_KEY_SHORT_ID".into(), Value::String(short.clone()));
                 let mut m = BTreeMap::new();
                 for (k, v) in &infra.spec {
                     let val = match v {
@@ -873,6 +895,7 @@ impl<'p> Run<'p> {
                 m.insert("infraKey".into(), Value::String(key.clone()));
                 local.insert("infra".into(), Value::Map(m));
                 local.insert("INFRA_KEY".into(), Value::String(key));
+                local.insert("INFRA_KEY_SHORT_ID".into(), Value::String(short));
             }
         }
         for key in ["service", "serviceVariables", "env", "infra"] {
@@ -1190,9 +1213,18 @@ impl<'p> Run<'p> {
         parent: &str,
         path: &str,
         rollback: bool,
-        local: BTreeMap<String, Value>,
+        mut local: BTreeMap<String, Value>,
     ) -> Res<Status> {
         let spath = format!("{path}.{id}");
+        // `<+step.name>`, `<+step.identifier>`, `<+step.type>`: the step being run.
+        local.insert(
+            "step".into(),
+            Value::Map(BTreeMap::from([
+                ("name".to_string(), Value::String(s.name.value.clone())),
+                ("identifier".to_string(), Value::String(s.identifier.value.clone())),
+                ("type".to_string(), Value::String(s.spec.type_name().to_string())),
+            ])),
+        );
         let scope = self.scope_of(cx, groups);
         let tp = self.tree_path(cx, groups, &id, rollback);
         let tps: Vec<&str> = tp.iter().map(String::as_str).collect();

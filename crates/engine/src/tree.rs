@@ -52,7 +52,13 @@ impl Context for NodeCtx<'_> {
             return get(v, &written[1..]).cloned();
         }
         let full = expr::resolve_path(&written, self.scope);
-        get(self.global, &full).cloned()
+        match get(self.global, &full) {
+            Some(v) => Some(v.clone()),
+            // What a trigger or a checkout would give reads as null where there is none (a manual run, no git
+            // checkout), as in Harness, rather than failing the node.
+            None if matches!(first.as_str(), "trigger" | "codebase" | "eventPayload") => Some(Value::Null),
+            None => None,
+        }
     }
 
     fn secret(&self, id: &str) -> Option<String> {

@@ -202,3 +202,105 @@ fn statuses_in_expressions_have_harness_values() {
         .stderr(predicate::str::contains("a status is never `Success` in an expression"))
         .stderr(predicate::str::contains(r#"write `"SUCCEEDED"`"#));
 }
+
+/// Built-ins `validate` accepts resolve at run time: the trigger type of a manual run, the description and
+/// tags, the current status, the step's and stage's own names, `INFRA_KEY_SHORT_ID` (the default release name
+/// in the infrastructure definitions Harness generates), `codebase.*` from the git checkout the pipeline sits
+/// in, and `trigger.*` as null on a manual run.
+#[test]
+fn builtins_that_validate_also_resolve() {
+    let dir = tempfile::tempdir().unwrap();
+    let repo = dir.path().join("repo");
+    let harness = repo.join(".harness");
+    for d in ["services", "environments", "infrastructures"] {
+        std::fs::create_dir_all(harness.join(d)).unwrap();
+    }
+    write(
+        &harness.join("services"),
+        "api.yaml",
+        "service:\n  name: api\n  identifier: api\n  serviceDefinition:\n    type: Kubernetes\n    spec: {}\n",
+    );
+    write(
+        &harness.join("environments"),
+        "staging.yaml",
+        "environment:\n  name: staging\n  identifier: staging\n  type: PreProduction\n",
+    );
+    write(
+        &harness.join("infrastructures"),
+        "staging_k8s.yaml",
+        "infrastructureDefinition:\n  name: staging k8s\n  identifier: staging_k8s\n  environmentRef: staging\n  deploymentType: Kubernetes\n  type: KubernetesDirect\n  spec:\n    connectorRef: k8s\n    namespace: api-staging\n    releaseName: release-<+INFRA_KEY_SHORT_ID>\n",
+    );
+    let f = write(
+        &harness,
+        "deploy.yaml",
+        r#"pipeline:
+  name: Deploy API
+  identifier: deploy_api
+  description: Ships the API to staging
+  tags:
+    team: payments
+  stages:
+    - stage:
+        name: Deploy Staging
+        identifier: deploy_staging
+        type: Deployment
+        spec:
+          deploymentType: Kubernetes
+          service:
+            serviceRef: api
+          environment:
+            environmentRef: staging
+            infrastructureDefinitions:
+              - identifier: staging_k8s
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Announce
+                  identifier: announce
+                  spec:
+                    shell: Bash
+                    source:
+                      type: Inline
+                      spec:
+                        script: |
+                          echo "trigger=<+pipeline.triggerType> url=<+pipeline.executionUrl> desc=<+pipeline.description> team=<+pipeline.tags.team> now=<+pipeline.currentStatus>"
+                          echo "step=<+step.name>/<+step.identifier> stage=<+stage.name>/<+stage.identifier> release=<+infra.releaseName> short=<+INFRA_KEY_SHORT_ID>"
+                          echo "branch=<+codebase.branch> sha=<+codebase.shortCommitSha> pr=<+trigger.prNumber> payload=<+eventPayload.ref>"
+"#,
+    );
+    let git = |args: &[&str]| {
+        let ok = std::process::Command::new("git")
+            .arg("-C")
+            .arg(&repo)
+            .args(args)
+            .env("GIT_AUTHOR_NAME", "Dev")
+            .env("GIT_AUTHOR_EMAIL", "dev@example.test")
+            .env("GIT_COMMITTER_NAME", "Dev")
+            .env("GIT_COMMITTER_EMAIL", "dev@example.test")
+            .output()
+            .unwrap();
+        assert!(ok.status.success(), "git {args:?}: {}", String::from_utf8_lossy(&ok.stderr));
+        String::from_utf8_lossy(&ok.stdout).trim().to_string()
+    };
+    git(&["init", "-q", "-b", "release-1"]);
+    git(&["add", "."]);
+    git(&["commit", "-q", "-m", "first"]);
+    let sha = git(&["rev-parse", "HEAD"]);
+    pw(&dir.path().join("state")).arg("validate").arg(&f).assert().success();
+    let out = pw(&dir.path().join("state"))
+        .args(["run", "--step-isolation", "none"])
+        .arg(&f)
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.contains("trigger=MANUAL url=null desc=Ships the API to staging team=payments now=RUNNING"), "{text}");
+    assert!(text.contains("step=Announce/announce stage=Deploy Staging/deploy_staging release=release-"), "{text}");
+    let short = text.split("short=").nth(1).unwrap().lines().next().unwrap().trim().to_string();
+    assert_eq!(short.len(), 6, "{text}");
+    assert!(text.contains(&format!("release=release-{short} ")), "{text}");
+    assert!(text.contains(&format!("branch=release-1 sha={} pr=null payload=null", &sha[..7])), "{text}");
+}

@@ -62,6 +62,8 @@ pub struct Config {
     /// How long this server's hold on an execution lasts without a heartbeat; executions whose owner's lease
     /// ran out are taken over.
     pub lease: Duration,
+    /// The address the web UI is reached at (`<+pipeline.executionUrl>` is `URL/executions/ID`).
+    pub url: Option<String>,
 }
 
 impl Config {
@@ -86,6 +88,7 @@ impl Config {
             max_pipeline_bytes: 4 * 1024 * 1024,
             max_plans_per_user: 2,
             lease: engine::owner::lease_from_env(),
+            url: None,
         }
     }
 }
@@ -338,6 +341,7 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
             config.isolation.clone(),
             config.work_root.clone(),
             config.lease,
+            config.url.clone(),
         )),
         config,
         policy: RwLock::new(None),

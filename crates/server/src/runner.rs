@@ -27,6 +27,8 @@ pub struct Runner {
     owner: String,
     /// How long this server's hold on an execution lasts without a heartbeat.
     lease: Duration,
+    /// The address the web UI is reached at, for `<+pipeline.executionUrl>`.
+    url: Option<String>,
 }
 
 /// What a running execution needs.
@@ -78,6 +80,7 @@ impl Runner {
         isolation: engine::sandbox::Isolation,
         work_root: PathBuf,
         lease: Duration,
+        url: Option<String>,
     ) -> Runner {
         Runner {
             store,
@@ -90,6 +93,7 @@ impl Runner {
             stop_notify: Arc::new(Notify::new()),
             owner: engine::owner::owner_id(),
             lease,
+            url,
         }
     }
 
@@ -148,6 +152,7 @@ impl Runner {
             config.work_root = me.work_root.clone();
             config.owner = me.owner.clone();
             config.lease = me.lease;
+            config.url = me.url.clone();
             let engine = Engine::new(me.store.clone(), Arc::new(Watch { news: news.clone() }), config);
             let (e, p, ents, secrets, seed) = (&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed);
             let result = if job.resume {

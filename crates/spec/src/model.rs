@@ -376,6 +376,19 @@ pub enum StepSpec {
     HarnessApproval(ApprovalSpec),
 }
 
+impl StepSpec {
+    /// The step's `type` as written in YAML.
+    pub fn type_name(&self) -> &'static str {
+        match self {
+            StepSpec::ShellScript(_) => "ShellScript",
+            StepSpec::Run(_) => "Run",
+            StepSpec::Http(_) => "Http",
+            StepSpec::Wait(_) => "Wait",
+            StepSpec::HarnessApproval(_) => "HarnessApproval",
+        }
+    }
+}
+
 /// Shells a script may run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum Shell {

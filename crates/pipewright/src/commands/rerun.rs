@@ -27,7 +27,7 @@ pub struct Common {
     /// Use the pipeline file as it is now instead of the YAML the execution ran (re-planned).
     #[arg(long)]
     pub latest: bool,
-    /// Services, environments and infrastructure definitions (default: `.harness/` next to the pipeline file).
+    /// Services, environments and infrastructure definitions (default: the `.harness/` folder the pipeline file is in, or `.harness/` next to it).
     #[arg(long, value_name = "DIR")]
     pub entities: Option<PathBuf>,
     /// Secrets as YAML (`id: value`).
@@ -155,7 +155,7 @@ pub async fn retry(a: RetryArgs) -> anyhow::Result<ExitCode> {
 pub struct ResumeArgs {
     /// The execution (id or unique prefix).
     pub execution: String,
-    /// Services, environments and infrastructure definitions (default: `.harness/` next to the pipeline file).
+    /// Services, environments and infrastructure definitions (default: the `.harness/` folder the pipeline file is in, or `.harness/` next to it).
     #[arg(long, value_name = "DIR")]
     pub entities: Option<PathBuf>,
     /// Secrets as YAML (`id: value`).
@@ -199,6 +199,9 @@ pub async fn resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
     let entities = super::run::load_entities(entities_dir.as_deref())?;
     let secrets = super::run::secrets(a.secrets_file.as_deref())?;
     let mut config = engine::EngineConfig::new(&a.state.state_dir);
+    if let Some(f) = &e.source_file {
+        config.codebase = super::run::codebase(Path::new(f));
+    }
     (config.isolation, config.work_root) = super::isolation(&a.steps, &a.state.state_dir)?;
     config.triggered_by = e.triggered_by.clone();
     if a.output == Output::Text {

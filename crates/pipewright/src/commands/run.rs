@@ -27,7 +27,7 @@ pub struct RunArgs {
     /// An input set (or overlay input set) YAML file (repeatable; later ones win, `--input` wins over all).
     #[arg(long = "inputs-file", value_name = "FILE")]
     pub inputs_files: Vec<PathBuf>,
-    /// Where services, environments and infrastructure definitions are (default: `.harness/` next to FILE).
+    /// Where services, environments and infrastructure definitions are (default: the `.harness/` folder FILE is in, or `.harness/` next to FILE).
     #[arg(long, value_name = "DIR")]
     pub entities: Option<PathBuf>,
     /// Secrets as YAML (`id: value`); `PIPEWRIGHT_SECRET_<ID>` environment variables work too.
@@ -402,6 +402,37 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     run_planned(store, &a.state, &doc, planned, opts).await
 }
 
+/// What `<+codebase.…>` reads for a local run: the git checkout the pipeline file sits in (branch, commit,
+/// repository URL, last commit message). Nothing when there is no checkout or no git: those read as null.
+pub fn codebase(pipeline_file: &Path) -> BTreeMap<String, String> {
+    let dir = pipeline_file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let git = |args: &[&str]| -> Option<String> {
+        let out = std::process::Command::new("git").arg("-C").arg(dir).args(args).output().ok()?;
+        let text = String::from_utf8(out.stdout).ok()?.trim().to_string();
+        (out.status.success() && !text.is_empty()).then_some(text)
+    };
+    let mut c = BTreeMap::new();
+    let Some(sha) = git(&["rev-parse", "HEAD"]) else { return c };
+    c.insert("shortCommitSha".to_string(), sha.chars().take(7).collect());
+    c.insert("commitSha".to_string(), sha);
+    if let Some(b) = git(&["rev-parse", "--abbrev-ref", "HEAD"]).filter(|b| b != "HEAD") {
+        c.insert("build.type".to_string(), "branch".to_string());
+        c.insert("build.spec.branch".to_string(), b.clone());
+        c.insert("branch".to_string(), b.clone());
+        c.insert("sourceBranch".to_string(), b);
+    }
+    if let Some(u) = git(&["config", "--get", "remote.origin.url"]) {
+        c.insert("repoUrl".to_string(), u);
+    }
+    if let Some(m) = git(&["log", "-1", "--format=%s"]) {
+        c.insert("commitMessage".to_string(), m);
+    }
+    if let Some(a) = git(&["log", "-1", "--format=%an"]) {
+        c.insert("gitUser".to_string(), a);
+    }
+    c
+}
+
 /// Services, environments and infrastructure definitions from a directory (none without one).
 pub fn load_entities(dir: Option<&Path>) -> anyhow::Result<Entities> {
     match dir {
@@ -410,9 +441,15 @@ pub fn load_entities(dir: Option<&Path>) -> anyhow::Result<Entities> {
     }
 }
 
-/// `.harness/` next to a pipeline file, when it exists.
+/// The entities of a pipeline file: the `.harness/` folder it sits in (a repository keeps its pipelines there),
+/// else `.harness/` next to it, when it exists.
 pub fn default_entities(file: &Path) -> Option<PathBuf> {
-    let d = file.parent().unwrap_or(Path::new(".")).join(".harness");
+    let dir = file.parent().unwrap_or(Path::new("."));
+    // A pipeline kept in a repository's `.harness/` folder (or below it) reads the entities of that folder.
+    if let Some(h) = dir.ancestors().find(|a| a.file_name().is_some_and(|n| n == ".harness")) {
+        return Some(h.to_path_buf());
+    }
+    let d = dir.join(".harness");
     d.is_dir().then_some(d)
 }
 
@@ -467,6 +504,9 @@ pub async fn run_planned(
     let secrets = secrets(o.secrets_file.as_deref())?;
     let mut config = EngineConfig::new(&state.state_dir);
     (config.isolation, config.work_root) = super::isolation(&o.steps, &state.state_dir)?;
+    if let Some(f) = &o.source_file {
+        config.codebase = codebase(Path::new(f));
+    }
     let mut launch = launch::Launch::of(&planned, o.mode, o.selective, &config.triggered_by);
     launch.source_file = o.source_file;
     launch.parent = o.parent;

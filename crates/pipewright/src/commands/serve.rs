@@ -98,6 +98,10 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         None => None,
     };
     let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir)?;
+    let listener = tokio::net::TcpListener::bind(&a.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}; choose another address with --listen", a.listen))?;
+    let addr = listener.local_addr()?;
     let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&a.state_dir).await?);
     let config = server::Config {
         limits: server::listen::Limits {
@@ -117,12 +121,9 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_password,
         isolation,
         work_root,
+        url: Some(format!("http://{addr}")),
     };
     let (app, bootstrap) = server::start(store, config).await.map_err(anyhow::Error::msg)?;
-    let listener = tokio::net::TcpListener::bind(&a.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}; choose another address with --listen", a.listen))?;
-    let addr = listener.local_addr()?;
     println!("listening on http://{addr}");
     if let Some(token) = bootstrap {
         println!("bootstrap token for user `admin` (shown once; create a password or other tokens with it): {token}");
