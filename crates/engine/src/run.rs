@@ -590,7 +590,9 @@ impl<'p> Run<'p> {
             self.failed.store(true, Ordering::SeqCst);
             return self.finish(&mut node, st, Some(why)).await;
         }
-        match self.when(s.when.as_ref(), true, self.failed.load(Ordering::SeqCst), &BTreeMap::new(), &scope) {
+        let (when, per_iteration) =
+            if s.strategy.is_some() { split_when(s.when.as_ref()) } else { (s.when.clone(), None) };
+        match self.when(when.as_ref(), true, self.failed.load(Ordering::SeqCst), &BTreeMap::new(), &scope) {
             Ok(None) => {}
             Ok(Some(reason)) => {
                 set_status(Status::Skipped);
@@ -622,13 +624,19 @@ impl<'p> Run<'p> {
             self.stage_body(s, id.to_string(), &node, it.local).await?
         } else {
             let max = max_concurrency(s.strategy.as_ref(), iterations.len());
-            let node = &node;
+            let (node, per_iteration) = (&node, &per_iteration);
             let agg = fan_out(iterations, max, |it: Iteration| async move {
                 let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
                 let mut inode =
                     self.new_node(Some(&node.id), NodeKind::Stage, &iid, &format!("{} {iid}", s.name.value), &iid);
                 if inode.status.is_final() {
                     return Ok(inode.status);
+                }
+                let failed = self.failed.load(Ordering::SeqCst);
+                match self.when(per_iteration.as_ref(), true, failed, &it.local, &Scope::stage(&iid)) {
+                    Ok(None) => {}
+                    Ok(Some(reason)) => return self.skip(&mut inode, reason).await,
+                    Err(e) => return self.finish(&mut inode, Status::Failed, Some(e.to_string())).await,
                 }
                 self.start(&mut inode).await?;
                 let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local).await?;
@@ -1073,7 +1081,9 @@ impl<'p> Run<'p> {
             cx.failed.store(true, Ordering::SeqCst);
             return self.finish(&mut node, st, Some(why)).await;
         }
-        match self.when(g.when.as_ref(), false, cx.failed.load(Ordering::SeqCst), &base_local, &scope) {
+        let (when, per_iteration) =
+            if g.strategy.is_some() { split_when(g.when.as_ref()) } else { (g.when.clone(), None) };
+        match self.when(when.as_ref(), false, cx.failed.load(Ordering::SeqCst), &base_local, &scope) {
             Ok(None) => {}
             Ok(Some(r)) => return self.skip(&mut node, r).await,
             Err(e) => {
@@ -1095,7 +1105,7 @@ impl<'p> Run<'p> {
         };
         let max = max_concurrency(g.strategy.as_ref(), iterations.len());
         let agg = {
-            let (node, groups, gpath) = (&node, &groups, &gpath);
+            let (node, groups, gpath, per_iteration, scope) = (&node, &groups, &gpath, &per_iteration, &scope);
             fan_out(iterations, max, |it: Iteration| async move {
                 let (groups, gpath) = (groups.clone(), gpath.clone());
                 let iid = it.suffix.map_or(gid.to_string(), |i| format!("{gid}_{i}"));
@@ -1120,6 +1130,21 @@ impl<'p> Run<'p> {
                             &format!("{} {iid}", g.name.value),
                             &ipath,
                         );
+                        // A condition that reads the iteration is evaluated for it.
+                        match self.when(
+                            per_iteration.as_ref(),
+                            false,
+                            cx.failed.load(Ordering::SeqCst),
+                            &sub.local,
+                            scope,
+                        ) {
+                            Ok(None) => {}
+                            Ok(Some(reason)) => return self.skip(&mut n, reason).await,
+                            Err(e) => {
+                                cx.failed.store(true, Ordering::SeqCst);
+                                return self.finish(&mut n, Status::Failed, Some(e.to_string())).await;
+                            }
+                        }
                         self.start(&mut n).await?;
                         (n.id.clone(), ipath, Some(n))
                     }
@@ -1700,4 +1725,25 @@ where
         agg = decide::worst(agg, r?);
     }
     Ok(agg)
+}
+
+/// Whether a `when` condition reads the looping variables of its own node (`matrix`, `repeat`, `strategy`):
+/// then it is evaluated once per iteration, as Harness does, instead of once for the node.
+fn reads_loop_vars(when: Option<&When>) -> bool {
+    let Some(c) = when.and_then(|w| w.condition.as_ref()) else { return false };
+    expr::parse_condition(c).is_ok_and(|e| {
+        expr::references(&e, &Scope::default()).iter().any(|r| matches!(r.root(), "matrix" | "repeat" | "strategy"))
+    })
+}
+
+/// A `when` split for a looping node whose condition reads its iteration: the status gate, for the node, and the
+/// condition, for each iteration.
+fn split_when(when: Option<&When>) -> (Option<When>, Option<When>) {
+    match when {
+        Some(w) if reads_loop_vars(when) => (
+            Some(When { condition: None, ..w.clone() }),
+            Some(When { pipeline_status: None, stage_status: None, condition: w.condition.clone() }),
+        ),
+        other => (other.cloned(), None),
+    }
 }

@@ -304,3 +304,61 @@ fn builtins_that_validate_also_resolve() {
     assert!(text.contains(&format!("release=release-{short} ")), "{text}");
     assert!(text.contains(&format!("branch=release-1 sha={} pr=null payload=null", &sha[..7])), "{text}");
 }
+
+/// A looping stage or step group whose `when` reads its own iteration (`<+matrix.region>`,
+/// `<+strategy.iteration>`): evaluated once per iteration, as Harness does — only the iterations it admits run.
+#[test]
+fn a_looping_nodes_when_is_evaluated_per_iteration() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "regions.yaml",
+        r#"pipeline:
+  name: Regional Rollout
+  identifier: regional_rollout
+  stages:
+    - stage:
+        name: Deploy
+        identifier: deploy
+        type: Custom
+        strategy:
+          matrix:
+            region: [eu-west-1, us-east-1, ap-south-1]
+        when:
+          pipelineStatus: Success
+          condition: <+matrix.region> != "ap-south-1"
+        spec:
+          execution:
+            steps:
+              - stepGroup:
+                  name: Canary
+                  identifier: canary
+                  strategy:
+                    repeat:
+                      items: [5, 25, 100]
+                  when:
+                    stageStatus: Success
+                    condition: <+strategy.iteration> < 2
+                  steps:
+                    - step:
+                        type: ShellScript
+                        name: Shift
+                        identifier: shift
+                        spec:
+                          shell: Sh
+                          source:
+                            type: Inline
+                            spec:
+                              script: echo "<+matrix.region> at <+repeat.item>%"
+"#,
+    );
+    pw(dir.path()).arg("validate").arg(&f).assert().success();
+    let out =
+        pw(dir.path()).args(["run", "--step-isolation", "none"]).arg(&f).assert().success().get_output().stdout.clone();
+    let text = String::from_utf8_lossy(&out);
+    for shown in ["eu-west-1 at 5%", "eu-west-1 at 25%", "us-east-1 at 5%", "us-east-1 at 25%"] {
+        assert!(text.contains(shown), "{shown}: {text}");
+    }
+    assert!(!text.contains("at 100%") && !text.contains("ap-south-1 at"), "{text}");
+    assert!(text.contains("○ deploy_2 Skipped: condition `<+matrix.region> != \"ap-south-1\"` is false"), "{text}");
+}
