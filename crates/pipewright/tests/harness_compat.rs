@@ -362,3 +362,53 @@ fn a_looping_nodes_when_is_evaluated_per_iteration() {
     assert!(!text.contains("at 100%") && !text.contains("ap-south-1 at"), "{text}");
     assert!(text.contains("○ deploy_2 Skipped: condition `<+matrix.region> != \"ap-south-1\"` is false"), "{text}");
 }
+
+/// A matrix with a non-list key (here a misplaced `parallel: 2`, as found in a public repository): Harness
+/// ignores it; pipewright warns, ignores it, and runs the real axes.
+#[test]
+fn a_non_list_matrix_key_is_a_warning() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "tests.yaml",
+        r#"pipeline:
+  name: Tests
+  identifier: tests
+  stages:
+    - stage:
+        name: Test
+        identifier: test
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Unit
+                  identifier: unit
+                  strategy:
+                    matrix:
+                      jdk: ["17", "21"]
+                      parallel: 2
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo "testing on jdk <+matrix.jdk>"
+"#,
+    );
+    pw(dir.path())
+        .arg("validate")
+        .arg(&f)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("`parallel` in the matrix of step `unit` is not a list of values"));
+    pw(dir.path())
+        .args(["run", "--step-isolation", "none"])
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("testing on jdk 17"))
+        .stdout(predicate::str::contains("testing on jdk 21"));
+}

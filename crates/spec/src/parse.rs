@@ -751,10 +751,17 @@ fn strategy(r: &mut Reader, node: &Node, what: &str) -> Option<Strategy> {
                     }
                     Yaml::Seq(_) => {}
                     Yaml::Scalar(s, _) if s.contains("<+") => {}
-                    _ => r.error(
-                        v.span,
-                        format!("matrix axis `{key}` of {what} must be a list of values (or an expression giving one)"),
-                    ),
+                    // Harness ignores a key of the matrix that is not a list (a misplaced setting, a number):
+                    // so does pipewright, saying so.
+                    _ => {
+                        r.warn(
+                            v.span,
+                            format!(
+                                "`{key}` in the matrix of {what} is not a list of values, so it is not an axis and is ignored (axes are lists, e.g. `{key}: [a, b]`)"
+                            ),
+                        );
+                        continue;
+                    }
                 }
                 axes.insert(key.to_string(), v.to_json());
             }
