@@ -412,3 +412,63 @@ fn a_non_list_matrix_key_is_a_warning() {
         .stdout(predicate::str::contains("testing on jdk 17"))
         .stdout(predicate::str::contains("testing on jdk 21"));
 }
+
+/// A notification stage that runs when the build failed, planned on its own: the stage it reads the status of
+/// does not run, so the plan says it will see SKIPPED.
+#[test]
+fn plan_says_when_a_condition_reads_a_stage_that_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "notify.yaml",
+        r#"pipeline:
+  name: Build And Notify
+  identifier: build_and_notify
+  allowStageExecutions: true
+  stages:
+    - stage:
+        name: Build
+        identifier: build
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Compile
+                  identifier: compile
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: make
+    - stage:
+        name: Notify
+        identifier: notify
+        type: Custom
+        when:
+          pipelineStatus: All
+          condition: <+pipeline.stages.build.status> == "FAILED"
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Page
+                  identifier: page
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo the build failed
+"#,
+    );
+    let out = pw(dir.path()).arg("plan").arg(&f).args(["--stage", "notify"]).assert().success().get_output().clone();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        text.contains("stage `notify` reads the status of stage `build`, which does not run: it will see SKIPPED"),
+        "{text}"
+    );
+}

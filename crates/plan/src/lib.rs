@@ -349,6 +349,7 @@ pub fn plan(p: &Pipeline, g: &Graph, req: &Request) -> Result<Plan, PlanError> {
     let mut seeds = Vec::new();
     let mut reused: BTreeMap<String, (String, String)> = BTreeMap::new();
     let mut used_supplied: BTreeSet<&str> = BTreeSet::new();
+    let mut sees_skipped: Vec<String> = Vec::new();
     for s in all.iter().filter(|s| run.contains(*s)) {
         for e in g.deps(s).filter(|e| !run.contains(&e.depends_on)) {
             let src_ok = req.source.as_ref().and_then(|src| {
@@ -368,7 +369,12 @@ pub fn plan(p: &Pipeline, g: &Graph, req: &Request) -> Result<Plan, PlanError> {
                     reused
                         .insert(e.depends_on.clone(), (src.execution_id.clone(), src.statuses[&e.depends_on].clone()));
                 } else if e.via == Via::Expression && path.split('.').count() == 4 && path.ends_with(".status") {
-                    // A stage that does not run has a status: Skipped.
+                    // A stage that does not run has a status: SKIPPED. Say so: a `when` written for a full run
+                    // may decide otherwise than its author expects.
+                    sees_skipped.push(format!(
+                        "stage `{s}` reads the status of stage `{}`, which does not run: it will see SKIPPED",
+                        e.depends_on
+                    ));
                 } else {
                     missing.push(path.clone());
                 }
@@ -406,7 +412,7 @@ pub fn plan(p: &Pipeline, g: &Graph, req: &Request) -> Result<Plan, PlanError> {
             }
         }
     }
-    let mut warnings = Vec::new();
+    let mut warnings = sees_skipped;
     for path in req.supplied.keys() {
         if !used_supplied.contains(path.as_str()) {
             let known: Vec<&str> = g.edges.iter().flat_map(|e| e.paths.iter().map(String::as_str)).collect();
