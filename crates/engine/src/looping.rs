@@ -51,6 +51,8 @@ pub fn expand(l: &Looping, local: &BTreeMap<String, Value>) -> Result<Vec<Iterat
             Value::Map(BTreeMap::from([
                 ("iteration".to_string(), Value::Int(i as i64)),
                 ("iterations".to_string(), Value::Int(n as i64)),
+                // The suffix of the iteration's identifier (`build_0`): `<+strategy.identifierPostFix>`.
+                ("identifierPostFix".to_string(), Value::String(format!("_{i}"))),
             ])),
         );
         Iteration { suffix: Some(i), local: vars }

@@ -1120,6 +1120,11 @@ impl<'p> Run<'p> {
                 };
                 let mut inner_groups = groups;
                 inner_groups.push((g, iid.clone()));
+                // `<+stepGroup.identifierPostFix>`: what this iteration's identifier adds to the group's.
+                let mut here = self.tree_path(cx, &inner_groups[..inner_groups.len() - 1], &iid, rollback);
+                here.push("identifierPostFix".into());
+                let postfix = it.suffix.map_or(String::new(), |i| format!("_{i}"));
+                self.set_tree(&here.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(postfix));
                 let (parent_id, ipath, mut inode) = match it.suffix {
                     Some(_) => {
                         let ipath = format!("{gpath}_{}", it.suffix.unwrap_or(0));

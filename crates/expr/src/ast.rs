@@ -14,12 +14,70 @@ pub struct Expr {
 }
 
 /// A segment of a reference path: `pipeline.stages.build` is three `Name`s.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone)]
 pub enum PathSeg {
     /// `.name`
     Name(String),
     /// `[3]`
     Index(usize),
+    /// A name with expressions spliced into it (`g<+stepGroup.identifierPostFix>`): the inner expressions are
+    /// evaluated first and their text spliced in, as Harness does.
+    Spliced {
+        /// The segment as written.
+        written: String,
+        /// Its pieces, in order.
+        pieces: Vec<Piece>,
+    },
+}
+
+/// A piece of a spliced name.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Piece {
+    /// Text as written.
+    Text(String),
+    /// A nested `<+ … >`.
+    Expr(Box<Expr>),
+}
+
+impl PartialEq for PathSeg {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (PathSeg::Name(a), PathSeg::Name(b)) => a == b,
+            (PathSeg::Index(a), PathSeg::Index(b)) => a == b,
+            (PathSeg::Spliced { written: a, .. }, PathSeg::Spliced { written: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for PathSeg {}
+
+impl std::hash::Hash for PathSeg {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        match self {
+            PathSeg::Name(n) => (0u8, n).hash(h),
+            PathSeg::Index(i) => (1u8, i).hash(h),
+            PathSeg::Spliced { written, .. } => (2u8, written).hash(h),
+        }
+    }
+}
+
+impl PathSeg {
+    /// The name as static analysis reads it: a spliced name without its expressions (`g<+…>` reads as `g`, the
+    /// step group whose iteration suffix the expression gives).
+    pub fn static_name(&self) -> String {
+        match self {
+            PathSeg::Name(n) => n.clone(),
+            PathSeg::Index(i) => i.to_string(),
+            PathSeg::Spliced { pieces, .. } => pieces
+                .iter()
+                .filter_map(|p| match p {
+                    Piece::Text(t) => Some(t.as_str()),
+                    Piece::Expr(_) => None,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl std::fmt::Display for PathSeg {
@@ -27,6 +85,7 @@ impl std::fmt::Display for PathSeg {
         match self {
             PathSeg::Name(n) => f.write_str(n),
             PathSeg::Index(i) => write!(f, "[{i}]"),
+            PathSeg::Spliced { written, .. } => f.write_str(written),
         }
     }
 }
@@ -36,7 +95,7 @@ pub fn path_to_string(segs: &[PathSeg]) -> String {
     let mut out = String::new();
     for (i, s) in segs.iter().enumerate() {
         match s {
-            PathSeg::Name(n) => {
+            PathSeg::Name(n) | PathSeg::Spliced { written: n, .. } => {
                 if i > 0 {
                     out.push('.');
                 }
@@ -156,7 +215,18 @@ impl Expr {
     pub fn walk<'a>(&'a self, f: &mut dyn FnMut(&'a Expr)) {
         f(self);
         match &self.kind {
-            ExprKind::Literal(_) | ExprKind::Path(_) => {}
+            ExprKind::Literal(_) => {}
+            ExprKind::Path(segs) => {
+                for s in segs {
+                    if let PathSeg::Spliced { pieces, .. } = s {
+                        for p in pieces {
+                            if let Piece::Expr(e) = p {
+                                e.walk(f);
+                            }
+                        }
+                    }
+                }
+            }
             ExprKind::Group(e) | ExprKind::Unary(_, e) | ExprKind::Member(e, _) => e.walk(f),
             ExprKind::List(items) => items.iter().for_each(|e| e.walk(f)),
             ExprKind::Binary(_, a, b) | ExprKind::Index(a, b) => {

@@ -50,7 +50,7 @@ impl Context for MapContext {
         let mut v = &self.root;
         for seg in path {
             v = match seg {
-                PathSeg::Name(n) => v.get(n)?,
+                PathSeg::Name(n) | PathSeg::Spliced { written: n, .. } => v.get(n)?,
                 PathSeg::Index(i) => match v {
                     Value::List(l) => l.get(*i)?,
                     other => other.get(&i.to_string())?,
@@ -113,7 +113,25 @@ pub fn evaluate(expr: &Expr, ctx: &dyn Context) -> Result<Value, EvalError> {
     match &expr.kind {
         ExprKind::Literal(v) => Ok(v.clone()),
         ExprKind::Path(segs) => {
-            ctx.lookup(segs).ok_or_else(|| EvalError::Unresolved { path: path_to_string(segs), span: span.clone() })
+            // Spliced names first: their expressions' values become part of the name.
+            let mut resolved = Vec::with_capacity(segs.len());
+            for s in segs {
+                resolved.push(match s {
+                    PathSeg::Spliced { pieces, .. } => {
+                        let mut name = String::new();
+                        for p in pieces {
+                            match p {
+                                crate::ast::Piece::Text(t) => name.push_str(t),
+                                crate::ast::Piece::Expr(e) => name.push_str(&evaluate(e, ctx)?.to_string()),
+                            }
+                        }
+                        PathSeg::Name(name)
+                    }
+                    other => other.clone(),
+                });
+            }
+            ctx.lookup(&resolved)
+                .ok_or_else(|| EvalError::Unresolved { path: path_to_string(&resolved), span: span.clone() })
         }
         ExprKind::Group(e) => evaluate(e, ctx),
         ExprKind::List(items) => Ok(Value::List(items.iter().map(|e| evaluate(e, ctx)).collect::<Result<_, _>>()?)),

@@ -12,7 +12,7 @@ mod refs;
 mod template;
 mod value;
 
-pub use ast::{BinaryOp, Expr, ExprKind, PathSeg, UnaryOp};
+pub use ast::{BinaryOp, Expr, ExprKind, PathSeg, Piece, UnaryOp};
 pub use eval::{Context, EvalError, MapContext, evaluate, evaluate_condition, render};
 pub use input::{InputError, RuntimeInput, parse_runtime_input};
 pub use parser::{ParseError, parse_condition, parse_expression};

@@ -2,7 +2,7 @@
 //! group's own nesting level closes it (as in Harness), so comparisons there are written `gt` / `ge` or inside
 //! parentheses; at the top level of a condition (`when.condition`) `>` is an operator.
 
-use crate::ast::{BinaryOp, Expr, ExprKind, PathSeg, UnaryOp};
+use crate::ast::{BinaryOp, Expr, ExprKind, PathSeg, Piece, UnaryOp};
 use crate::value::Value;
 use std::ops::Range;
 
@@ -266,6 +266,35 @@ impl<'s> Parser<'s> {
 
     /// Parse the body of a `<+ … >` group whose `<+` ends at `self.pos`; consumes the closing `>`.
     /// Returns the body and the byte offset just past the `>`.
+    /// A name of a path with expressions spliced into it, from `name` (at `start..end`) on: nested `<+ … >`
+    /// groups and name characters right after each other, with nothing between them.
+    fn spliced(&mut self, name: String, start: usize, mut end: usize) -> Result<PathSeg, ParseError> {
+        let mut pieces = vec![Piece::Text(name)];
+        loop {
+            if self.src[end..].starts_with("<+") {
+                self.peeked = None;
+                self.pos = end + 2;
+                let (body, close) = self.parse_group_body(end)?;
+                pieces.push(Piece::Expr(Box::new(body)));
+                end = close;
+                self.peeked = None;
+                self.pos = end;
+            } else {
+                let len = self.src[end..]
+                    .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == '$'))
+                    .unwrap_or(self.src.len() - end);
+                if len == 0 {
+                    break;
+                }
+                pieces.push(Piece::Text(self.src[end..end + len].to_string()));
+                end += len;
+                self.peeked = None;
+                self.pos = end;
+            }
+        }
+        Ok(PathSeg::Spliced { written: self.src[start..end].to_string(), pieces })
+    }
+
     pub(crate) fn parse_group_body(&mut self, open_at: usize) -> Result<(Expr, usize), ParseError> {
         self.ctx.push(Ctx::Group);
         if matches!(self.peek()?.0, Tok::Gt | Tok::Ge) {
@@ -432,6 +461,18 @@ impl<'s> Parser<'s> {
                             return self.err(r.start, format!("expected a name after `.`, found {}", describe(&other)));
                         }
                     };
+                    // `g<+stepGroup.identifierPostFix>`: expressions spliced into a name of a path.
+                    if self.src[r.end..].starts_with("<+")
+                        && let ExprKind::Path(_) = e.kind
+                    {
+                        let seg = self.spliced(name, r.start, r.end)?;
+                        let span = e.span.start..self.pos;
+                        if let ExprKind::Path(mut segs) = e.kind {
+                            segs.push(seg);
+                            e = Expr { kind: ExprKind::Path(segs), span };
+                        }
+                        continue;
+                    }
                     if self.peek()?.0 == Tok::LParen {
                         let args = self.args()?;
                         let span = e.span.start..self.pos;

@@ -60,7 +60,7 @@ impl Reference {
 fn seg_strings(segs: &[PathSeg]) -> Vec<String> {
     segs.iter()
         .map(|s| match s {
-            PathSeg::Name(n) => n.clone(),
+            PathSeg::Name(_) | PathSeg::Spliced { .. } => s.static_name(),
             PathSeg::Index(i) => i.to_string(),
         })
         .collect()

@@ -342,3 +342,22 @@ mod props {
         }
     }
 }
+
+/// A `<+…>` nested inside a name of a path is evaluated first and spliced in (`gr<+…>` → `grp`); its own
+/// references are reported, and the path reads statically without it.
+#[test]
+fn nested_expressions_splice_into_a_path() {
+    let c = ctx();
+    let t = expr::parse_template(
+        "<+pipeline.stages.build.spec.execution.steps.gr<+pipeline.variables.csv.substring(0, 0)>p.steps.inner.output.outputVariables.v>",
+    )
+    .unwrap();
+    assert_eq!(expr::render(&t, &c).unwrap(), "deep");
+    let e =
+        parse_expression("pipeline.stages.build.spec.execution.steps.g<+pipeline.variables.n>.steps.t.status").unwrap();
+    let refs: Vec<String> = expr::references(&e, &Scope::default()).into_iter().map(|r| r.path).collect();
+    assert!(refs.contains(&"pipeline.variables.n".to_string()), "{refs:?}");
+    assert!(refs.contains(&"pipeline.stages.build.spec.execution.steps.g.steps.t.status".to_string()), "{refs:?}");
+    // Unbalanced: a clear error, not a panic.
+    assert!(parse_expression("pipeline.stages.a<+pipeline.variables.n.steps").is_err());
+}

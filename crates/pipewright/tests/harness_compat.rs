@@ -472,3 +472,62 @@ fn plan_says_when_a_condition_reads_a_stage_that_does_not_run() {
         "{text}"
     );
 }
+
+/// A `<+…>` nested inside a reference path, as Harness allows: a looping step group reads the status of its
+/// own iteration's step through `g<+stepGroup.identifierPostFix>`; the inner expression is resolved and spliced
+/// in. `validate` accepts it and still checks the path around it.
+#[test]
+fn a_nested_expression_inside_a_reference_path_is_spliced_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"pipeline:
+  name: Shards
+  identifier: shards
+  stages:
+    - stage:
+        name: Test
+        identifier: s1
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - stepGroup:
+                  name: shard
+                  identifier: g
+                  strategy:
+                    repeat:
+                      items: [unit, integration]
+                  steps:
+                    - step:
+                        type: ShellScript
+                        name: run tests
+                        identifier: t
+                        spec:
+                          shell: Sh
+                          source:
+                            type: Inline
+                            spec:
+                              script: echo "running <+repeat.item> tests"
+                    - step:
+                        type: ShellScript
+                        name: report
+                        identifier: report
+                        spec:
+                          shell: Sh
+                          source:
+                            type: Inline
+                            spec:
+                              script: echo "shard<+strategy.identifierPostFix> tests <+pipeline.stages.s1.spec.execution.steps.g<+stepGroup.identifierPostFix>.steps.t.status>"
+"#;
+    let f = write(dir.path(), "shards.yaml", yaml);
+    pw(dir.path()).arg("validate").arg(&f).assert().success();
+    pw(dir.path())
+        .args(["run", "--step-isolation", "none"])
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("shard_0 tests SUCCEEDED"))
+        .stdout(predicate::str::contains("shard_1 tests SUCCEEDED"));
+    // The path around the spliced expression is still checked.
+    let typo = write(dir.path(), "typo.yaml", &yaml.replace("steps.g<+stepGroup", "steps.gg<+stepGroup"));
+    pw(dir.path()).arg("validate").arg(&typo).assert().code(1).stderr(predicate::str::contains("gg"));
+}
