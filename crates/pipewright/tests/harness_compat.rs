@@ -531,3 +531,48 @@ fn a_nested_expression_inside_a_reference_path_is_spliced_in() {
     let typo = write(dir.path(), "typo.yaml", &yaml.replace("steps.g<+stepGroup", "steps.gg<+stepGroup"));
     pw(dir.path()).arg("validate").arg(&typo).assert().code(1).stderr(predicate::str::contains("gg"));
 }
+
+/// A whole list given as a runtime input — the infrastructure definitions of a deployment stage, as templates
+/// and shared pipelines write them — loads: `validate` accepts it and `plan` lists it as an input to give.
+#[test]
+fn a_whole_list_as_a_runtime_input_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "shared.yaml",
+        r#"pipeline:
+  name: Shared Deploy
+  identifier: shared_deploy
+  stages:
+    - stage:
+        name: Deploy
+        identifier: deploy
+        type: Deployment
+        spec:
+          deploymentType: Kubernetes
+          service:
+            serviceRef: <+input>
+          environment:
+            environmentRef: <+input>
+            infrastructureDefinitions: <+input>
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Rollout
+                  identifier: rollout
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo rolling out
+"#,
+    );
+    pw(dir.path()).arg("validate").arg(&f).assert().success();
+    let out = pw(dir.path()).arg("plan").arg(&f).args(["--output", "json"]).assert().success().get_output().clone();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let paths: Vec<&str> =
+        v["required_inputs"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
+    assert!(paths.contains(&"pipeline.stages.deploy.spec.environment.infrastructureDefinitions"), "{paths:?}");
+}
