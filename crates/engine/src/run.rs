@@ -417,6 +417,7 @@ impl<'p> Run<'p> {
             p.description.as_ref().map_or(Value::Null, |d| Value::String(d.value.clone())),
         );
         root.insert("tags".into(), Value::from(serde_json::Value::Object(p.tags.clone().unwrap_or_default())));
+        root.insert("properties".into(), p.properties.clone().map_or(Value::Null, Value::from));
         root.insert("orgIdentifier".into(), Value::String(self.exec.org.clone()));
         root.insert("projectIdentifier".into(), Value::String(self.exec.project.clone()));
         root.insert(

@@ -429,7 +429,11 @@ pub async fn record(store: &dyn Journal, prepared: &Prepared, launch: &Launch) -
     let mut inputs: serde_json::Map<String, serde_json::Value> = prepared
         .inputs
         .iter()
-        .map(|(k, (v, src))| (k.clone(), serde_json::json!({"value": v, "source": src})))
+        .map(|(k, (v, src))| {
+            // A map or list given for a whole field is kept as data.
+            let value = inputs::as_structured(v).unwrap_or_else(|| serde_json::Value::String(v.clone()));
+            (k.clone(), serde_json::json!({"value": value, "source": src}))
+        })
         .chain(prepared.asked.iter().map(|f| engine::asked::entry(&f.path, &f.owner, &f.input)))
         .collect();
     if !launch.provenance.is_empty() {
@@ -462,7 +466,14 @@ pub fn original_inputs(e: &Execution) -> BTreeMap<String, (String, InputSource)>
                 .filter(|(k, _)| *k != "__dependencies")
                 // What was asked while it ran is asked again.
                 .filter(|(_, v)| v["source"] != engine::asked::SOURCE)
-                .filter_map(|(k, v)| Some((k.clone(), (v["value"].as_str()?.to_string(), InputSource::Given))))
+                .filter_map(|(k, v)| {
+                    let value = match &v["value"] {
+                        serde_json::Value::String(s) => s.clone(),
+                        data @ (serde_json::Value::Object(_) | serde_json::Value::Array(_)) => inputs::structured(data),
+                        _ => return None,
+                    };
+                    Some((k.clone(), (value, InputSource::Given)))
+                })
                 .collect()
         })
         .unwrap_or_default()

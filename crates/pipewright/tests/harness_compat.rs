@@ -576,3 +576,121 @@ fn a_whole_list_as_a_runtime_input_loads() {
         v["required_inputs"].as_array().unwrap().iter().map(|i| i["path"].as_str().unwrap()).collect();
     assert!(paths.contains(&"pipeline.stages.deploy.spec.environment.infrastructureDefinitions"), "{paths:?}");
 }
+
+/// Input sets that give a map or a list for a field that is `<+input>` as a whole — the standard CI codebase
+/// shape (`build: <+input>` given `{type: branch, spec: {branch: main}}`) and the infrastructure definitions of
+/// a shared deployment pipeline — supply the whole structure, and the run uses it.
+#[test]
+fn an_input_set_gives_maps_and_lists_for_whole_fields() {
+    let dir = tempfile::tempdir().unwrap();
+    let harness = dir.path().join(".harness");
+    for d in ["services", "environments", "infrastructures", "input_sets"] {
+        std::fs::create_dir_all(harness.join(d)).unwrap();
+    }
+    write(
+        &harness.join("services"),
+        "web.yaml",
+        "service:\n  name: web\n  identifier: web\n  serviceDefinition:\n    type: Kubernetes\n    spec: {}\n",
+    );
+    write(
+        &harness.join("environments"),
+        "qa.yaml",
+        "environment:\n  name: qa\n  identifier: qa\n  type: PreProduction\n",
+    );
+    write(
+        &harness.join("infrastructures"),
+        "qa_k8s.yaml",
+        "infrastructureDefinition:\n  name: qa k8s\n  identifier: qa_k8s\n  environmentRef: qa\n  deploymentType: Kubernetes\n  type: KubernetesDirect\n  spec:\n    connectorRef: k8s\n    namespace: web-qa\n",
+    );
+    let f = write(
+        &harness,
+        "ship.yaml",
+        r#"pipeline:
+  name: Ship Web
+  identifier: ship_web
+  properties:
+    ci:
+      codebase:
+        connectorRef: github
+        repoName: web
+        build: <+input>
+  stages:
+    - stage:
+        name: Deploy
+        identifier: deploy
+        type: Deployment
+        spec:
+          deploymentType: Kubernetes
+          service:
+            serviceRef: <+input>
+          environment:
+            environmentRef: <+input>
+            infrastructureDefinitions: <+input>
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Rollout
+                  identifier: rollout
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo "<+service.name> from <+pipeline.properties.ci.codebase.build.spec.branch> to <+env.name> in <+infra.namespace>"
+"#,
+    );
+    let set = write(
+        &harness.join("input_sets"),
+        "qa.yaml",
+        r#"inputSet:
+  name: QA
+  identifier: qa
+  pipeline:
+    identifier: ship_web
+    properties:
+      ci:
+        codebase:
+          build:
+            type: branch
+            spec:
+              branch: main
+    stages:
+      - stage:
+          identifier: deploy
+          type: Deployment
+          spec:
+            service:
+              serviceRef: web
+            environment:
+              environmentRef: qa
+              infrastructureDefinitions:
+                - identifier: qa_k8s
+"#,
+    );
+    let state = dir.path().join("state");
+    pw(&state).arg("validate").arg(&f).arg(&set).assert().success();
+    pw(&state)
+        .args(["run", "--step-isolation", "none", "--inputs-file"])
+        .arg(&set)
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("web from main to qa in web-qa"));
+    let out = pw(&state).args(["history", "--output", "json"]).assert().success().get_output().stdout.clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    let id = v[0]["id"].as_str().unwrap().to_string();
+    let out = pw(&state).args(["show", &id, "--output", "json"]).assert().success().get_output().stdout.clone();
+    let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(
+        v["inputs"]["pipeline.stages.deploy.spec.environment.infrastructureDefinitions"]["value"],
+        serde_json::json!([{"identifier": "qa_k8s"}]),
+        "{v}"
+    );
+    // A re-run gives the same structures again.
+    pw(&state)
+        .args(["rerun", &id, "--step-isolation", "none"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("web from main to qa in web-qa"));
+}

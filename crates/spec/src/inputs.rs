@@ -61,20 +61,23 @@ pub fn walk_paths<'n>(
     stage: Option<&str>,
     f: &mut dyn FnMut(&str, Option<&str>, &'n Node),
 ) {
-    walk(node, path, stage, path, &mut |path, stage, _, n| f(path, stage, n));
+    walk(node, path, stage, path, false, &mut |path, stage, _, n| f(path, stage, n));
 }
 
 /// What [`walk`] calls per scalar: its path, its stage, its owner (see [`InputField::owner`]), the scalar.
 type Visit<'f, 'n> = &'f mut dyn FnMut(&str, Option<&str>, &str, &'n Node);
 
 /// [`walk_paths`], also telling the path of the innermost stage, step group or step a scalar belongs to.
-fn walk<'n>(node: &'n Node, path: &str, stage: Option<&str>, owner: &str, f: Visit<'_, 'n>) {
+fn walk<'n>(node: &'n Node, path: &str, stage: Option<&str>, owner: &str, containers: bool, f: Visit<'_, 'n>) {
+    if containers && !matches!(node.yaml, Yaml::Scalar(..)) {
+        f(path, stage, owner, node);
+    }
     match &node.yaml {
         Yaml::Scalar(..) => f(path, stage, owner, node),
         Yaml::Map(entries) => {
             for (k, v) in entries {
                 let key = k.as_scalar().unwrap_or_default();
-                walk(v, &format!("{path}.{key}"), stage, owner, f);
+                walk(v, &format!("{path}.{key}"), stage, owner, containers, f);
             }
         }
         Yaml::Seq(items) => {
@@ -84,14 +87,14 @@ fn walk<'n>(node: &'n Node, path: &str, stage: Option<&str>, owner: &str, f: Vis
                 {
                     match k.as_scalar() {
                         Some("parallel") => {
-                            walk(inner, path, stage, owner, f);
+                            walk(inner, path, stage, owner, containers, f);
                             continue;
                         }
                         Some(kind @ ("stage" | "step" | "stepGroup")) => {
                             let id = inner.get("identifier").and_then(Node::as_scalar).unwrap_or("?");
                             let stage = if kind == "stage" { Some(id) } else { stage };
                             let here = format!("{path}.{id}");
-                            walk(inner, &here, stage, &here, f);
+                            walk(inner, &here, stage, &here, containers, f);
                             continue;
                         }
                         _ => {}
@@ -102,11 +105,11 @@ fn walk<'n>(node: &'n Node, path: &str, stage: Option<&str>, owner: &str, f: Vis
                     // A variable's path is the variable itself: its value is what inputs address.
                     (Some(name), true) => {
                         if let Some(v) = item.get("value") {
-                            walk(v, &format!("{path}.{name}"), stage, owner, f);
+                            walk(v, &format!("{path}.{name}"), stage, owner, containers, f);
                         }
                     }
-                    (Some(key), false) => walk(item, &format!("{path}.{key}"), stage, owner, f),
-                    (None, _) => walk(item, &format!("{path}.{i}"), stage, owner, f),
+                    (Some(key), false) => walk(item, &format!("{path}.{key}"), stage, owner, containers, f),
+                    (None, _) => walk(item, &format!("{path}.{i}"), stage, owner, containers, f),
                 }
             }
         }
@@ -116,7 +119,7 @@ fn walk<'n>(node: &'n Node, path: &str, stage: Option<&str>, owner: &str, f: Vis
 /// Every runtime-input field of a pipeline (`node` is the value of the `pipeline:` key).
 pub fn runtime_inputs(node: &Node) -> Vec<InputField> {
     let mut out = Vec::new();
-    walk(node, "pipeline", None, "pipeline", &mut |path, stage, owner, n| {
+    walk(node, "pipeline", None, "pipeline", false, &mut |path, stage, owner, n| {
         if let Some(s) = n.as_scalar()
             && let Ok(Some(input)) = expr::parse_runtime_input(s)
         {
@@ -136,16 +139,37 @@ pub fn runtime_inputs(node: &Node) -> Vec<InputField> {
 /// (`identifier`, `name`, `type`) are not values.
 pub fn input_set_values(node: &Node) -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
-    walk_paths(node, "pipeline", None, &mut |path, _, n| {
-        let last = path.rsplit('.').next().unwrap_or_default();
-        if matches!(last, "identifier" | "name" | "type" | "orgIdentifier" | "projectIdentifier") {
-            return;
-        }
-        if let Some(s) = n.as_scalar() {
-            out.insert(path.to_string(), s.to_string());
+    walk(node, "pipeline", None, "pipeline", true, &mut |path, _, _, n| {
+        match n.as_scalar() {
+            Some(s) => {
+                let last = path.rsplit('.').next().unwrap_or_default();
+                if !matches!(last, "identifier" | "name" | "type" | "orgIdentifier" | "projectIdentifier") {
+                    out.insert(path.to_string(), s.to_string());
+                }
+            }
+            // A map or list is the value of a field that is `<+input>` as a whole (`build: {type: branch, …}`,
+            // `infrastructureDefinitions: [...]`), or just the shape around other values: which one, `resolve`
+            // decides against the pipeline's fields.
+            None => {
+                out.insert(path.to_string(), structured(&n.to_json()));
+            }
         }
     });
     out
+}
+
+/// The marker of a structured value (a map or list given for a field that is `<+input>` as a whole): the value
+/// is this character followed by the JSON text. No value a person types starts with it.
+const STRUCTURED: char = '\u{1}';
+
+/// A map or list, as a supplied value.
+pub fn structured(v: &serde_json::Value) -> String {
+    format!("{STRUCTURED}{v}")
+}
+
+/// The map or list a supplied value holds, if it is one.
+pub fn as_structured(v: &str) -> Option<serde_json::Value> {
+    serde_json::from_str(v.strip_prefix(STRUCTURED)?).ok()
 }
 
 /// Quote a value so that a template reads it back exactly and never evaluates it.
@@ -175,6 +199,10 @@ pub fn resolve(
         match supplied.get(&f.path) {
             // Asked while the run goes, when it reaches the field's stage or step: not needed now.
             None if f.input.execution_input => {}
+            // A map or list for the whole field: constraints are about text, the model checks its shape.
+            Some((v, src)) if as_structured(v).is_some() => {
+                out.insert(f.path.clone(), (v.clone(), src.clone()));
+            }
             Some((v, src)) => match f.input.check(v) {
                 Ok(()) => {
                     out.insert(f.path.clone(), (v.clone(), src.clone()));
@@ -194,7 +222,12 @@ pub fn resolve(
             },
         }
     }
-    for path in supplied.keys() {
+    for (path, (v, _)) in supplied {
+        // The shape around values, and what lies inside a structured value, are not inputs of their own.
+        let inside = |f: &InputField| path.starts_with(&format!("{}.", f.path));
+        if as_structured(v).is_some() || fields.iter().any(inside) {
+            continue;
+        }
         if !fields.iter().any(|f| &f.path == path) {
             let hint = crate::read::did_you_mean(path, fields.iter().map(|f| f.path.as_str()));
             problems.push(InputProblem {
@@ -234,10 +267,29 @@ pub fn apply(
 ) -> Node {
     let mut out = node.clone();
     apply_at(&mut out, "pipeline", &|path: &str| match values.get(path) {
+        Some((v, _)) if as_structured(v).is_some() => Some(v.clone()),
         Some((v, _)) => Some(literal(v)),
         None => asked.contains(path).then(|| placeholder(path)),
     });
     out
+}
+
+/// A YAML node holding a JSON value, every part of it at `span` (the field it replaces).
+fn node_of(v: &serde_json::Value, span: crate::diag::Span) -> Node {
+    let scalar = |text: String, style: Style| Node { yaml: Yaml::Scalar(text, style), span };
+    match v {
+        serde_json::Value::Null => scalar("null".into(), Style::Plain),
+        serde_json::Value::Bool(b) => scalar(b.to_string(), Style::Plain),
+        serde_json::Value::Number(n) => scalar(n.to_string(), Style::Plain),
+        serde_json::Value::String(t) => scalar(t.clone(), Style::DoubleQuoted),
+        serde_json::Value::Array(items) => {
+            Node { yaml: Yaml::Seq(items.iter().map(|i| node_of(i, span)).collect()), span }
+        }
+        serde_json::Value::Object(m) => Node {
+            yaml: Yaml::Map(m.iter().map(|(k, v)| (scalar(k.clone(), Style::Plain), node_of(v, span))).collect()),
+            span,
+        },
+    }
 }
 
 /// A scalar's new text by its path, if it changes.
@@ -250,6 +302,10 @@ fn apply_at(node: &mut Node, path: &str, values: Replace<'_>) {
             if s.trim_start().starts_with("<+input>")
                 && let Some(v) = values(path)
             {
+                if let Some(data) = as_structured(&v) {
+                    *node = node_of(&data, node.span);
+                    return;
+                }
                 // A plain scalar keeps booleans and numbers typed; text that YAML would read as null stays text.
                 let null_like = matches!(v.as_str(), "" | "~" | "null" | "Null" | "NULL");
                 *s = v;

@@ -93,6 +93,9 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
                     )
                 }
                 (Some(value), _, _) => println!("  {k} = {value} ({})", v["source"]),
+                (None, _, _) if v["value"].is_object() || v["value"].is_array() => {
+                    println!("  {k} = {} ({})", v["value"], v["source"])
+                }
                 (None, Some(node), _) => {
                     let about = serde_json::from_value(v["input"].clone())
                         .map(|i| engine::asked::describe(&i))

@@ -308,7 +308,11 @@ pub fn render(
                     table {
                         thead { tr { th scope="col" { "Input" } th scope="col" { "Value" } th scope="col" { "Source" } } }
                         tbody { @for (k, v) in plain { tr { td { code { (k) } }
-                            td { @match v["value"].as_str() { Some(x) => code { (x) }, None => em { "asked while it runs" } } }
+                            td { @match v["value"].as_str() {
+                                Some(x) => code { (x) },
+                                None if v["value"].is_object() || v["value"].is_array() => code { (v["value"].to_string()) },
+                                None => em { "asked while it runs" },
+                            } }
                             td { @if v["source"] == engine::asked::SOURCE {
                                     @match (v["by"].as_str(), v["node"].as_str(), v["owner"].as_str()) {
                                         (Some(by), Some(at), _) => { "given by " (by) " at " code { (at) } },
