@@ -694,3 +694,43 @@ fn an_input_set_gives_maps_and_lists_for_whole_fields() {
         .success()
         .stdout(predicate::str::contains("web from main to qa in web-qa"));
 }
+
+/// Keys Harness's editor writes on its own (`onDelegate`, `allowSimultaneousDeployments`, `gitOpsEnabled`) are
+/// accepted without warnings; a truly unknown key still warns, naming the nearest known one.
+#[test]
+fn keys_harness_writes_are_accepted_quietly() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"pipeline:
+  name: Quiet
+  identifier: quiet
+  stages:
+    - stage:
+        name: Ops
+        identifier: ops
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Check
+                  identifier: check
+                  spec:
+                    shell: Bash
+                    onDelegate: true
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo ok
+"#;
+    let f = write(dir.path(), "quiet.yaml", yaml);
+    pw(dir.path()).arg("validate").arg(&f).assert().success().stderr(predicate::str::contains("warning").not());
+    let typo = write(dir.path(), "typo.yaml", &yaml.replace("onDelegate: true", "sheel: Bash"));
+    pw(dir.path())
+        .arg("validate")
+        .arg(&typo)
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("unknown key `sheel`"))
+        .stderr(predicate::str::contains("did you mean `shell`?"));
+}

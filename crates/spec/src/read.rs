@@ -46,6 +46,22 @@ pub fn did_you_mean<'c>(name: &str, candidates: impl IntoIterator<Item = &'c str
     suggest(name, candidates).map(|s| format!("; did you mean `{s}`?")).unwrap_or_default()
 }
 
+/// Keys Harness's own editor writes into pipelines that change nothing pipewright does (where a delegate runs,
+/// GitOps and caching switches, notification and flow-control settings): accepted without a warning, so a real
+/// repository's files validate clean. Unknown keys still warn.
+const HARNESS_WRITES: &[&str] = &[
+    "onDelegate",
+    "allowSimultaneousDeployments",
+    "gitOpsEnabled",
+    "buildIntelligence",
+    "skipInstances",
+    "notificationRules",
+    "flowControl",
+    "caching",
+    "fixedInputsOnRerun",
+    "slsa_provenance",
+];
+
 /// A map node being read.
 pub struct MapView<'n> {
     /// The map node.
@@ -111,7 +127,7 @@ impl Reader {
                 self.error(k.span, format!("duplicate key `{key}` in {what}; each key may appear once"));
             }
             seen.push(key);
-            if !known.is_empty() && !known.contains(&key) {
+            if !known.is_empty() && !known.contains(&key) && !HARNESS_WRITES.contains(&key) {
                 let msg = match suggest(key, known.iter().copied()) {
                     Some(s) => format!("unknown key `{key}` in {what} is ignored; did you mean `{s}`?"),
                     None => format!("unknown key `{key}` in {what} is ignored; known keys: {}", known.join(", ")),
