@@ -58,7 +58,6 @@ const HARNESS_WRITES: &[&str] = &[
     "notificationRules",
     "flowControl",
     "caching",
-    "fixedInputsOnRerun",
     "slsa_provenance",
 ];
 
