@@ -654,6 +654,56 @@ pub fn secret_refs(doc: &Document) -> Vec<String> {
     out.into_iter().collect()
 }
 
+/// The secrets a pipeline reads, each with the stage that reads it (`None`: the pipeline itself) — to say,
+/// before anything runs, which of those the stages that will run need are not given.
+pub fn secret_uses(doc: &Document) -> Vec<(String, Option<String>)> {
+    let mut out: Vec<(String, Option<String>)> = Vec::new();
+    let mut add = |id: &str, stage: Option<&str>| {
+        let id = id.strip_prefix("account.").or(id.strip_prefix("org.")).unwrap_or(id).to_string();
+        let entry = (id, stage.map(String::from));
+        if !out.contains(&entry) {
+            out.push(entry);
+        }
+    };
+    if let Some(body) = doc.body() {
+        inputs::walk_paths(body, "pipeline", None, &mut |_, stage, node| {
+            if let Some(text) = node.as_scalar()
+                && text.contains("<+")
+                && let Ok(t) = expr::parse_template(text)
+            {
+                for r in t.references(&expr::Scope::default()) {
+                    if let Some(id) = r.written.strip_prefix("secrets.getValue(\"").and_then(|s| s.strip_suffix("\")"))
+                    {
+                        add(id, stage);
+                    }
+                }
+            }
+        });
+    }
+    if let Some(Entity::Pipeline(p)) = &doc.entity {
+        let literal = |v: &spec::Variable| {
+            (v.var_type == spec::VariableType::Secret)
+                .then(|| v.value.as_ref().or(v.default.as_ref()))
+                .flatten()
+                .filter(|val| !val.value.contains("<+"))
+                .map(|val| val.value.trim().to_string())
+        };
+        for v in &p.variables {
+            if let Some(id) = literal(v) {
+                add(&id, None);
+            }
+        }
+        for s in p.all_stages() {
+            for v in &s.variables {
+                if let Some(id) = literal(v) {
+                    add(&id, Some(&s.identifier.value));
+                }
+            }
+        }
+    }
+    out
+}
+
 /// The step a node runs, found in the pipeline by the node's path: its stage (an iteration's `_N` suffix
 /// removed when needed), the step groups it sits in, and its identifier — the same identifier may be used in
 /// two step groups of one stage.

@@ -734,3 +734,81 @@ fn keys_harness_writes_are_accepted_quietly() {
         .stderr(predicate::str::contains("unknown key `sheel`"))
         .stderr(predicate::str::contains("did you mean `shell`?"));
 }
+
+/// A secret the stages that run read but nobody gave is reported before anything runs, with the two ways to
+/// give it; a selective run of a stage that reads no secret runs.
+#[test]
+fn a_missing_secret_is_reported_before_the_run_starts() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "publish.yaml",
+        r#"pipeline:
+  name: Publish
+  identifier: publish
+  allowStageExecutions: true
+  stages:
+    - stage:
+        name: Build
+        identifier: build
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Pack
+                  identifier: pack
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo packed > pack.log
+    - stage:
+        name: Publish
+        identifier: publish
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Upload
+                  identifier: upload
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo uploading with <+secrets.getValue("registry-token")>
+"#,
+    );
+    let state = dir.path().join("state");
+    pw(&state)
+        .env_remove("PIPEWRIGHT_SECRET_REGISTRY_TOKEN")
+        .args(["run", "--step-isolation", "none"])
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("reads secrets that are not given; nothing was run"))
+        .stderr(predicate::str::contains(
+            "--secrets-file FILE (`registry-token: VALUE`), or as PIPEWRIGHT_SECRET_REGISTRY_TOKEN",
+        ));
+    // Nothing was recorded: no execution started.
+    let out = pw(&state).args(["history", "--output", "json"]).assert().success().get_output().stdout.clone();
+    assert_eq!(serde_json::from_slice::<serde_json::Value>(&out).unwrap(), serde_json::json!([]));
+    pw(&state)
+        .env_remove("PIPEWRIGHT_SECRET_REGISTRY_TOKEN")
+        .args(["run", "--step-isolation", "none", "--stage", "build"])
+        .arg(&f)
+        .assert()
+        .success();
+    pw(&state)
+        .env("PIPEWRIGHT_SECRET_REGISTRY_TOKEN", "s3cret-token")
+        .args(["run", "--step-isolation", "none"])
+        .arg(&f)
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("uploading with **************"));
+}

@@ -502,6 +502,23 @@ pub async fn run_planned(
     };
     let entities = load_entities(o.entities.as_deref())?;
     let secrets = secrets(o.secrets_file.as_deref())?;
+    // Every secret the stages that run read must be given before anything runs.
+    let missing: std::collections::BTreeSet<String> = launch::secret_uses(doc)
+        .into_iter()
+        .filter(|(_, stage)| stage.as_ref().is_none_or(|s| !o.selective || run_stages.contains(s)))
+        .map(|(id, _)| id)
+        .filter(|id| secrets.get(id).is_none())
+        .collect();
+    if !missing.is_empty() {
+        eprintln!("error: the pipeline reads secrets that are not given; nothing was run:");
+        for id in &missing {
+            eprintln!(
+                "  {id}: give it in a file passed with --secrets-file FILE (`{id}: VALUE`), or as PIPEWRIGHT_SECRET_{}",
+                id.to_ascii_uppercase().replace(['.', '-'], "_")
+            );
+        }
+        return Ok(ExitCode::from(1));
+    }
     let mut config = EngineConfig::new(&state.state_dir);
     (config.isolation, config.work_root) = super::isolation(&o.steps, &state.state_dir)?;
     if let Some(f) = &o.source_file {
