@@ -1253,7 +1253,7 @@ impl<'p> Run<'p> {
             Value::Map(BTreeMap::from([
                 ("name".to_string(), Value::String(s.name.value.clone())),
                 ("identifier".to_string(), Value::String(s.identifier.value.clone())),
-                ("type".to_string(), Value::String(s.spec.type_name().to_string())),
+                ("type".to_string(), Value::String(s.step_type.name().to_string())),
             ])),
         );
         let scope = self.scope_of(cx, groups);

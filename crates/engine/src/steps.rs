@@ -196,6 +196,13 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
         }
         StepSpec::Http(h) => http(env, h).await,
         StepSpec::HarnessApproval(a) => approval(env, a).await,
+        StepSpec::Harness(_) => Outcome::failed(
+            ErrorType::Unknown,
+            format!(
+                "pipewright does not run `{}` steps itself; give the step a failure strategy (Ignore, MarkAsSuccess) to go on, or replace it with a ShellScript or Run step",
+                step.step_type.name()
+            ),
+        ),
     }
 }
 

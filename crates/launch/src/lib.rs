@@ -219,8 +219,21 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
         source: src,
         any_stage: sel.any_stage,
     };
-    let plan = plan::plan(p, &graph, &req).map_err(|e| LaunchError::Selection(e.to_string()))?;
+    let mut plan = plan::plan(p, &graph, &req).map_err(|e| LaunchError::Selection(e.to_string()))?;
     let run = plan.run_stages();
+    // Steps of types pipewright does not run, in the stages that run: said up front.
+    for s in p.all_stages().into_iter().filter(|s| run.contains(&s.identifier.value)) {
+        s.spec.execution.walk(|e, _, _| {
+            if let spec::ExecutionElement::Step(st) = e
+                && let spec::StepType::Harness(t) = st.step_type
+            {
+                plan.warnings.push(format!(
+                    "step `{}.{}` is a `{t}` step, which pipewright does not run itself: the run fails there unless a failure strategy lets it go on",
+                    s.identifier.value, st.identifier.value
+                ));
+            }
+        });
+    }
     let required =
         inputs::runtime_inputs(body).into_iter().filter(|f| f.stage.as_ref().is_none_or(|s| run.contains(s))).collect();
     Ok(Planned { plan, required })

@@ -812,3 +812,88 @@ fn a_missing_secret_is_reported_before_the_run_starts() {
         .success()
         .stdout(predicate::str::contains("uploading with **************"));
 }
+
+/// A real CD pipeline's shape: a Jira ticket, a Kubernetes rolling deploy and a Slack-style notification among
+/// steps pipewright runs. Every Harness step type loads (its spec kept as data); `validate` and `plan` say
+/// which steps pipewright does not run; the run fails at such a step unless a failure strategy lets it go on;
+/// the resolved pipeline (what a taken-over run reads back) keeps the type and spec.
+#[test]
+fn every_harness_step_type_loads_and_says_what_pipewright_does_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let yaml = r#"pipeline:
+  name: K8s Release
+  identifier: k8s_release
+  stages:
+    - stage:
+        name: Release
+        identifier: release
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: JiraCreate
+                  name: Open Ticket
+                  identifier: open_ticket
+                  timeout: 5m
+                  spec:
+                    connectorRef: jira
+                    projectKey: REL
+                    issueType: Task
+                    fields:
+                      - name: Summary
+                        value: Release <+pipeline.sequenceId>
+                  failureStrategies:
+                    - onFailure:
+                        errors: [AllErrors]
+                        action:
+                          type: Ignore
+              - step:
+                  type: ShellScript
+                  name: Render
+                  identifier: render
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo rendered manifests
+              - step:
+                  type: K8sRollingDeploy
+                  name: Rollout
+                  identifier: rollout
+                  timeout: 10m
+                  spec:
+                    skipDryRun: false
+                    pruningEnabled: false
+"#;
+    let f = write(dir.path(), "k8s.yaml", yaml);
+    pw(dir.path()).arg("validate").arg(&f).assert().success().stderr(predicate::str::contains(
+        "step `rollout` is a `K8sRollingDeploy` step, which pipewright does not run itself",
+    ));
+    let out = pw(dir.path()).arg("plan").arg(&f).assert().success().get_output().clone();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(text.contains("step `release.open_ticket` is a `JiraCreate` step"), "{text}");
+    assert!(text.contains("step `release.rollout` is a `K8sRollingDeploy` step"), "{text}");
+    let state = dir.path().join("state");
+    pw(&state)
+        .args(["run", "--step-isolation", "none"])
+        .arg(&f)
+        .assert()
+        .code(1)
+        .stdout(predicate::str::contains(
+            "~ release.open_ticket IgnoreFailed: pipewright does not run `JiraCreate` steps itself",
+        ))
+        .stdout(predicate::str::contains("rendered manifests"))
+        .stdout(predicate::str::contains(
+            "✗ release.rollout Failed: pipewright does not run `K8sRollingDeploy` steps itself",
+        ));
+    // An unknown type is still an error, with the nearest Harness name.
+    let typo = write(dir.path(), "typo.yaml", &yaml.replace("type: K8sRollingDeploy", "type: K8sRolingDeploy"));
+    pw(dir.path())
+        .arg("validate")
+        .arg(&typo)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("unsupported step type `K8sRolingDeploy`; did you mean `K8sRollingDeploy`?"));
+}

@@ -311,8 +311,8 @@ pub struct StepGroup {
     pub span: Span,
 }
 
-/// The supported step types.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
+/// A step's type: one pipewright runs, or another Harness type, kept as data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StepType {
     /// A bash or sh script on this machine.
     ShellScript,
@@ -324,12 +324,213 @@ pub enum StepType {
     Wait,
     /// Waits for a person's approval.
     HarnessApproval,
+    /// Another Harness step type (`K8sRollingDeploy`, `JiraApproval`, …): it loads and plans, its spec is kept
+    /// as data, and a run fails at it, saying so.
+    Harness(&'static str),
 }
 
 impl StepType {
-    /// Every supported name.
+    /// The types pipewright runs itself.
     pub const NAMES: &'static [&'static str] = &["ShellScript", "Run", "Http", "Wait", "HarnessApproval"];
+
+    /// The type as written in YAML.
+    pub fn name(self) -> &'static str {
+        match self {
+            StepType::ShellScript => "ShellScript",
+            StepType::Run => "Run",
+            StepType::Http => "Http",
+            StepType::Wait => "Wait",
+            StepType::HarnessApproval => "HarnessApproval",
+            StepType::Harness(n) => n,
+        }
+    }
 }
+
+impl Serialize for StepType {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(self.name())
+    }
+}
+
+impl JsonSchema for StepType {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "StepType".into()
+    }
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        let names: Vec<&str> = StepType::NAMES.iter().chain(HARNESS_STEP_TYPES).copied().collect();
+        schemars::json_schema!({"type": "string", "enum": names})
+    }
+}
+
+/// Harness's other step types (CI, CD, approvals, notifications, infrastructure as code, security scans):
+/// they load and plan, and a run fails at them, saying that pipewright does not run them.
+pub const HARNESS_STEP_TYPES: &[&str] = &[
+    // CI
+    "RunTests",
+    "Plugin",
+    "GitClone",
+    "Background",
+    "Action",
+    "Bitrise",
+    "Container",
+    "BuildAndPushDockerRegistry",
+    "BuildAndPushECR",
+    "BuildAndPushGCR",
+    "BuildAndPushGAR",
+    "BuildAndPushACR",
+    "SaveCacheS3",
+    "RestoreCacheS3",
+    "SaveCacheGCS",
+    "RestoreCacheGCS",
+    "SaveCacheHarness",
+    "RestoreCacheHarness",
+    "S3Upload",
+    "GCSUpload",
+    "ArtifactoryUpload",
+    // Security and supply chain
+    "Security",
+    "AquaTrivy",
+    "Snyk",
+    "SonarQube",
+    "Gitleaks",
+    "Owasp",
+    "Grype",
+    "Semgrep",
+    "Checkmarx",
+    "BlackDuck",
+    "Wiz",
+    "Prowler",
+    "CustomIngest",
+    "SscaOrchestration",
+    "SscaEnforcement",
+    "SlsaVerification",
+    // Kubernetes and Helm
+    "K8sRollingDeploy",
+    "K8sRollingRollback",
+    "K8sApply",
+    "K8sDelete",
+    "K8sScale",
+    "K8sCanaryDeploy",
+    "K8sCanaryDelete",
+    "K8sBlueGreenDeploy",
+    "K8sBGSwapServices",
+    "K8sBlueGreenStageScaleDown",
+    "K8sDryRun",
+    "K8sTrafficRouting",
+    "K8sPatch",
+    "HelmDeploy",
+    "HelmRollback",
+    "HelmBGDeploy",
+    "HelmBlueGreenSwapStep",
+    "HelmCanaryDeploy",
+    "HelmCanaryDelete",
+    "DownloadManifests",
+    "DownloadAwsS3",
+    "DownloadHarnessStore",
+    // Infrastructure as code
+    "TerraformPlan",
+    "TerraformApply",
+    "TerraformDestroy",
+    "TerraformRollback",
+    "TerraformCloudRun",
+    "TerraformCloudRollback",
+    "TerragruntPlan",
+    "TerragruntApply",
+    "TerragruntDestroy",
+    "TerragruntRollback",
+    "CreateStack",
+    "DeleteStack",
+    "RollbackStack",
+    "AzureCreateARMResource",
+    "AzureCreateBPResource",
+    "AzureARMRollback",
+    "ShellScriptProvision",
+    "IACMTerraformPlugin",
+    "IACMOpenTofuPlugin",
+    // Cloud deployments
+    "EcsRollingDeploy",
+    "EcsRollingRollback",
+    "EcsCanaryDeploy",
+    "EcsCanaryDelete",
+    "EcsBlueGreenCreateService",
+    "EcsBlueGreenSwapTargetGroups",
+    "EcsBlueGreenRollback",
+    "EcsRunTask",
+    "AsgRollingDeploy",
+    "AsgRollingRollback",
+    "AsgCanaryDeploy",
+    "AsgCanaryDelete",
+    "AsgBlueGreenDeploy",
+    "AsgBlueGreenRollback",
+    "AsgBlueGreenSwapService",
+    "AwsLambdaDeploy",
+    "AwsLambdaRollback",
+    "AwsSamDeploy",
+    "AwsSamBuild",
+    "AwsSamRollback",
+    "ServerlessAwsLambdaDeploy",
+    "ServerlessAwsLambdaRollback",
+    "ServerlessAwsLambdaDeployV2",
+    "ServerlessAwsLambdaPackageV2",
+    "ServerlessAwsLambdaRollbackV2",
+    "ServerlessAwsLambdaPrepareRollbackV2",
+    "AzureWebAppSlotDeployment",
+    "AzureWebAppTrafficShift",
+    "AzureWebAppSwapSlot",
+    "AzureWebAppRollback",
+    "GoogleCloudFunctionsDeploy",
+    "GoogleCloudFunctionsDeployWithoutTraffic",
+    "GoogleCloudFunctionsTrafficShift",
+    "GoogleCloudFunctionsRollback",
+    "DeployCloudFunction",
+    "TasCanaryAppSetup",
+    "TasBGAppSetup",
+    "TasBasicAppSetup",
+    "TasAppResize",
+    "TasSwapRoutes",
+    "TasRollback",
+    "TasSwapRollback",
+    "TanzuCommand",
+    "TasRouteMapping",
+    "ElastigroupDeploy",
+    "ElastigroupRollback",
+    "ElastigroupSetup",
+    "ElastigroupBGStageSetup",
+    "ElastigroupSwapRoute",
+    "Command",
+    "FetchInstanceScript",
+    // GitOps
+    "GitOpsUpdateReleaseRepo",
+    "GitOpsFetchLinkedApps",
+    "GitOpsSync",
+    "UpdateReleaseRepo",
+    "MergePR",
+    "CreatePR",
+    "RevertPR",
+    // Approvals, tickets, notifications, flow control
+    "JiraCreate",
+    "JiraUpdate",
+    "JiraApproval",
+    "ServiceNowCreate",
+    "ServiceNowUpdate",
+    "ServiceNowApproval",
+    "ServiceNowImportSet",
+    "CustomApproval",
+    "Email",
+    "Notify",
+    "Queue",
+    "Barrier",
+    "ResourceConstraint",
+    "Policy",
+    "FlagConfiguration",
+    "Verify",
+    "AnalyzeDeploymentImpact",
+    "JenkinsBuild",
+    "JenkinsBuildV2",
+    "BambooBuild",
+    "Chaos",
+    "HarnessCodeCheck",
+];
 
 /// `step:`
 #[derive(Debug, Clone, Serialize, JsonSchema)]
@@ -374,19 +575,8 @@ pub enum StepSpec {
     Wait(WaitSpec),
     /// `HarnessApproval`
     HarnessApproval(ApprovalSpec),
-}
-
-impl StepSpec {
-    /// The step's `type` as written in YAML.
-    pub fn type_name(&self) -> &'static str {
-        match self {
-            StepSpec::ShellScript(_) => "ShellScript",
-            StepSpec::Run(_) => "Run",
-            StepSpec::Http(_) => "Http",
-            StepSpec::Wait(_) => "Wait",
-            StepSpec::HarnessApproval(_) => "HarnessApproval",
-        }
-    }
+    /// Another Harness step type's spec, as written.
+    Harness(Any),
 }
 
 /// Shells a script may run in.

@@ -361,6 +361,29 @@ fn step(r: &mut Reader, node: &Node) -> Option<Step> {
         r.identifier(id, &what);
     }
     let step_type = r.req(&m, "type").and_then(|n| {
+        let harness = n.as_scalar().and_then(|s| HARNESS_STEP_TYPES.iter().find(|t| **t == s));
+        if let Some(t) = harness {
+            r.warn(
+                n.span,
+                format!(
+                    "{what} is a `{t}` step, which pipewright does not run itself: a run fails at it (give it a failure strategy, or replace it with a ShellScript or Run step)"
+                ),
+            );
+            return Some(StepType::Harness(t));
+        }
+        if let Some(s) = n.as_scalar()
+            && !StepType::NAMES.contains(&s)
+        {
+            let hint = crate::read::did_you_mean(s, StepType::NAMES.iter().chain(HARNESS_STEP_TYPES).copied());
+            r.error(
+                n.span,
+                format!(
+                    "unsupported step type `{s}`{hint}; pipewright runs {} and loads Harness's other step types",
+                    StepType::NAMES.join(", ")
+                ),
+            );
+            return None;
+        }
         r.one_of(n, "step type", StepType::NAMES, |s| match s {
             "ShellScript" => Some(StepType::ShellScript),
             "Run" => Some(StepType::Run),
@@ -370,8 +393,14 @@ fn step(r: &mut Reader, node: &Node) -> Option<Step> {
             _ => None,
         })
     });
-    let spec = match (r.req(&m, "spec"), step_type) {
+    let spec = match (m.get("spec"), step_type) {
+        // Another Harness type's spec is kept as written (some have none).
+        (n, Some(StepType::Harness(_))) => Some(StepSpec::Harness(n.map_or(serde_json::json!({}), Node::to_json))),
         (Some(n), Some(t)) => step_spec(r, n, t, &what),
+        (None, Some(_)) => {
+            r.req(&m, "spec");
+            None
+        }
         _ => None,
     };
     Some(Step {
@@ -522,6 +551,7 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             let d = r.req(&m, "duration").and_then(|n| r.duration(n, &format!("`duration` of {what}")))?;
             Some(StepSpec::Wait(WaitSpec { duration: d }))
         }
+        StepType::Harness(_) => Some(StepSpec::Harness(node.to_json())),
         StepType::HarnessApproval => {
             let m = r.map(
                 node,
