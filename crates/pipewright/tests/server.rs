@@ -905,6 +905,16 @@ async fn bad_input_tokens_and_secrets_are_handled() {
     let logs = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
     assert!(logs.to_string().contains("key="), "{logs}");
     assert!(!logs.to_string().contains("s3cr3t-value"), "{logs}");
+    // A secret the project does not have is reported before anything runs.
+    s.ok(
+        Method::POST,
+        &format!("{P}/pipelines"),
+        Some(pipeline("nosec", &stage("a", "'echo key=<+secrets.getValue(\"missing_key\")>'"))),
+    )
+    .await;
+    let (st, v) = s.req(Some(&t), Method::POST, &format!("{P}/pipelines/nosec/execute"), Some(&json!({}))).await;
+    assert_eq!(st, 422, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("does not have: `missing_key`; nothing was run"), "{v}");
     // Tokens: revoked, expired, a project service account's token on another project.
     let mine = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "short", "expires_in_seconds": 1}))).await;
     let short = mine["token"].as_str().unwrap().to_string();

@@ -259,6 +259,24 @@ async fn launch_planned(
     let run_stages = planned.plan.run_stages();
     let prepared = launch::prepare(doc, &supplied, selective.then_some(run_stages.as_slice()))?;
     let secrets = secrets(app, Some(p), scope, doc).await?;
+    // Every secret the stages that run read must exist in the project before anything runs.
+    let missing: std::collections::BTreeSet<String> = launch::secret_uses(doc)
+        .into_iter()
+        .filter(|(_, stage)| stage.as_ref().is_none_or(|s| run_stages.contains(s)))
+        .map(|(id, _)| id)
+        .filter(|id| secrets.get(id).is_none())
+        .collect();
+    if !missing.is_empty() {
+        let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
+        return Err(LaunchError::BadRequest(format!(
+            "the pipeline reads secrets project `{}` does not have: {}; nothing was run. Add them in the project's settings (Secrets) or with POST /api/v1/orgs/{}/projects/{}/secrets",
+            scope.project,
+            names.join(", "),
+            scope.org,
+            scope.project
+        ))
+        .into());
+    }
     let entities = entities(app, scope).await?;
     let mut l = launch::Launch::of(&planned, mode, selective, &p.display());
     l.parent = parent;
