@@ -94,7 +94,8 @@ struct Buf {
 
 /// The log of one node.
 pub struct LogSink {
-    store: Arc<dyn Store>,
+    /// Where lines are stored (none: the execution's own lines, shown but belonging to no node).
+    store: Option<Arc<dyn Store>>,
     observer: Arc<dyn Observer>,
     masker: Arc<Masker>,
     execution_id: String,
@@ -114,11 +115,25 @@ impl LogSink {
         path: &str,
     ) -> Self {
         LogSink {
-            store,
+            store: Some(store),
             observer,
             masker,
             execution_id: execution_id.to_string(),
             node_id: node_id.to_string(),
+            path: path.to_string(),
+            buf: tokio::sync::Mutex::new(Buf { text: String::new(), seq: 0, since: std::time::Instant::now() }),
+        }
+    }
+
+    /// Lines of the execution itself (the pipeline asking for its runtime inputs): shown, not stored — a log
+    /// chunk belongs to a node, and what the execution waits for is recorded in its inputs.
+    pub fn shown_only(observer: Arc<dyn Observer>, masker: Arc<Masker>, path: &str) -> Self {
+        LogSink {
+            store: None,
+            observer,
+            masker,
+            execution_id: String::new(),
+            node_id: String::new(),
             path: path.to_string(),
             buf: tokio::sync::Mutex::new(Buf { text: String::new(), seq: 0, since: std::time::Instant::now() }),
         }
@@ -169,8 +184,9 @@ impl LogSink {
         }
         let data = std::mem::take(&mut b.text);
         b.since = std::time::Instant::now();
+        let Some(store) = &self.store else { return };
         b.seq += 1;
-        if let Err(e) = self.store.append_log(&self.execution_id, &self.node_id, b.seq, &data).await {
+        if let Err(e) = store.append_log(&self.execution_id, &self.node_id, b.seq, &data).await {
             // The step goes on; the observer still saw the lines.
             self.observer.event(&Event::Log {
                 path: self.path.clone(),

@@ -1558,21 +1558,18 @@ impl<'p> Run<'p> {
             Some(n) => (n.id.clone(), n.path.clone()),
             None => (self.exec.id.clone(), "pipeline".to_string()),
         };
-        // The node may have log chunks already (an earlier ask, or the process that died asked on it).
-        let mut logged = self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).get(&node_id).copied().unwrap_or(0);
-        if self.prior.contains_key(&node_path) || node.is_none() {
-            let chunks = self.store.logs(&self.exec.id, Some(std::slice::from_ref(&node_id))).await?;
-            logged = logged.max(chunks.iter().map(|c| c.seq).max().unwrap_or(0));
-        }
-        let log = LogSink::new(
-            self.store.clone(),
-            self.observer.clone(),
-            self.masker.clone(),
-            &self.exec.id,
-            &node_id,
-            &node_path,
-        )
-        .after(logged);
+        let log = match node.as_deref() {
+            Some(n) => {
+                // The node may have log chunks already (an earlier ask, or the process that died asked on it).
+                let mut logged = self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).get(&n.id).copied();
+                if self.prior.contains_key(&n.path) {
+                    let chunks = self.store.logs(&self.exec.id, Some(std::slice::from_ref(&n.id))).await?;
+                    logged = logged.max(chunks.iter().map(|c| c.seq).max());
+                }
+                self.sink(n).after(logged.unwrap_or(0))
+            }
+            None => LogSink::shown_only(self.observer.clone(), self.masker.clone(), &node_path),
+        };
         // The execution says what it waits for, and on which node, before anyone is told.
         for a in &wanted {
             let entry = asked::waiting_entry(a, &node_id, &node_path);
@@ -1638,8 +1635,11 @@ impl<'p> Run<'p> {
             log.line("pipewright", why).await;
         }
         log.flush().await;
-        let last = log.seq().await;
-        self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).insert(node_id.clone(), last);
+        if node.is_some() {
+            // The node's own log numbers on after what the ask wrote.
+            let last = log.seq().await;
+            self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).insert(node_id.clone(), last);
+        }
         self.input_waits(false).await?;
         if let (Ok(()), Some(n), Some(before)) = (&outcome, node, before) {
             n.status = before;

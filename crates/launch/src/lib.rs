@@ -633,47 +633,17 @@ pub async fn resumable(store: &dyn History, e: &Execution) -> Result<(Document, 
 
 /// Secrets a pipeline reads: `secrets.getValue("id")` anywhere, and the values of `Secret` variables.
 pub fn secret_refs(doc: &Document) -> Vec<String> {
-    let mut out = std::collections::BTreeSet::new();
-    if let Some(body) = doc.body() {
-        inputs::walk_paths(body, "pipeline", None, &mut |_, _, node| {
-            if let Some(text) = node.as_scalar()
-                && text.contains("<+")
-                && let Ok(t) = expr::parse_template(text)
-            {
-                for r in t.references(&expr::Scope::default()) {
-                    if let Some(id) = r.written.strip_prefix("secrets.getValue(\"").and_then(|s| s.strip_suffix("\")"))
-                    {
-                        out.insert(id.to_string());
-                    }
-                }
-            }
-        });
-    }
-    if let Some(Entity::Pipeline(p)) = &doc.entity {
-        let mut vars: Vec<&spec::Variable> = p.variables.iter().collect();
-        for s in p.all_stages() {
-            vars.extend(s.variables.iter());
-        }
-        for v in vars {
-            if v.var_type == spec::VariableType::Secret
-                && let Some(val) = v.value.as_ref().or(v.default.as_ref())
-                && !val.value.contains("<+")
-            {
-                let id = val.value.trim();
-                out.insert(id.strip_prefix("account.").or(id.strip_prefix("org.")).unwrap_or(id).to_string());
-            }
-        }
-    }
-    out.into_iter().collect()
+    let ids: std::collections::BTreeSet<String> = secret_uses(doc).into_iter().map(|(id, _)| id).collect();
+    ids.into_iter().collect()
 }
 
-/// The secrets a pipeline reads, each with the stage that reads it (`None`: the pipeline itself) — to say,
-/// before anything runs, which of those the stages that will run need are not given.
+/// The secrets a pipeline reads, each with the stage that reads it (`None`: the pipeline itself), by the id
+/// the engine looks them up with: as written in `secrets.getValue("id")`, without its `account.` / `org.`
+/// prefix for a `Secret` variable.
 pub fn secret_uses(doc: &Document) -> Vec<(String, Option<String>)> {
     let mut out: Vec<(String, Option<String>)> = Vec::new();
     let mut add = |id: &str, stage: Option<&str>| {
-        let id = id.strip_prefix("account.").or(id.strip_prefix("org.")).unwrap_or(id).to_string();
-        let entry = (id, stage.map(String::from));
+        let entry = (id.to_string(), stage.map(String::from));
         if !out.contains(&entry) {
             out.push(entry);
         }
@@ -699,7 +669,10 @@ pub fn secret_uses(doc: &Document) -> Vec<(String, Option<String>)> {
                 .then(|| v.value.as_ref().or(v.default.as_ref()))
                 .flatten()
                 .filter(|val| !val.value.contains("<+"))
-                .map(|val| val.value.trim().to_string())
+                .map(|val| {
+                    let id = val.value.trim();
+                    id.strip_prefix("account.").or(id.strip_prefix("org.")).unwrap_or(id).to_string()
+                })
         };
         for v in &p.variables {
             if let Some(id) = literal(v) {
@@ -715,6 +688,18 @@ pub fn secret_uses(doc: &Document) -> Vec<(String, Option<String>)> {
         }
     }
     out
+}
+
+/// The secrets the stages in `run` (and the pipeline itself) read that `have` does not give: checked before
+/// anything runs, by the CLI and the server alike.
+pub fn missing_secrets(doc: &Document, run: &[String], have: impl Fn(&str) -> bool) -> Vec<String> {
+    let ids: std::collections::BTreeSet<String> = secret_uses(doc)
+        .into_iter()
+        .filter(|(_, stage)| stage.as_ref().is_none_or(|s| run.contains(s)))
+        .map(|(id, _)| id)
+        .filter(|id| !have(id))
+        .collect();
+    ids.into_iter().collect()
 }
 
 /// The step a node runs, found in the pipeline by the node's path: its stage (an iteration's `_N` suffix

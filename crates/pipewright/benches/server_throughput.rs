@@ -5,34 +5,14 @@
 //! confined (the default) and, in the same run, with `--step-isolation none`, as the baseline.
 //! Run with `cargo bench -p pipewright --bench server_throughput`.
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{PASSWORD, serve};
+
 use std::time::{Duration, Instant};
 
-const PASSWORD: &str = "bench-password-1";
 const EXECUTIONS: usize = 20;
 const STEPS: usize = 50;
-
-fn serve(state: &Path, isolation: &str) -> (Child, String) {
-    let pw = state.with_extension("pw");
-    std::fs::write(&pw, PASSWORD).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--step-isolation", isolation, "--max-plans-per-user", "64"])
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--admin-password-file")
-        .arg(&pw)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
-    std::thread::spawn(move || lines.map_while(Result::ok).count());
-    (child, url)
-}
 
 fn pipeline() -> String {
     let mut s = String::from(
@@ -63,7 +43,8 @@ struct Outcome {
 async fn batch(isolation: &str) -> Outcome {
     let http = reqwest::Client::new();
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, url) = serve(&dir.path().join("state"), isolation);
+    let (mut child, url) =
+        serve(&dir.path().join("state"), &["--step-isolation", isolation, "--max-plans-per-user", "64"]);
     let login: serde_json::Value = http
         .post(format!("{url}/api/v1/auth/login"))
         .json(&serde_json::json!({"username": "admin", "password": PASSWORD}))

@@ -3,32 +3,11 @@
 //! against the lease (the time the dead owner's hold lasts). Target: under the lease plus one second.
 //! Run with `cargo bench -p pipewright --bench takeover` (`PW_BENCH_LEASE` seconds, default 1).
 
-use std::io::{BufRead, BufReader};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+mod common;
+
+use common::{PASSWORD, serve};
+
 use std::time::{Duration, Instant};
-
-const PASSWORD: &str = "bench-password-1";
-
-fn serve(state: &Path, lease: &str) -> (Child, String) {
-    let pw = state.with_extension("pw");
-    std::fs::write(&pw, PASSWORD).unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--step-isolation", "none", "--lease-seconds", lease])
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--admin-password-file")
-        .arg(&pw)
-        .env("RUST_LOG", "error")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-    let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
-    std::thread::spawn(move || lines.map_while(Result::ok).count());
-    (child, url)
-}
 
 async fn json(r: reqwest::RequestBuilder) -> serde_json::Value {
     r.send().await.unwrap().json().await.unwrap_or(serde_json::Value::Null)
@@ -47,7 +26,7 @@ async fn main() {
         let dir = tempfile::tempdir().unwrap();
         let state = dir.path().join("state");
         let gate = dir.path().join("gate");
-        let (mut child, url) = serve(&state, &lease);
+        let (mut child, url) = serve(&state, &["--step-isolation", "none", "--lease-seconds", &lease]);
         let login = json(
             http.post(format!("{url}/api/v1/auth/login"))
                 .json(&serde_json::json!({"username": "admin", "password": PASSWORD})),
@@ -83,7 +62,7 @@ async fn main() {
         child.kill().unwrap();
         child.wait().unwrap();
         let t0 = Instant::now();
-        let (mut child, url) = serve(&state, &lease);
+        let (mut child, url) = serve(&state, &["--step-isolation", "none", "--lease-seconds", &lease]);
         while !attempt_running(url.clone(), 2).await {
             tokio::time::sleep(Duration::from_millis(5)).await;
         }

@@ -45,10 +45,14 @@ struct Run {
 
 impl Run {
     fn start(state: &Path, args: &[&str]) -> Run {
+        Run::spawn(state, &[&["run"], args].concat())
+    }
+
+    /// Any command whose first line names the execution (`run`, `resume`).
+    fn spawn(state: &Path, args: &[&str]) -> Run {
         let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipewright"))
             .env("PIPEWRIGHT_STATE_DIR", state)
             .env("PIPEWRIGHT_LEASE_SECONDS", "1")
-            .arg("run")
             .args(args)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -62,8 +66,15 @@ impl Run {
             }
         });
         let first = lines.recv_timeout(Duration::from_secs(60)).unwrap();
-        let id = first.split_whitespace().nth(1).unwrap().to_string();
+        let id = first.split_whitespace().find(|w| w.len() == 26).unwrap().to_string();
         Run { child, id, lines, seen: vec![first] }
+    }
+
+    /// Read the rest of the lines (the process has ended).
+    fn until_end(&mut self) {
+        while let Ok(l) = self.lines.recv_timeout(Duration::from_secs(60)) {
+            self.seen.push(l);
+        }
     }
 
     /// Read lines until one contains `marker` (bounded).
@@ -236,6 +247,37 @@ fn a_run_killed_while_waiting_resumes_with_the_values_given_meanwhile() {
     assert_eq!(shown["status"], "Success", "{shown}");
     let apply = &shown["stages"][0]["steps"][0];
     assert_eq!((apply["status"].as_str(), apply["attempt"].as_i64()), (Some("Success"), Some(1)), "{apply}");
+}
+
+/// Killed while the pipeline itself asks: `resume` asks again on the same log, and its lines are stored (no
+/// chunk numbered twice).
+#[test]
+fn a_run_killed_while_the_pipeline_asks_resumes_and_asks_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let file = asking_pipeline(dir.path(), "1m");
+    let mut run = Run::start(&state, &["--step-isolation", "none", file.to_str().unwrap()]);
+    run.until("--input pipeline.variables.reason=VALUE");
+    run.child.kill().unwrap();
+    run.child.wait().unwrap();
+    let mut resume = Run::spawn(&state, &["resume", &run.id, "--wait", "--step-isolation", "none"]);
+    resume.until("--input pipeline.variables.reason=VALUE");
+    pw(&state).args(["input", &run.id, "--input", "pipeline.variables.reason=power cut"]).assert().success();
+    resume
+        .until("--input pipeline.stages.patch.spec.execution.steps.apply.spec.environmentVariables.TARGET.value=VALUE");
+    pw(&state)
+        .args([
+            "input",
+            &run.id,
+            "--input",
+            "pipeline.stages.patch.spec.execution.steps.apply.spec.environmentVariables.TARGET.value=blue",
+        ])
+        .assert()
+        .success();
+    resume.until("patching because power cut on blue");
+    assert!(resume.child.wait().unwrap().success());
+    resume.until_end();
+    assert!(!resume.seen.iter().any(|l| l.contains("could not store log lines")), "{}", resume.seen.join("\n"));
 }
 
 /// An input nobody gives ends its step `Expired` at the step's timeout, and the execution with it.

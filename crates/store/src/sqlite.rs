@@ -130,6 +130,10 @@ where
     tokio::spawn(work).await.unwrap_or_else(|e| Err(StoreError::Corrupt(format!("a store task stopped: {e}"))))
 }
 
+fn chunk_row(r: &SqliteRow) -> LogChunk {
+    LogChunk { cursor: r.get("cursor"), node_id: r.get("node_id"), seq: r.get("seq"), data: r.get("data") }
+}
+
 fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
     serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{e} in `{s}`")))
 }
@@ -296,16 +300,7 @@ impl History for SqliteStore {
         .bind(execution_id)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LogChunk {
-                cursor: r.get("cursor"),
-                node_id: r.get("node_id"),
-                seq: r.get("seq"),
-                data: r.get("data"),
-            })
-            .filter(|c| node_ids.is_none_or(|ids| ids.contains(&c.node_id)))
-            .collect())
+        Ok(rows.iter().map(chunk_row).filter(|c| node_ids.is_none_or(|ids| ids.contains(&c.node_id))).collect())
     }
     async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>> {
         let rows = sqlx::query("SELECT * FROM transitions WHERE execution_id = ? ORDER BY id")
@@ -665,15 +660,7 @@ impl Feed for SqliteStore {
         .bind(limit)
         .fetch_all(&self.pool)
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| LogChunk {
-                cursor: r.get("cursor"),
-                node_id: r.get("node_id"),
-                seq: r.get("seq"),
-                data: r.get("data"),
-            })
-            .collect())
+        Ok(rows.iter().map(chunk_row).collect())
     }
 }
 

@@ -503,12 +503,7 @@ pub async fn run_planned(
     let entities = load_entities(o.entities.as_deref())?;
     let secrets = secrets(o.secrets_file.as_deref())?;
     // Every secret the stages that run read must be given before anything runs.
-    let missing: std::collections::BTreeSet<String> = launch::secret_uses(doc)
-        .into_iter()
-        .filter(|(_, stage)| stage.as_ref().is_none_or(|s| !o.selective || run_stages.contains(s)))
-        .map(|(id, _)| id)
-        .filter(|id| secrets.get(id).is_none())
-        .collect();
+    let missing = launch::missing_secrets(doc, &run_stages, |id| secrets.get(id).is_some());
     if !missing.is_empty() {
         eprintln!("error: the pipeline reads secrets that are not given; nothing was run:");
         for id in &missing {

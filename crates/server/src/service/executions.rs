@@ -260,12 +260,7 @@ async fn launch_planned(
     let prepared = launch::prepare(doc, &supplied, selective.then_some(run_stages.as_slice()))?;
     let secrets = secrets(app, Some(p), scope, doc).await?;
     // Every secret the stages that run read must exist in the project before anything runs.
-    let missing: std::collections::BTreeSet<String> = launch::secret_uses(doc)
-        .into_iter()
-        .filter(|(_, stage)| stage.as_ref().is_none_or(|s| run_stages.contains(s)))
-        .map(|(id, _)| id)
-        .filter(|id| secrets.get(id).is_none())
-        .collect();
+    let missing = launch::missing_secrets(doc, &run_stages, |id| secrets.get(id).is_some());
     if !missing.is_empty() {
         let names: Vec<String> = missing.iter().map(|m| format!("`{m}`")).collect();
         return Err(LaunchError::BadRequest(format!(
