@@ -591,8 +591,7 @@ impl<'p> Run<'p> {
             self.failed.store(true, Ordering::SeqCst);
             return self.finish(&mut node, st, Some(why)).await;
         }
-        let (when, per_iteration) =
-            if s.strategy.is_some() { split_when(s.when.as_ref()) } else { (s.when.clone(), None) };
+        let (when, per_iteration) = split_when(s.when.as_ref(), s.strategy.is_some());
         match self.when(when.as_ref(), true, self.failed.load(Ordering::SeqCst), &BTreeMap::new(), &scope) {
             Ok(None) => {}
             Ok(Some(reason)) => {
@@ -1082,8 +1081,7 @@ impl<'p> Run<'p> {
             cx.failed.store(true, Ordering::SeqCst);
             return self.finish(&mut node, st, Some(why)).await;
         }
-        let (when, per_iteration) =
-            if g.strategy.is_some() { split_when(g.when.as_ref()) } else { (g.when.clone(), None) };
+        let (when, per_iteration) = split_when(g.when.as_ref(), g.strategy.is_some());
         match self.when(when.as_ref(), false, cx.failed.load(Ordering::SeqCst), &base_local, &scope) {
             Ok(None) => {}
             Ok(Some(r)) => return self.skip(&mut node, r).await,
@@ -1743,10 +1741,10 @@ fn reads_loop_vars(when: Option<&When>) -> bool {
 }
 
 /// A `when` split for a looping node whose condition reads its iteration: the status gate, for the node, and the
-/// condition, for each iteration.
-fn split_when(when: Option<&When>) -> (Option<When>, Option<When>) {
+/// condition, for each iteration. Any other node's `when` stays whole.
+fn split_when(when: Option<&When>, looping: bool) -> (Option<When>, Option<When>) {
     match when {
-        Some(w) if reads_loop_vars(when) => (
+        Some(w) if looping && reads_loop_vars(when) => (
             Some(When { condition: None, ..w.clone() }),
             Some(When { pipeline_status: None, stage_status: None, condition: w.condition.clone() }),
         ),

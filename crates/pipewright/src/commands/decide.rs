@@ -150,11 +150,8 @@ pub async fn intervene(a: InterveneArgs) -> anyhow::Result<ExitCode> {
 /// Give the runtime inputs an execution waits for: checked as at start, then recorded for the node that asks
 /// (the engine, wherever it runs, picks them up).
 pub async fn input(a: InputArgs) -> anyhow::Result<ExitCode> {
-    let mut values = std::collections::BTreeMap::new();
-    for i in &a.inputs {
-        let (k, v) = i.split_once('=').with_context(|| format!("`--input {i}`: expected PATH=VALUE"))?;
-        values.insert(k.trim().to_string(), v.to_string());
-    }
+    // `--input PATH=VALUE` read as `run` reads it.
+    let values = super::run::supplied_inputs(&a.inputs, &[])?.into_iter().map(|(k, (v, _))| (k, v)).collect();
     let store = super::open_store(&a.state).await?;
     let e = store.execution(&a.execution).await?;
     let given = match launch::give_inputs(store.as_ref(), &e, &values, &who()).await {
