@@ -32,7 +32,7 @@ fn pipeline(yaml: &str) -> spec::Pipeline {
     assert!(doc.is_valid(), "{}", doc.render_diagnostics());
     let body = doc.body().unwrap();
     let values = inputs::resolve(&inputs::runtime_inputs(body), &BTreeMap::new(), None).unwrap();
-    spec::pipeline_from_node(&inputs::apply(body, &values, &Default::default()), &doc.source).unwrap()
+    spec::pipeline_from_node(&inputs::apply(body, &values, &Default::default()), &doc.texts()).unwrap()
 }
 
 async fn create(f: &Fixture, p: &spec::Pipeline) -> Execution {

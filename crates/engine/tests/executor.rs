@@ -132,7 +132,7 @@ async fn the_engine_reaches_the_work_only_through_its_executor() {
     assert!(doc.is_valid(), "{}", doc.render_diagnostics());
     let body = doc.body().unwrap();
     let values = inputs::resolve(&inputs::runtime_inputs(body), &BTreeMap::new(), None).unwrap();
-    let p = spec::pipeline_from_node(&inputs::apply(body, &values, &Default::default()), &doc.source).unwrap();
+    let p = spec::pipeline_from_node(&inputs::apply(body, &values, &Default::default()), &doc.texts()).unwrap();
     let e = store
         .create_execution(NewExecution {
             org: "default".into(),

@@ -23,6 +23,8 @@ pub enum LaunchError {
         diagnostics: Vec<spec::Diagnostic>,
         /// The document text, to render the diagnostics.
         text: String,
+        /// The template files the diagnostics may point into, and where the templates are used.
+        templates: Box<(std::sync::Arc<Vec<spec::SourceFile>>, Vec<spec::template::Use>)>,
     },
     /// The document is not what was expected (e.g. a service where a pipeline belongs).
     #[error("{0}")]
@@ -51,8 +53,8 @@ impl LaunchError {
     /// Render for a terminal.
     pub fn render(&self) -> String {
         match self {
-            LaunchError::Invalid { label, diagnostics, text } => {
-                let mut s: String = diagnostics.iter().map(|d| d.render(label, text)).collect();
+            LaunchError::Invalid { label, diagnostics, text, templates } => {
+                let mut s = spec::render_all(diagnostics, label, text, &templates.0, &templates.1);
                 s.push_str(&format!("{label}: invalid; nothing was run\n"));
                 s
             }
@@ -112,6 +114,18 @@ impl LaunchError {
     }
 }
 
+impl LaunchError {
+    /// The document's problems, as an error.
+    pub fn invalid(doc: &Document) -> LaunchError {
+        LaunchError::Invalid {
+            label: doc.path.clone(),
+            diagnostics: doc.diagnostics.clone(),
+            text: doc.source.clone(),
+            templates: Box::new((doc.files.clone(), doc.uses.clone())),
+        }
+    }
+}
+
 /// Results of this crate.
 pub type Result<T> = std::result::Result<T, LaunchError>;
 
@@ -124,7 +138,7 @@ pub fn pipeline_document(label: &str, yaml: String) -> Result<Document> {
 /// Require a valid pipeline document.
 pub fn check_pipeline(doc: Document) -> Result<Document> {
     if !doc.is_valid() {
-        return Err(LaunchError::Invalid { label: doc.path.clone(), diagnostics: doc.diagnostics, text: doc.source });
+        return Err(LaunchError::invalid(&doc));
     }
     match &doc.entity {
         Some(Entity::Pipeline(_)) => Ok(doc),
@@ -197,7 +211,22 @@ fn source_at<'a>(
 /// The stage dependency graph of a pipeline document (none when it holds no pipeline).
 pub fn stage_graph(doc: &Document) -> Option<plan::Graph> {
     let (Some(body), Some(p)) = (doc.body(), doc.pipeline()) else { return None };
-    Some(plan::graph(p, &spec::stage_references(p, body, &doc.source)))
+    Some(graph_of(doc, p, body))
+}
+
+/// The dependency graph, each edge naming the templates its expressions are written in.
+fn graph_of(doc: &Document, p: &spec::Pipeline, body: &spec::Node) -> plan::Graph {
+    let mut g = plan::graph(p, &spec::stage_references(p, body, &doc.texts()));
+    for e in &mut g.edges {
+        for at in &e.at {
+            if let Some(u) = doc.uses.iter().find(|u| at.file != 0 && u.file == at.file)
+                && !e.templates.contains(&u.template)
+            {
+                e.templates.push(u.template.clone());
+            }
+        }
+    }
+    g
 }
 
 /// Plan a selection of a valid pipeline document.
@@ -206,7 +235,7 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
     let Some(Entity::Pipeline(p)) = &doc.entity else {
         return Err(LaunchError::WrongKind(format!("{}: not a pipeline", doc.path)));
     };
-    let graph = plan::graph(p, &spec::stage_references(p, body, &doc.source));
+    let graph = graph_of(doc, p, body);
     let src = match (&sel.from_execution, store) {
         (Some(id), Some(store)) => Some(source(store, id).await?),
         (Some(_), None) => return Err(LaunchError::BadRequest("from_execution needs the execution history".into())),
@@ -275,6 +304,9 @@ pub fn explain_unmet(plan: &serde_json::Value) -> String {
         if let Some(n) = u["note"].as_str() {
             s.push_str(&format!("    ({n})\n"));
         }
+        for t in u["templates"].as_array().into_iter().flatten() {
+            s.push_str(&format!("    (read in template `{}`)\n", t.as_str().unwrap_or_default()));
+        }
         if u["via"] != "propagation" && example.is_none() {
             example = u["paths"][0].as_str().map(String::from);
         }
@@ -311,11 +343,7 @@ pub fn input_set_values(
     out: &mut BTreeMap<String, (String, InputSource)>,
 ) -> Result<()> {
     if !doc.is_valid() {
-        return Err(LaunchError::Invalid {
-            label: doc.path.clone(),
-            diagnostics: doc.diagnostics.clone(),
-            text: doc.source.clone(),
-        });
+        return Err(LaunchError::invalid(doc));
     }
     match &doc.entity {
         Some(Entity::InputSet(s)) => {
@@ -370,13 +398,14 @@ pub fn prepare(
         .collect();
     let paths = asked.iter().map(|f| f.path.clone()).collect();
     let applied = inputs::apply(body, &values, &paths);
-    let pipeline = spec::pipeline_from_node(&applied, &doc.source).map_err(|diagnostics| LaunchError::Invalid {
-        label: format!("{} (once runtime inputs were applied)", doc.path),
+    let pipeline = spec::pipeline_from_node(&applied, &doc.texts()).map_err(|diagnostics| LaunchError::Invalid {
         diagnostics,
+        label: format!("{} (once runtime inputs were applied)", doc.path),
         text: doc.source.clone(),
+        templates: Box::new((doc.files.clone(), doc.uses.clone())),
     })?;
     let snapshot = Entity::Pipeline(Box::new(pipeline.clone())).to_yaml();
-    Ok(Prepared { pipeline, inputs: values, asked, snapshot, source: doc.source.clone() })
+    Ok(Prepared { pipeline, inputs: values, asked, snapshot, source: doc.run_source().to_string() })
 }
 
 /// The values seeded before a planned execution runs.

@@ -74,6 +74,20 @@ enum Command {
         /// Output format: one summary line per file, or one JSON object per file (JSON Lines).
         #[arg(long, short, value_enum, default_value_t = Output::Text)]
         output: Output,
+        /// More template files, besides those of each file's `.harness/` folder.
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
+    },
+    /// Print a pipeline with its templates resolved: the YAML an execution of it records and runs.
+    #[command(
+        after_help = "Examples:\n  pipewright render .harness/pipelines/release.yaml\n  pipewright render pipeline.yaml --templates ../platform-templates\n\nTemplates are read from the `.harness/` folder the file is in (or next to it) and from --templates.\nExit status: 0 when the pipeline is valid, 1 otherwise."
+    )]
+    Render {
+        /// The pipeline YAML file.
+        file: PathBuf,
+        /// More template files, besides those of the `.harness/` folder.
+        #[arg(long, value_name = "DIR")]
+        templates: Option<PathBuf>,
     },
     /// Print the JSON Schema of pipeline YAML, for editors.
     #[command(after_help = "Example:\n  pipewright schema > pipeline.schema.json")]
@@ -221,7 +235,8 @@ async fn async_main() -> ExitCode {
     }));
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Validate { files, output } => commands::validate::run(&files, output),
+        Command::Validate { files, output, templates } => commands::validate::run(&files, output, templates.as_deref()),
+        Command::Render { file, templates } => commands::validate::render(&file, templates.as_deref()),
         Command::Schema => commands::schema::run(),
         Command::Run(a) => commands::run::run(a).await,
         Command::Plan(a) => commands::plan::run(a).await,

@@ -25,7 +25,7 @@ fn bench(c: &mut Criterion) {
     let doc = spec::parse_document("big.yaml", generate(5_000));
     assert!(doc.is_valid());
     let p = doc.pipeline().unwrap().clone();
-    let refs = spec::stage_references(&p, doc.body().unwrap(), &doc.source);
+    let refs = spec::stage_references(&p, doc.body().unwrap(), &doc.texts());
     assert!(refs.len() > 19_000, "{}", refs.len());
     let req = plan::Request { selected: vec!["s4999".into(), "s2500".into()], ..Default::default() };
     let mut g = c.benchmark_group("plan");

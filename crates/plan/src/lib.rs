@@ -31,8 +31,11 @@ pub struct Edge {
     pub via: Via,
     /// The exact paths read (expressions), or `pipeline.stages.X.service` / `.env` / `.infra` (propagation).
     pub paths: Vec<String>,
-    /// Where each expression path is written.
-    pub at: Vec<spec::Pos>,
+    /// Where each expression path is written (a span's `file` is not 0 when it is inside a template).
+    pub at: Vec<spec::Span>,
+    /// The templates the reading expressions are written in (`ID@VERSION`), when the caller knows them.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<String>,
 }
 
 /// The dependency graph of a pipeline.
@@ -82,13 +85,14 @@ pub fn graph(p: &Pipeline, refs: &[StageRef]) -> Graph {
                 via: Via::Expression,
                 paths: Vec::new(),
                 at: Vec::new(),
+                templates: Vec::new(),
             });
             edges.len() - 1
         });
         let e = &mut edges[i];
         if !e.paths.contains(&r.path) {
             e.paths.push(r.path.clone());
-            e.at.push(r.span.start);
+            e.at.push(r.span);
         }
     }
     let mut prop: HashMap<(String, String), usize> = HashMap::new();
@@ -102,6 +106,7 @@ pub fn graph(p: &Pipeline, refs: &[StageRef]) -> Graph {
                     via: Via::Propagation,
                     paths: Vec::new(),
                     at: Vec::new(),
+                    templates: Vec::new(),
                 });
                 edges.len() - 1
             });
@@ -216,6 +221,9 @@ pub struct Unmet {
     /// Why an earlier execution could not serve, when one was given.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub note: Option<String>,
+    /// The templates the reading expressions are written in.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub templates: Vec<String>,
 }
 
 /// Where a seeded value comes from.
@@ -396,6 +404,7 @@ pub fn plan(p: &Pipeline, g: &Graph, req: &Request) -> Result<Plan, PlanError> {
                     paths: missing,
                     via: e.via,
                     note,
+                    templates: e.templates.clone(),
                 });
             }
         }
@@ -434,7 +443,18 @@ pub fn plan(p: &Pipeline, g: &Graph, req: &Request) -> Result<Plan, PlanError> {
                 } else {
                     let needed_by: Vec<&str> =
                         g.dependents(s).filter(|e| run.contains(&e.stage)).map(|e| e.stage.as_str()).collect();
-                    format!("needed by {} (--with-deps)", needed_by.join(", "))
+                    let mut templates: Vec<&str> = g
+                        .dependents(s)
+                        .filter(|e| run.contains(&e.stage))
+                        .flat_map(|e| e.templates.iter().map(String::as_str))
+                        .collect();
+                    templates.dedup();
+                    let read_in = if templates.is_empty() {
+                        String::new()
+                    } else {
+                        format!("; read in template {}", templates.join(", "))
+                    };
+                    format!("needed by {} (--with-deps{read_in})", needed_by.join(", "))
                 };
                 StagePlan { identifier: s.clone(), action: Action::Run, reason, reused_from: None }
             } else if let Some((exec, status)) = reused.get(s) {

@@ -8,7 +8,7 @@ fn load(yaml: &str) -> (spec::Pipeline, plan::Graph) {
     let doc = spec::parse_document("t.yaml", yaml.to_string());
     assert!(doc.is_valid(), "{}", doc.render_diagnostics());
     let p = doc.pipeline().unwrap().clone();
-    let refs = spec::stage_references(&p, doc.body().unwrap(), &doc.source);
+    let refs = spec::stage_references(&p, doc.body().unwrap(), &doc.texts());
     let g = graph(&p, &refs);
     (p, g)
 }
@@ -37,7 +37,7 @@ fn the_example_graph() {
         ]
     );
     assert_eq!(g.edges[0].paths, [ARTIFACT]);
-    assert_eq!(g.edges[0].at, [spec::Pos { line: 90, col: 45 }]);
+    assert_eq!(g.edges[0].at.iter().map(|s| s.start).collect::<Vec<_>>(), [spec::Pos { line: 90, col: 45 }]);
     assert!(g.deps("unit_tests").next().is_none(), "order alone is not a dependency");
     assert_eq!(
         g.closure(&["deploy_prod".into()]).into_iter().collect::<Vec<_>>(),

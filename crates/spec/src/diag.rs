@@ -19,12 +19,19 @@ pub struct Span {
     pub start: Pos,
     /// Just past the last character.
     pub end: Pos,
+    /// Which file: 0 is the document's own; `k` is the document's `k`th other file (a template it uses).
+    #[serde(skip_serializing_if = "is_zero")]
+    pub file: u16,
+}
+
+fn is_zero(f: &u16) -> bool {
+    *f == 0
 }
 
 impl Span {
     /// A span covering `len` characters from `start` on one line.
     pub fn at(start: Pos, len: u32) -> Span {
-        Span { start, end: Pos { line: start.line, col: start.col + len.max(1) } }
+        Span { start, end: Pos { line: start.line, col: start.col + len.max(1) }, file: 0 }
     }
 }
 

@@ -158,3 +158,92 @@ fn block_ok(s: &str) -> bool {
         && !s.chars().any(|c| c.is_control() && c != '\n')
         && !s.lines().any(|l| l.ends_with(' '))
 }
+
+/// Render a YAML tree as YAML, keeping every scalar's text (plain scalars stay plain, so numbers, booleans and
+/// nulls read back the same) and empty lists and maps (`[]`, `{}`).
+pub fn node_to_yaml(n: &crate::yaml::Node) -> String {
+    let mut out = String::new();
+    match &n.yaml {
+        Yaml::Map(e) if !e.is_empty() => node_map(e, 0, &mut out),
+        Yaml::Seq(items) if !items.is_empty() => node_seq(items, 0, &mut out),
+        _ => {
+            out.push_str(&node_scalar(n, 0));
+            out.push('\n');
+        }
+    }
+    out
+}
+
+use crate::yaml::{Node, Style, Yaml};
+
+fn node_scalar(n: &Node, indent: usize) -> String {
+    match &n.yaml {
+        Yaml::Scalar(s, Style::Plain) => s.clone(),
+        Yaml::Scalar(s, _) => scalar(&Value::String(s.clone()), indent),
+        Yaml::Seq(_) => "[]".into(),
+        Yaml::Map(_) => "{}".into(),
+    }
+}
+
+fn is_block(n: &Node) -> bool {
+    match &n.yaml {
+        Yaml::Map(e) => !e.is_empty(),
+        Yaml::Seq(i) => !i.is_empty(),
+        Yaml::Scalar(..) => false,
+    }
+}
+
+fn node_map(entries: &[(Node, Node)], indent: usize, out: &mut String) {
+    for (i, (k, v)) in entries.iter().enumerate() {
+        if i > 0 {
+            out.push_str(&" ".repeat(indent));
+        }
+        out.push_str(&key(k.as_scalar().unwrap_or_default()));
+        match &v.yaml {
+            Yaml::Map(e) if !e.is_empty() => {
+                out.push_str(":\n");
+                out.push_str(&" ".repeat(indent + 2));
+                node_map(e, indent + 2, out);
+            }
+            Yaml::Seq(items) if !items.is_empty() => {
+                out.push_str(":\n");
+                node_seq(items, indent + 2, out);
+            }
+            _ => {
+                let text = node_scalar(v, indent + 2);
+                if text.is_empty() {
+                    out.push_str(":\n");
+                } else {
+                    out.push_str(": ");
+                    out.push_str(&text);
+                    out.push('\n');
+                }
+            }
+        }
+    }
+}
+
+fn node_seq(items: &[Node], indent: usize, out: &mut String) {
+    for item in items {
+        out.push_str(&" ".repeat(indent));
+        out.push('-');
+        match &item.yaml {
+            Yaml::Map(e) if is_block(item) => {
+                out.push(' ');
+                node_map(e, indent + 2, out);
+            }
+            Yaml::Seq(inner) if is_block(item) => {
+                out.push('\n');
+                node_seq(inner, indent + 2, out);
+            }
+            _ => {
+                let text = node_scalar(item, indent + 2);
+                if !text.is_empty() {
+                    out.push(' ');
+                    out.push_str(&text);
+                }
+                out.push('\n');
+            }
+        }
+    }
+}

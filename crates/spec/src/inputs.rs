@@ -50,8 +50,13 @@ pub struct InputProblem {
     pub missing: bool,
 }
 
+/// A list item's key in paths: its identifier (or name); a runtime input there is no key, so the item's
+/// position is.
 fn item_key(item: &Node) -> Option<&str> {
-    item.get("identifier").and_then(Node::as_scalar).or_else(|| item.get("name").and_then(Node::as_scalar))
+    item.get("identifier")
+        .and_then(Node::as_scalar)
+        .or_else(|| item.get("name").and_then(Node::as_scalar))
+        .filter(|k| !k.contains("<+"))
 }
 
 /// Visit every scalar of a pipeline-shaped tree with its fully-qualified path and enclosing stage.

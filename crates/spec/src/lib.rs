@@ -11,6 +11,7 @@ pub mod inputs;
 pub mod model;
 mod parse;
 mod read;
+pub mod template;
 mod validate;
 pub use validate::{STATUS_VALUES, StageRef};
 pub mod yaml;
@@ -22,6 +23,8 @@ pub use yaml::Node;
 
 use read::Reader;
 use std::path::Path;
+use std::sync::Arc;
+pub use template::SourceFile;
 
 /// The entity a file holds, recognised by its top-level key.
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub enum Entity {
     InputSet(Box<InputSet>),
     /// `overlayInputSet:`
     OverlayInputSet(Box<OverlayInputSet>),
+    /// `template:`
+    Template(Box<template::Template>),
 }
 
 impl Entity {
@@ -50,6 +55,7 @@ impl Entity {
             Entity::Infrastructure(_) => "infrastructureDefinition",
             Entity::InputSet(_) => "inputSet",
             Entity::OverlayInputSet(_) => "overlayInputSet",
+            Entity::Template(_) => "template",
         }
     }
 
@@ -62,6 +68,7 @@ impl Entity {
             Entity::Infrastructure(i) => &i.meta.identifier,
             Entity::InputSet(i) => &i.meta.identifier,
             Entity::OverlayInputSet(o) => &o.meta.identifier,
+            Entity::Template(t) => &t.identifier,
         }
     }
 
@@ -79,6 +86,10 @@ impl Entity {
                 v
             }),
             Entity::OverlayInputSet(o) => serde_json::to_value(o),
+            Entity::Template(t) => Ok(serde_json::json!({
+                "name": t.name, "identifier": t.identifier, "versionLabel": t.version, "type": t.kind.name(),
+                "spec": t.spec.to_json(),
+            })),
         }
         .unwrap_or_default();
         let mut root = serde_json::Map::new();
@@ -109,6 +120,13 @@ pub struct Document {
     pub entity: Option<Entity>,
     /// Errors and warnings, in file order.
     pub diagnostics: Vec<Diagnostic>,
+    /// The other files its spans may point into (the templates it uses): `Span::file` `k` is `files[k - 1]`.
+    pub files: Arc<Vec<SourceFile>>,
+    /// The templates it uses and where.
+    pub uses: Vec<template::Use>,
+    /// When it uses templates: the pipeline with every template resolved, as YAML — what an execution records
+    /// and runs (`pipewright render` prints it).
+    pub resolved: Option<String>,
 }
 
 impl Document {
@@ -129,7 +147,28 @@ impl Document {
 
     /// Every diagnostic rendered for a terminal.
     pub fn render_diagnostics(&self) -> String {
-        self.diagnostics.iter().map(|d| d.render(&self.path, &self.source)).collect()
+        render_all(&self.diagnostics, &self.path, &self.source, &self.files, &self.uses)
+    }
+
+    /// The label and text of file `file` (as in `Span::file`).
+    pub fn file(&self, file: u16) -> (&str, &str) {
+        file_of(file, &self.path, &self.source, &self.files)
+    }
+
+    /// The texts spans point into, by file number.
+    pub fn texts(&self) -> Vec<&str> {
+        std::iter::once(self.source.as_str()).chain(self.files.iter().map(|f| f.text.as_str())).collect()
+    }
+
+    /// The YAML an execution of this pipeline records: the resolved pipeline when it uses templates, else the
+    /// file as written.
+    pub fn run_source(&self) -> &str {
+        self.resolved.as_deref().unwrap_or(&self.source)
+    }
+
+    /// Where span `s` is, as `FILE:LINE:COL`.
+    pub fn locate(&self, s: Span) -> String {
+        format!("{}:{}:{}", self.file(s.file).0, s.start.line, s.start.col)
     }
 
     /// The pipeline, if this file holds a valid one.
@@ -139,6 +178,39 @@ impl Document {
             _ => None,
         }
     }
+}
+
+fn file_of<'a>(file: u16, path: &'a str, source: &'a str, files: &'a [SourceFile]) -> (&'a str, &'a str) {
+    match file.checked_sub(1).and_then(|k| files.get(k as usize)) {
+        Some(f) => (&f.label, &f.text),
+        None => (path, source),
+    }
+}
+
+/// Render diagnostics that may point into a document's template files; one inside a template is followed by
+/// where the template is used.
+pub fn render_all(
+    diags: &[Diagnostic],
+    path: &str,
+    source: &str,
+    files: &[SourceFile],
+    uses: &[template::Use],
+) -> String {
+    let mut out = String::new();
+    for d in diags {
+        let (label, text) = file_of(d.span.file, path, source, files);
+        out.push_str(&d.render(label, text));
+        if d.span.file != 0
+            && let Some(u) = uses.iter().find(|u| u.file == d.span.file)
+        {
+            let (at, _) = file_of(u.at.file, path, source, files);
+            out.push_str(&format!(
+                "  = note: in template `{}`, used at {at}:{}:{}\n",
+                u.template, u.at.start.line, u.at.start.col
+            ));
+        }
+    }
+    out
 }
 
 /// Why a file could not be read at all.
@@ -154,8 +226,13 @@ pub enum LoadError {
     },
 }
 
-/// Read and validate a file.
+/// Read and validate a file (a pipeline that uses templates cannot be resolved: see [`load_file_with`]).
 pub fn load_file(path: &Path) -> Result<Document, LoadError> {
+    load_file_with(path, None)
+}
+
+/// Read and validate a file, resolving its templates from `templates`.
+pub fn load_file_with(path: &Path, templates: Option<&template::Library>) -> Result<Document, LoadError> {
     let label = path.display().to_string();
     let io = |source| LoadError::Io { path: label.clone(), source };
     let meta = std::fs::metadata(path).map_err(io)?;
@@ -172,16 +249,21 @@ pub fn load_file(path: &Path) -> Result<Document, LoadError> {
             ),
         )
         .with_help("split the file, or check that this is the file you meant");
-        return Ok(Document { path: label, source: String::new(), root: None, entity: None, diagnostics: vec![d] });
+        return Ok(Document { diagnostics: vec![d], ..Document::empty(label, String::new()) });
     }
     let bytes = std::fs::read(path).map_err(io)?;
-    Ok(parse_bytes(&label, bytes))
+    Ok(parse_bytes_with(&label, bytes, templates))
 }
 
 /// Validate bytes that claim to be a YAML file.
 pub fn parse_bytes(label: &str, bytes: Vec<u8>) -> Document {
+    parse_bytes_with(label, bytes, None)
+}
+
+/// Validate bytes that claim to be a YAML file, resolving templates from `templates`.
+pub fn parse_bytes_with(label: &str, bytes: Vec<u8>, templates: Option<&template::Library>) -> Document {
     match String::from_utf8(bytes) {
-        Ok(s) => parse_document(label, s),
+        Ok(s) => parse_document_with(label, s, templates),
         Err(e) => {
             let valid = e.utf8_error().valid_up_to();
             let bytes = e.into_bytes();
@@ -194,22 +276,39 @@ pub fn parse_bytes(label: &str, bytes: Vec<u8>) -> Document {
             )
             .with_help("save the file as UTF-8");
             Document {
-                path: label.to_string(),
-                source: String::from_utf8_lossy(&bytes).into_owned(),
-                root: None,
-                entity: None,
                 diagnostics: vec![d],
+                ..Document::empty(label.to_string(), String::from_utf8_lossy(&bytes).into_owned())
             }
         }
     }
 }
 
 const TOP_KEYS: &[&str] =
-    &["pipeline", "service", "environment", "infrastructureDefinition", "inputSet", "overlayInputSet"];
+    &["pipeline", "service", "environment", "infrastructureDefinition", "inputSet", "overlayInputSet", "template"];
 
-/// Validate YAML text.
+impl Document {
+    fn empty(path: String, source: String) -> Document {
+        Document {
+            path,
+            source,
+            root: None,
+            entity: None,
+            diagnostics: Vec::new(),
+            files: Arc::default(),
+            uses: Vec::new(),
+            resolved: None,
+        }
+    }
+}
+
+/// Validate YAML text (a pipeline that uses templates cannot be resolved: see [`parse_document_with`]).
 pub fn parse_document(label: &str, source: String) -> Document {
-    let mut doc = Document { path: label.to_string(), source, root: None, entity: None, diagnostics: Vec::new() };
+    parse_document_with(label, source, None)
+}
+
+/// Validate YAML text; the templates a pipeline (or a template) uses are looked up in `templates`.
+pub fn parse_document_with(label: &str, source: String, templates: Option<&template::Library>) -> Document {
+    let mut doc = Document::empty(label.to_string(), source);
     let root = match yaml::load(&doc.source) {
         Ok(n) => n,
         Err(mut d) => {
@@ -221,6 +320,7 @@ pub fn parse_document(label: &str, source: String) -> Document {
         }
     };
     let mut r = Reader::default();
+    let mut resolved_body: Option<Node> = None;
     let found = match &root.yaml {
         yaml::Yaml::Map(entries) => entries.iter().find(|(k, _)| k.as_scalar().is_some_and(|k| TOP_KEYS.contains(&k))),
         _ => None,
@@ -249,12 +349,40 @@ pub fn parse_document(label: &str, source: String) -> Document {
             }
             let key = k.as_scalar().unwrap_or_default();
             doc.entity = match key {
-                "pipeline" => parse::pipeline(&mut r, v).map(|p| {
-                    let _ = validate::pipeline(&p, v, &doc.source, &mut r);
-                    Entity::Pipeline(Box::new(p))
-                }),
+                "pipeline" => {
+                    let mut failed = Vec::new();
+                    let body = if template::uses_templates(v) {
+                        let res = template::resolve(v, templates, &template::Kind::Pipeline);
+                        if let Some(lib) = templates {
+                            doc.files = lib.files.clone();
+                        }
+                        doc.uses = res.uses;
+                        failed = res.failed;
+                        r.diags.extend(res.diagnostics);
+                        res.node
+                    } else {
+                        None
+                    };
+                    let theirs = r.diags.len();
+                    let node = body.as_ref().unwrap_or(v);
+                    let sources = doc.texts();
+                    let p = parse::pipeline(&mut r, node).map(|p| {
+                        let _ = validate::pipeline(&p, node, &sources, &mut r);
+                        Entity::Pipeline(Box::new(p))
+                    });
+                    drop(sources);
+                    // Problems inside an element whose template was not found are follow-ons of that error.
+                    let mut i = 0;
+                    r.diags.retain(|d| {
+                        i += 1;
+                        i <= theirs || !failed.iter().any(|f| within(d.span, *f))
+                    });
+                    resolved_body = body;
+                    p
+                }
+                "template" => template_file(v, templates, &doc, &mut r),
                 other => {
-                    validate::expressions_only(v, &doc.source, &mut r);
+                    validate::expressions_only(v, &[doc.source.as_str()], &mut r);
                     match other {
                         "service" => parse::service(&mut r, v).map(|s| Entity::Service(Box::new(s))),
                         "environment" => parse::environment(&mut r, v).map(|s| Entity::Environment(Box::new(s))),
@@ -269,20 +397,85 @@ pub fn parse_document(label: &str, source: String) -> Document {
         }
     }
     let mut diags = r.diags;
-    diags.sort_by_key(|d| (d.span.start, d.severity == Severity::Warning));
+    diags.sort_by_key(|d| (d.span.file, d.span.start, d.severity == Severity::Warning));
     diags.dedup();
     doc.diagnostics = diags;
+    let mut root = root;
+    if let Some(body) = resolved_body {
+        if let yaml::Yaml::Map(entries) = &mut root.yaml
+            && let Some((_, v)) = entries.iter_mut().find(|(k, _)| k.as_scalar() == Some("pipeline"))
+        {
+            *v = body;
+        }
+        if doc.is_valid() {
+            let mut top = root.clone();
+            if let yaml::Yaml::Map(entries) = &mut top.yaml {
+                entries.retain(|(k, _)| k.as_scalar() == Some("pipeline"));
+            }
+            doc.resolved = Some(emit::node_to_yaml(&top));
+        }
+    }
     doc.root = Some(root);
     doc
 }
 
+/// True when `inner` lies within `outer` (same file).
+fn within(inner: Span, outer: Span) -> bool {
+    inner.file == outer.file && inner.start >= outer.start && inner.start <= outer.end
+}
+
+/// Read a template file (`node` is the value of `template:`): its header, and its spec as the stage, step,
+/// step group or pipeline it stands for, with the templates it uses resolved from `templates`.
+fn template_file(node: &Node, templates: Option<&template::Library>, doc: &Document, r: &mut Reader) -> Option<Entity> {
+    let t = match template::read(node, 0) {
+        Ok(t) => t,
+        Err(ds) => {
+            r.diags.extend(ds);
+            return None;
+        }
+    };
+    validate::expressions_only(&t.spec, &[doc.source.as_str()], r);
+    let res = template::resolve(&t.spec, templates, &t.kind);
+    let theirs = r.diags.len();
+    r.diags.extend(res.diagnostics.into_iter().filter(|d| d.span.file == 0));
+    let spec = res.node.unwrap_or_else(|| t.spec.clone());
+    // The spec read as the element it stands for, named as the template is.
+    let mut entries = vec![
+        (scalar_node("identifier", spec.span), scalar_node(&t.identifier, spec.span)),
+        (scalar_node("name", spec.span), scalar_node(&t.name, spec.span)),
+    ];
+    let yaml::Yaml::Map(own) = &spec.yaml else {
+        r.error(spec.span, format!("the `spec` of a template must be a map, found {}", spec.kind()));
+        return None;
+    };
+    entries.extend(own.iter().filter(|(k, _)| k.as_scalar() != Some("stageType")).cloned());
+    let element = Node { yaml: yaml::Yaml::Map(entries), span: spec.span };
+    let mut scratch = Reader::default();
+    match t.kind {
+        template::Kind::Stage => drop(parse::stage(&mut scratch, &element)),
+        template::Kind::Step => drop(parse::step(&mut scratch, &element)),
+        template::Kind::StepGroup => drop(parse::step_group(&mut scratch, &element)),
+        template::Kind::Pipeline => drop(parse::pipeline(&mut scratch, &element)),
+        template::Kind::Other(_) => {}
+    }
+    // Nodes from other templates were checked with their own files.
+    r.diags.extend(scratch.diags.into_iter().filter(|d| d.span.file == 0));
+    let _ = theirs;
+    Some(Entity::Template(Box::new(t)))
+}
+
+fn scalar_node(text: &str, span: Span) -> Node {
+    Node { yaml: yaml::Yaml::Scalar(text.to_string(), yaml::Style::Plain), span }
+}
+
 /// Read and validate a pipeline from the value node of its `pipeline:` key (e.g. after runtime inputs were
-/// applied with [`inputs::apply`]). `source` is the text the spans point into.
-pub fn pipeline_from_node(node: &Node, source: &str) -> Result<Pipeline, Vec<Diagnostic>> {
+/// applied with [`inputs::apply`]). `sources` are the texts the spans point into, by file number
+/// ([`Document::texts`]).
+pub fn pipeline_from_node(node: &Node, sources: &[&str]) -> Result<Pipeline, Vec<Diagnostic>> {
     let mut r = Reader::default();
     let p = parse::pipeline(&mut r, node);
     if let Some(p) = &p {
-        let _ = validate::pipeline(p, node, source, &mut r);
+        let _ = validate::pipeline(p, node, sources, &mut r);
     }
     let errors: Vec<Diagnostic> = r.diags.into_iter().filter(|d| d.severity == Severity::Error).collect();
     match p {
@@ -293,9 +486,9 @@ pub fn pipeline_from_node(node: &Node, source: &str) -> Result<Pipeline, Vec<Dia
 
 /// Every expression of a (valid) pipeline that reads another stage, with where it is written. `node` is the
 /// value of the `pipeline:` key.
-pub fn stage_references(p: &Pipeline, node: &Node, source: &str) -> Vec<StageRef> {
+pub fn stage_references(p: &Pipeline, node: &Node, sources: &[&str]) -> Vec<StageRef> {
     let mut scratch = Reader::default();
-    validate::pipeline(p, node, source, &mut scratch)
+    validate::pipeline(p, node, sources, &mut scratch)
 }
 
 impl Document {

@@ -129,7 +129,7 @@ fn stage_element(r: &mut Reader, node: &Node, in_parallel: bool) -> Option<Stage
     }
 }
 
-fn stage(r: &mut Reader, node: &Node) -> Option<Stage> {
+pub(crate) fn stage(r: &mut Reader, node: &Node) -> Option<Stage> {
     let id_hint = node.get("identifier").and_then(Node::as_scalar).unwrap_or("?").to_string();
     let what = format!("stage `{id_hint}`");
     let m = r.map(node, &what, STAGE_KEYS)?;
@@ -331,7 +331,7 @@ fn element(r: &mut Reader, node: &Node, what: &str) -> Option<ExecutionElement> 
     }
 }
 
-fn step_group(r: &mut Reader, node: &Node) -> Option<StepGroup> {
+pub(crate) fn step_group(r: &mut Reader, node: &Node) -> Option<StepGroup> {
     let what = format!("step group `{}`", node.get("identifier").and_then(Node::as_scalar).unwrap_or("?"));
     let m = r.map(node, &what, GROUP_KEYS)?;
     let name = r.req_str(&m, "name");
@@ -352,7 +352,7 @@ fn step_group(r: &mut Reader, node: &Node) -> Option<StepGroup> {
     })
 }
 
-fn step(r: &mut Reader, node: &Node) -> Option<Step> {
+pub(crate) fn step(r: &mut Reader, node: &Node) -> Option<Step> {
     let what = format!("step `{}`", node.get("identifier").and_then(Node::as_scalar).unwrap_or("?"));
     let m = r.map(node, &what, STEP_KEYS)?;
     let name = r.req_str(&m, "name");

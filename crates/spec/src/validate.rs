@@ -125,7 +125,7 @@ enum Frame {
 struct Walk<'a> {
     p: Option<&'a Pipeline>,
     order: HashMap<&'a str, (usize, &'a Stage)>,
-    source: &'a str,
+    sources: &'a [&'a str],
     scope: Scope,
     frames: Vec<Frame>,
     deployment: bool,
@@ -148,7 +148,7 @@ pub struct StageRef {
 
 /// Validate a parsed pipeline (`pipeline` is the value node of the `pipeline:` key); returns every
 /// cross-stage reference found on the way.
-pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) -> Vec<StageRef> {
+pub fn pipeline(p: &Pipeline, node: &Node, sources: &[&str], r: &mut Reader) -> Vec<StageRef> {
     let mut order: HashMap<&str, (usize, &Stage)> = HashMap::new();
     for (gi, group) in p.stage_groups().into_iter().enumerate() {
         for s in group {
@@ -193,12 +193,12 @@ pub fn pipeline(p: &Pipeline, node: &Node, source: &str, r: &mut Reader) -> Vec<
         });
         use_from_stage(p, s, &order, r);
     }
-    Walk::new(Some(p), order, source).run(node, r)
+    Walk::new(Some(p), order, sources).run(node, r)
 }
 
 /// Check the expressions of an entity file (they are parsed; references are resolved when a pipeline uses it).
-pub fn expressions_only(node: &Node, source: &str, r: &mut Reader) {
-    Walk::new(None, HashMap::new(), source).run(node, r);
+pub fn expressions_only(node: &Node, sources: &[&str], r: &mut Reader) {
+    Walk::new(None, HashMap::new(), sources).run(node, r);
 }
 
 fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)>, r: &mut Reader) {
@@ -283,14 +283,19 @@ fn outputs(s: &Step) -> Vec<&str> {
 }
 
 impl<'a> Walk<'a> {
+    /// The text `node`'s span points into.
+    fn text(&self, node: &Node) -> &'a str {
+        self.sources.get(node.span.file as usize).copied().unwrap_or_default()
+    }
+
     /// A walk over a pipeline (`p` set: references are checked) or an entity file (`p` unset: parsed only).
-    fn new(p: Option<&'a Pipeline>, order: HashMap<&'a str, (usize, &'a Stage)>, source: &'a str) -> Self {
+    fn new(p: Option<&'a Pipeline>, order: HashMap<&'a str, (usize, &'a Stage)>, sources: &'a [&'a str]) -> Self {
         // Outside a pipeline (entity files) service / env / infra expressions are at home.
         let deployment = p.is_none();
         Walk {
             p,
             order,
-            source,
+            sources,
             scope: Scope::default(),
             frames: Vec::new(),
             deployment,
@@ -368,9 +373,13 @@ impl<'a> Walk<'a> {
     }
 
     fn diag(&mut self, node: &Node, range: std::ops::Range<usize>, sev: Severity, msg: String, help: Option<String>) {
-        let start = node.pos_in_scalar(range.start, self.source);
-        let end = node.pos_in_scalar(range.end, self.source);
-        let span = if end.line == start.line && end.col > start.col { Span { start, end } } else { Span::at(start, 1) };
+        let start = node.pos_in_scalar(range.start, self.text(node));
+        let end = node.pos_in_scalar(range.end, self.text(node));
+        let span = if end.line == start.line && end.col > start.col {
+            Span { start, end, file: node.span.file }
+        } else {
+            Span { file: node.span.file, ..Span::at(start, 1) }
+        };
         let mut d = Diagnostic { severity: sev, span, message: msg, help: None };
         if let Some(h) = help {
             d = d.with_help(h);
@@ -432,9 +441,13 @@ impl<'a> Walk<'a> {
                 if let (Some(cur), Some(read)) = (&self.scope.stage, r.stage())
                     && cur != read
                 {
-                    let start = node.pos_in_scalar(r.span.start, self.source);
-                    let end = node.pos_in_scalar(r.span.end, self.source);
-                    let span = if end.line == start.line { Span { start, end } } else { Span::at(start, 1) };
+                    let start = node.pos_in_scalar(r.span.start, self.text(node));
+                    let end = node.pos_in_scalar(r.span.end, self.text(node));
+                    let span = if end.line == start.line {
+                        Span { start, end, file: node.span.file }
+                    } else {
+                        Span { file: node.span.file, ..Span::at(start, 1) }
+                    };
                     self.refs.push(StageRef {
                         stage: cur.clone(),
                         reads: read.to_string(),

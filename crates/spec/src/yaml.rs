@@ -147,7 +147,7 @@ fn pos(m: &saphyr_parser::Marker) -> Pos {
 }
 
 fn span(s: &saphyr_parser::Span) -> Span {
-    Span { start: pos(&s.start), end: pos(&s.end) }
+    Span { start: pos(&s.start), end: pos(&s.end), file: 0 }
 }
 
 enum Frame {
@@ -201,7 +201,7 @@ pub fn load(source: &str) -> Result<Node, Diagnostic> {
         let (event, sp) = item.map_err(|e| {
             let p = pos(e.marker());
             Diagnostic::error(
-                Span { start: p, end: Pos { line: p.line, col: p.col + 1 } },
+                Span { start: p, end: Pos { line: p.line, col: p.col + 1 }, file: 0 },
                 format!("invalid YAML: {}", e.info()),
             )
         })?;
@@ -232,13 +232,13 @@ pub fn load(source: &str) -> Result<Node, Diagnostic> {
             }
             Event::SequenceEnd => match stack.pop() {
                 Some(Frame::Seq(items, start, anchor)) => {
-                    (Node { yaml: Yaml::Seq(items), span: Span { start: start.start, end: sp.end } }, anchor)
+                    (Node { yaml: Yaml::Seq(items), span: Span { end: sp.end, ..start } }, anchor)
                 }
                 _ => return Err(Diagnostic::error(sp, "invalid YAML: unbalanced sequence")),
             },
             Event::MappingEnd => match stack.pop() {
                 Some(Frame::Map(entries, _, start, anchor)) => {
-                    (Node { yaml: Yaml::Map(entries), span: Span { start: start.start, end: sp.end } }, anchor)
+                    (Node { yaml: Yaml::Map(entries), span: Span { end: sp.end, ..start } }, anchor)
                 }
                 _ => return Err(Diagnostic::error(sp, "invalid YAML: unbalanced mapping")),
             },

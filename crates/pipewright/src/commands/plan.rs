@@ -47,6 +47,9 @@ pub struct PlanArgs {
     /// Input set files, checked the same way.
     #[arg(long = "inputs-file", value_name = "FILE")]
     pub inputs_files: Vec<PathBuf>,
+    /// More template files, besides those of the `.harness/` folder.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -84,9 +87,10 @@ pub fn fail(e: launch::LaunchError) -> anyhow::Result<ExitCode> {
     }
 }
 
-/// Load and validate the pipeline file.
-pub fn load(file: &Path) -> anyhow::Result<Result<Document, ExitCode>> {
-    let doc = spec::load_file(file)?;
+/// Load and validate the pipeline file, resolving its templates (from its `.harness/` folder and `templates`).
+pub fn load(file: &Path, templates: Option<&Path>) -> anyhow::Result<Result<Document, ExitCode>> {
+    let lib = super::run::templates(file, templates)?;
+    let doc = spec::load_file_with(file, Some(&lib))?;
     match launch::check_pipeline(doc) {
         Ok(d) => Ok(Ok(d)),
         Err(e) => fail(e).map(Err),
@@ -178,7 +182,7 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
     if let Some(remote) = super::remote::Remote::from_state(&a.state)? {
         return remote.plan(&a).await;
     }
-    let doc = match load(&a.file)? {
+    let doc = match load(&a.file, a.templates.as_deref())? {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };

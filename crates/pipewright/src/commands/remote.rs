@@ -243,8 +243,10 @@ impl Remote {
     async fn local_pipeline(
         &self,
         file: &std::path::Path,
+        templates: Option<&std::path::Path>,
     ) -> anyhow::Result<Result<(spec::Document, String, String, String), ExitCode>> {
-        let doc = match super::plan::load(file)? {
+        // Templates found locally are resolved here: the server is sent the pipeline they make.
+        let doc = match super::plan::load(file, templates)? {
             Ok(d) => d,
             Err(code) => return Ok(Err(code)),
         };
@@ -264,12 +266,15 @@ impl Remote {
                 "--entities and --secrets-file are local: with --server, store services, environments, infrastructure definitions and secrets on the server (POST /api/v1/orgs/ORG/projects/PROJECT/{{services,environments,infrastructures,secrets}})"
             );
         }
-        let (doc, org, project, id) = match self.local_pipeline(&a.file).await? {
+        let (doc, org, project, id) = match self.local_pipeline(&a.file, a.templates.as_deref()).await? {
             Ok(x) => x,
             Err(code) => return Ok(code),
         };
         let base = format!("/api/v1/orgs/{}/projects/{}/pipelines/{}", enc(&org), enc(&project), enc(&id));
-        let put = self.request(Method::PUT, &base).header("content-type", "application/yaml").body(doc.source.clone());
+        let put = self
+            .request(Method::PUT, &base)
+            .header("content-type", "application/yaml")
+            .body(doc.run_source().to_string());
         if let Err(f) = self.send(put).await? {
             return self.refused(f);
         }
@@ -289,7 +294,7 @@ impl Remote {
 
     /// `plan --server`: the server plans the local file (nothing is saved).
     pub async fn plan(&self, a: &super::plan::PlanArgs) -> anyhow::Result<ExitCode> {
-        let (doc, org, project, id) = match self.local_pipeline(&a.file).await? {
+        let (doc, org, project, id) = match self.local_pipeline(&a.file, a.templates.as_deref()).await? {
             Ok(x) => x,
             Err(code) => return Ok(code),
         };
@@ -297,7 +302,7 @@ impl Remote {
         let body = serde_json::json!({
             "stage_identifiers": sel.stages, "inputs": Self::inputs_json(supplied_inputs(&a.inputs, &a.inputs_files)?),
             "expressions": sel.exprs, "with_deps": sel.with_deps, "from_execution": sel.from_execution,
-            "pipeline_yaml": doc.source,
+            "pipeline_yaml": doc.run_source(),
         });
         let path = format!("/api/v1/orgs/{}/projects/{}/pipelines/{}/plan", enc(&org), enc(&project), enc(&id));
         match self.send(self.request(Method::POST, &path).json(&body)).await? {

@@ -75,8 +75,11 @@ async fn document(
     let doc = if latest {
         let f =
             e.source_file.as_ref().context("the execution was not run from a file; --latest has nothing to read")?;
-        let yaml = std::fs::read_to_string(f).with_context(|| format!("{f}: cannot read the pipeline file"))?;
-        launch::check_pipeline(spec::parse_document(f, yaml))
+        let lib = super::run::templates(Path::new(f), None)?;
+        launch::check_pipeline(
+            spec::load_file_with(Path::new(f), Some(&lib))
+                .with_context(|| format!("{f}: cannot read the pipeline file"))?,
+        )
     } else {
         launch::recorded_document(store, e).await
     };

@@ -30,6 +30,9 @@ pub struct RunArgs {
     /// Where services, environments and infrastructure definitions are (default: the `.harness/` folder FILE is in, or `.harness/` next to FILE).
     #[arg(long, value_name = "DIR")]
     pub entities: Option<PathBuf>,
+    /// More template files (`template:` with `type: Pipeline|Stage|StepGroup|Step`), besides those of the `.harness/` folder.
+    #[arg(long, value_name = "DIR")]
+    pub templates: Option<PathBuf>,
     /// Secrets as YAML (`id: value`); `PIPEWRIGHT_SECRET_<ID>` environment variables work too.
     #[arg(long, value_name = "FILE")]
     pub secrets_file: Option<PathBuf>,
@@ -376,7 +379,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(remote) = super::remote::Remote::from_state(&a.state)? {
         return remote.run(&a).await;
     }
-    let doc = match super::plan::load(&a.file)? {
+    let doc = match super::plan::load(&a.file, a.templates.as_deref())? {
         Ok(d) => d,
         Err(code) => return Ok(code),
     };
@@ -451,6 +454,22 @@ pub fn default_entities(file: &Path) -> Option<PathBuf> {
     }
     let d = dir.join(".harness");
     d.is_dir().then_some(d)
+}
+
+/// The templates a pipeline file may use: every template file in its `.harness/` folder (see
+/// [`default_entities`]), then those in `--templates DIR`.
+pub fn templates(file: &Path, dir: Option<&Path>) -> anyhow::Result<spec::template::Library> {
+    let mut lib = spec::template::Library::default();
+    if let Some(d) = default_entities(file) {
+        lib.load_dir(&d).with_context(|| format!("{}: cannot read the templates", d.display()))?;
+    }
+    if let Some(d) = dir {
+        if !d.is_dir() {
+            bail!("--templates {}: not a directory", d.display());
+        }
+        lib.load_dir(d).with_context(|| format!("{}: cannot read the templates", d.display()))?;
+    }
+    Ok(lib)
 }
 
 /// How to run a planned execution.

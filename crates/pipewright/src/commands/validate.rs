@@ -1,10 +1,13 @@
 //! `pipewright validate`: load each file (or every YAML file below a directory), print every diagnostic with
-//! its position and a caret snippet, and a one-line summary per file; or one JSON object per file.
+//! its position and a caret snippet, and a one-line summary per file; or one JSON object per file. Also
+//! `pipewright render`: a pipeline with its templates resolved.
 
 use crate::Output;
 use anyhow::Context;
+use spec::template::Library;
 use spec::{Document, Entity, ExecutionElement};
-use std::path::PathBuf;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 fn expand(paths: &[PathBuf]) -> anyhow::Result<Vec<PathBuf>> {
@@ -60,12 +63,18 @@ fn summary(doc: &Document) -> String {
     }
 }
 
-/// Validate the files.
-pub fn run(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
+/// Validate the files; the templates they use are read from their `.harness/` folder and `templates`.
+pub fn run(paths: &[PathBuf], output: Output, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
     let files = expand(paths)?;
     let mut ok = true;
+    // One library per `.harness/` folder.
+    let mut libraries: HashMap<Option<PathBuf>, Library> = HashMap::new();
     for f in &files {
-        let doc = match spec::load_file(f) {
+        let key = super::run::default_entities(f);
+        if !libraries.contains_key(&key) {
+            libraries.insert(key.clone(), super::run::templates(f, templates)?);
+        }
+        let doc = match spec::load_file_with(f, libraries.get(&key)) {
             Ok(d) => d,
             Err(e) => {
                 ok = false;
@@ -87,16 +96,39 @@ pub fn run(paths: &[PathBuf], output: Output) -> anyhow::Result<ExitCode> {
                 println!("{}", summary(&doc));
             }
             Output::Json => {
+                // A diagnostic inside a template names the template's file.
+                let one = |d: &spec::Diagnostic| {
+                    let mut v = serde_json::to_value(d.to_json()).unwrap_or_default();
+                    if d.span.file != 0 {
+                        v["file"] = doc.file(d.span.file).0.into();
+                    }
+                    v
+                };
                 let v = serde_json::json!({
                     "file": doc.path,
                     "valid": doc.is_valid(),
                     "kind": doc.entity.as_ref().map(Entity::kind),
-                    "errors": doc.errors().map(|d| d.to_json()).collect::<Vec<_>>(),
-                    "warnings": doc.warnings().map(|d| d.to_json()).collect::<Vec<_>>(),
+                    "errors": doc.errors().map(one).collect::<Vec<_>>(),
+                    "warnings": doc.warnings().map(one).collect::<Vec<_>>(),
+                    "templates": doc.uses.iter().map(|u| serde_json::json!({"template": u.template, "file": doc.file(u.file).0})).collect::<Vec<_>>(),
                 });
                 println!("{}", serde_json::to_string(&v)?);
             }
         }
     }
     Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `pipewright render`: the pipeline with its templates resolved, on standard output.
+pub fn render(file: &Path, templates: Option<&Path>) -> anyhow::Result<ExitCode> {
+    let doc = match super::plan::load(file, templates)? {
+        Ok(d) => d,
+        Err(code) => return Ok(code),
+    };
+    eprint!("{}", doc.render_diagnostics());
+    for u in &doc.uses {
+        eprintln!("template {} from {}", u.template, doc.file(u.file).0);
+    }
+    print!("{}", doc.run_source());
+    Ok(ExitCode::SUCCESS)
 }

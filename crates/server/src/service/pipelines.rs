@@ -266,12 +266,7 @@ async fn entity_body(
     app.check_pipeline_size(&yaml)?;
     let doc = spec::parse_document(&format!("{}.yaml", kind.kind()), yaml);
     if !doc.is_valid() {
-        return Err(launch::LaunchError::Invalid {
-            label: doc.path.clone(),
-            diagnostics: doc.diagnostics.clone(),
-            text: doc.source.clone(),
-        }
-        .into());
+        return Err(launch::LaunchError::invalid(&doc).into());
     }
     let meta = match (&doc.entity, kind) {
         (Some(Entity::InputSet(s)), EntityKind::InputSets) => &s.meta,

@@ -253,6 +253,7 @@ mod tests {
             via,
             paths: paths.iter().map(|p| p.to_string()).collect(),
             at: vec![],
+            templates: vec![],
         }
     }
 

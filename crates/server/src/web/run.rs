@@ -703,6 +703,7 @@ mod tests {
             via,
             paths: paths.iter().map(|s| s.to_string()).collect(),
             at: vec![],
+            templates: vec![],
         }
     }
 
