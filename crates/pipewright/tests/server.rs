@@ -1101,3 +1101,51 @@ fn alive(pid: i32) -> bool {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|state| state != "Z")
 }
+
+fn step_template(version: &str, script: &str) -> Value {
+    Value::String(format!(
+        "template:\n  name: Greet\n  identifier: greet\n  versionLabel: {version}\n  type: Step\n  orgIdentifier: default\n  spec:\n    type: ShellScript\n    timeout: 1m\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: {script}\n      environmentVariables:\n        - name: WHO\n          type: String\n          value: <+input>\n"
+    ))
+}
+
+/// Templates are a record kind with versions: a pipeline saved on the server resolves them from the project
+/// (and its organization), runs what they make, and a reference to a template that is not stored is refused
+/// when the pipeline is saved.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn templates_are_stored_with_versions_and_resolved_when_a_pipeline_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    s.ok(Method::POST, &format!("{P}/templates"), Some(step_template("v1", "echo \"hello $WHO\""))).await;
+    s.ok(Method::POST, &format!("{P}/templates"), Some(step_template("v2", "echo \"hi $WHO (v2)\""))).await;
+    let (st, v) =
+        s.req(Some(&s.token), Method::POST, &format!("{P}/templates"), Some(&step_template("v2", "echo again"))).await;
+    assert_eq!(st, 409, "{v}");
+    let got = s.ok(Method::GET, &format!("{P}/templates/greet"), None).await;
+    assert!(got["yaml"].as_str().unwrap().contains("(v2)"), "the newest version is shown: {got}");
+    let uses = |version: &str| {
+        pipeline(
+            "greeter",
+            &format!(
+                "    - stage:\n        name: a\n        identifier: a\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  name: g\n                  identifier: g\n                  template:\n                    templateRef: org.greet\n                    versionLabel: {version}\n                    templateInputs:\n                      type: ShellScript\n                      spec:\n                        environmentVariables:\n                          - name: WHO\n                            type: String\n                            value: world\n"
+            ),
+        )
+    };
+    let (st, v) = s.req(Some(&s.token), Method::POST, &format!("{P}/pipelines"), Some(&uses("v3"))).await;
+    assert_eq!(st, 422, "{v}");
+    assert!(v.to_string().contains("which has versions `v1`, `v2`"), "{v}");
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(uses("v1"))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/greeter/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let logs = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    assert!(logs.to_string().contains("hello world"), "{logs}");
+    // A new version of the template does not change what a re-run of that execution runs.
+    s.ok(Method::PUT, &format!("{P}/templates/greet"), Some(step_template("v1", "echo \"changed $WHO\""))).await;
+    let again = s.ok(Method::POST, &format!("/api/v1/executions/{id}/rerun"), Some(json!({}))).await;
+    let again_id = again["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&s.token, &again_id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let logs = s.ok(Method::GET, &format!("/api/v1/executions/{again_id}/logs"), None).await;
+    assert!(logs.to_string().contains("hello world"), "{logs}");
+}

@@ -317,8 +317,8 @@ pub enum Miss {
     },
 }
 
-/// Compare version labels so that digit runs compare as numbers.
-fn natural(a: &str, b: &str) -> std::cmp::Ordering {
+/// Compare version labels so that digit runs compare as numbers (`v2` < `v10`).
+pub fn natural(a: &str, b: &str) -> std::cmp::Ordering {
     fn chunks(s: &str) -> Vec<(bool, String)> {
         let mut out: Vec<(bool, String)> = Vec::new();
         for c in s.chars() {

@@ -113,7 +113,8 @@ async fn pipeline_document(app: &App, p: &Principal, scope: &Scope, pipeline: &s
     };
     let version = r.body["version"].as_i64().unwrap_or(1);
     let yaml = app.store.pipeline_yaml(&scope.org, &scope.project, pipeline, version).await?;
-    Ok(launch::pipeline_document(&format!("{pipeline} (version {version})"), yaml)?)
+    let lib = super::pipelines::templates(app, scope).await?;
+    Ok(launch::check_pipeline(spec::parse_document_with(&format!("{pipeline} (version {version})"), yaml, Some(&lib)))?)
 }
 
 async fn input_set_values(
@@ -392,7 +393,8 @@ pub async fn plan(
     let doc = match &b.pipeline_yaml {
         Some(y) => {
             app.check_pipeline_size(y)?;
-            let doc = launch::pipeline_document("pipeline.yaml", y.clone())?;
+            let lib = super::pipelines::templates(app, &scope).await?;
+            let doc = launch::check_pipeline(spec::parse_document_with("pipeline.yaml", y.clone(), Some(&lib)))?;
             if doc.pipeline().is_none_or(|pl| pl.identifier.value != pipeline) {
                 return Err(ApiError::BadRequest(format!("pipeline_yaml is not pipeline `{pipeline}`")));
             }

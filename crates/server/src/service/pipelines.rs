@@ -144,7 +144,8 @@ async fn save_pipeline(
     create: bool,
 ) -> ApiResult<(bool, PipelineView)> {
     app.check_pipeline_size(&yaml)?;
-    let doc = launch::pipeline_document("pipeline.yaml", yaml)?;
+    let lib = templates(app, scope).await?;
+    let doc = launch::check_pipeline(spec::parse_document_with("pipeline.yaml", yaml, Some(&lib)))?;
     let Some(Entity::Pipeline(pl)) = &doc.entity else { return Err(ApiError::BadRequest("not a pipeline".into())) };
     check_scope(pl.org_identifier.as_ref(), pl.project_identifier.as_ref(), scope, "pipeline")?;
     let id = pl.identifier.value.clone();
@@ -212,6 +213,8 @@ pub enum EntityKind {
     Infrastructures,
     /// Secrets (JSON `{identifier, name, value}`).
     Secrets,
+    /// `template:` files; one record per template, holding every version.
+    Templates,
 }
 
 impl EntityKind {
@@ -223,6 +226,7 @@ impl EntityKind {
             EntityKind::Environments => "environment",
             EntityKind::Infrastructures => "infrastructure",
             EntityKind::Secrets => "secret",
+            EntityKind::Templates => "template",
         }
     }
 
@@ -264,9 +268,27 @@ async fn entity_body(
     }
     let yaml = body.yaml()?;
     app.check_pipeline_size(&yaml)?;
-    let doc = spec::parse_document(&format!("{}.yaml", kind.kind()), yaml);
+    // A template may use the project's other templates.
+    let lib = if kind == EntityKind::Templates { Some(templates(app, scope).await?) } else { None };
+    let doc = spec::parse_document_with(&format!("{}.yaml", kind.kind()), yaml, lib.as_ref());
     if !doc.is_valid() {
         return Err(launch::LaunchError::invalid(&doc).into());
+    }
+    if let (Some(Entity::Template(t)), EntityKind::Templates) = (&doc.entity, kind) {
+        let field = |k: &str| {
+            doc.body()
+                .and_then(|b| b.get(k))
+                .and_then(spec::Node::as_scalar)
+                .map(|v| spec::Str { value: v.to_string(), span: spec::Span::default() })
+        };
+        let (org, project) = (field("orgIdentifier"), field("projectIdentifier"));
+        if org.is_some() || project.is_some() {
+            check_scope(org.as_ref(), project.as_ref(), scope, "template")?;
+        }
+        return Ok((
+            t.identifier.clone(),
+            serde_json::json!({"name": t.name, "version": t.version, "yaml": doc.source}),
+        ));
     }
     let meta = match (&doc.entity, kind) {
         (Some(Entity::InputSet(s)), EntityKind::InputSets) => &s.meta,
@@ -286,6 +308,47 @@ async fn entity_body(
         check_scope(meta.org_identifier.as_ref(), meta.project_identifier.as_ref(), scope, kind.kind())?;
     }
     Ok((meta.identifier.value.clone(), serde_json::json!({"name": meta.name.value, "yaml": doc.source})))
+}
+
+/// A template record with version `b` added to (or replacing it in) the versions `old` holds; the record's
+/// `yaml` is its newest version.
+fn with_version(mut r: store::Record, old: Option<&store::Record>, b: &serde_json::Value) -> store::Record {
+    let mut versions = old.and_then(|o| o.body["versions"].as_object().cloned()).unwrap_or_default();
+    versions.insert(b["version"].as_str().unwrap_or_default().to_string(), b["yaml"].clone());
+    let newest = versions.keys().max_by(|a, b| spec::template::natural(a, b)).cloned().unwrap_or_default();
+    if let Some(o) = old {
+        r.created_at = o.created_at;
+    }
+    r.body = serde_json::json!({
+        "name": b["name"], "yaml": versions[&newest], "versions": versions,
+    });
+    r
+}
+
+/// The templates a pipeline of `scope` may use: the project's own, its organization's and the account's (by the
+/// scope each template file declares), every stored version.
+pub async fn templates(app: &App, scope: &Scope) -> ApiResult<spec::template::Library> {
+    let mut lib = spec::template::Library::default();
+    for r in app.store.records("template", None, None).await? {
+        for (version, yaml) in r.body["versions"].as_object().into_iter().flatten() {
+            let Some(yaml) = yaml.as_str() else { continue };
+            let mut one = spec::template::Library::default();
+            one.add("", yaml.to_string());
+            let Some(t) = one.templates.first() else { continue };
+            let visible = match t.scope {
+                spec::template::Scope::Project => r.org == scope.org && r.project == scope.project,
+                spec::template::Scope::Org => r.org == scope.org,
+                spec::template::Scope::Account => true,
+            };
+            if visible {
+                lib.add(
+                    &format!("template {}@{version} (stored in {}/{})", r.identifier, r.org, r.project),
+                    yaml.to_string(),
+                );
+            }
+        }
+    }
+    Ok(lib)
 }
 
 async fn entity_record(
@@ -415,6 +478,30 @@ pub async fn create_entity(
     app.require_some(p, &format!("{}:create_edit", kind.rtype()), kind.rtype(), &scope).await?;
     let (id, b) = entity_body(app, kind, &scope, body).await?;
     app.require(p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), &id, scope.clone())).await?;
+    if kind == EntityKind::Templates {
+        // A template's versions live in one record: a new version is added, an existing one is a conflict.
+        let old = app.store.record(kind.kind(), org, project, &id).await?;
+        let version = b["version"].as_str().unwrap_or_default().to_string();
+        if old.as_ref().is_some_and(|o| o.body["versions"].get(&version).is_some()) {
+            return Err(ApiError::Conflict(format!(
+                "version `{version}` of template `{id}` exists in {}; PUT …/templates/{id} replaces it",
+                scope.describe()
+            )));
+        }
+        let r = with_version(record(kind.kind(), &scope, &id, serde_json::json!({})), old.as_ref(), &b);
+        app.store.put_record(&r, true).await?;
+        app.audit(
+            &p.display(),
+            &p.address,
+            "create",
+            kind.kind(),
+            &id,
+            &scope,
+            serde_json::json!({"version": version}),
+        )
+        .await?;
+        return Ok(EntityView::of(&r));
+    }
     let r = record(kind.kind(), &scope, &id, b);
     if !app.store.put_record(&r, false).await? {
         return Err(ApiError::Conflict(format!("{} `{id}` exists in {}", kind.kind(), scope.describe())));
@@ -457,8 +544,12 @@ pub async fn put_entity(
             "the body's identifier is `{got}`, the path names `{id}`; they must match"
         )));
     }
-    let mut r = record(kind.kind(), &scope, id, b);
-    if let Some(old) = app.store.record(kind.kind(), org, project, id).await? {
+    let old = app.store.record(kind.kind(), org, project, id).await?;
+    let mut r = match kind {
+        EntityKind::Templates => with_version(record(kind.kind(), &scope, id, serde_json::json!({})), old.as_ref(), &b),
+        _ => record(kind.kind(), &scope, id, b),
+    };
+    if let Some(old) = &old {
         r.created_at = old.created_at;
     }
     r.updated_at = now_ms();

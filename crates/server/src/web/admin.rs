@@ -18,12 +18,13 @@ use maud::{Markup, html};
 use std::sync::Arc;
 
 /// The project settings kinds: URL segment, entity kind, label.
-pub const KINDS: [(&str, EntityKind, &str); 5] = [
+pub const KINDS: [(&str, EntityKind, &str); 6] = [
     ("input-sets", EntityKind::InputSets, "Input Sets"),
     ("services", EntityKind::Services, "Services"),
     ("environments", EntityKind::Environments, "Environments"),
     ("infrastructures", EntityKind::Infrastructures, "Infrastructure Definitions"),
     ("secrets", EntityKind::Secrets, "Secrets"),
+    ("templates", EntityKind::Templates, "Templates"),
 ];
 
 fn kind_of(segment: &str) -> Result<(EntityKind, &'static str), ApiError> {

@@ -179,14 +179,17 @@ pub struct PipelinePage<'a> {
     pub can_run: bool,
     /// The caller may edit it.
     pub can_edit: bool,
+    /// The templates the pipeline may use.
+    pub templates: &'a spec::template::Library,
 }
 
 /// Render the pipeline page (also used by the render benchmark).
 pub fn render_pipeline(w: &Web, pp: &PipelinePage<'_>) -> Markup {
     let stored_yaml = pp.view.yaml.as_deref().unwrap_or_default();
-    let stored = spec::parse_document("pipeline.yaml", stored_yaml.to_string());
+    let stored = spec::parse_document_with("pipeline.yaml", stored_yaml.to_string(), Some(pp.templates));
     // The editor's text is parsed again only when it is not what is stored (a refused save).
-    let edited = (pp.yaml != stored_yaml).then(|| spec::parse_document("pipeline.yaml", pp.yaml.to_string()));
+    let edited = (pp.yaml != stored_yaml)
+        .then(|| spec::parse_document_with("pipeline.yaml", pp.yaml.to_string(), Some(pp.templates)));
     let shown = edited.as_ref().filter(|d| d.pipeline().is_some()).unwrap_or(&stored);
     let allow = stored.pipeline().is_some_and(|p| p.allow_stage_executions);
     let base = format!("/orgs/{}/projects/{}/pipelines/{}", pp.org, pp.project, pp.view.identifier);
@@ -307,7 +310,18 @@ async fn pipeline_page(
     let mut c = crumbs(app, w, org, Some(project)).await;
     c.push((view.name.clone(), None));
     let yaml = yaml.unwrap_or_else(|| view.yaml.clone().unwrap_or_default());
-    let pp = PipelinePage { org, project, view: &view, yaml: &yaml, problems, notice, can_run, can_edit };
+    let templates = plsvc::templates(app, &Scope::project(org, project)).await?;
+    let pp = PipelinePage {
+        org,
+        project,
+        view: &view,
+        yaml: &yaml,
+        problems,
+        notice,
+        can_run,
+        can_edit,
+        templates: &templates,
+    };
     Ok(page(w, &view.name, &c, render_pipeline(w, &pp)))
 }
 

@@ -403,7 +403,8 @@ pub struct Context {
 
 async fn context(app: &App, w: &Web, org: &str, project: &str, pipeline: &str) -> WebResult<Context> {
     let view = plsvc::get_pipeline(app, &w.p, org, project, pipeline).await?;
-    let doc = spec::parse_document("pipeline.yaml", view.yaml.clone().unwrap_or_default());
+    let templates = plsvc::templates(app, &crate::rbac::Scope::project(org, project)).await?;
+    let doc = spec::parse_document_with("pipeline.yaml", view.yaml.clone().unwrap_or_default(), Some(&templates));
     let (groups, graph) = stage_graph(&doc).unwrap_or_default();
     let allow = doc.pipeline().is_some_and(|p| p.allow_stage_executions);
     let sources = app
