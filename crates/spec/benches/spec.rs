@@ -47,7 +47,8 @@ const STEP_TEMPLATE: &str = "template:\n  name: Apply\n  identifier: apply\n  ve
 
 /// A pipeline of `n` stages, each a reference to the stage template (which references the step template).
 fn templated(n: usize) -> String {
-    let mut s = String::from("pipeline:\n  name: T\n  identifier: t\n  projectIdentifier: p\n  orgIdentifier: o\n  stages:\n");
+    let mut s =
+        String::from("pipeline:\n  name: T\n  identifier: t\n  projectIdentifier: p\n  orgIdentifier: o\n  stages:\n");
     for i in 0..n {
         s.push_str(&format!(
             "    - stage:\n        name: S{i}\n        identifier: s{i}\n        template:\n          templateRef: deploy\n          versionLabel: v1\n          templateInputs:\n            type: Custom\n            variables:\n              - name: target\n                type: String\n                value: cluster-{i}\n"

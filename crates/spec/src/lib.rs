@@ -351,7 +351,7 @@ pub fn parse_document_with(label: &str, source: String, templates: Option<&templ
             doc.entity = match key {
                 "pipeline" => {
                     let mut failed = Vec::new();
-                    let body = if template::uses_templates(v) {
+                    let body = if doc.source.contains("templateRef") && template::uses_templates(v) {
                         let res = template::resolve(v, templates, &template::Kind::Pipeline);
                         if let Some(lib) = templates {
                             doc.files = lib.files.clone();

@@ -116,16 +116,14 @@ impl Reader {
             self.error(node.span, format!("expected a map for {what}, found {}", node.kind()));
             return None;
         };
-        let mut seen: Vec<&str> = Vec::new();
-        for (k, _) in entries {
+        for (i, (k, _)) in entries.iter().enumerate() {
             let Some(key) = k.as_scalar() else {
                 self.error(k.span, format!("a key in {what} is {}; keys must be plain names", k.kind()));
                 continue;
             };
-            if seen.contains(&key) {
+            if entries[..i].iter().any(|(other, _)| other.as_scalar() == Some(key)) {
                 self.error(k.span, format!("duplicate key `{key}` in {what}; each key may appear once"));
             }
-            seen.push(key);
             if !known.is_empty() && !known.contains(&key) && !HARNESS_WRITES.contains(&key) {
                 let msg = match suggest(key, known.iter().copied()) {
                     Some(s) => format!("unknown key `{key}` in {what} is ignored; did you mean `{s}`?"),

@@ -334,16 +334,19 @@ impl<'a> Walk<'a> {
                             (self.scope, self.deployment, self.frames) = saved;
                         }
                         "stepGroup" | "step" if matches!(v.yaml, Yaml::Map(_)) => {
-                            let saved_scope = self.scope.clone();
-                            let n = self.frames.len();
-                            if k == "stepGroup" {
-                                self.scope =
+                            // Only a step group changes the scope (a step is read in its group's).
+                            let saved_scope = (k == "stepGroup").then(|| {
+                                let group =
                                     self.scope.group(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
-                            }
+                                std::mem::replace(&mut self.scope, group)
+                            });
+                            let n = self.frames.len();
                             self.push_strategy(v);
                             self.walk(v, Some(k), key);
                             self.frames.truncate(n);
-                            self.scope = saved_scope;
+                            if let Some(saved) = saved_scope {
+                                self.scope = saved;
+                            }
                         }
                         _ => self.walk(v, Some(k), key),
                     }
