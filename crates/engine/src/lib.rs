@@ -80,6 +80,11 @@ pub struct EngineConfig {
     pub url: Option<String>,
     /// What `<+codebase.…>` reads (the checkout the pipeline file sits in); keys it lacks read as null.
     pub codebase: BTreeMap<String, String>,
+    /// Scripts that run the step types pipewright does not run itself (`.harness/pipewright.yaml`), and the
+    /// folder of that file (`PIPEWRIGHT_HANDLERS_DIR` for the scripts).
+    pub step_handlers: BTreeMap<String, spec::StepHandler>,
+    /// The folder the step handlers' settings file is in.
+    pub handlers_dir: Option<PathBuf>,
 }
 
 impl EngineConfig {
@@ -98,6 +103,8 @@ impl EngineConfig {
             executor: None,
             url: None,
             codebase: BTreeMap::new(),
+            step_handlers: BTreeMap::new(),
+            handlers_dir: None,
         }
     }
 }

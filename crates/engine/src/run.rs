@@ -1403,6 +1403,8 @@ impl<'p> Run<'p> {
                     triggered_by: &self.exec.triggered_by,
                     executor: self.executor.as_ref(),
                     masker: &self.masker,
+                    handlers: &self.config.step_handlers,
+                    handlers_dir: self.config.handlers_dir.as_deref(),
                 };
                 steps::execute(&env, s).await
             };

@@ -79,6 +79,10 @@ pub struct StepEnv<'a> {
     pub executor: &'a dyn Executor,
     /// The execution's secrets (a task lists those it carries).
     pub masker: &'a Masker,
+    /// Scripts for the step types pipewright does not run itself.
+    pub handlers: &'a std::collections::BTreeMap<String, spec::StepHandler>,
+    /// The folder of the settings file the handlers come from.
+    pub handlers_dir: Option<&'a std::path::Path>,
 }
 
 /// The engine's end of a running task: lines go to the step's log (masked there), the process group it runs in
@@ -196,14 +200,72 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
         }
         StepSpec::Http(h) => http(env, h).await,
         StepSpec::HarnessApproval(a) => approval(env, a).await,
-        StepSpec::Harness(_) => Outcome::failed(
-            ErrorType::Unknown,
-            format!(
-                "pipewright does not run `{}` steps itself; give the step a failure strategy (Ignore, MarkAsSuccess) to go on, or replace it with a ShellScript or Run step",
-                step.step_type.name()
+        StepSpec::Harness(spec) => match env.handlers.get(step.step_type.name()) {
+            Some(h) => handled(env, step, spec, h).await,
+            None => Outcome::failed(
+                ErrorType::Unknown,
+                format!(
+                    "pipewright does not run `{t}` steps itself; map the type to a script of yours in `.harness/pipewright.yaml` (`stepHandlers: {{{t}: {{script: …}}}}`), give the step a failure strategy (Ignore, MarkAsSuccess) to go on, or replace it with a ShellScript or Run step",
+                    t = step.step_type.name()
+                ),
             ),
-        ),
+        },
     }
+}
+
+/// Every string of a step's spec with its expressions resolved.
+fn resolve_spec(env: &StepEnv<'_>, v: &serde_json::Value, path: &str) -> Result<serde_json::Value, String> {
+    use serde_json::Value;
+    Ok(match v {
+        Value::String(s) if s.contains("<+") => {
+            Value::String(env.ctx.render(s).map_err(|e| format!("spec.{path}: {e}"))?)
+        }
+        Value::Array(items) => Value::Array(
+            items
+                .iter()
+                .enumerate()
+                .map(|(i, x)| resolve_spec(env, x, &format!("{path}[{i}]")))
+                .collect::<Result<_, _>>()?,
+        ),
+        Value::Object(m) => Value::Object(
+            m.iter()
+                .map(|(k, x)| {
+                    let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
+                    resolve_spec(env, x, &at).map(|x| (k.clone(), x))
+                })
+                .collect::<Result<_, _>>()?,
+        ),
+        other => other.clone(),
+    })
+}
+
+/// Run a step of a type pipewright does not run itself with the user's handler script: the step (type,
+/// identifier, name, spec with its expressions resolved) is in `PIPEWRIGHT_STEP_JSON`; the script runs as a
+/// ShellScript step does (process group, timeout, masking) and its output variables are captured the same way.
+async fn handled(env: &StepEnv<'_>, step: &Step, spec: &serde_json::Value, h: &spec::StepHandler) -> Outcome {
+    let resolved = match resolve_spec(env, spec, "") {
+        Ok(v) => v,
+        Err(e) => return Outcome::failed(ErrorType::Unknown, e),
+    };
+    let t = step.step_type.name();
+    let json = serde_json::json!({
+        "type": t, "identifier": step.identifier.value, "name": step.name.value, "spec": resolved,
+        "timeout": step.timeout.as_ref().map(|d| d.text.clone()),
+    });
+    env.log.line("pipewright", &format!("`{t}` runs with the handler from pipewright.yaml")).await;
+    let mut vars = vec![
+        ("PIPEWRIGHT_STEP_JSON".to_string(), json.to_string()),
+        ("PIPEWRIGHT_STEP_TYPE".to_string(), t.to_string()),
+    ];
+    if let Some(d) = env.handlers_dir {
+        vars.push(("PIPEWRIGHT_HANDLERS_DIR".to_string(), d.display().to_string()));
+    }
+    let captured: Vec<(&str, &str)> = h
+        .output_variables
+        .iter()
+        .map(|o| (o.name.as_str(), o.value.as_ref().map_or(o.name.as_str(), |v| v.as_str())))
+        .collect();
+    shell(env, h.shell, h.script.value.clone(), vars, &captured).await
 }
 
 /// Resolve once the execution is aborted (never, if the sender is gone).

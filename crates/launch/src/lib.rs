@@ -163,6 +163,8 @@ pub struct Selection {
     pub exprs: BTreeMap<String, String>,
     /// Select stages whatever `allowStageExecutions` says (retry).
     pub any_stage: bool,
+    /// Step types a handler runs (`.harness/pipewright.yaml`): not reported as types pipewright cannot run.
+    pub handled: Vec<String>,
 }
 
 /// A planned selection.
@@ -255,9 +257,10 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
         s.spec.execution.walk(|e, _, _| {
             if let spec::ExecutionElement::Step(st) = e
                 && let spec::StepType::Harness(t) = st.step_type
+                && !sel.handled.iter().any(|h| h == t)
             {
                 plan.warnings.push(format!(
-                    "step `{}.{}` is a `{t}` step, which pipewright does not run itself: the run fails there unless a failure strategy lets it go on",
+                    "step `{}.{}` is a `{t}` step, which pipewright does not run itself and no step handler runs: the run fails there unless a failure strategy lets it go on (map the type in `.harness/pipewright.yaml`: `stepHandlers: {{{t}: {{script: …}}}}`)",
                     s.identifier.value, st.identifier.value
                 ));
             }

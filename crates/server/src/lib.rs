@@ -64,6 +64,8 @@ pub struct Config {
     pub lease: Duration,
     /// The address the web UI is reached at (`<+pipeline.executionUrl>` is `URL/executions/ID`).
     pub url: Option<String>,
+    /// Step handlers for the step types pipewright does not run itself (`serve --settings FILE`).
+    pub settings: spec::Settings,
 }
 
 impl Config {
@@ -89,6 +91,7 @@ impl Config {
             max_plans_per_user: 2,
             lease: engine::owner::lease_from_env(),
             url: None,
+            settings: spec::Settings::default(),
         }
     }
 }
@@ -342,6 +345,7 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
             config.work_root.clone(),
             config.lease,
             config.url.clone(),
+            config.settings.clone(),
         )),
         config,
         policy: RwLock::new(None),

@@ -29,6 +29,8 @@ pub struct Runner {
     lease: Duration,
     /// The address the web UI is reached at, for `<+pipeline.executionUrl>`.
     url: Option<String>,
+    /// The server's step handlers (`serve --settings`).
+    settings: spec::Settings,
 }
 
 /// What a running execution needs.
@@ -81,6 +83,7 @@ impl Runner {
         work_root: PathBuf,
         lease: Duration,
         url: Option<String>,
+        settings: spec::Settings,
     ) -> Runner {
         Runner {
             store,
@@ -94,6 +97,7 @@ impl Runner {
             owner: engine::owner::owner_id(),
             lease,
             url,
+            settings,
         }
     }
 
@@ -153,6 +157,8 @@ impl Runner {
             config.owner = me.owner.clone();
             config.lease = me.lease;
             config.url = me.url.clone();
+            config.step_handlers = me.settings.step_handlers.clone();
+            config.handlers_dir = me.settings.path.as_deref().and_then(|p| p.parent()).map(PathBuf::from);
             let engine = Engine::new(me.store.clone(), Arc::new(Watch { news: news.clone() }), config);
             let (e, p, ents, secrets, seed) = (&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed);
             let result = if job.resume {

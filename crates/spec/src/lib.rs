@@ -518,6 +518,37 @@ pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// pipewright's settings for a repository's pipelines (`.harness/pipewright.yaml`).
+#[derive(Debug, Clone, Default)]
+pub struct Settings {
+    /// Where they were read from.
+    pub path: Option<std::path::PathBuf>,
+    /// Step type → the handler that runs it.
+    pub step_handlers: std::collections::BTreeMap<String, StepHandler>,
+}
+
+/// The name of the settings file in a `.harness/` folder.
+pub const SETTINGS_FILE: &str = "pipewright.yaml";
+
+/// Read a settings file; its problems come back rendered (`FILE:LINE:COL: …`), warnings beside the settings.
+pub fn load_settings(path: &Path) -> Result<(Settings, String), String> {
+    let label = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{label}: cannot read the settings file: {e}"))?;
+    let root = yaml::load(&text).map_err(|d| d.render(&label, &text))?;
+    let mut r = Reader::default();
+    let mut settings = Settings { path: Some(path.to_path_buf()), ..Settings::default() };
+    if let Some(m) = r.map(&root, "the settings file", &["stepHandlers"])
+        && let Some(h) = m.get("stepHandlers")
+    {
+        settings.step_handlers = parse::step_handlers(&mut r, h);
+    }
+    let rendered: String = r.diags.iter().map(|d| d.render(&label, &text)).collect();
+    if r.diags.iter().any(|d| d.severity == Severity::Error) {
+        return Err(rendered);
+    }
+    Ok((settings, rendered))
+}
+
 /// The JSON Schema of pipeline YAML files.
 pub fn pipeline_schema() -> serde_json::Value {
     let mut s = serde_json::to_value(schemars::schema_for!(model::PipelineFile)).unwrap_or_default();

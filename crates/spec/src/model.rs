@@ -579,6 +579,19 @@ pub enum StepSpec {
     Harness(Any),
 }
 
+/// How a step type pipewright does not run itself is run: a script of the user's (a `stepHandlers` entry of
+/// `.harness/pipewright.yaml`), given the step as JSON in `PIPEWRIGHT_STEP_JSON`.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StepHandler {
+    /// `Bash` (default) or `Sh`.
+    pub shell: Shell,
+    /// The script.
+    pub script: Str,
+    /// Shell variables captured as the step's output variables when the script ends.
+    pub output_variables: Vec<OutputVariable>,
+}
+
 /// Shells a script may run in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, JsonSchema)]
 pub enum Shell {

@@ -366,7 +366,7 @@ pub(crate) fn step(r: &mut Reader, node: &Node) -> Option<Step> {
             r.warn(
                 n.span,
                 format!(
-                    "{what} is a `{t}` step, which pipewright does not run itself: a run fails at it (give it a failure strategy, or replace it with a ShellScript or Run step)"
+                    "{what} is a `{t}` step, which pipewright does not run itself: a run fails at it unless a step handler runs it (`stepHandlers` in `.harness/pipewright.yaml`) or a failure strategy lets it go on"
                 ),
             );
             return Some(StepType::Harness(t));
@@ -961,4 +961,38 @@ pub fn overlay_input_set(r: &mut Reader, node: &Node) -> Option<OverlayInputSet>
         input_set_references: refs?,
         meta: meta?,
     })
+}
+
+/// Read the value of a settings file's `stepHandlers:` key: step type → the script that runs it.
+pub fn step_handlers(r: &mut Reader, node: &Node) -> std::collections::BTreeMap<String, StepHandler> {
+    let mut out = std::collections::BTreeMap::new();
+    let Some(m) = r.map(node, "`stepHandlers`", &[]) else { return out };
+    for (k, v) in m.entries() {
+        let Some(t) = k.as_scalar() else { continue };
+        let what = format!("the handler of `{t}` steps");
+        if StepType::NAMES.contains(&t) {
+            r.warn(k.span, format!("pipewright runs `{t}` steps itself; this handler is never used"));
+            continue;
+        }
+        if !HARNESS_STEP_TYPES.contains(&t) {
+            let hint = crate::read::did_you_mean(t, HARNESS_STEP_TYPES.iter().copied());
+            r.warn(
+                k.span,
+                format!(
+                    "`{t}` is not a Harness step type{hint}; this handler is used only by steps of that exact type"
+                ),
+            );
+        }
+        let Some(hm) = r.map(v, &what, &["shell", "script", "outputVariables"]) else { continue };
+        let Some(script) = r.req_str(&hm, "script") else { continue };
+        out.insert(
+            t.to_string(),
+            StepHandler {
+                shell: hm.get("shell").and_then(|n| shell(r, n, &what)).unwrap_or(Shell::Bash),
+                script,
+                output_variables: output_variables(r, &hm, false),
+            },
+        );
+    }
+    out
 }

@@ -50,6 +50,9 @@ pub struct PlanArgs {
     /// More template files, besides those of the `.harness/` folder.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// pipewright's settings (step handlers; default: `pipewright.yaml` in the `.harness/` folder).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
     /// Output format.
     #[arg(long, short, value_enum, default_value_t = Output::Text)]
     pub output: Output,
@@ -122,6 +125,7 @@ impl Selection {
             from_execution: self.from_execution.clone(),
             exprs,
             any_stage: self.any_stage,
+            handled: Vec::new(),
         })
     }
 }
@@ -131,8 +135,11 @@ pub async fn make(
     doc: &Document,
     sel: &Selection,
     store: Option<&dyn store::History>,
+    settings: Option<&Path>,
 ) -> anyhow::Result<Result<Planned, ExitCode>> {
-    match launch::plan(doc, &sel.to_launch()?, store).await {
+    let mut sel = sel.to_launch()?;
+    sel.handled = super::run::load_settings(settings)?.step_handlers.into_keys().collect();
+    match launch::plan(doc, &sel, store).await {
         Ok(p) => Ok(Ok(p)),
         Err(e) => fail(e).map(Err),
     }
@@ -187,7 +194,15 @@ pub async fn run(a: PlanArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let store = if a.selection.from_execution.is_some() { Some(super::open_store(&a.state).await?) } else { None };
-    let planned = match make(&doc, &a.selection, store.as_deref().map(|s| s as &dyn store::History)).await? {
+    let settings = a.settings.clone().or_else(|| super::run::default_settings(&a.file));
+    let planned = match make(
+        &doc,
+        &a.selection,
+        store.as_deref().map(|s| s as &dyn store::History),
+        settings.as_deref(),
+    )
+    .await?
+    {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };

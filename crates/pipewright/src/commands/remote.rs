@@ -261,9 +261,9 @@ impl Remote {
         if a.steps.given() {
             bail!("{STEP_FLAGS}");
         }
-        if a.entities.is_some() || a.secrets_file.is_some() {
+        if a.entities.is_some() || a.secrets_file.is_some() || a.settings.is_some() {
             bail!(
-                "--entities and --secrets-file are local: with --server, store services, environments, infrastructure definitions and secrets on the server (POST /api/v1/orgs/ORG/projects/PROJECT/{{services,environments,infrastructures,secrets}})"
+                "--entities, --secrets-file and --settings are local: with --server, store services, environments, infrastructure definitions and secrets on the server (POST /api/v1/orgs/ORG/projects/PROJECT/{{services,environments,infrastructures,secrets}}); step handlers are the server's (`pipewright serve --settings FILE`)"
             );
         }
         let (doc, org, project, id) = match self.local_pipeline(&a.file, a.templates.as_deref()).await? {

@@ -108,6 +108,7 @@ async fn start(
         inputs: c.inputs.clone(),
         inputs_files: c.inputs_files.clone(),
         entities,
+        settings: orig.source_file.as_deref().and_then(|f| super::run::default_settings(Path::new(f))),
         secrets_file: c.secrets_file.clone(),
         output: c.output,
         mode,
@@ -205,7 +206,8 @@ pub async fn resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = &e.source_file {
         config.codebase = super::run::codebase(Path::new(f));
     }
-    (config.isolation, config.work_root) = super::isolation(&a.steps, &a.state.state_dir)?;
+    let settings = e.source_file.as_deref().and_then(|f| super::run::default_settings(Path::new(f)));
+    super::run::confine(&mut config, &a.steps, &a.state.state_dir, settings.as_deref())?;
     config.triggered_by = e.triggered_by.clone();
     if a.output == Output::Text {
         println!("resuming execution {} (#{} of {})", e.id, e.sequence_id, e.pipeline);

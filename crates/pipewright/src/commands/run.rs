@@ -33,6 +33,9 @@ pub struct RunArgs {
     /// More template files (`template:` with `type: Pipeline|Stage|StepGroup|Step`), besides those of the `.harness/` folder.
     #[arg(long, value_name = "DIR")]
     pub templates: Option<PathBuf>,
+    /// pipewright's settings for the pipeline: `stepHandlers` (default: `pipewright.yaml` in the `.harness/` folder).
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
     /// Secrets as YAML (`id: value`); `PIPEWRIGHT_SECRET_<ID>` environment variables work too.
     #[arg(long, value_name = "FILE")]
     pub secrets_file: Option<PathBuf>,
@@ -384,7 +387,8 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         Err(code) => return Ok(code),
     };
     let store = super::open_local(&a.state).await?;
-    let planned = match super::plan::make(&doc, &a.selection, Some(store.as_ref())).await? {
+    let settings = a.settings.clone().or_else(|| default_settings(&a.file));
+    let planned = match super::plan::make(&doc, &a.selection, Some(store.as_ref()), settings.as_deref()).await? {
         Ok(p) => p,
         Err(code) => return Ok(code),
     };
@@ -394,6 +398,7 @@ pub async fn run(a: RunArgs) -> anyhow::Result<ExitCode> {
         inputs: a.inputs.clone(),
         inputs_files: a.inputs_files.clone(),
         entities: a.entities.clone().or_else(|| default_entities(&a.file)),
+        settings,
         secrets_file: a.secrets_file.clone(),
         output: a.output,
         mode: if selective { Mode::Selective } else { Mode::Full },
@@ -456,6 +461,43 @@ pub fn default_entities(file: &Path) -> Option<PathBuf> {
     d.is_dir().then_some(d)
 }
 
+/// The settings file of a pipeline file: `pipewright.yaml` in its `.harness/` folder, when there is one.
+pub fn default_settings(file: &Path) -> Option<PathBuf> {
+    default_entities(file).map(|d| d.join(spec::SETTINGS_FILE)).filter(|f| f.is_file())
+}
+
+/// Read a settings file (none: no settings); warnings are printed.
+pub fn load_settings(file: Option<&Path>) -> anyhow::Result<spec::Settings> {
+    let Some(f) = file else { return Ok(spec::Settings::default()) };
+    let (settings, warnings) =
+        spec::load_settings(f).map_err(|e| anyhow::anyhow!("{e}{}: invalid settings; nothing was run", f.display()))?;
+    eprint!("{warnings}");
+    Ok(settings)
+}
+
+/// Set up how steps run: their isolation and work root, and the step handlers of the settings file (whose
+/// folder confined steps may read, since the handler scripts live there).
+pub fn confine(
+    config: &mut EngineConfig,
+    steps: &StepArgs,
+    state_dir: &Path,
+    settings: Option<&Path>,
+) -> anyhow::Result<()> {
+    let settings = load_settings(settings)?;
+    let handlers_dir = settings.path.as_deref().and_then(Path::parent).map(std::path::absolute).transpose()?;
+    let mut steps = steps.clone();
+    if let Some(d) = &handlers_dir
+        && !settings.step_handlers.is_empty()
+        && steps.step_isolation != Some(crate::IsolationMode::None)
+    {
+        steps.step_read_paths.push(d.clone());
+    }
+    (config.isolation, config.work_root) = super::isolation(&steps, state_dir)?;
+    config.step_handlers = settings.step_handlers;
+    config.handlers_dir = handlers_dir;
+    Ok(())
+}
+
 /// The templates a pipeline file may use: every template file in its `.harness/` folder (see
 /// [`default_entities`]), then those in `--templates DIR`.
 pub fn templates(file: &Path, dir: Option<&Path>) -> anyhow::Result<spec::template::Library> {
@@ -482,6 +524,8 @@ pub struct Options {
     pub inputs_files: Vec<PathBuf>,
     /// The entities directory.
     pub entities: Option<PathBuf>,
+    /// The settings file (step handlers).
+    pub settings: Option<PathBuf>,
     /// The secrets file.
     pub secrets_file: Option<PathBuf>,
     /// Output format.
@@ -534,7 +578,7 @@ pub async fn run_planned(
         return Ok(ExitCode::from(1));
     }
     let mut config = EngineConfig::new(&state.state_dir);
-    (config.isolation, config.work_root) = super::isolation(&o.steps, &state.state_dir)?;
+    confine(&mut config, &o.steps, &state.state_dir, o.settings.as_deref())?;
     if let Some(f) = &o.source_file {
         config.codebase = codebase(Path::new(f));
     }

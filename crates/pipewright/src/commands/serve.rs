@@ -12,6 +12,10 @@ use std::time::Duration;
 /// Arguments of `serve`.
 #[derive(Args)]
 pub struct ServeArgs {
+    /// Settings for every pipeline this server runs: `stepHandlers` (the scripts that run the step types
+    /// pipewright does not run itself), as in a repository's `.harness/pipewright.yaml`.
+    #[arg(long, value_name = "FILE")]
+    pub settings: Option<PathBuf>,
     /// Address to listen on (port 0 picks a free one; the address bound is printed).
     #[arg(long, env = "PIPEWRIGHT_LISTEN", default_value = "127.0.0.1:8080")]
     pub listen: String,
@@ -97,7 +101,16 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         }
         None => None,
     };
-    let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir)?;
+    // Step handlers: their scripts live next to the settings file, which confined steps may read.
+    let settings = super::run::load_settings(a.settings.as_deref())?;
+    let mut steps = a.steps.clone();
+    if let Some(d) = settings.path.as_deref().and_then(std::path::Path::parent)
+        && !settings.step_handlers.is_empty()
+        && steps.step_isolation != Some(crate::IsolationMode::None)
+    {
+        steps.step_read_paths.push(std::path::absolute(d)?);
+    }
+    let (isolation, work_root) = super::isolation(&steps, &a.state_dir)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}; choose another address with --listen", a.listen))?;
@@ -122,6 +135,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         isolation,
         work_root,
         url: Some(format!("http://{addr}")),
+        settings,
     };
     let (app, bootstrap) = server::start(store, config).await.map_err(anyhow::Error::msg)?;
     println!("listening on http://{addr}");

@@ -70,6 +70,28 @@ pub fn run(paths: &[PathBuf], output: Output, templates: Option<&Path>) -> anyho
     // One library per `.harness/` folder.
     let mut libraries: HashMap<Option<PathBuf>, Library> = HashMap::new();
     for f in &files {
+        // pipewright's own settings file sits in the `.harness/` folder beside the Harness files.
+        if f.file_name().is_some_and(|n| n == spec::SETTINGS_FILE) {
+            let (valid, message) = match spec::load_settings(f) {
+                Ok((s, warnings)) => {
+                    eprint!("{warnings}");
+                    (true, format!("{}: valid settings: {} step handlers", f.display(), s.step_handlers.len()))
+                }
+                Err(e) => {
+                    eprint!("{e}");
+                    (false, format!("{}: invalid settings", f.display()))
+                }
+            };
+            ok &= valid;
+            match output {
+                Output::Text => println!("{message}"),
+                Output::Json => println!(
+                    "{}",
+                    serde_json::json!({"file": f.display().to_string(), "valid": valid, "kind": "settings"})
+                ),
+            }
+            continue;
+        }
         let key = super::run::default_entities(f);
         if !libraries.contains_key(&key) {
             libraries.insert(key.clone(), super::run::templates(f, templates)?);

@@ -311,13 +311,14 @@ async fn launch_planned(
     .map_err(|e| ApiError::Internal(format!("starting the execution failed: {e}")))?
 }
 
-fn selection(b: &ExecuteBody) -> Selection {
+fn selection(app: &App, b: &ExecuteBody) -> Selection {
     Selection {
         stages: b.stage_identifiers.clone(),
         with_deps: b.with_deps,
         from_execution: b.from_execution.clone(),
         exprs: b.expressions.clone(),
         any_stage: false,
+        handled: app.config.settings.step_handlers.keys().cloned().collect(),
     }
 }
 
@@ -403,7 +404,7 @@ pub async fn plan(
         None => pipeline_document(app, p, &scope, pipeline).await?,
     };
     check_source(app, p, &scope, b.from_execution.as_deref()).await?;
-    let planned = launch::plan(&doc, &selection(&b), Some(app.store.as_ref())).await?;
+    let planned = launch::plan(&doc, &selection(app, &b), Some(app.store.as_ref())).await?;
     let json = launch::plan_json(&planned);
     if planned.plan.satisfiable && (!b.inputs.is_empty() || !b.input_set_refs.is_empty()) {
         let mut supplied = input_set_values(app, &scope, &b.input_set_refs).await?;
@@ -434,7 +435,7 @@ pub async fn execute(
     }
     let doc = pipeline_document(app, p, &scope, pipeline).await?;
     check_source(app, p, &scope, b.from_execution.as_deref()).await?;
-    let planned = launch::plan(&doc, &selection(&b), Some(app.store.as_ref())).await?;
+    let planned = launch::plan(&doc, &selection(app, &b), Some(app.store.as_ref())).await?;
     let mut supplied = input_set_values(app, &scope, &b.input_set_refs).await?;
     supplied.extend(given(&b.inputs));
     let selective = !b.stage_identifiers.is_empty();
