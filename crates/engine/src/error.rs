@@ -39,6 +39,9 @@ pub enum NodeError {
         /// What it propagates (`service`, `env`, …).
         key: &'static str,
     },
+    /// A stage that deploys several services or to several environments cannot say what it deploys.
+    #[error("{0}")]
+    Targets(String),
     /// The looping strategy has nothing to run.
     #[error(transparent)]
     Loop(#[from] LoopError),

@@ -35,6 +35,41 @@ pub struct Iteration {
     pub local: BTreeMap<String, Value>,
 }
 
+/// What one iteration of a Deployment stage with several services or environments deploys: a service (none:
+/// the stage's own `service`) to an environment's infrastructure (none: the stage's own `environment`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Target {
+    /// The service's identifier.
+    pub service: Option<String>,
+    /// The environment's identifier and the infrastructure definition's.
+    pub env: Option<(String, String)>,
+}
+
+impl Target {
+    /// How the iteration is named: `checkout → dev / dev_cluster`.
+    pub fn label(&self) -> String {
+        match (&self.service, &self.env) {
+            (Some(s), Some((e, i))) => format!("{s} → {e} / {i}"),
+            (Some(s), None) => s.clone(),
+            (None, Some((e, i))) => format!("{e} / {i}"),
+            (None, None) => String::new(),
+        }
+    }
+}
+
+/// Every service deployed to every infrastructure of every environment, services outermost (as Harness
+/// orders them). `services` empty: the stage's one service; `envs` empty: its one environment.
+pub fn targets(services: &[String], envs: &[(String, Vec<String>)]) -> Vec<Target> {
+    let services: Vec<Option<String>> =
+        if services.is_empty() { vec![None] } else { services.iter().cloned().map(Some).collect() };
+    let places: Vec<Option<(String, String)>> = if envs.is_empty() {
+        vec![None]
+    } else {
+        envs.iter().flat_map(|(e, infras)| infras.iter().map(move |i| Some((e.clone(), i.clone())))).collect()
+    };
+    services.iter().flat_map(|s| places.iter().map(move |p| Target { service: s.clone(), env: p.clone() })).collect()
+}
+
 /// Why a strategy has no iterations to run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoopError {
@@ -124,6 +159,27 @@ pub fn items(v: Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn targets_are_services_times_infrastructures() {
+        let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        let e = |v: &[(&str, &[&str])]| v.iter().map(|(e, i)| (e.to_string(), s(i))).collect::<Vec<_>>();
+        type Case<'a> = (Vec<String>, Vec<(String, Vec<String>)>, &'a [&'a str]);
+        let cases: &[Case] = &[
+            (s(&["api", "web"]), vec![], &["api", "web"]),
+            (vec![], e(&[("dev", &["k1", "k2"]), ("qa", &["k3"])]), &["dev / k1", "dev / k2", "qa / k3"]),
+            (
+                s(&["api", "web"]),
+                e(&[("dev", &["k1"]), ("qa", &["k3"])]),
+                &["api → dev / k1", "api → qa / k3", "web → dev / k1", "web → qa / k3"],
+            ),
+            (s(&["api"]), e(&[("dev", &[])]), &[]),
+        ];
+        for (services, envs, want) in cases {
+            let got: Vec<String> = targets(services, envs).iter().map(Target::label).collect();
+            assert_eq!(got, *want, "{services:?} {envs:?}");
+        }
+    }
 
     fn s(x: &str) -> Value {
         Value::String(x.into())

@@ -619,16 +619,44 @@ impl<'p> Run<'p> {
                 return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         };
-        let (status, reason) = if iterations.len() == 1 && iterations[0].suffix.is_none() {
+        // A stage that deploys several services or to several environments runs once per target.
+        let targets = match self.deploy_targets(s, &scope) {
+            Ok(t) => t,
+            Err(e) => {
+                self.failed.store(true, Ordering::SeqCst);
+                set_status(Status::Failed);
+                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
+            }
+        };
+        let (status, reason) = if iterations.len() == 1 && iterations[0].suffix.is_none() && targets.is_none() {
             let it = iterations.into_iter().next().expect("one iteration");
-            self.stage_body(s, id.to_string(), &node, it.local).await?
+            self.stage_body(s, id.to_string(), &node, it.local, None).await?
         } else {
-            let max = max_concurrency(s.strategy.as_ref(), iterations.len());
+            let mut max = max_concurrency(s.strategy.as_ref(), iterations.len());
+            let runs: Vec<(Iteration, Option<looping::Target>)> = match &targets {
+                None => iterations.into_iter().map(|it| (it, None)).collect(),
+                Some((ts, parallel)) => {
+                    let n = iterations.len() * ts.len();
+                    max = if *parallel { (max * ts.len()).clamp(1, n.max(1)) } else { 1 };
+                    let mut out = Vec::new();
+                    for it in iterations {
+                        for t in ts {
+                            let mut it = it.clone();
+                            it.suffix = Some(out.len());
+                            out.push((it, Some(t.clone())));
+                        }
+                    }
+                    out
+                }
+            };
             let (node, per_iteration) = (&node, &per_iteration);
-            let agg = fan_out(iterations, max, |it: Iteration| async move {
+            let agg = fan_out(runs, max, |(it, target): (Iteration, Option<looping::Target>)| async move {
                 let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
-                let mut inode =
-                    self.new_node(Some(&node.id), NodeKind::Stage, &iid, &format!("{} {iid}", s.name.value), &iid);
+                let label = match &target {
+                    Some(t) => format!("{} ({})", s.name.value, t.label()),
+                    None => format!("{} {iid}", s.name.value),
+                };
+                let mut inode = self.new_node(Some(&node.id), NodeKind::Stage, &iid, &label, &iid);
                 if inode.status.is_final() {
                     return Ok(inode.status);
                 }
@@ -639,7 +667,7 @@ impl<'p> Run<'p> {
                     Err(e) => return self.finish(&mut inode, Status::Failed, Some(e.to_string())).await,
                 }
                 self.start(&mut inode).await?;
-                let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local).await?;
+                let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local, target.as_ref()).await?;
                 inode.outputs = self.stage_values(&iid);
                 self.finish(&mut inode, st, reason).await
             })
@@ -664,6 +692,7 @@ impl<'p> Run<'p> {
         iid: String,
         node: &Node,
         mut local: BTreeMap<String, Value>,
+        target: Option<&looping::Target>,
     ) -> Res<(Status, Option<String>)> {
         let scope = Scope::stage(&iid);
         let base = ["pipeline", "stages", iid.as_str()];
@@ -673,7 +702,7 @@ impl<'p> Run<'p> {
         self.set_tree(&[&base[..], &["status"]].concat(), Value::String(Status::Running.expression_value().into()));
         let log = self.sink(node);
         if s.stage_type == StageType::Deployment
-            && let Err(e) = self.deployment(s, &iid, &mut local, &scope)
+            && let Err(e) = self.deployment(s, &iid, &mut local, &scope, target)
         {
             log.line("pipewright", &e.to_string()).await;
             log.flush().await;
@@ -785,6 +814,65 @@ impl<'p> Run<'p> {
         Ok(())
     }
 
+    /// What a Deployment stage deploys when it is more than one service to one infrastructure: every service of
+    /// `services` to every infrastructure definition of every environment of `environments` (or of its one
+    /// `environment`, which may list several), and whether they run side by side. None for one target.
+    fn deploy_targets(&self, s: &Stage, scope: &Scope) -> Result<Option<(Vec<looping::Target>, bool)>, NodeError> {
+        let spec = &s.spec;
+        if s.stage_type != StageType::Deployment {
+            return Ok(None);
+        }
+        let local = BTreeMap::new();
+        let render = |v: &spec::Str| self.with_ctx(&local, scope, |c| c.render(v));
+        let single_env = spec.environment.as_ref().filter(|e| e.use_from_stage.is_none());
+        let many_infras = single_env.is_some_and(|e| {
+            e.infrastructure_definitions.len() > 1
+                || (e.deploy_to_all == Some(true) && e.infrastructure_definitions.is_empty())
+        });
+        if spec.services.is_none() && spec.environments.is_none() && !many_infras {
+            return Ok(None);
+        }
+        let mut services = Vec::new();
+        for v in spec.services.iter().flat_map(|m| &m.values) {
+            match &v.service_ref {
+                Some(r) => services.push(render(r)?),
+                None => return Err(NodeError::Targets("a service of `services` propagates from another stage (`useFromStage`); list the services by `serviceRef`".into())),
+            }
+        }
+        let env_cfgs: Vec<&spec::EnvironmentConfig> = match &spec.environments {
+            Some(m) => m.values.iter().collect(),
+            None => single_env.into_iter().collect(),
+        };
+        let mut envs = Vec::new();
+        for e in env_cfgs {
+            let Some(r) = &e.environment_ref else {
+                return Err(NodeError::Targets("an environment of `environments` propagates from another stage (`useFromStage`); list the environments by `environmentRef`".into()));
+            };
+            let env = render(r)?;
+            let mut infras: Vec<String> =
+                e.infrastructure_definitions.iter().map(|d| render(&d.identifier)).collect::<Result<_, _>>()?;
+            if infras.is_empty() && e.deploy_to_all == Some(true) {
+                infras = self
+                    .entities
+                    .infrastructures
+                    .values()
+                    .filter(|i| i.environment_ref.value == env)
+                    .map(|i| i.meta.identifier.value.clone())
+                    .collect();
+            }
+            if infras.is_empty() {
+                return Err(NodeError::Targets(format!(
+                    "environment `{env}` has no infrastructure definition to deploy to: list them under `infrastructureDefinitions`, or set `deployToAll: true` with infrastructure definitions of `environmentRef: {env}` in the entities"
+                )));
+            }
+            envs.push((env, infras));
+        }
+        let parallel = spec.services.as_ref().is_none_or(|m| m.parallel)
+            && spec.environments.as_ref().is_none_or(|m| m.parallel)
+            && (spec.services.is_some() || spec.environments.is_some());
+        Ok(Some((looping::targets(&services, &envs), parallel)))
+    }
+
     /// Resolve a Deployment stage's service, environment and infrastructure (following `useFromStage`).
     fn deployment(
         &self,
@@ -792,8 +880,11 @@ impl<'p> Run<'p> {
         iid: &str,
         local: &mut BTreeMap<String, Value>,
         scope: &Scope,
+        target: Option<&looping::Target>,
     ) -> Result<(), NodeError> {
         let spec = &s.spec;
+        let target_service = target.and_then(|t| t.service.clone());
+        let target_env = target.and_then(|t| t.env.clone());
         let from_stage = |stage: &str, key: &'static str| -> Result<Value, NodeError> {
             let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
             tree::get(&t, &["pipeline".into(), "stages".into(), stage.into(), key.into()])
@@ -811,11 +902,15 @@ impl<'p> Run<'p> {
             .as_ref()
             .and_then(|c| c.service_ref.as_ref())
             .or(spec.service_config.as_ref().and_then(|c| c.reference.as_ref()));
-        if let Some(u) = service_from {
+        let service_id = match (target_service, service_ref) {
+            (Some(id), _) => Some(id),
+            (None, Some(r)) if service_from.is_none() => Some(self.with_ctx(local, scope, |c| c.render(r))?),
+            _ => None,
+        };
+        if let (Some(u), None) = (service_from, &service_id) {
             local.insert("service".into(), from_stage(&u.stage, "service")?);
             local.insert("serviceVariables".into(), from_stage(&u.stage, "serviceVariables")?);
-        } else if let Some(r) = service_ref {
-            let id = self.with_ctx(local, scope, |c| c.render(r))?;
+        } else if let Some(id) = service_id {
             let svc = self
                 .entities
                 .services
@@ -847,16 +942,28 @@ impl<'p> Run<'p> {
             .as_ref()
             .and_then(|c| c.use_from_stage.as_ref())
             .or(spec.infrastructure.as_ref().and_then(|c| c.use_from_stage.as_ref()));
-        if let Some(u) = env_from {
+        if let (Some(u), None) = (env_from, &target_env) {
             local.insert("env".into(), from_stage(&u.stage, "env")?);
             local.insert("infra".into(), from_stage(&u.stage, "infra")?);
-        } else if let Some(env_cfg) = &spec.environment {
-            let env_ref = env_cfg
-                .environment_ref
-                .as_ref()
-                .map(|r| self.with_ctx(local, scope, |c| c.render(r)))
-                .transpose()?
-                .unwrap_or_default();
+        } else if target_env.is_some() || spec.environment.is_some() {
+            let (env_ref, infra_id) = match &target_env {
+                Some((e, i)) => (e.clone(), Some(i.clone())),
+                None => {
+                    let env_cfg = spec.environment.as_ref().expect("checked above");
+                    let e = env_cfg
+                        .environment_ref
+                        .as_ref()
+                        .map(|r| self.with_ctx(local, scope, |c| c.render(r)))
+                        .transpose()?
+                        .unwrap_or_default();
+                    let i = env_cfg
+                        .infrastructure_definitions
+                        .first()
+                        .map(|d| self.with_ctx(local, scope, |c| c.render(&d.identifier)))
+                        .transpose()?;
+                    (e, i)
+                }
+            };
             let env = self
                 .entities
                 .environments
@@ -878,9 +985,9 @@ impl<'p> Run<'p> {
                     ("variables".to_string(), Value::Map(vars)),
                 ])),
             );
-            if let Some(first) = env_cfg.infrastructure_definitions.first() {
-                let infra = self.entities.infrastructures.get(first.identifier.as_str()).ok_or_else(|| {
-                    NodeError::UndefinedEntity { kind: "infrastructure definition", id: first.identifier.value.clone() }
+            if let Some(infra_id) = infra_id {
+                let infra = self.entities.infrastructures.get(infra_id.as_str()).ok_or_else(|| {
+                    NodeError::UndefinedEntity { kind: "infrastructure definition", id: infra_id.clone() }
                 })?;
                 let key = infra_key(&self.exec.id, &infra.meta.identifier.value);
                 // Harness's short form, the default release name in the infrastructure definitions it generates.

@@ -182,6 +182,10 @@ pub struct StageSpec {
     pub environment: Option<EnvironmentConfig>,
     /// Deployment: the older `serviceConfig:` form.
     pub service_config: Option<KeptBlock>,
+    /// Deployment: several services (`services: {values: […], metadata: {parallel}}`).
+    pub services: Option<MultiServices>,
+    /// Deployment: several environments (`environments: {values: […]}`, or an `environmentGroup`).
+    pub environments: Option<MultiEnvironments>,
     /// Approval stages and all others: the steps.
     pub execution: Execution,
 }
@@ -217,6 +221,37 @@ pub struct ServiceConfig {
     pub service_inputs: Option<Any>,
     /// Propagate the service from an earlier stage.
     pub use_from_stage: Option<UseFromStage>,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// `services:` of a Deployment stage: the stage deploys each of them.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MultiServices {
+    /// The services.
+    pub values: Vec<ServiceConfig>,
+    /// `metadata.parallel`: deploy them side by side.
+    pub parallel: bool,
+    /// Where the map is.
+    #[serde(skip)]
+    #[schemars(skip)]
+    pub span: Span,
+}
+
+/// `environments:` (or `environmentGroup:`) of a Deployment stage: the stage deploys to each environment's
+/// infrastructure definitions.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MultiEnvironments {
+    /// The environments.
+    pub values: Vec<EnvironmentConfig>,
+    /// `metadata.parallel`: deploy to them side by side.
+    pub parallel: bool,
+    /// `environmentGroup.envGroupRef`, when the environments come from a group.
+    pub group: Option<Str>,
     /// Where the map is.
     #[serde(skip)]
     #[schemars(skip)]

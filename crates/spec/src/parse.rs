@@ -174,9 +174,17 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
     let known: &[&str] = match t {
         StageType::Custom | StageType::Approval => &["execution"],
         StageType::Ci => &["cloneCodebase", "platform", "runtime", "infrastructure", "caching", "execution"],
-        StageType::Deployment => {
-            &["deploymentType", "service", "environment", "serviceConfig", "infrastructure", "execution"]
-        }
+        StageType::Deployment => &[
+            "deploymentType",
+            "service",
+            "services",
+            "environment",
+            "environments",
+            "environmentGroup",
+            "serviceConfig",
+            "infrastructure",
+            "execution",
+        ],
     };
     let m = r.map(node, &swhat, known)?;
     let execution = r.req(&m, "execution").and_then(|n| execution(r, n, what));
@@ -191,6 +199,8 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
         service: None,
         environment: None,
         service_config: None,
+        services: None,
+        environments: None,
         execution: execution.unwrap_or_default(),
     };
     match t {
@@ -215,14 +225,29 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
             spec.infrastructure = m
                 .get("infrastructure")
                 .and_then(|n| legacy(r, n, "environmentRef", &format!("`infrastructure` of {what}")));
-            if spec.service.is_none() && spec.service_config.is_none() {
+            spec.services = m.get("services").and_then(|n| multi_services(r, n, what));
+            spec.environments = match (m.get("environments"), m.get("environmentGroup")) {
+                (Some(n), _) => multi_environments(r, n, what, false),
+                (None, Some(n)) => multi_environments(r, n, what, true),
+                _ => None,
+            };
+            if spec.service.is_some() && spec.services.is_some() {
+                r.error(m.key_span("services"), format!("{what} has both `service` and `services`; keep one"));
+            }
+            if spec.environment.is_some() && spec.environments.is_some() {
+                r.error(
+                    m.key_span(if m.get("environments").is_some() { "environments" } else { "environmentGroup" }),
+                    format!("{what} has both `environment` and `environments` (or `environmentGroup`); keep one"),
+                );
+            }
+            if spec.service.is_none() && spec.service_config.is_none() && spec.services.is_none() {
                 r.error_help(
                     m.node.span,
                     format!("{what} is a Deployment stage without a service"),
                     "add `service: {serviceRef: …}` or `service: {useFromStage: {stage: …}}`",
                 );
             }
-            if spec.environment.is_none() && spec.infrastructure.is_none() {
+            if spec.environment.is_none() && spec.infrastructure.is_none() && spec.environments.is_none() {
                 r.error_help(
                     m.node.span,
                     format!("{what} is a Deployment stage without an environment"),
@@ -288,6 +313,54 @@ fn environment_config(r: &mut Reader, node: &Node, what: &str) -> Option<Environ
         _ => {}
     }
     Some(c)
+}
+
+/// `metadata: {parallel: …}` of a `services` / `environments` / `environmentGroup` block (default: in sequence).
+fn parallel_of(r: &mut Reader, m: &MapView<'_>) -> bool {
+    let Some(meta) = m.get("metadata") else { return false };
+    let Some(mm) = r.map(meta, &format!("`metadata` of {}", m.what), &["parallel"]) else { return false };
+    r.opt_bool(&mm, "parallel").unwrap_or(false)
+}
+
+fn multi_services(r: &mut Reader, node: &Node, what: &str) -> Option<MultiServices> {
+    let m = r.map(node, &format!("the services of {what}"), &["values", "metadata"])?;
+    let vnode = r.req(&m, "values")?;
+    let values = r.seq(vnode, &format!("`services.values` of {what}"))?;
+    if values.is_empty() && vnode.as_scalar().is_none_or(|v| !v.contains("<+input>")) {
+        r.error(node.span, format!("`services.values` of {what} is empty; list the services to deploy"));
+    }
+    let values = values.iter().filter_map(|v| service_config(r, v, what)).collect();
+    Some(MultiServices { values, parallel: parallel_of(r, &m), span: node.span })
+}
+
+fn multi_environments(r: &mut Reader, node: &Node, what: &str, group: bool) -> Option<MultiEnvironments> {
+    let (label, keys, list): (&str, &[&str], &str) = if group {
+        ("the environment group", &["envGroupRef", "deployToAll", "environments", "metadata"], "environments")
+    } else {
+        ("the environments", &["values", "metadata"], "values")
+    };
+    let m = r.map(node, &format!("{label} of {what}"), keys)?;
+    let group_ref = if group { r.req_str(&m, "envGroupRef") } else { None };
+    let values = match m.get(list) {
+        Some(n) => r
+            .seq(n, &format!("`{list}` of {label} of {what}"))?
+            .iter()
+            .filter_map(|v| environment_config(r, v, what))
+            .collect(),
+        None if group => Vec::new(),
+        None => {
+            r.req(&m, list);
+            return None;
+        }
+    };
+    if group && values.is_empty() {
+        r.error_help(
+            node.span,
+            format!("{label} of {what} lists no environments"),
+            "pipewright deploys to the environments the stage lists: list them under `environments:` (each with its `infrastructureDefinitions`, or `deployToAll: true`)",
+        );
+    }
+    Some(MultiEnvironments { values, parallel: parallel_of(r, &m), group: group_ref, span: node.span })
 }
 
 fn legacy(r: &mut Reader, node: &Node, ref_key: &str, what: &str) -> Option<KeptBlock> {

@@ -241,6 +241,13 @@ fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)
                     format!("stage `{target}` is a {:?} stage and has no {what} to propagate", t.stage_type),
                 );
             }
+            Some((_, t)) if t.spec.services.is_some() || t.spec.environments.is_some() => {
+                r.error_help(
+                    u.stage.span,
+                    format!("stage `{target}` deploys several services or environments, so it has no one {what} to propagate"),
+                    "name the service (`serviceRef`) and environment (`environmentRef`) here, as Harness requires",
+                );
+            }
             Some(_) => {}
         }
     }
