@@ -5,6 +5,7 @@
 //! engine holds no SQL.
 
 pub mod asked;
+pub mod chain;
 pub mod decide;
 pub mod error;
 pub mod executor;
@@ -85,6 +86,10 @@ pub struct EngineConfig {
     pub step_handlers: BTreeMap<String, spec::StepHandler>,
     /// The folder the step handlers' settings file is in.
     pub handlers_dir: Option<PathBuf>,
+    /// Who runs the child executions of `Pipeline` stages (none: such a stage fails, saying so).
+    pub children: Option<std::sync::Arc<dyn chain::Children>>,
+    /// How deep this execution is in a chain of pipelines (0: started by a person).
+    pub chain_depth: u32,
 }
 
 impl EngineConfig {
@@ -105,6 +110,8 @@ impl EngineConfig {
             codebase: BTreeMap::new(),
             step_handlers: BTreeMap::new(),
             handlers_dir: None,
+            children: None,
+            chain_depth: 0,
         }
     }
 }

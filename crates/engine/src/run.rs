@@ -719,6 +719,14 @@ impl<'p> Run<'p> {
                 }
             }
         }
+        if s.stage_type == StageType::Pipeline {
+            let (status, reason) = self.chained(s, &iid, &local, &scope, &log).await?;
+            if let Some(r) = &reason {
+                log.line("pipewright", r).await;
+            }
+            log.flush().await;
+            return Ok((status, reason));
+        }
         let cx = StageCx {
             stage: s,
             id: iid.clone(),
@@ -767,11 +775,139 @@ impl<'p> Run<'p> {
         Ok((status, None))
     }
 
+    /// Every string of a JSON value rendered in this node's context.
+    fn render_json(
+        &self,
+        v: &serde_json::Value,
+        local: &BTreeMap<String, Value>,
+        scope: &Scope,
+    ) -> Result<serde_json::Value, NodeError> {
+        use serde_json::Value as J;
+        Ok(match v {
+            J::String(s) if s.contains("<+") => J::String(self.with_ctx(local, scope, |c| c.render(s))?),
+            J::Array(items) => {
+                J::Array(items.iter().map(|x| self.render_json(x, local, scope)).collect::<Result<_, _>>()?)
+            }
+            J::Object(m) => J::Object(
+                m.iter()
+                    .map(|(k, x)| self.render_json(x, local, scope).map(|x| (k.clone(), x)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
+    /// A `Pipeline` stage: run the chained pipeline as a child execution with the stage's inputs, wait for it,
+    /// and read the stage's outputs from what the child recorded.
+    async fn chained(
+        &self,
+        s: &Stage,
+        iid: &str,
+        local: &BTreeMap<String, Value>,
+        scope: &Scope,
+        log: &LogSink,
+    ) -> Res<(Status, Option<String>)> {
+        let Some(c) = s.spec.chained.as_ref() else {
+            return Ok((Status::Failed, Some("the stage names no pipeline to run".into())));
+        };
+        let Some(children) = self.config.children.clone() else {
+            return Ok((
+                Status::Failed,
+                Some("this runner cannot start chained pipelines (`Pipeline` stages run with `pipewright run` and on a server)".into()),
+            ));
+        };
+        if self.config.chain_depth >= crate::chain::MAX_DEPTH {
+            return Ok((
+                Status::Failed,
+                Some(format!(
+                    "pipelines chain deeper than {} levels; does pipeline `{}` chain itself?",
+                    crate::chain::MAX_DEPTH,
+                    c.pipeline.value
+                )),
+            ));
+        }
+        let render = |v: Option<&spec::Str>, default: &str| -> Result<String, NodeError> {
+            match v {
+                Some(v) => Ok(self.with_ctx(local, scope, |x| x.render(v))?),
+                None => Ok(default.to_string()),
+            }
+        };
+        let prepared = (|| -> Result<_, NodeError> {
+            let org = render(c.org.as_ref(), &self.exec.org)?;
+            let project = render(c.project.as_ref(), &self.exec.project)?;
+            let pipeline = render(Some(&c.pipeline), "")?;
+            let inputs = match &c.inputs {
+                Some(i) => self.render_json(i, local, scope)?,
+                None => serde_json::Value::Null,
+            };
+            Ok((org, project, pipeline, inputs))
+        })();
+        let (org, project, pipeline, inputs) = match prepared {
+            Ok(x) => x,
+            Err(e) => return Ok((Status::Failed, Some(e.to_string()))),
+        };
+        log.line("pipewright", &format!("running pipeline `{pipeline}` ({org}/{project}) as a child execution")).await;
+        log.flush().await;
+        let req = crate::chain::ChildRequest {
+            parent_execution: self.exec.id.clone(),
+            parent_stage: iid.to_string(),
+            org,
+            project,
+            pipeline: pipeline.clone(),
+            inputs,
+            depth: self.config.chain_depth + 1,
+        };
+        let run = match children.run(req).await {
+            Ok(r) => r,
+            Err(e) => return Ok((Status::Failed, Some(format!("pipeline `{pipeline}` could not start: {e}")))),
+        };
+        self.set_tree(&["pipeline", "stages", iid, "childExecutionId"], Value::String(run.execution_id.clone()));
+        log.line("pipewright", &format!("child execution {} ended {}", run.execution_id, run.status)).await;
+        // The outputs read the child's values.
+        let nodes = self.store.nodes(&run.execution_id).await?;
+        let child_tree = crate::tree_from_nodes(&nodes);
+        let mut outputs = BTreeMap::new();
+        let child_scope = Scope::default();
+        let none = BTreeMap::new();
+        let ctx = crate::tree::NodeCtx {
+            global: &child_tree,
+            local: &none,
+            scope: &child_scope,
+            secrets: self.secrets,
+            masker: &self.masker,
+        };
+        let mut problem = None;
+        for o in &c.outputs {
+            match ctx.render(&o.value) {
+                Ok(v) => {
+                    outputs.insert(o.name.value.clone(), Value::String(v));
+                }
+                Err(e) if run.status == Status::Success => {
+                    problem = Some(format!("output `{}`: {e}", o.name.value));
+                }
+                // A child that did not succeed may not have produced it.
+                Err(_) => {}
+            }
+        }
+        self.set_tree(&["pipeline", "stages", iid, "output"], Value::Map(outputs));
+        if let Some(p) = problem {
+            return Ok((Status::Failed, Some(p)));
+        }
+        let status = match run.status {
+            Status::Success | Status::IgnoreFailed => Status::Success,
+            other if other.is_final() => other,
+            _ => Status::Failed,
+        };
+        let reason = (status != Status::Success)
+            .then(|| format!("child execution {} of pipeline `{pipeline}` ended {}", run.execution_id, run.status));
+        Ok((status, reason))
+    }
+
     /// A stage's resolved values, kept on its node so a later execution can reuse them.
     fn stage_values(&self, iid: &str) -> serde_json::Map<String, serde_json::Value> {
         let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
         let mut out = serde_json::Map::new();
-        for key in ["variables", "service", "serviceVariables", "env", "infra"] {
+        for key in ["variables", "service", "serviceVariables", "env", "infra", "output", "childExecutionId"] {
             if let Some(v) = tree::get(&t, &["pipeline".into(), "stages".into(), iid.into(), key.into()])
                 && let Ok(j) = serde_json::to_value(v)
             {

@@ -442,6 +442,8 @@ pub struct Launch {
     pub parent: Option<(String, String)>,
     /// Who starts it.
     pub triggered_by: String,
+    /// The execution and stage that run it as a chained pipeline.
+    pub chained_from: Option<(String, String)>,
 }
 
 impl Launch {
@@ -454,6 +456,7 @@ impl Launch {
             provenance: provenance(&planned.plan),
             parent: None,
             triggered_by: triggered_by.to_string(),
+            chained_from: None,
         }
     }
 }
@@ -484,6 +487,9 @@ pub async fn record(store: &dyn Journal, prepared: &Prepared, launch: &Launch) -
     if !launch.provenance.is_empty() {
         inputs.insert("__dependencies".into(), serde_json::Value::Array(launch.provenance.clone()));
     }
+    if let Some((exec, stage)) = &launch.chained_from {
+        inputs.insert(CHAINED_FROM.into(), serde_json::json!({"execution_id": exec, "stage": stage}));
+    }
     Ok(store
         .create_execution(NewExecution {
             org,
@@ -502,13 +508,52 @@ pub async fn record(store: &dyn Journal, prepared: &Prepared, launch: &Launch) -
         .await?)
 }
 
+/// The key of an execution's inputs that says which execution and stage ran it as a chained pipeline.
+pub const CHAINED_FROM: &str = "__chained_from";
+
+/// The execution and stage that ran `e` as a chained pipeline, if one did.
+pub fn chained_from(e: &Execution) -> Option<(String, String)> {
+    let v = e.inputs.get(CHAINED_FROM)?;
+    Some((v["execution_id"].as_str()?.to_string(), v["stage"].as_str()?.to_string()))
+}
+
+/// Prepare and record the child execution a `Pipeline` stage asks for: the whole pipeline `doc`, with the
+/// runtime inputs the stage gives (in the child's shape), linked to the parent's stage. The caller runs it.
+pub async fn child(
+    store: &dyn Journal,
+    history: &dyn History,
+    doc: &Document,
+    req: &engine::chain::ChildRequest,
+    triggered_by: &str,
+    source_file: Option<String>,
+) -> Result<(Execution, Prepared)> {
+    let planned = plan(doc, &Selection::default(), Some(history)).await?;
+    let mut supplied = BTreeMap::new();
+    if !req.inputs.is_null() {
+        // JSON is YAML: the inputs read as an input set's `pipeline:` body.
+        let text = serde_json::to_string(&req.inputs).unwrap_or_default();
+        let node = spec::yaml::load(&text)
+            .map_err(|d| LaunchError::BadRequest(format!("the stage's inputs: {}", d.message)))?;
+        let from = format!("stage {} of execution {}", req.parent_stage, req.parent_execution);
+        for (k, v) in inputs::input_set_values(&node) {
+            supplied.insert(k, (v, InputSource::InputSet(from.clone())));
+        }
+    }
+    let prepared = prepare(doc, &supplied, None)?;
+    let mut launch = Launch::of(&planned, Mode::Full, false, triggered_by);
+    launch.source_file = source_file;
+    launch.chained_from = Some((req.parent_execution.clone(), req.parent_stage.clone()));
+    let exec = record(store, &prepared, &launch).await?;
+    Ok((exec, prepared))
+}
+
 /// The runtime inputs an execution ran with, as supplied values for a new one.
 pub fn original_inputs(e: &Execution) -> BTreeMap<String, (String, InputSource)> {
     e.inputs
         .as_object()
         .map(|o| {
             o.iter()
-                .filter(|(k, _)| *k != "__dependencies")
+                .filter(|(k, _)| *k != "__dependencies" && *k != CHAINED_FROM)
                 // What was asked while it ran is asked again.
                 .filter(|(_, v)| v["source"] != engine::asked::SOURCE)
                 .filter_map(|(k, v)| {

@@ -117,11 +117,13 @@ pub enum StageType {
     Deployment,
     /// Waits for an approval.
     Approval,
+    /// Runs another pipeline as a child execution (a chained pipeline).
+    Pipeline,
 }
 
 impl StageType {
     /// Every supported name.
-    pub const NAMES: &'static [&'static str] = &["Custom", "CI", "Deployment", "Approval"];
+    pub const NAMES: &'static [&'static str] = &["Custom", "CI", "Deployment", "Approval", "Pipeline"];
 }
 
 /// `stage:`
@@ -182,6 +184,8 @@ pub struct StageSpec {
     pub environment: Option<EnvironmentConfig>,
     /// Deployment: the older `serviceConfig:` form.
     pub service_config: Option<KeptBlock>,
+    /// Pipeline: the chained pipeline, its inputs and the outputs it gives this pipeline.
+    pub chained: Option<ChainedPipeline>,
     /// Deployment: several services (`services: {values: […], metadata: {parallel}}`).
     pub services: Option<MultiServices>,
     /// Deployment: several environments (`environments: {values: […]}`, or an `environmentGroup`).
@@ -225,6 +229,23 @@ pub struct ServiceConfig {
     #[serde(skip)]
     #[schemars(skip)]
     pub span: Span,
+}
+
+/// The `spec` of a `Pipeline` stage: which pipeline it runs, with what inputs, and what it gives back.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ChainedPipeline {
+    /// Its organization (default: this pipeline's).
+    pub org: Option<Str>,
+    /// Its project (default: this pipeline's).
+    pub project: Option<Str>,
+    /// Its identifier.
+    pub pipeline: Str,
+    /// Its runtime inputs, in its own shape (`variables`, `stages`); expressions read this pipeline.
+    pub inputs: Option<Any>,
+    /// Values read from the child execution when it ends (`<+pipeline.stages.THIS.output.NAME>`); their
+    /// expressions read the child pipeline.
+    pub outputs: Vec<NameValue>,
 }
 
 /// `services:` of a Deployment stage: the stage deploys each of them.

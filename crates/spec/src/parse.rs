@@ -144,6 +144,7 @@ pub(crate) fn stage(r: &mut Reader, node: &Node) -> Option<Stage> {
             "CI" => Some(StageType::Ci),
             "Deployment" => Some(StageType::Deployment),
             "Approval" => Some(StageType::Approval),
+            "Pipeline" => Some(StageType::Pipeline),
             _ => None,
         })
     });
@@ -173,6 +174,7 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
     let swhat = format!("the spec of {what}");
     let known: &[&str] = match t {
         StageType::Custom | StageType::Approval => &["execution"],
+        StageType::Pipeline => &["org", "project", "pipeline", "inputs", "outputs", "inputSetReferences"],
         StageType::Ci => &["cloneCodebase", "platform", "runtime", "infrastructure", "caching", "execution"],
         StageType::Deployment => &[
             "deploymentType",
@@ -187,6 +189,9 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
         ],
     };
     let m = r.map(node, &swhat, known)?;
+    if t == StageType::Pipeline {
+        return chained(r, &m, what);
+    }
     let execution = r.req(&m, "execution").and_then(|n| execution(r, n, what));
     let has_execution = execution.is_some();
     let mut spec = StageSpec {
@@ -199,6 +204,7 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
         service: None,
         environment: None,
         service_config: None,
+        chained: None,
         services: None,
         environments: None,
         execution: execution.unwrap_or_default(),
@@ -313,6 +319,42 @@ fn environment_config(r: &mut Reader, node: &Node, what: &str) -> Option<Environ
         _ => {}
     }
     Some(c)
+}
+
+/// The spec of a `Pipeline` stage.
+fn chained(r: &mut Reader, m: &MapView<'_>, what: &str) -> Option<StageSpec> {
+    let pipeline = r.req_str(m, "pipeline")?;
+    if m.get("inputSetReferences").is_some() {
+        r.warn(
+            m.key_span("inputSetReferences"),
+            format!("`inputSetReferences` of {what} are not read: give the chained pipeline's inputs under `inputs`"),
+        );
+    }
+    let outputs = r.list(m, "outputs", |r, n| {
+        let om = r.map(n, &format!("an output of {what}"), &["name", "value"])?;
+        Some(NameValue { name: r.req_str(&om, "name")?, value: r.req_str(&om, "value")?, value_type: None })
+    });
+    Some(StageSpec {
+        clone_codebase: None,
+        platform: None,
+        runtime: None,
+        infrastructure: None,
+        caching: None,
+        deployment_type: None,
+        service: None,
+        environment: None,
+        service_config: None,
+        chained: Some(ChainedPipeline {
+            org: r.opt_str(m, "org"),
+            project: r.opt_str(m, "project"),
+            pipeline,
+            inputs: m.get("inputs").map(Node::to_json),
+            outputs,
+        }),
+        services: None,
+        environments: None,
+        execution: Execution::default(),
+    })
 }
 
 /// `metadata: {parallel: …}` of a `services` / `environments` / `environmentGroup` block (default: in sequence).

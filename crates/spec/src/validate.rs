@@ -129,6 +129,10 @@ struct Walk<'a> {
     scope: Scope,
     frames: Vec<Frame>,
     deployment: bool,
+    /// In a chained pipeline's `outputs`: expressions read the child pipeline, not this one.
+    foreign: bool,
+    /// In a `Pipeline` stage.
+    chained: bool,
     out: Vec<Diagnostic>,
     refs: Vec<StageRef>,
 }
@@ -306,6 +310,8 @@ impl<'a> Walk<'a> {
             scope: Scope::default(),
             frames: Vec::new(),
             deployment,
+            foreign: false,
+            chained: false,
             out: Vec::new(),
             refs: Vec::new(),
         }
@@ -336,9 +342,12 @@ impl<'a> Walk<'a> {
                             self.scope =
                                 Scope::stage(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
                             self.deployment = v.get("type").and_then(Node::as_scalar) == Some("Deployment");
+                            let was_chained = self.chained;
+                            self.chained = v.get("type").and_then(Node::as_scalar) == Some("Pipeline");
                             self.push_strategy(v);
                             self.walk(v, Some(k), key);
                             (self.scope, self.deployment, self.frames) = saved;
+                            self.chained = was_chained;
                         }
                         "stepGroup" | "step" if matches!(v.yaml, Yaml::Map(_)) => {
                             // Only a step group changes the scope (a step is read in its group's).
@@ -355,10 +364,28 @@ impl<'a> Walk<'a> {
                                 self.scope = saved;
                             }
                         }
+                        // A chained pipeline's inputs are in its shape (its stages are not this pipeline's), but
+                        // their expressions read this pipeline.
+                        "inputs" if self.chained && key == Some("spec") => self.walk_values(v),
+                        "outputs" if self.chained && key == Some("spec") => {
+                            self.foreign = true;
+                            self.walk(v, Some(k), key);
+                            self.foreign = false;
+                        }
                         _ => self.walk(v, Some(k), key),
                     }
                 }
             }
+        }
+    }
+
+    /// Check the expressions of every scalar below `node`, reading no structure.
+    fn walk_values(&mut self, node: &Node) {
+        match &node.yaml {
+            Yaml::Scalar(s, _) if s.contains("<+") => self.check_string(node, s, false),
+            Yaml::Scalar(..) => {}
+            Yaml::Seq(items) => items.iter().for_each(|i| self.walk_values(i)),
+            Yaml::Map(entries) => entries.iter().for_each(|(_, v)| self.walk_values(v)),
         }
     }
 
@@ -440,7 +467,7 @@ impl<'a> Walk<'a> {
                 }
             }
         }
-        if self.p.is_none() {
+        if self.p.is_none() || self.foreign {
             return;
         }
         for e in &exprs {
@@ -607,6 +634,25 @@ impl<'a> Walk<'a> {
             );
         }
         match segs.get(3).map(String::as_str) {
+            Some("output") if stage.stage_type == StageType::Pipeline => {
+                let names: Vec<&str> =
+                    stage.spec.chained.iter().flat_map(|c| c.outputs.iter().map(|o| o.name.as_str())).collect();
+                match segs.get(4) {
+                    Some(v) if !names.contains(&v.as_str()) => {
+                        let hint = did_you_mean(v, names.iter().copied());
+                        err(
+                            format!(
+                                "<+{}> references output `{v}` of stage `{sid}`, which its `outputs` do not list{hint}",
+                                r.written
+                            ),
+                            Some(format!(
+                                "add `- name: {v}` with the child pipeline's expression to the stage's `outputs`"
+                            )),
+                        )
+                    }
+                    _ => Ok(()),
+                }
+            }
             Some("variables") => match segs.get(4) {
                 Some(v) if !stage.variables.iter().any(|x| x.name.value == *v) => {
                     let hint = did_you_mean(v, stage.variables.iter().map(|x| x.name.as_str()));

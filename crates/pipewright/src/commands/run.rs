@@ -582,6 +582,8 @@ pub async fn run_planned(
     if let Some(f) = &o.source_file {
         config.codebase = codebase(Path::new(f));
     }
+    config.children =
+        LocalChildren::for_file(store.clone(), &config, o.source_file.as_deref().map(Path::new), &entities, &secrets);
     let mut launch = launch::Launch::of(&planned, o.mode, o.selective, &config.triggered_by);
     launch.source_file = o.source_file;
     launch.parent = o.parent;
@@ -624,6 +626,123 @@ pub async fn execute(
     let exec = store.execution(&exec.id).await?;
     let nodes = store.nodes(&exec.id).await?;
     finish(&exec, &nodes, status, output)
+}
+
+/// Runs the child executions of `Pipeline` stages for a local run: the chained pipeline is the pipeline file
+/// with that identifier in the folders searched (the pipeline's `.harness/` folder and its own folder), run
+/// to its end with the same store, entities, secrets and settings.
+pub struct LocalChildren {
+    /// The store the parent records into.
+    pub store: Arc<dyn Store>,
+    /// The parent's engine settings (a child gets them with its depth).
+    pub config: EngineConfig,
+    /// Where pipeline files are looked for.
+    pub search: Vec<PathBuf>,
+    /// Templates given with `--templates`.
+    pub templates: Option<PathBuf>,
+    /// Services, environments, infrastructure definitions.
+    pub entities: Entities,
+    /// Secrets.
+    pub secrets: Secrets,
+}
+
+impl std::fmt::Debug for LocalChildren {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalChildren").field("search", &self.search).finish_non_exhaustive()
+    }
+}
+
+impl LocalChildren {
+    /// Children for a run of `file` (none when the run has no file).
+    pub fn for_file(
+        store: Arc<dyn Store>,
+        config: &EngineConfig,
+        file: Option<&Path>,
+        entities: &Entities,
+        secrets: &Secrets,
+    ) -> Option<Arc<dyn engine::chain::Children>> {
+        let file = file?;
+        let mut search: Vec<PathBuf> = default_entities(file).into_iter().collect();
+        let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new(".")).to_path_buf();
+        if !search.iter().any(|s| dir.starts_with(s)) {
+            search.push(dir);
+        }
+        Some(Arc::new(LocalChildren {
+            store,
+            config: config.clone(),
+            search,
+            templates: None,
+            entities: entities.clone(),
+            secrets: secrets.clone(),
+        }))
+    }
+
+    /// The pipeline file whose pipeline has identifier `id`.
+    fn find(&self, id: &str) -> Result<(PathBuf, spec::Document), String> {
+        let mut seen = Vec::new();
+        for dir in &self.search {
+            let files = if dir.is_dir() { spec::yaml_files(dir).unwrap_or_default() } else { Vec::new() };
+            for f in files {
+                let Ok(text) = std::fs::read_to_string(&f) else { continue };
+                if !text.lines().any(|l| l.starts_with("pipeline:")) {
+                    continue;
+                }
+                let Ok(root) = spec::yaml::load(&text) else { continue };
+                let found = root.get("pipeline").and_then(|p| p.get("identifier")).and_then(spec::Node::as_scalar);
+                if let Some(other) = found {
+                    seen.push(other.to_string());
+                }
+                if found == Some(id) {
+                    let lib = templates(&f, self.templates.as_deref()).map_err(|e| e.to_string())?;
+                    let doc = spec::load_file_with(&f, Some(&lib)).map_err(|e| e.to_string())?;
+                    return match launch::check_pipeline(doc) {
+                        Ok(d) => Ok((f, d)),
+                        Err(e) => Err(e.render()),
+                    };
+                }
+            }
+        }
+        let hint = spec::did_you_mean(id, seen.iter().map(String::as_str));
+        Err(format!(
+            "no pipeline file with identifier `{id}` in {}{hint}",
+            self.search.iter().map(|d| d.display().to_string()).collect::<Vec<_>>().join(", ")
+        ))
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::chain::Children for LocalChildren {
+    async fn run(&self, req: engine::chain::ChildRequest) -> Result<engine::chain::ChildRun, String> {
+        let (file, doc) = self.find(&req.pipeline)?;
+        let (exec, prepared) = launch::child(
+            self.store.as_ref(),
+            self.store.as_ref(),
+            &doc,
+            &req,
+            &self.config.triggered_by,
+            Some(file.display().to_string()),
+        )
+        .await
+        .map_err(|e| e.render().trim_end().to_string())?;
+        let mut config = self.config.clone();
+        config.chain_depth = req.depth;
+        // Its own `Pipeline` stages chain further, found the same way.
+        config.children = Some(Arc::new(LocalChildren {
+            store: self.store.clone(),
+            config: self.config.clone(),
+            search: self.search.clone(),
+            templates: self.templates.clone(),
+            entities: self.entities.clone(),
+            secrets: self.secrets.clone(),
+        }));
+        config.codebase = codebase(&file);
+        let engine = Engine::new(self.store.clone(), Arc::new(engine::Quiet), config);
+        let status = engine
+            .run_seeded(&exec, &prepared.pipeline, &self.entities, &self.secrets, &Seed::default())
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(engine::chain::ChildRun { execution_id: exec.id, status })
+    }
 }
 
 /// The live display for an output format.

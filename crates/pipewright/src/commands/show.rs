@@ -59,6 +59,10 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
         v["triggered_by"] = serde_json::json!(e.triggered_by);
         v["parent_id"] = serde_json::json!(e.parent_id);
         v["original_id"] = serde_json::json!(e.original_id);
+        v["chained_from"] = match launch::chained_from(&e) {
+            Some((exec, stage)) => serde_json::json!({"execution_id": exec, "stage": stage}),
+            None => serde_json::Value::Null,
+        };
         let root = e.original_id.clone().unwrap_or_else(|| e.id.clone());
         let mut chain = store
             .executions(&store::ExecutionQuery { chain_of: Some(root), limit: Some(1000), ..Default::default() })
@@ -81,9 +85,13 @@ pub async fn run(a: ShowArgs) -> anyhow::Result<ExitCode> {
     if let Some(f) = &e.failure {
         println!("failure: {f}");
     }
-    if let Some(obj) = e.inputs.as_object().filter(|o| o.keys().any(|k| k != "__dependencies")) {
+    if let Some((exec, stage)) = launch::chained_from(&e) {
+        println!("chained pipeline: run by stage `{stage}` of execution {exec}");
+    }
+    let shown = |k: &String| *k != "__dependencies" && k != launch::CHAINED_FROM;
+    if let Some(obj) = e.inputs.as_object().filter(|o| o.keys().any(shown)) {
         println!("inputs:");
-        for (k, v) in obj.iter().filter(|(k, _)| *k != "__dependencies") {
+        for (k, v) in obj.iter().filter(|(k, _)| shown(k)) {
             match (v["value"].as_str(), v["node"].as_str(), v["owner"].as_str()) {
                 (Some(value), _, _) if v["source"] == engine::asked::SOURCE => {
                     println!(
