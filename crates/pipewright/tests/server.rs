@@ -1149,3 +1149,30 @@ async fn templates_are_stored_with_versions_and_resolved_when_a_pipeline_runs() 
     let logs = s.ok(Method::GET, &format!("/api/v1/executions/{again_id}/logs"), None).await;
     assert!(logs.to_string().contains("hello world"), "{logs}");
 }
+
+/// A `Pipeline` stage on the server runs a stored pipeline as a child execution and reads its outputs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pipeline_stage_runs_a_stored_pipeline_as_a_child() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(dir.path());
+    let child = Value::String(
+        "pipeline:\n  name: tagger\n  identifier: tagger\n  projectIdentifier: default\n  orgIdentifier: default\n  variables:\n    - name: base\n      type: String\n      value: <+input>\n  stages:\n    - stage:\n        name: t\n        identifier: t\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: s\n                  identifier: s\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: tag=<+pipeline.variables.base>-7\n                    outputVariables:\n                      - name: tag\n                        type: String\n                        value: tag\n".into(),
+    );
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(child)).await;
+    let parent = pipeline(
+        "train",
+        "    - stage:\n        name: tag\n        identifier: tag\n        type: Pipeline\n        spec:\n          pipeline: tagger\n          inputs:\n            identifier: tagger\n            variables:\n              - name: base\n                type: String\n                value: v1\n          outputs:\n            - name: tag\n              value: <+pipeline.stages.t.spec.execution.steps.s.output.outputVariables.tag>\n    - stage:\n        name: use\n        identifier: use\n        type: Custom\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: s\n                  identifier: s\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: out=<+pipeline.stages.tag.output.tag>\n                    outputVariables:\n                      - name: out\n                        type: String\n                        value: out\n",
+    );
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(parent)).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/train/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let used = done["nodes"].as_array().unwrap().iter().find(|n| n["path"] == "use.s").unwrap();
+    assert_eq!(used["outputs"]["out"], "v1-7", "{done}");
+    let tag = done["nodes"].as_array().unwrap().iter().find(|n| n["path"] == "tag").unwrap();
+    let child_id = tag["outputs"]["childExecutionId"].as_str().unwrap().to_string();
+    let child = s.ok(Method::GET, &format!("/api/v1/executions/{child_id}"), None).await;
+    assert_eq!(child["execution"]["pipeline"], "tagger");
+    assert_eq!(child["execution"]["inputs"]["__chained_from"]["execution_id"], id.as_str(), "{child}");
+}

@@ -49,6 +49,8 @@ pub struct Job {
     pub triggered_by: String,
     /// Taken over from a process that died: go on from where it was.
     pub resume: bool,
+    /// Who runs its `Pipeline` stages' child executions (none: those stages fail, saying so).
+    pub children: Option<Arc<dyn engine::chain::Children>>,
 }
 
 struct Watch {
@@ -142,6 +144,32 @@ impl Runner {
         tasks.len()
     }
 
+    /// How this server's engine runs `job`, `depth` deep in a chain of pipelines.
+    fn config(&self, job: &Job, depth: u32) -> EngineConfig {
+        let mut config = EngineConfig::new(&self.state_dir);
+        config.triggered_by = job.triggered_by.clone();
+        config.isolation = self.isolation.clone();
+        config.work_root = self.work_root.clone();
+        config.owner = self.owner.clone();
+        config.lease = self.lease;
+        config.url = self.url.clone();
+        config.step_handlers = self.settings.step_handlers.clone();
+        config.handlers_dir = self.settings.path.as_deref().and_then(|p| p.parent()).map(PathBuf::from);
+        config.children = job.children.clone();
+        config.chain_depth = depth;
+        config
+    }
+
+    /// Run a chained pipeline's child execution to its end, in the task of the stage that waits for it.
+    pub async fn run_child(&self, job: Job, depth: u32) -> Result<store::Status, String> {
+        let config = self.config(&job, depth);
+        let engine = Engine::new(self.store.clone(), Arc::new(engine::Quiet), config);
+        engine
+            .run_seeded(&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed)
+            .await
+            .map_err(|e| e.to_string())
+    }
+
     /// Run a recorded execution in the background.
     pub fn start(self: &Arc<Self>, job: Job) {
         metrics::counter!("pipewright_executions_started_total").increment(1);
@@ -150,15 +178,7 @@ impl Runner {
         self.news.lock().unwrap_or_else(|e| e.into_inner()).insert(id.clone(), news.clone());
         let me = self.clone();
         let handle = tokio::spawn(async move {
-            let mut config = EngineConfig::new(&me.state_dir);
-            config.triggered_by = job.triggered_by.clone();
-            config.isolation = me.isolation.clone();
-            config.work_root = me.work_root.clone();
-            config.owner = me.owner.clone();
-            config.lease = me.lease;
-            config.url = me.url.clone();
-            config.step_handlers = me.settings.step_handlers.clone();
-            config.handlers_dir = me.settings.path.as_deref().and_then(|p| p.parent()).map(PathBuf::from);
+            let config = me.config(&job, 0);
             let engine = Engine::new(me.store.clone(), Arc::new(Watch { news: news.clone() }), config);
             let (e, p, ents, secrets, seed) = (&job.execution, &job.pipeline, &job.entities, &job.secrets, &job.seed);
             let result = if job.resume {

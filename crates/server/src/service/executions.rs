@@ -218,6 +218,8 @@ pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
                 pipeline,
                 seed,
                 resume: true,
+                // Who started it is not known here: a `Pipeline` stage left running fails, saying so.
+                children: None,
             })
         };
         match job.await {
@@ -240,6 +242,51 @@ pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
 
 /// Record and start a planned execution; the caller's `secret:access` is checked for every secret it reads.
 #[allow(clippy::too_many_arguments)]
+/// Runs the child executions of `Pipeline` stages on a server: the chained pipeline is a stored one, which
+/// the principal who started the parent must be allowed to execute; it runs with its own project's entities
+/// and secrets.
+pub struct ServerChildren {
+    app: Arc<App>,
+    principal: Principal,
+}
+
+impl std::fmt::Debug for ServerChildren {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerChildren").field("principal", &self.principal.display()).finish_non_exhaustive()
+    }
+}
+
+#[async_trait::async_trait]
+impl engine::chain::Children for ServerChildren {
+    async fn run(&self, req: engine::chain::ChildRequest) -> Result<engine::chain::ChildRun, String> {
+        let (app, p) = (&self.app, &self.principal);
+        let said = |e: ApiError| e.to_string();
+        let scope = Scope::project(&req.org, &req.project);
+        identifier("pipeline", &req.pipeline).map_err(said)?;
+        app.require(p, "pipeline:execute", &Resource::new("pipeline", &req.pipeline, scope.clone()))
+            .await
+            .map_err(said)?;
+        let doc = pipeline_document(app, p, &scope, &req.pipeline).await.map_err(said)?;
+        let (exec, prepared) = launch::child(app.store.as_ref(), app.store.as_ref(), &doc, &req, &p.display(), None)
+            .await
+            .map_err(|e| e.render().trim_end().to_string())?;
+        let secrets = secrets(app, Some(p), &scope, &doc).await.map_err(said)?;
+        let entities = entities(app, &scope).await.map_err(said)?;
+        let job = Job {
+            execution: exec.clone(),
+            pipeline: prepared.pipeline,
+            entities,
+            secrets,
+            seed: engine::Seed::default(),
+            triggered_by: p.display(),
+            resume: false,
+            children: Some(Arc::new(ServerChildren { app: app.clone(), principal: p.clone() })),
+        };
+        let status = app.runner.run_child(job, req.depth).await?;
+        Ok(engine::chain::ChildRun { execution_id: exec.id, status })
+    }
+}
+
 async fn launch_planned(
     app: &Arc<App>,
     p: &Principal,
@@ -290,6 +337,7 @@ async fn launch_planned(
             seed,
             triggered_by: p.display(),
             resume: false,
+            children: Some(Arc::new(ServerChildren { app: app.clone(), principal: p.clone() })),
         });
         app.audit(
             &p.display(),
