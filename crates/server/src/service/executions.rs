@@ -241,7 +241,6 @@ pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
 }
 
 /// Record and start a planned execution; the caller's `secret:access` is checked for every secret it reads.
-#[allow(clippy::too_many_arguments)]
 /// Runs the child executions of `Pipeline` stages on a server: the chained pipeline is a stored one, which
 /// the principal who started the parent must be allowed to execute; it runs with its own project's entities
 /// and secrets.
@@ -287,6 +286,7 @@ impl engine::chain::Children for ServerChildren {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 async fn launch_planned(
     app: &Arc<App>,
     p: &Principal,
