@@ -86,6 +86,8 @@ pub struct EngineConfig {
     pub step_handlers: BTreeMap<String, spec::StepHandler>,
     /// The folder the step handlers' settings file is in.
     pub handlers_dir: Option<PathBuf>,
+    /// Git connector → URL (`GitClone` steps).
+    pub git_connectors: BTreeMap<String, String>,
     /// Who runs the child executions of `Pipeline` stages (none: such a stage fails, saying so).
     pub children: Option<std::sync::Arc<dyn chain::Children>>,
     /// How deep this execution is in a chain of pipelines (0: started by a person).
@@ -110,6 +112,7 @@ impl EngineConfig {
             codebase: BTreeMap::new(),
             step_handlers: BTreeMap::new(),
             handlers_dir: None,
+            git_connectors: BTreeMap::new(),
             children: None,
             chain_depth: 0,
         }

@@ -1648,6 +1648,7 @@ impl<'p> Run<'p> {
                     masker: &self.masker,
                     handlers: &self.config.step_handlers,
                     handlers_dir: self.config.handlers_dir.as_deref(),
+                    connectors: &self.config.git_connectors,
                 };
                 steps::execute(&env, s).await
             };

@@ -83,6 +83,8 @@ pub struct StepEnv<'a> {
     pub handlers: &'a std::collections::BTreeMap<String, spec::StepHandler>,
     /// The folder of the settings file the handlers come from.
     pub handlers_dir: Option<&'a std::path::Path>,
+    /// Git connector → URL.
+    pub connectors: &'a std::collections::BTreeMap<String, String>,
 }
 
 /// The engine's end of a running task: lines go to the step's log (masked there), the process group it runs in
@@ -202,6 +204,8 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
         StepSpec::HarnessApproval(a) => approval(env, a).await,
         StepSpec::Harness(spec) => match env.handlers.get(step.step_type.name()) {
             Some(h) => handled(env, step, spec, h).await,
+            // Built in where the local equivalent is plain: a GitClone is `git`.
+            None if step.step_type.name() == "GitClone" => git_clone(env, spec).await,
             None => Outcome::failed(
                 ErrorType::Unknown,
                 format!(
@@ -211,6 +215,110 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
             ),
         },
     }
+}
+
+/// The fetch of a `GitClone` step (or a stage's `cloneCodebase`): the repository's URL, the ref, the folder.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GitFetch {
+    /// Where the repository is (a URL or a local path).
+    pub url: String,
+    /// `refs/heads/B`, `refs/tags/T`, `refs/pull/N/head`, a commit, or `HEAD`.
+    pub git_ref: String,
+    /// The folder in the workspace.
+    pub dir: String,
+    /// `--depth`, when given.
+    pub depth: Option<u64>,
+}
+
+/// Read a `GitClone` spec (expressions resolved): where from (`repoName` as a URL or path, or joined to the
+/// URL of its `connectorRef`), which ref (`build: {type: branch|tag|PR|commitSha, spec: …}`), into which folder.
+pub fn clone_of(
+    spec: &serde_json::Value,
+    connectors: &std::collections::BTreeMap<String, String>,
+) -> Result<GitFetch, String> {
+    let s = |v: &serde_json::Value| {
+        match v {
+            serde_json::Value::String(s) => Some(s.trim().to_string()),
+            serde_json::Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        }
+        .filter(|s| !s.is_empty())
+    };
+    let repo = s(&spec["repoName"]);
+    let connector = s(&spec["connectorRef"]);
+    let is_location = |r: &str| r.contains("://") || r.starts_with("git@") || r.starts_with('/') || r.starts_with("./");
+    let url = match (&repo, &connector) {
+        (Some(r), _) if is_location(r) => r.clone(),
+        (r, Some(c)) => {
+            let base = connectors.get(c).ok_or_else(|| {
+                format!(
+                    "connector `{c}` has no URL here: map it in `.harness/pipewright.yaml` (`connectors: {{{c}: https://github.com/ORG}}`), or give `repoName` as a URL or path"
+                )
+            })?;
+            match r {
+                Some(r) => format!("{base}/{r}"),
+                None => base.clone(),
+            }
+        }
+        (Some(r), None) => {
+            return Err(format!("`repoName: {r}` is neither a URL nor a path, and no `connectorRef` says where it is"));
+        }
+        (None, None) => return Err("a GitClone step needs `repoName` (a URL or path) or a `connectorRef`".into()),
+    };
+    let build = &spec["build"];
+    let value = |k: &str| s(&build["spec"][k]);
+    let git_ref = match s(&build["type"]).as_deref() {
+        None => "HEAD".to_string(),
+        Some("branch") => format!("refs/heads/{}", value("branch").ok_or("`build.spec.branch` is missing")?),
+        Some("tag") => format!("refs/tags/{}", value("tag").ok_or("`build.spec.tag` is missing")?),
+        Some("PR") => format!("refs/pull/{}/head", value("number").ok_or("`build.spec.number` is missing")?),
+        Some("commitSha") => value("commitSha").ok_or("`build.spec.commitSha` is missing")?,
+        Some(other) => return Err(format!("build type `{other}` is not one of branch, tag, PR, commitSha")),
+    };
+    let dir = s(&spec["cloneDirectory"]).unwrap_or_else(|| {
+        let last = url.trim_end_matches('/').rsplit(['/', ':']).next().unwrap_or("repo");
+        last.trim_end_matches(".git").to_string()
+    });
+    let depth = spec["depth"].as_u64().or_else(|| s(&spec["depth"]).and_then(|d| d.parse().ok())).filter(|d| *d > 0);
+    Ok(GitFetch { url, git_ref, dir, depth })
+}
+
+/// Fetch a repository into the workspace with `git`, as a ShellScript step runs (confined, timed out): into
+/// a folder that may already hold files (a `git init` there, then a fetch of the one ref and a checkout).
+async fn git_clone(env: &StepEnv<'_>, spec: &serde_json::Value) -> Outcome {
+    let resolved = match resolve_spec(env, spec, "") {
+        Ok(v) => v,
+        Err(e) => return Outcome::failed(ErrorType::Unknown, e),
+    };
+    let c = match clone_of(&resolved, env.connectors) {
+        Ok(c) => c,
+        Err(e) => return Outcome::failed(ErrorType::Unknown, e),
+    };
+    // Steps may run as another user than the one owning a local source repository (root running steps as
+    // `nobody`): reading it is all a fetch does, so git's ownership check is waived in a config of the step's
+    // own (the one git's local transport passes on to the process that reads the source).
+    let script = r#"set -eu
+GIT_CONFIG_GLOBAL=$(mktemp)
+export GIT_CONFIG_GLOBAL
+git config --file "$GIT_CONFIG_GLOBAL" safe.directory '*'
+mkdir -p "$PW_GIT_DIR"
+cd "$PW_GIT_DIR"
+[ -d .git ] || git init -q .
+git remote remove origin 2>/dev/null || true
+git remote add origin "$PW_GIT_URL"
+if [ -n "$PW_GIT_DEPTH" ]; then git fetch -q --depth "$PW_GIT_DEPTH" origin "$PW_GIT_REF"; else git fetch -q origin "$PW_GIT_REF"; fi
+git checkout -q -f FETCH_HEAD
+echo "checked out $PW_GIT_REF of $PW_GIT_URL at $(git rev-parse HEAD) into $PW_GIT_DIR"
+rm -f "$GIT_CONFIG_GLOBAL"
+"#;
+    let vars = vec![
+        ("PW_GIT_URL".to_string(), c.url.clone()),
+        ("PW_GIT_REF".to_string(), c.git_ref.clone()),
+        ("PW_GIT_DIR".to_string(), c.dir.clone()),
+        ("PW_GIT_DEPTH".to_string(), c.depth.map(|d| d.to_string()).unwrap_or_default()),
+        ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
+    ];
+    shell(env, spec::Shell::Sh, script.to_string(), vars, &[]).await
 }
 
 /// Every string of a step's spec with its expressions resolved.
@@ -465,6 +573,51 @@ async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
         }
         if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
             return Outcome::failed(ErrorType::Timeout, "no approval before the step's timeout");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_git_clone_spec_says_where_which_ref_and_which_folder() {
+        let connectors =
+            std::collections::BTreeMap::from([("gh".to_string(), "https://github.example/acme".to_string())]);
+        let cases = [
+            (serde_json::json!({"repoName": "/srv/git/app.git"}), Ok(("/srv/git/app.git", "HEAD", "app"))),
+            (
+                serde_json::json!({"connectorRef": "gh", "repoName": "shop", "build": {"type": "branch", "spec": {"branch": "main"}}}),
+                Ok(("https://github.example/acme/shop", "refs/heads/main", "shop")),
+            ),
+            (
+                serde_json::json!({"connectorRef": "gh", "repoName": "shop", "cloneDirectory": "src", "build": {"type": "tag", "spec": {"tag": "v2"}}}),
+                Ok(("https://github.example/acme/shop", "refs/tags/v2", "src")),
+            ),
+            (
+                serde_json::json!({"connectorRef": "gh", "repoName": "shop", "build": {"type": "PR", "spec": {"number": 42}}}),
+                Ok(("https://github.example/acme/shop", "refs/pull/42/head", "shop")),
+            ),
+            (
+                serde_json::json!({"connectorRef": "gitlab", "repoName": "shop"}),
+                Err("connector `gitlab` has no URL here"),
+            ),
+            (serde_json::json!({"repoName": "shop"}), Err("neither a URL nor a path")),
+            (
+                serde_json::json!({"repoName": "/r", "build": {"type": "branch", "spec": {}}}),
+                Err("`build.spec.branch` is missing"),
+            ),
+        ];
+        for (spec, want) in cases {
+            let got = clone_of(&spec, &connectors);
+            match (got, want) {
+                (Ok(g), Ok((url, r, dir))) => {
+                    assert_eq!((g.url.as_str(), g.git_ref.as_str(), g.dir.as_str()), (url, r, dir), "{spec}")
+                }
+                (Err(e), Err(w)) => assert!(e.contains(w), "{spec}: {e}"),
+                (g, w) => panic!("{spec}: got {g:?}, want {w:?}"),
+            }
         }
     }
 }

@@ -258,6 +258,7 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
             if let spec::ExecutionElement::Step(st) = e
                 && let spec::StepType::Harness(t) = st.step_type
                 && !sel.handled.iter().any(|h| h == t)
+                && !spec::BUILTIN_HANDLED.contains(&t)
             {
                 plan.warnings.push(format!(
                     "step `{}.{}` is a `{t}` step, which pipewright does not run itself and no step handler runs: the run fails there unless a failure strategy lets it go on (map the type in `.harness/pipewright.yaml`: `stepHandlers: {{{t}: {{script: …}}}}`)",
@@ -506,6 +507,81 @@ pub async fn record(store: &dyn Journal, prepared: &Prepared, launch: &Launch) -
             original_id: launch.parent.as_ref().map(|p| p.1.clone()),
         })
         .await?)
+}
+
+/// Put a `GitClone` step (`clone_codebase`) first in every CI stage that clones the codebase (`cloneCodebase`
+/// true, or unset when the pipeline says what its codebase is in `properties.ci.codebase`). It fetches the
+/// codebase's repository — joined to its connector's URL when `connectors` has one, else `checkout` (the local
+/// checkout the pipeline file sits in) — at the codebase's `build` (branch, tag, PR, commit), or the current
+/// commit, into the workspace. Returns the stages it changed.
+pub fn clone_codebase(p: &mut Pipeline, checkout: Option<&str>, connectors: &BTreeMap<String, String>) -> Vec<String> {
+    let codebase = p.properties.as_ref().and_then(|v| v.get("ci")).and_then(|v| v.get("codebase")).cloned();
+    let mut spec = serde_json::Map::new();
+    if let Some(c) = &codebase {
+        let connector = c["connectorRef"].as_str().filter(|k| connectors.contains_key(*k));
+        match (connector, checkout) {
+            (Some(k), _) => {
+                spec.insert("connectorRef".into(), k.into());
+                if let Some(r) = c.get("repoName").filter(|r| !r.is_null()) {
+                    spec.insert("repoName".into(), r.clone());
+                }
+            }
+            (None, Some(dir)) => {
+                spec.insert("repoName".into(), dir.into());
+            }
+            (None, None) => {
+                for k in ["connectorRef", "repoName"] {
+                    if let Some(v) = c.get(k).filter(|v| !v.is_null()) {
+                        spec.insert(k.into(), v.clone());
+                    }
+                }
+            }
+        }
+        if let Some(b) = c.get("build").filter(|b| b.is_object()) {
+            spec.insert("build".into(), b.clone());
+        }
+        if let Some(d) = c.get("depth").filter(|d| !d.is_null()) {
+            spec.insert("depth".into(), d.clone());
+        }
+    } else if let Some(dir) = checkout {
+        spec.insert("repoName".into(), dir.into());
+    }
+    spec.insert("cloneDirectory".into(), ".".into());
+    let mut changed = Vec::new();
+    let mut add = |s: &mut spec::Stage| {
+        let on = s.spec.clone_codebase.unwrap_or(codebase.is_some());
+        if s.stage_type != spec::StageType::Ci || !on || spec.get("repoName").or(spec.get("connectorRef")).is_none() {
+            return;
+        }
+        let str_ = |v: &str| spec::Str { value: v.to_string(), span: spec::Span::default() };
+        let step = spec::Step {
+            name: str_("Clone codebase"),
+            identifier: str_("clone_codebase"),
+            step_type: spec::StepType::Harness("GitClone"),
+            description: None,
+            timeout: None,
+            spec: spec::StepSpec::Harness(serde_json::Value::Object(spec.clone())),
+            when: None,
+            failure_strategies: Vec::new(),
+            strategy: None,
+            span: spec::Span::default(),
+        };
+        s.spec.execution.steps.insert(0, spec::ExecutionElement::Step(Box::new(step)));
+        changed.push(s.identifier.value.clone());
+    };
+    for el in &mut p.stages {
+        match el {
+            spec::StageElement::Stage(s) => add(s),
+            spec::StageElement::Parallel(items) => {
+                for i in items {
+                    if let spec::StageElement::Stage(s) = i {
+                        add(s);
+                    }
+                }
+            }
+        }
+    }
+    changed
 }
 
 /// The key of an execution's inputs that says which execution and stage ran it as a chained pipeline.

@@ -155,6 +155,7 @@ impl Runner {
         config.url = self.url.clone();
         config.step_handlers = self.settings.step_handlers.clone();
         config.handlers_dir = self.settings.path.as_deref().and_then(|p| p.parent()).map(PathBuf::from);
+        config.git_connectors = self.settings.connectors.clone();
         config.children = job.children.clone();
         config.chain_depth = depth;
         config

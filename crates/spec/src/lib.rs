@@ -525,7 +525,14 @@ pub struct Settings {
     pub path: Option<std::path::PathBuf>,
     /// Step type → the handler that runs it.
     pub step_handlers: std::collections::BTreeMap<String, StepHandler>,
+    /// Git connector → the URL its repositories are under (`GitClone` steps and `cloneCodebase` join
+    /// `URL/REPO`; a repository-level connector's URL is the repository itself).
+    pub connectors: std::collections::BTreeMap<String, String>,
 }
+
+/// Harness step types pipewright runs with a built-in handler (a plain local equivalent), unless a
+/// `stepHandlers` entry maps them to a script.
+pub const BUILTIN_HANDLED: &[&str] = &["GitClone"];
 
 /// The name of the settings file in a `.harness/` folder.
 pub const SETTINGS_FILE: &str = "pipewright.yaml";
@@ -537,10 +544,25 @@ pub fn load_settings(path: &Path) -> Result<(Settings, String), String> {
     let root = yaml::load(&text).map_err(|d| d.render(&label, &text))?;
     let mut r = Reader::default();
     let mut settings = Settings { path: Some(path.to_path_buf()), ..Settings::default() };
-    if let Some(m) = r.map(&root, "the settings file", &["stepHandlers"])
-        && let Some(h) = m.get("stepHandlers")
-    {
-        settings.step_handlers = parse::step_handlers(&mut r, h);
+    if let Some(m) = r.map(&root, "the settings file", &["stepHandlers", "connectors"]) {
+        if let Some(h) = m.get("stepHandlers") {
+            settings.step_handlers = parse::step_handlers(&mut r, h);
+        }
+        if let Some(c) = m.get("connectors")
+            && let Some(cm) = r.map(c, "`connectors`", &[])
+        {
+            for (k, v) in cm.entries() {
+                match (k.as_scalar(), v.as_scalar()) {
+                    (Some(k), Some(url)) if !url.trim().is_empty() => {
+                        settings.connectors.insert(k.to_string(), url.trim().trim_end_matches('/').to_string());
+                    }
+                    _ => r.error(
+                        v.span,
+                        "a connector maps its identifier to a URL: `connectors: {github: https://github.com/acme}`",
+                    ),
+                }
+            }
+        }
     }
     let rendered: String = r.diags.iter().map(|d| d.render(&label, &text)).collect();
     if r.diags.iter().any(|d| d.severity == Severity::Error) {

@@ -478,6 +478,9 @@ pub(crate) fn step(r: &mut Reader, node: &Node) -> Option<Step> {
     let step_type = r.req(&m, "type").and_then(|n| {
         let harness = n.as_scalar().and_then(|s| HARNESS_STEP_TYPES.iter().find(|t| **t == s));
         if let Some(t) = harness {
+            if crate::BUILTIN_HANDLED.contains(t) {
+                return Some(StepType::Harness(t));
+            }
             r.warn(
                 n.span,
                 format!(

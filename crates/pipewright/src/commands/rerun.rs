@@ -207,7 +207,8 @@ pub async fn resume(a: ResumeArgs) -> anyhow::Result<ExitCode> {
         config.codebase = super::run::codebase(Path::new(f));
     }
     let settings = e.source_file.as_deref().and_then(|f| super::run::default_settings(Path::new(f)));
-    super::run::confine(&mut config, &a.steps, &a.state.state_dir, settings.as_deref())?;
+    let checkout = e.source_file.as_deref().and_then(|f| super::run::checkout_of(Path::new(f)));
+    super::run::confine(&mut config, &a.steps, &a.state.state_dir, settings.as_deref(), checkout.as_deref())?;
     config.triggered_by = e.triggered_by.clone();
     if a.output == Output::Text {
         println!("resuming execution {} (#{} of {})", e.id, e.sequence_id, e.pipeline);

@@ -475,27 +475,43 @@ pub fn load_settings(file: Option<&Path>) -> anyhow::Result<spec::Settings> {
     Ok(settings)
 }
 
-/// Set up how steps run: their isolation and work root, and the step handlers of the settings file (whose
-/// folder confined steps may read, since the handler scripts live there).
+/// Set up how steps run: their isolation and work root, the step handlers and git connectors of the settings
+/// file (whose folder confined steps may read, since the handler scripts live there), and `checkout` — the
+/// git checkout a `cloneCodebase` fetches from — readable too. Gives the settings.
 pub fn confine(
     config: &mut EngineConfig,
     steps: &StepArgs,
     state_dir: &Path,
     settings: Option<&Path>,
-) -> anyhow::Result<()> {
+    checkout: Option<&Path>,
+) -> anyhow::Result<spec::Settings> {
     let settings = load_settings(settings)?;
     let handlers_dir = settings.path.as_deref().and_then(Path::parent).map(std::path::absolute).transpose()?;
     let mut steps = steps.clone();
-    if let Some(d) = &handlers_dir
-        && !settings.step_handlers.is_empty()
-        && steps.step_isolation != Some(crate::IsolationMode::None)
-    {
-        steps.step_read_paths.push(d.clone());
+    if steps.step_isolation != Some(crate::IsolationMode::None) {
+        if let Some(d) = &handlers_dir
+            && !settings.step_handlers.is_empty()
+        {
+            steps.step_read_paths.push(d.clone());
+        }
+        if let Some(c) = checkout {
+            steps.step_read_paths.push(c.to_path_buf());
+        }
     }
     (config.isolation, config.work_root) = super::isolation(&steps, state_dir)?;
-    config.step_handlers = settings.step_handlers;
+    config.step_handlers = settings.step_handlers.clone();
     config.handlers_dir = handlers_dir;
-    Ok(())
+    config.git_connectors = settings.connectors.clone();
+    Ok(settings)
+}
+
+/// The top folder of the git checkout `file` sits in, if it sits in one.
+pub fn checkout_of(file: &Path) -> Option<PathBuf> {
+    let dir = file.parent().filter(|d| !d.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let out =
+        std::process::Command::new("git").arg("-C").arg(dir).args(["rev-parse", "--show-toplevel"]).output().ok()?;
+    let top = String::from_utf8(out.stdout).ok()?.trim().to_string();
+    (out.status.success() && !top.is_empty()).then(|| PathBuf::from(top))
 }
 
 /// The templates a pipeline file may use: every template file in its `.harness/` folder (see
@@ -578,7 +594,13 @@ pub async fn run_planned(
         return Ok(ExitCode::from(1));
     }
     let mut config = EngineConfig::new(&state.state_dir);
-    confine(&mut config, &o.steps, &state.state_dir, o.settings.as_deref())?;
+    let checkout = o.source_file.as_deref().and_then(|f| checkout_of(Path::new(f)));
+    let settings = confine(&mut config, &o.steps, &state.state_dir, o.settings.as_deref(), checkout.as_deref())?;
+    let mut prepared = prepared;
+    let checkout_text = checkout.as_ref().map(|c| c.display().to_string());
+    if !launch::clone_codebase(&mut prepared.pipeline, checkout_text.as_deref(), &settings.connectors).is_empty() {
+        prepared.snapshot = Entity::Pipeline(Box::new(prepared.pipeline.clone())).to_yaml();
+    }
     if let Some(f) = &o.source_file {
         config.codebase = codebase(Path::new(f));
     }
