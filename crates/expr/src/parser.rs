@@ -317,10 +317,9 @@ impl<'s> Parser<'s> {
                 Ok(r.start + 1)
             }
             Tok::Eof => self.err(open_at, "unterminated expression: `<+` has no closing `>`"),
-            other => self.err(
-                r.start,
-                format!("expected `>` to close the `<+` opened at offset {open_at}, found {}", describe(&other)),
-            ),
+            other => {
+                self.err(r.start, format!("expected `>` to close the `<+` expression, found {}", describe(&other)))
+            }
         }
     }
 

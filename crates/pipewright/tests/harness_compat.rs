@@ -897,3 +897,45 @@ fn every_harness_step_type_loads_and_says_what_pipewright_does_not_run() {
         .code(1)
         .stderr(predicate::str::contains("unsupported step type `K8sRolingDeploy`; did you mean `K8sRollingDeploy`?"));
 }
+
+/// An expression that does not parse is reported at its line and column in the file, with a help line, and
+/// never as an offset.
+#[test]
+fn expression_errors_say_where_and_how_to_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "bad.yaml",
+        r#"pipeline:
+  name: Bad
+  identifier: bad
+  stages:
+    - stage:
+        name: A
+        identifier: a
+        type: Custom
+        when:
+          pipelineStatus: Success
+          condition: <+pipeline.variables.x> ==
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: S
+                  identifier: s
+                  spec:
+                    shell: Bash
+                    source:
+                      type: Inline
+                      spec:
+                        script: echo <+pipeline.name
+"#,
+    );
+    let out = pw(dir.path()).arg("validate").arg(&f).assert().code(1).get_output().clone();
+    let err = String::from_utf8(out.stderr).unwrap();
+    assert!(err.contains("bad.yaml:11:"), "{err}");
+    assert!(err.contains("bad.yaml:24:"), "{err}");
+    assert_eq!(err.matches("= help:").count(), 2, "{err}");
+    assert!(!err.contains("offset"), "{err}");
+}

@@ -430,7 +430,13 @@ impl<'a> Walk<'a> {
                 Ok(e) => vec![e],
                 Err(e) => {
                     let at = e.offset;
-                    self.diag(node, at..at + 1, Severity::Error, format!("invalid condition: {}", e.message), None);
+                    self.diag(
+                        node,
+                        at..at + 1,
+                        Severity::Error,
+                        format!("invalid condition: {}", e.message),
+                        Some("a condition is an expression such as `<+pipeline.variables.env> == \"prod\"`; strings are quoted, and `&&`, `||`, `!` combine".into()),
+                    );
                     return;
                 }
             }
@@ -446,7 +452,12 @@ impl<'a> Walk<'a> {
                     } else {
                         "invalid expression"
                     };
-                    self.diag(node, at..at + 1, Severity::Error, format!("{what}: {}", e.message), None);
+                    let help = if what == "invalid runtime input" {
+                        "a runtime input is the whole value: `<+input>`, optionally `.default(x)`, `.allowedValues(a,b)`, `.regex(re)`, `.executionInput()`"
+                    } else {
+                        "an expression is `<+path.to.value>` or `<+a == b>`; inside `<+ … >` the first `>` closes it, so write comparisons as `gt` / `ge` or in parentheses"
+                    };
+                    self.diag(node, at..at + 1, Severity::Error, format!("{what}: {}", e.message), Some(help.into()));
                     return;
                 }
             }
