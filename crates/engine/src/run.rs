@@ -698,7 +698,12 @@ impl<'p> Run<'p> {
         let base = ["pipeline", "stages", iid.as_str()];
         self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.clone()));
         self.set_tree(&[&base[..], &["name"]].concat(), Value::String(s.name.value.clone()));
-        self.set_tree(&[&base[..], &["type"]].concat(), Value::String(format!("{:?}", s.stage_type)));
+        self.set_tree(
+            &[&base[..], &["type"]].concat(),
+            Value::String(
+                serde_json::to_value(s.stage_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            ),
+        );
         self.set_tree(&[&base[..], &["status"]].concat(), Value::String(Status::Running.expression_value().into()));
         let log = self.sink(node);
         if s.stage_type == StageType::Deployment

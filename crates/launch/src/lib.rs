@@ -550,7 +550,7 @@ pub fn clone_codebase(p: &mut Pipeline, checkout: Option<&str>, connectors: &BTr
     let mut changed = Vec::new();
     let mut add = |s: &mut spec::Stage| {
         let on = s.spec.clone_codebase.unwrap_or(codebase.is_some());
-        if s.stage_type != spec::StageType::Ci || !on || spec.get("repoName").or(spec.get("connectorRef")).is_none() {
+        if !s.stage_type.is_build() || !on || spec.get("repoName").or(spec.get("connectorRef")).is_none() {
             return;
         }
         let str_ = |v: &str| spec::Str { value: v.to_string(), span: spec::Span::default() };

@@ -939,3 +939,85 @@ fn expression_errors_say_where_and_how_to_fix() {
     assert_eq!(err.matches("= help:").count(), 2, "{err}");
     assert!(!err.contains("offset"), "{err}");
 }
+
+/// The other Harness stage types load: a security-testing stage runs like a build stage, an IaC stage's
+/// steps run as in a Custom stage (its workspace kept, said once), and `<+stage.type>` is Harness's name.
+#[test]
+fn security_and_iac_stages_load_and_run_their_steps() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "platform.yaml",
+        r#"pipeline:
+  name: Platform
+  identifier: platform
+  stages:
+    - stage:
+        name: Scan
+        identifier: scan
+        type: SecurityTests
+        spec:
+          cloneCodebase: false
+          platform:
+            os: Linux
+            arch: Amd64
+          runtime:
+            type: Cloud
+            spec: {}
+          execution:
+            steps:
+              - step:
+                  type: Run
+                  name: Audit
+                  identifier: audit
+                  spec:
+                    shell: Sh
+                    command: echo "scanning in a <+stage.type> stage"
+    - stage:
+        name: Provision
+        identifier: provision
+        type: IACM
+        spec:
+          workspace: network
+          platform:
+            os: Linux
+            arch: Amd64
+          runtime:
+            type: Cloud
+            spec: {}
+          execution:
+            steps:
+              - step:
+                  type: IACMTerraformPlugin
+                  name: Plan
+                  identifier: plan
+                  timeout: 10m
+                  spec:
+                    command: plan
+                  failureStrategies:
+                    - onFailure:
+                        errors:
+                          - AllErrors
+                        action:
+                          type: Ignore
+              - step:
+                  type: Run
+                  name: Report
+                  identifier: report
+                  spec:
+                    shell: Sh
+                    command: echo "provisioned in a <+stage.type> stage"
+"#,
+    );
+    pw(dir.path()).arg("validate").arg(&f).assert().success().stderr(predicate::str::contains(
+        "stage `provision` is a `IACM` stage: pipewright runs its steps as in a Custom stage",
+    ));
+    let out = pw(dir.path()).arg("run").arg(&f).args(["--output", "json"]).assert().success().get_output().clone();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "Success", "{v}");
+    let id = v["execution_id"].as_str().unwrap();
+    let logs =
+        String::from_utf8(pw(dir.path()).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap();
+    assert!(logs.contains("scanning in a SecurityTests stage"), "{logs}");
+    assert!(logs.contains("provisioned in a IACM stage"), "{logs}");
+}

@@ -119,11 +119,32 @@ pub enum StageType {
     Approval,
     /// Runs another pipeline as a child execution (a chained pipeline).
     Pipeline,
+    /// A security-testing stage (STO): a build stage's shape; its steps run locally.
+    SecurityTests,
+    /// An infrastructure-as-code stage: its steps run as in a Custom stage; `workspace` and the rest are kept.
+    #[serde(rename = "IACM")]
+    Iacm,
+    /// An internal-developer-portal stage: its steps run as in a Custom stage.
+    #[serde(rename = "IDP")]
+    Idp,
+    /// A feature-flag stage: its steps run as in a Custom stage.
+    FeatureFlag,
 }
 
 impl StageType {
     /// Every supported name.
-    pub const NAMES: &'static [&'static str] = &["Custom", "CI", "Deployment", "Approval", "Pipeline"];
+    pub const NAMES: &'static [&'static str] =
+        &["Custom", "CI", "Deployment", "Approval", "Pipeline", "SecurityTests", "IACM", "IDP", "FeatureFlag"];
+
+    /// A build stage's shape (`cloneCodebase`, `platform`, `runtime`, …).
+    pub fn is_build(self) -> bool {
+        matches!(self, StageType::Ci | StageType::SecurityTests)
+    }
+
+    /// A stage type whose own settings pipewright keeps but does not use (its steps run as in a Custom stage).
+    pub fn kept_only(self) -> bool {
+        matches!(self, StageType::Iacm | StageType::Idp | StageType::FeatureFlag)
+    }
 }
 
 /// `stage:`

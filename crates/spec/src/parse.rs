@@ -145,6 +145,10 @@ pub(crate) fn stage(r: &mut Reader, node: &Node) -> Option<Stage> {
             "Deployment" => Some(StageType::Deployment),
             "Approval" => Some(StageType::Approval),
             "Pipeline" => Some(StageType::Pipeline),
+            "SecurityTests" => Some(StageType::SecurityTests),
+            "IACM" => Some(StageType::Iacm),
+            "IDP" => Some(StageType::Idp),
+            "FeatureFlag" => Some(StageType::FeatureFlag),
             _ => None,
         })
     });
@@ -175,7 +179,11 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
     let known: &[&str] = match t {
         StageType::Custom | StageType::Approval => &["execution"],
         StageType::Pipeline => &["org", "project", "pipeline", "inputs", "outputs", "inputSetReferences"],
-        StageType::Ci => &["cloneCodebase", "platform", "runtime", "infrastructure", "caching", "execution"],
+        StageType::Ci | StageType::SecurityTests => {
+            &["cloneCodebase", "platform", "runtime", "infrastructure", "caching", "sharedPaths", "execution"]
+        }
+        // Kept as written: pipewright reads only their steps.
+        StageType::Iacm | StageType::Idp | StageType::FeatureFlag => &[],
         StageType::Deployment => &[
             "deploymentType",
             "service",
@@ -209,8 +217,14 @@ fn stage_spec(r: &mut Reader, node: &Node, t: StageType, what: &str) -> Option<S
         environments: None,
         execution: execution.unwrap_or_default(),
     };
+    if t.kept_only() {
+        r.warn(
+            node.span,
+            format!("{what} is a `{}` stage: pipewright runs its steps as in a Custom stage; its other settings are kept, not used", serde_json::to_value(t).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default()),
+        );
+    }
     match t {
-        StageType::Ci => {
+        StageType::Ci | StageType::SecurityTests => {
             spec.clone_codebase = r.opt_bool(&m, "cloneCodebase");
             spec.platform = m.get("platform").map(Node::to_json);
             spec.runtime = m.get("runtime").map(Node::to_json);
