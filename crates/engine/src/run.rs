@@ -95,6 +95,32 @@ struct StageCx<'p> {
     local: BTreeMap<String, Value>,
     failed: AtomicBool,
     rollback: AtomicBool,
+    /// The stage's `Background` steps still running: stopped when the stage ends.
+    background: Arc<Mutex<Vec<Background>>>,
+}
+
+/// A `Background` step's process: what stops it, and its task.
+type Background = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
+
+/// Feedback of a `Background` step's process, which outlives the step's own attempt.
+struct BackgroundFeedback {
+    log: LogSink,
+    store: Arc<dyn Store>,
+    execution_id: String,
+    node_id: String,
+}
+
+#[async_trait::async_trait]
+impl crate::executor::Feedback for BackgroundFeedback {
+    async fn line(&self, stream: &'static str, text: &str) {
+        self.log.line(stream, text).await;
+    }
+    async fn tick(&self) {
+        self.log.flush_if_idle().await;
+    }
+    async fn started(&self, p: store::StepProcess) {
+        let _ = self.store.put_step_process(&self.execution_id, &self.node_id, &p).await;
+    }
 }
 
 fn is_bad(s: Status) -> bool {
@@ -740,6 +766,7 @@ impl<'p> Run<'p> {
             local,
             failed: AtomicBool::new(false),
             rollback: AtomicBool::new(false),
+            background: Arc::default(),
         };
         self.ran.lock().unwrap_or_else(|e| e.into_inner()).push((iid.clone(), self.stage_index(s), cx.local.clone()));
         let body = self.elements(&cx, &s.spec.execution.steps, Vec::new(), &cx.node_id, &cx.path, false);
@@ -776,8 +803,50 @@ impl<'p> Run<'p> {
             )
             .await?;
         }
+        // The stage's background services end with it.
+        let running: Vec<Background> = std::mem::take(&mut *cx.background.lock().unwrap_or_else(|e| e.into_inner()));
+        if !running.is_empty() {
+            log.line("pipewright", &format!("stopping {} background step(s)", running.len())).await;
+        }
+        for (stop, _) in &running {
+            let _ = stop.send(true);
+        }
+        for (_, task) in running {
+            let _ = task.await;
+        }
         log.flush().await;
         Ok((status, None))
+    }
+
+    /// Start a `Background` step's process and leave it running until its stage ends; its lines go to the
+    /// step's log meanwhile.
+    fn start_background(&self, cx: &StageCx<'_>, node: &Node, task: crate::executor::Task, after: i64) {
+        let feedback = BackgroundFeedback {
+            log: self.sink(node).after(after),
+            store: self.store.clone(),
+            execution_id: self.exec.id.clone(),
+            node_id: node.id.clone(),
+        };
+        let executor = self.executor.clone();
+        let (stop, stopped) = watch::channel(false);
+        let mut abort = self.abort_rx.clone();
+        let task = tokio::spawn(async move {
+            // An abort of the execution stops it too.
+            let (tx, rx) = watch::channel(false);
+            let mut stopped = stopped;
+            let run = executor.run(&task, &feedback, rx);
+            tokio::pin!(run);
+            let report = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = stopped.changed() => { let _ = tx.send(true); }
+                    _ = steps::wait_abort(&mut abort) => { let _ = tx.send(true); }
+                }
+            };
+            feedback.log.line("pipewright", &format!("background step stopped ({:?})", report.end)).await;
+            feedback.log.flush().await;
+        });
+        cx.background.lock().unwrap_or_else(|e| e.into_inner()).push((stop, task));
     }
 
     /// Every string of a JSON value rendered in this node's context.
@@ -946,6 +1015,7 @@ impl<'p> Run<'p> {
                 local,
                 failed: AtomicBool::new(false),
                 rollback: AtomicBool::new(false),
+                background: Arc::default(),
             };
             let st = self
                 .elements(&cx, &s.spec.execution.rollback_steps, Vec::new(), &node.id, &format!("{iid}.rollback"), true)
@@ -1364,6 +1434,7 @@ impl<'p> Run<'p> {
                     local: it.local,
                     failed: AtomicBool::new(false),
                     rollback: AtomicBool::new(false),
+                    background: cx.background.clone(),
                 };
                 let mut inner_groups = groups;
                 inner_groups.push((g, iid.clone()));
@@ -1655,7 +1726,23 @@ impl<'p> Run<'p> {
                     handlers_dir: self.config.handlers_dir.as_deref(),
                     connectors: &self.config.git_connectors,
                 };
-                steps::execute(&env, s).await
+                if matches!(s.step_type, spec::StepType::Harness("Background"))
+                    && !self.config.step_handlers.contains_key("Background")
+                {
+                    match steps::background_task(&env, s) {
+                        Ok(task) => {
+                            log.line("pipewright", "started; runs until the stage ends").await;
+                            // The process's lines follow the step's own, which end here.
+                            log.flush().await;
+                            let after = log.seq().await;
+                            self.start_background(cx, &node, task, after);
+                            steps::Outcome::ok(Default::default())
+                        }
+                        Err(e) => steps::Outcome::failed(spec::ErrorType::Unknown, e),
+                    }
+                } else {
+                    steps::execute(&env, s).await
+                }
             };
             if let Some(f) = &outcome.failure {
                 log.line("pipewright", f).await;

@@ -29,7 +29,8 @@ pub struct Outcome {
 }
 
 impl Outcome {
-    fn ok(outputs: serde_json::Map<String, serde_json::Value>) -> Self {
+    /// A success with these outputs.
+    pub fn ok(outputs: serde_json::Map<String, serde_json::Value>) -> Self {
         Outcome { status: Status::Success, failure: None, error: ErrorType::Unknown, outputs }
     }
 
@@ -319,6 +320,43 @@ rm -f "$GIT_CONFIG_GLOBAL"
         ("GIT_TERMINAL_PROMPT".to_string(), "0".to_string()),
     ];
     shell(env, spec::Shell::Sh, script.to_string(), vars, &[]).await
+}
+
+/// The task of a `Background` step: its `command` with its `shell` and `envVariables`, expressions resolved,
+/// with no timeout (it runs until its stage ends).
+pub fn background_task(env: &StepEnv<'_>, step: &Step) -> Result<Task, String> {
+    let StepSpec::Harness(spec) = &step.spec else { return Err("not a Background step".into()) };
+    let resolved = resolve_spec(env, spec, "")?;
+    let Some(command) = resolved["command"].as_str().filter(|c| !c.trim().is_empty()) else {
+        return Err("a Background step runs its `command` here (an image's entrypoint is not run: steps run as local processes); add `command`".into());
+    };
+    let shell = match resolved["shell"].as_str().map(str::to_ascii_lowercase).as_deref() {
+        None | Some("sh") => ShellKind::Sh,
+        Some("bash") => ShellKind::Bash,
+        Some(other) => return Err(format!("shell `{other}` is not available here; use Sh or Bash")),
+    };
+    let mut vars = vec![
+        ("PIPEWRIGHT_EXECUTION_ID".to_string(), env.execution_id.to_string()),
+        ("PIPEWRIGHT_STAGE".to_string(), env.stage.to_string()),
+    ];
+    for (k, v) in resolved["envVariables"].as_object().into_iter().flatten() {
+        vars.push((k.clone(), v.as_str().map_or_else(|| v.to_string(), String::from)));
+    }
+    let work = Work::Shell { shell, script: command.to_string(), env: vars, capture: Vec::new() };
+    let carried: Vec<&str> = match &work {
+        Work::Shell { script, env, .. } => {
+            std::iter::once(script.as_str()).chain(env.iter().map(|(_, v)| v.as_str())).collect()
+        }
+        Work::Http { .. } => Vec::new(),
+    };
+    Ok(Task {
+        execution_id: env.execution_id.to_string(),
+        node_id: env.node_id.to_string(),
+        stage: env.stage.to_string(),
+        timeout_ms: None,
+        secrets: env.masker.found_in(&carried),
+        work,
+    })
 }
 
 /// Every string of a step's spec with its expressions resolved.

@@ -1021,3 +1021,76 @@ fn security_and_iac_stages_load_and_run_their_steps() {
     assert!(logs.contains("scanning in a SecurityTests stage"), "{logs}");
     assert!(logs.contains("provisioned in a IACM stage"), "{logs}");
 }
+
+/// A `Background` step starts a service that the following steps use, and that ends with its stage.
+#[test]
+fn a_background_step_lives_until_its_stage_ends() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = write(
+        dir.path(),
+        "integration.yaml",
+        r#"pipeline:
+  name: Integration
+  identifier: integration
+  stages:
+    - stage:
+        name: Test
+        identifier: test
+        type: CI
+        spec:
+          cloneCodebase: false
+          execution:
+            steps:
+              - step:
+                  type: Background
+                  name: Fake DB
+                  identifier: db
+                  spec:
+                    shell: Sh
+                    envVariables:
+                      DB_NAME: orders
+                    command: |
+                      echo $$ > db.pid
+                      echo "db $DB_NAME listening"
+                      while true; do date +%s > db.alive; sleep 0.1; done
+              - step:
+                  type: Run
+                  name: Tests
+                  identifier: tests
+                  spec:
+                    shell: Sh
+                    command: |
+                      i=0
+                      while [ ! -f db.alive ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i+1)); done
+                      test -f db.alive || exit 1
+                      echo "tests ran against the db"
+    - stage:
+        name: After
+        identifier: after
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step:
+                  type: ShellScript
+                  name: Check
+                  identifier: check
+                  spec:
+                    shell: Sh
+                    source:
+                      type: Inline
+                      spec:
+                        script: kill -0 "$(cat db.pid)" 2>/dev/null && exit 1 || echo "db gone"
+"#,
+    );
+    pw(dir.path()).arg("validate").arg(&f).assert().success().stderr(predicate::str::contains("Background").not());
+    let out = pw(dir.path()).arg("run").arg(&f).args(["--output", "json"]).assert().success().get_output().clone();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "Success", "{v}");
+    let id = v["execution_id"].as_str().unwrap();
+    let logs =
+        String::from_utf8(pw(dir.path()).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap();
+    for want in ["db orders listening", "tests ran against the db", "stopping 1 background step(s)", "db gone"] {
+        assert!(logs.contains(want), "{want} not in\n{logs}");
+    }
+}

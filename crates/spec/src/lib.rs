@@ -532,7 +532,7 @@ pub struct Settings {
 
 /// Harness step types pipewright runs with a built-in handler (a plain local equivalent), unless a
 /// `stepHandlers` entry maps them to a script.
-pub const BUILTIN_HANDLED: &[&str] = &["GitClone"];
+pub const BUILTIN_HANDLED: &[&str] = &["GitClone", "Background"];
 
 /// The name of the settings file in a `.harness/` folder.
 pub const SETTINGS_FILE: &str = "pipewright.yaml";
