@@ -84,7 +84,11 @@ fn outputs(n: &Node) -> Markup {
         @if !n.outputs.is_empty() {
             dl.outputs {
                 @for (k, v) in &n.outputs {
-                    dt { code { (k) } } dd { code { (v.as_str().map_or_else(|| v.to_string(), String::from)) } }
+                    @if k == "childExecutionId" && let Some(child) = v.as_str() {
+                        dt { "Chained pipeline" } dd { a href=(format!("/executions/{child}")) { "child execution " code { (child) } } }
+                    } @else {
+                        dt { code { (k) } } dd { code { (v.as_str().map_or_else(|| v.to_string(), String::from)) } }
+                    }
                 }
             }
         }
@@ -179,6 +183,9 @@ pub fn render(
                 " · stages: " @if e.selected_stages.is_empty() { "all" } @else { (e.selected_stages.join(", ")) }
                 " · " a href=(format!("/orgs/{}/projects/{}/pipelines/{}", e.org, e.project, e.pipeline)) { "pipeline" }
                 " · " a href=(format!("/orgs/{}/projects/{}/executions?pipeline={}", e.org, e.project, e.pipeline)) { "Execution History" }
+            }
+            @if let Some((parent, stage)) = launch::chained_from(e) {
+                p.meta { "Chained pipeline, run by stage " code { (stage) } " of " a href=(format!("/executions/{parent}")) { "execution " code { (parent) } } }
             }
             @if let Some(f) = &e.failure { p.error { (f) } }
             @if allowed.execute && final_ && retryable {
@@ -301,7 +308,7 @@ pub fn render(
                     }
                 }
             }
-            @let plain: Vec<(&String, &serde_json::Value)> = inputs.iter().filter(|(k, _)| *k != "__dependencies").collect();
+            @let plain: Vec<(&String, &serde_json::Value)> = inputs.iter().filter(|(k, _)| *k != "__dependencies" && *k != launch::CHAINED_FROM).collect();
             @if !plain.is_empty() {
                 section aria-labelledby="inputs-h" {
                     h2 #inputs-h { "Runtime inputs" }
