@@ -122,6 +122,11 @@ enum Frame {
     Parallelism,
 }
 
+/// Whether a scalar holds a `<+` (a `<` is looked for with memchr; most scalars have none).
+fn has_expression(s: &str) -> bool {
+    s.match_indices('<').any(|(i, _)| s.as_bytes().get(i + 1) == Some(&b'+'))
+}
+
 struct Walk<'a> {
     p: Option<&'a Pipeline>,
     order: HashMap<&'a str, (usize, &'a Stage)>,
@@ -173,7 +178,8 @@ pub fn pipeline(p: &Pipeline, node: &Node, sources: &[&str], r: &mut Reader) -> 
     for s in p.all_stages() {
         // A step's path holds the step groups around it (`steps.build_group.steps.compile`), so an identifier
         // needs to be unique only among the elements of the same list — as in Harness.
-        let mut seen: HashMap<(bool, Vec<&str>, &str), Span> = HashMap::new();
+        // A stage's elements are few: a list searched in order is cheaper than hashing each key.
+        let mut seen: Vec<((bool, Vec<&str>, &str), Span)> = Vec::new();
         s.spec.execution.walk(|e, groups, rollback| {
             let id = match e {
                 ExecutionElement::Step(st) => &st.identifier,
@@ -181,7 +187,7 @@ pub fn pipeline(p: &Pipeline, node: &Node, sources: &[&str], r: &mut Reader) -> 
                 ExecutionElement::Parallel(_) => return,
             };
             let key = (rollback, groups.iter().map(|g| g.identifier.as_str()).collect::<Vec<_>>(), id.as_str());
-            if let Some(first) = seen.get(&key) {
+            if let Some((_, first)) = seen.iter().find(|(k, _)| *k == key) {
                 let within = match groups.last() {
                     Some(g) => format!("step group `{}`", g.identifier.value),
                     None => format!("stage `{}`", s.identifier.value),
@@ -192,7 +198,7 @@ pub fn pipeline(p: &Pipeline, node: &Node, sources: &[&str], r: &mut Reader) -> 
                     format!("the first one is at line {}", first.start.line),
                 );
             } else {
-                seen.insert(key, id.span);
+                seen.push((key, id.span));
             }
         });
         use_from_stage(p, s, &order, r);
@@ -326,7 +332,7 @@ impl<'a> Walk<'a> {
     fn walk(&mut self, node: &Node, key: Option<&str>, parent: Option<&str>) {
         match &node.yaml {
             Yaml::Scalar(s, _) => {
-                if s.contains("<+") {
+                if has_expression(s) {
                     let condition = (key == Some("condition") && parent == Some("when")) || key == Some("assertion");
                     self.check_string(node, s, condition);
                 }
@@ -341,9 +347,10 @@ impl<'a> Walk<'a> {
                                 (std::mem::take(&mut self.scope), self.deployment, std::mem::take(&mut self.frames));
                             self.scope =
                                 Scope::stage(v.get("identifier").and_then(Node::as_scalar).unwrap_or_default());
-                            self.deployment = v.get("type").and_then(Node::as_scalar) == Some("Deployment");
+                            let stage_type = v.get("type").and_then(Node::as_scalar);
+                            self.deployment = stage_type == Some("Deployment");
                             let was_chained = self.chained;
-                            self.chained = v.get("type").and_then(Node::as_scalar) == Some("Pipeline");
+                            self.chained = stage_type == Some("Pipeline");
                             self.push_strategy(v);
                             self.walk(v, Some(k), key);
                             (self.scope, self.deployment, self.frames) = saved;
@@ -382,7 +389,7 @@ impl<'a> Walk<'a> {
     /// Check the expressions of every scalar below `node`, reading no structure.
     fn walk_values(&mut self, node: &Node) {
         match &node.yaml {
-            Yaml::Scalar(s, _) if s.contains("<+") => self.check_string(node, s, false),
+            Yaml::Scalar(s, _) if has_expression(s) => self.check_string(node, s, false),
             Yaml::Scalar(..) => {}
             Yaml::Seq(items) => items.iter().for_each(|i| self.walk_values(i)),
             Yaml::Map(entries) => entries.iter().for_each(|(_, v)| self.walk_values(v)),
