@@ -122,6 +122,9 @@ enum Frame {
     Parallelism,
 }
 
+/// Where an element's identifier must be unique: rollback or not, the step groups around it, the identifier.
+type ElementKey<'a> = (bool, Vec<&'a str>, &'a str);
+
 /// Whether a scalar holds a `<+` (a `<` is looked for with memchr; most scalars have none).
 fn has_expression(s: &str) -> bool {
     s.match_indices('<').any(|(i, _)| s.as_bytes().get(i + 1) == Some(&b'+'))
@@ -179,7 +182,7 @@ pub fn pipeline(p: &Pipeline, node: &Node, sources: &[&str], r: &mut Reader) -> 
         // A step's path holds the step groups around it (`steps.build_group.steps.compile`), so an identifier
         // needs to be unique only among the elements of the same list — as in Harness.
         // A stage's elements are few: a list searched in order is cheaper than hashing each key.
-        let mut seen: Vec<((bool, Vec<&str>, &str), Span)> = Vec::new();
+        let mut seen: Vec<(ElementKey<'_>, Span)> = Vec::new();
         s.spec.execution.walk(|e, groups, rollback| {
             let id = match e {
                 ExecutionElement::Step(st) => &st.identifier,
