@@ -666,7 +666,9 @@ fn merge(t: &Node, i: &Node, extra: &mut Vec<(Span, String)>) -> Node {
 
 fn merge_at(t: &Node, i: &Node, path: &str, extra: &mut Vec<(Span, String)>) -> Node {
     if is_input(t) {
-        return i.clone();
+        // A bare `<+input>` in the inputs leaves the field to the run with the template's own constraints
+        // (`.allowedValues`, `.default`, …); anything else is the value.
+        return if i.as_scalar().is_some_and(|v| v.trim() == "<+input>") { t.clone() } else { i.clone() };
     }
     let child = |k: &str| if path.is_empty() { k.to_string() } else { format!("{path}.{k}") };
     match (&t.yaml, &i.yaml) {
@@ -781,15 +783,17 @@ mod tests {
     #[test]
     fn merge_fills_inputs_and_reports_the_rest() {
         let t =
-            yaml::load("a: <+input>\nb: fixed\nlist:\n  - name: x\n    value: <+input>\n  - name: y\n    value: 1\n")
+            yaml::load("c: <+input>.allowedValues(x,y)\na: <+input>\nb: fixed\nlist:\n  - name: x\n    value: <+input>\n  - name: y\n    value: 1\n")
                 .unwrap();
-        let i =
-            yaml::load("a: given\nb: other\nlist:\n  - name: x\n    value: 5\n  - name: z\n    value: 2\n").unwrap();
+        let i = yaml::load(
+            "c: <+input>\na: given\nb: other\nlist:\n  - name: x\n    value: 5\n  - name: z\n    value: 2\n",
+        )
+        .unwrap();
         let mut extra = Vec::new();
         let m = merge(&t, &i, &mut extra);
         assert_eq!(
             m.to_json(),
-            serde_json::json!({"a": "given", "b": "fixed", "list": [{"name": "x", "value": 5}, {"name": "y", "value": 1}]})
+            serde_json::json!({"c": "<+input>.allowedValues(x,y)", "a": "given", "b": "fixed", "list": [{"name": "x", "value": 5}, {"name": "y", "value": 1}]})
         );
         let paths: Vec<&str> = extra.iter().map(|(_, p)| p.as_str()).collect();
         assert_eq!(paths, ["b", "list.z"]);
