@@ -423,3 +423,55 @@ fn template_inputs_are_checked_against_the_template() {
         // The rollout template reads stage `build`, which this pipeline does not have.
         .stderr(predicate::str::contains("templates/rollout.yaml"));
 }
+
+/// An input set for a templated pipeline gives the templates' inputs where the references are, as Harness
+/// writes it (`template: {templateInputs: …}` around them).
+#[test]
+fn an_input_set_reaches_through_template_references() {
+    let dir = repo();
+    let h = dir.path().join(".harness");
+    let f = write(&h, "pipelines/ledger.yaml", LEDGER);
+    let set = write(
+        &h,
+        "input_sets/fast.yaml",
+        r#"inputSet:
+  name: fast
+  identifier: fast
+  pipeline:
+    identifier: ledger
+    template:
+      templateInputs:
+        stages:
+          - stage:
+              identifier: build
+              template:
+                templateInputs:
+                  type: CI
+                  spec:
+                    execution:
+                      steps:
+                        - step:
+                            identifier: package
+                            type: Run
+                            timeout: 5m
+"#,
+    );
+    let state = dir.path().join("state");
+    pw(&state).arg("validate").arg(&set).assert().success();
+    let out = pw(&state)
+        .arg("run")
+        .arg(&f)
+        .arg("--inputs-file")
+        .arg(&set)
+        .args(["--output", "json"])
+        .assert()
+        .success()
+        .get_output()
+        .clone();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["status"], "Success", "{v}");
+    let id = v["execution_id"].as_str().unwrap();
+    let shown = pw(&state).args(["show", id]).assert().success().get_output().stdout.clone();
+    let shown = String::from_utf8(shown).unwrap();
+    assert!(shown.contains("pipeline.stages.build.spec.execution.steps.package.timeout = 5m"), "{shown}");
+}

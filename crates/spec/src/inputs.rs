@@ -50,13 +50,11 @@ pub struct InputProblem {
     pub missing: bool,
 }
 
-/// A list item's key in paths: its identifier (or name); a runtime input there is no key, so the item's
-/// position is.
+/// A list item's key in paths: its `name` (variables, environment variables, headers); other items (an
+/// infrastructure definition, a service of `services.values`) are keyed by position, so that a pipeline whose
+/// item is `- identifier: <+input>` and an input set that gives `- identifier: prod` address the same field.
 fn item_key(item: &Node) -> Option<&str> {
-    item.get("identifier")
-        .and_then(Node::as_scalar)
-        .or_else(|| item.get("name").and_then(Node::as_scalar))
-        .filter(|k| !k.contains("<+"))
+    item.get("name").and_then(Node::as_scalar).filter(|k| !k.contains("<+"))
 }
 
 /// Visit every scalar of a pipeline-shaped tree with its fully-qualified path and enclosing stage.
@@ -82,6 +80,14 @@ fn walk<'n>(node: &'n Node, path: &str, stage: Option<&str>, owner: &str, contai
         Yaml::Map(entries) => {
             for (k, v) in entries {
                 let key = k.as_scalar().unwrap_or_default();
+                // An input set for a templated pipeline gives the template's inputs where the reference is
+                // (`stage: {identifier, template: {templateInputs: …}}`); they are the resolved element's.
+                if key == "template"
+                    && let Some(inputs) = v.get("templateInputs")
+                {
+                    walk(inputs, path, stage, owner, containers, f);
+                    continue;
+                }
                 walk(v, &format!("{path}.{key}"), stage, owner, containers, f);
             }
         }
