@@ -256,6 +256,17 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
     for s in p.all_stages().into_iter().filter(|s| run.contains(&s.identifier.value)) {
         s.spec.execution.walk(|e, _, _| {
             if let spec::ExecutionElement::Step(st) = e
+                && let spec::StepType::Harness("Background") = st.step_type
+                && !sel.handled.iter().any(|h| h == "Background")
+                && let spec::StepSpec::Harness(b) = &st.spec
+                && b.get("command").and_then(|c| c.as_str()).is_none_or(|c| c.trim().is_empty())
+            {
+                plan.warnings.push(format!(
+                    "step `{}.{}` is a Background step without `command`: it starts its image's entrypoint in Harness, which pipewright does not run (steps are local processes); the step fails unless it gets a `command` or a failure strategy lets it go on",
+                    s.identifier.value, st.identifier.value
+                ));
+            }
+            if let spec::ExecutionElement::Step(st) = e
                 && let spec::StepType::Harness(t) = st.step_type
                 && !sel.handled.iter().any(|h| h == t)
                 && !spec::BUILTIN_HANDLED.contains(&t)

@@ -37,7 +37,22 @@ const STAGE_KEYS: &[&str] = &[
 ];
 const STEP_KEYS: &[&str] =
     &["name", "identifier", "type", "description", "timeout", "spec", "when", "failureStrategies", "strategy"];
-const GROUP_KEYS: &[&str] = &["name", "identifier", "steps", "when", "failureStrategies", "strategy", "timeout"];
+/// A step group's keys; `delegateSelectors`, `variables`, `stepGroupInfra` (a containerised group's pod) and
+/// `sharedPaths` are kept as Harness writes them, not used (steps run as local processes).
+const GROUP_KEYS: &[&str] = &[
+    "name",
+    "identifier",
+    "description",
+    "steps",
+    "when",
+    "failureStrategies",
+    "strategy",
+    "timeout",
+    "delegateSelectors",
+    "variables",
+    "stepGroupInfra",
+    "sharedPaths",
+];
 
 /// Read the value of the top-level `pipeline:` key.
 pub fn pipeline(r: &mut Reader, node: &Node) -> Option<Pipeline> {
