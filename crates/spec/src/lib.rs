@@ -518,6 +518,23 @@ pub fn yaml_files(dir: &Path) -> std::io::Result<Vec<std::path::PathBuf>> {
     Ok(out)
 }
 
+/// From how many stages a pipeline is read and checked on several threads.
+pub(crate) const PARALLEL_FROM: usize = 256;
+
+/// Run `f` over `items` split into one chunk per available core, on scoped threads; the results in order.
+pub(crate) fn in_parallel<T: Sync, R: Send>(items: &[T], f: impl Fn(&[T]) -> R + Sync) -> Vec<R> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).clamp(1, 8);
+    if threads == 1 || items.len() < 2 {
+        return vec![f(items)];
+    }
+    let size = items.len().div_ceil(threads);
+    std::thread::scope(|scope| {
+        let f = &f;
+        let handles: Vec<_> = items.chunks(size).map(|chunk| scope.spawn(move || f(chunk))).collect();
+        handles.into_iter().map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
 /// pipewright's settings for a repository's pipelines (`.harness/pipewright.yaml`).
 #[derive(Debug, Clone, Default)]
 pub struct Settings {

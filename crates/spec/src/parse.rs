@@ -69,6 +69,22 @@ pub fn pipeline(r: &mut Reader, node: &Node) -> Option<Pipeline> {
                 r.error(n.span, "the pipeline has no stages; add at least one `- stage:`");
                 Vec::new()
             }
+            Some(items) if items.len() >= crate::PARALLEL_FROM => {
+                // A big pipeline's stages are read side by side, each part with its own reader; the stages and
+                // the problems keep their order.
+                let parts = crate::in_parallel(items, |chunk| {
+                    let mut own = Reader::default();
+                    let stages: Vec<StageElement> =
+                        chunk.iter().filter_map(|i| stage_element(&mut own, i, false)).collect();
+                    (stages, own.diags)
+                });
+                let mut stages = Vec::with_capacity(items.len());
+                for (part, diags) in parts {
+                    stages.extend(part);
+                    r.diags.extend(diags);
+                }
+                stages
+            }
             Some(items) => items.iter().filter_map(|i| stage_element(r, i, false)).collect(),
             None => Vec::new(),
         },

@@ -132,7 +132,7 @@ fn has_expression(s: &str) -> bool {
 
 struct Walk<'a> {
     p: Option<&'a Pipeline>,
-    order: HashMap<&'a str, (usize, &'a Stage)>,
+    order: &'a HashMap<&'a str, (usize, &'a Stage)>,
     sources: &'a [&'a str],
     scope: Scope,
     frames: Vec<Frame>,
@@ -206,12 +206,13 @@ pub fn pipeline(p: &Pipeline, node: &Node, sources: &[&str], r: &mut Reader) -> 
         });
         use_from_stage(p, s, &order, r);
     }
-    Walk::new(Some(p), order, sources).run(node, r)
+    Walk::new(Some(p), &order, sources).run(node, r)
 }
 
 /// Check the expressions of an entity file (they are parsed; references are resolved when a pipeline uses it).
 pub fn expressions_only(node: &Node, sources: &[&str], r: &mut Reader) {
-    Walk::new(None, HashMap::new(), sources).run(node, r);
+    let none = HashMap::new();
+    Walk::new(None, &none, sources).run(node, r);
 }
 
 fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)>, r: &mut Reader) {
@@ -309,7 +310,7 @@ impl<'a> Walk<'a> {
     }
 
     /// A walk over a pipeline (`p` set: references are checked) or an entity file (`p` unset: parsed only).
-    fn new(p: Option<&'a Pipeline>, order: HashMap<&'a str, (usize, &'a Stage)>, sources: &'a [&'a str]) -> Self {
+    fn new(p: Option<&'a Pipeline>, order: &'a HashMap<&'a str, (usize, &'a Stage)>, sources: &'a [&'a str]) -> Self {
         // Outside a pipeline (entity files) service / env / infra expressions are at home.
         let deployment = p.is_none();
         Walk {
@@ -327,7 +328,32 @@ impl<'a> Walk<'a> {
     }
 
     fn run(mut self, node: &Node, r: &mut Reader) -> Vec<StageRef> {
-        self.walk(node, None, None);
+        let big = self.p.and(node.get("stages")).and_then(|s| match &s.yaml {
+            Yaml::Seq(items) if items.len() >= crate::PARALLEL_FROM => Some(items),
+            _ => None,
+        });
+        match (big, &node.yaml) {
+            // A big pipeline's stages are walked side by side (each stage's walk is its own); results keep
+            // their order.
+            (Some(items), Yaml::Map(entries)) => {
+                for (k, v) in entries.iter().filter(|(k, _)| k.as_scalar() != Some("stages")) {
+                    self.walk(v, k.as_scalar(), None);
+                }
+                let (p, order, sources) = (self.p, self.order, self.sources);
+                let parts = crate::in_parallel(items, |chunk| {
+                    let mut w = Walk::new(p, order, sources);
+                    for item in chunk {
+                        w.walk(item, Some("stages"), None);
+                    }
+                    (w.out, w.refs)
+                });
+                for (out, refs) in parts {
+                    self.out.extend(out);
+                    self.refs.extend(refs);
+                }
+            }
+            _ => self.walk(node, None, None),
+        }
         r.diags.append(&mut self.out);
         self.refs
     }

@@ -392,3 +392,45 @@ fn accepted_fields_are_kept_and_unknown_ones_are_said_to_be_ignored() {
     let unknown = doc(&format!("{HEAD}  fixedInputsOnRerun: true\n  stages:\n{}", stage("a", "x")));
     assert!(unknown.warnings().any(|w| w.message.contains("`fixedInputsOnRerun` in the pipeline is ignored")));
 }
+
+/// A big pipeline is read and checked on several threads: the stages, the problems and the references come
+/// out as a single thread would give them.
+#[test]
+fn a_big_pipeline_reads_the_same_as_a_small_one() {
+    let mut s = String::from("pipeline:\n  name: Big\n  identifier: big\n  stages:\n");
+    let n = 700;
+    for i in 0..n {
+        let read = match i {
+            0 => "x".to_string(),
+            // Reads a stage that runs later: an error, at this stage's line.
+            300 => "<+pipeline.stages.s500.spec.execution.steps.step.output.outputVariables.out>".to_string(),
+            _ => format!("<+pipeline.stages.s{}.spec.execution.steps.step.output.outputVariables.out>", i - 1),
+        };
+        let extra = if i == 650 { "        colour: blue\n" } else { "" };
+        s.push_str(&format!(
+            "    - stage:\n        name: Stage {i}\n        identifier: s{i}\n        type: Custom\n{extra}        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: Step\n                  identifier: step\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: echo {read}; out=x\n                    outputVariables:\n                      - name: out\n                        type: String\n                        value: out\n"
+        ));
+    }
+    let doc = spec::parse_document("big.yaml", s.clone());
+    let msgs: Vec<(u32, String)> = doc.diagnostics.iter().map(|d| (d.span.start.line, d.message.clone())).collect();
+    assert_eq!(msgs.len(), 2, "{msgs:?}");
+    assert!(msgs[0].1.contains("reads stage `s500`, which runs after it"), "{msgs:?}");
+    assert!(msgs[1].1.contains("unknown key `colour`"), "{msgs:?}");
+    assert!(msgs[0].0 < msgs[1].0);
+    let lines: Vec<&str> = s.lines().collect();
+    assert!(lines[msgs[1].0 as usize - 1].contains("colour"));
+    // The stages in order, and every cross-stage reference found.
+    let p = doc
+        .entity
+        .as_ref()
+        .and_then(|e| match e {
+            spec::Entity::Pipeline(p) => Some(p),
+            _ => None,
+        })
+        .unwrap();
+    let ids: Vec<String> = p.all_stages().iter().map(|s| s.identifier.value.clone()).collect();
+    assert_eq!(ids, (0..n).map(|i| format!("s{i}")).collect::<Vec<_>>());
+    let refs = spec::stage_references(p, doc.body().unwrap(), &doc.texts());
+    assert_eq!(refs.len(), n - 1);
+    assert!(refs.windows(2).all(|w| w[0].span.start < w[1].span.start), "references in file order");
+}
