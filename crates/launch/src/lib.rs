@@ -605,7 +605,10 @@ pub fn chained_from(e: &Execution) -> Option<(String, String)> {
 }
 
 /// Prepare and record the child execution a `Pipeline` stage asks for: the whole pipeline `doc`, with the
-/// runtime inputs the stage gives (in the child's shape), linked to the parent's stage. The caller runs it.
+/// runtime inputs the stage gives (in the child's shape), its CI stages' `cloneCodebase` fetching from
+/// `checkout` or through `connectors` (see [`clone_codebase`]), linked to the parent's stage. The caller runs
+/// it.
+#[allow(clippy::too_many_arguments)]
 pub async fn child(
     store: &dyn Journal,
     history: &dyn History,
@@ -613,6 +616,8 @@ pub async fn child(
     req: &engine::chain::ChildRequest,
     triggered_by: &str,
     source_file: Option<String>,
+    checkout: Option<&str>,
+    connectors: &BTreeMap<String, String>,
 ) -> Result<(Execution, Prepared)> {
     let planned = plan(doc, &Selection::default(), Some(history)).await?;
     let mut supplied = BTreeMap::new();
@@ -626,7 +631,10 @@ pub async fn child(
             supplied.insert(k, (v, InputSource::InputSet(from.clone())));
         }
     }
-    let prepared = prepare(doc, &supplied, None)?;
+    let mut prepared = prepare(doc, &supplied, None)?;
+    if !clone_codebase(&mut prepared.pipeline, checkout, connectors).is_empty() {
+        prepared.snapshot = Entity::Pipeline(Box::new(prepared.pipeline.clone())).to_yaml();
+    }
     let mut launch = Launch::of(&planned, Mode::Full, false, triggered_by);
     launch.source_file = source_file;
     launch.chained_from = Some((req.parent_execution.clone(), req.parent_stage.clone()));

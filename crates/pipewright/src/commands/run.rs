@@ -736,6 +736,7 @@ impl LocalChildren {
 impl engine::chain::Children for LocalChildren {
     async fn run(&self, req: engine::chain::ChildRequest) -> Result<engine::chain::ChildRun, String> {
         let (file, doc) = self.find(&req.pipeline)?;
+        let checkout = checkout_of(&file).map(|c| c.display().to_string());
         let (exec, prepared) = launch::child(
             self.store.as_ref(),
             self.store.as_ref(),
@@ -743,6 +744,8 @@ impl engine::chain::Children for LocalChildren {
             &req,
             &self.config.triggered_by,
             Some(file.display().to_string()),
+            checkout.as_deref(),
+            &self.config.git_connectors,
         )
         .await
         .map_err(|e| e.render().trim_end().to_string())?;

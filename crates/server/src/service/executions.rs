@@ -266,9 +266,18 @@ impl engine::chain::Children for ServerChildren {
             .await
             .map_err(said)?;
         let doc = pipeline_document(app, p, &scope, &req.pipeline).await.map_err(said)?;
-        let (exec, prepared) = launch::child(app.store.as_ref(), app.store.as_ref(), &doc, &req, &p.display(), None)
-            .await
-            .map_err(|e| e.render().trim_end().to_string())?;
+        let (exec, prepared) = launch::child(
+            app.store.as_ref(),
+            app.store.as_ref(),
+            &doc,
+            &req,
+            &p.display(),
+            None,
+            None,
+            &app.config.settings.connectors,
+        )
+        .await
+        .map_err(|e| e.render().trim_end().to_string())?;
         let secrets = secrets(app, Some(p), &scope, &doc).await.map_err(said)?;
         let entities = entities(app, &scope).await.map_err(said)?;
         let job = Job {
