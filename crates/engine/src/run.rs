@@ -1044,11 +1044,31 @@ impl<'p> Run<'p> {
             return Ok(None);
         }
         let mut services = Vec::new();
-        for v in spec.services.iter().flat_map(|m| &m.values) {
-            match &v.service_ref {
-                Some(r) => services.push(render(r)?),
-                None => return Err(NodeError::Targets("a service of `services` propagates from another stage (`useFromStage`); list the services by `serviceRef`".into())),
-            }
+        // `services: {useFromStage}`: the services of that stage (following its own propagation).
+        let mut from = spec;
+        for _ in 0..self.pipeline.all_stages().len() {
+            let Some(u) = from.services.as_ref().and_then(|m| m.use_from_stage.as_ref()) else { break };
+            let Some(src) = self.pipeline.all_stages().into_iter().find(|x| x.identifier.value == u.stage.value) else {
+                return Err(NodeError::Targets(format!(
+                    "stage `{}` propagates its services from stage `{}`, which does not exist",
+                    s.identifier.value, u.stage.value
+                )));
+            };
+            from = &src.spec;
+        }
+        let refs: Vec<&spec::Str> = match &from.services {
+            Some(m) => m.values.iter().filter_map(|v| v.service_ref.as_ref()).collect(),
+            None => from.service.as_ref().and_then(|c| c.service_ref.as_ref()).into_iter().collect(),
+        };
+        for r in refs {
+            services.push(render(r)?);
+        }
+        if spec
+            .services
+            .as_ref()
+            .is_some_and(|m| m.use_from_stage.is_none() && m.values.iter().any(|v| v.service_ref.is_none()))
+        {
+            return Err(NodeError::Targets("a service of `services` propagates from another stage (`useFromStage`); list the services by `serviceRef`, or propagate them all with `services: {useFromStage: {stage: …}}`".into()));
         }
         let env_cfgs: Vec<&spec::EnvironmentConfig> = match &spec.environments {
             Some(m) => m.values.iter().collect(),

@@ -258,3 +258,44 @@ fn lists_as_runtime_inputs_and_propagation_are_checked() {
         .code(1)
         .stderr(predicate::str::contains("stage `deploy_dev` deploys several services or environments"));
 }
+
+/// `services: {useFromStage}` deploys an earlier stage's services again, to this stage's environment.
+#[test]
+fn a_stage_deploys_the_services_of_an_earlier_one() {
+    let dir = repo();
+    let h = dir.path().join(".harness");
+    let stage = |id: &str, services: &str, env: &str, infra: &str| {
+        format!(
+            "    - stage:\n        name: {id}\n        identifier: {id}\n        type: Deployment\n        spec:\n          deploymentType: Kubernetes\n          services:\n{services}          environment:\n            environmentRef: {env}\n            infrastructureDefinitions:\n              - identifier: {infra}\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: Rollout\n                  identifier: rollout\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: echo \"<+service.identifier> to <+env.identifier>\"\n            rollbackSteps: []\n"
+        )
+    };
+    let yaml = format!(
+        "pipeline:\n  name: Promote\n  identifier: promote\n  allowStageExecutions: true\n  stages:\n{}{}",
+        stage(
+            "dev",
+            "            values:\n              - serviceRef: checkout\n              - serviceRef: payments\n",
+            "dev",
+            "dev_eu"
+        ),
+        stage("qa", "            useFromStage:\n              stage: dev\n", "qa", "qa_k8s"),
+    );
+    let f = write(&h, "pipelines/promote.yaml", &yaml);
+    let out = pw(dir.path()).arg("run").arg(&f).args(["--output", "json"]).assert().success().get_output().clone();
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let qa = v["stages"].as_array().unwrap().iter().find(|s| s["identifier"] == "qa").unwrap();
+    let deployed: Vec<&str> = qa["steps"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["outputs"]["service"]["identifier"].as_str().unwrap())
+        .collect();
+    assert_eq!(deployed, ["checkout", "payments"], "{v}");
+    // Selected alone, qa needs dev: the plan says it propagates dev's services.
+    pw(dir.path())
+        .arg("plan")
+        .arg(&f)
+        .args(["--stage", "qa", "--output", "json"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("pipeline.stages.dev.service"));
+}

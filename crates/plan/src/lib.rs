@@ -62,6 +62,9 @@ fn propagations(s: &Stage) -> Vec<(&'static str, String)> {
     if let Some(u) = spec.service_config.as_ref().and_then(|c| c.use_from_stage.as_ref()) {
         out.push(("service", u.stage.value.clone()));
     }
+    if let Some(u) = spec.services.as_ref().and_then(|c| c.use_from_stage.as_ref()) {
+        out.push(("service", u.stage.value.clone()));
+    }
     if let Some(u) = spec.environment.as_ref().and_then(|c| c.use_from_stage.as_ref()) {
         out.push(("env", u.stage.value.clone()));
         out.push(("infra", u.stage.value.clone()));

@@ -277,6 +277,8 @@ pub struct MultiServices {
     pub values: Vec<ServiceConfig>,
     /// `metadata.parallel`: deploy them side by side.
     pub parallel: bool,
+    /// The services of an earlier stage, deployed again here (`services: {useFromStage: {stage}}`).
+    pub use_from_stage: Option<UseFromStage>,
     /// Where the map is.
     #[serde(skip)]
     #[schemars(skip)]

@@ -410,14 +410,26 @@ fn parallel_of(r: &mut Reader, m: &MapView<'_>) -> bool {
 }
 
 fn multi_services(r: &mut Reader, node: &Node, what: &str) -> Option<MultiServices> {
-    let m = r.map(node, &format!("the services of {what}"), &["values", "metadata"])?;
+    let m = r.map(node, &format!("the services of {what}"), &["values", "metadata", "useFromStage"])?;
+    let propagated = use_from_stage(r, &m);
+    if propagated.is_some() {
+        if m.get("values").is_some() {
+            r.error(node.span, format!("the services of {what} have both `values` and `useFromStage`; keep one"));
+        }
+        return Some(MultiServices {
+            values: Vec::new(),
+            parallel: parallel_of(r, &m),
+            use_from_stage: propagated,
+            span: node.span,
+        });
+    }
     let vnode = r.req(&m, "values")?;
     let values = r.seq(vnode, &format!("`services.values` of {what}"))?;
     if values.is_empty() && vnode.as_scalar().is_none_or(|v| !v.contains("<+input>")) {
         r.error(node.span, format!("`services.values` of {what} is empty; list the services to deploy"));
     }
     let values = values.iter().filter_map(|v| service_config(r, v, what)).collect();
-    Some(MultiServices { values, parallel: parallel_of(r, &m), span: node.span })
+    Some(MultiServices { values, parallel: parallel_of(r, &m), use_from_stage: None, span: node.span })
 }
 
 fn multi_environments(r: &mut Reader, node: &Node, what: &str, group: bool) -> Option<MultiEnvironments> {

@@ -222,6 +222,7 @@ fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)
         ("environment", spec.environment.as_ref().and_then(|c| c.use_from_stage.as_ref())),
         ("serviceConfig", spec.service_config.as_ref().and_then(|c| c.use_from_stage.as_ref())),
         ("infrastructure", spec.infrastructure.as_ref().and_then(|c| c.use_from_stage.as_ref())),
+        ("services", spec.services.as_ref().and_then(|c| c.use_from_stage.as_ref())),
     ];
     let me = order.get(s.identifier.as_str()).map(|(g, _)| *g).unwrap_or(usize::MAX);
     for (what, u) in uses {
@@ -255,7 +256,8 @@ fn use_from_stage(p: &Pipeline, s: &Stage, order: &HashMap<&str, (usize, &Stage)
                     format!("stage `{target}` is a {:?} stage and has no {what} to propagate", t.stage_type),
                 );
             }
-            Some((_, t)) if t.spec.services.is_some() || t.spec.environments.is_some() => {
+            // A stage's list of services may be propagated to another that lists several; one service may not.
+            Some((_, t)) if what != "services" && (t.spec.services.is_some() || t.spec.environments.is_some()) => {
                 r.error_help(
                     u.stage.span,
                     format!("stage `{target}` deploys several services or environments, so it has no one {what} to propagate"),
