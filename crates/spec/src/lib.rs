@@ -436,7 +436,6 @@ fn template_file(node: &Node, templates: Option<&template::Library>, doc: &Docum
     };
     validate::expressions_only(&t.spec, &[doc.source.as_str()], r);
     let res = template::resolve(&t.spec, templates, &t.kind);
-    let theirs = r.diags.len();
     r.diags.extend(res.diagnostics.into_iter().filter(|d| d.span.file == 0));
     let spec = res.node.unwrap_or_else(|| t.spec.clone());
     // The spec read as the element it stands for, named as the template is.
@@ -460,7 +459,6 @@ fn template_file(node: &Node, templates: Option<&template::Library>, doc: &Docum
     }
     // Nodes from other templates were checked with their own files.
     r.diags.extend(scratch.diags.into_iter().filter(|d| d.span.file == 0));
-    let _ = theirs;
     Some(Entity::Template(Box::new(t)))
 }
 
