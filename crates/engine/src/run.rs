@@ -849,28 +849,6 @@ impl<'p> Run<'p> {
         cx.background.lock().unwrap_or_else(|e| e.into_inner()).push((stop, task));
     }
 
-    /// Every string of a JSON value rendered in this node's context.
-    fn render_json(
-        &self,
-        v: &serde_json::Value,
-        local: &BTreeMap<String, Value>,
-        scope: &Scope,
-    ) -> Result<serde_json::Value, NodeError> {
-        use serde_json::Value as J;
-        Ok(match v {
-            J::String(s) if s.contains("<+") => J::String(self.with_ctx(local, scope, |c| c.render(s))?),
-            J::Array(items) => {
-                J::Array(items.iter().map(|x| self.render_json(x, local, scope)).collect::<Result<_, _>>()?)
-            }
-            J::Object(m) => J::Object(
-                m.iter()
-                    .map(|(k, x)| self.render_json(x, local, scope).map(|x| (k.clone(), x)))
-                    .collect::<Result<_, _>>()?,
-            ),
-            other => other.clone(),
-        })
-    }
-
     /// A `Pipeline` stage: run the chained pipeline as a child execution with the stage's inputs, wait for it,
     /// and read the stage's outputs from what the child recorded.
     async fn chained(
@@ -911,7 +889,7 @@ impl<'p> Run<'p> {
             let project = render(c.project.as_ref(), &self.exec.project)?;
             let pipeline = render(Some(&c.pipeline), "")?;
             let inputs = match &c.inputs {
-                Some(i) => self.render_json(i, local, scope)?,
+                Some(i) => self.with_ctx(local, scope, |x| x.render_json(i, "inputs"))?,
                 None => serde_json::Value::Null,
             };
             Ok((org, project, pipeline, inputs))

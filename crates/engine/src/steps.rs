@@ -287,7 +287,7 @@ pub fn clone_of(
 /// Fetch a repository into the workspace with `git`, as a ShellScript step runs (confined, timed out): into
 /// a folder that may already hold files (a `git init` there, then a fetch of the one ref and a checkout).
 async fn git_clone(env: &StepEnv<'_>, spec: &serde_json::Value) -> Outcome {
-    let resolved = match resolve_spec(env, spec, "") {
+    let resolved = match env.ctx.render_json(spec, "spec") {
         Ok(v) => v,
         Err(e) => return Outcome::failed(ErrorType::Unknown, e),
     };
@@ -326,7 +326,7 @@ rm -f "$GIT_CONFIG_GLOBAL"
 /// with no timeout (it runs until its stage ends).
 pub fn background_task(env: &StepEnv<'_>, step: &Step) -> Result<Task, String> {
     let StepSpec::Harness(spec) = &step.spec else { return Err("not a Background step".into()) };
-    let resolved = resolve_spec(env, spec, "")?;
+    let resolved = env.ctx.render_json(spec, "spec")?;
     let Some(command) = resolved["command"].as_str().filter(|c| !c.trim().is_empty()) else {
         return Err("a Background step runs its `command` here (an image's entrypoint is not run: steps run as local processes); add `command`".into());
     };
@@ -359,37 +359,11 @@ pub fn background_task(env: &StepEnv<'_>, step: &Step) -> Result<Task, String> {
     })
 }
 
-/// Every string of a step's spec with its expressions resolved.
-fn resolve_spec(env: &StepEnv<'_>, v: &serde_json::Value, path: &str) -> Result<serde_json::Value, String> {
-    use serde_json::Value;
-    Ok(match v {
-        Value::String(s) if s.contains("<+") => {
-            Value::String(env.ctx.render(s).map_err(|e| format!("spec.{path}: {e}"))?)
-        }
-        Value::Array(items) => Value::Array(
-            items
-                .iter()
-                .enumerate()
-                .map(|(i, x)| resolve_spec(env, x, &format!("{path}[{i}]")))
-                .collect::<Result<_, _>>()?,
-        ),
-        Value::Object(m) => Value::Object(
-            m.iter()
-                .map(|(k, x)| {
-                    let at = if path.is_empty() { k.clone() } else { format!("{path}.{k}") };
-                    resolve_spec(env, x, &at).map(|x| (k.clone(), x))
-                })
-                .collect::<Result<_, _>>()?,
-        ),
-        other => other.clone(),
-    })
-}
-
 /// Run a step of a type pipewright does not run itself with the user's handler script: the step (type,
 /// identifier, name, spec with its expressions resolved) is in `PIPEWRIGHT_STEP_JSON`; the script runs as a
 /// ShellScript step does (process group, timeout, masking) and its output variables are captured the same way.
 async fn handled(env: &StepEnv<'_>, step: &Step, spec: &serde_json::Value, h: &spec::StepHandler) -> Outcome {
-    let resolved = match resolve_spec(env, spec, "") {
+    let resolved = match env.ctx.render_json(spec, "spec") {
         Ok(v) => v,
         Err(e) => return Outcome::failed(ErrorType::Unknown, e),
     };

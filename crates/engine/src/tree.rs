@@ -78,6 +78,28 @@ impl NodeCtx<'_> {
         expr::render(&t, self).map_err(|e| e.to_string())
     }
 
+    /// Every string of a JSON value (a step's `spec`, a chained pipeline's `inputs`) rendered; `at` names the
+    /// value in errors (`spec.fields[0].value: …`).
+    pub fn render_json(&self, v: &serde_json::Value, at: &str) -> Result<serde_json::Value, String> {
+        use serde_json::Value as J;
+        Ok(match v {
+            J::String(s) if s.contains("<+") => J::String(self.render(s).map_err(|e| format!("{at}: {e}"))?),
+            J::Array(items) => J::Array(
+                items
+                    .iter()
+                    .enumerate()
+                    .map(|(i, x)| self.render_json(x, &format!("{at}[{i}]")))
+                    .collect::<Result<_, _>>()?,
+            ),
+            J::Object(m) => J::Object(
+                m.iter()
+                    .map(|(k, x)| self.render_json(x, &format!("{at}.{k}")).map(|x| (k.clone(), x)))
+                    .collect::<Result<_, _>>()?,
+            ),
+            other => other.clone(),
+        })
+    }
+
     /// Evaluate a condition.
     pub fn condition(&self, s: &str) -> Result<bool, String> {
         expr::evaluate_condition(s, self).map_err(|e| format!("condition `{s}`: {e}"))

@@ -350,6 +350,16 @@ pub struct Prepared {
     pub source: String,
 }
 
+impl Prepared {
+    /// Start every CI stage that clones the codebase with its `clone_codebase` step (see [`clone_codebase`])
+    /// and record the pipeline as it will run.
+    pub fn clone_codebase(&mut self, checkout: Option<&str>, connectors: &BTreeMap<String, String>) {
+        if !clone_codebase(&mut self.pipeline, checkout, connectors).is_empty() {
+            self.snapshot = Entity::Pipeline(Box::new(self.pipeline.clone())).to_yaml();
+        }
+    }
+}
+
 /// The values an input set document gives (for an overlay, `sets` resolves the input sets it references,
 /// later ones winning), each tagged with the input set it came from.
 pub fn input_set_values(
@@ -525,7 +535,7 @@ pub async fn record(store: &dyn Journal, prepared: &Prepared, launch: &Launch) -
 /// codebase's repository — joined to its connector's URL when `connectors` has one, else `checkout` (the local
 /// checkout the pipeline file sits in) — at the codebase's `build` (branch, tag, PR, commit), or the current
 /// commit, into the workspace. Returns the stages it changed.
-pub fn clone_codebase(p: &mut Pipeline, checkout: Option<&str>, connectors: &BTreeMap<String, String>) -> Vec<String> {
+fn clone_codebase(p: &mut Pipeline, checkout: Option<&str>, connectors: &BTreeMap<String, String>) -> Vec<String> {
     let codebase = p.properties.as_ref().and_then(|v| v.get("ci")).and_then(|v| v.get("codebase")).cloned();
     let mut spec = serde_json::Map::new();
     if let Some(c) = &codebase {
@@ -632,9 +642,7 @@ pub async fn child(
         }
     }
     let mut prepared = prepare(doc, &supplied, None)?;
-    if !clone_codebase(&mut prepared.pipeline, checkout, connectors).is_empty() {
-        prepared.snapshot = Entity::Pipeline(Box::new(prepared.pipeline.clone())).to_yaml();
-    }
+    prepared.clone_codebase(checkout, connectors);
     let mut launch = Launch::of(&planned, Mode::Full, false, triggered_by);
     launch.source_file = source_file;
     launch.chained_from = Some((req.parent_execution.clone(), req.parent_stage.clone()));

@@ -2,22 +2,10 @@
 //! the inputs the stage gives, exposes the outputs it lists to later stages, and links parent and child in
 //! `show`; the stage is selectable (its outputs reused from an earlier execution) and retryable.
 
-use assert_cmd::Command;
+mod common;
+use common::{log_text, pw, write};
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
-
-fn pw(state: &Path) -> Command {
-    let mut c = Command::cargo_bin("pipewright").unwrap();
-    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let f = dir.join(name);
-    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-    std::fs::write(&f, text).unwrap();
-    f
-}
+use std::path::Path;
 
 fn json(out: &std::process::Output) -> serde_json::Value {
     serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
@@ -128,8 +116,7 @@ fn a_pipeline_stage_runs_a_child_execution_and_passes_its_outputs_on() {
     let parent = json(&out);
     assert_eq!(parent["status"], "Success", "{parent}");
     let pid = parent["execution_id"].as_str().unwrap().to_string();
-    let logs =
-        String::from_utf8(pw(&state).args(["logs", &pid]).assert().success().get_output().stdout.clone()).unwrap();
+    let logs = log_text(&state, &pid);
     assert!(logs.contains("deploying registry.example.test/cart:v7"), "{logs}");
     // The child is in the history, linked to the parent's stage.
     let history = json(&pw(&state).args(["history", "--output", "json"]).assert().success().get_output().clone());
@@ -162,8 +149,7 @@ fn a_pipeline_stage_runs_a_child_execution_and_passes_its_outputs_on() {
         .clone();
     let again = json(&out);
     let aid = again["execution_id"].as_str().unwrap();
-    let logs =
-        String::from_utf8(pw(&state).args(["logs", aid]).assert().success().get_output().stdout.clone()).unwrap();
+    let logs = log_text(&state, aid);
     assert!(logs.contains("deploying registry.example.test/cart:v7"), "{logs}");
 }
 

@@ -2,21 +2,9 @@
 //! fetched from the local checkout the pipeline sits in (at the branch an input set asks for), another
 //! repository by path at a tag, and a connector pipewright cannot reach says how to map it.
 
-use assert_cmd::Command;
-use std::path::{Path, PathBuf};
-
-fn pw(state: &Path) -> Command {
-    let mut c = Command::cargo_bin("pipewright").unwrap();
-    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let f = dir.join(name);
-    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-    std::fs::write(&f, text).unwrap();
-    f
-}
+mod common;
+use common::{log_text, pw, write};
+use std::path::Path;
 
 fn git(dir: &Path, args: &[&str]) {
     let out = std::process::Command::new("git")
@@ -142,7 +130,7 @@ fn the_codebase_and_other_repositories_are_fetched_with_git() {
     assert_eq!(steps, ["clone_codebase", "version", "charts", "chart"]);
     assert_eq!(v["stages"][0]["steps"][1]["outputs"]["VERSION"], "2.0-rc", "the release branch was fetched: {v}");
     let id = v["execution_id"].as_str().unwrap();
-    let logs = String::from_utf8(pw(&state).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap();
+    let logs = log_text(&state, id);
     assert!(logs.contains("chart one"), "the tag, not the later commit: {logs}");
     assert!(logs.contains("checked out refs/heads/release of"), "{logs}");
 }

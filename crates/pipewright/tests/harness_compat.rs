@@ -1,21 +1,9 @@
 //! Real Harness pipelines as teams write them: one regression test per bug the corpus of public Harness
 //! files found (issue 12), each on a pipeline in the shape real repositories use.
 
-use assert_cmd::Command;
+mod common;
+use common::{log_text, pw, write};
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
-
-fn pw(state: &Path) -> Command {
-    let mut c = Command::cargo_bin("pipewright").unwrap();
-    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
-    c
-}
-
-fn write(dir: &Path, name: &str, yaml: &str) -> PathBuf {
-    let f = dir.join(name);
-    std::fs::write(&f, yaml).unwrap();
-    f
-}
 
 /// A release pipeline whose version has no default: `plan` previews it, listing the input a run will need,
 /// and exits 0; a value that breaks the input's pattern is still an error.
@@ -1016,8 +1004,7 @@ fn security_and_iac_stages_load_and_run_their_steps() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "Success", "{v}");
     let id = v["execution_id"].as_str().unwrap();
-    let logs =
-        String::from_utf8(pw(dir.path()).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap();
+    let logs = log_text(dir.path(), id);
     assert!(logs.contains("scanning in a SecurityTests stage"), "{logs}");
     assert!(logs.contains("provisioned in a IACM stage"), "{logs}");
 }
@@ -1088,8 +1075,7 @@ fn a_background_step_lives_until_its_stage_ends() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "Success", "{v}");
     let id = v["execution_id"].as_str().unwrap();
-    let logs =
-        String::from_utf8(pw(dir.path()).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap();
+    let logs = log_text(dir.path(), id);
     for want in ["db orders listening", "tests ran against the db", "stopping 1 background step(s)", "db gone"] {
         assert!(logs.contains(want), "{want} not in\n{logs}");
     }

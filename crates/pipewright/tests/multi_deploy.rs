@@ -2,22 +2,9 @@
 //! `environments.values`, an `environmentGroup`, `deployToAll`, several infrastructure definitions, in parallel
 //! or in sequence, and the list of services given as a runtime input by an input set.
 
-use assert_cmd::Command;
+mod common;
+use common::{log_text, pw, write};
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
-
-fn pw(state: &Path) -> Command {
-    let mut c = Command::cargo_bin("pipewright").unwrap();
-    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let f = dir.join(name);
-    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-    std::fs::write(&f, text).unwrap();
-    f
-}
 
 const PIPELINE: &str = r#"pipeline:
   name: Shop Release
@@ -201,7 +188,7 @@ fn each_service_is_deployed_to_each_infrastructure() {
     assert_eq!(combos("deploy_qa"), ["payments → qa / qa_k8s"]);
     assert_eq!(combos("deploy_prod"), ["checkout → prod / prod_eu", "checkout → prod / prod_us"]);
     let id = v["execution_id"].as_str().unwrap();
-    let logs = String::from_utf8(pw(&state).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap();
+    let logs = log_text(&state, id);
     for want in [
         "deploying payments to dev/dev_us in shop-dev_us",
         "deploying checkout to dev/dev_eu in shop-dev_eu",

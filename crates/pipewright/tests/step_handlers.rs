@@ -3,22 +3,9 @@
 //! step does (confined, masked, timed out) and sets output variables the same way; unmapped types are named up
 //! front by `plan` and fail the run with how to map them.
 
-use assert_cmd::Command;
+mod common;
+use common::{log_text, pw, write};
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
-
-fn pw(state: &Path) -> Command {
-    let mut c = Command::cargo_bin("pipewright").unwrap();
-    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
-    c
-}
-
-fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
-    let f = dir.join(name);
-    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-    std::fs::write(&f, text).unwrap();
-    f
-}
 
 const SETTINGS: &str = r#"# pipewright's settings for this repository
 stepHandlers:
@@ -158,7 +145,7 @@ fn a_handler_runs_a_harness_step_type_and_sets_its_outputs() {
     let create = &v["stages"][0]["steps"][0];
     assert_eq!(create["outputs"]["issueKey"], "OPS-42", "{v}");
     let id = v["execution_id"].as_str().unwrap();
-    let logs = String::from_utf8(pw(&state).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap();
+    let logs = log_text(&state, id);
     assert!(logs.contains("filing a JiraCreate in OPS: Release 3.1.0"), "{logs}");
     assert!(logs.contains("change ticket OPS-42"), "{logs}");
     // The secret the spec resolves to reaches the handler, and is masked in its log.

@@ -3,22 +3,9 @@
 //! that use them — resolved, validated with errors that point at both files, planned, run, rendered and
 //! re-run from what the execution recorded.
 
-use assert_cmd::Command;
+mod common;
+use common::{log_text, pw, write};
 use predicates::prelude::*;
-use std::path::{Path, PathBuf};
-
-fn pw(state: &Path) -> Command {
-    let mut c = Command::cargo_bin("pipewright").unwrap();
-    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
-    c
-}
-
-fn write(dir: &Path, name: &str, yaml: &str) -> PathBuf {
-    let f = dir.join(name);
-    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
-    std::fs::write(&f, yaml).unwrap();
-    f
-}
 
 const GO_BUILD: &str = r#"template:
   name: Go Build
@@ -237,8 +224,7 @@ fn templates_at_every_level_resolve_run_and_rerun() {
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["status"], "Success", "{v}");
     let id = v["execution_id"].as_str().unwrap().to_string();
-    let logs = pw(&state).args(["logs", &id]).assert().success().get_output().stdout.clone();
-    let logs = String::from_utf8(logs).unwrap();
+    let logs = log_text(&state, &id);
     for want in [
         "go test ./ledger/...",
         "go vet ok",

@@ -37,8 +37,9 @@ const STAGE_KEYS: &[&str] = &[
 ];
 const STEP_KEYS: &[&str] =
     &["name", "identifier", "type", "description", "timeout", "spec", "when", "failureStrategies", "strategy"];
-/// A step group's keys; `delegateSelectors`, `variables`, `stepGroupInfra` (a containerised group's pod) and
-/// `sharedPaths` are kept as Harness writes them, not used (steps run as local processes).
+/// A step group's keys; `delegateSelectors`, `stepGroupInfra` (a containerised group's pod) and `sharedPaths`
+/// say where steps run, which here is always a local process: accepted quietly, as Harness writes them. (Step
+/// group `variables` are not read, so they still warn.)
 const GROUP_KEYS: &[&str] = &[
     "name",
     "identifier",
@@ -49,7 +50,6 @@ const GROUP_KEYS: &[&str] = &[
     "strategy",
     "timeout",
     "delegateSelectors",
-    "variables",
     "stepGroupInfra",
     "sharedPaths",
 ];

@@ -487,22 +487,28 @@ pub fn confine(
 ) -> anyhow::Result<spec::Settings> {
     let settings = load_settings(settings)?;
     let handlers_dir = settings.path.as_deref().and_then(Path::parent).map(std::path::absolute).transpose()?;
-    let mut steps = steps.clone();
-    if steps.step_isolation != Some(crate::IsolationMode::None) {
-        if let Some(d) = &handlers_dir
-            && !settings.step_handlers.is_empty()
-        {
-            steps.step_read_paths.push(d.clone());
-        }
-        if let Some(c) = checkout {
-            steps.step_read_paths.push(c.to_path_buf());
-        }
-    }
+    let steps = with_reads(steps, &settings, checkout)?;
     (config.isolation, config.work_root) = super::isolation(&steps, state_dir)?;
     config.step_handlers = settings.step_handlers.clone();
     config.handlers_dir = handlers_dir;
     config.git_connectors = settings.connectors.clone();
     Ok(settings)
+}
+
+/// The step arguments with what confined steps must also read: the settings file's folder when it maps step
+/// handlers (their scripts live there), and the git checkout a `cloneCodebase` fetches from.
+pub fn with_reads(steps: &StepArgs, settings: &spec::Settings, checkout: Option<&Path>) -> anyhow::Result<StepArgs> {
+    let mut steps = steps.clone();
+    if steps.step_isolation != Some(crate::IsolationMode::None) {
+        if let Some(d) = settings.path.as_deref().and_then(Path::parent).filter(|_| !settings.step_handlers.is_empty())
+        {
+            steps.step_read_paths.push(std::path::absolute(d)?);
+        }
+        if let Some(c) = checkout {
+            steps.step_read_paths.push(c.to_path_buf());
+        }
+    }
+    Ok(steps)
 }
 
 /// The top folder of the git checkout `file` sits in, if it sits in one.
@@ -597,10 +603,7 @@ pub async fn run_planned(
     let checkout = o.source_file.as_deref().and_then(|f| checkout_of(Path::new(f)));
     let settings = confine(&mut config, &o.steps, &state.state_dir, o.settings.as_deref(), checkout.as_deref())?;
     let mut prepared = prepared;
-    let checkout_text = checkout.as_ref().map(|c| c.display().to_string());
-    if !launch::clone_codebase(&mut prepared.pipeline, checkout_text.as_deref(), &settings.connectors).is_empty() {
-        prepared.snapshot = Entity::Pipeline(Box::new(prepared.pipeline.clone())).to_yaml();
-    }
+    prepared.clone_codebase(checkout.map(|c| c.display().to_string()).as_deref(), &settings.connectors);
     if let Some(f) = &o.source_file {
         config.codebase = codebase(Path::new(f));
     }

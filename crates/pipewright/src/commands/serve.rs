@@ -103,13 +103,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     };
     // Step handlers: their scripts live next to the settings file, which confined steps may read.
     let settings = super::run::load_settings(a.settings.as_deref())?;
-    let mut steps = a.steps.clone();
-    if let Some(d) = settings.path.as_deref().and_then(std::path::Path::parent)
-        && !settings.step_handlers.is_empty()
-        && steps.step_isolation != Some(crate::IsolationMode::None)
-    {
-        steps.step_read_paths.push(std::path::absolute(d)?);
-    }
+    let steps = super::run::with_reads(&a.steps, &settings, None)?;
     let (isolation, work_root) = super::isolation(&steps, &a.state_dir)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await

@@ -1,5 +1,6 @@
 //! A `pipewright serve` process for tests: a random loopback port, a temporary state directory, the `admin`
-//! user with a known password, and helpers for JSON requests.
+//! user with a known password, and helpers for JSON requests; and the CLI helpers of the repository tests
+//! (`pw`, `write`, `log_text`).
 
 #![allow(dead_code)]
 
@@ -188,4 +189,24 @@ pub fn files(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// `pipewright` with its state in `state`, never talking to a server the environment names.
+pub fn pw(state: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::cargo_bin("pipewright").unwrap();
+    c.env("PIPEWRIGHT_STATE_DIR", state).env_remove("PIPEWRIGHT_SERVER").env_remove("PIPEWRIGHT_TOKEN");
+    c
+}
+
+/// Write `text` to `dir/name`, creating the folders on the way.
+pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let f = dir.join(name);
+    std::fs::create_dir_all(f.parent().unwrap()).unwrap();
+    std::fs::write(&f, text).unwrap();
+    f
+}
+
+/// The stored log lines of execution `id`.
+pub fn log_text(state: &Path, id: &str) -> String {
+    String::from_utf8(pw(state).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap()
 }

@@ -316,9 +316,7 @@ async fn launch_planned(
     let run_stages = planned.plan.run_stages();
     let mut prepared = launch::prepare(doc, &supplied, selective.then_some(run_stages.as_slice()))?;
     // A CI stage's `cloneCodebase` fetches the codebase through the server's connectors.
-    if !launch::clone_codebase(&mut prepared.pipeline, None, &app.config.settings.connectors).is_empty() {
-        prepared.snapshot = Entity::Pipeline(Box::new(prepared.pipeline.clone())).to_yaml();
-    }
+    prepared.clone_codebase(None, &app.config.settings.connectors);
     let secrets = secrets(app, Some(p), scope, doc).await?;
     // Every secret the stages that run read must exist in the project before anything runs.
     let missing = launch::missing_secrets(doc, &run_stages, |id| secrets.get(id).is_some());
