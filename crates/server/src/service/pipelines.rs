@@ -332,19 +332,19 @@ pub async fn templates(app: &App, scope: &Scope) -> ApiResult<spec::template::Li
     for r in app.store.records("template", None, None).await? {
         for (version, yaml) in r.body["versions"].as_object().into_iter().flatten() {
             let Some(yaml) = yaml.as_str() else { continue };
-            let mut one = spec::template::Library::default();
-            one.add("", yaml.to_string());
-            let Some(t) = one.templates.first() else { continue };
-            let visible = match t.scope {
+            // Read once; a template of another project (or organization) is dropped again.
+            let before = lib.templates.len();
+            lib.add(
+                &format!("template {}@{version} (stored in {}/{})", r.identifier, r.org, r.project),
+                yaml.to_string(),
+            );
+            let visible = lib.templates.get(before).is_some_and(|t| match t.scope {
                 spec::template::Scope::Project => r.org == scope.org && r.project == scope.project,
                 spec::template::Scope::Org => r.org == scope.org,
                 spec::template::Scope::Account => true,
-            };
-            if visible {
-                lib.add(
-                    &format!("template {}@{version} (stored in {}/{})", r.identifier, r.org, r.project),
-                    yaml.to_string(),
-                );
+            });
+            if !visible {
+                lib.templates.truncate(before);
             }
         }
     }
