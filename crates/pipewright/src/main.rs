@@ -35,6 +35,10 @@ pub struct StateArgs {
     /// The state directory (SQLite database, working directories).
     #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
     pub state_dir: PathBuf,
+    /// Keep the history in this PostgreSQL database instead of the state directory's SQLite file
+    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE), shared with the servers that use it.
+    #[arg(long, env = "PIPEWRIGHT_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
     /// Talk to this pipewright server instead of the local state directory (e.g. http://127.0.0.1:8080).
     #[arg(long, env = "PIPEWRIGHT_SERVER", value_name = "URL")]
     pub server: Option<String>,

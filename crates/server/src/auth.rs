@@ -193,7 +193,7 @@ impl App {
 
 /// How long a token read from the store is trusted (revocations through this server apply at once; another
 /// server's within this time).
-const TOKEN_TTL: Duration = Duration::from_secs(2);
+const TOKEN_TTL: Duration = Duration::from_millis(900);
 
 /// Recently used tokens by hash, so most requests do not read the token table.
 #[derive(Default)]
@@ -285,46 +285,37 @@ impl App {
 
 /// Failed logins per user name and client address: after 5 in a minute from one address, that address may not
 /// try that name for the rest of the minute — so nobody can lock a user out from elsewhere. A much higher bound
-/// per name across all addresses (100 a minute) still stops a distributed guess.
-#[derive(Default)]
-pub struct LoginLimiter {
-    failures: std::sync::Mutex<HashMap<String, (u32, Instant)>>,
-}
+/// per name across all addresses (100 a minute) still stops a distributed guess. The counts live in the store,
+/// so every server on one database applies the same limit.
+pub struct LoginLimiter;
 
 impl LoginLimiter {
     /// Failures allowed per name and address in a window.
-    pub const PER_SOURCE: u32 = 5;
+    pub const PER_SOURCE: i64 = 5;
     /// Failures allowed per name across addresses in a window.
-    pub const PER_NAME: u32 = 100;
-    const WINDOW: Duration = Duration::from_secs(60);
+    pub const PER_NAME: i64 = 100;
+    /// The window, in ms.
+    const WINDOW: i64 = 60_000;
+}
 
-    /// Refuse when the key has had `max` failures in the current window.
-    pub fn check(&self, key: &str, max: u32) -> ApiResult<()> {
-        let map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        match map.get(key) {
-            Some((n, since)) if *n >= max && since.elapsed() < Self::WINDOW => {
-                Err(ApiError::TooManyRequests("too many failed logins; wait a minute before trying again".into()))
-            }
-            _ => Ok(()),
+impl App {
+    /// Refuse a login when `key` has had `max` failures in the current window.
+    pub async fn login_allowed(&self, key: &str, max: i64) -> ApiResult<()> {
+        if self.store.login_failures(key, now_ms() - LoginLimiter::WINDOW).await? >= max {
+            return Err(ApiError::TooManyRequests("too many failed logins; wait a minute before trying again".into()));
         }
+        Ok(())
     }
 
-    /// Count a failure.
-    pub fn failed(&self, key: &str) {
-        let mut map = self.failures.lock().unwrap_or_else(|e| e.into_inner());
-        // Guessed names must not grow the map without bound: forget windows that are over.
-        if map.len() > 10_000 {
-            map.retain(|_, (_, since)| since.elapsed() < Self::WINDOW);
-        }
-        let e = map.entry(key.to_string()).or_insert((0, Instant::now()));
-        if e.1.elapsed() >= Self::WINDOW {
-            *e = (0, Instant::now());
-        }
-        e.0 += 1;
+    /// Count a failed login under `key`.
+    pub async fn login_failed(&self, key: &str) -> ApiResult<()> {
+        let now = now_ms();
+        self.store.count_login_failure(key, now, now - LoginLimiter::WINDOW).await?;
+        Ok(())
     }
 
-    /// Forget the failures after a success.
-    pub fn succeeded(&self, key: &str) {
-        self.failures.lock().unwrap_or_else(|e| e.into_inner()).remove(key);
+    /// Forget `key`'s failures after a success.
+    pub async fn login_succeeded(&self, key: &str) -> ApiResult<()> {
+        Ok(self.store.clear_login_failures(key).await?)
     }
 }

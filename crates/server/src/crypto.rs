@@ -63,6 +63,16 @@ pub enum KeySource {
     File(PathBuf),
 }
 
+impl KeySource {
+    /// Where the key came from, for messages.
+    pub fn describe(&self) -> String {
+        match self {
+            KeySource::Env => format!("from {KEY_ENV}"),
+            KeySource::File(p) => format!("from {}", p.display()),
+        }
+    }
+}
+
 /// The keys that seal and open secret values: the first seals, all open.
 pub struct Keyring {
     source: KeySource,

@@ -105,8 +105,6 @@ pub struct App {
     /// Background executions.
     pub runner: Arc<Runner>,
     policy: RwLock<Option<(Instant, Arc<Policy>)>>,
-    /// Failed logins.
-    pub logins: auth::LoginLimiter,
     /// Recently used tokens.
     pub tokens: auth::TokenCache,
     /// The keys that seal secret values at rest.
@@ -122,7 +120,7 @@ pub struct App {
 
 /// How long a loaded policy is trusted before it is read again (writes through this server invalidate it at
 /// once; the lifetime bounds how long another server's change takes to apply).
-const POLICY_TTL: Duration = Duration::from_secs(2);
+const POLICY_TTL: Duration = Duration::from_millis(900);
 
 impl App {
     /// The roles, resource groups and bindings in force.
@@ -330,6 +328,7 @@ fn install_metrics() -> Option<PrometheusHandle> {
 /// whenever a lease runs out).
 pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, Option<String>), String> {
     let keys = crypto::Keyring::load(&config.state_dir).map_err(|e| e.to_string())?;
+    check_key(store.as_ref(), &keys, false).await?;
     let sealed = seal_plain_secrets(store.as_ref(), &keys).await.map_err(|e| e.to_string())?;
     if sealed > 0 {
         tracing::info!("sealed {sealed} secret value(s) stored in clear by an earlier version");
@@ -349,7 +348,6 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
         )),
         config,
         policy: RwLock::new(None),
-        logins: auth::LoginLimiter::default(),
         tokens: auth::TokenCache::default(),
         keys,
         streams,
@@ -418,8 +416,47 @@ pub async fn rotate_secret_key(
         store.put_record(&r, true).await.map_err(|e| e.to_string())?;
         n += 1;
     }
+    check_key(store, &keys, true).await?;
     keys.finish_rotation().map_err(|e| e.to_string())?;
     Ok((n, (keys.source() == &crypto::KeySource::Env).then_some(new_key)))
+}
+
+/// The record holding a value sealed under the secret key: servers sharing a database must share the key,
+/// and one started with another key refuses to start rather than fail to open every secret later.
+const KEY_CHECK: (&str, &str) = ("keyring", "check");
+
+/// Check that `keys` opens the database's key check (writing it when there is none, or `reseal` after a
+/// rotation).
+async fn check_key(store: &dyn Store, keys: &crypto::Keyring, reseal: bool) -> Result<(), String> {
+    let (kind, id) = KEY_CHECK;
+    let fresh = || -> Result<Record, String> {
+        let now = now_ms();
+        let sealed = keys.seal("keyring/check", "pipewright").map_err(|e| e.to_string())?;
+        Ok(Record {
+            kind: kind.into(),
+            org: String::new(),
+            project: String::new(),
+            identifier: id.into(),
+            body: serde_json::json!({ "sealed": sealed }),
+            created_at: now,
+            updated_at: now,
+        })
+    };
+    if reseal {
+        return store.put_record(&fresh()?, true).await.map(|_| ()).map_err(|e| e.to_string());
+    }
+    store.put_record(&fresh()?, false).await.map_err(|e| e.to_string())?;
+    let stored = store.record(kind, "", "", id).await.map_err(|e| e.to_string())?;
+    let sealed = stored.as_ref().and_then(|r| r.body.get("sealed")).and_then(|v| v.as_str()).unwrap_or_default();
+    match keys.open("keyring/check", sealed) {
+        Ok(v) if v == "pipewright" => Ok(()),
+        _ => Err(format!(
+            "the secrets in this store are sealed under another key than this server's ({}); servers that share a \
+             database must share the key: set the same {} on each, or start them on one state directory",
+            keys.source().describe(),
+            crypto::KEY_ENV
+        )),
+    }
 }
 
 /// First start: the `admin` user with Account Admin on everything, and the `default` organization and project.

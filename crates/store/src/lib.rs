@@ -4,12 +4,19 @@
 //! audit trail); [`Store`] is all of them, [`Client`] what a client of the history needs. The records are
 //! `domain`'s plain data, re-exported here. The traits carry data, not rules: a store never decides a status,
 //! it records the ones it is given, before the engine acts on them. The SQLite implementation is the `sqlite`
-//! feature (on by default); without it this crate links no database driver.
+//! feature, the PostgreSQL one the `postgres` feature (both on by default); without them this crate links no
+//! database driver. [`open`] picks one from where the state is kept.
 
+#[cfg(feature = "postgres")]
+mod postgres;
+#[cfg(any(feature = "sqlite", feature = "postgres"))]
+mod rows;
 #[cfg(feature = "sqlite")]
 mod sqlite;
 
 pub use domain::*;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgStore, Scratch, redact, transient};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -27,7 +34,7 @@ pub enum StoreError {
         message: String,
     },
     /// A query failed.
-    #[cfg(feature = "sqlite")]
+    #[cfg(any(feature = "sqlite", feature = "postgres"))]
     #[error("state store error: {0}")]
     Database(#[from] sqlx::Error),
     /// A stored JSON column could not be read.
@@ -92,7 +99,8 @@ pub trait Journal: Send + Sync {
     async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()>;
     /// Insert or update a node, recording a transition when its status changes.
     async fn put_node(&self, n: &Node) -> Result<()>;
-    /// Append a chunk of log text for a node.
+    /// Append a chunk of log text for a node; a chunk already stored (same node and `seq`) is kept as it is, so
+    /// a write repeated after a lost answer is stored once.
     async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()>;
     /// Whether an abort was asked for.
     async fn abort_requested(&self, id: &str) -> Result<bool>;
@@ -163,11 +171,18 @@ pub trait Directory: Send + Sync {
     async fn audit(&self, e: &AuditEvent) -> Result<()>;
     /// Audited actions, newest first.
     async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>>;
+    /// Failed logins counted under `key` in a window that began at or after `since` (ms); 0 otherwise.
+    async fn login_failures(&self, key: &str, since: i64) -> Result<i64>;
+    /// Count a failed login under `key` at `now`; a window that began before `since` starts again at `now`.
+    /// Returns the count in the window. Windows that ended are forgotten.
+    async fn count_login_failure(&self, key: &str, now: i64, since: i64) -> Result<i64>;
+    /// Forget `key`'s failed logins (after a success).
+    async fn clear_login_failures(&self, key: &str) -> Result<()>;
 }
 
 /// Everything pipewright keeps, every role in one: what a server and a local run use. Every call commits
 /// before it returns.
-pub trait Store: History + Requests + Journal + Feed + Leases + Directory {}
+pub trait Store: Client + Journal + Feed + Leases + Directory {}
 
 impl<T: History + Requests + Journal + Feed + Leases + Directory> Store for T {}
 
@@ -176,3 +191,21 @@ impl<T: History + Requests + Journal + Feed + Leases + Directory> Store for T {}
 pub trait Client: History + Requests {}
 
 impl<T: History + Requests> Client for T {}
+
+/// Open the store: the PostgreSQL database at `database_url` when one is given (`postgres://…`), else the
+/// SQLite file in `state_dir`.
+#[cfg(all(feature = "sqlite", feature = "postgres"))]
+pub async fn open(database_url: Option<&str>, state_dir: &std::path::Path) -> Result<std::sync::Arc<dyn Store>> {
+    match database_url {
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(std::sync::Arc::new(PgStore::open(url).await?))
+        }
+        Some(url) => Err(StoreError::Open {
+            path: redact(url),
+            message: "pipewright keeps state in PostgreSQL (postgres://USER@HOST:PORT/DATABASE) or, without \
+                      --database-url, in SQLite under --state-dir"
+                .into(),
+        }),
+        None => Ok(std::sync::Arc::new(SqliteStore::open(state_dir).await?)),
+    }
+}

@@ -3,15 +3,13 @@
 //! several `pipewright` processes can share the file, and clear errors for an unwritable directory or a file
 //! that is not a pipewright database.
 
+use crate::rows::*;
 use crate::{Directory, Feed, History, Journal, Leases, Requests, Result, StoreError};
 use async_trait::async_trait;
 use domain::*;
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{ConnectOptions, Connection, Row, SqlitePool};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{ConnectOptions, Connection, SqlitePool};
 use std::path::{Path, PathBuf};
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -34,6 +32,13 @@ static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations");
 fn open_err(path: &Path, message: impl Into<String>) -> StoreError {
     StoreError::Open { path: path.display().to_string(), message: message.into() }
 }
+
+/// Count one failed login: a new key starts at 1, a window that began before `since` starts again.
+const LOGIN_FAILED: &str = "INSERT INTO login_failures (key, count, since) VALUES (?1, 1, ?2)
+     ON CONFLICT (key) DO UPDATE SET
+       count = CASE WHEN login_failures.since < ?3 THEN 1 ELSE login_failures.count + 1 END,
+       since = CASE WHEN login_failures.since < ?3 THEN ?2 ELSE login_failures.since END
+     RETURNING count";
 
 /// The statuses an execution or node ends in, as SQL.
 const FINAL: &str = "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected')";
@@ -130,18 +135,6 @@ where
     tokio::spawn(work).await.unwrap_or_else(|e| Err(StoreError::Corrupt(format!("a store task stopped: {e}"))))
 }
 
-fn chunk_row(r: &SqliteRow) -> LogChunk {
-    LogChunk { cursor: r.get("cursor"), node_id: r.get("node_id"), seq: r.get("seq"), data: r.get("data") }
-}
-
-fn json<T: serde::de::DeserializeOwned>(s: &str) -> Result<T> {
-    serde_json::from_str(s).map_err(|e| StoreError::Corrupt(format!("{e} in `{s}`")))
-}
-
-fn parse<T: FromStr<Err = String>>(s: &str) -> Result<T> {
-    s.parse().map_err(StoreError::Corrupt)
-}
-
 async fn execution_on(pool: &SqlitePool, id_or_prefix: &str) -> Result<Execution> {
     if let Some(exact) =
         sqlx::query("SELECT * FROM executions WHERE id = ?").bind(id_or_prefix).fetch_optional(pool).await?
@@ -169,56 +162,6 @@ async fn by_prefix(pool: &SqlitePool, prefix: &str, limit: i64) -> Result<Vec<Ex
         .fetch_all(pool)
         .await?;
     rows.iter().map(execution_row).collect()
-}
-
-fn execution_row(r: &SqliteRow) -> Result<Execution> {
-    Ok(Execution {
-        id: r.get("id"),
-        org: r.get("org"),
-        project: r.get("project"),
-        pipeline: r.get("pipeline"),
-        pipeline_version: r.get("pipeline_version"),
-        sequence_id: r.get("sequence_id"),
-        status: parse(r.get("status"))?,
-        mode: parse(r.get("mode"))?,
-        triggered_by: r.get("triggered_by"),
-        inputs: json(r.get("inputs"))?,
-        selected_stages: json(r.get("selected_stages"))?,
-        snapshot: r.get("snapshot"),
-        source_file: r.get("source_file"),
-        parent_id: r.get("parent_id"),
-        original_id: r.get("original_id"),
-        failure: r.get("failure"),
-        created_at: r.get("created_at"),
-        started_at: r.get("started_at"),
-        ended_at: r.get("ended_at"),
-    })
-}
-
-fn node_row(r: &SqliteRow) -> Result<Node> {
-    Ok(Node {
-        id: r.get("id"),
-        execution_id: r.get("execution_id"),
-        parent_id: r.get("parent_id"),
-        kind: match r.get::<&str, _>("kind") {
-            "stage" => NodeKind::Stage,
-            "step_group" => NodeKind::StepGroup,
-            "step" => NodeKind::Step,
-            other => return Err(StoreError::Corrupt(format!("unknown node kind `{other}`"))),
-        },
-        identifier: r.get("identifier"),
-        name: r.get("name"),
-        path: r.get("path"),
-        position: r.get("position"),
-        attempt: r.get("attempt"),
-        status: parse(r.get("status"))?,
-        started_at: r.get("started_at"),
-        ended_at: r.get("ended_at"),
-        failure: r.get("failure"),
-        skip_reason: r.get("skip_reason"),
-        outputs: json(r.get("outputs"))?,
-        reused_from: r.get("reused_from"),
-    })
 }
 
 // Every read-then-write transaction starts with `BEGIN IMMEDIATE`: it takes the write lock up front, so two
@@ -563,13 +506,16 @@ impl Journal for SqliteStore {
         .await
     }
     async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()> {
-        sqlx::query("INSERT INTO log_chunks (node_id, execution_id, seq, data) VALUES (?, ?, ?, ?)")
-            .bind(node_id)
-            .bind(execution_id)
-            .bind(seq)
-            .bind(data)
-            .execute(&mut *self.writer.lock().await)
-            .await?;
+        sqlx::query(
+            "INSERT INTO log_chunks (node_id, execution_id, seq, data) VALUES (?, ?, ?, ?)
+             ON CONFLICT (node_id, seq) DO NOTHING",
+        )
+        .bind(node_id)
+        .bind(execution_id)
+        .bind(seq)
+        .bind(data)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
         Ok(())
     }
     async fn abort_requested(&self, id: &str) -> Result<bool> {
@@ -592,16 +538,7 @@ impl Journal for SqliteStore {
         .fetch_optional(&mut *self.writer.lock().await)
         .await?;
         let Some(r) = row else { return Ok(None) };
-        Ok(Some(Decision {
-            execution_id: r.get("execution_id"),
-            node_id: r.get("node_id"),
-            kind: r.get("kind"),
-            action: r.get("action"),
-            by: r.get("by"),
-            comment: r.get("comment"),
-            inputs: json(r.get("inputs"))?,
-            at: r.get("at"),
-        }))
+        decision_row(&r).map(Some)
     }
     async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
         sqlx::query(
@@ -893,61 +830,32 @@ impl Directory for SqliteStore {
         .bind(q.limit.unwrap_or(100))
         .fetch_all(&self.pool)
         .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(AuditEvent {
-                    id: r.get("id"),
-                    at: r.get("at"),
-                    principal: r.get("principal"),
-                    action: r.get("action"),
-                    resource_type: r.get("resource_type"),
-                    resource: r.get("resource"),
-                    org: r.get("org"),
-                    project: r.get("project"),
-                    address: r.get("address"),
-                    detail: json(r.get("detail"))?,
-                })
-            })
-            .collect()
+        rows.iter().map(audit_row).collect()
     }
-}
-
-fn transition_row(r: &SqliteRow) -> Transition {
-    Transition {
-        id: r.get("id"),
-        node_id: r.get("node_id"),
-        from: r.get("from_status"),
-        to: r.get("to_status"),
-        reason: r.get("reason"),
-        at: r.get("at"),
+    async fn login_failures(&self, key: &str, since: i64) -> Result<i64> {
+        let n: Option<i64> = sqlx::query_scalar("SELECT count FROM login_failures WHERE key = ? AND since >= ?")
+            .bind(key)
+            .bind(since)
+            .fetch_optional(&self.pool)
+            .await?;
+        Ok(n.unwrap_or(0))
     }
-}
-
-fn record_row(r: &SqliteRow) -> Result<Record> {
-    Ok(Record {
-        kind: r.get("kind"),
-        org: r.get("org"),
-        project: r.get("project"),
-        identifier: r.get("identifier"),
-        body: json(r.get("body"))?,
-        created_at: r.get("created_at"),
-        updated_at: r.get("updated_at"),
-    })
-}
-
-fn token_row(r: &SqliteRow) -> Token {
-    Token {
-        id: r.get("id"),
-        name: r.get("name"),
-        principal_kind: r.get("principal_kind"),
-        principal_id: r.get("principal_id"),
-        principal_org: r.get("principal_org"),
-        principal_project: r.get("principal_project"),
-        hash: r.get("hash"),
-        created_at: r.get("created_at"),
-        expires_at: r.get("expires_at"),
-        revoked_at: r.get("revoked_at"),
-        principal_uid: r.get("principal_uid"),
+    async fn count_login_failure(&self, key: &str, now: i64, since: i64) -> Result<i64> {
+        let mut conn = self.writer.lock().await;
+        sqlx::query("DELETE FROM login_failures WHERE since < ? AND key <> ?")
+            .bind(since)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+        let n: i64 = sqlx::query_scalar(LOGIN_FAILED).bind(key).bind(now).bind(since).fetch_one(&mut *conn).await?;
+        Ok(n)
+    }
+    async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        sqlx::query("DELETE FROM login_failures WHERE key = ?")
+            .bind(key)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
+        Ok(())
     }
 }
 

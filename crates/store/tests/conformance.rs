@@ -1,14 +1,14 @@
 //! The store's contract, as one generic suite over `dyn Store`: what any backend must do, whatever its
 //! database — one owner per execution (claims that two processes never both win, leases, orphans), history
 //! filters and paging, sequence numbers under concurrency, node transitions, log order and paging, decisions
-//! taken exactly once, execution inputs set one path at a time, step process records, records, tokens. The
-//! SQLite store runs it here; a PostgreSQL store will be held to the same suite by one more `backend!`
-//! invocation.
+//! taken exactly once, execution inputs set one path at a time, step process records, records, tokens. Both
+//! backends run it: SQLite on a fresh file, PostgreSQL on a fresh database per test (created through
+//! `PIPEWRIGHT_TEST_POSTGRES`, by default the local server's `postgres` database, and dropped after).
 
 use std::sync::Arc;
 use store::{
-    Decision, ExecutionQuery, Mode, NewExecution, Node, NodeKind, Record, SqliteStore, Status, StepProcess, Store,
-    Token, now_ms,
+    Decision, ExecutionQuery, Mode, NewExecution, Node, NodeKind, PgStore, Record, Scratch, SqliteStore, Status,
+    StepProcess, Store, Token, now_ms,
 };
 
 fn new_exec(pipeline: &str) -> NewExecution {
@@ -227,6 +227,138 @@ mod suite {
         assert!(s.logs(&e.id, Some(&["nope".into()])).await.unwrap().is_empty());
     }
 
+    pub async fn a_follower_never_skips_a_log_chunk(s: Arc<dyn Store>) {
+        // Four writers append to four nodes of one execution at once while a follower pages with its
+        // cursor, as a live log does: it must see every chunk, each once, cursors rising.
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        for w in 0..4 {
+            s.put_node(&node(&e.id, &format!("n{w}"), &format!("a.s{w}"), Status::Running)).await.unwrap();
+        }
+        let writers: Vec<_> = (0..4)
+            .map(|w| {
+                let (s, id) = (s.clone(), e.id.clone());
+                tokio::spawn(async move {
+                    for i in 1..=60 {
+                        s.append_log(&id, &format!("n{w}"), i, &format!("line {i}\n")).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        let (mut seen, mut cursor) = (Vec::new(), 0);
+        let mut done = false;
+        loop {
+            let page = s.logs_after(&e.id, cursor, 17).await.unwrap();
+            for c in &page {
+                assert!(c.cursor > cursor, "cursors rise");
+                cursor = c.cursor;
+                seen.push((c.node_id.clone(), c.seq));
+            }
+            if page.is_empty() {
+                if done {
+                    break;
+                }
+                done = writers.iter().all(|w| w.is_finished());
+                tokio::task::yield_now().await;
+            }
+        }
+        for w in writers {
+            w.await.unwrap();
+        }
+        seen.sort();
+        let mut want: Vec<_> = (0..4).flat_map(|w| (1..=60).map(move |i| (format!("n{w}"), i))).collect();
+        want.sort();
+        assert_eq!(seen, want, "every chunk once");
+        // A chunk written again (a retried write) is not stored twice.
+        s.append_log(&e.id, "n0", 1, "line 1\n").await.unwrap();
+        assert_eq!(s.logs(&e.id, Some(&["n0".into()])).await.unwrap().len(), 60);
+    }
+
+    pub async fn pipeline_versions_follow_changes(s: Arc<dyn Store>) {
+        assert_eq!(s.save_pipeline("o", "p", "a", "v: 1").await.unwrap(), 1);
+        assert_eq!(s.save_pipeline("o", "p", "a", "v: 1").await.unwrap(), 1, "unchanged keeps its version");
+        assert_eq!(s.save_pipeline("o", "p", "a", "v: 2").await.unwrap(), 2);
+        assert_eq!(s.save_pipeline("o", "p", "b", "v: 1").await.unwrap(), 1, "per pipeline");
+        assert_eq!(s.pipeline_yaml("o", "p", "a", 1).await.unwrap(), "v: 1");
+        assert!(s.pipeline_yaml("o", "p", "a", 9).await.is_err());
+        // Savers at once each get a version of their own.
+        let saves: Vec<_> = (0..8)
+            .map(|i| {
+                let s = s.clone();
+                tokio::spawn(async move { s.save_pipeline("o", "p", "c", &format!("v: {i}")).await.unwrap() })
+            })
+            .collect();
+        let mut versions = Vec::new();
+        for h in saves {
+            versions.push(h.await.unwrap());
+        }
+        versions.sort();
+        assert_eq!(versions, (1..=8).collect::<Vec<_>>());
+    }
+
+    pub async fn history_is_deleted_by_scope(s: Arc<dyn Store>) {
+        let mut other = new_exec("a");
+        other.project = "q".into();
+        let kept = s.create_execution(other).await.unwrap();
+        let gone = s.create_execution(new_exec("a")).await.unwrap();
+        s.put_node(&node(&gone.id, "g1", "a.s", Status::Running)).await.unwrap();
+        s.append_log(&gone.id, "g1", 1, "x\n").await.unwrap();
+        s.save_pipeline("o", "p", "a", "v: 1").await.unwrap();
+        assert_eq!(s.delete_history("o", Some("p")).await.unwrap(), 1);
+        assert!(s.execution(&gone.id).await.is_err());
+        assert!(s.logs(&gone.id, None).await.unwrap().is_empty());
+        assert!(s.pipeline_yaml("o", "p", "a", 1).await.is_err());
+        assert_eq!(s.execution(&kept.id).await.unwrap().project, "q");
+        // The audit trail pages newest first.
+        for i in 0..3 {
+            s.audit(&store::AuditEvent {
+                id: 0,
+                at: i,
+                principal: "user:alice".into(),
+                action: format!("a{i}"),
+                resource_type: "pipeline".into(),
+                resource: "x".into(),
+                org: "o".into(),
+                project: "p".into(),
+                address: "127.0.0.1".into(),
+                detail: serde_json::json!({"i": i}),
+            })
+            .await
+            .unwrap();
+        }
+        let page = s.audit_events(&store::AuditQuery { limit: Some(2), ..Default::default() }).await.unwrap();
+        assert_eq!(page.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["a2", "a1"]);
+        let rest = s.audit_events(&store::AuditQuery { before: Some(page[1].id), ..Default::default() }).await.unwrap();
+        assert_eq!(rest.iter().map(|e| e.action.as_str()).collect::<Vec<_>>(), ["a0"]);
+        assert_eq!(rest[0].detail, serde_json::json!({"i": 0}));
+    }
+
+    pub async fn login_failures_are_counted_per_window(s: Arc<dyn Store>) {
+        assert_eq!(s.login_failures("alice@1.2.3.4", 0).await.unwrap(), 0);
+        for n in 1..=3 {
+            assert_eq!(s.count_login_failure("alice@1.2.3.4", 1_000 + n, 0).await.unwrap(), n);
+        }
+        assert_eq!(s.login_failures("alice@1.2.3.4", 0).await.unwrap(), 3);
+        assert_eq!(s.login_failures("alice@1.2.3.4", 1_002).await.unwrap(), 0, "a window begun earlier is over");
+        assert_eq!(s.count_login_failure("bob", 1_000, 0).await.unwrap(), 1, "keys count apart");
+        // A failure after the window starts a new one.
+        assert_eq!(s.count_login_failure("alice@1.2.3.4", 70_000, 10_000).await.unwrap(), 1);
+        assert_eq!(s.login_failures("alice@1.2.3.4", 10_000).await.unwrap(), 1);
+        assert_eq!(s.login_failures("bob", 0).await.unwrap(), 0, "ended windows are forgotten");
+        s.clear_login_failures("alice@1.2.3.4").await.unwrap();
+        assert_eq!(s.login_failures("alice@1.2.3.4", 0).await.unwrap(), 0);
+        // Failures counted at once are all counted.
+        let hits: Vec<_> = (0..10)
+            .map(|_| {
+                let s = s.clone();
+                tokio::spawn(async move { s.count_login_failure("carol", 80_000, 20_000).await.unwrap() })
+            })
+            .collect();
+        for h in hits {
+            h.await.unwrap();
+        }
+        assert_eq!(s.login_failures("carol", 20_000).await.unwrap(), 10);
+    }
+
     pub async fn a_decision_is_taken_exactly_once(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
         s.put_node(&node(&e.id, "n1", "a.s", Status::InterventionWaiting)).await.unwrap();
@@ -346,31 +478,62 @@ macro_rules! backend {
                 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
                 async fn $test() {
                     let (_keep, s) = $make.await;
-                    suite::$test(s).await;
+                    if let Some(s) = s {
+                        suite::$test(s).await;
+                    }
                 }
             )*
         }
     };
 }
 
-async fn sqlite() -> (tempfile::TempDir, Arc<dyn Store>) {
+/// A fresh PostgreSQL database. Where none can be reached, the test fails under CI (`CI` set) and is
+/// skipped, saying so, elsewhere.
+async fn postgres() -> (Option<Scratch>, Option<Arc<dyn Store>>) {
+    let admin = std::env::var("PIPEWRIGHT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    match Scratch::create(&admin).await {
+        Ok(db) => {
+            let s: Arc<dyn Store> = Arc::new(PgStore::open(db.url()).await.unwrap());
+            (Some(db), Some(s))
+        }
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: no PostgreSQL for the conformance suite ({e})");
+            (None, None)
+        }
+        Err(e) => panic!("the conformance suite needs PostgreSQL under CI: {e}"),
+    }
+}
+async fn sqlite() -> (tempfile::TempDir, Option<Arc<dyn Store>>) {
     let dir = tempfile::tempdir().unwrap();
     let s: Arc<dyn Store> = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
-    (dir, s)
+    (dir, Some(s))
 }
 
-backend! {
-    sqlite => super::sqlite();
-    ownership_is_exclusive,
-    claims_race_to_one_winner,
-    orphans_are_the_unowned_and_the_expired,
-    sequence_numbers_are_unique_under_concurrency,
-    history_filters_and_pages,
-    node_changes_are_recorded_as_transitions,
-    logs_keep_their_order_and_page,
-    a_decision_is_taken_exactly_once,
-    execution_inputs_are_set_one_path_at_a_time,
-    step_processes_are_recorded_and_forgotten,
-    records_are_created_replaced_and_deleted,
-    tokens_are_found_by_hash_and_revoked,
+/// The whole suite for one backend.
+macro_rules! every_test {
+    ($backend:ident => $make:expr) => {
+        backend! {
+            $backend => $make;
+            ownership_is_exclusive,
+            claims_race_to_one_winner,
+            orphans_are_the_unowned_and_the_expired,
+            sequence_numbers_are_unique_under_concurrency,
+            history_filters_and_pages,
+            node_changes_are_recorded_as_transitions,
+            logs_keep_their_order_and_page,
+            a_decision_is_taken_exactly_once,
+            execution_inputs_are_set_one_path_at_a_time,
+            step_processes_are_recorded_and_forgotten,
+            records_are_created_replaced_and_deleted,
+            tokens_are_found_by_hash_and_revoked,
+            a_follower_never_skips_a_log_chunk,
+            pipeline_versions_follow_changes,
+            history_is_deleted_by_scope,
+            login_failures_are_counted_per_window,
+        }
+    };
 }
+
+every_test!(sqlite => super::sqlite());
+every_test!(postgres => super::postgres());

@@ -19,20 +19,26 @@ use crate::{IsolationMode, StateArgs, StepArgs};
 use engine::sandbox::{Isolation, Sandbox, StepUser};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use store::{Client, SqliteStore, Store};
+use store::{Client, Store};
 
-/// Open the history: the local SQLite file, or the server given with `--server` (which serves reading it and
-/// asking running executions for things).
+/// Open the history: the local SQLite file or the PostgreSQL database given with `--database-url`, or the
+/// server given with `--server` (which serves reading it and asking running executions for things).
 pub async fn open_store(state: &StateArgs) -> anyhow::Result<Arc<dyn Client>> {
     if let Some(remote) = remote::Remote::from_state(state)? {
+        anyhow::ensure!(
+            state.database_url.is_none(),
+            "--server and --database-url both say where the history is; give one of them"
+        );
         return Ok(Arc::new(remote::RemoteStore(remote)));
     }
-    Ok(Arc::new(SqliteStore::open(&state.state_dir).await?))
+    let local: Arc<dyn Client> = open_local(state).await?;
+    Ok(local)
 }
 
-/// The local state directory's store, all of it (to run executions here).
+/// The store this process keeps state in, all of it (to run executions here): the state directory's SQLite
+/// file, or the PostgreSQL database given with `--database-url`.
 pub async fn open_local(state: &StateArgs) -> anyhow::Result<Arc<dyn Store>> {
-    Ok(Arc::new(SqliteStore::open(&state.state_dir).await?))
+    Ok(store::open(state.database_url.as_deref(), &state.state_dir).await?)
 }
 
 /// The step isolation the flags ask for, checked against this kernel, with the state directory (`0700`) and the

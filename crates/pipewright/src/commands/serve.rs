@@ -6,7 +6,6 @@ use anyhow::Context;
 use clap::Args;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Duration;
 
 /// Arguments of `serve`.
@@ -22,6 +21,12 @@ pub struct ServeArgs {
     /// The state directory (SQLite database, working directories).
     #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
     pub state_dir: PathBuf,
+    /// Keep state in this PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE) instead of
+    /// the state directory's SQLite file: any number of servers on one database serve the same history and
+    /// take over each other's executions. They must share the secret key (PIPEWRIGHT_SECRET_KEY, or one
+    /// state directory).
+    #[arg(long, env = "PIPEWRIGHT_DATABASE_URL", hide_env_values = true, value_name = "URL")]
+    pub database_url: Option<String>,
     /// A file holding the `admin` user's password (set at first start, or reset).
     #[arg(long, value_name = "FILE")]
     pub admin_password_file: Option<PathBuf>,
@@ -109,7 +114,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         .await
         .with_context(|| format!("cannot listen on {}; choose another address with --listen", a.listen))?;
     let addr = listener.local_addr()?;
-    let store: Arc<dyn store::Store> = Arc::new(store::SqliteStore::open(&a.state_dir).await?);
+    let store = store::open(a.database_url.as_deref(), &a.state_dir).await?;
     let config = server::Config {
         limits: server::listen::Limits {
             header_timeout: Duration::from_secs(a.header_timeout.max(1)),

@@ -186,8 +186,8 @@ async fn login_as(app: &App, addr: &ClientAddr, b: LoginBody, token_name: &str) 
     }
     let name: String = b.username.chars().take(128).collect();
     let key = format!("{name}@{}", addr.0);
-    app.logins.check(&key, LoginLimiter::PER_SOURCE)?;
-    app.logins.check(&name, LoginLimiter::PER_NAME)?;
+    app.login_allowed(&key, LoginLimiter::PER_SOURCE).await?;
+    app.login_allowed(&name, LoginLimiter::PER_NAME).await?;
     let user = if identifier("user", &b.username).is_ok() {
         app.store.record("user", "", "", &b.username).await?
     } else {
@@ -201,8 +201,8 @@ async fn login_as(app: &App, addr: &ClientAddr, b: LoginBody, token_name: &str) 
     let ok =
         matches && user.as_ref().is_some_and(|u| u.body["disabled"] != true && u.body["password_hash"].is_string());
     if !ok {
-        app.logins.failed(&key);
-        app.logins.failed(&name);
+        app.login_failed(&key).await?;
+        app.login_failed(&name).await?;
         app.audit(
             &format!("user:{}", b.username.chars().take(128).collect::<String>()),
             &addr.0,
@@ -215,7 +215,7 @@ async fn login_as(app: &App, addr: &ClientAddr, b: LoginBody, token_name: &str) 
         .await?;
         return Err(ApiError::Unauthorized("wrong user name or password".into()));
     }
-    app.logins.succeeded(&key);
+    app.login_succeeded(&key).await?;
     let who = PrincipalRef { kind: "user".into(), id: b.username.clone() };
     let expires = now_ms() + lifetime * 1000;
     let (t, secret) = issue_token(app.store.as_ref(), token_name, &who, &Scope::account(), Some(expires)).await?;

@@ -1,0 +1,898 @@
+//! The PostgreSQL implementation of every store role, for servers and agents that share one database: a
+//! connection pool, migrations of its own (`migrations-postgres/`, run under sqlx's advisory lock so
+//! replicas starting together migrate once), each write one statement where it can be, and every call
+//! retried with backoff while the database is unreachable (a restart, a failover), so a server rides out
+//! a database restart instead of failing the executions it runs.
+//!
+//! Retrying is safe because every write is idempotent when repeated after a commit whose answer was lost:
+//! a node or status written again finds its own status and records no second transition, a log chunk is
+//! unique by node and sequence number, an execution's id is chosen before it is inserted.
+//!
+//! Cursors: log chunks and transitions of one execution are written under an advisory lock per execution
+//! (`pg_advisory_xact_lock`), so their identity values are taken and committed in order; a live stream that
+//! reads "after cursor N" never skips a row that commits later with a smaller cursor.
+
+use crate::rows::*;
+use crate::{Directory, Feed, History, Journal, Leases, Requests, Result, StoreError};
+use async_trait::async_trait;
+use domain::*;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{ConnectOptions, PgPool, Postgres, QueryBuilder};
+use std::str::FromStr;
+use std::time::Duration;
+
+/// The store in a PostgreSQL database (`postgres://…`).
+#[derive(Clone, Debug)]
+pub struct PgStore {
+    pool: PgPool,
+    /// The URL without its password, for messages.
+    shown: String,
+}
+
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
+
+/// Count one failed login: a new key starts at 1, a window that began before `since` starts again.
+const LOGIN_FAILED: &str = "INSERT INTO login_failures (key, count, since) VALUES ($1, 1, $2)
+     ON CONFLICT (key) DO UPDATE SET
+       count = CASE WHEN login_failures.since < $3 THEN 1 ELSE login_failures.count + 1 END,
+       since = CASE WHEN login_failures.since < $3 THEN $2 ELSE login_failures.since END
+     RETURNING count";
+
+/// The statuses an execution ends in, as SQL.
+const FINAL: &str = "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed', 'Skipped', 'ApprovalRejected')";
+
+/// How long calls keep retrying while the database cannot be reached.
+const RIDE_OUT: Duration = Duration::from_secs(90);
+
+/// A URL as it may be shown: without its password.
+pub fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// Whether an error means the database could not be reached (or is restarting), so the call may be tried
+/// again, rather than that the call itself was wrong.
+pub fn transient(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
+        sqlx::Error::Database(d) => d.code().is_some_and(|c| {
+            // 08: connection exception; 57P01-03: shutdown, crash, starting up; 40001 / 40P01: serialization
+            // failure and deadlock, which a retry resolves.
+            c.starts_with("08") || c.starts_with("57P") || c == "40001" || c == "40P01"
+        }),
+        _ => false,
+    }
+}
+
+/// Run `$work` (an expression giving a future of `Result<T, sqlx::Error>`), again with backoff while the
+/// database cannot be reached, for up to [`RIDE_OUT`].
+macro_rules! again {
+    ($work:expr) => {{
+        let start = std::time::Instant::now();
+        let mut pause = Duration::from_millis(50);
+        loop {
+            match $work.await {
+                Err(e) if transient(&e) && start.elapsed() < RIDE_OUT => {
+                    tokio::time::sleep(pause).await;
+                    pause = (pause * 2).min(Duration::from_secs(2));
+                }
+                other => break other,
+            }
+        }
+    }};
+}
+
+impl PgStore {
+    /// Connect to the database at `url` and bring its schema up to date.
+    pub async fn open(url: &str) -> Result<Self> {
+        let shown = redact(url);
+        let fail = |message: String| StoreError::Open { path: shown.clone(), message };
+        let opts = PgConnectOptions::from_str(url).map_err(|e| {
+            fail(format!("{e}; write it as postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE (--database-url)"))
+        })?;
+        let opts = opts.application_name("pipewright").disable_statement_logging();
+        let pool = PgPoolOptions::new()
+            .max_connections(16)
+            .min_connections(1)
+            .acquire_timeout(Duration::from_secs(10))
+            .connect_with(opts)
+            .await
+            .map_err(|e| {
+                fail(format!(
+                    "{e}; is PostgreSQL running and the database created? Check --database-url / PIPEWRIGHT_DATABASE_URL"
+                ))
+            })?;
+        MIGRATOR.run(&pool).await.map_err(|e| {
+            fail(format!("{e}; the database was written by another pipewright version, or is not pipewright's"))
+        })?;
+        Ok(PgStore { pool, shown })
+    }
+
+    /// The database's URL, without its password.
+    pub fn shown(&self) -> &str {
+        &self.shown
+    }
+
+    /// The connection pool (for a listener on the same database).
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+}
+
+async fn execution_on(pool: &PgPool, id_or_prefix: &str) -> Result<Execution> {
+    let exact = again!(sqlx::query("SELECT * FROM executions WHERE id = $1").bind(id_or_prefix).fetch_optional(pool))?;
+    if let Some(exact) = exact {
+        return execution_row(&exact);
+    }
+    let mut found = by_prefix(pool, id_or_prefix, 2).await?;
+    match found.len() {
+        0 => Err(StoreError::NotFound(format!(
+            "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
+        ))),
+        1 => Ok(found.remove(0)),
+        _ => Err(StoreError::NotFound(format!("`{id_or_prefix}` matches several executions; give more of the id"))),
+    }
+}
+
+/// Executions whose id starts with `prefix`: a range over the primary key (ids are upper-case ULIDs and sort
+/// as bytes; `~` sorts after every digit and letter).
+async fn by_prefix(pool: &PgPool, prefix: &str, limit: i64) -> Result<Vec<Execution>> {
+    let prefix = prefix.to_ascii_uppercase();
+    let upper = format!("{prefix}~");
+    let rows = again!(
+        sqlx::query("SELECT * FROM executions WHERE id >= $1 AND id < $2 ORDER BY id LIMIT $3")
+            .bind(&prefix)
+            .bind(&upper)
+            .bind(limit)
+            .fetch_all(pool)
+    )?;
+    rows.iter().map(execution_row).collect()
+}
+
+#[async_trait]
+impl History for PgStore {
+    async fn pipeline_yaml(&self, org: &str, project: &str, identifier: &str, version: i64) -> Result<String> {
+        let yaml: Option<String> = again!(
+            sqlx::query_scalar(
+                "SELECT yaml FROM pipelines WHERE org = $1 AND project = $2 AND identifier = $3 AND version = $4",
+            )
+            .bind(org)
+            .bind(project)
+            .bind(identifier)
+            .bind(version)
+            .fetch_optional(&self.pool)
+        )?;
+        yaml.ok_or_else(|| StoreError::NotFound(format!("pipeline `{identifier}` version {version} is not stored")))
+    }
+    async fn execution(&self, id_or_prefix: &str) -> Result<Execution> {
+        execution_on(&self.pool, id_or_prefix).await
+    }
+    async fn executions(&self, q: &ExecutionQuery) -> Result<Vec<Execution>> {
+        // Only the filters given are in the statement, so the planner can use the index that fits them
+        // (org, project, [pipeline,] [status,] time): rows come newest first without a sort.
+        let build = || {
+            let mut sql = QueryBuilder::<Postgres>::new(
+                "SELECT id, org, project, pipeline, pipeline_version, sequence_id, status, mode, triggered_by, inputs,
+                   selected_stages, '' AS snapshot, source_file, parent_id, original_id, failure, created_at,
+                   started_at, ended_at
+                 FROM executions WHERE true",
+            );
+            if let Some(org) = &q.org {
+                sql.push(" AND org = ").push_bind(org.clone());
+            }
+            if let Some(project) = &q.project {
+                sql.push(" AND project = ").push_bind(project.clone());
+            }
+            if let Some(pipeline) = &q.pipeline {
+                sql.push(" AND pipeline = ").push_bind(pipeline.clone());
+            }
+            if let Some(status) = q.status {
+                sql.push(" AND status = ").push_bind(status.as_str());
+            }
+            if let Some(chain) = &q.chain_of {
+                sql.push(" AND (id = ").push_bind(chain.clone()).push(" OR original_id = ").push_bind(chain.clone());
+                sql.push(")");
+            }
+            if let Some(mode) = q.mode {
+                sql.push(" AND mode = ").push_bind(mode.as_str());
+            }
+            if let Some(who) = &q.triggered_by {
+                sql.push(" AND triggered_by = ").push_bind(who.clone());
+            }
+            if let Some(since) = q.since {
+                sql.push(" AND created_at >= ").push_bind(since);
+            }
+            if let Some(until) = q.until {
+                sql.push(" AND created_at < ").push_bind(until);
+            }
+            if let Some((at, id)) = &q.before {
+                sql.push(" AND (created_at, id) < (").push_bind(*at).push(", ").push_bind(id.clone()).push(")");
+            }
+            sql.push(" ORDER BY created_at DESC, id DESC LIMIT ").push_bind(q.limit.unwrap_or(50));
+            sql
+        };
+        let rows = again!(async {
+            let mut sql = build();
+            sql.build().fetch_all(&self.pool).await
+        })?;
+        rows.iter().map(execution_row).collect()
+    }
+    async fn nodes(&self, execution_id: &str) -> Result<Vec<Node>> {
+        let rows = again!(
+            sqlx::query("SELECT * FROM nodes WHERE execution_id = $1 ORDER BY position")
+                .bind(execution_id)
+                .fetch_all(&self.pool)
+        )?;
+        rows.iter().map(node_row).collect()
+    }
+    async fn logs(&self, execution_id: &str, node_ids: Option<&[String]>) -> Result<Vec<LogChunk>> {
+        let rows = again!(
+            sqlx::query(
+                "SELECT l.id AS cursor, l.node_id, l.seq, l.data FROM log_chunks l JOIN nodes n ON n.id = l.node_id
+                 WHERE l.execution_id = $1 ORDER BY n.position, l.seq",
+            )
+            .bind(execution_id)
+            .fetch_all(&self.pool)
+        )?;
+        Ok(rows.iter().map(chunk_row).filter(|c| node_ids.is_none_or(|ids| ids.contains(&c.node_id))).collect())
+    }
+    async fn transitions(&self, execution_id: &str) -> Result<Vec<Transition>> {
+        let rows = again!(
+            sqlx::query("SELECT * FROM transitions WHERE execution_id = $1 ORDER BY id")
+                .bind(execution_id)
+                .fetch_all(&self.pool)
+        )?;
+        Ok(rows.iter().map(transition_row).collect())
+    }
+}
+
+#[async_trait]
+impl Requests for PgStore {
+    async fn request_abort(&self, id: &str) -> Result<bool> {
+        let e = self.execution(id).await?;
+        if e.status.is_final() {
+            return Ok(false);
+        }
+        again!(sqlx::query("UPDATE executions SET abort_requested = 1 WHERE id = $1").bind(&e.id).execute(&self.pool))?;
+        Ok(true)
+    }
+    async fn put_decision(&self, d: &Decision) -> Result<()> {
+        let inputs = text_of(&d.inputs, "{}");
+        again!(
+            sqlx::query(
+                "INSERT INTO decisions (execution_id, node_id, kind, action, by, comment, inputs, at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+            )
+            .bind(&d.execution_id)
+            .bind(&d.node_id)
+            .bind(&d.kind)
+            .bind(&d.action)
+            .bind(&d.by)
+            .bind(&d.comment)
+            .bind(&inputs)
+            .bind(d.at)
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl Journal for PgStore {
+    async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64> {
+        // Under a lock per pipeline (taken first, so the newest version is read after any other saver
+        // committed): the newest version when its YAML is this one, else a new version.
+        let key = format!("{org}/{project}/{identifier}");
+        let version: i64 = again!(async {
+            let mut tx = self.pool.begin().await?;
+            sqlx::query("SELECT pg_advisory_xact_lock(2, hashtext($1))").bind(&key).execute(&mut *tx).await?;
+            let last: Option<(i64, String)> = sqlx::query_as(
+                "SELECT version, yaml FROM pipelines WHERE org = $1 AND project = $2 AND identifier = $3
+                 ORDER BY version DESC LIMIT 1",
+            )
+            .bind(org)
+            .bind(project)
+            .bind(identifier)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let version = match last {
+                Some((v, y)) if y == yaml => return Ok(v),
+                Some((v, _)) => v + 1,
+                None => 1,
+            };
+            sqlx::query(
+                "INSERT INTO pipelines (org, project, identifier, version, yaml, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6)",
+            )
+            .bind(org)
+            .bind(project)
+            .bind(identifier)
+            .bind(version)
+            .bind(yaml)
+            .bind(now_ms())
+            .execute(&mut *tx)
+            .await?;
+            tx.commit().await?;
+            Ok(version)
+        })?;
+        Ok(version)
+    }
+    async fn create_execution(&self, e: NewExecution) -> Result<Execution> {
+        // The id is chosen here, so a call repeated after a lost answer finds the execution it made.
+        let id = ulid::Ulid::new().to_string();
+        let inputs = text_of(&e.inputs, "{}");
+        let selected = text_of(&e.selected_stages, "[]");
+        let row = again!(async {
+            let mut tx = self.pool.begin().await?;
+            if let Some(row) =
+                sqlx::query("SELECT * FROM executions WHERE id = $1").bind(&id).fetch_optional(&mut *tx).await?
+            {
+                return Ok(row);
+            }
+            // The pipeline's counter row, bumped in the transaction that inserts the execution (it stays
+            // locked until the commit): no two executions of a pipeline get the same number.
+            let sequence: i64 = sqlx::query_scalar(
+                "INSERT INTO sequences (org, project, pipeline, last_sequence) VALUES ($1, $2, $3, 1)
+                 ON CONFLICT (org, project, pipeline) DO UPDATE SET last_sequence = sequences.last_sequence + 1
+                 RETURNING last_sequence",
+            )
+            .bind(&e.org)
+            .bind(&e.project)
+            .bind(&e.pipeline)
+            .fetch_one(&mut *tx)
+            .await?;
+            let now = now_ms();
+            let row = sqlx::query(
+                "INSERT INTO executions (id, org, project, pipeline, pipeline_version, sequence_id, status, mode,
+                   triggered_by, inputs, selected_stages, snapshot, source_file, parent_id, original_id, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'Queued', $7, $8, $9, $10, $11, $12, $13, $14, $15)
+                 RETURNING *",
+            )
+            .bind(&id)
+            .bind(&e.org)
+            .bind(&e.project)
+            .bind(&e.pipeline)
+            .bind(e.pipeline_version)
+            .bind(sequence)
+            .bind(e.mode.as_str())
+            .bind(&e.triggered_by)
+            .bind(&inputs)
+            .bind(&selected)
+            .bind(&e.snapshot)
+            .bind(&e.source_file)
+            .bind(&e.parent_id)
+            .bind(&e.original_id)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?;
+            sqlx::query("INSERT INTO transitions (execution_id, to_status, at) VALUES ($1, 'Queued', $2)")
+                .bind(&id)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(row)
+        })?;
+        execution_row(&row)
+    }
+    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
+        // One statement: the update says what the status was (`prev_status`), and the transition is
+        // recorded only when it changed — so a repeat after a lost answer records nothing twice.
+        let now = now_ms();
+        let found: i64 = again!(
+            sqlx::query_scalar(
+                "WITH l AS (SELECT pg_advisory_xact_lock(1, hashtext($5))),
+                 up AS (UPDATE executions SET prev_status = status, status = $1, failure = COALESCE($2, failure),
+                          started_at = CASE WHEN started_at IS NULL AND $1 = 'Running' THEN $3 ELSE started_at END,
+                          ended_at = CASE WHEN $4 THEN $3 ELSE NULL END
+                        WHERE id = $5 AND EXISTS (SELECT 1 FROM l)
+                        RETURNING prev_status),
+                 ins AS (INSERT INTO transitions (execution_id, from_status, to_status, reason, at)
+                         SELECT $5, prev_status, $1, $2, $3 FROM up WHERE prev_status IS DISTINCT FROM $1)
+                 SELECT count(*) FROM up",
+            )
+            .bind(status.as_str())
+            .bind(failure)
+            .bind(now)
+            .bind(status.is_final())
+            .bind(id)
+            .fetch_one(&self.pool)
+        )?;
+        if found == 0 {
+            return Err(StoreError::NotFound(format!("no execution `{id}`")));
+        }
+        Ok(())
+    }
+    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()> {
+        // Read, change and write the inputs in one transaction with the row locked: the JSON text keeps its
+        // key order, as on SQLite.
+        let done = again!(async {
+            let mut tx = self.pool.begin().await?;
+            let inputs: Option<String> = sqlx::query_scalar("SELECT inputs FROM executions WHERE id = $1 FOR UPDATE")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
+            let Some(inputs) = inputs else { return Ok(None) };
+            let mut map: serde_json::Value = serde_json::from_str(&inputs).unwrap_or_else(|_| serde_json::json!({}));
+            if !map.is_object() {
+                map = serde_json::json!({});
+            }
+            map.as_object_mut().expect("an object").insert(path.replace('"', ""), value.clone());
+            sqlx::query("UPDATE executions SET inputs = $1 WHERE id = $2")
+                .bind(text_of(&map, "{}"))
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(Some(()))
+        })?;
+        done.ok_or_else(|| StoreError::NotFound(format!("no execution `{id}`")))
+    }
+    async fn put_node(&self, n: &Node) -> Result<()> {
+        // One statement inserts or updates the node and, when its status changed, records the transition
+        // (the status it had is read in the same statement).
+        let outputs = text_of(&n.outputs, "{}");
+        let now = now_ms();
+        again!(
+            sqlx::query(
+                "WITH l AS (SELECT pg_advisory_xact_lock(1, hashtext($2))),
+                 prev AS (SELECT status FROM nodes WHERE id = $1),
+                 up AS (INSERT INTO nodes (id, execution_id, parent_id, kind, identifier, name, path, position,
+                          attempt, status, started_at, ended_at, failure, skip_reason, outputs, reused_from)
+                        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM l
+                        ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt,
+                          started_at = excluded.started_at, ended_at = excluded.ended_at,
+                          failure = excluded.failure, skip_reason = excluded.skip_reason,
+                          outputs = excluded.outputs, reused_from = excluded.reused_from
+                        RETURNING 1)
+                 INSERT INTO transitions (execution_id, node_id, from_status, to_status, reason, at)
+                 SELECT $2, $1, (SELECT status FROM prev), $10, COALESCE($13, $14), $17 FROM up
+                 WHERE (SELECT status FROM prev) IS DISTINCT FROM $10",
+            )
+            .bind(&n.id)
+            .bind(&n.execution_id)
+            .bind(&n.parent_id)
+            .bind(n.kind.as_str())
+            .bind(&n.identifier)
+            .bind(&n.name)
+            .bind(&n.path)
+            .bind(n.position)
+            .bind(n.attempt)
+            .bind(n.status.as_str())
+            .bind(n.started_at)
+            .bind(n.ended_at)
+            .bind(&n.failure)
+            .bind(&n.skip_reason)
+            .bind(&outputs)
+            .bind(&n.reused_from)
+            .bind(now)
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()> {
+        again!(
+            sqlx::query(
+                "INSERT INTO log_chunks (node_id, execution_id, seq, data)
+                 SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock(1, hashtext($2))) l
+                 ON CONFLICT (node_id, seq) DO NOTHING",
+            )
+            .bind(node_id)
+            .bind(execution_id)
+            .bind(seq)
+            .bind(data)
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn abort_requested(&self, id: &str) -> Result<bool> {
+        let v: Option<i64> = again!(
+            sqlx::query_scalar("SELECT abort_requested FROM executions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+        )?;
+        Ok(v == Some(1))
+    }
+    async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
+        // One statement marks the oldest pending decision taken and returns it; a decision another taker has
+        // locked is skipped, and one taken meanwhile is not taken again.
+        let row = again!(
+            sqlx::query(
+                "UPDATE decisions SET consumed = 1
+                 WHERE consumed = 0 AND id = (SELECT id FROM decisions
+                   WHERE execution_id = $1 AND node_id = $2 AND consumed = 0
+                   ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                 RETURNING *",
+            )
+            .bind(execution_id)
+            .bind(node_id)
+            .fetch_optional(&self.pool)
+        )?;
+        row.as_ref().map(decision_row).transpose()
+    }
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
+        again!(
+            sqlx::query(
+                "INSERT INTO step_processes (execution_id, node_id, host, pgid, started) VALUES ($1, $2, $3, $4, $5)
+                 ON CONFLICT (execution_id, node_id) DO UPDATE SET host = excluded.host, pgid = excluded.pgid,
+                   started = excluded.started",
+            )
+            .bind(execution_id)
+            .bind(node_id)
+            .bind(&p.host)
+            .bind(p.pgid)
+            .bind(p.started)
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()> {
+        again!(
+            sqlx::query("DELETE FROM step_processes WHERE execution_id = $1 AND ($2 = '' OR node_id = $2)")
+                .bind(execution_id)
+                .bind(node_id)
+                .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>> {
+        let rows: Vec<(String, String, i64, i64)> = again!(
+            sqlx::query_as("SELECT node_id, host, pgid, started FROM step_processes WHERE execution_id = $1")
+                .bind(execution_id)
+                .fetch_all(&self.pool)
+        )?;
+        Ok(rows.into_iter().map(|(n, host, pgid, started)| (n, StepProcess { host, pgid, started })).collect())
+    }
+}
+
+#[async_trait]
+impl Feed for PgStore {
+    async fn executions_by_prefix(&self, prefix: &str, limit: i64) -> Result<Vec<Execution>> {
+        by_prefix(&self.pool, prefix, limit).await
+    }
+    async fn transitions_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<Transition>> {
+        let rows = again!(
+            sqlx::query("SELECT * FROM transitions WHERE execution_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+                .bind(execution_id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+        )?;
+        Ok(rows.iter().map(transition_row).collect())
+    }
+    async fn logs_after(&self, execution_id: &str, after: i64, limit: i64) -> Result<Vec<LogChunk>> {
+        let rows = again!(
+            sqlx::query(
+                "SELECT id AS cursor, node_id, seq, data FROM log_chunks WHERE execution_id = $1 AND id > $2
+                 ORDER BY id LIMIT $3",
+            )
+            .bind(execution_id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+        )?;
+        Ok(rows.iter().map(chunk_row).collect())
+    }
+}
+
+#[async_trait]
+impl Leases for PgStore {
+    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool> {
+        // One UPDATE: a second claimer waits for the first's row lock, then finds the row no longer matches.
+        let r = again!(
+            sqlx::query(&format!(
+                "UPDATE executions SET owner = $1, lease_until = $2 WHERE id = $3 AND status NOT IN {FINAL}
+                   AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $4)"
+            ))
+            .bind(owner)
+            .bind(until)
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+        )?;
+        Ok(r.rows_affected() == 1)
+    }
+    async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+        let r = again!(
+            sqlx::query("UPDATE executions SET lease_until = $1 WHERE id = $2 AND owner = $3")
+                .bind(until)
+                .bind(id)
+                .bind(owner)
+                .execute(&self.pool)
+        )?;
+        Ok(r.rows_affected() == 1)
+    }
+    async fn lease(&self, id: &str) -> Result<Option<(String, Option<i64>)>> {
+        let row: Option<(Option<String>, Option<i64>)> = again!(
+            sqlx::query_as("SELECT owner, lease_until FROM executions WHERE id = $1")
+                .bind(id)
+                .fetch_optional(&self.pool)
+        )?;
+        Ok(row.and_then(|(o, l)| o.map(|o| (o, l))))
+    }
+    async fn orphaned(&self, now: i64, unowned_before: i64) -> Result<Vec<Execution>> {
+        let rows = again!(
+            sqlx::query(&format!(
+                "SELECT * FROM executions WHERE status NOT IN {FINAL}
+                   AND ((owner IS NULL AND created_at < $1) OR lease_until < $2)
+                 ORDER BY created_at"
+            ))
+            .bind(unowned_before)
+            .bind(now)
+            .fetch_all(&self.pool)
+        )?;
+        rows.iter().map(execution_row).collect()
+    }
+}
+
+#[async_trait]
+impl Directory for PgStore {
+    async fn put_record(&self, r: &Record, replace: bool) -> Result<bool> {
+        let body = text_of(&r.body, "{}");
+        let sql = if replace {
+            "INSERT INTO records (kind, org, project, identifier, body, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (kind, org, project, identifier) DO UPDATE SET body = excluded.body,
+               updated_at = excluded.updated_at"
+        } else {
+            "INSERT INTO records (kind, org, project, identifier, body, created_at, updated_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7)
+             ON CONFLICT (kind, org, project, identifier) DO NOTHING"
+        };
+        let done = again!(
+            sqlx::query(sql)
+                .bind(&r.kind)
+                .bind(&r.org)
+                .bind(&r.project)
+                .bind(&r.identifier)
+                .bind(&body)
+                .bind(r.created_at)
+                .bind(r.updated_at)
+                .execute(&self.pool)
+        )?;
+        Ok(done.rows_affected() > 0)
+    }
+    async fn record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<Option<Record>> {
+        let row = again!(
+            sqlx::query("SELECT * FROM records WHERE kind = $1 AND org = $2 AND project = $3 AND identifier = $4")
+                .bind(kind)
+                .bind(org)
+                .bind(project)
+                .bind(identifier)
+                .fetch_optional(&self.pool)
+        )?;
+        row.as_ref().map(record_row).transpose()
+    }
+    async fn records(&self, kind: &str, org: Option<&str>, project: Option<&str>) -> Result<Vec<Record>> {
+        let rows = again!(
+            sqlx::query(
+                "SELECT * FROM records WHERE kind = $1 AND ($2::text IS NULL OR org = $2)
+                   AND ($3::text IS NULL OR project = $3)
+                 ORDER BY org, project, identifier",
+            )
+            .bind(kind)
+            .bind(org)
+            .bind(project)
+            .fetch_all(&self.pool)
+        )?;
+        rows.iter().map(record_row).collect()
+    }
+    async fn delete_record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<bool> {
+        let done = again!(
+            sqlx::query("DELETE FROM records WHERE kind = $1 AND org = $2 AND project = $3 AND identifier = $4")
+                .bind(kind)
+                .bind(org)
+                .bind(project)
+                .bind(identifier)
+                .execute(&self.pool)
+        )?;
+        Ok(done.rows_affected() > 0)
+    }
+    async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64> {
+        let done = again!(
+            sqlx::query("DELETE FROM records WHERE org = $1 AND ($2::text IS NULL OR project = $2)")
+                .bind(org)
+                .bind(project)
+                .execute(&self.pool)
+        )?;
+        Ok(done.rows_affected())
+    }
+    async fn put_token(&self, t: &Token) -> Result<()> {
+        again!(
+            sqlx::query(
+                "INSERT INTO tokens (id, name, principal_kind, principal_id, principal_org, principal_project, hash,
+                   created_at, expires_at, revoked_at, principal_uid)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)
+                 ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&t.id)
+            .bind(&t.name)
+            .bind(&t.principal_kind)
+            .bind(&t.principal_id)
+            .bind(&t.principal_org)
+            .bind(&t.principal_project)
+            .bind(&t.hash)
+            .bind(t.created_at)
+            .bind(t.expires_at)
+            .bind(t.revoked_at)
+            .bind(&t.principal_uid)
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn token_by_hash(&self, hash: &str) -> Result<Option<Token>> {
+        let row = again!(sqlx::query("SELECT * FROM tokens WHERE hash = $1").bind(hash).fetch_optional(&self.pool))?;
+        Ok(row.as_ref().map(token_row))
+    }
+    async fn tokens(&self, principal: Option<(&str, &str)>) -> Result<Vec<Token>> {
+        let (kind, id) = principal.map_or((None, None), |(k, i)| (Some(k), Some(i)));
+        let rows = again!(
+            sqlx::query(
+                "SELECT * FROM tokens WHERE ($1::text IS NULL OR principal_kind = $1)
+                   AND ($2::text IS NULL OR principal_id = $2)
+                 ORDER BY created_at, id",
+            )
+            .bind(kind)
+            .bind(id)
+            .fetch_all(&self.pool)
+        )?;
+        Ok(rows.iter().map(token_row).collect())
+    }
+    async fn revoke_token(&self, id: &str) -> Result<bool> {
+        let done = again!(
+            sqlx::query("UPDATE tokens SET revoked_at = $1 WHERE id = $2 AND revoked_at IS NULL")
+                .bind(now_ms())
+                .bind(id)
+                .execute(&self.pool)
+        )?;
+        Ok(done.rows_affected() > 0)
+    }
+    async fn bind_token(&self, id: &str, principal_uid: &str) -> Result<()> {
+        again!(
+            sqlx::query("UPDATE tokens SET principal_uid = $1 WHERE id = $2")
+                .bind(principal_uid)
+                .bind(id)
+                .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn delete_history(&self, org: &str, project: Option<&str>) -> Result<u64> {
+        // One transaction; PostgreSQL reclaims the deleted rows' space on its next vacuum.
+        let done = again!(async {
+            let mut tx = self.pool.begin().await?;
+            const IN_SCOPE: &str = "(SELECT id FROM executions WHERE org = $1 AND ($2::text IS NULL OR project = $2))";
+            for table in ["log_chunks", "decisions", "transitions", "nodes", "step_processes"] {
+                sqlx::query(&format!("DELETE FROM {table} WHERE execution_id IN {IN_SCOPE}"))
+                    .bind(org)
+                    .bind(project)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            let done = sqlx::query("DELETE FROM executions WHERE org = $1 AND ($2::text IS NULL OR project = $2)")
+                .bind(org)
+                .bind(project)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("DELETE FROM pipelines WHERE org = $1 AND ($2::text IS NULL OR project = $2)")
+                .bind(org)
+                .bind(project)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(done.rows_affected())
+        })?;
+        Ok(done)
+    }
+    async fn audit(&self, e: &AuditEvent) -> Result<()> {
+        let detail = text_of(&e.detail, "{}");
+        again!(
+            sqlx::query(
+                "INSERT INTO audit (at, principal, action, resource_type, resource, org, project, address, detail)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            )
+            .bind(e.at)
+            .bind(&e.principal)
+            .bind(&e.action)
+            .bind(&e.resource_type)
+            .bind(&e.resource)
+            .bind(&e.org)
+            .bind(&e.project)
+            .bind(&e.address)
+            .bind(&detail)
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn audit_events(&self, q: &AuditQuery) -> Result<Vec<AuditEvent>> {
+        let rows = again!(
+            sqlx::query(
+                "SELECT * FROM audit WHERE ($1::text IS NULL OR principal = $1)
+                   AND ($2::text IS NULL OR resource_type = $2) AND ($3::bigint IS NULL OR id < $3)
+                 ORDER BY id DESC LIMIT $4",
+            )
+            .bind(&q.principal)
+            .bind(&q.resource_type)
+            .bind(q.before)
+            .bind(q.limit.unwrap_or(100))
+            .fetch_all(&self.pool)
+        )?;
+        rows.iter().map(audit_row).collect()
+    }
+    async fn login_failures(&self, key: &str, since: i64) -> Result<i64> {
+        let n: Option<i64> = again!(
+            sqlx::query_scalar("SELECT count FROM login_failures WHERE key = $1 AND since >= $2")
+                .bind(key)
+                .bind(since)
+                .fetch_optional(&self.pool)
+        )?;
+        Ok(n.unwrap_or(0))
+    }
+    async fn count_login_failure(&self, key: &str, now: i64, since: i64) -> Result<i64> {
+        again!(
+            sqlx::query("DELETE FROM login_failures WHERE since < $1 AND key <> $2")
+                .bind(since)
+                .bind(key)
+                .execute(&self.pool)
+        )?;
+        let n: i64 = again!(sqlx::query_scalar(LOGIN_FAILED).bind(key).bind(now).bind(since).fetch_one(&self.pool))?;
+        Ok(n)
+    }
+    async fn clear_login_failures(&self, key: &str) -> Result<()> {
+        again!(sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.pool))?;
+        Ok(())
+    }
+}
+
+/// A throwaway database on a PostgreSQL server, for tests and benchmarks: created empty under a fresh
+/// name, dropped (with any connections still open to it) when the value is dropped.
+#[derive(Debug)]
+pub struct Scratch {
+    admin: String,
+    name: String,
+    url: String,
+}
+
+impl Scratch {
+    /// Create a fresh database through `admin_url` (a database on the server the caller may create
+    /// databases from, such as `postgres://postgres@127.0.0.1:5432/postgres`).
+    pub async fn create(admin_url: &str) -> Result<Scratch> {
+        let name = format!("pw_{}", ulid::Ulid::new().to_string().to_ascii_lowercase());
+        let opts = PgConnectOptions::from_str(admin_url)
+            .map_err(|e| StoreError::Open { path: redact(admin_url), message: e.to_string() })?;
+        let mut admin = opts.clone().connect().await.map_err(|e| StoreError::Open {
+            path: redact(admin_url),
+            message: format!("{e}; start PostgreSQL, or point PIPEWRIGHT_TEST_POSTGRES at one"),
+        })?;
+        sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+        let url = opts.database(&name).to_url_lossy().to_string();
+        Ok(Scratch { admin: admin_url.to_string(), name, url })
+    }
+
+    /// The database's URL.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+}
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let (admin, name) = (self.admin.clone(), self.name.clone());
+        // Dropped from sync code, maybe inside a runtime: a thread of its own with a runtime of its own.
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().ok()?;
+            rt.block_on(async {
+                let mut c = PgConnectOptions::from_str(&admin).ok()?.connect().await.ok()?;
+                sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")).execute(&mut c).await.ok()
+            })
+        })
+        .join();
+    }
+}
