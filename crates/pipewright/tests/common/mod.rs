@@ -22,6 +22,7 @@ pub struct Server {
     pub state: PathBuf,
     pub http: reqwest::Client,
     pub extra: Vec<String>,
+    pub envs: Vec<(String, String)>,
 }
 
 impl Drop for Server {
@@ -31,7 +32,7 @@ impl Drop for Server {
     }
 }
 
-fn spawn(state: &Path, extra: &[String]) -> (Child, String) {
+fn spawn(state: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String) {
     let pw = state.with_extension("admin-password");
     std::fs::write(&pw, ADMIN_PASSWORD).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
@@ -43,6 +44,8 @@ fn spawn(state: &Path, extra: &[String]) -> (Child, String) {
         .env("RUST_LOG", "warn")
         .env_remove("PIPEWRIGHT_STEP_ISOLATION")
         .env_remove("PIPEWRIGHT_SECRET_KEY")
+        .env_remove("PIPEWRIGHT_DATABASE_URL")
+        .envs(envs.iter().map(|(k, v)| (k, v)))
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()
@@ -55,8 +58,14 @@ fn spawn(state: &Path, extra: &[String]) -> (Child, String) {
 impl Server {
     /// Start a server on a state directory, logged in as `admin`.
     pub async fn start(state: &Path, extra: &[&str]) -> Server {
+        Server::start_env(state, extra, &[]).await
+    }
+
+    /// Start a server with environment variables set, logged in as `admin`.
+    pub async fn start_env(state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> Server {
         let extra: Vec<String> = extra.iter().map(|s| s.to_string()).collect();
-        let (child, url) = spawn(state, &extra);
+        let envs: Vec<(String, String)> = envs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let (child, url) = spawn(state, &extra, &envs);
         let mut s = Server {
             child,
             url,
@@ -64,6 +73,7 @@ impl Server {
             state: state.to_path_buf(),
             http: reqwest::Client::new(),
             extra,
+            envs,
         };
         s.token = s.login("admin", ADMIN_PASSWORD).await;
         s
