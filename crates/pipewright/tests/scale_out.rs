@@ -175,7 +175,7 @@ async fn a_server_started_with_another_key_refuses_to_start() {
 async fn follow(resp: &mut reqwest::Response, text: &mut String, last: &mut Option<String>, stop: &str) {
     while let Ok(Some(chunk)) = resp.chunk().await {
         text.push_str(&String::from_utf8_lossy(&chunk));
-        *last = text.lines().filter_map(|l| l.strip_prefix("id: ")).last().map(String::from).or(last.take());
+        *last = text.lines().filter_map(|l| l.strip_prefix("id: ")).next_back().map(String::from).or(last.take());
         if text.contains(stop) {
             return;
         }
