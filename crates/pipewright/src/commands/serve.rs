@@ -85,13 +85,13 @@ async fn shutdown_signal() {
 
 /// Serve.
 pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info,tower_http=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .try_init();
+    let _ =
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| {
+                tracing_subscriber::EnvFilter::new("info,tower_http=warn,sqlx::postgres::notice=warn")
+            }))
+            .with_writer(std::io::stderr)
+            .try_init();
     let admin_password = match &a.admin_password_file {
         Some(f) => {
             let pw = std::fs::read_to_string(f)
