@@ -484,6 +484,115 @@ pub struct AuditQuery {
     pub limit: Option<i64>,
 }
 
+/// A step attempt handed to agents: the engine's task, sealed, with what decides who may take it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct NewTask {
+    /// The task's id: the attempt's node id.
+    pub id: String,
+    /// The execution.
+    pub execution_id: String,
+    /// The stage (iteration) it belongs to, `<execution>/<stage>`: a stage's tasks go to one agent.
+    pub stage_key: String,
+    /// Tags an agent must have all of (`delegateSelectors`).
+    pub selectors: Vec<String>,
+    /// The task as the server sealed it.
+    pub payload: String,
+}
+
+/// Where a task is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskState {
+    /// Waiting for an agent.
+    Queued,
+    /// An agent holds it (under a lease it renews).
+    Claimed,
+    /// The agent reported how it ended.
+    Done,
+    /// Its agent stopped renewing the lease; the step gets a new attempt.
+    Lost,
+    /// Nobody needs it any more (aborted, or its attempt was closed).
+    Cancelled,
+}
+
+impl TaskState {
+    /// As stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TaskState::Queued => "queued",
+            TaskState::Claimed => "claimed",
+            TaskState::Done => "done",
+            TaskState::Lost => "lost",
+            TaskState::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for TaskState {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        Ok(match s {
+            "queued" => TaskState::Queued,
+            "claimed" => TaskState::Claimed,
+            "done" => TaskState::Done,
+            "lost" => TaskState::Lost,
+            "cancelled" => TaskState::Cancelled,
+            other => return Err(format!("unknown task state `{other}`")),
+        })
+    }
+}
+
+/// A task as stored.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct TaskRecord {
+    /// The task's id (the attempt's node id).
+    pub id: String,
+    /// The execution.
+    pub execution_id: String,
+    /// `<execution>/<stage>`.
+    pub stage_key: String,
+    /// Tags an agent must have.
+    pub selectors: Vec<String>,
+    /// The sealed task ('' once it ended).
+    pub payload: String,
+    /// Where it is.
+    pub state: TaskState,
+    /// The agent holding it, or that last held it.
+    pub agent: Option<String>,
+    /// Until when the agent's lease holds (ms).
+    pub lease_until: Option<i64>,
+    /// The agent's report (JSON), once done.
+    pub report: Option<String>,
+    /// Asked to stop (an abort, or its attempt closed).
+    pub cancel: bool,
+    /// When it was queued, claimed and ended (ms).
+    pub created_at: i64,
+    /// See `created_at`.
+    pub claimed_at: Option<i64>,
+    /// See `created_at`.
+    pub ended_at: Option<i64>,
+}
+
+/// A remote agent as the servers know it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AgentRecord {
+    /// Its name (unique).
+    pub name: String,
+    /// Its tags.
+    pub tags: Vec<String>,
+    /// The pipewright version it runs.
+    pub version: String,
+    /// `active`, `draining` (finishes what it runs, takes nothing new) or `revoked` (refused).
+    pub state: String,
+    /// When it last asked for work or renewed a lease (ms).
+    pub last_seen: i64,
+    /// The principal it authenticates as (`service_account:ci-agents`).
+    pub principal: String,
+    /// Tasks it holds now.
+    #[serde(default)]
+    pub running: i64,
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)

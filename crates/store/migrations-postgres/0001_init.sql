@@ -169,3 +169,43 @@ CREATE TABLE login_failures (
     since BIGINT NOT NULL
 );
 CREATE INDEX login_failures_by_since ON login_failures (since);
+
+-- Step attempts handed to remote agents; `selectors_arr` holds the selectors as an array, so a claim finds
+-- the tasks an agent's tags cover with `<@` and skips those another claimer has locked.
+CREATE TABLE tasks (
+    id TEXT COLLATE "C" PRIMARY KEY,
+    execution_id TEXT COLLATE "C" NOT NULL,
+    stage_key TEXT COLLATE "C" NOT NULL,
+    selectors TEXT NOT NULL,
+    selectors_arr TEXT[] NOT NULL,
+    payload TEXT NOT NULL,
+    state TEXT NOT NULL,
+    agent TEXT,
+    lease_until BIGINT,
+    report TEXT,
+    cancel BIGINT NOT NULL DEFAULT 0,
+    created_at BIGINT NOT NULL,
+    claimed_at BIGINT,
+    ended_at BIGINT
+);
+CREATE INDEX tasks_queued ON tasks (created_at) WHERE state = 'queued';
+CREATE INDEX tasks_claimed ON tasks (lease_until) WHERE state = 'claimed';
+CREATE INDEX tasks_by_execution ON tasks (execution_id);
+CREATE TABLE task_output (
+    id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    task_id TEXT COLLATE "C" NOT NULL,
+    data TEXT NOT NULL
+);
+CREATE INDEX task_output_by_task ON task_output (task_id, id);
+CREATE TABLE stage_agents (
+    stage_key TEXT COLLATE "C" PRIMARY KEY,
+    agent TEXT NOT NULL
+);
+CREATE TABLE agents (
+    name TEXT COLLATE "C" PRIMARY KEY,
+    tags TEXT NOT NULL,
+    version TEXT NOT NULL,
+    state TEXT NOT NULL,
+    last_seen BIGINT NOT NULL,
+    principal TEXT NOT NULL
+);

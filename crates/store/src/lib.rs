@@ -50,7 +50,7 @@ pub enum StoreError {
 
 /// Every role trait, to call a store's methods on a concrete type (`use store::prelude::*`).
 pub mod prelude {
-    pub use crate::{Client, Directory, Feed, History, Journal, Leases, Requests, Store};
+    pub use crate::{Client, Directory, Feed, History, Journal, Leases, Requests, Store, Tasks};
 }
 
 /// Results of store calls.
@@ -180,11 +180,59 @@ pub trait Directory: Send + Sync {
     async fn clear_login_failures(&self, key: &str) -> Result<()>;
 }
 
+/// Step attempts handed to remote agents, and the agents: a task is queued, claimed by one agent under a
+/// lease it renews, and ends done (reported), lost (the lease ran out) or cancelled. Every transition is one
+/// conditional statement, so two agents never hold one task and a report from an agent that no longer holds
+/// its task is refused.
+#[async_trait]
+pub trait Tasks: Send + Sync {
+    /// Queue a task (again with the same id: nothing happens).
+    async fn enqueue_task(&self, t: &NewTask) -> Result<()>;
+    /// Give the oldest queued task `agent` may take to it until `until`: its tags hold every selector, and
+    /// the task's stage is not held by another agent seen after `alive_after` (a stage's steps share one
+    /// workspace). None when there is none.
+    async fn claim_task(
+        &self,
+        agent: &str,
+        tags: &[String],
+        now: i64,
+        until: i64,
+        alive_after: i64,
+    ) -> Result<Option<TaskRecord>>;
+    /// Renew `agent`'s lease on a task: None when it no longer holds it, else whether it is asked to stop.
+    async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>>;
+    /// Append output the agent sent for a task it holds; false when it no longer holds it.
+    async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool>;
+    /// A task's output chunks with a cursor above `after`, in order, at most `limit`.
+    async fn task_output_after(&self, id: &str, after: i64, limit: i64) -> Result<Vec<(i64, String)>>;
+    /// Record how a task `agent` holds ended; false (and nothing recorded) when it no longer holds it.
+    async fn finish_task(&self, id: &str, agent: &str, report: &str, now: i64) -> Result<bool>;
+    /// One task.
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>>;
+    /// Stop a task: a queued one ends cancelled, a claimed one is asked to stop (its agent reports).
+    async fn cancel_task(&self, id: &str, now: i64) -> Result<()>;
+    /// Tasks whose agent's lease ran out before `now` (or whose agent was revoked) become lost; returns them.
+    async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>>;
+    /// Record that an agent asked for work (created on first sight; its state kept); returns it.
+    async fn agent_seen(
+        &self,
+        name: &str,
+        tags: &[String],
+        version: &str,
+        principal: &str,
+        now: i64,
+    ) -> Result<AgentRecord>;
+    /// The agents, by name, with the tasks each holds.
+    async fn agents(&self) -> Result<Vec<AgentRecord>>;
+    /// Set an agent's state (`active`, `draining`, `revoked`); false when there is no such agent.
+    async fn set_agent_state(&self, name: &str, state: &str) -> Result<bool>;
+}
+
 /// Everything pipewright keeps, every role in one: what a server and a local run use. Every call commits
 /// before it returns.
-pub trait Store: Client + Journal + Feed + Leases + Directory {}
+pub trait Store: Client + Journal + Feed + Leases + Directory + Tasks {}
 
-impl<T: History + Requests + Journal + Feed + Leases + Directory> Store for T {}
+impl<T: History + Requests + Journal + Feed + Leases + Directory + Tasks> Store for T {}
 
 /// What a client of the history needs — read it, and ask running executions for things — whether the history
 /// is a local state directory or a server (`pipewright --server`).

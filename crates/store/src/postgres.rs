@@ -13,7 +13,7 @@
 //! reads "after cursor N" never skips a row that commits later with a smaller cursor.
 
 use crate::rows::*;
-use crate::{Directory, Feed, History, Journal, Leases, Requests, Result, StoreError};
+use crate::{Directory, Feed, History, Journal, Leases, Requests, Result, StoreError, Tasks};
 use async_trait::async_trait;
 use domain::*;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
@@ -769,7 +769,14 @@ impl Directory for PgStore {
         let done = again!(async {
             let mut tx = self.pool.begin().await?;
             const IN_SCOPE: &str = "(SELECT id FROM executions WHERE org = $1 AND ($2::text IS NULL OR project = $2))";
-            for table in ["log_chunks", "decisions", "transitions", "nodes", "step_processes"] {
+            sqlx::query(&format!(
+                "DELETE FROM task_output WHERE task_id IN (SELECT id FROM tasks WHERE execution_id IN {IN_SCOPE})"
+            ))
+            .bind(org)
+            .bind(project)
+            .execute(&mut *tx)
+            .await?;
+            for table in ["log_chunks", "decisions", "transitions", "nodes", "step_processes", "tasks"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE execution_id IN {IN_SCOPE}"))
                     .bind(org)
                     .bind(project)
@@ -848,6 +855,210 @@ impl Directory for PgStore {
     async fn clear_login_failures(&self, key: &str) -> Result<()> {
         again!(sqlx::query("DELETE FROM login_failures WHERE key = $1").bind(key).execute(&self.pool))?;
         Ok(())
+    }
+}
+
+/// The agents' columns with the tasks each holds.
+const AGENTS: &str =
+    "SELECT a.*, (SELECT count(*) FROM tasks t WHERE t.agent = a.name AND t.state = 'claimed') AS running
+     FROM agents a";
+
+#[async_trait]
+impl Tasks for PgStore {
+    async fn enqueue_task(&self, t: &NewTask) -> Result<()> {
+        let selectors = text_of(&t.selectors, "[]");
+        again!(
+            sqlx::query(
+                "INSERT INTO tasks (id, execution_id, stage_key, selectors, selectors_arr, payload, state, created_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7) ON CONFLICT (id) DO NOTHING",
+            )
+            .bind(&t.id)
+            .bind(&t.execution_id)
+            .bind(&t.stage_key)
+            .bind(&selectors)
+            .bind(&t.selectors)
+            .bind(&t.payload)
+            .bind(now_ms())
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn claim_task(
+        &self,
+        agent: &str,
+        tags: &[String],
+        now: i64,
+        until: i64,
+        alive_after: i64,
+    ) -> Result<Option<TaskRecord>> {
+        // The oldest queued task this agent's tags cover whose stage no other live agent holds, skipping
+        // rows another claimer has locked; then the stage is taken for this agent. Two claimers of two tasks
+        // of one new stage both reach the stage row: the second waits for the first to commit, finds the
+        // stage held, and gives its task back (rolls back) to try another.
+        for _ in 0..4 {
+            let got = again!(async {
+                let mut tx = self.pool.begin().await?;
+                let row = sqlx::query(
+                    "UPDATE tasks SET state = 'claimed', agent = $1, lease_until = $4, claimed_at = $3
+                     WHERE id = (SELECT t.id FROM tasks t
+                       WHERE t.state = 'queued' AND t.selectors_arr <@ $2::text[]
+                         AND NOT EXISTS (SELECT 1 FROM stage_agents sa JOIN agents a ON a.name = sa.agent
+                           WHERE sa.stage_key = t.stage_key AND sa.agent <> $1 AND a.state <> 'revoked'
+                             AND a.last_seen > $5)
+                       ORDER BY t.created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
+                     RETURNING *",
+                )
+                .bind(agent)
+                .bind(tags)
+                .bind(now)
+                .bind(until)
+                .bind(alive_after)
+                .fetch_optional(&mut *tx)
+                .await?;
+                let Some(row) = row else { return Ok(None) };
+                let stage: String = sqlx::Row::get(&row, "stage_key");
+                let held: Option<String> = sqlx::query_scalar(
+                    "INSERT INTO stage_agents (stage_key, agent) VALUES ($1, $2)
+                     ON CONFLICT (stage_key) DO UPDATE SET agent = excluded.agent
+                       WHERE stage_agents.agent = excluded.agent OR NOT EXISTS (SELECT 1 FROM agents a
+                         WHERE a.name = stage_agents.agent AND a.state <> 'revoked' AND a.last_seen > $3)
+                     RETURNING agent",
+                )
+                .bind(&stage)
+                .bind(agent)
+                .bind(alive_after)
+                .fetch_optional(&mut *tx)
+                .await?;
+                if held.is_none() {
+                    tx.rollback().await?;
+                    return Ok(Some(None));
+                }
+                tx.commit().await?;
+                Ok(Some(Some(row)))
+            })?;
+            match got {
+                None => return Ok(None),
+                Some(None) => continue,
+                Some(Some(row)) => return task_row(&row).map(Some),
+            }
+        }
+        Ok(None)
+    }
+    async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
+        let cancel: Option<i64> = again!(
+            sqlx::query_scalar(
+                "UPDATE tasks SET lease_until = $1 WHERE id = $2 AND agent = $3 AND state = 'claimed' RETURNING cancel",
+            )
+            .bind(until)
+            .bind(id)
+            .bind(agent)
+            .fetch_optional(&self.pool)
+        )?;
+        Ok(cancel.map(|c| c != 0))
+    }
+    async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool> {
+        let done = again!(
+            sqlx::query(
+                "INSERT INTO task_output (task_id, data) SELECT $1, $3 FROM tasks
+                 WHERE id = $1 AND agent = $2 AND state = 'claimed'",
+            )
+            .bind(id)
+            .bind(agent)
+            .bind(data)
+            .execute(&self.pool)
+        )?;
+        Ok(done.rows_affected() == 1)
+    }
+    async fn task_output_after(&self, id: &str, after: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+        Ok(again!(
+            sqlx::query_as("SELECT id, data FROM task_output WHERE task_id = $1 AND id > $2 ORDER BY id LIMIT $3")
+                .bind(id)
+                .bind(after)
+                .bind(limit)
+                .fetch_all(&self.pool)
+        )?)
+    }
+    async fn finish_task(&self, id: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
+        let done = again!(
+            sqlx::query(
+                "UPDATE tasks SET state = 'done', report = $1, ended_at = $2, payload = ''
+                 WHERE id = $3 AND agent = $4 AND state = 'claimed'",
+            )
+            .bind(report)
+            .bind(now)
+            .bind(id)
+            .bind(agent)
+            .execute(&self.pool)
+        )?;
+        Ok(done.rows_affected() == 1)
+    }
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>> {
+        let row = again!(sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id).fetch_optional(&self.pool))?;
+        row.as_ref().map(task_row).transpose()
+    }
+    async fn cancel_task(&self, id: &str, now: i64) -> Result<()> {
+        again!(
+            sqlx::query(
+                "UPDATE tasks SET cancel = 1,
+                   state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+                   ended_at = CASE WHEN state = 'queued' THEN $2 ELSE ended_at END,
+                   payload = CASE WHEN state = 'queued' THEN '' ELSE payload END
+                 WHERE id = $1 AND state IN ('queued', 'claimed')",
+            )
+            .bind(id)
+            .bind(now)
+            .execute(&self.pool)
+        )?;
+        Ok(())
+    }
+    async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>> {
+        let rows = again!(
+            sqlx::query(
+                "UPDATE tasks SET state = 'lost', ended_at = $1, payload = ''
+                 WHERE state = 'claimed' AND (lease_until < $1
+                   OR agent IN (SELECT name FROM agents WHERE state = 'revoked'))
+                 RETURNING *",
+            )
+            .bind(now)
+            .fetch_all(&self.pool)
+        )?;
+        rows.iter().map(task_row).collect()
+    }
+    async fn agent_seen(
+        &self,
+        name: &str,
+        tags: &[String],
+        version: &str,
+        principal: &str,
+        now: i64,
+    ) -> Result<AgentRecord> {
+        let tags = text_of(&tags, "[]");
+        again!(
+            sqlx::query(
+                "INSERT INTO agents (name, tags, version, state, last_seen, principal)
+                 VALUES ($1, $2, $3, 'active', $4, $5)
+                 ON CONFLICT (name) DO UPDATE SET tags = excluded.tags, version = excluded.version,
+                   last_seen = excluded.last_seen, principal = excluded.principal",
+            )
+            .bind(name)
+            .bind(&tags)
+            .bind(version)
+            .bind(now)
+            .bind(principal)
+            .execute(&self.pool)
+        )?;
+        let row = again!(sqlx::query(&format!("{AGENTS} WHERE a.name = $1")).bind(name).fetch_one(&self.pool))?;
+        agent_row(&row)
+    }
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = again!(sqlx::query(&format!("{AGENTS} ORDER BY a.name")).fetch_all(&self.pool))?;
+        rows.iter().map(agent_row).collect()
+    }
+    async fn set_agent_state(&self, name: &str, state: &str) -> Result<bool> {
+        let done = again!(
+            sqlx::query("UPDATE agents SET state = $1 WHERE name = $2").bind(state).bind(name).execute(&self.pool)
+        )?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

@@ -176,3 +176,33 @@ pub(crate) fn audit_row(r: &impl Cols) -> Result<AuditEvent> {
         detail: json(&r.s("detail"))?,
     })
 }
+
+pub(crate) fn task_row(r: &impl Cols) -> Result<TaskRecord> {
+    Ok(TaskRecord {
+        id: r.s("id"),
+        execution_id: r.s("execution_id"),
+        stage_key: r.s("stage_key"),
+        selectors: json(&r.s("selectors"))?,
+        payload: r.s("payload"),
+        state: parse(&r.s("state"))?,
+        agent: r.os("agent"),
+        lease_until: r.oi("lease_until"),
+        report: r.os("report"),
+        cancel: r.i("cancel") != 0,
+        created_at: r.i("created_at"),
+        claimed_at: r.oi("claimed_at"),
+        ended_at: r.oi("ended_at"),
+    })
+}
+
+pub(crate) fn agent_row(r: &impl Cols) -> Result<AgentRecord> {
+    Ok(AgentRecord {
+        name: r.s("name"),
+        tags: json(&r.s("tags"))?,
+        version: r.s("version"),
+        state: r.s("state"),
+        last_seen: r.i("last_seen"),
+        principal: r.s("principal"),
+        running: r.oi("running").unwrap_or(0),
+    })
+}

@@ -4,7 +4,7 @@
 //! that is not a pipewright database.
 
 use crate::rows::*;
-use crate::{Directory, Feed, History, Journal, Leases, Requests, Result, StoreError};
+use crate::{Directory, Feed, History, Journal, Leases, Requests, Result, StoreError, Tasks};
 use async_trait::async_trait;
 use domain::*;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteConnection, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
@@ -778,7 +778,14 @@ impl Directory for SqliteStore {
             // costs every write when always on).
             sqlx::query("PRAGMA secure_delete = ON").execute(&mut *tx).await?;
             const IN_SCOPE: &str = "(SELECT id FROM executions WHERE org = ?1 AND (?2 IS NULL OR project = ?2))";
-            for table in ["log_chunks", "decisions", "transitions", "nodes"] {
+            sqlx::query(&format!(
+                "DELETE FROM task_output WHERE task_id IN (SELECT id FROM tasks WHERE execution_id IN {IN_SCOPE})"
+            ))
+            .bind(&org)
+            .bind(&project)
+            .execute(&mut *tx)
+            .await?;
+            for table in ["log_chunks", "decisions", "transitions", "nodes", "tasks"] {
                 sqlx::query(&format!("DELETE FROM {table} WHERE execution_id IN {IN_SCOPE}"))
                     .bind(&org)
                     .bind(&project)
@@ -856,6 +863,195 @@ impl Directory for SqliteStore {
             .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(())
+    }
+}
+
+/// The agents' columns with the tasks each holds.
+const AGENTS: &str =
+    "SELECT a.*, (SELECT count(*) FROM tasks t WHERE t.agent = a.name AND t.state = 'claimed') AS running
+     FROM agents a";
+
+// One writer connection: a claim reads the candidates and takes one inside one immediate transaction, so
+// no other writer (of this or another process) comes between.
+#[async_trait]
+impl Tasks for SqliteStore {
+    async fn enqueue_task(&self, t: &NewTask) -> Result<()> {
+        sqlx::query(
+            "INSERT INTO tasks (id, execution_id, stage_key, selectors, payload, state, created_at)
+             VALUES (?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT (id) DO NOTHING",
+        )
+        .bind(&t.id)
+        .bind(&t.execution_id)
+        .bind(&t.stage_key)
+        .bind(text_of(&t.selectors, "[]"))
+        .bind(&t.payload)
+        .bind(now_ms())
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        Ok(())
+    }
+    async fn claim_task(
+        &self,
+        agent: &str,
+        tags: &[String],
+        now: i64,
+        until: i64,
+        alive_after: i64,
+    ) -> Result<Option<TaskRecord>> {
+        let writer = self.writer.clone();
+        let (agent, tags) = (agent.to_string(), tags.to_vec());
+        detached(async move {
+            let mut conn = writer.lock().await;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let candidates = sqlx::query(
+                "SELECT t.* FROM tasks t WHERE t.state = 'queued'
+                   AND NOT EXISTS (SELECT 1 FROM stage_agents sa JOIN agents a ON a.name = sa.agent
+                     WHERE sa.stage_key = t.stage_key AND sa.agent <> ?1 AND a.state <> 'revoked' AND a.last_seen > ?2)
+                 ORDER BY t.created_at",
+            )
+            .bind(&agent)
+            .bind(alive_after)
+            .fetch_all(&mut *tx)
+            .await?;
+            for row in &candidates {
+                let t = task_row(row)?;
+                if !t.selectors.iter().all(|s| tags.contains(s)) {
+                    continue;
+                }
+                sqlx::query(
+                    "UPDATE tasks SET state = 'claimed', agent = ?, lease_until = ?, claimed_at = ? WHERE id = ?",
+                )
+                .bind(&agent)
+                .bind(until)
+                .bind(now)
+                .bind(&t.id)
+                .execute(&mut *tx)
+                .await?;
+                sqlx::query(
+                    "INSERT INTO stage_agents (stage_key, agent) VALUES (?, ?)
+                     ON CONFLICT (stage_key) DO UPDATE SET agent = excluded.agent",
+                )
+                .bind(&t.stage_key)
+                .bind(&agent)
+                .execute(&mut *tx)
+                .await?;
+                let row = sqlx::query("SELECT * FROM tasks WHERE id = ?").bind(&t.id).fetch_one(&mut *tx).await?;
+                tx.commit().await?;
+                return task_row(&row).map(Some);
+            }
+            tx.commit().await?;
+            Ok(None)
+        })
+        .await
+    }
+    async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
+        let cancel: Option<i64> = sqlx::query_scalar(
+            "UPDATE tasks SET lease_until = ? WHERE id = ? AND agent = ? AND state = 'claimed' RETURNING cancel",
+        )
+        .bind(until)
+        .bind(id)
+        .bind(agent)
+        .fetch_optional(&mut *self.writer.lock().await)
+        .await?;
+        Ok(cancel.map(|c| c != 0))
+    }
+    async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO task_output (task_id, data) SELECT ?1, ?3 FROM tasks
+             WHERE id = ?1 AND agent = ?2 AND state = 'claimed'",
+        )
+        .bind(id)
+        .bind(agent)
+        .bind(data)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+    async fn task_output_after(&self, id: &str, after: i64, limit: i64) -> Result<Vec<(i64, String)>> {
+        Ok(sqlx::query_as("SELECT id, data FROM task_output WHERE task_id = ? AND id > ? ORDER BY id LIMIT ?")
+            .bind(id)
+            .bind(after)
+            .bind(limit)
+            .fetch_all(&self.pool)
+            .await?)
+    }
+    async fn finish_task(&self, id: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
+        let done = sqlx::query(
+            "UPDATE tasks SET state = 'done', report = ?, ended_at = ?, payload = ''
+             WHERE id = ? AND agent = ? AND state = 'claimed'",
+        )
+        .bind(report)
+        .bind(now)
+        .bind(id)
+        .bind(agent)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        Ok(done.rows_affected() == 1)
+    }
+    async fn task(&self, id: &str) -> Result<Option<TaskRecord>> {
+        let row = sqlx::query("SELECT * FROM tasks WHERE id = ?").bind(id).fetch_optional(&self.pool).await?;
+        row.as_ref().map(task_row).transpose()
+    }
+    async fn cancel_task(&self, id: &str, now: i64) -> Result<()> {
+        sqlx::query(
+            "UPDATE tasks SET cancel = 1,
+               ended_at = CASE WHEN state = 'queued' THEN ?2 ELSE ended_at END,
+               payload = CASE WHEN state = 'queued' THEN '' ELSE payload END,
+               state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END
+             WHERE id = ?1 AND state IN ('queued', 'claimed')",
+        )
+        .bind(id)
+        .bind(now)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        Ok(())
+    }
+    async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>> {
+        let rows = sqlx::query(
+            "UPDATE tasks SET state = 'lost', ended_at = ?1, payload = ''
+             WHERE state = 'claimed' AND (lease_until < ?1
+               OR agent IN (SELECT name FROM agents WHERE state = 'revoked'))
+             RETURNING *",
+        )
+        .bind(now)
+        .fetch_all(&mut *self.writer.lock().await)
+        .await?;
+        rows.iter().map(task_row).collect()
+    }
+    async fn agent_seen(
+        &self,
+        name: &str,
+        tags: &[String],
+        version: &str,
+        principal: &str,
+        now: i64,
+    ) -> Result<AgentRecord> {
+        sqlx::query(
+            "INSERT INTO agents (name, tags, version, state, last_seen, principal) VALUES (?, ?, ?, 'active', ?, ?)
+             ON CONFLICT (name) DO UPDATE SET tags = excluded.tags, version = excluded.version,
+               last_seen = excluded.last_seen, principal = excluded.principal",
+        )
+        .bind(name)
+        .bind(text_of(&tags, "[]"))
+        .bind(version)
+        .bind(now)
+        .bind(principal)
+        .execute(&mut *self.writer.lock().await)
+        .await?;
+        let row = sqlx::query(&format!("{AGENTS} WHERE a.name = ?")).bind(name).fetch_one(&self.pool).await?;
+        agent_row(&row)
+    }
+    async fn agents(&self) -> Result<Vec<AgentRecord>> {
+        let rows = sqlx::query(&format!("{AGENTS} ORDER BY a.name")).fetch_all(&self.pool).await?;
+        rows.iter().map(agent_row).collect()
+    }
+    async fn set_agent_state(&self, name: &str, state: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE agents SET state = ? WHERE name = ?")
+            .bind(state)
+            .bind(name)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
+        Ok(done.rows_affected() == 1)
     }
 }
 

@@ -359,6 +359,94 @@ mod suite {
         assert_eq!(s.login_failures("carol", 20_000).await.unwrap(), 10);
     }
 
+    pub async fn tasks_go_to_one_agent_by_tags_and_stage(s: Arc<dyn Store>) {
+        let task = |id: &str, stage: &str, sel: &[&str]| store::NewTask {
+            id: id.into(),
+            execution_id: "e".into(),
+            stage_key: format!("e/{stage}"),
+            selectors: sel.iter().map(|x| x.to_string()).collect(),
+            payload: format!("sealed {id}"),
+        };
+        let (none, linux): (Vec<String>, Vec<String>) = (vec![], vec!["linux".into(), "docker".into()]);
+        let now = now_ms();
+        s.agent_seen("a", &none, "1", "service_account:ci", now).await.unwrap();
+        s.agent_seen("b", &linux, "1", "service_account:ci", now).await.unwrap();
+        s.enqueue_task(&task("t1", "s1", &["linux"])).await.unwrap();
+        s.enqueue_task(&task("t2", "s2", &[])).await.unwrap();
+        s.enqueue_task(&task("t3", "s2", &[])).await.unwrap();
+        s.enqueue_task(&task("t3", "s2", &[])).await.unwrap();
+        let got = s.claim_task("a", &none, now, now + 1000, now - 5000).await.unwrap().unwrap();
+        assert_eq!((got.id.as_str(), got.payload.as_str()), ("t2", "sealed t2"), "tags must cover the selectors");
+        assert_eq!(got.state, store::TaskState::Claimed);
+        let got = s.claim_task("b", &linux, now, now + 1000, now - 5000).await.unwrap().unwrap();
+        assert_eq!(got.id, "t1");
+        assert!(
+            s.claim_task("b", &linux, now, now + 1000, now - 5000).await.unwrap().is_none(),
+            "a stage another live agent holds waits for it"
+        );
+        assert_eq!(s.claim_task("a", &none, now, now + 1000, now - 5000).await.unwrap().unwrap().id, "t3");
+        let agents = s.agents().await.unwrap();
+        assert_eq!(agents.iter().map(|a| (a.name.as_str(), a.running)).collect::<Vec<_>>(), [("a", 2), ("b", 1)]);
+        // Renewing, output, cancelling, reporting: only by the holder.
+        assert_eq!(s.renew_task("t2", "a", now + 2000).await.unwrap(), Some(false));
+        assert_eq!(s.renew_task("t2", "b", now + 2000).await.unwrap(), None);
+        assert!(s.append_task_output("t2", "a", "1\tstdout\thello\n").await.unwrap());
+        assert!(!s.append_task_output("t2", "b", "nope").await.unwrap());
+        assert!(s.append_task_output("t2", "a", "2\tstdout\tbye\n").await.unwrap());
+        let out = s.task_output_after("t2", 0, 1).await.unwrap();
+        assert_eq!(out.len(), 1);
+        let rest = s.task_output_after("t2", out[0].0, 10).await.unwrap();
+        assert_eq!(rest.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["2\tstdout\tbye\n"]);
+        s.cancel_task("t2", now).await.unwrap();
+        assert_eq!(s.renew_task("t2", "a", now + 2000).await.unwrap(), Some(true), "asked to stop");
+        assert!(!s.finish_task("t2", "b", "{}", now).await.unwrap(), "not b's");
+        assert!(s.finish_task("t2", "a", "{\"end\":\"aborted\"}", now).await.unwrap());
+        let t2 = s.task("t2").await.unwrap().unwrap();
+        assert_eq!((t2.state, t2.payload.as_str()), (store::TaskState::Done, ""), "no payload kept once done");
+        assert!(!s.finish_task("t2", "a", "{}", now).await.unwrap(), "reported once");
+        // A queued task cancelled ends at once.
+        s.enqueue_task(&task("t4", "s4", &["gpu"])).await.unwrap();
+        s.cancel_task("t4", now).await.unwrap();
+        assert_eq!(s.task("t4").await.unwrap().unwrap().state, store::TaskState::Cancelled);
+        // A lease that ran out: the task is lost, and its agent's late report is refused.
+        let lost = s.expire_tasks(now + 1500).await.unwrap();
+        assert_eq!(lost.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t1", "t3"]);
+        assert!(lost.iter().all(|t| t.state == store::TaskState::Lost));
+        assert!(!s.finish_task("t1", "b", "{}", now).await.unwrap(), "a late report is refused");
+        assert_eq!(s.renew_task("t1", "b", now + 5000).await.unwrap(), None);
+        // A revoked agent's tasks are lost at once.
+        s.enqueue_task(&task("t5", "s5", &[])).await.unwrap();
+        assert_eq!(s.claim_task("a", &none, now, now + 60_000, now - 5000).await.unwrap().unwrap().id, "t5");
+        assert!(s.set_agent_state("a", "revoked").await.unwrap());
+        assert!(!s.set_agent_state("nobody", "revoked").await.unwrap());
+        assert_eq!(s.expire_tasks(now).await.unwrap().iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t5"]);
+        assert_eq!(s.agents().await.unwrap()[0].state, "revoked");
+        // Agents claiming at once take every task exactly once.
+        for i in 0..24 {
+            s.enqueue_task(&task(&format!("p{i:02}"), &format!("p{i}"), &[])).await.unwrap();
+        }
+        let claimers: Vec<_> = (0..4)
+            .map(|w| {
+                let s = s.clone();
+                tokio::spawn(async move {
+                    let me = format!("w{w}");
+                    s.agent_seen(&me, &[], "1", "sa", now_ms()).await.unwrap();
+                    let mut got = Vec::new();
+                    while let Some(t) = s.claim_task(&me, &[], now_ms(), now_ms() + 60_000, 0).await.unwrap() {
+                        got.push(t.id);
+                    }
+                    got
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for c in claimers {
+            all.extend(c.await.unwrap());
+        }
+        all.sort();
+        assert_eq!(all, (0..24).map(|i| format!("p{i:02}")).collect::<Vec<_>>());
+    }
+
     pub async fn a_decision_is_taken_exactly_once(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
         s.put_node(&node(&e.id, "n1", "a.s", Status::InterventionWaiting)).await.unwrap();
@@ -531,6 +619,7 @@ macro_rules! every_test {
             pipeline_versions_follow_changes,
             history_is_deleted_by_scope,
             login_failures_are_counted_per_window,
+            tasks_go_to_one_agent_by_tags_and_stage,
         }
     };
 }
