@@ -34,6 +34,9 @@ pub struct Task {
     pub timeout_ms: Option<u64>,
     /// Secret values the task carries (in its script, environment, URL, headers or body).
     pub secrets: Vec<String>,
+    /// Tags a remote agent must have to run it (`delegateSelectors`); a local executor ignores them.
+    #[serde(default)]
+    pub selectors: Vec<String>,
     /// What to do.
     pub work: Work,
 }
@@ -118,6 +121,9 @@ pub enum End {
     NotStarted(String),
     /// The request's host could not be reached.
     Unreachable(String),
+    /// Whoever ran it went away before it ended (a remote agent stopped renewing its lease): the attempt
+    /// is closed as interrupted and the step runs again.
+    Lost(String),
 }
 
 /// An HTTP answer.
@@ -168,6 +174,9 @@ pub trait Feedback: Send + Sync {
 pub trait Executor: Send + Sync + std::fmt::Debug {
     /// Run a task to its end, its timeout, or an abort (`abort` becomes true).
     async fn run(&self, task: &Task, feedback: &dyn Feedback, abort: watch::Receiver<bool>) -> Report;
+    /// An attempt the engine closed without this executor's report (its execution was taken over): stop
+    /// whatever still runs it. Local processes are stopped through their recorded process group instead.
+    async fn forget(&self, _execution_id: &str, _node_id: &str) {}
 }
 
 /// Runs tasks on this host.

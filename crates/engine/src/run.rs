@@ -39,6 +39,9 @@ pub struct Engine {
     config: EngineConfig,
 }
 
+/// Attempts a step may lose to executors that went away before it ends failed.
+const MAX_LOST: u32 = 3;
+
 struct Run<'p> {
     store: Arc<dyn Store>,
     observer: Arc<dyn Observer>,
@@ -370,6 +373,29 @@ impl<'p> Run<'p> {
         let failure = failure.map(|f| self.masker.mask(f));
         self.store.set_execution_status(&self.exec.id, status, failure.as_deref()).await?;
         Ok(())
+    }
+
+    /// The tags an agent must have to run a step (`delegateSelectors`): the step's own, else its stage's,
+    /// else the pipeline's, rendered; empty ones dropped.
+    fn selectors(&self, s: &Step, cx: &StageCx<'_>, ctx: &NodeCtx<'_>) -> Vec<String> {
+        let own = match &s.spec {
+            spec::StepSpec::ShellScript(x) => x.delegate_selectors.as_ref(),
+            _ => None,
+        };
+        let list = own
+            .filter(|l| !l.is_empty())
+            .or(cx.stage.delegate_selectors.as_ref().filter(|l| !l.is_empty()))
+            .or(self.pipeline.delegate_selectors.as_ref());
+        let mut out: Vec<String> = list
+            .into_iter()
+            .flatten()
+            .filter_map(|v| ctx.render(&v.value).ok())
+            .map(|v| v.trim().to_string())
+            .filter(|v| !v.is_empty())
+            .collect();
+        out.sort();
+        out.dedup();
+        out
     }
 
     async fn start(&self, n: &mut Node) -> Res<()> {
@@ -1622,6 +1648,7 @@ impl<'p> Run<'p> {
             .collect();
         let mut retries_done: u32 = 0;
         let mut attempt: i64 = 1;
+        let mut lost = 0;
         // Resuming a step the dead process left: an intervention keeps waiting (the failure is decided again
         // on the same node); an approval keeps waiting (its wait starts again on the same node); a step that
         // was running is closed as interrupted and gets a new attempt, the interrupted one counting as a retry.
@@ -1653,6 +1680,8 @@ impl<'p> Run<'p> {
                     log.line("pipewright", why).await;
                     log.flush().await;
                     self.finish(&mut node, Status::Failed, Some(why.into())).await?;
+                    // Whatever runs the attempt elsewhere (a remote agent) is told to stop.
+                    self.executor.forget(&self.exec.id, &node.id).await;
                     retries_done = u32::try_from(node.attempt).unwrap_or(u32::MAX);
                     attempt = node.attempt + 1;
                     // The new attempt is a new node: its chunks start afresh.
@@ -1682,6 +1711,7 @@ impl<'p> Run<'p> {
                     failure: node.failure.clone(),
                     error: ErrorType::Unknown,
                     outputs: node.outputs.clone(),
+                    lost: false,
                 }
             } else {
                 self.start(&mut node).await?;
@@ -1723,6 +1753,7 @@ impl<'p> Run<'p> {
                     handlers: &self.config.step_handlers,
                     handlers_dir: self.config.handlers_dir.as_deref(),
                     connectors: &self.config.git_connectors,
+                    selectors: self.selectors(s, cx, &ctx),
                 };
                 if matches!(s.step_type, spec::StepType::Harness("Background"))
                     && !self.config.step_handlers.contains_key("Background")
@@ -1744,6 +1775,17 @@ impl<'p> Run<'p> {
             };
             if let Some(f) = &outcome.failure {
                 log.line("pipewright", f).await;
+            }
+            // Whoever ran the attempt went away (an agent stopped renewing its lease): the attempt is closed
+            // as interrupted and the step runs again, as when an execution is taken over — a few times at
+            // most, so a step that takes its agent down each time ends failed.
+            if outcome.lost && lost < MAX_LOST {
+                lost += 1;
+                log.line("pipewright", "the step runs again as a new attempt").await;
+                log.flush().await;
+                self.finish(&mut node, Status::Failed, outcome.failure.clone()).await?;
+                attempt += 1;
+                continue;
             }
             log.flush().await;
             node.outputs = outcome.outputs.clone();

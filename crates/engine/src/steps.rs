@@ -26,12 +26,14 @@ pub struct Outcome {
     pub error: ErrorType,
     /// Output variables.
     pub outputs: serde_json::Map<String, serde_json::Value>,
+    /// Whoever ran it went away (`End::Lost`): the step runs again as a new attempt.
+    pub lost: bool,
 }
 
 impl Outcome {
     /// A success with these outputs.
     pub fn ok(outputs: serde_json::Map<String, serde_json::Value>) -> Self {
-        Outcome { status: Status::Success, failure: None, error: ErrorType::Unknown, outputs }
+        Outcome { status: Status::Success, failure: None, error: ErrorType::Unknown, outputs, lost: false }
     }
 
     /// A failure of type `error`.
@@ -41,7 +43,7 @@ impl Outcome {
             ErrorType::ApprovalRejection => Status::ApprovalRejected,
             _ => Status::Failed,
         };
-        Outcome { status, failure: Some(msg.into()), error, outputs: serde_json::Map::new() }
+        Outcome { status, failure: Some(msg.into()), error, outputs: serde_json::Map::new(), lost: false }
     }
 
     fn aborted() -> Self {
@@ -50,7 +52,13 @@ impl Outcome {
             failure: Some("the execution was aborted".into()),
             error: ErrorType::Unknown,
             outputs: serde_json::Map::new(),
+            lost: false,
         }
+    }
+
+    /// Whoever ran the attempt went away.
+    fn lost(why: String) -> Self {
+        Outcome { lost: true, ..Outcome::failed(ErrorType::Unknown, format!("interrupted: {why}")) }
     }
 }
 
@@ -86,6 +94,8 @@ pub struct StepEnv<'a> {
     pub handlers_dir: Option<&'a std::path::Path>,
     /// Git connector → URL.
     pub connectors: &'a std::collections::BTreeMap<String, String>,
+    /// Tags an agent must have to run this step's tasks (`delegateSelectors`, rendered).
+    pub selectors: Vec<String>,
 }
 
 /// The engine's end of a running task: lines go to the step's log (masked there), the process group it runs in
@@ -124,6 +134,7 @@ async fn run_task(env: &StepEnv<'_>, work: Work) -> Report {
         stage: env.stage.to_string(),
         timeout_ms: env.timeout.map(|t| u64::try_from(t.as_millis()).unwrap_or(u64::MAX)),
         secrets: env.masker.found_in(&carried),
+        selectors: env.selectors.clone(),
         work,
     };
     env.executor.run(&task, &Sink { env }, env.abort.clone()).await
@@ -355,6 +366,7 @@ pub fn background_task(env: &StepEnv<'_>, step: &Step) -> Result<Task, String> {
         stage: env.stage.to_string(),
         timeout_ms: None,
         secrets: env.masker.found_in(&carried),
+        selectors: env.selectors.clone(),
         work,
     })
 }
@@ -448,6 +460,7 @@ async fn shell(
         ),
         End::Aborted => Outcome::aborted(),
         End::NotStarted(m) | End::Unreachable(m) => Outcome::failed(ErrorType::Unknown, m),
+        End::Lost(why) => Outcome::lost(why),
         End::Answered => Outcome::failed(ErrorType::Unknown, "the executor answered a script with an HTTP response"),
     }
 }
@@ -479,6 +492,7 @@ async fn http(env: &StepEnv<'_>, h: &spec::HttpSpec) -> Outcome {
         End::Aborted => return Outcome::aborted(),
         End::Unreachable(m) => return Outcome::failed(ErrorType::Connectivity, m),
         End::NotStarted(m) => return Outcome::failed(ErrorType::Unknown, m),
+        End::Lost(why) => return Outcome::lost(why),
         End::Exited(c) => {
             return Outcome::failed(ErrorType::Unknown, format!("the executor ran a request as a script ({c})"));
         }

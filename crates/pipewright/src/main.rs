@@ -177,6 +177,15 @@ enum Command {
     /// Manage how secret values are kept at rest (key rotation).
     #[command(subcommand)]
     Secret(commands::secret::SecretCmd),
+    /// Run steps for a server (which runs with --no-local-executor): claim tasks over HTTP, run them here,
+    /// send back their output and outcome.
+    #[command(
+        after_help = "Example:\n  pipewright agent --server http://ci.example:8080 --token pw_… --name builder-1 --tags linux,docker --concurrency 4\n\nThe token belongs to a service account bound to the `_agent` role at the account."
+    )]
+    Agent(commands::agent::AgentArgs),
+    /// List, drain, revoke or re-activate agents on a server.
+    #[command(subcommand)]
+    Agents(commands::agent::AgentsCmd),
 }
 
 /// How step processes are confined (local runs and the server).
@@ -261,6 +270,8 @@ async fn async_main() -> ExitCode {
         Command::Role(c) => commands::admin::role(c).await,
         Command::Token(c) => commands::admin::token(c).await,
         Command::Secret(c) => commands::secret::run(c).await,
+        Command::Agent(a) => commands::agent::run(a).await,
+        Command::Agents(c) => commands::agent::manage(c).await,
     };
     match result {
         Ok(code) => code,

@@ -66,6 +66,8 @@ pub struct Config {
     pub url: Option<String>,
     /// Step handlers for the step types pipewright does not run itself (`serve --settings FILE`).
     pub settings: spec::Settings,
+    /// Run no steps here: every step is a task for remote agents (`serve --no-local-executor`).
+    pub no_local_executor: bool,
 }
 
 impl Config {
@@ -92,6 +94,7 @@ impl Config {
             lease: engine::owner::lease_from_env(),
             url: None,
             settings: spec::Settings::default(),
+            no_local_executor: false,
         }
     }
 }
@@ -107,8 +110,8 @@ pub struct App {
     policy: RwLock<Option<(Instant, Arc<Policy>)>>,
     /// Recently used tokens.
     pub tokens: auth::TokenCache,
-    /// The keys that seal secret values at rest.
-    pub keys: crypto::Keyring,
+    /// The keys that seal secret values (and tasks queued for agents) at rest.
+    pub keys: Arc<crypto::Keyring>,
     /// Live-log streams open, per principal and in total.
     pub streams: Arc<listen::Slots<String>>,
     /// Plans in progress per principal.
@@ -327,8 +330,14 @@ fn install_metrics() -> Option<PrometheusHandle> {
 /// Build the application: make sure an admin exists, take over executions whose process died (now and
 /// whenever a lease runs out).
 pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, Option<String>), String> {
-    let keys = crypto::Keyring::load(&config.state_dir).map_err(|e| e.to_string())?;
+    let keys = Arc::new(crypto::Keyring::load(&config.state_dir).map_err(|e| e.to_string())?);
     check_key(store.as_ref(), &keys, false).await?;
+    // Without a local executor every step is a task for the agents.
+    let executor: Option<Arc<dyn engine::executor::Executor>> = if config.no_local_executor {
+        Some(Arc::new(service::agents::RemoteExecutor::new(store.clone(), keys.clone())))
+    } else {
+        None
+    };
     let sealed = seal_plain_secrets(store.as_ref(), &keys).await.map_err(|e| e.to_string())?;
     if sealed > 0 {
         tracing::info!("sealed {sealed} secret value(s) stored in clear by an earlier version");
@@ -345,6 +354,7 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
             config.lease,
             config.url.clone(),
             config.settings.clone(),
+            executor,
         )),
         config,
         policy: RwLock::new(None),
@@ -369,6 +379,20 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
             }
             if let Err(e) = service::executions::take_over(&scanner).await {
                 tracing::error!("taking over unfinished executions failed: {e}");
+            }
+            // Tasks whose agent stopped renewing its lease: their steps get new attempts.
+            match scanner.store.expire_tasks(now_ms()).await {
+                Ok(lost) => {
+                    for t in lost {
+                        tracing::warn!(
+                            "agent `{}` lost task {} of execution {}; the step runs again",
+                            t.agent.unwrap_or_default(),
+                            t.id,
+                            t.execution_id
+                        );
+                    }
+                }
+                Err(e) => tracing::error!("expiring agents' tasks failed: {e}"),
             }
         }
     });

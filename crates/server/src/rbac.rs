@@ -42,6 +42,9 @@ pub const PERMISSIONS: &[&str] = &[
     "user:manage",
     "role:manage",
     "audit:view",
+    "agent:view",
+    "agent:manage",
+    "agent:connect",
 ];
 
 /// A scope: the account (`org` and `project` empty), an organization, or a project.
@@ -122,14 +125,17 @@ fn make_builtin_roles() -> Vec<Role> {
             "Project Admin",
             all()
                 .into_iter()
-                .filter(|p| !p.starts_with("org:") && p != "audit:view")
+                .filter(|p| !p.starts_with("org:") && !p.starts_with("agent:") && p != "audit:view")
                 .chain(["org:view".into()])
                 .collect(),
         ),
         role(
             "_project_viewer",
             "Project Viewer",
-            all().into_iter().filter(|p| p.ends_with(":view") && p != "audit:view").collect(),
+            all()
+                .into_iter()
+                .filter(|p| p.ends_with(":view") && p != "audit:view" && !p.starts_with("agent:"))
+                .collect(),
         ),
         role(
             "_pipeline_executor",
@@ -151,6 +157,9 @@ fn make_builtin_roles() -> Vec<Role> {
             .map(String::from)
             .to_vec(),
         ),
+        // What a `pipewright agent` needs: to claim and run tasks (bind it to a service account at the
+        // account).
+        role("_agent", "Agent", vec!["agent:connect".into()]),
     ]
 }
 

@@ -31,6 +31,8 @@ pub struct Runner {
     url: Option<String>,
     /// The server's step handlers (`serve --settings`).
     settings: spec::Settings,
+    /// Where steps run when not here (remote agents); none: this server runs them.
+    executor: Option<Arc<dyn engine::executor::Executor>>,
 }
 
 /// What a running execution needs.
@@ -86,6 +88,7 @@ impl Runner {
         lease: Duration,
         url: Option<String>,
         settings: spec::Settings,
+        executor: Option<Arc<dyn engine::executor::Executor>>,
     ) -> Runner {
         Runner {
             store,
@@ -100,6 +103,7 @@ impl Runner {
             lease,
             url,
             settings,
+            executor,
         }
     }
 
@@ -158,6 +162,7 @@ impl Runner {
         config.git_connectors = self.settings.connectors.clone();
         config.children = job.children.clone();
         config.chain_depth = depth;
+        config.executor = self.executor.clone();
         config
     }
 

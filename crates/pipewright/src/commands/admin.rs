@@ -17,11 +17,11 @@ pub struct ServerArgs {
     state: StateArgs,
 }
 
-fn remote(s: &ServerArgs) -> anyhow::Result<Remote> {
+pub(crate) fn remote(s: &ServerArgs) -> anyhow::Result<Remote> {
     Remote::from_state(&s.state)?.context("give the server with --server URL (or PIPEWRIGHT_SERVER)")
 }
 
-fn table(items: &serde_json::Value, cols: &[&str]) {
+pub(crate) fn table(items: &serde_json::Value, cols: &[&str]) {
     let mut t = comfy_table::Table::new();
     t.load_preset(comfy_table::presets::NOTHING).set_header(cols.iter().map(|c| c.to_uppercase()));
     for i in items["items"].as_array().into_iter().flatten() {

@@ -2,6 +2,7 @@
 //! store, formatting times and durations) live here.
 
 pub mod admin;
+pub mod agent;
 pub mod decide;
 pub mod history;
 pub mod logs;

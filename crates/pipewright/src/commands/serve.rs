@@ -27,6 +27,10 @@ pub struct ServeArgs {
     /// state directory).
     #[arg(long, env = "PIPEWRIGHT_DATABASE_URL", hide_env_values = true, value_name = "URL")]
     pub database_url: Option<String>,
+    /// Run no steps on this server: every step becomes a task that remote `pipewright agent`s claim (steps
+    /// with `delegateSelectors` go only to agents with those tags; with no such agent online they wait).
+    #[arg(long)]
+    pub no_local_executor: bool,
     /// A file holding the `admin` user's password (set at first start, or reset).
     #[arg(long, value_name = "FILE")]
     pub admin_password_file: Option<PathBuf>,
@@ -131,6 +135,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         request_timeout: Duration::from_secs(a.request_timeout),
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         admin_password,
+        no_local_executor: a.no_local_executor,
         isolation,
         work_root,
         url: Some(format!("http://{addr}")),

@@ -3,6 +3,7 @@
 //! service layer (`crate::service`): it extracts the request, calls the use case, and shapes the answer.
 
 mod access;
+mod agents;
 pub(crate) mod executions;
 mod pipelines;
 mod scopes;
@@ -57,6 +58,12 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(access::list_user_groups, access::create_user_group))
         .routes(routes!(access::update_user_group, access::delete_user_group))
         .routes(routes!(access::audit))
+        .routes(routes!(agents::claim))
+        .routes(routes!(agents::heartbeat))
+        .routes(routes!(agents::output))
+        .routes(routes!(agents::report))
+        .routes(routes!(agents::list))
+        .routes(routes!(agents::set_state))
 }
 
 /// A list answer: `{"items": [...]}`.

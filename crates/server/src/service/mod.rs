@@ -3,6 +3,7 @@
 //! pages) are thin adapters over these functions.
 
 pub mod access;
+pub mod agents;
 pub mod executions;
 pub mod pipelines;
 pub mod scopes;

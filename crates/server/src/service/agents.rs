@@ -1,0 +1,434 @@
+//! Remote agents (`pipewright agent`): the use cases an agent calls — claim a task (long poll), renew its
+//! lease, send output, report how it ended — and those people call to list, drain and revoke agents; and
+//! [`RemoteExecutor`], the engine's executor on a server that runs no steps itself: it queues each task in
+//! the store, sealed, relays what the agent sends back into the step's log, and returns the agent's report.
+//!
+//! An agent authenticates as a service account (or user) holding `agent:connect`; an agent name belongs to
+//! the principal that first used it. Every call about a task is refused (409) once the agent no longer
+//! holds it — its lease ran out and the step got a new attempt, or the task was cancelled — so a late report
+//! never overrides the new attempt's outcome.
+
+use crate::App;
+use crate::auth::Principal;
+use crate::crypto::Keyring;
+use crate::error::{ApiError, ApiResult};
+use crate::rbac::{Resource, Scope};
+use engine::executor::{End, Executor, Feedback, Report, Task};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use store::{AgentRecord, NewTask, Store, TaskState, now_ms};
+use tokio::sync::watch;
+use utoipa::ToSchema;
+
+/// The longest an agent's claim waits for a task, seconds.
+pub const MAX_WAIT: u64 = 30;
+
+/// What an agent sends when it asks for work.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimBody {
+    /// The agent's name (letters, digits, `-`, `_`, `.`; at most 64).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+    /// Its tags: it takes steps whose `delegateSelectors` it has all of.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// The pipewright version it runs.
+    #[serde(default)]
+    pub version: String,
+    /// How long to wait for a task, seconds (0 to 30; default 0: answer at once).
+    #[serde(default)]
+    #[schema(minimum = 0, maximum = 30)]
+    pub wait_seconds: u64,
+}
+
+/// A task handed to an agent.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Claimed {
+    /// The task (the engine's `Task`: the script or request, its environment, timeout and secret values).
+    #[schema(value_type = Object)]
+    pub task: serde_json::Value,
+    /// Renew the lease (heartbeat) at least this often, ms.
+    pub heartbeat_ms: u64,
+    /// The lease, ms: a task not renewed for this long is given to another agent.
+    pub lease_ms: u64,
+}
+
+/// What a claim answers.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ClaimAnswer {
+    /// The task, if there was one.
+    pub claimed: Option<Claimed>,
+    /// The agent is draining: it finishes what it runs and takes nothing new.
+    pub draining: bool,
+}
+
+/// Which agent a call about a task comes from.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AgentRef {
+    /// The agent's name.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+}
+
+/// Output an agent sends for a task.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct OutputBody {
+    /// The agent's name.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+    /// Lines, each `[stream, text]` (`stdout`, `stderr` or `pipewright`), already masked.
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub lines: Vec<(String, String)>,
+}
+
+/// How a task ended, as the agent reports it.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReportBody {
+    /// The agent's name.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+    /// The engine's `Report`.
+    #[schema(value_type = Object)]
+    pub report: serde_json::Value,
+}
+
+/// A heartbeat's answer.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Beat {
+    /// Stop the task (the execution was aborted, or the attempt closed) and report it.
+    pub cancel: bool,
+}
+
+/// The context a task's payload is sealed with.
+fn context(id: &str) -> String {
+    format!("task/{id}")
+}
+
+fn check_name(name: &str) -> ApiResult<()> {
+    if name.is_empty()
+        || name.len() > 64
+        || !name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+    {
+        return Err(ApiError::BadRequest(format!(
+            "agent name `{}`: use 1 to 64 letters, digits, `-`, `_` or `.`",
+            name.chars().take(64).collect::<String>()
+        )));
+    }
+    Ok(())
+}
+
+/// The lease agents hold tasks under (the server's execution lease), and how often they renew it.
+fn lease(app: &App) -> Duration {
+    app.runner.lease()
+}
+
+/// An agent seen within this many leases counts as alive (its stages wait for it).
+const ALIVE_LEASES: u32 = 3;
+
+/// Check the caller may act as agent `name` (`agent:connect`, and the name is its own or new); records that it
+/// was seen. Refused for a revoked agent.
+async fn as_agent(app: &App, p: &Principal, name: &str, tags: &[String], version: &str) -> ApiResult<AgentRecord> {
+    check_name(name)?;
+    app.require(p, "agent:connect", &Resource::new("agent", name, Scope::account())).await?;
+    let me = p.display();
+    if let Some(a) = app.store.agents().await?.into_iter().find(|a| a.name == name)
+        && a.principal != me
+    {
+        return Err(ApiError::Conflict(format!(
+            "agent name `{name}` is used by {}; give this agent another --name",
+            a.principal
+        )));
+    }
+    let a = app.store.agent_seen(name, tags, version, &me, now_ms()).await?;
+    if a.state == "revoked" {
+        return Err(ApiError::Forbidden {
+            permission: "agent:connect".into(),
+            message: format!("agent `{name}` was revoked; an administrator may allow it again"),
+        });
+    }
+    Ok(a)
+}
+
+/// Give the calling agent a task it may run, waiting up to `wait_seconds` for one.
+pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<ClaimAnswer> {
+    if b.wait_seconds > MAX_WAIT {
+        return Err(ApiError::BadRequest(format!("wait_seconds is at most {MAX_WAIT}")));
+    }
+    if b.tags.len() > 64 || b.tags.iter().any(|t| t.is_empty() || t.len() > 128) {
+        return Err(ApiError::BadRequest("at most 64 tags of 1 to 128 characters".into()));
+    }
+    let deadline = Instant::now() + Duration::from_secs(b.wait_seconds);
+    let lease = lease(app);
+    let mut seen = Instant::now();
+    let mut agent = as_agent(app, p, &b.name, &b.tags, &b.version).await?;
+    loop {
+        if agent.state == "draining" {
+            return Ok(ClaimAnswer { claimed: None, draining: true });
+        }
+        let now = now_ms();
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
+        let alive_after = now - lease_ms * i64::from(ALIVE_LEASES);
+        if let Some(t) = app.store.claim_task(&b.name, &b.tags, now, now + lease_ms, alive_after).await? {
+            let plain = app.keys.open(&context(&t.id), &t.payload).map_err(|e| ApiError::Internal(e.to_string()))?;
+            let task: serde_json::Value =
+                serde_json::from_str(&plain).map_err(|e| ApiError::Internal(format!("task {}: {e}", t.id)))?;
+            let lease_ms = u64::try_from(lease_ms).unwrap_or(u64::MAX);
+            return Ok(ClaimAnswer {
+                claimed: Some(Claimed { task, heartbeat_ms: (lease_ms / 3).max(50), lease_ms }),
+                draining: false,
+            });
+        }
+        if Instant::now() >= deadline || app.runner.stopping() {
+            return Ok(ClaimAnswer { claimed: None, draining: false });
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A waiting agent counts as seen (its stages keep waiting for it), and a drain or revocation made
+        // meanwhile applies.
+        if seen.elapsed() >= lease / 2 {
+            agent = as_agent(app, p, &b.name, &b.tags, &b.version).await?;
+            seen = Instant::now();
+        }
+    }
+}
+
+fn gone(id: &str) -> ApiError {
+    ApiError::Conflict(format!(
+        "task `{id}` is no longer this agent's: its lease ran out and the step got a new attempt, or it was \
+         cancelled; drop it"
+    ))
+}
+
+/// Renew the calling agent's lease on a task.
+pub async fn heartbeat(app: &App, p: &Principal, id: &str, a: AgentRef) -> ApiResult<Beat> {
+    as_agent(app, p, &a.name, &current_tags(app, &a.name).await?, "").await?;
+    let until = now_ms() + i64::try_from(lease(app).as_millis()).unwrap_or(i64::MAX / 4);
+    match app.store.renew_task(id, &a.name, until).await? {
+        Some(cancel) => Ok(Beat { cancel }),
+        None => Err(gone(id)),
+    }
+}
+
+/// The tags an agent last claimed with (a heartbeat keeps them).
+async fn current_tags(app: &App, name: &str) -> ApiResult<Vec<String>> {
+    Ok(app.store.agents().await?.into_iter().find(|a| a.name == name).map(|a| a.tags).unwrap_or_default())
+}
+
+/// Take output the calling agent sends for a task it holds.
+pub async fn output(app: &App, p: &Principal, id: &str, b: OutputBody) -> ApiResult<()> {
+    check_name(&b.name)?;
+    app.require(p, "agent:connect", &Resource::new("agent", &b.name, Scope::account())).await?;
+    if b.lines.len() > 10_000 {
+        return Err(ApiError::TooLarge("at most 10000 lines at once".into()));
+    }
+    let mut data = String::new();
+    for (stream, text) in &b.lines {
+        let stream = match stream.as_str() {
+            "stderr" => "stderr",
+            "pipewright" => "pipewright",
+            _ => "stdout",
+        };
+        data.push_str(stream);
+        data.push('\t');
+        data.push_str(&text.replace('\n', " "));
+        data.push('\n');
+    }
+    if data.is_empty() {
+        return Ok(());
+    }
+    if app.store.append_task_output(id, &b.name, &data).await? { Ok(()) } else { Err(gone(id)) }
+}
+
+/// Record how a task the calling agent holds ended.
+pub async fn report(app: &App, p: &Principal, id: &str, b: ReportBody) -> ApiResult<()> {
+    check_name(&b.name)?;
+    app.require(p, "agent:connect", &Resource::new("agent", &b.name, Scope::account())).await?;
+    let report: Report = serde_json::from_value(b.report)
+        .map_err(|e| ApiError::BadRequest(format!("the report is not one pipewright understands: {e}")))?;
+    let text = serde_json::to_string(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    if app.store.finish_task(id, &b.name, &text, now_ms()).await? { Ok(()) } else { Err(gone(id)) }
+}
+
+/// The agents, with their last heartbeat, version, tags and running tasks.
+pub async fn list(app: &App, p: &Principal) -> ApiResult<Vec<AgentRecord>> {
+    app.require(p, "agent:view", &Resource::new("agent", "", Scope::account())).await?;
+    Ok(app.store.agents().await?)
+}
+
+/// Drain an agent (it finishes what it runs, takes nothing new), revoke it (refused from now on; its tasks
+/// go to other agents), or make it active again.
+pub async fn set_state(app: &App, p: &Principal, name: &str, state: &str) -> ApiResult<AgentRecord> {
+    check_name(name)?;
+    app.require(p, "agent:manage", &Resource::new("agent", name, Scope::account())).await?;
+    if !["active", "draining", "revoked"].contains(&state) {
+        return Err(ApiError::BadRequest(format!("an agent is `active`, `draining` or `revoked`, not `{state}`")));
+    }
+    if !app.store.set_agent_state(name, state).await? {
+        return Err(ApiError::NotFound(format!("no agent `{name}`; `pipewright agents list` lists them")));
+    }
+    if state == "revoked" {
+        // Its tasks go to other agents now, not when their leases run out.
+        app.store.expire_tasks(now_ms()).await?;
+    }
+    let action = match state {
+        "draining" => "drain",
+        "revoked" => "revoke",
+        _ => "activate",
+    };
+    app.audit(&p.display(), &p.address, action, "agent", name, &Scope::account(), serde_json::json!({})).await?;
+    app.store
+        .agents()
+        .await?
+        .into_iter()
+        .find(|a| a.name == name)
+        .ok_or_else(|| ApiError::NotFound(format!("no agent `{name}`")))
+}
+
+/// The engine's executor on a server that runs no steps itself: every task goes to the agents.
+pub struct RemoteExecutor {
+    store: Arc<dyn Store>,
+    keys: Arc<Keyring>,
+    poll: Duration,
+}
+
+impl std::fmt::Debug for RemoteExecutor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RemoteExecutor").finish_non_exhaustive()
+    }
+}
+
+impl RemoteExecutor {
+    /// An executor queueing tasks in `store`, sealed with `keys`.
+    pub fn new(store: Arc<dyn Store>, keys: Arc<Keyring>) -> RemoteExecutor {
+        RemoteExecutor { store, keys, poll: Duration::from_millis(25) }
+    }
+
+    /// Relay the output an agent sent after `cursor` into the step's log.
+    async fn relay(&self, id: &str, cursor: &mut i64, feedback: &dyn Feedback) {
+        loop {
+            let Ok(chunks) = self.store.task_output_after(id, *cursor, 200).await else { return };
+            if chunks.is_empty() {
+                return;
+            }
+            for (c, data) in chunks {
+                *cursor = c;
+                for line in data.lines() {
+                    let (stream, text) = line.split_once('\t').unwrap_or(("stdout", line));
+                    let stream = match stream {
+                        "stderr" => "stderr",
+                        "pipewright" => "pipewright",
+                        _ => "stdout",
+                    };
+                    feedback.line(stream, text).await;
+                }
+            }
+        }
+    }
+}
+
+fn tags(selectors: &[String]) -> String {
+    if selectors.is_empty() { String::new() } else { format!(" with tags {}", selectors.join(", ")) }
+}
+
+#[async_trait::async_trait]
+impl Executor for RemoteExecutor {
+    async fn run(&self, task: &Task, feedback: &dyn Feedback, mut abort: watch::Receiver<bool>) -> Report {
+        let id = task.node_id.clone();
+        let sealed = serde_json::to_string(task)
+            .map_err(|e| e.to_string())
+            .and_then(|plain| self.keys.seal(&context(&id), &plain).map_err(|e| e.to_string()));
+        let payload = match sealed {
+            Ok(p) => p,
+            Err(e) => return Report::ended(End::NotStarted(format!("cannot queue the step for an agent: {e}"))),
+        };
+        let queued = NewTask {
+            id: id.clone(),
+            execution_id: task.execution_id.clone(),
+            stage_key: format!("{}/{}", task.execution_id, task.stage),
+            selectors: task.selectors.clone(),
+            payload,
+        };
+        if let Err(e) = self.store.enqueue_task(&queued).await {
+            return Report::ended(End::NotStarted(format!("cannot queue the step for an agent: {e}")));
+        }
+        feedback.line("pipewright", &format!("waiting for an agent{}", tags(&task.selectors))).await;
+        let start = Instant::now();
+        let (mut cursor, mut announced, mut said_waiting, mut aborting) = (0, false, false, false);
+        loop {
+            if !aborting && *abort.borrow_and_update() {
+                aborting = true;
+                let _ = self.store.cancel_task(&id, now_ms()).await;
+            }
+            self.relay(&id, &mut cursor, feedback).await;
+            let t = match self.store.task(&id).await {
+                Ok(Some(t)) => t,
+                Ok(None) => return Report::ended(End::NotStarted("the step's task is gone from the store".into())),
+                // The store retries while the database is away; anything else is looked at again.
+                Err(_) => {
+                    tokio::time::sleep(self.poll).await;
+                    continue;
+                }
+            };
+            let agent = t.agent.clone().unwrap_or_default();
+            match t.state {
+                TaskState::Queued => {
+                    if let Some(limit) = task.timeout()
+                        && start.elapsed() >= limit
+                    {
+                        let _ = self.store.cancel_task(&id, now_ms()).await;
+                        if matches!(self.store.task(&id).await, Ok(Some(t)) if t.state == TaskState::Cancelled) {
+                            return Report::ended(End::TimedOut);
+                        }
+                    }
+                    if !said_waiting && start.elapsed() >= Duration::from_secs(5) {
+                        said_waiting = true;
+                        feedback
+                            .line(
+                                "pipewright",
+                                &format!(
+                                    "no agent{} has taken the step yet; it waits for one (`pipewright agents list`)",
+                                    tags(&task.selectors)
+                                ),
+                            )
+                            .await;
+                    }
+                }
+                TaskState::Claimed if !announced => {
+                    announced = true;
+                    feedback.line("pipewright", &format!("running on agent `{agent}`")).await;
+                }
+                TaskState::Claimed => {}
+                TaskState::Done => {
+                    self.relay(&id, &mut cursor, feedback).await;
+                    return t
+                        .report
+                        .as_deref()
+                        .and_then(|r| serde_json::from_str(r).ok())
+                        .unwrap_or_else(|| Report::ended(End::NotStarted("the agent's report is unreadable".into())));
+                }
+                TaskState::Lost if aborting => return Report::ended(End::Aborted),
+                TaskState::Lost => {
+                    self.relay(&id, &mut cursor, feedback).await;
+                    return Report::ended(End::Lost(format!(
+                        "agent `{agent}` stopped renewing its lease on the step (it died, was revoked or lost the \
+                         network)"
+                    )));
+                }
+                TaskState::Cancelled => return Report::ended(End::Aborted),
+            }
+            feedback.tick().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.poll) => {}
+                Ok(()) = abort.changed(), if !aborting => {}
+            }
+        }
+    }
+
+    async fn forget(&self, _execution_id: &str, node_id: &str) {
+        let _ = self.store.cancel_task(node_id, now_ms()).await;
+    }
+}
