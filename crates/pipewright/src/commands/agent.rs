@@ -94,7 +94,11 @@ pub async fn manage(c: AgentsCmd) -> anyhow::Result<ExitCode> {
         AgentsCmd::Activate { name, server } => (name, "active", server),
     };
     let a = super::admin::remote(&server)?
-        .call(Method::POST, &format!("/api/v1/agents/{}/state", urlencoding::encode(&name)), Some(json!({"state": state})))
+        .call(
+            Method::POST,
+            &format!("/api/v1/agents/{}/state", urlencoding::encode(&name)),
+            Some(json!({"state": state})),
+        )
         .await?;
     println!("agent {} is {}", name, a["state"].as_str().unwrap_or(state));
     Ok(ExitCode::SUCCESS)
@@ -165,7 +169,11 @@ impl Relay {
         let body = json!({"name": self.link.name, "lines": lines});
         // Output is kept until the server has it (or no longer wants it).
         for pause in [50, 200, 500, 1000, 2000, 4000] {
-            match self.link.post(&format!("/api/v1/agent/tasks/{}/output", self.id), body.clone(), Duration::from_secs(30)).await {
+            match self
+                .link
+                .post(&format!("/api/v1/agent/tasks/{}/output", self.id), body.clone(), Duration::from_secs(30))
+                .await
+            {
                 Answer::Ok(_) | Answer::Refused(_) => return,
                 Answer::Gone => {
                     let _ = self.gone.send(true);
@@ -211,10 +219,20 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     };
     let tags: Vec<String> = a.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
     let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir)?;
+    // Workspaces are made as the engine makes them for a local run (`<work root>/<execution>`, owned by the
+    // step user), once per execution.
+    let mut layout = engine::EngineConfig::new(&a.state_dir);
+    layout.isolation = isolation.clone();
+    layout.work_root = work_root.clone();
+    let layout = Arc::new(layout);
     let executor = Arc::new(LocalExecutor { isolation, work_root, grace: Duration::from_secs(10) });
     let link = Link { base, token: a.token, name: name.clone(), http: reqwest::Client::new() };
     let slots = Arc::new(Semaphore::new(a.concurrency.max(1)));
-    println!("agent {name} taking tasks from {} (tags: {})", link.base, if tags.is_empty() { "none".into() } else { tags.join(",") });
+    println!(
+        "agent {name} taking tasks from {} (tags: {})",
+        link.base,
+        if tags.is_empty() { "none".into() } else { tags.join(",") }
+    );
     let mut pause = Duration::from_millis(100);
     let mut said_draining = false;
     loop {
@@ -238,10 +256,15 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                 }
                 said_draining = false;
                 let Some(claimed) = v.get("claimed").filter(|c| !c.is_null()) else { continue };
-                let task: Task = serde_json::from_value(claimed["task"].clone()).context("the server sent a task this agent cannot read")?;
+                let task: Task = serde_json::from_value(claimed["task"].clone())
+                    .context("the server sent a task this agent cannot read")?;
                 let beat = Duration::from_millis(claimed["heartbeat_ms"].as_u64().unwrap_or(1000));
-                let (link, executor) = (link.clone(), executor.clone());
+                let (link, executor, layout) = (link.clone(), executor.clone(), layout.clone());
                 tokio::spawn(async move {
+                    let workdir = layout.work_root.join(&task.execution_id);
+                    if let Err(e) = engine::sandbox::prepare_workspace(&layout, &workdir) {
+                        eprintln!("task {}: cannot prepare the workspace {}: {e}", task.node_id, workdir.display());
+                    }
                     run_task(&link, executor.as_ref(), task, beat).await;
                     drop(slot);
                 });
@@ -325,5 +348,7 @@ async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Durati
             Answer::Retry(_) => tokio::time::sleep(Duration::from_millis(pause)).await,
         }
     }
-    eprintln!("task {id}: the server could not be reached to report; the step gets a new attempt when the lease runs out");
+    eprintln!(
+        "task {id}: the server could not be reached to report; the step gets a new attempt when the lease runs out"
+    );
 }

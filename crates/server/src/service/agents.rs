@@ -234,7 +234,7 @@ pub async fn output(app: &App, p: &Principal, id: &str, b: OutputBody) -> ApiRes
         };
         data.push_str(stream);
         data.push('\t');
-        data.push_str(&text.replace('\n', " "));
+        data.push_str(&text.trim_end_matches(['\n', '\r']).replace('\n', " "));
         data.push('\n');
     }
     if data.is_empty() {
@@ -403,6 +403,9 @@ impl Executor for RemoteExecutor {
                 }
                 TaskState::Claimed => {}
                 TaskState::Done => {
+                    if !announced {
+                        feedback.line("pipewright", &format!("ran on agent `{agent}`")).await;
+                    }
                     self.relay(&id, &mut cursor, feedback).await;
                     return t
                         .report
