@@ -509,7 +509,7 @@ pub enum TaskState {
     Claimed,
     /// The agent reported how it ended.
     Done,
-    /// Its agent stopped renewing the lease; the step gets a new attempt.
+    /// Its agent stopped renewing the lease after it started; the step gets a new attempt.
     Lost,
     /// Nobody needs it any more (aborted, or its attempt was closed).
     Cancelled,
@@ -565,6 +565,9 @@ pub struct TaskRecord {
     pub report: Option<String>,
     /// Asked to stop (an abort, or its attempt closed).
     pub cancel: bool,
+    /// The agent confirmed it starts the task (its first heartbeat): from then on a lost lease loses the
+    /// attempt; before, the task only goes back to the queue (it never ran).
+    pub acked: bool,
     /// When it was queued, claimed and ended (ms).
     pub created_at: i64,
     /// See `created_at`.

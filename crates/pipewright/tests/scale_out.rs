@@ -6,7 +6,7 @@
 //! saying so, elsewhere.
 
 mod common;
-use common::{Server, pipeline, stage};
+use common::{Server, pipeline, stage, until};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -16,35 +16,14 @@ use store::Scratch;
 
 const P: &str = "/api/v1/orgs/default/projects/default";
 
-/// The secret key every server of a test shares.
-const KEY: &str = "7d2c0b5f9a8e41d3b6c2f0e9a7d5c3b1e0f9a8d7c6b5a4f3e2d1c0b9a8f7e6d5";
-
 /// A fresh database, or None (skip) where there is no PostgreSQL outside CI.
 async fn database() -> Option<Scratch> {
-    let admin = std::env::var("PIPEWRIGHT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    match Scratch::create(&admin).await {
-        Ok(db) => Some(db),
-        Err(e) if std::env::var_os("CI").is_none() => {
-            eprintln!("SKIPPED: no PostgreSQL for the scale-out tests ({e})");
-            None
-        }
-        Err(e) => panic!("the scale-out tests need PostgreSQL under CI: {e}"),
-    }
+    common::scratch_database().await
 }
 
 /// A server on `db`, with its own state directory (its work directories) and the shared key.
 async fn replica(state: &Path, db: &Scratch, lease: &str) -> Server {
-    Server::start_env(state, &["--database-url", db.url(), "--lease-seconds", lease], &[("PIPEWRIGHT_SECRET_KEY", KEY)])
-        .await
-}
-
-async fn until<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, mut f: impl FnMut() -> F) {
-    let deadline = Instant::now() + limit;
-    while !f().await {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    common::replica(state, db, lease, &[]).await
 }
 
 /// `text` with every line indented by `n` spaces.

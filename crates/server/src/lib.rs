@@ -346,16 +346,18 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
     let plans = listen::Slots::new(config.max_plans_per_user, usize::MAX);
     let app = Arc::new(App {
         store: store.clone(),
-        runner: Arc::new(Runner::new(
-            store.clone(),
-            config.state_dir.clone(),
-            config.isolation.clone(),
-            config.work_root.clone(),
-            config.lease,
-            config.url.clone(),
-            config.settings.clone(),
-            executor,
-        )),
+        runner: Arc::new(
+            Runner::new(
+                store.clone(),
+                config.state_dir.clone(),
+                config.isolation.clone(),
+                config.work_root.clone(),
+                config.lease,
+                config.url.clone(),
+                config.settings.clone(),
+            )
+            .with_executor(executor),
+        ),
         config,
         policy: RwLock::new(None),
         tokens: auth::TokenCache::default(),
@@ -380,10 +382,11 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
             if let Err(e) = service::executions::take_over(&scanner).await {
                 tracing::error!("taking over unfinished executions failed: {e}");
             }
-            // Tasks whose agent stopped renewing its lease: their steps get new attempts.
+            // Tasks whose agent stopped renewing its lease: started ones are lost (their steps get new
+            // attempts), unconfirmed ones go back to the queue.
             match scanner.store.expire_tasks(now_ms()).await {
-                Ok(lost) => {
-                    for t in lost {
+                Ok(expired) => {
+                    for t in expired.into_iter().filter(|t| t.state == store::TaskState::Lost) {
                         tracing::warn!(
                             "agent `{}` lost task {} of execution {}; the step runs again",
                             t.agent.unwrap_or_default(),

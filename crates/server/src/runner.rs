@@ -88,7 +88,6 @@ impl Runner {
         lease: Duration,
         url: Option<String>,
         settings: spec::Settings,
-        executor: Option<Arc<dyn engine::executor::Executor>>,
     ) -> Runner {
         Runner {
             store,
@@ -103,8 +102,14 @@ impl Runner {
             lease,
             url,
             settings,
-            executor,
+            executor: None,
         }
+    }
+
+    /// Run steps with `executor` instead of on this server (remote agents).
+    pub fn with_executor(mut self, executor: Option<Arc<dyn engine::executor::Executor>>) -> Runner {
+        self.executor = executor;
+        self
     }
 
     /// This server as an execution owner.

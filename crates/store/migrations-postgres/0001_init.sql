@@ -184,6 +184,7 @@ CREATE TABLE tasks (
     lease_until BIGINT,
     report TEXT,
     cancel BIGINT NOT NULL DEFAULT 0,
+    acked BIGINT NOT NULL DEFAULT 0,
     created_at BIGINT NOT NULL,
     claimed_at BIGINT,
     ended_at BIGINT

@@ -11,6 +11,7 @@ CREATE TABLE tasks (
   lease_until INTEGER,
   report TEXT,
   cancel INTEGER NOT NULL DEFAULT 0,
+  acked INTEGER NOT NULL DEFAULT 0,
   created_at INTEGER NOT NULL,
   claimed_at INTEGER,
   ended_at INTEGER

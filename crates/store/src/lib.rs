@@ -199,7 +199,8 @@ pub trait Tasks: Send + Sync {
         until: i64,
         alive_after: i64,
     ) -> Result<Option<TaskRecord>>;
-    /// Renew `agent`'s lease on a task: None when it no longer holds it, else whether it is asked to stop.
+    /// Renew `agent`'s lease on a task (the first renewal confirms the agent starts it): None when it no longer
+    /// holds it, else whether it is asked to stop.
     async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>>;
     /// Append output the agent sent for a task it holds; false when it no longer holds it.
     async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool>;
@@ -211,7 +212,8 @@ pub trait Tasks: Send + Sync {
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>>;
     /// Stop a task: a queued one ends cancelled, a claimed one is asked to stop (its agent reports).
     async fn cancel_task(&self, id: &str, now: i64) -> Result<()>;
-    /// Tasks whose agent's lease ran out before `now` (or whose agent was revoked) become lost; returns them.
+    /// Tasks whose agent's lease ran out before `now` (or whose agent was revoked): those it had started become
+    /// lost, those it never confirmed go back to the queue (they never ran). Returns them, as they are now.
     async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>>;
     /// Record that an agent asked for work (created on first sight; its state kept); returns it.
     async fn agent_seen(

@@ -947,7 +947,8 @@ impl Tasks for PgStore {
     async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
         let cancel: Option<i64> = again!(
             sqlx::query_scalar(
-                "UPDATE tasks SET lease_until = $1 WHERE id = $2 AND agent = $3 AND state = 'claimed' RETURNING cancel",
+                "UPDATE tasks SET lease_until = $1, acked = 1 WHERE id = $2 AND agent = $3 AND state = 'claimed'
+                 RETURNING cancel",
             )
             .bind(until)
             .bind(id)
@@ -1014,7 +1015,12 @@ impl Tasks for PgStore {
     async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>> {
         let rows = again!(
             sqlx::query(
-                "UPDATE tasks SET state = 'lost', ended_at = $1, payload = ''
+                "UPDATE tasks SET state = CASE WHEN acked = 1 THEN 'lost' ELSE 'queued' END,
+                   ended_at = CASE WHEN acked = 1 THEN $1 END,
+                   payload = CASE WHEN acked = 1 THEN '' ELSE payload END,
+                   agent = CASE WHEN acked = 1 THEN agent END,
+                   lease_until = CASE WHEN acked = 1 THEN lease_until END,
+                   claimed_at = CASE WHEN acked = 1 THEN claimed_at END
                  WHERE state = 'claimed' AND (lease_until < $1
                    OR agent IN (SELECT name FROM agents WHERE state = 'revoked'))
                  RETURNING *",

@@ -189,6 +189,7 @@ pub(crate) fn task_row(r: &impl Cols) -> Result<TaskRecord> {
         lease_until: r.oi("lease_until"),
         report: r.os("report"),
         cancel: r.i("cancel") != 0,
+        acked: r.i("acked") != 0,
         created_at: r.i("created_at"),
         claimed_at: r.oi("claimed_at"),
         ended_at: r.oi("ended_at"),

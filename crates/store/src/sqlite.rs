@@ -946,7 +946,8 @@ impl Tasks for SqliteStore {
     }
     async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
         let cancel: Option<i64> = sqlx::query_scalar(
-            "UPDATE tasks SET lease_until = ? WHERE id = ? AND agent = ? AND state = 'claimed' RETURNING cancel",
+            "UPDATE tasks SET lease_until = ?, acked = 1 WHERE id = ? AND agent = ? AND state = 'claimed'
+             RETURNING cancel",
         )
         .bind(until)
         .bind(id)
@@ -1008,7 +1009,12 @@ impl Tasks for SqliteStore {
     }
     async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>> {
         let rows = sqlx::query(
-            "UPDATE tasks SET state = 'lost', ended_at = ?1, payload = ''
+            "UPDATE tasks SET state = CASE WHEN acked = 1 THEN 'lost' ELSE 'queued' END,
+               ended_at = CASE WHEN acked = 1 THEN ?1 END,
+               payload = CASE WHEN acked = 1 THEN '' ELSE payload END,
+               agent = CASE WHEN acked = 1 THEN agent END,
+               lease_until = CASE WHEN acked = 1 THEN lease_until END,
+               claimed_at = CASE WHEN acked = 1 THEN claimed_at END
              WHERE state = 'claimed' AND (lease_until < ?1
                OR agent IN (SELECT name FROM agents WHERE state = 'revoked'))
              RETURNING *",

@@ -408,18 +408,38 @@ mod suite {
         s.enqueue_task(&task("t4", "s4", &["gpu"])).await.unwrap();
         s.cancel_task("t4", now).await.unwrap();
         assert_eq!(s.task("t4").await.unwrap().unwrap().state, store::TaskState::Cancelled);
-        // A lease that ran out: the task is lost, and its agent's late report is refused.
+        // A lease that ran out after the agent started the task (renewed it once): the task is lost, and its
+        // agent's late report is refused.
+        assert_eq!(s.renew_task("t1", "b", now + 1000).await.unwrap(), Some(false));
+        assert_eq!(s.renew_task("t3", "a", now + 1000).await.unwrap(), Some(false));
         let lost = s.expire_tasks(now + 1500).await.unwrap();
         assert_eq!(lost.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t1", "t3"]);
         assert!(lost.iter().all(|t| t.state == store::TaskState::Lost));
         assert!(!s.finish_task("t1", "b", "{}", now).await.unwrap(), "a late report is refused");
         assert_eq!(s.renew_task("t1", "b", now + 5000).await.unwrap(), None);
-        // A revoked agent's tasks are lost at once.
+        // A task its agent never confirmed goes back to the queue when the lease runs out (it never ran).
+        s.enqueue_task(&task("t6", "s6", &[])).await.unwrap();
+        assert_eq!(s.claim_task("b", &linux, now, now + 1000, now - 5000).await.unwrap().unwrap().id, "t6");
+        let back = s.expire_tasks(now + 1500).await.unwrap();
+        assert_eq!(
+            back.iter().map(|t| (t.id.as_str(), t.state)).collect::<Vec<_>>(),
+            [("t6", store::TaskState::Queued)]
+        );
+        assert_eq!(back[0].agent, None);
+        assert_eq!(back[0].payload, "sealed t6", "still there to run");
+        assert!(!s.finish_task("t6", "b", "{}", now).await.unwrap());
+        assert_eq!(s.claim_task("b", &linux, now, now + 60_000, now - 5000).await.unwrap().unwrap().id, "t6");
+        // A revoked agent's tasks are taken from it at once.
         s.enqueue_task(&task("t5", "s5", &[])).await.unwrap();
         assert_eq!(s.claim_task("a", &none, now, now + 60_000, now - 5000).await.unwrap().unwrap().id, "t5");
+        assert_eq!(s.renew_task("t5", "a", now + 60_000).await.unwrap(), Some(false));
         assert!(s.set_agent_state("a", "revoked").await.unwrap());
         assert!(!s.set_agent_state("nobody", "revoked").await.unwrap());
-        assert_eq!(s.expire_tasks(now).await.unwrap().iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t5"]);
+        let taken = s.expire_tasks(now).await.unwrap();
+        assert_eq!(
+            taken.iter().map(|t| (t.id.as_str(), t.state)).collect::<Vec<_>>(),
+            [("t5", store::TaskState::Lost)]
+        );
         assert_eq!(s.agents().await.unwrap()[0].state, "revoked");
         // Agents claiming at once take every task exactly once.
         for i in 0..24 {

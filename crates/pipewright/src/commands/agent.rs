@@ -237,7 +237,7 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut said_draining = false;
     loop {
         let slot = slots.clone().acquire_owned().await?;
-        let body = json!({"name": name, "tags": tags, "version": env!("CARGO_PKG_VERSION"), "wait_seconds": 20});
+        let body = json!({"name": name, "tags": tags, "version": env!("CARGO_PKG_VERSION"), "wait_seconds": 10});
         let answer = tokio::select! {
             a = link.post("/api/v1/agent/claim", body, Duration::from_secs(40)) => a,
             _ = tokio::signal::ctrl_c() => break,
@@ -292,9 +292,41 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Run one task: heartbeats while it runs, output relayed, the report sent.
+/// Run one task: confirmed first (a task the server no longer gives this agent is dropped unrun), then
+/// heartbeats while it runs, output relayed, the report sent.
 async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Duration) {
     let id = task.node_id.clone();
+    let mut confirmed = None;
+    for pause in [0, 100, 300] {
+        tokio::time::sleep(Duration::from_millis(pause)).await;
+        match link.post(&format!("/api/v1/agent/tasks/{id}/heartbeat"), json!({"name": link.name}), beat).await {
+            Answer::Ok(v) => {
+                confirmed = Some(v["cancel"] == true);
+                break;
+            }
+            Answer::Retry(_) => continue,
+            Answer::Gone | Answer::Refused(_) => break,
+        }
+    }
+    match confirmed {
+        None => {
+            eprintln!("task {id} could not be confirmed with the server; it goes back to the queue unrun");
+            return;
+        }
+        Some(true) => {
+            // Cancelled before it started: reported as aborted without running.
+            let report = Report::ended(engine::executor::End::Aborted);
+            let _ = link
+                .post(
+                    &format!("/api/v1/agent/tasks/{id}/report"),
+                    json!({"name": link.name, "report": report}),
+                    Duration::from_secs(30),
+                )
+                .await;
+            return;
+        }
+        Some(false) => {}
+    }
     let (gone_tx, mut gone_rx) = watch::channel(false);
     // Lines are masked here, before they leave this machine (and again by the engine).
     let masker = engine::Masker::default();

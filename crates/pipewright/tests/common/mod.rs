@@ -220,3 +220,38 @@ pub fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
 pub fn log_text(state: &Path, id: &str) -> String {
     String::from_utf8(pw(state).args(["logs", id]).assert().success().get_output().stdout.clone()).unwrap()
 }
+
+/// The secret key every server of a scale-out test shares.
+pub const SHARED_KEY: &str = "7d2c0b5f9a8e41d3b6c2f0e9a7d5c3b1e0f9a8d7c6b5a4f3e2d1c0b9a8f7e6d5";
+
+/// A fresh PostgreSQL database for one test, dropped after it; None (the test is skipped, saying so) where no
+/// PostgreSQL answers outside CI. Under CI a missing PostgreSQL fails the test.
+pub async fn scratch_database() -> Option<store::Scratch> {
+    let admin = std::env::var("PIPEWRIGHT_TEST_POSTGRES")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    match store::Scratch::create(&admin).await {
+        Ok(db) => Some(db),
+        Err(e) if std::env::var_os("CI").is_none() => {
+            eprintln!("SKIPPED: no PostgreSQL for this test ({e})");
+            None
+        }
+        Err(e) => panic!("this test needs PostgreSQL under CI: {e}"),
+    }
+}
+
+/// A server on the database `db` with its own state directory (its work directories), the shared key and
+/// a lease of `lease` seconds; `extra` flags on top.
+pub async fn replica(state: &Path, db: &store::Scratch, lease: &str, extra: &[&str]) -> Server {
+    let mut args = vec!["--database-url", db.url(), "--lease-seconds", lease];
+    args.extend_from_slice(extra);
+    Server::start_env(state, &args, &[("PIPEWRIGHT_SECRET_KEY", SHARED_KEY)]).await
+}
+
+/// Wait (polling every 20 ms, up to `limit`) until `f` holds.
+pub async fn until<F: std::future::Future<Output = bool>>(what: &str, limit: Duration, mut f: impl FnMut() -> F) {
+    let deadline = Instant::now() + limit;
+    while !f().await {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

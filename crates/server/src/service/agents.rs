@@ -154,6 +154,16 @@ async fn as_agent(app: &App, p: &Principal, name: &str, tags: &[String], version
     Ok(a)
 }
 
+/// Refuse a caller whose token was revoked (or ran out) while its request waited.
+async fn token_alive(app: &App, p: &Principal) -> ApiResult<()> {
+    let now = now_ms();
+    let tokens = app.store.tokens(Some((&p.who.kind, &p.who.id))).await?;
+    match tokens.iter().find(|t| t.id == p.token_id) {
+        Some(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now) => Ok(()),
+        _ => Err(ApiError::Unauthorized("the token was revoked or has expired".into())),
+    }
+}
+
 /// Give the calling agent a task it may run, waiting up to `wait_seconds` for one.
 pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<ClaimAnswer> {
     if b.wait_seconds > MAX_WAIT {
@@ -190,6 +200,7 @@ pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<Cla
         // A waiting agent counts as seen (its stages keep waiting for it), and a drain or revocation made
         // meanwhile applies.
         if seen.elapsed() >= lease / 2 {
+            token_alive(app, p).await?;
             agent = as_agent(app, p, &b.name, &b.tags, &b.version).await?;
             seen = Instant::now();
         }
@@ -357,7 +368,9 @@ impl Executor for RemoteExecutor {
         }
         feedback.line("pipewright", &format!("waiting for an agent{}", tags(&task.selectors))).await;
         let start = Instant::now();
-        let (mut cursor, mut announced, mut said_waiting, mut aborting) = (0, false, false, false);
+        let (mut cursor, mut said_waiting, mut aborting) = (0, false, false);
+        // The agent last said to hold the task.
+        let mut announced: Option<String> = None;
         loop {
             if !aborting && *abort.borrow_and_update() {
                 aborting = true;
@@ -376,6 +389,14 @@ impl Executor for RemoteExecutor {
             let agent = t.agent.clone().unwrap_or_default();
             match t.state {
                 TaskState::Queued => {
+                    if let Some(a) = announced.take() {
+                        feedback
+                            .line(
+                                "pipewright",
+                                &format!("agent `{a}` did not confirm it started the step; it goes back to the queue"),
+                            )
+                            .await;
+                    }
                     if let Some(limit) = task.timeout()
                         && start.elapsed() >= limit
                     {
@@ -397,13 +418,14 @@ impl Executor for RemoteExecutor {
                             .await;
                     }
                 }
-                TaskState::Claimed if !announced => {
-                    announced = true;
-                    feedback.line("pipewright", &format!("running on agent `{agent}`")).await;
+                TaskState::Claimed => {
+                    if announced.as_deref() != Some(agent.as_str()) {
+                        feedback.line("pipewright", &format!("running on agent `{agent}`")).await;
+                        announced = Some(agent.clone());
+                    }
                 }
-                TaskState::Claimed => {}
                 TaskState::Done => {
-                    if !announced {
+                    if announced.as_deref() != Some(agent.as_str()) {
                         feedback.line("pipewright", &format!("ran on agent `{agent}`")).await;
                     }
                     self.relay(&id, &mut cursor, feedback).await;

@@ -1,0 +1,329 @@
+//! Remote agents, as real processes on loopback against servers on a fresh PostgreSQL database: servers that
+//! run no steps themselves (`--no-local-executor`) hand every step to `pipewright agent`s, which claim over
+//! HTTP with leases. Fault tests kill an agent mid-step (the step runs again elsewhere as attempt 2), revoke
+//! an agent's token (it stops, its task is re-queued), and stop an agent past its lease (its late report is
+//! refused; the new attempt's outcome stands). `delegateSelectors` route steps by tag, and a step no agent can
+//! take waits, saying so.
+
+mod common;
+use common::{Server, pipeline, replica, scratch_database, stage, until};
+use reqwest::Method;
+use serde_json::{Value, json};
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+const P: &str = "/api/v1/orgs/default/projects/default";
+
+/// A service account `agents` holding the `_agent` role at the account; returns a token of it.
+async fn agent_token(s: &Server, name: &str) -> (String, String) {
+    let (st, _) = s.req(Some(&s.token), Method::GET, "/api/v1/service-accounts", None).await;
+    assert!(st.is_success());
+    let (st, _) =
+        s.req(Some(&s.token), Method::POST, "/api/v1/service-accounts", Some(&json!({"identifier": "agents"}))).await;
+    if st.is_success() {
+        s.ok(
+            Method::POST,
+            "/api/v1/role-bindings",
+            Some(json!({"principal": {"kind": "service_account", "id": "agents"}, "role": "_agent",
+                "resource_group": "_all_project_level_resources"})),
+        )
+        .await;
+    }
+    let t = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "service_account": "agents"}))).await;
+    (t["id"].as_str().unwrap().to_string(), t["token"].as_str().unwrap().to_string())
+}
+
+/// A running `pipewright agent`.
+struct Agent {
+    child: Child,
+    stderr: std::path::PathBuf,
+}
+
+impl Agent {
+    fn start(dir: &Path, url: &str, token: &str, name: &str, tags: &str) -> Agent {
+        let stderr = dir.join(format!("{name}.stderr"));
+        let mut c = Command::new(env!("CARGO_BIN_EXE_pipewright"));
+        c.args(["agent", "--server", url, "--token", token, "--name", name, "--concurrency", "4", "--state-dir"])
+            .arg(dir.join(name))
+            .env_remove("PIPEWRIGHT_STEP_ISOLATION")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap());
+        if !tags.is_empty() {
+            c.args(["--tags", tags]);
+        }
+        Agent { child: c.spawn().unwrap(), stderr }
+    }
+
+    fn said(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    fn signal(&self, sig: nix::sys::signal::Signal) {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `text` with every line indented by `n` spaces.
+fn indent(text: &str, n: usize) -> String {
+    text.lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect()
+}
+
+/// A stage whose two steps run side by side, each printing `RAN <execution> <stage>.<step>`.
+fn fan_stage(id: &str) -> String {
+    let step = |s: &str| {
+        format!(
+            "- step:\n    type: ShellScript\n    name: {s}\n    identifier: {s}\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: echo \"RAN <+pipeline.executionId> {id}.{s}\"\n"
+        )
+    };
+    format!(
+        "- stage:\n    name: {id}\n    identifier: {id}\n    type: Custom\n    spec:\n      execution:\n        steps:\n          - parallel:\n{}{}",
+        indent(&step("x"), 14),
+        indent(&step("y"), 14)
+    )
+}
+
+/// The nodes of an execution whose path is `path`.
+async fn attempts(s: &Server, id: &str, path: &str) -> Vec<Value> {
+    let v = s.ok(Method::GET, &format!("/api/v1/executions/{id}/nodes"), None).await;
+    v.as_array().unwrap().iter().filter(|n| n["path"] == path).cloned().collect()
+}
+
+async fn log_text(s: &Server, id: &str) -> String {
+    let v = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    v["items"].as_array().unwrap().iter().filter_map(|c| c["data"].as_str()).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_servers_and_three_agents_run_fifty_executions_each_step_once() {
+    let Some(db) = scratch_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let a = replica(&dir.path().join("a"), &db, "2", &["--no-local-executor"]).await;
+    let b = replica(&dir.path().join("b"), &db, "2", &["--no-local-executor"]).await;
+    let (_, token) = agent_token(&a, "fleet").await;
+    let _agents: Vec<Agent> = (1..=3)
+        .map(|i| Agent::start(dir.path(), if i % 2 == 0 { &b.url } else { &a.url }, &token, &format!("agent-{i}"), ""))
+        .collect();
+    let yaml = format!(
+        "pipeline:\n  name: fan\n  identifier: fan\n  projectIdentifier: default\n  orgIdentifier: default\n  stages:\n    - parallel:\n{}{}{}",
+        indent(&fan_stage("build"), 8),
+        indent(&fan_stage("scan"), 8),
+        indent(&fan_stage("publish"), 4),
+    );
+    a.ok(Method::POST, &format!("{P}/pipelines"), Some(Value::String(yaml))).await;
+    let mut ids = Vec::new();
+    for i in 0..50 {
+        let via = if i % 2 == 0 { &a } else { &b };
+        let e = via.ok(Method::POST, &format!("{P}/pipelines/fan/execute"), Some(json!({}))).await;
+        ids.push(e["id"].as_str().unwrap().to_string());
+    }
+    let mut lines = Vec::new();
+    let mut ran_on = BTreeSet::new();
+    for (i, id) in ids.iter().enumerate() {
+        let via = if i % 2 == 0 { &b } else { &a };
+        let done = via.wait_end(&via.token, id).await;
+        assert_eq!(done["execution"]["status"], "Success", "{done}");
+        let steps: Vec<&Value> = done["nodes"].as_array().unwrap().iter().filter(|n| n["kind"] == "step").collect();
+        assert_eq!(steps.len(), 6, "{done}");
+        assert!(steps.iter().all(|n| n["attempt"] == 1 && n["status"] == "Success"), "{done}");
+        let text = log_text(via, id).await;
+        lines.extend(text.lines().filter_map(|l| l.split("RAN ").nth(1)).map(String::from));
+        ran_on.extend(text.lines().filter_map(|l| l.split("on agent `").nth(1)?.split('`').next()).map(String::from));
+    }
+    // Every step of every execution ran exactly once, on the agents, never on a server.
+    let unique: BTreeSet<&str> = lines.iter().map(String::as_str).collect();
+    assert_eq!(lines.len(), 50 * 6);
+    assert_eq!(unique.len(), lines.len(), "a step ran twice");
+    assert!(ran_on.len() >= 2 && ran_on.iter().all(|n| n.starts_with("agent-")), "{ran_on:?}");
+    // The history is the same through either server.
+    let ha = a.ok(Method::GET, &format!("{P}/executions?limit=100"), None).await;
+    let hb = b.ok(Method::GET, &format!("{P}/executions?limit=100"), None).await;
+    assert_eq!(ha["items"], hb["items"]);
+    assert_eq!(ha["items"].as_array().unwrap().len(), 50);
+    // Agents are listed with their heartbeat and work.
+    let list = b.ok(Method::GET, "/api/v1/agents", None).await;
+    let names: Vec<&str> = list["items"].as_array().unwrap().iter().map(|a| a["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["agent-1", "agent-2", "agent-3"]);
+}
+
+/// A pipeline `hold`: stage `a` echoes, stage `b` waits for `gate` (printing its attempt's pid first).
+fn hold(gate: &Path, selectors: &str) -> Value {
+    let script = format!("'echo pid $$; while [ ! -f {} ]; do sleep 0.05; done; echo released'", gate.display());
+    let b = stage("b", &script);
+    let b = if selectors.is_empty() {
+        b
+    } else {
+        b.replacen(
+            "        type: Custom\n",
+            &format!("        type: Custom\n        delegateSelectors:\n{selectors}"),
+            1,
+        )
+    };
+    pipeline("hold", &(stage("a", "echo first") + &b))
+}
+
+/// The log text of one node.
+async fn node_log(s: &Server, id: &str, node: &str) -> String {
+    let v = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    v["items"].as_array().unwrap().iter().filter(|c| c["node_id"] == node).filter_map(|c| c["data"].as_str()).collect()
+}
+
+/// Wait until step `b.s` of `id` runs as `attempt` on an agent (its process has printed its pid); returns the
+/// agent's name.
+async fn running_on(s: &Server, id: &str, attempt: i64) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(n) = attempts(s, id, "b.s").await.into_iter().find(|n| n["attempt"] == attempt) {
+            let text = node_log(s, id, n["id"].as_str().unwrap()).await;
+            if let Some(a) = text
+                .rsplit("running on agent `")
+                .next()
+                .filter(|_| text.contains("running on agent `"))
+                .and_then(|t| t.split('`').next())
+                && n["status"] == "Running"
+                && text.contains("pid ")
+            {
+                return a.to_string();
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "attempt {attempt} of b.s never ran on an agent");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_killed_mid_step_loses_it_to_another_as_attempt_two() {
+    let Some(db) = scratch_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
+    let (_, token) = agent_token(&s, "fleet").await;
+    let mut agents = vec![
+        Agent::start(dir.path(), &s.url, &token, "left", ""),
+        Agent::start(dir.path(), &s.url, &token, "right", ""),
+    ];
+    let gate = dir.path().join("gate");
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let first = running_on(&s, &id, 1).await;
+    // kill -9 the agent running the step.
+    let i = agents.iter().position(|a| a.stderr.ends_with(format!("{first}.stderr"))).unwrap();
+    let mut dead = agents.remove(i);
+    let _ = dead.child.kill();
+    let _ = dead.child.wait();
+    let second = running_on(&s, &id, 2).await;
+    assert_ne!(first, second);
+    std::fs::write(&gate, "").unwrap();
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let tries = attempts(&s, &id, "b.s").await;
+    assert_eq!(tries.len(), 2, "{tries:?}");
+    assert_eq!(tries[0]["status"], "Failed");
+    let why = tries[0]["failure"].as_str().unwrap();
+    assert!(why.starts_with("interrupted: agent `") && why.contains(&first), "{why}");
+    assert_eq!(tries[1]["status"], "Success");
+    assert_eq!(attempts(&s, &id, "a.s").await.len(), 1, "what finished is not run again");
+    let text = log_text(&s, &id).await;
+    assert!(text.contains("the step runs again as a new attempt"), "{text}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_whose_token_is_revoked_stops_and_its_task_is_requeued() {
+    let Some(db) = scratch_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
+    let (doomed_id, doomed) = agent_token(&s, "doomed").await;
+    let (_, kept) = agent_token(&s, "kept").await;
+    let mut first = Agent::start(dir.path(), &s.url, &doomed, "first", "");
+    let gate = dir.path().join("gate");
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(running_on(&s, &id, 1).await, "first");
+    let _second = Agent::start(dir.path(), &s.url, &kept, "second", "");
+    let (st, _) = s.req(Some(&s.token), Method::DELETE, &format!("/api/v1/tokens/{doomed_id}"), None).await;
+    assert_eq!(st, 204);
+    // The agent is refused at its next call and stops.
+    let status = tokio::task::spawn_blocking(move || {
+        let st = first.child.wait().unwrap();
+        (st, first)
+    })
+    .await
+    .unwrap();
+    assert!(!status.0.success());
+    assert!(status.1.said().contains("refused"), "{}", status.1.said());
+    // Its task goes to the other agent as a new attempt.
+    assert_eq!(running_on(&s, &id, 2).await, "second");
+    std::fs::write(&gate, "").unwrap();
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_stopped_past_its_lease_has_its_late_report_refused() {
+    let Some(db) = scratch_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
+    let (_, token) = agent_token(&s, "fleet").await;
+    let frozen = Agent::start(dir.path(), &s.url, &token, "frozen", "");
+    let gate = dir.path().join("gate");
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    assert_eq!(running_on(&s, &id, 1).await, "frozen");
+    // A partition: the agent stops (its step goes on) past its lease; another agent takes the step over.
+    frozen.signal(nix::sys::signal::Signal::SIGSTOP);
+    let _thawed = Agent::start(dir.path(), &s.url, &token, "thawed", "");
+    assert_eq!(running_on(&s, &id, 2).await, "thawed");
+    // Both attempts' processes finish; the frozen agent comes back and reports late.
+    std::fs::write(&gate, "").unwrap();
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    frozen.signal(nix::sys::signal::Signal::SIGCONT);
+    until("the frozen agent to learn its task was given away", Duration::from_secs(30), || async {
+        frozen.said().contains("given to another agent")
+    })
+    .await;
+    let tries = attempts(&s, &id, "b.s").await;
+    assert_eq!(tries.len(), 2, "the late report made no third attempt: {tries:?}");
+    assert_eq!(tries[0]["status"], "Failed");
+    assert!(tries[0]["failure"].as_str().unwrap().contains("`frozen`"), "{:?}", tries[0]);
+    assert_eq!(tries[1]["status"], "Success");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegate_selectors_route_steps_to_agents_with_those_tags() {
+    let Some(db) = scratch_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
+    let (_, token) = agent_token(&s, "fleet").await;
+    let _plain = Agent::start(dir.path(), &s.url, &token, "plain", "linux");
+    let gate = dir.path().join("gate");
+    std::fs::write(&gate, "").unwrap();
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, "          - gpu\n          - linux\n"))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    // Stage a runs on the plain agent; stage b needs gpu and linux, which no agent has: it waits, saying so.
+    until("the step to say it waits", Duration::from_secs(30), || async {
+        log_text(&s, &id).await.contains("no agent with tags gpu, linux has taken the step yet")
+    })
+    .await;
+    assert_eq!(attempts(&s, &id, "b.s").await[0]["status"], "Running");
+    let _gpu = Agent::start(dir.path(), &s.url, &token, "gpu-box", "linux,gpu,cuda");
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let text = log_text(&s, &id).await;
+    assert!(text.contains("[a.s]") || text.contains("on agent `plain`"), "{text}");
+    assert!(text.contains("on agent `gpu-box`"), "{text}");
+    // Draining an agent: it takes nothing new.
+    let a = s.ok(Method::POST, "/api/v1/agents/gpu-box/state", Some(json!({"state": "draining"}))).await;
+    assert_eq!(a["state"], "draining");
+}
