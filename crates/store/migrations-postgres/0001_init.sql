@@ -192,6 +192,7 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_queued ON tasks (created_at) WHERE state = 'queued';
 CREATE INDEX tasks_claimed ON tasks (lease_until) WHERE state = 'claimed';
 CREATE INDEX tasks_by_execution ON tasks (execution_id);
+CREATE INDEX tasks_held ON tasks (agent) WHERE state = 'claimed';
 CREATE TABLE task_output (
     id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
     task_id TEXT COLLATE "C" NOT NULL,

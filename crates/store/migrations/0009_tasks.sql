@@ -19,6 +19,7 @@ CREATE TABLE tasks (
 CREATE INDEX tasks_queued ON tasks (created_at) WHERE state = 'queued';
 CREATE INDEX tasks_claimed ON tasks (lease_until) WHERE state = 'claimed';
 CREATE INDEX tasks_by_execution ON tasks (execution_id);
+CREATE INDEX tasks_held ON tasks (agent) WHERE state = 'claimed';
 CREATE TABLE task_output (
   id INTEGER PRIMARY KEY AUTOINCREMENT,
   task_id TEXT NOT NULL,

@@ -199,8 +199,8 @@ pub trait Tasks: Send + Sync {
         until: i64,
         alive_after: i64,
     ) -> Result<Option<TaskRecord>>;
-    /// Renew `agent`'s lease on a task (the first renewal confirms the agent starts it): None when it no longer
-    /// holds it, else whether it is asked to stop.
+    /// Renew `agent`'s lease on a task (the first renewal confirms the agent starts it; the agent counts as
+    /// seen): None when it no longer holds it, else whether it is asked to stop.
     async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>>;
     /// Append output the agent sent for a task it holds; false when it no longer holds it.
     async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool>;
@@ -215,7 +215,9 @@ pub trait Tasks: Send + Sync {
     /// Tasks whose agent's lease ran out before `now` (or whose agent was revoked): those it had started become
     /// lost, those it never confirmed go back to the queue (they never ran). Returns them, as they are now.
     async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>>;
-    /// Record that an agent asked for work (created on first sight; its state kept); returns it.
+    /// Record that an agent asked for work: created on first sight; its tags, version and last heartbeat
+    /// updated when `principal` is the one it belongs to (its state kept). Returns it as stored — with
+    /// another principal when the name is taken — without its running tasks counted.
     async fn agent_seen(
         &self,
         name: &str,
@@ -228,6 +230,91 @@ pub trait Tasks: Send + Sync {
     async fn agents(&self) -> Result<Vec<AgentRecord>>;
     /// Set an agent's state (`active`, `draining`, `revoked`); false when there is no such agent.
     async fn set_agent_state(&self, name: &str, state: &str) -> Result<bool>;
+    /// Wake-ups about tasks (this process's and, where the store can tell, other processes').
+    fn signals(&self) -> &Signals;
+}
+
+/// Wake-ups about tasks, so claimers and the executors waiting for tasks to end need not poll: a task queued
+/// wakes one claimer — the one of the agent holding its stage when there is one — and a task that ended wakes
+/// whoever waits for it. A store shared between processes forwards its peers' news too (PostgreSQL's
+/// `LISTEN/NOTIFY`); waiters still look again now and then, so a lost wake-up costs latency, never
+/// correctness.
+#[derive(Debug, Default)]
+pub struct Signals {
+    any: tokio::sync::Notify,
+    agents: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
+    tasks: std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
+}
+
+impl Signals {
+    /// What wakes one claimer when a task another agent's stage does not hold is queued.
+    pub fn any(&self) -> &tokio::sync::Notify {
+        &self.any
+    }
+
+    fn waiter(
+        map: &std::sync::Mutex<std::collections::HashMap<String, std::sync::Weak<tokio::sync::Notify>>>,
+        key: &str,
+    ) -> std::sync::Arc<tokio::sync::Notify> {
+        let mut m = map.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(n) = m.get(key).and_then(std::sync::Weak::upgrade) {
+            return n;
+        }
+        if m.len() > 1024 {
+            m.retain(|_, w| w.strong_count() > 0);
+        }
+        let n = std::sync::Arc::new(tokio::sync::Notify::new());
+        m.insert(key.to_string(), std::sync::Arc::downgrade(&n));
+        n
+    }
+
+    /// What wakes agent `name`'s claimers when a task of a stage it holds is queued (keep it while waiting).
+    pub fn agent(&self, name: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        Self::waiter(&self.agents, name)
+    }
+
+    /// What wakes the waiters on task `id` when it may have ended (keep it while waiting).
+    pub fn task(&self, id: &str) -> std::sync::Arc<tokio::sync::Notify> {
+        Self::waiter(&self.tasks, id)
+    }
+
+    /// A task was queued; `agent` holds its stage, if anyone does.
+    pub fn queued(&self, agent: Option<&str>) {
+        let mine = agent.filter(|a| !a.is_empty()).and_then(|a| {
+            self.agents.lock().unwrap_or_else(|e| e.into_inner()).get(a).and_then(std::sync::Weak::upgrade)
+        });
+        match mine {
+            Some(n) => n.notify_one(),
+            None => self.any.notify_one(),
+        }
+    }
+
+    /// Task `id` may have ended.
+    pub fn ended(&self, id: &str) {
+        let n = self.tasks.lock().unwrap_or_else(|e| e.into_inner()).get(id).and_then(std::sync::Weak::upgrade);
+        if let Some(n) = n {
+            n.notify_waiters();
+        }
+    }
+
+    /// News may have been missed (a lost connection): wake everyone to look again.
+    pub fn everything(&self) {
+        self.any.notify_waiters();
+        for map in [&self.agents, &self.tasks] {
+            for n in map.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(std::sync::Weak::upgrade) {
+                n.notify_waiters();
+            }
+        }
+    }
+
+    /// Act on a notification's payload: `q:<agent>` (queued; the agent may be empty) or `e:<task id>`.
+    pub fn dispatch(&self, payload: &str) {
+        if let Some(agent) = payload.strip_prefix("q:") {
+            self.queued(Some(agent));
+        } else if let Some(id) = payload.strip_prefix("e:") {
+            self.ended(id);
+        }
+    }
 }
 
 /// Everything pipewright keeps, every role in one: what a server and a local run use. Every call commits

@@ -27,6 +27,39 @@ pub struct PgStore {
     pool: PgPool,
     /// The URL without its password, for messages.
     shown: String,
+    /// Wake-ups about tasks, this process's and (through `LISTEN`) every other's.
+    signals: std::sync::Arc<crate::Signals>,
+}
+
+/// The channel task news goes on: `q:<agent holding the stage>` when a task is queued, `e:<id>` when one ends.
+const CHANNEL: &str = "pipewright_tasks";
+
+/// Forward other processes' task news to `signals` while the store lives: a connection of its own listens,
+/// and after it was lost (news may have been missed) everyone is woken to look again.
+fn listen(pool: PgPool, signals: std::sync::Weak<crate::Signals>) {
+    tokio::spawn(async move {
+        loop {
+            if let Ok(mut l) = sqlx::postgres::PgListener::connect_with(&pool).await
+                && l.listen(CHANNEL).await.is_ok()
+            {
+                // Connected again: what was sent meanwhile is unknown, so everyone looks again.
+                match signals.upgrade() {
+                    Some(s) => s.everything(),
+                    None => return,
+                }
+                while let Ok(n) = l.recv().await {
+                    match signals.upgrade() {
+                        Some(s) => s.dispatch(n.payload()),
+                        None => return,
+                    }
+                }
+            }
+            if signals.strong_count() == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    });
 }
 
 static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations-postgres");
@@ -113,7 +146,9 @@ impl PgStore {
         MIGRATOR.run(&pool).await.map_err(|e| {
             fail(format!("{e}; the database was written by another pipewright version, or is not pipewright's"))
         })?;
-        Ok(PgStore { pool, shown })
+        let signals = std::sync::Arc::new(crate::Signals::default());
+        listen(pool.clone(), std::sync::Arc::downgrade(&signals));
+        Ok(PgStore { pool, shown, signals })
     }
 
     /// The database's URL, without its password.
@@ -867,10 +902,15 @@ const AGENTS: &str =
 impl Tasks for PgStore {
     async fn enqueue_task(&self, t: &NewTask) -> Result<()> {
         let selectors = text_of(&t.selectors, "[]");
-        again!(
-            sqlx::query(
-                "INSERT INTO tasks (id, execution_id, stage_key, selectors, selectors_arr, payload, state, created_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7) ON CONFLICT (id) DO NOTHING",
+        // Queued and announced in one statement, naming the agent that holds the task's stage, if any.
+        let held: Option<(String, String)> = again!(
+            sqlx::query_as(
+                "WITH ins AS (INSERT INTO tasks (id, execution_id, stage_key, selectors, selectors_arr, payload,
+                               state, created_at)
+                             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7) ON CONFLICT (id) DO NOTHING
+                             RETURNING stage_key),
+                 held AS (SELECT COALESCE((SELECT agent FROM stage_agents WHERE stage_key = $3), '') AS agent)
+                 SELECT held.agent, pg_notify('pipewright_tasks', 'q:' || held.agent)::text FROM ins, held",
             )
             .bind(&t.id)
             .bind(&t.execution_id)
@@ -879,8 +919,11 @@ impl Tasks for PgStore {
             .bind(&t.selectors)
             .bind(&t.payload)
             .bind(now_ms())
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
         )?;
+        if let Some((agent, _)) = held {
+            self.signals.queued(Some(&agent));
+        }
         Ok(())
     }
     async fn claim_task(
@@ -891,68 +934,64 @@ impl Tasks for PgStore {
         until: i64,
         alive_after: i64,
     ) -> Result<Option<TaskRecord>> {
-        // The oldest queued task this agent's tags cover whose stage no other live agent holds, skipping
-        // rows another claimer has locked; then the stage is taken for this agent. Two claimers of two tasks
-        // of one new stage both reach the stage row: the second waits for the first to commit, finds the
-        // stage held, and gives its task back (rolls back) to try another.
+        // One statement: the oldest queued task this agent's tags cover whose stage no other live agent
+        // holds, skipping rows another claimer has locked, is claimed and its stage taken for this agent.
+        // Two claimers of two tasks of one new stage both reach the stage row: the second waits for the
+        // first to commit, finds the stage held (`held` 0), and gives its task back to try another.
         for _ in 0..4 {
-            let got = again!(async {
-                let mut tx = self.pool.begin().await?;
-                let row = sqlx::query(
-                    "UPDATE tasks SET state = 'claimed', agent = $1, lease_until = $4, claimed_at = $3
-                     WHERE id = (SELECT t.id FROM tasks t
+            let row = again!(
+                sqlx::query(
+                    "WITH pick AS (SELECT t.id FROM tasks t
                        WHERE t.state = 'queued' AND t.selectors_arr <@ $2::text[]
                          AND NOT EXISTS (SELECT 1 FROM stage_agents sa JOIN agents a ON a.name = sa.agent
                            WHERE sa.stage_key = t.stage_key AND sa.agent <> $1 AND a.state <> 'revoked'
                              AND a.last_seen > $5)
-                       ORDER BY t.created_at LIMIT 1 FOR UPDATE SKIP LOCKED)
-                     RETURNING *",
+                       ORDER BY t.created_at LIMIT 1 FOR UPDATE SKIP LOCKED),
+                     up AS (UPDATE tasks SET state = 'claimed', agent = $1, lease_until = $4, claimed_at = $3
+                       FROM pick WHERE tasks.id = pick.id RETURNING tasks.*),
+                     sa AS (INSERT INTO stage_agents (stage_key, agent) SELECT stage_key, $1 FROM up
+                       ON CONFLICT (stage_key) DO UPDATE SET agent = excluded.agent
+                         WHERE stage_agents.agent = excluded.agent OR NOT EXISTS (SELECT 1 FROM agents a
+                           WHERE a.name = stage_agents.agent AND a.state <> 'revoked' AND a.last_seen > $5)
+                       RETURNING agent)
+                     SELECT up.*, (SELECT count(*) FROM sa) AS held FROM up",
                 )
                 .bind(agent)
                 .bind(tags)
                 .bind(now)
                 .bind(until)
                 .bind(alive_after)
-                .fetch_optional(&mut *tx)
-                .await?;
-                let Some(row) = row else { return Ok(None) };
-                let stage: String = sqlx::Row::get(&row, "stage_key");
-                let held: Option<String> = sqlx::query_scalar(
-                    "INSERT INTO stage_agents (stage_key, agent) VALUES ($1, $2)
-                     ON CONFLICT (stage_key) DO UPDATE SET agent = excluded.agent
-                       WHERE stage_agents.agent = excluded.agent OR NOT EXISTS (SELECT 1 FROM agents a
-                         WHERE a.name = stage_agents.agent AND a.state <> 'revoked' AND a.last_seen > $3)
-                     RETURNING agent",
-                )
-                .bind(&stage)
-                .bind(agent)
-                .bind(alive_after)
-                .fetch_optional(&mut *tx)
-                .await?;
-                if held.is_none() {
-                    tx.rollback().await?;
-                    return Ok(Some(None));
-                }
-                tx.commit().await?;
-                Ok(Some(Some(row)))
-            })?;
-            match got {
-                None => return Ok(None),
-                Some(None) => continue,
-                Some(Some(row)) => return task_row(&row).map(Some),
+                .fetch_optional(&self.pool)
+            )?;
+            let Some(row) = row else { return Ok(None) };
+            let held: i64 = sqlx::Row::get(&row, "held");
+            let t = task_row(&row)?;
+            if held > 0 {
+                return Ok(Some(t));
             }
+            again!(
+                sqlx::query(
+                    "UPDATE tasks SET state = 'queued', agent = NULL, lease_until = NULL, claimed_at = NULL
+                     WHERE id = $1 AND agent = $2 AND state = 'claimed'",
+                )
+                .bind(&t.id)
+                .bind(agent)
+                .execute(&self.pool)
+            )?;
         }
         Ok(None)
     }
     async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
         let cancel: Option<i64> = again!(
             sqlx::query_scalar(
-                "UPDATE tasks SET lease_until = $1, acked = 1 WHERE id = $2 AND agent = $3 AND state = 'claimed'
+                "WITH seen AS (UPDATE agents SET last_seen = $4 WHERE name = $3)
+                 UPDATE tasks SET lease_until = $1, acked = 1 WHERE id = $2 AND agent = $3 AND state = 'claimed'
                  RETURNING cancel",
             )
             .bind(until)
             .bind(id)
             .bind(agent)
+            .bind(now_ms())
             .fetch_optional(&self.pool)
         )?;
         Ok(cancel.map(|c| c != 0))
@@ -980,18 +1019,20 @@ impl Tasks for PgStore {
         )?)
     }
     async fn finish_task(&self, id: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
-        let done = again!(
-            sqlx::query(
-                "UPDATE tasks SET state = 'done', report = $1, ended_at = $2, payload = ''
-                 WHERE id = $3 AND agent = $4 AND state = 'claimed'",
+        let done: Option<String> = again!(
+            sqlx::query_scalar(
+                "WITH up AS (UPDATE tasks SET state = 'done', report = $1, ended_at = $2, payload = ''
+                             WHERE id = $3 AND agent = $4 AND state = 'claimed' RETURNING id)
+                 SELECT pg_notify('pipewright_tasks', 'e:' || id)::text FROM up",
             )
             .bind(report)
             .bind(now)
             .bind(id)
             .bind(agent)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
         )?;
-        Ok(done.rows_affected() == 1)
+        self.signals.ended(id);
+        Ok(done.is_some())
     }
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>> {
         let row = again!(sqlx::query("SELECT * FROM tasks WHERE id = $1").bind(id).fetch_optional(&self.pool))?;
@@ -1000,22 +1041,24 @@ impl Tasks for PgStore {
     async fn cancel_task(&self, id: &str, now: i64) -> Result<()> {
         again!(
             sqlx::query(
-                "UPDATE tasks SET cancel = 1,
-                   state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
-                   ended_at = CASE WHEN state = 'queued' THEN $2 ELSE ended_at END,
-                   payload = CASE WHEN state = 'queued' THEN '' ELSE payload END
-                 WHERE id = $1 AND state IN ('queued', 'claimed')",
+                "WITH up AS (UPDATE tasks SET cancel = 1,
+                               state = CASE WHEN state = 'queued' THEN 'cancelled' ELSE state END,
+                               ended_at = CASE WHEN state = 'queued' THEN $2 ELSE ended_at END,
+                               payload = CASE WHEN state = 'queued' THEN '' ELSE payload END
+                             WHERE id = $1 AND state IN ('queued', 'claimed') RETURNING id)
+                 SELECT pg_notify('pipewright_tasks', 'e:' || id)::text FROM up",
             )
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
         )?;
+        self.signals.ended(id);
         Ok(())
     }
     async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>> {
         let rows = again!(
             sqlx::query(
-                "UPDATE tasks SET state = CASE WHEN acked = 1 THEN 'lost' ELSE 'queued' END,
+                "WITH up AS (UPDATE tasks SET state = CASE WHEN acked = 1 THEN 'lost' ELSE 'queued' END,
                    ended_at = CASE WHEN acked = 1 THEN $1 END,
                    payload = CASE WHEN acked = 1 THEN '' ELSE payload END,
                    agent = CASE WHEN acked = 1 THEN agent END,
@@ -1023,12 +1066,22 @@ impl Tasks for PgStore {
                    claimed_at = CASE WHEN acked = 1 THEN claimed_at END
                  WHERE state = 'claimed' AND (lease_until < $1
                    OR agent IN (SELECT name FROM agents WHERE state = 'revoked'))
-                 RETURNING *",
+                 RETURNING *)
+                 SELECT up.*, pg_notify('pipewright_tasks',
+                   CASE WHEN up.state = 'lost' THEN 'e:' || up.id ELSE 'q:' END)::text AS notified
+                 FROM up",
             )
             .bind(now)
             .fetch_all(&self.pool)
         )?;
-        rows.iter().map(task_row).collect()
+        let expired: Vec<TaskRecord> = rows.iter().map(task_row).collect::<Result<_>>()?;
+        for t in &expired {
+            match t.state {
+                TaskState::Queued => self.signals.queued(None),
+                _ => self.signals.ended(&t.id),
+            }
+        }
+        Ok(expired)
     }
     async fn agent_seen(
         &self,
@@ -1039,26 +1092,30 @@ impl Tasks for PgStore {
         now: i64,
     ) -> Result<AgentRecord> {
         let tags = text_of(&tags, "[]");
-        again!(
+        let row = again!(
             sqlx::query(
-                "INSERT INTO agents (name, tags, version, state, last_seen, principal)
-                 VALUES ($1, $2, $3, 'active', $4, $5)
-                 ON CONFLICT (name) DO UPDATE SET tags = excluded.tags, version = excluded.version,
-                   last_seen = excluded.last_seen, principal = excluded.principal",
+                "WITH up AS (INSERT INTO agents (name, tags, version, state, last_seen, principal)
+                             VALUES ($1, $2, $3, 'active', $4, $5)
+                             ON CONFLICT (name) DO UPDATE SET tags = excluded.tags, version = excluded.version,
+                               last_seen = excluded.last_seen WHERE agents.principal = excluded.principal
+                             RETURNING *)
+                 SELECT * FROM up UNION ALL SELECT * FROM agents WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM up)",
             )
             .bind(name)
             .bind(&tags)
             .bind(version)
             .bind(now)
             .bind(principal)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
         )?;
-        let row = again!(sqlx::query(&format!("{AGENTS} WHERE a.name = $1")).bind(name).fetch_one(&self.pool))?;
         agent_row(&row)
     }
     async fn agents(&self) -> Result<Vec<AgentRecord>> {
         let rows = again!(sqlx::query(&format!("{AGENTS} ORDER BY a.name")).fetch_all(&self.pool))?;
         rows.iter().map(agent_row).collect()
+    }
+    fn signals(&self) -> &crate::Signals {
+        &self.signals
     }
     async fn set_agent_state(&self, name: &str, state: &str) -> Result<bool> {
         let done = again!(

@@ -17,6 +17,8 @@ pub(crate) trait Cols {
     fn i(&self, c: &str) -> i64;
     /// An integer column that may be NULL.
     fn oi(&self, c: &str) -> Option<i64>;
+    /// An integer column that may be missing from the row.
+    fn maybe_i(&self, c: &str) -> Option<i64>;
 }
 
 macro_rules! cols {
@@ -33,6 +35,9 @@ macro_rules! cols {
             }
             fn oi(&self, c: &str) -> Option<i64> {
                 self.get(c)
+            }
+            fn maybe_i(&self, c: &str) -> Option<i64> {
+                self.try_get::<Option<i64>, _>(c).ok().flatten()
             }
         }
     };
@@ -204,6 +209,6 @@ pub(crate) fn agent_row(r: &impl Cols) -> Result<AgentRecord> {
         state: r.s("state"),
         last_seen: r.i("last_seen"),
         principal: r.s("principal"),
-        running: r.oi("running").unwrap_or(0),
+        running: r.maybe_i("running").unwrap_or(0),
     })
 }

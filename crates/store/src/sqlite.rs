@@ -24,6 +24,8 @@ pub struct SqliteStore {
     writer: Arc<tokio::sync::Mutex<SqliteConnection>>,
     /// The last status this store wrote of each node not yet finished (so a node's transition needs no read).
     statuses: Arc<std::sync::Mutex<std::collections::HashMap<String, String>>>,
+    /// Wake-ups about tasks written through this store.
+    signals: Arc<crate::Signals>,
     path: PathBuf,
 }
 
@@ -96,7 +98,13 @@ impl SqliteStore {
         }
         let pool =
             SqlitePoolOptions::new().max_connections(3).connect_with(opts).await.map_err(|e| explain(&path, e))?;
-        Ok(SqliteStore { pool, writer: Arc::new(tokio::sync::Mutex::new(writer)), statuses: Arc::default(), path })
+        Ok(SqliteStore {
+            pool,
+            writer: Arc::new(tokio::sync::Mutex::new(writer)),
+            statuses: Arc::default(),
+            signals: Arc::default(),
+            path,
+        })
     }
 
     /// The database file.
@@ -888,6 +896,11 @@ impl Tasks for SqliteStore {
         .bind(now_ms())
         .execute(&mut *self.writer.lock().await)
         .await?;
+        let held: Option<String> = sqlx::query_scalar("SELECT agent FROM stage_agents WHERE stage_key = ?")
+            .bind(&t.stage_key)
+            .fetch_optional(&self.pool)
+            .await?;
+        self.signals.queued(held.as_deref());
         Ok(())
     }
     async fn claim_task(
@@ -945,6 +958,11 @@ impl Tasks for SqliteStore {
         .await
     }
     async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
+        sqlx::query("UPDATE agents SET last_seen = ? WHERE name = ?")
+            .bind(now_ms())
+            .bind(agent)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
         let cancel: Option<i64> = sqlx::query_scalar(
             "UPDATE tasks SET lease_until = ?, acked = 1 WHERE id = ? AND agent = ? AND state = 'claimed'
              RETURNING cancel",
@@ -987,6 +1005,7 @@ impl Tasks for SqliteStore {
         .bind(agent)
         .execute(&mut *self.writer.lock().await)
         .await?;
+        self.signals.ended(id);
         Ok(done.rows_affected() == 1)
     }
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>> {
@@ -1005,6 +1024,7 @@ impl Tasks for SqliteStore {
         .bind(now)
         .execute(&mut *self.writer.lock().await)
         .await?;
+        self.signals.ended(id);
         Ok(())
     }
     async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>> {
@@ -1022,7 +1042,14 @@ impl Tasks for SqliteStore {
         .bind(now)
         .fetch_all(&mut *self.writer.lock().await)
         .await?;
-        rows.iter().map(task_row).collect()
+        let expired: Vec<TaskRecord> = rows.iter().map(task_row).collect::<Result<_>>()?;
+        for t in &expired {
+            match t.state {
+                TaskState::Queued => self.signals.queued(None),
+                _ => self.signals.ended(&t.id),
+            }
+        }
+        Ok(expired)
     }
     async fn agent_seen(
         &self,
@@ -1035,7 +1062,7 @@ impl Tasks for SqliteStore {
         sqlx::query(
             "INSERT INTO agents (name, tags, version, state, last_seen, principal) VALUES (?, ?, ?, 'active', ?, ?)
              ON CONFLICT (name) DO UPDATE SET tags = excluded.tags, version = excluded.version,
-               last_seen = excluded.last_seen, principal = excluded.principal",
+               last_seen = excluded.last_seen WHERE agents.principal = excluded.principal",
         )
         .bind(name)
         .bind(text_of(&tags, "[]"))
@@ -1044,12 +1071,15 @@ impl Tasks for SqliteStore {
         .bind(principal)
         .execute(&mut *self.writer.lock().await)
         .await?;
-        let row = sqlx::query(&format!("{AGENTS} WHERE a.name = ?")).bind(name).fetch_one(&self.pool).await?;
+        let row = sqlx::query("SELECT * FROM agents WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
         agent_row(&row)
     }
     async fn agents(&self) -> Result<Vec<AgentRecord>> {
         let rows = sqlx::query(&format!("{AGENTS} ORDER BY a.name")).fetch_all(&self.pool).await?;
         rows.iter().map(agent_row).collect()
+    }
+    fn signals(&self) -> &crate::Signals {
+        &self.signals
     }
     async fn set_agent_state(&self, name: &str, state: &str) -> Result<bool> {
         let done = sqlx::query("UPDATE agents SET state = ? WHERE name = ?")

@@ -412,7 +412,8 @@ mod suite {
         // agent's late report is refused.
         assert_eq!(s.renew_task("t1", "b", now + 1000).await.unwrap(), Some(false));
         assert_eq!(s.renew_task("t3", "a", now + 1000).await.unwrap(), Some(false));
-        let lost = s.expire_tasks(now + 1500).await.unwrap();
+        let mut lost = s.expire_tasks(now + 1500).await.unwrap();
+        lost.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(lost.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t1", "t3"]);
         assert!(lost.iter().all(|t| t.state == store::TaskState::Lost));
         assert!(!s.finish_task("t1", "b", "{}", now).await.unwrap(), "a late report is refused");

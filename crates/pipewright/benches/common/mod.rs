@@ -8,7 +8,13 @@ use std::process::{Child, Command, Stdio};
 pub const PASSWORD: &str = "bench-password-1";
 
 /// Start a server on a state directory with `extra` flags; returns the process and its base URL.
+#[allow(dead_code)]
 pub fn serve(state: &Path, extra: &[&str]) -> (Child, String) {
+    serve_env(state, extra, &[])
+}
+
+/// As [`serve`], with environment variables set for the server.
+pub fn serve_env(state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (Child, String) {
     let pw = state.with_extension("pw");
     std::fs::write(&pw, PASSWORD).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
@@ -19,6 +25,7 @@ pub fn serve(state: &Path, extra: &[&str]) -> (Child, String) {
         .arg("--admin-password-file")
         .arg(&pw)
         .env("RUST_LOG", "error")
+        .envs(envs.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

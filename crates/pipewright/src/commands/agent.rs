@@ -360,12 +360,13 @@ async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Durati
     };
     let report: Report = executor.run(&task, &relay, abort_rx).await;
     heart.abort();
-    relay.flush().await;
     if *gone_rx.borrow_and_update() {
         eprintln!("task {id} was given to another agent (this agent's lease on it ran out); its outcome is dropped");
         return;
     }
-    let body = json!({"name": link.name, "report": report});
+    // The last lines go with the report.
+    let lines = std::mem::take(&mut *relay.buffer.lock().unwrap_or_else(|e| e.into_inner()));
+    let body = json!({"name": link.name, "report": report, "lines": lines});
     for pause in [100, 500, 1000, 2000, 5000, 5000] {
         match link.post(&format!("/api/v1/agent/tasks/{id}/report"), body.clone(), Duration::from_secs(30)).await {
             Answer::Ok(_) => return,

@@ -92,6 +92,10 @@ pub struct ReportBody {
     /// The agent's name.
     #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
+    /// The last lines of output, not sent yet (as in an output call).
+    #[serde(default)]
+    #[schema(value_type = Vec<Vec<String>>)]
+    pub lines: Vec<(String, String)>,
     /// The engine's `Report`.
     #[schema(value_type = Object)]
     pub report: serde_json::Value,
@@ -136,22 +140,59 @@ async fn as_agent(app: &App, p: &Principal, name: &str, tags: &[String], version
     check_name(name)?;
     app.require(p, "agent:connect", &Resource::new("agent", name, Scope::account())).await?;
     let me = p.display();
-    if let Some(a) = app.store.agents().await?.into_iter().find(|a| a.name == name)
-        && a.principal != me
+    // An agent asking again within a tenth of a lease, with the same tags, was seen just now: its record is
+    // not written again (a busy agent asks after every task).
+    let recent = lease(app) / 10;
+    if let Some((at, a)) = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner()).get(name)
+        && at.elapsed() < recent
+        && a.principal == me
+        && a.tags == tags
+        && a.state == "active"
     {
+        return Ok(a.clone());
+    }
+    // Seen (created, or its tags and version updated) only when the name is new or the caller's own.
+    let a = app.store.agent_seen(name, tags, version, &me, now_ms()).await?;
+    if a.principal != me {
         return Err(ApiError::Conflict(format!(
             "agent name `{name}` is used by {}; give this agent another --name",
             a.principal
         )));
     }
-    let a = app.store.agent_seen(name, tags, version, &me, now_ms()).await?;
     if a.state == "revoked" {
         return Err(ApiError::Forbidden {
             permission: "agent:connect".into(),
             message: format!("agent `{name}` was revoked; an administrator may allow it again"),
         });
     }
+    app.agent_owners.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), me);
+    let mut seen = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner());
+    if seen.len() > 10_000 {
+        seen.clear();
+    }
+    seen.insert(name.to_string(), (Instant::now(), a.clone()));
     Ok(a)
+}
+
+/// Check the caller may act as agent `name` about a task (`agent:connect`, and the name is its own), without
+/// writing anything: the task's own statement says whether the agent still holds it.
+async fn as_holder(app: &App, p: &Principal, name: &str) -> ApiResult<()> {
+    check_name(name)?;
+    app.require(p, "agent:connect", &Resource::new("agent", name, Scope::account())).await?;
+    let me = p.display();
+    let known = app.agent_owners.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+    let owner = match known {
+        Some(o) => Some(o),
+        None => app.store.agents().await?.into_iter().find(|a| a.name == name).map(|a| a.principal),
+    };
+    match owner {
+        Some(o) if o == me => {
+            app.agent_owners.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), o);
+            Ok(())
+        }
+        Some(o) => Err(ApiError::Conflict(format!("agent name `{name}` is used by {o}"))),
+        None => Err(ApiError::Conflict(format!("no agent `{name}` has asked for work; it holds no task"))),
+    }
 }
 
 /// Refuse a caller whose token was revoked (or ran out) while its request waited.
@@ -176,10 +217,18 @@ pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<Cla
     let lease = lease(app);
     let mut seen = Instant::now();
     let mut agent = as_agent(app, p, &b.name, &b.tags, &b.version).await?;
+    // Woken when a task of a stage this agent holds is queued, or (one claimer for each) any other task.
+    let mine = app.store.signals().agent(&b.name);
     loop {
         if agent.state == "draining" {
             return Ok(ClaimAnswer { claimed: None, draining: true });
         }
+        let signals = app.store.signals();
+        let any = signals.any().notified();
+        let own = mine.notified();
+        tokio::pin!(any, own);
+        any.as_mut().enable();
+        own.as_mut().enable();
         let now = now_ms();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
         let alive_after = now - lease_ms * i64::from(ALIVE_LEASES);
@@ -196,7 +245,12 @@ pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<Cla
         if Instant::now() >= deadline || app.runner.stopping() {
             return Ok(ClaimAnswer { claimed: None, draining: false });
         }
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        // A wake-up, or a look again every quarter second (a task with tags another claimer was woken for).
+        tokio::select! {
+            _ = any => {}
+            _ = own => {}
+            _ = tokio::time::sleep(Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now()))) => {}
+        }
         // A waiting agent counts as seen (its stages keep waiting for it), and a drain or revocation made
         // meanwhile applies.
         if seen.elapsed() >= lease / 2 {
@@ -216,7 +270,7 @@ fn gone(id: &str) -> ApiError {
 
 /// Renew the calling agent's lease on a task.
 pub async fn heartbeat(app: &App, p: &Principal, id: &str, a: AgentRef) -> ApiResult<Beat> {
-    as_agent(app, p, &a.name, &current_tags(app, &a.name).await?, "").await?;
+    as_holder(app, p, &a.name).await?;
     let until = now_ms() + i64::try_from(lease(app).as_millis()).unwrap_or(i64::MAX / 4);
     match app.store.renew_task(id, &a.name, until).await? {
         Some(cancel) => Ok(Beat { cancel }),
@@ -224,20 +278,23 @@ pub async fn heartbeat(app: &App, p: &Principal, id: &str, a: AgentRef) -> ApiRe
     }
 }
 
-/// The tags an agent last claimed with (a heartbeat keeps them).
-async fn current_tags(app: &App, name: &str) -> ApiResult<Vec<String>> {
-    Ok(app.store.agents().await?.into_iter().find(|a| a.name == name).map(|a| a.tags).unwrap_or_default())
-}
-
 /// Take output the calling agent sends for a task it holds.
 pub async fn output(app: &App, p: &Principal, id: &str, b: OutputBody) -> ApiResult<()> {
-    check_name(&b.name)?;
-    app.require(p, "agent:connect", &Resource::new("agent", &b.name, Scope::account())).await?;
-    if b.lines.len() > 10_000 {
+    as_holder(app, p, &b.name).await?;
+    let data = lines_text(&b.lines)?;
+    if data.is_empty() {
+        return Ok(());
+    }
+    if app.store.append_task_output(id, &b.name, &data).await? { Ok(()) } else { Err(gone(id)) }
+}
+
+/// Output lines as stored: `stream\ttext` a line.
+fn lines_text(lines: &[(String, String)]) -> ApiResult<String> {
+    if lines.len() > 10_000 {
         return Err(ApiError::TooLarge("at most 10000 lines at once".into()));
     }
     let mut data = String::new();
-    for (stream, text) in &b.lines {
+    for (stream, text) in lines {
         let stream = match stream.as_str() {
             "stderr" => "stderr",
             "pipewright" => "pipewright",
@@ -248,19 +305,19 @@ pub async fn output(app: &App, p: &Principal, id: &str, b: OutputBody) -> ApiRes
         data.push_str(&text.trim_end_matches(['\n', '\r']).replace('\n', " "));
         data.push('\n');
     }
-    if data.is_empty() {
-        return Ok(());
-    }
-    if app.store.append_task_output(id, &b.name, &data).await? { Ok(()) } else { Err(gone(id)) }
+    Ok(data)
 }
 
 /// Record how a task the calling agent holds ended.
 pub async fn report(app: &App, p: &Principal, id: &str, b: ReportBody) -> ApiResult<()> {
-    check_name(&b.name)?;
-    app.require(p, "agent:connect", &Resource::new("agent", &b.name, Scope::account())).await?;
+    as_holder(app, p, &b.name).await?;
     let report: Report = serde_json::from_value(b.report)
         .map_err(|e| ApiError::BadRequest(format!("the report is not one pipewright understands: {e}")))?;
     let text = serde_json::to_string(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
+    let data = lines_text(&b.lines)?;
+    if !data.is_empty() && !app.store.append_task_output(id, &b.name, &data).await? {
+        return Err(gone(id));
+    }
     if app.store.finish_task(id, &b.name, &text, now_ms()).await? { Ok(()) } else { Err(gone(id)) }
 }
 
@@ -315,7 +372,7 @@ impl std::fmt::Debug for RemoteExecutor {
 impl RemoteExecutor {
     /// An executor queueing tasks in `store`, sealed with `keys`.
     pub fn new(store: Arc<dyn Store>, keys: Arc<Keyring>) -> RemoteExecutor {
-        RemoteExecutor { store, keys, poll: Duration::from_millis(25) }
+        RemoteExecutor { store, keys, poll: Duration::from_millis(250) }
     }
 
     /// Relay the output an agent sent after `cursor` into the step's log.
@@ -366,17 +423,29 @@ impl Executor for RemoteExecutor {
         if let Err(e) = self.store.enqueue_task(&queued).await {
             return Report::ended(End::NotStarted(format!("cannot queue the step for an agent: {e}")));
         }
-        feedback.line("pipewright", &format!("waiting for an agent{}", tags(&task.selectors))).await;
         let start = Instant::now();
+        let ended = self.store.signals().task(&id);
         let (mut cursor, mut said_waiting, mut aborting) = (0, false, false);
+        // Just queued: wait for news before the first look.
+        let mut first = true;
         // The agent last said to hold the task.
         let mut announced: Option<String> = None;
         loop {
+            let woken = ended.notified();
+            tokio::pin!(woken);
+            woken.as_mut().enable();
             if !aborting && *abort.borrow_and_update() {
                 aborting = true;
                 let _ = self.store.cancel_task(&id, now_ms()).await;
             }
-            self.relay(&id, &mut cursor, feedback).await;
+            if std::mem::take(&mut first) {
+                tokio::select! {
+                    _ = &mut woken => {}
+                    _ = tokio::time::sleep(self.poll) => {}
+                    Ok(()) = abort.changed() => {}
+                }
+                continue;
+            }
             let t = match self.store.task(&id).await {
                 Ok(Some(t)) => t,
                 Ok(None) => return Report::ended(End::NotStarted("the step's task is gone from the store".into())),
@@ -405,7 +474,7 @@ impl Executor for RemoteExecutor {
                             return Report::ended(End::TimedOut);
                         }
                     }
-                    if !said_waiting && start.elapsed() >= Duration::from_secs(5) {
+                    if !said_waiting && start.elapsed() >= Duration::from_secs(3) {
                         said_waiting = true;
                         feedback
                             .line(
@@ -423,6 +492,7 @@ impl Executor for RemoteExecutor {
                         feedback.line("pipewright", &format!("running on agent `{agent}`")).await;
                         announced = Some(agent.clone());
                     }
+                    self.relay(&id, &mut cursor, feedback).await;
                 }
                 TaskState::Done => {
                     if announced.as_deref() != Some(agent.as_str()) {
@@ -446,7 +516,9 @@ impl Executor for RemoteExecutor {
                 TaskState::Cancelled => return Report::ended(End::Aborted),
             }
             feedback.tick().await;
+            // Woken when the task ends; between, its output is relayed every `poll`.
             tokio::select! {
+                _ = woken => {}
                 _ = tokio::time::sleep(self.poll) => {}
                 Ok(()) = abort.changed(), if !aborting => {}
             }
