@@ -339,6 +339,14 @@ async fn every_page_and_form_checks_permissions_as_the_table_says() {
             vec![],
             [401, 403, 403, 403, 303],
         ),
+        ("GET", "/access/agents", "/access/agents".into(), vec![], [303, 403, 403, 403, 200]),
+        (
+            "POST",
+            "/access/agents/{name}/state",
+            "/access/agents/nobody/state".into(),
+            vec![("state", "draining")],
+            [401, 403, 403, 403, 404],
+        ),
         ("GET", "/assets/app.css", "/assets/app.css".into(), vec![], [200, 200, 200, 200, 200]),
         ("GET", "/assets/app.js", "/assets/app.js".into(), vec![], [200, 200, 200, 200, 200]),
     ];

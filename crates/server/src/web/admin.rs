@@ -262,7 +262,7 @@ pub async fn delete_entity(
 fn access_tabs(current: &str) -> Markup {
     html! {
         nav.tabs aria-label="Access control" {
-            @for (href, label) in [("/access/users", "Users"), ("/access/roles", "Roles and Role Bindings"), ("/access/service-accounts", "Service Accounts"), ("/access/tokens", "API Tokens")] {
+            @for (href, label) in [("/access/users", "Users"), ("/access/roles", "Roles and Role Bindings"), ("/access/service-accounts", "Service Accounts"), ("/access/tokens", "API Tokens"), ("/access/agents", "Agents")] {
                 @if href == current { span aria-current="page" { (label) } } @else { a href=(href) { (label) } }
             }
         }
@@ -636,6 +636,73 @@ pub async fn revoke_token(State(app): State<Arc<App>>, w: Web, Path(id): Path<St
         acsvc::revoke_token(&app, &w.p, id).await,
         |_| "/access/tokens".into(),
         move |e| async move { tokens_page(a, ww, None, Some(&e)).await },
+    )
+    .await
+}
+
+// ---- Agents ----------------------------------------------------------------------------------------------
+
+async fn agents_page(app: &App, w: &Web, error: Option<&ApiError>) -> WebResult<Markup> {
+    let agents = crate::service::agents::list(app, &w.p).await?;
+    let now = store::now_ms();
+    Ok(page(
+        w,
+        "Agents",
+        &access_crumbs("Agents"),
+        html! {
+            h1 { "Agents" }
+            (access_tabs("/access/agents"))
+            (notice(error))
+            p.small { "Remote workers (" code { "pipewright agent" } ") that run the steps of servers started with "
+                code { "--no-local-executor" } ". A step with " code { "delegateSelectors" }
+                " goes only to an agent with all of those tags." }
+            @if agents.is_empty() {
+                p { "No agent has connected yet. Start one with " code { "pipewright agent --server URL --token TOKEN" }
+                    ", using a token of a service account bound to the " strong { "Agent" } " role at the account." }
+            } @else {
+                table {
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "Last heartbeat" }
+                        th scope="col" { "Version" } th scope="col" { "Tags" } th scope="col" { "Running tasks" }
+                        th scope="col" { span.visually-hidden { "Actions" } } } }
+                    tbody { @for a in &agents { tr {
+                        td { (a.name) }
+                        td { (a.state) }
+                        td { (time_el(a.last_seen)) " (" (format!("{:.0}", ((now - a.last_seen).max(0) as f64) / 1000.0)) " s ago)" }
+                        td { (a.version) }
+                        td { @if a.tags.is_empty() { "none" } @else { (a.tags.join(", ")) } }
+                        td { (a.running) }
+                        td.actions {
+                            @for (state, label, class) in [("draining", "Drain", ""), ("revoked", "Revoke", "danger"), ("active", "Activate", "")] {
+                                @if a.state != state {
+                                    form method="post" action=(format!("/access/agents/{}/state", a.name)) {
+                                        (csrf_field(w))
+                                        input type="hidden" name="state" value=(state);
+                                        button class=(class) type="submit" aria-label=(format!("{label} agent {}", a.name)) { (label) }
+                                    }
+                                }
+                            }
+                        }
+                    } } }
+                }
+            }
+        },
+    ))
+}
+
+/// The agents: state, last heartbeat, version, tags, running tasks.
+pub async fn agents(State(app): State<Arc<App>>, w: Web) -> WebResult {
+    Ok(ok(agents_page(&app, &w, None).await?))
+}
+
+/// Drain, revoke or re-activate an agent.
+pub async fn agent_state(State(app): State<Arc<App>>, w: Web, Path(name): Path<String>, body: Bytes) -> WebResult {
+    let f = super::form(&body);
+    let state = field(&f, "state");
+    let (a, ww) = (&app, &w);
+    super::settle(
+        crate::service::agents::set_state(&app, &w.p, &name, &state).await,
+        |_| "/access/agents".into(),
+        move |e| async move { agents_page(a, ww, Some(&e)).await },
     )
     .await
 }

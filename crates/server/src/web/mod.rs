@@ -97,6 +97,8 @@ web_routes! {
         get "/access/tokens" => admin::tokens,
         post "/access/tokens" => admin::create_token,
         post "/access/tokens/{id}/revoke" => admin::revoke_token,
+        get "/access/agents" => admin::agents,
+        post "/access/agents/{name}/state" => admin::agent_state,
     ]
 }
 
