@@ -309,6 +309,15 @@ async fn delegate_selectors_route_steps_to_agents_with_those_tags() {
     let gate = dir.path().join("gate");
     std::fs::write(&gate, "").unwrap();
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, "          - gpu\n          - linux\n"))).await;
+    // The plan says so before anything runs.
+    until("the agent to connect", Duration::from_secs(30), || async {
+        !s.ok(Method::GET, "/api/v1/agents", None).await["items"].as_array().unwrap().is_empty()
+    })
+    .await;
+    let plan = s.ok(Method::POST, &format!("{P}/pipelines/hold/plan"), Some(json!({}))).await;
+    let warnings = plan["warnings"].to_string();
+    assert!(warnings.contains("stage `b`: no online agent has the tags gpu, linux"), "{warnings}");
+    assert!(!warnings.contains("stage `a`"), "{warnings}");
     let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
     // Stage a runs on the plain agent; stage b needs gpu and linux, which no agent has: it waits, saying so.

@@ -132,7 +132,7 @@ fn lease(app: &App) -> Duration {
 }
 
 /// An agent seen within this many leases counts as alive (its stages wait for it).
-const ALIVE_LEASES: u32 = 3;
+pub(crate) const ALIVE_LEASES: u32 = 3;
 
 /// Check the caller may act as agent `name` (`agent:connect`, and the name is its own or new); records that it
 /// was seen. Refused for a revoked agent.
@@ -356,6 +356,73 @@ pub async fn set_state(app: &App, p: &Principal, name: &str, state: &str) -> Api
         .ok_or_else(|| ApiError::NotFound(format!("no agent `{name}`")))
 }
 
+/// What a plan says about agents on a server that runs no steps itself: for each stage that runs, the tags
+/// its steps need (`delegateSelectors` of the step, else of the stage, else of the pipeline — values with
+/// expressions are known only at run time and left out) and whether an agent that is online (`active`,
+/// seen after `alive_after`) has them; without one, its steps will wait.
+pub fn agent_warnings(
+    pipeline: &spec::Pipeline,
+    run: &[String],
+    agents: &[AgentRecord],
+    alive_after: i64,
+) -> Vec<String> {
+    fn literal(list: Option<&Vec<spec::Str>>) -> Option<Vec<String>> {
+        let l: Vec<String> = list?.iter().map(|v| v.value.trim().to_string()).filter(|v| !v.is_empty()).collect();
+        (!l.is_empty() && l.iter().all(|v| !v.contains("<+"))).then_some(l)
+    }
+    fn steps<'a>(els: &'a [spec::ExecutionElement], out: &mut Vec<&'a spec::Step>) {
+        for e in els {
+            match e {
+                spec::ExecutionElement::Step(s) => out.push(s),
+                spec::ExecutionElement::StepGroup(g) => steps(&g.steps, out),
+                spec::ExecutionElement::Parallel(p) => steps(p, out),
+            }
+        }
+    }
+    let online: Vec<&AgentRecord> =
+        agents.iter().filter(|a| a.state == "active" && a.last_seen > alive_after).collect();
+    let mut out = Vec::new();
+    if online.is_empty() {
+        out.push(
+            "no agent is online: this server runs no steps itself (--no-local-executor), so every step waits \
+             for a `pipewright agent`"
+                .to_string(),
+        );
+        return out;
+    }
+    for stage in pipeline.all_stages().into_iter().filter(|s| run.contains(&s.identifier.value)) {
+        let mut all = Vec::new();
+        steps(&stage.spec.execution.steps, &mut all);
+        let mut needs: Vec<Vec<String>> = Vec::new();
+        for step in all {
+            let own = match &step.spec {
+                spec::StepSpec::ShellScript(x) => literal(x.delegate_selectors.as_ref()),
+                _ => None,
+            };
+            let want = own
+                .or_else(|| literal(stage.delegate_selectors.as_ref()))
+                .or_else(|| literal(pipeline.delegate_selectors.as_ref()))
+                .unwrap_or_default();
+            let mut want = want;
+            want.sort();
+            want.dedup();
+            if !needs.contains(&want) {
+                needs.push(want);
+            }
+        }
+        for want in needs {
+            if !online.iter().any(|a| want.iter().all(|t| a.tags.contains(t))) {
+                out.push(format!(
+                    "stage `{}`: no online agent has the tags {}; its steps will wait for one",
+                    stage.identifier.value,
+                    want.join(", ")
+                ));
+            }
+        }
+    }
+    out
+}
+
 /// The engine's executor on a server that runs no steps itself: every task goes to the agents.
 pub struct RemoteExecutor {
     store: Arc<dyn Store>,
@@ -527,5 +594,77 @@ impl Executor for RemoteExecutor {
 
     async fn forget(&self, _execution_id: &str, node_id: &str) {
         let _ = self.store.cancel_task(node_id, now_ms()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn agent(name: &str, tags: &[&str], state: &str, seen: i64) -> AgentRecord {
+        AgentRecord {
+            name: name.into(),
+            tags: tags.iter().map(|t| t.to_string()).collect(),
+            version: "1".into(),
+            state: state.into(),
+            last_seen: seen,
+            principal: "service_account:a".into(),
+            running: 0,
+        }
+    }
+
+    const YAML: &str = "pipeline:
+  name: p
+  identifier: p
+  delegateSelectors: [linux]
+  stages:
+    - stage:
+        name: build
+        identifier: build
+        type: Custom
+        spec:
+          execution:
+            steps:
+              - step: {type: ShellScript, name: s, identifier: s, spec: {shell: Bash, source: {type: Inline, spec: {script: make}}}}
+    - stage:
+        name: train
+        identifier: train
+        type: Custom
+        delegateSelectors: [gpu, linux]
+        spec:
+          execution:
+            steps:
+              - step: {type: ShellScript, name: s, identifier: s, spec: {shell: Bash, source: {type: Inline, spec: {script: train}}}}
+              - step: {type: ShellScript, name: t, identifier: t, spec: {shell: Bash, delegateSelectors: ['<+input>'], source: {type: Inline, spec: {script: t}}}}
+";
+
+    #[test]
+    fn the_plan_says_which_stages_no_online_agent_can_run() {
+        let doc = spec::parse_document("p.yaml", YAML.into());
+        let p = doc.pipeline().expect("a pipeline");
+        let run = vec!["build".to_string(), "train".to_string()];
+        let table: Vec<(Vec<AgentRecord>, Vec<&str>)> = vec![
+            (vec![], vec!["no agent is online"]),
+            (
+                vec![agent("a", &["linux"], "active", 100)],
+                vec!["stage `train`: no online agent has the tags gpu, linux"],
+            ),
+            (vec![agent("a", &["linux", "gpu"], "active", 100)], vec![]),
+            (vec![agent("a", &["linux", "gpu"], "draining", 100)], vec!["no agent is online"]),
+            (vec![agent("a", &["linux", "gpu"], "active", 10)], vec!["no agent is online"]),
+            (
+                vec![agent("a", &["gpu"], "active", 100), agent("b", &["linux"], "active", 100)],
+                vec!["stage `train`: no online agent has the tags gpu, linux"],
+            ),
+        ];
+        for (agents, want) in table {
+            let got = agent_warnings(p, &run, &agents, 50);
+            assert_eq!(got.len(), want.len(), "{agents:?}: {got:?}");
+            for (g, w) in got.iter().zip(&want) {
+                assert!(g.starts_with(w), "{g} / {w}");
+            }
+        }
+        // Only the stages that run are looked at.
+        assert!(agent_warnings(p, &["build".into()], &[agent("a", &["linux"], "active", 100)], 50).is_empty());
     }
 }

@@ -464,7 +464,23 @@ pub async fn plan(
     };
     check_source(app, p, &scope, b.from_execution.as_deref()).await?;
     let planned = launch::plan(&doc, &selection(app, &b), Some(app.store.as_ref())).await?;
-    let json = launch::plan_json(&planned);
+    let mut json = launch::plan_json(&planned);
+    if app.config.no_local_executor
+        && let Some(pl) = doc.pipeline()
+    {
+        // Where the steps would run: the agents online now.
+        let lease = i64::try_from(app.runner.lease().as_millis()).unwrap_or(i64::MAX / 4);
+        let agents = app.store.agents().await?;
+        let notes = super::agents::agent_warnings(
+            pl,
+            &planned.plan.run_stages(),
+            &agents,
+            now_ms() - i64::from(super::agents::ALIVE_LEASES) * lease,
+        );
+        if let Some(w) = json.get_mut("warnings").and_then(|w| w.as_array_mut()) {
+            w.extend(notes.into_iter().map(serde_json::Value::String));
+        }
+    }
     if planned.plan.satisfiable && (!b.inputs.is_empty() || !b.input_set_refs.is_empty()) {
         let mut supplied = input_set_values(app, &scope, &b.input_set_refs).await?;
         supplied.extend(given(&b.inputs));
