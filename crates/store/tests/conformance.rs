@@ -371,6 +371,9 @@ mod suite {
         let now = now_ms();
         s.agent_seen("a", &none, "1", "service_account:ci", now).await.unwrap();
         s.agent_seen("b", &linux, "1", "service_account:ci", now).await.unwrap();
+        // A name belongs to the principal that used it first: another one changes nothing.
+        let other = s.agent_seen("b", &none, "2", "service_account:intruder", now + 5).await.unwrap();
+        assert_eq!((other.principal.as_str(), other.tags.len(), other.last_seen), ("service_account:ci", 2, now));
         s.enqueue_task(&task("t1", "s1", &["linux"])).await.unwrap();
         s.enqueue_task(&task("t2", "s2", &[])).await.unwrap();
         s.enqueue_task(&task("t3", "s2", &[])).await.unwrap();
