@@ -237,9 +237,9 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     let mut said_draining = false;
     loop {
         let slot = slots.clone().acquire_owned().await?;
-        let body = json!({"name": name, "tags": tags, "version": env!("CARGO_PKG_VERSION"), "wait_seconds": 10});
+        let body = json!({"name": name, "tags": tags, "version": env!("CARGO_PKG_VERSION"), "wait_seconds": 5});
         let answer = tokio::select! {
-            a = link.post("/api/v1/agent/claim", body, Duration::from_secs(40)) => a,
+            a = link.post("/api/v1/agent/claim", body, Duration::from_secs(30)) => a,
             _ = tokio::signal::ctrl_c() => break,
         };
         match answer {

@@ -22,7 +22,7 @@ use tokio::sync::watch;
 use utoipa::ToSchema;
 
 /// The longest an agent's claim waits for a task, seconds.
-pub const MAX_WAIT: u64 = 30;
+pub const MAX_WAIT: u64 = 5;
 
 /// What an agent sends when it asks for work.
 #[derive(Debug, Deserialize, ToSchema)]
@@ -37,9 +37,9 @@ pub struct ClaimBody {
     /// The pipewright version it runs.
     #[serde(default)]
     pub version: String,
-    /// How long to wait for a task, seconds (0 to 30; default 0: answer at once).
+    /// How long to wait for a task, seconds (0 to 5; default 0: answer at once).
     #[serde(default)]
-    #[schema(minimum = 0, maximum = 30)]
+    #[schema(minimum = 0, maximum = 5)]
     pub wait_seconds: u64,
 }
 
@@ -111,6 +111,13 @@ pub struct Beat {
 /// The context a task's payload is sealed with.
 fn context(id: &str) -> String {
     format!("task/{id}")
+}
+
+fn check_task(id: &str) -> ApiResult<()> {
+    if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
+        return Err(ApiError::BadRequest(format!("`{}` is not a task id", id.chars().take(64).collect::<String>())));
+    }
+    Ok(())
 }
 
 fn check_name(name: &str) -> ApiResult<()> {
@@ -270,6 +277,7 @@ fn gone(id: &str) -> ApiError {
 
 /// Renew the calling agent's lease on a task.
 pub async fn heartbeat(app: &App, p: &Principal, id: &str, a: AgentRef) -> ApiResult<Beat> {
+    check_task(id)?;
     as_holder(app, p, &a.name).await?;
     let until = now_ms() + i64::try_from(lease(app).as_millis()).unwrap_or(i64::MAX / 4);
     match app.store.renew_task(id, &a.name, until).await? {
@@ -280,6 +288,7 @@ pub async fn heartbeat(app: &App, p: &Principal, id: &str, a: AgentRef) -> ApiRe
 
 /// Take output the calling agent sends for a task it holds.
 pub async fn output(app: &App, p: &Principal, id: &str, b: OutputBody) -> ApiResult<()> {
+    check_task(id)?;
     as_holder(app, p, &b.name).await?;
     let data = lines_text(&b.lines)?;
     if data.is_empty() {
@@ -310,6 +319,7 @@ fn lines_text(lines: &[(String, String)]) -> ApiResult<String> {
 
 /// Record how a task the calling agent holds ended.
 pub async fn report(app: &App, p: &Principal, id: &str, b: ReportBody) -> ApiResult<()> {
+    check_task(id)?;
     as_holder(app, p, &b.name).await?;
     let report: Report = serde_json::from_value(b.report)
         .map_err(|e| ApiError::BadRequest(format!("the report is not one pipewright understands: {e}")))?;
