@@ -6,71 +6,14 @@
 //! take waits, saying so.
 
 mod common;
-use common::{Server, pipeline, replica, scratch_database, stage, until};
+use common::{Agent, Server, agent_token, pipeline, replica, scratch_database, stage, until};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
 const P: &str = "/api/v1/orgs/default/projects/default";
-
-/// A service account `agents` holding the `_agent` role at the account; returns a token of it.
-async fn agent_token(s: &Server, name: &str) -> (String, String) {
-    let (st, _) = s.req(Some(&s.token), Method::GET, "/api/v1/service-accounts", None).await;
-    assert!(st.is_success());
-    let (st, _) =
-        s.req(Some(&s.token), Method::POST, "/api/v1/service-accounts", Some(&json!({"identifier": "agents"}))).await;
-    if st.is_success() {
-        s.ok(
-            Method::POST,
-            "/api/v1/role-bindings",
-            Some(json!({"principal": {"kind": "service_account", "id": "agents"}, "role": "_agent",
-                "resource_group": "_all_project_level_resources"})),
-        )
-        .await;
-    }
-    let t = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": name, "service_account": "agents"}))).await;
-    (t["id"].as_str().unwrap().to_string(), t["token"].as_str().unwrap().to_string())
-}
-
-/// A running `pipewright agent`.
-struct Agent {
-    child: Child,
-    stderr: std::path::PathBuf,
-}
-
-impl Agent {
-    fn start(dir: &Path, url: &str, token: &str, name: &str, tags: &str) -> Agent {
-        let stderr = dir.join(format!("{name}.stderr"));
-        let mut c = Command::new(env!("CARGO_BIN_EXE_pipewright"));
-        c.args(["agent", "--server", url, "--token", token, "--name", name, "--concurrency", "4", "--state-dir"])
-            .arg(dir.join(name))
-            .env_remove("PIPEWRIGHT_STEP_ISOLATION")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap());
-        if !tags.is_empty() {
-            c.args(["--tags", tags]);
-        }
-        Agent { child: c.spawn().unwrap(), stderr }
-    }
-
-    fn said(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    fn signal(&self, sig: nix::sys::signal::Signal) {
-        nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.child.id() as i32), sig).unwrap();
-    }
-}
-
-impl Drop for Agent {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// `text` with every line indented by `n` spaces.
 fn indent(text: &str, n: usize) -> String {

@@ -2,7 +2,8 @@
 //! fresh database of its own: executions started through either server run exactly once and read the same
 //! through both; a token revoked and failed logins counted through one apply on the other; a server killed
 //! in the middle of a step has its execution taken over by the other, and a client following the live log
-//! resumes there without a gap. Where no PostgreSQL answers, the tests fail under CI and are skipped,
+//! resumes there without a gap; a database restarted mid-run (under a server, and under an agent) loses
+//! nothing. Where no PostgreSQL answers, the tests fail under CI and are skipped,
 //! saying so, elsewhere.
 
 mod common;
@@ -323,7 +324,14 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let _ = self.cmd("pg_ctl").arg("-D").arg(self.data()).args(["-m", "immediate", "stop"]).status();
+        let _ = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
     }
 }
 
@@ -381,4 +389,49 @@ async fn a_database_restart_mid_run_loses_nothing() {
             assert_eq!(text.matches(line).count(), 1, "{line} in {text}");
         }
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_under_an_agent_loses_nothing() {
+    let Some(pg) = OwnPostgres::start() else { return };
+    let db = Scratch::create(&pg.admin_url()).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let s = common::replica(&dir.path().join("a"), &db, "5", &["--no-local-executor"]).await;
+    let (_, token) = common::agent_token(&s, "fleet").await;
+    let agent = common::Agent::start(dir.path(), &s.url, &token, "steady", "");
+    let go = dir.path().join("go");
+    let script = format!(
+        "'echo before; while [ ! -f {} ]; do sleep 0.05; done; for i in 1 2 3; do echo after-$i; sleep 0.2; done'",
+        go.display()
+    );
+    s.ok(
+        Method::POST,
+        &format!("{P}/pipelines"),
+        Some(pipeline("remote", &(stage("a", &script) + &stage("b", "echo b-ran")))),
+    )
+    .await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/remote/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    until("the step to run on the agent", Duration::from_secs(30), || async {
+        let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+        v.to_string().contains("before")
+    })
+    .await;
+    // The database goes away while the agent runs the step; the step ends and the agent reports meanwhile:
+    // its calls wait for the server, which waits for the database.
+    pg.ctl("stop");
+    std::fs::write(&go, "").unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    pg.ctl("start");
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let steps: Vec<&Value> = done["nodes"].as_array().unwrap().iter().filter(|n| n["kind"] == "step").collect();
+    assert_eq!(steps.len(), 2, "one attempt each: {steps:?}");
+    let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    let text: String = v["items"].as_array().unwrap().iter().filter_map(|c| c["data"].as_str()).collect();
+    for line in ["before", "after-1", "after-3", "b-ran", "on agent `steady`"] {
+        assert!(text.contains(line), "{line} in {text}");
+    }
+    assert_eq!(text.matches("after-2").count(), 1, "{text}");
+    drop(agent);
 }

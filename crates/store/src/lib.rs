@@ -1,8 +1,8 @@
 //! Durable state for pipewright, by role: [`History`] (what readers query), [`Requests`] (what people ask of
 //! a running execution), [`Journal`] (what the launcher and the engine write), [`Feed`] (incremental reads for
 //! live streams), [`Leases`] (one owner per execution), [`Tasks`] (steps handed to remote agents) and
-//! [`Directory`] (the server's records, tokens and audit trail); [`Store`] is all of them, [`Client`] what a client of the history needs. The records are
-//! `domain`'s plain data, re-exported here. The traits carry data, not rules: a store never decides a status,
+//! [`Directory`] (the server's records, tokens and audit trail); [`Store`] is all of them, [`Client`] what a
+//! client of the history needs. The records are `domain`'s plain data, re-exported here. The traits carry data, not rules: a store never decides a status,
 //! it records the ones it is given, before the engine acts on them. The SQLite implementation is the `sqlite`
 //! feature, the PostgreSQL one the `postgres` feature (both on by default); without them this crate links no
 //! database driver. [`open`] picks one from where the state is kept.
