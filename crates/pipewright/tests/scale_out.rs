@@ -3,8 +3,7 @@
 //! through both; a token revoked and failed logins counted through one apply on the other; a server killed
 //! in the middle of a step has its execution taken over by the other, and a client following the live log
 //! resumes there without a gap; a database restarted mid-run (under a server, and under an agent) loses
-//! nothing. Where no PostgreSQL answers, the tests fail under CI and are skipped,
-//! saying so, elsewhere.
+//! nothing. Where no PostgreSQL answers, the tests fail under CI and are skipped, saying so, elsewhere.
 
 mod common;
 use common::{Server, pipeline, stage, until};
