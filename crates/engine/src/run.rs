@@ -375,20 +375,13 @@ impl<'p> Run<'p> {
         Ok(())
     }
 
-    /// The tags an agent must have to run a step (`delegateSelectors`): the step's own, else its stage's,
-    /// else the pipeline's, rendered; empty ones dropped.
+    /// The tags an agent must have to run a step (`delegateSelectors`, as `Pipeline::delegate_selectors`
+    /// chooses them), rendered; empty ones dropped.
     fn selectors(&self, s: &Step, cx: &StageCx<'_>, ctx: &NodeCtx<'_>) -> Vec<String> {
-        let own = match &s.spec {
-            spec::StepSpec::ShellScript(x) => x.delegate_selectors.as_ref(),
-            _ => None,
-        };
-        let list = own
-            .filter(|l| !l.is_empty())
-            .or(cx.stage.delegate_selectors.as_ref().filter(|l| !l.is_empty()))
-            .or(self.pipeline.delegate_selectors.as_ref());
-        let mut out: Vec<String> = list
-            .into_iter()
-            .flatten()
+        let mut out: Vec<String> = self
+            .pipeline
+            .delegate_selectors(cx.stage, s)
+            .iter()
             .filter_map(|v| ctx.render(&v.value).ok())
             .map(|v| v.trim().to_string())
             .filter(|v| !v.is_empty())

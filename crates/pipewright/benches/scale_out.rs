@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{PASSWORD, serve_env};
+use common::{PASSWORD, pct, serve_env, trivial_pipeline};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -21,25 +21,6 @@ const KEY: &str = "3c1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2
 
 fn env(name: &str, default: u64) -> u64 {
     std::env::var(name).ok().and_then(|v| v.parse().ok()).unwrap_or(default)
-}
-
-fn pipeline() -> String {
-    let mut s = String::from(
-        "pipeline:\n  name: Many\n  identifier: many\n  projectIdentifier: default\n  orgIdentifier: default\n  stages:\n    - stage:\n        name: a\n        identifier: a\n        type: Custom\n        spec:\n          execution:\n            steps:\n",
-    );
-    for j in 0..STEPS {
-        s.push_str(&format!(
-            "              - step:\n                  type: ShellScript\n                  name: t{j}\n                  identifier: t{j}\n                  spec:\n                    shell: Sh\n                    source:\n                      type: Inline\n                      spec:\n                        script: \"true\"\n"
-        ));
-    }
-    s
-}
-
-fn pct(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
 
 async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: Value) -> Value {
@@ -71,9 +52,7 @@ struct Outcome {
 /// Run the batch: on one server running the steps itself (`agents` 0), or through 2 servers (round robin)
 /// with that many agents taking the steps.
 async fn batch(agents: usize) -> Outcome {
-    let admin = std::env::var("PIPEWRIGHT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let db = store::Scratch::create(&admin).await.expect("PostgreSQL");
+    let db = store::Scratch::create(&store::Scratch::admin_url()).await.expect("PostgreSQL");
     let dir = tempfile::tempdir().unwrap();
     let http = reqwest::Client::new();
     let mut children = Vec::new();
@@ -159,7 +138,7 @@ async fn batch(agents: usize) -> Outcome {
         .post(format!("{}/api/v1/orgs/default/projects/default/pipelines", urls[0]))
         .bearer_auth(&token)
         .header("content-type", "application/yaml")
-        .body(pipeline())
+        .body(trivial_pipeline(STEPS))
         .send()
         .await
         .unwrap();
@@ -237,9 +216,7 @@ async fn batch(agents: usize) -> Outcome {
 
 /// The history-listing load on a server over PostgreSQL holding `n` executions.
 async fn history(n: u64, seconds: u64) {
-    let admin = std::env::var("PIPEWRIGHT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
-    let db = store::Scratch::create(&admin).await.expect("PostgreSQL");
+    let db = store::Scratch::create(&store::Scratch::admin_url()).await.expect("PostgreSQL");
     drop(store::PgStore::open(db.url()).await.unwrap());
     let t = Instant::now();
     let sql = format!(

@@ -7,31 +7,12 @@
 
 mod common;
 
-use common::{PASSWORD, serve};
+use common::{PASSWORD, pct, serve, trivial_pipeline};
 
 use std::time::{Duration, Instant};
 
 const EXECUTIONS: usize = 20;
 const STEPS: usize = 50;
-
-fn pipeline() -> String {
-    let mut s = String::from(
-        "pipeline:\n  name: Many\n  identifier: many\n  projectIdentifier: default\n  orgIdentifier: default\n  stages:\n    - stage:\n        name: a\n        identifier: a\n        type: Custom\n        spec:\n          execution:\n            steps:\n",
-    );
-    for j in 0..STEPS {
-        s.push_str(&format!(
-            "              - step:\n                  type: ShellScript\n                  name: t{j}\n                  identifier: t{j}\n                  spec:\n                    shell: Sh\n                    source:\n                      type: Inline\n                      spec:\n                        script: \"true\"\n"
-        ));
-    }
-    s
-}
-
-fn pct(sorted: &[i64], p: f64) -> i64 {
-    if sorted.is_empty() {
-        return 0;
-    }
-    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
-}
 
 struct Outcome {
     per_second: f64,
@@ -60,7 +41,7 @@ async fn batch(isolation: &str) -> Outcome {
         .post(&p)
         .bearer_auth(&token)
         .header("content-type", "application/yaml")
-        .body(pipeline())
+        .body(trivial_pipeline(STEPS))
         .send()
         .await
         .unwrap();

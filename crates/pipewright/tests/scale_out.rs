@@ -26,25 +26,6 @@ async fn replica(state: &Path, db: &Scratch, lease: &str) -> Server {
     common::replica(state, db, lease, &[]).await
 }
 
-/// `text` with every line indented by `n` spaces.
-fn indent(text: &str, n: usize) -> String {
-    text.lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect()
-}
-
-/// A stage running two steps side by side, each printing `ran <execution> <stage>.<step>`.
-fn fan_stage(id: &str) -> String {
-    let step = |s: &str| {
-        format!(
-            "- step:\n    type: ShellScript\n    name: {s}\n    identifier: {s}\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: echo \"ran <+pipeline.executionId> {id}.{s}\"\n"
-        )
-    };
-    format!(
-        "- stage:\n    name: {id}\n    identifier: {id}\n    type: Custom\n    spec:\n      execution:\n        steps:\n          - parallel:\n{}{}",
-        indent(&step("x"), 14),
-        indent(&step("y"), 14)
-    )
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_servers_on_one_database_run_each_execution_once_and_agree() {
     let Some(db) = database().await else { return };
@@ -52,13 +33,7 @@ async fn two_servers_on_one_database_run_each_execution_once_and_agree() {
     let a = replica(&dir.path().join("a"), &db, "2").await;
     let b = replica(&dir.path().join("b"), &db, "2").await;
     // Two stages side by side, then one after them; each stage runs two steps side by side.
-    let yaml = format!(
-        "pipeline:\n  name: fan\n  identifier: fan\n  projectIdentifier: default\n  orgIdentifier: default\n  stages:\n    - parallel:\n{}{}{}",
-        indent(&fan_stage("build"), 8),
-        indent(&fan_stage("scan"), 8),
-        indent(&fan_stage("publish"), 4),
-    );
-    a.ok(Method::POST, &format!("{P}/pipelines"), Some(Value::String(yaml))).await;
+    a.ok(Method::POST, &format!("{P}/pipelines"), Some(common::fan_pipeline())).await;
     // Saved through one server, the pipeline is there through the other.
     b.ok(Method::GET, &format!("{P}/pipelines/fan"), None).await;
     let mut ids = Vec::new();
@@ -77,7 +52,7 @@ async fn two_servers_on_one_database_run_each_execution_once_and_agree() {
     for id in &ids {
         let (_, logs) = a.req(Some(&a.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
         let text: String = logs["items"].as_array().unwrap().iter().filter_map(|c| c["data"].as_str()).collect();
-        lines.extend(text.lines().filter_map(|l| l.split("ran ").nth(1)).map(String::from));
+        lines.extend(common::fan_lines(&text));
         let nodes = b.ok(Method::GET, &format!("/api/v1/executions/{id}/nodes"), None).await;
         let steps: Vec<&Value> = nodes.as_array().unwrap().iter().filter(|n| n["kind"] == "step").collect();
         assert_eq!(steps.len(), 6, "{nodes}");

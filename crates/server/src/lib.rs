@@ -112,10 +112,8 @@ pub struct App {
     pub tokens: auth::TokenCache,
     /// The keys that seal secret values (and tasks queued for agents) at rest.
     pub keys: Arc<crypto::Keyring>,
-    /// Which principal each agent name belongs to, as far as this server has seen (names are never reused
-    /// by another principal, so this only grows).
-    pub agent_owners: std::sync::Mutex<std::collections::HashMap<String, String>>,
-    /// When this server last recorded each agent as seen, and what it recorded.
+    /// When this server last recorded each agent as seen, and what it recorded (an agent's name belongs to
+    /// its principal for good, so the record also answers whose it is).
     pub agents_seen: std::sync::Mutex<std::collections::HashMap<String, (Instant, store::AgentRecord)>>,
     /// Live-log streams open, per principal and in total.
     pub streams: Arc<listen::Slots<String>>,
@@ -367,7 +365,6 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
         policy: RwLock::new(None),
         tokens: auth::TokenCache::default(),
         keys,
-        agent_owners: Default::default(),
         agents_seen: Default::default(),
         streams,
         plans,

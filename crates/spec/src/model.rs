@@ -1208,6 +1208,20 @@ fn collect_stages<'a>(els: &'a [StageElement], out: &mut Vec<&'a Stage>) {
 }
 
 impl Pipeline {
+    /// The `delegateSelectors` a step of `stage` runs under: the step's own (a ShellScript's), else its
+    /// stage's, else the pipeline's; an empty list counts as none.
+    pub fn delegate_selectors<'a>(&'a self, stage: &'a Stage, step: &'a Step) -> &'a [Str] {
+        let own = match &step.spec {
+            StepSpec::ShellScript(x) => x.delegate_selectors.as_deref(),
+            _ => None,
+        };
+        [own, stage.delegate_selectors.as_deref(), self.delegate_selectors.as_deref()]
+            .into_iter()
+            .flatten()
+            .find(|l| !l.is_empty())
+            .unwrap_or(&[])
+    }
+
     /// Every stage, flattening parallel blocks, in YAML order.
     pub fn all_stages(&self) -> Vec<&Stage> {
         let mut out = Vec::new();

@@ -434,3 +434,51 @@ fn a_big_pipeline_reads_the_same_as_a_small_one() {
     assert_eq!(refs.len(), n - 1);
     assert!(refs.windows(2).all(|w| w[0].span.start < w[1].span.start), "references in file order");
 }
+
+#[test]
+fn a_step_runs_under_its_own_delegate_selectors_else_its_stage_s_else_the_pipeline_s() {
+    let d = doc("pipeline:
+  name: p
+  identifier: p
+  delegateSelectors: [linux]
+  stages:
+    - stage:
+        name: a
+        identifier: a
+        type: Custom
+        delegateSelectors: []
+        spec:
+          execution:
+            steps:
+              - step: {type: ShellScript, name: own, identifier: own, spec: {shell: Bash, delegateSelectors: [gpu], source: {type: Inline, spec: {script: x}}}}
+              - step: {type: ShellScript, name: none, identifier: none, spec: {shell: Bash, source: {type: Inline, spec: {script: x}}}}
+    - stage:
+        name: b
+        identifier: b
+        type: Custom
+        delegateSelectors: [arm, big]
+        spec:
+          execution:
+            steps:
+              - step: {type: ShellScript, name: s, identifier: s, spec: {shell: Bash, source: {type: Inline, spec: {script: x}}}}
+");
+    let p = d.pipeline().unwrap();
+    let stages = p.all_stages();
+    let steps = |i: usize| -> Vec<&spec::Step> {
+        stages[i]
+            .spec
+            .execution
+            .steps
+            .iter()
+            .filter_map(|e| match e {
+                ExecutionElement::Step(s) => Some(&**s),
+                _ => None,
+            })
+            .collect()
+    };
+    let names = |l: &[spec::Str]| l.iter().map(|v| v.value.clone()).collect::<Vec<_>>();
+    let a = steps(0);
+    assert_eq!(names(p.delegate_selectors(stages[0], a[0])), ["gpu"], "the step's own");
+    assert_eq!(names(p.delegate_selectors(stages[0], a[1])), ["linux"], "an empty stage list counts as none");
+    assert_eq!(names(p.delegate_selectors(stages[1], steps(1)[0])), ["arm", "big"], "the stage's");
+}

@@ -16,7 +16,9 @@ mod sqlite;
 
 pub use domain::*;
 #[cfg(feature = "postgres")]
-pub use postgres::{PgStore, Scratch, redact, transient};
+use postgres::redact;
+#[cfg(feature = "postgres")]
+pub use postgres::{PgStore, Scratch};
 #[cfg(feature = "sqlite")]
 pub use sqlite::SqliteStore;
 
@@ -303,6 +305,17 @@ impl Signals {
         for map in [&self.agents, &self.tasks] {
             for n in map.lock().unwrap_or_else(|e| e.into_inner()).values().filter_map(std::sync::Weak::upgrade) {
                 n.notify_waiters();
+            }
+        }
+    }
+
+    /// Tasks a lease expiry changed (`Tasks::expire_tasks`): those back in the queue wake a claimer, those
+    /// lost wake whoever waits for them.
+    pub fn expired(&self, tasks: &[TaskRecord]) {
+        for t in tasks {
+            match t.state {
+                TaskState::Queued => self.queued(None),
+                _ => self.ended(&t.id),
             }
         }
     }

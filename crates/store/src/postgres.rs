@@ -25,8 +25,6 @@ use std::time::Duration;
 #[derive(Clone, Debug)]
 pub struct PgStore {
     pool: PgPool,
-    /// The URL without its password, for messages.
-    shown: String,
     /// Wake-ups about tasks, this process's and (through `LISTEN`) every other's.
     signals: std::sync::Arc<crate::Signals>,
 }
@@ -78,7 +76,7 @@ const FINAL: &str = "('Success', 'Failed', 'Aborted', 'Expired', 'IgnoreFailed',
 const RIDE_OUT: Duration = Duration::from_secs(90);
 
 /// A URL as it may be shown: without its password.
-pub fn redact(url: &str) -> String {
+pub(crate) fn redact(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];
@@ -93,7 +91,7 @@ pub fn redact(url: &str) -> String {
 
 /// Whether an error means the database could not be reached (or is restarting), so the call may be tried
 /// again, rather than that the call itself was wrong.
-pub fn transient(e: &sqlx::Error) -> bool {
+fn transient(e: &sqlx::Error) -> bool {
     match e {
         sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::Tls(_) | sqlx::Error::Protocol(_) => true,
         sqlx::Error::Database(d) => d.code().is_some_and(|c| {
@@ -148,17 +146,7 @@ impl PgStore {
         })?;
         let signals = std::sync::Arc::new(crate::Signals::default());
         listen(pool.clone(), std::sync::Arc::downgrade(&signals));
-        Ok(PgStore { pool, shown, signals })
-    }
-
-    /// The database's URL, without its password.
-    pub fn shown(&self) -> &str {
-        &self.shown
-    }
-
-    /// The connection pool (for a listener on the same database).
-    pub fn pool(&self) -> &PgPool {
-        &self.pool
+        Ok(PgStore { pool, signals })
     }
 }
 
@@ -167,14 +155,7 @@ async fn execution_on(pool: &PgPool, id_or_prefix: &str) -> Result<Execution> {
     if let Some(exact) = exact {
         return execution_row(&exact);
     }
-    let mut found = by_prefix(pool, id_or_prefix, 2).await?;
-    match found.len() {
-        0 => Err(StoreError::NotFound(format!(
-            "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
-        ))),
-        1 => Ok(found.remove(0)),
-        _ => Err(StoreError::NotFound(format!("`{id_or_prefix}` matches several executions; give more of the id"))),
-    }
+    one_execution(by_prefix(pool, id_or_prefix, 2).await?, id_or_prefix)
 }
 
 /// Executions whose id starts with `prefix`: a range over the primary key (ids are upper-case ULIDs and sort
@@ -1075,12 +1056,7 @@ impl Tasks for PgStore {
             .fetch_all(&self.pool)
         )?;
         let expired: Vec<TaskRecord> = rows.iter().map(task_row).collect::<Result<_>>()?;
-        for t in &expired {
-            match t.state {
-                TaskState::Queued => self.signals.queued(None),
-                _ => self.signals.ended(&t.id),
-            }
-        }
+        self.signals.expired(&expired);
         Ok(expired)
     }
     async fn agent_seen(
@@ -1135,6 +1111,13 @@ pub struct Scratch {
 }
 
 impl Scratch {
+    /// The server tests and benchmarks make their databases on: `PIPEWRIGHT_TEST_POSTGRES`, else the local
+    /// server's `postgres` database.
+    pub fn admin_url() -> String {
+        std::env::var("PIPEWRIGHT_TEST_POSTGRES")
+            .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into())
+    }
+
     /// Create a fresh database through `admin_url` (a database on the server the caller may create
     /// databases from, such as `postgres://postgres@127.0.0.1:5432/postgres`).
     pub async fn create(admin_url: &str) -> Result<Scratch> {

@@ -61,6 +61,18 @@ pub(crate) fn text_of<T: serde::Serialize>(v: &T, empty: &str) -> String {
     serde_json::to_string(v).unwrap_or_else(|_| empty.into())
 }
 
+/// The one execution an id prefix matched (at most two looked up): none and several are errors that say
+/// what to do.
+pub(crate) fn one_execution(mut found: Vec<Execution>, id_or_prefix: &str) -> Result<Execution> {
+    match found.len() {
+        0 => Err(StoreError::NotFound(format!(
+            "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
+        ))),
+        1 => Ok(found.remove(0)),
+        _ => Err(StoreError::NotFound(format!("`{id_or_prefix}` matches several executions; give more of the id"))),
+    }
+}
+
 pub(crate) fn chunk_row(r: &impl Cols) -> LogChunk {
     LogChunk { cursor: r.i("cursor"), node_id: r.s("node_id"), seq: r.i("seq"), data: r.s("data") }
 }

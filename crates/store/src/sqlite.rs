@@ -149,14 +149,7 @@ async fn execution_on(pool: &SqlitePool, id_or_prefix: &str) -> Result<Execution
     {
         return execution_row(&exact);
     }
-    let mut found = by_prefix(pool, id_or_prefix, 2).await?;
-    match found.len() {
-        0 => Err(StoreError::NotFound(format!(
-            "no execution `{id_or_prefix}`; `pipewright history` lists the executions"
-        ))),
-        1 => Ok(found.remove(0)),
-        _ => Err(StoreError::NotFound(format!("`{id_or_prefix}` matches several executions; give more of the id"))),
-    }
+    one_execution(by_prefix(pool, id_or_prefix, 2).await?, id_or_prefix)
 }
 
 /// Executions whose id starts with `prefix`, as a range over the primary key (ids are upper-case ULIDs; `~`
@@ -1043,12 +1036,7 @@ impl Tasks for SqliteStore {
         .fetch_all(&mut *self.writer.lock().await)
         .await?;
         let expired: Vec<TaskRecord> = rows.iter().map(task_row).collect::<Result<_>>()?;
-        for t in &expired {
-            match t.state {
-                TaskState::Queued => self.signals.queued(None),
-                _ => self.signals.ended(&t.id),
-            }
-        }
+        self.signals.expired(&expired);
         Ok(expired)
     }
     async fn agent_seen(

@@ -602,8 +602,7 @@ macro_rules! backend {
 /// A fresh PostgreSQL database. Where none can be reached, the test fails under CI (`CI` set) and is
 /// skipped, saying so, elsewhere.
 async fn postgres() -> (Option<Scratch>, Option<Arc<dyn Store>>) {
-    let admin = std::env::var("PIPEWRIGHT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = Scratch::admin_url();
     match Scratch::create(&admin).await {
         Ok(db) => {
             let s: Arc<dyn Store> = Arc::new(PgStore::open(db.url()).await.unwrap());

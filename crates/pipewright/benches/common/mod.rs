@@ -1,4 +1,5 @@
-//! What the server benchmarks share: a real `pipewright serve` on a loopback port, its admin password set.
+//! What the server benchmarks share: a real `pipewright serve` on a loopback port, its admin password set;
+//! the pipeline of trivial steps they run; percentiles.
 
 use std::io::{BufRead, BufReader};
 use std::path::Path;
@@ -34,4 +35,27 @@ pub fn serve_env(state: &Path, extra: &[&str], envs: &[(&str, &str)]) -> (Child,
     let url = lines.next().unwrap().unwrap().strip_prefix("listening on ").unwrap().to_string();
     std::thread::spawn(move || lines.map_while(Result::ok).count());
     (child, url)
+}
+
+/// Pipeline `many`: one Custom stage of `steps` steps of `true`, one after another.
+#[allow(dead_code)]
+pub fn trivial_pipeline(steps: usize) -> String {
+    let mut s = String::from(
+        "pipeline:\n  name: Many\n  identifier: many\n  projectIdentifier: default\n  orgIdentifier: default\n  stages:\n    - stage:\n        name: a\n        identifier: a\n        type: Custom\n        spec:\n          execution:\n            steps:\n",
+    );
+    for j in 0..steps {
+        s.push_str(&format!(
+            "              - step:\n                  type: ShellScript\n                  name: t{j}\n                  identifier: t{j}\n                  spec:\n                    shell: Sh\n                    source:\n                      type: Inline\n                      spec:\n                        script: \"true\"\n"
+        ));
+    }
+    s
+}
+
+/// The `p` quantile (0 to 1) of sorted values; 0 for none.
+#[allow(dead_code)]
+pub fn pct(sorted: &[i64], p: f64) -> i64 {
+    if sorted.is_empty() {
+        return 0;
+    }
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }

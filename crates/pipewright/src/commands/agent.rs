@@ -125,6 +125,20 @@ enum Answer {
 }
 
 impl Link {
+    /// [`Link::post`] again while the server cannot answer, pausing `pauses` (ms) between tries; the first
+    /// answer that is not a retry, or the last retry.
+    async fn post_retrying(&self, path: &str, body: &Value, timeout: Duration, pauses: &[u64]) -> Answer {
+        let mut answer = self.post(path, body.clone(), timeout).await;
+        for pause in pauses {
+            if !matches!(answer, Answer::Retry(_)) {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(*pause)).await;
+            answer = self.post(path, body.clone(), timeout).await;
+        }
+        answer
+    }
+
     async fn post(&self, path: &str, body: Value, timeout: Duration) -> Answer {
         let r = self
             .http
@@ -168,19 +182,10 @@ impl Relay {
         }
         let body = json!({"name": self.link.name, "lines": lines});
         // Output is kept until the server has it (or no longer wants it).
-        for pause in [50, 200, 500, 1000, 2000, 4000] {
-            match self
-                .link
-                .post(&format!("/api/v1/agent/tasks/{}/output", self.id), body.clone(), Duration::from_secs(30))
-                .await
-            {
-                Answer::Ok(_) | Answer::Refused(_) => return,
-                Answer::Gone => {
-                    let _ = self.gone.send(true);
-                    return;
-                }
-                Answer::Retry(_) => tokio::time::sleep(Duration::from_millis(pause)).await,
-            }
+        let path = format!("/api/v1/agent/tasks/{}/output", self.id);
+        let answer = self.link.post_retrying(&path, &body, Duration::from_secs(30), &[50, 200, 500, 1000, 2000]).await;
+        if matches!(answer, Answer::Gone) {
+            let _ = self.gone.send(true);
         }
     }
 }
@@ -296,18 +301,13 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
 /// heartbeats while it runs, output relayed, the report sent.
 async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Duration) {
     let id = task.node_id.clone();
-    let mut confirmed = None;
-    for pause in [0, 100, 300] {
-        tokio::time::sleep(Duration::from_millis(pause)).await;
-        match link.post(&format!("/api/v1/agent/tasks/{id}/heartbeat"), json!({"name": link.name}), beat).await {
-            Answer::Ok(v) => {
-                confirmed = Some(v["cancel"] == true);
-                break;
-            }
-            Answer::Retry(_) => continue,
-            Answer::Gone | Answer::Refused(_) => break,
-        }
-    }
+    let confirmed = match link
+        .post_retrying(&format!("/api/v1/agent/tasks/{id}/heartbeat"), &json!({"name": link.name}), beat, &[100, 300])
+        .await
+    {
+        Answer::Ok(v) => Some(v["cancel"] == true),
+        _ => None,
+    };
     match confirmed {
         None => {
             eprintln!("task {id} could not be confirmed with the server; it goes back to the queue unrun");
@@ -367,19 +367,18 @@ async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Durati
     // The last lines go with the report.
     let lines = std::mem::take(&mut *relay.buffer.lock().unwrap_or_else(|e| e.into_inner()));
     let body = json!({"name": link.name, "report": report, "lines": lines});
-    for pause in [100, 500, 1000, 2000, 5000, 5000] {
-        match link.post(&format!("/api/v1/agent/tasks/{id}/report"), body.clone(), Duration::from_secs(30)).await {
-            Answer::Ok(_) => return,
-            Answer::Gone => {
-                eprintln!("task {id} was given to another agent; the server refused this agent's late report");
-                return;
-            }
-            Answer::Refused(m) => {
-                eprintln!("task {id}: the report was refused: {m}");
-                return;
-            }
-            Answer::Retry(_) => tokio::time::sleep(Duration::from_millis(pause)).await,
+    let path = format!("/api/v1/agent/tasks/{id}/report");
+    match link.post_retrying(&path, &body, Duration::from_secs(30), &[100, 500, 1000, 2000, 5000]).await {
+        Answer::Ok(_) => return,
+        Answer::Gone => {
+            eprintln!("task {id} was given to another agent; the server refused this agent's late report");
+            return;
         }
+        Answer::Refused(m) => {
+            eprintln!("task {id}: the report was refused: {m}");
+            return;
+        }
+        Answer::Retry(_) => {}
     }
     eprintln!(
         "task {id}: the server could not be reached to report; the step gets a new attempt when the lease runs out"

@@ -227,8 +227,7 @@ pub const SHARED_KEY: &str = "7d2c0b5f9a8e41d3b6c2f0e9a7d5c3b1e0f9a8d7c6b5a4f3e2
 /// A fresh PostgreSQL database for one test, dropped after it; None (the test is skipped, saying so) where no
 /// PostgreSQL answers outside CI. Under CI a missing PostgreSQL fails the test.
 pub async fn scratch_database() -> Option<store::Scratch> {
-    let admin = std::env::var("PIPEWRIGHT_TEST_POSTGRES")
-        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432/postgres".into());
+    let admin = store::Scratch::admin_url();
     match store::Scratch::create(&admin).await {
         Ok(db) => Some(db),
         Err(e) if std::env::var_os("CI").is_none() => {
@@ -258,19 +257,17 @@ pub async fn until<F: std::future::Future<Output = bool>>(what: &str, limit: Dur
 
 /// A service account `agents` holding the `_agent` role at the account; returns a token of it.
 pub async fn agent_token(s: &Server, name: &str) -> (String, String) {
-    let (st, _) = s.req(Some(&s.token), reqwest::Method::GET, "/api/v1/service-accounts", None).await;
-    assert!(st.is_success());
     let (st, _) = s
         .req(
             Some(&s.token),
-            reqwest::Method::POST,
+            Method::POST,
             "/api/v1/service-accounts",
             Some(&serde_json::json!({"identifier": "agents"})),
         )
         .await;
     if st.is_success() {
         s.ok(
-            reqwest::Method::POST,
+            Method::POST,
             "/api/v1/role-bindings",
             Some(serde_json::json!({"principal": {"kind": "service_account", "id": "agents"}, "role": "_agent",
                 "resource_group": "_all_project_level_resources"})),
@@ -278,11 +275,7 @@ pub async fn agent_token(s: &Server, name: &str) -> (String, String) {
         .await;
     }
     let t = s
-        .ok(
-            reqwest::Method::POST,
-            "/api/v1/tokens",
-            Some(serde_json::json!({"name": name, "service_account": "agents"})),
-        )
+        .ok(Method::POST, "/api/v1/tokens", Some(serde_json::json!({"name": name, "service_account": "agents"})))
         .await;
     (t["id"].as_str().unwrap().to_string(), t["token"].as_str().unwrap().to_string())
 }
@@ -322,4 +315,37 @@ impl Drop for Agent {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `text` with every line indented by `n` spaces.
+pub fn indent(text: &str, n: usize) -> String {
+    text.lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect()
+}
+
+/// Pipeline `fan` in the default project: stages `build` and `scan` side by side, then `publish`; each stage
+/// runs two steps (`x`, `y`) side by side, each printing `RAN <execution> <stage>.<step>`.
+pub fn fan_pipeline() -> Value {
+    let stage = |id: &str| {
+        let step = |s: &str| {
+            format!(
+                "- step:\n    type: ShellScript\n    name: {s}\n    identifier: {s}\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: echo \"RAN <+pipeline.executionId> {id}.{s}\"\n"
+            )
+        };
+        format!(
+            "- stage:\n    name: {id}\n    identifier: {id}\n    type: Custom\n    spec:\n      execution:\n        steps:\n          - parallel:\n{}{}",
+            indent(&step("x"), 14),
+            indent(&step("y"), 14)
+        )
+    };
+    Value::String(format!(
+        "pipeline:\n  name: fan\n  identifier: fan\n  projectIdentifier: default\n  orgIdentifier: default\n  stages:\n    - parallel:\n{}{}{}",
+        indent(&stage("build"), 8),
+        indent(&stage("scan"), 8),
+        indent(&stage("publish"), 4),
+    ))
+}
+
+/// The `<execution> <stage>.<step>` of every line a `fan` step printed, in a log's text.
+pub fn fan_lines(text: &str) -> Vec<String> {
+    text.lines().filter_map(|l| l.split("RAN ").nth(1)).map(String::from).collect()
 }

@@ -172,7 +172,6 @@ async fn as_agent(app: &App, p: &Principal, name: &str, tags: &[String], version
             message: format!("agent `{name}` was revoked; an administrator may allow it again"),
         });
     }
-    app.agent_owners.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), me);
     let mut seen = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner());
     if seen.len() > 10_000 {
         seen.clear();
@@ -187,16 +186,14 @@ async fn as_holder(app: &App, p: &Principal, name: &str) -> ApiResult<()> {
     check_name(name)?;
     app.require(p, "agent:connect", &Resource::new("agent", name, Scope::account())).await?;
     let me = p.display();
-    let known = app.agent_owners.lock().unwrap_or_else(|e| e.into_inner()).get(name).cloned();
+    // An agent name never changes hands, so the principal this server last saw it with is still its own.
+    let known = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner()).get(name).map(|(_, a)| a.principal.clone());
     let owner = match known {
         Some(o) => Some(o),
         None => app.store.agents().await?.into_iter().find(|a| a.name == name).map(|a| a.principal),
     };
     match owner {
-        Some(o) if o == me => {
-            app.agent_owners.lock().unwrap_or_else(|e| e.into_inner()).insert(name.to_string(), o);
-            Ok(())
-        }
+        Some(o) if o == me => Ok(()),
         Some(o) => Err(ApiError::Conflict(format!("agent name `{name}` is used by {o}"))),
         None => Err(ApiError::Conflict(format!("no agent `{name}` has asked for work; it holds no task"))),
     }
@@ -367,19 +364,15 @@ pub async fn set_state(app: &App, p: &Principal, name: &str, state: &str) -> Api
 }
 
 /// What a plan says about agents on a server that runs no steps itself: for each stage that runs, the tags
-/// its steps need (`delegateSelectors` of the step, else of the stage, else of the pipeline — values with
-/// expressions are known only at run time and left out) and whether an agent that is online (`active`,
-/// seen after `alive_after`) has them; without one, its steps will wait.
+/// its steps need (`Pipeline::delegate_selectors`; a list with expressions is known only at run time and
+/// not checked) and whether an agent that is online (`active`, seen after `alive_after`) has them; without
+/// one, its steps will wait.
 pub fn agent_warnings(
     pipeline: &spec::Pipeline,
     run: &[String],
     agents: &[AgentRecord],
     alive_after: i64,
 ) -> Vec<String> {
-    fn literal(list: Option<&Vec<spec::Str>>) -> Option<Vec<String>> {
-        let l: Vec<String> = list?.iter().map(|v| v.value.trim().to_string()).filter(|v| !v.is_empty()).collect();
-        (!l.is_empty() && l.iter().all(|v| !v.contains("<+"))).then_some(l)
-    }
     fn steps<'a>(els: &'a [spec::ExecutionElement], out: &mut Vec<&'a spec::Step>) {
         for e in els {
             match e {
@@ -405,15 +398,12 @@ pub fn agent_warnings(
         steps(&stage.spec.execution.steps, &mut all);
         let mut needs: Vec<Vec<String>> = Vec::new();
         for step in all {
-            let own = match &step.spec {
-                spec::StepSpec::ShellScript(x) => literal(x.delegate_selectors.as_ref()),
-                _ => None,
-            };
-            let want = own
-                .or_else(|| literal(stage.delegate_selectors.as_ref()))
-                .or_else(|| literal(pipeline.delegate_selectors.as_ref()))
-                .unwrap_or_default();
-            let mut want = want;
+            let list = pipeline.delegate_selectors(stage, step);
+            if list.iter().any(|v| v.value.contains("<+")) {
+                continue;
+            }
+            let mut want: Vec<String> =
+                list.iter().map(|v| v.value.trim().to_string()).filter(|v| !v.is_empty()).collect();
             want.sort();
             want.dedup();
             if !needs.contains(&want) {
