@@ -9,7 +9,7 @@
 
 mod common;
 
-use common::{PASSWORD, pct, serve_env, trivial_pipeline};
+use common::{PASSWORD, await_success, get_json, pct, serve_env, trivial_pipeline};
 use serde_json::{Value, json};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -118,15 +118,7 @@ async fn batch(agents: usize) -> Outcome {
         // Every agent has asked for work once before the clock starts.
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            let v: Value = http
-                .get(format!("{base}/api/v1/agents"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
+            let v = get_json(&http, &format!("{base}/api/v1/agents"), &token).await;
             if v["items"].as_array().map_or(0, Vec::len) == agents {
                 break;
             }
@@ -165,23 +157,7 @@ async fn batch(agents: usize) -> Outcome {
     }
     let mut nodes = Vec::new();
     for id in &ids {
-        let v = loop {
-            let v: Value = http
-                .get(format!("{}/api/v1/executions/{id}", urls[0]))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let st = v["execution"]["status"].as_str().unwrap_or_default().to_string();
-            if ["Success", "Failed", "Aborted", "Expired"].contains(&st.as_str()) {
-                assert_eq!(st, "Success", "{v}");
-                break v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let v = await_success(&http, &urls[0], &token, id).await;
         nodes.extend(
             v["nodes"]
                 .as_array()
@@ -242,7 +218,7 @@ async fn history(n: u64, seconds: u64) {
             .await;
     let token = login["token"].as_str().unwrap().to_string();
     let list = format!("{url}/api/v1/orgs/default/projects/default/executions");
-    let first: Value = http.get(&list).bearer_auth(&token).send().await.unwrap().json().await.unwrap();
+    let first = get_json(&http, &list, &token).await;
     assert_eq!(first["items"].as_array().unwrap().len(), 50);
     let deadline = Instant::now() + Duration::from_secs(seconds);
     let workers: Vec<_> = (0..16)

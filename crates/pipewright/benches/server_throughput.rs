@@ -7,7 +7,7 @@
 
 mod common;
 
-use common::{PASSWORD, pct, serve, trivial_pipeline};
+use common::{PASSWORD, await_success, pct, serve, trivial_pipeline};
 
 use std::time::{Duration, Instant};
 
@@ -68,23 +68,7 @@ async fn batch(isolation: &str) -> Outcome {
     }
     let mut latencies = Vec::new();
     for id in &started {
-        let v = loop {
-            let v: serde_json::Value = http
-                .get(format!("{url}/api/v1/executions/{id}"))
-                .bearer_auth(&token)
-                .send()
-                .await
-                .unwrap()
-                .json()
-                .await
-                .unwrap();
-            let st = v["execution"]["status"].as_str().unwrap_or_default().to_string();
-            if ["Success", "Failed", "Aborted", "Expired"].contains(&st.as_str()) {
-                assert_eq!(st, "Success", "{v}");
-                break v;
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        };
+        let v = await_success(&http, &url, &token, id).await;
         let mut steps: Vec<&serde_json::Value> =
             v["nodes"].as_array().unwrap().iter().filter(|n| n["kind"] == "step").collect();
         steps.sort_by_key(|n| n["position"].as_i64());

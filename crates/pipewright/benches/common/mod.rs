@@ -59,3 +59,23 @@ pub fn pct(sorted: &[i64], p: f64) -> i64 {
     }
     sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
 }
+
+/// `GET url` with a token, as JSON.
+#[allow(dead_code)]
+pub async fn get_json(http: &reqwest::Client, url: &str, token: &str) -> serde_json::Value {
+    http.get(url).bearer_auth(token).send().await.unwrap().json().await.unwrap()
+}
+
+/// Wait for execution `id` to end (asserting it succeeded); its `GET /api/v1/executions/{id}` answer.
+#[allow(dead_code)]
+pub async fn await_success(http: &reqwest::Client, base: &str, token: &str, id: &str) -> serde_json::Value {
+    loop {
+        let v = get_json(http, &format!("{base}/api/v1/executions/{id}"), token).await;
+        let st = v["execution"]["status"].as_str().unwrap_or_default().to_string();
+        if ["Success", "Failed", "Aborted", "Expired"].contains(&st.as_str()) {
+            assert_eq!(st, "Success", "{v}");
+            return v;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
