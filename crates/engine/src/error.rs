@@ -10,11 +10,16 @@ pub enum NodeError {
     #[error("{0}")]
     Expression(String),
     /// A secret the pipeline reads is not given.
-    #[error("secret `{id}` is not defined: give it with --secrets-file or PIPEWRIGHT_SECRET_{}", id.to_ascii_uppercase())]
+    #[error("secret `{id}` is not defined: give it with --secrets-file or PIPEWRIGHT_SECRET_{}", id.to_ascii_uppercase().replace(['.', '-'], "_"))]
     MissingSecret {
         /// The secret's identifier.
         id: String,
     },
+    /// A `Secret` variable's value is an expression that resolves to a secret's value, not to an identifier.
+    #[error(
+        "is a Secret variable whose value resolves to a secret's value; give the secret's identifier instead (e.g. `account.gh_token`), not <+secrets.getValue(…)>"
+    )]
+    SecretValueNotIdentifier,
     /// A `Number` variable's value is not a number.
     #[error("`{0}` is not a number")]
     NotANumber(String),

@@ -92,6 +92,8 @@ pub struct EngineConfig {
     pub children: Option<std::sync::Arc<dyn chain::Children>>,
     /// How deep this execution is in a chain of pipelines (0: started by a person).
     pub chain_depth: u32,
+    /// How far looping strategies may expand.
+    pub limits: looping::Limits,
 }
 
 impl EngineConfig {
@@ -115,6 +117,7 @@ impl EngineConfig {
             git_connectors: BTreeMap::new(),
             children: None,
             chain_depth: 0,
+            limits: looping::Limits::default(),
         }
     }
 }

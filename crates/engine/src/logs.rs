@@ -3,41 +3,135 @@
 //! is stored as a few thousand rows rather than millions.
 
 use crate::{Event, Observer};
+use aho_corasick::{AhoCorasick, MatchKind};
 use std::sync::{Arc, Mutex};
 use store::{Store, now_ms};
 
 /// The mask that replaces secret values.
 pub const MASK: &str = "**************";
 
-/// Replaces known secret values in text.
+/// Replaces known secret values in text, in the spellings a step can print them in without meaning to: the
+/// value itself in any ASCII case (and upper- or lower-cased whole), its hexadecimal, its URL encodings, and
+/// its base64 and base64url, also where the encoded value sits inside a longer encoded text (the characters
+/// that depend only on the secret, at each of the three byte alignments). A value transformed some other way
+/// before it is printed is not recognised (an accepted risk, in SECURITY.md).
 #[derive(Debug, Default)]
 pub struct Masker {
-    secrets: Mutex<Vec<String>>,
+    inner: Mutex<Inner>,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    /// The values as given (what an executor is handed to mask).
+    secrets: Vec<String>,
+    /// Matched in any ASCII case: the value, its hex, its URL encodings.
+    folded: Vec<String>,
+    /// Matched exactly: base64 forms, non-ASCII case forms.
+    exact: Vec<String>,
+    /// Both pattern sets as one automaton each (leftmost-longest, so a secret containing another is masked whole).
+    automata: Option<(AhoCorasick, AhoCorasick)>,
+}
+
+/// The shortest value masked: shorter ones would hide everything.
+const MIN_SECRET: usize = 3;
+/// The shortest encoded form masked on its own (a shorter run of base64 characters is too common to hide).
+const MIN_ENCODED: usize = 6;
+
+/// The spellings of `value` the mask catches: (matched in any ASCII case, matched exactly).
+fn spellings(value: &str) -> (Vec<String>, Vec<String>) {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
+    let bytes = value.as_bytes();
+    let mut folded = vec![value.to_string(), bytes.iter().map(|b| format!("{b:02x}")).collect()];
+    for set in [percent_encoding::NON_ALPHANUMERIC, URL_COMPONENT] {
+        folded.push(percent_encoding::utf8_percent_encode(value, set).to_string());
+    }
+    folded.push(form_urlencoded::byte_serialize(bytes).collect());
+    let mut exact = vec![value.to_uppercase(), value.to_lowercase()];
+    for engine in [&STANDARD, &URL_SAFE] {
+        exact.push(engine.encode(bytes));
+    }
+    // Inside a longer encoded text the value starts at one of three alignments; keep the characters that
+    // only its own bits decide (character i holds bits 6i..6i+6).
+    for engine in [&STANDARD_NO_PAD, &URL_SAFE_NO_PAD] {
+        for k in 0..3usize {
+            let mut padded = vec![0u8; k];
+            padded.extend_from_slice(bytes);
+            let enc = engine.encode(&padded);
+            let (from, to) = ((8 * k).div_ceil(6), 8 * (k + bytes.len()) / 6);
+            if to > from && to - from >= MIN_ENCODED {
+                exact.push(enc[from..to].to_string());
+            }
+        }
+    }
+    folded.retain(|v| v.len() >= MIN_SECRET);
+    exact.retain(|v| v.len() >= MIN_SECRET && !folded.iter().any(|f| f.eq_ignore_ascii_case(v)));
+    (folded, exact)
+}
+
+/// What `encodeURIComponent` leaves alone: letters, digits and `-_.!~*'()`.
+const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'!')
+    .remove(b'~')
+    .remove(b'*')
+    .remove(b'\'')
+    .remove(b'(')
+    .remove(b')');
+
+impl Inner {
+    fn automata(&mut self) -> Option<&(AhoCorasick, AhoCorasick)> {
+        if self.automata.is_none() && !self.secrets.is_empty() {
+            let build = |pats: &[String], fold: bool| {
+                AhoCorasick::builder()
+                    .match_kind(MatchKind::LeftmostLongest)
+                    .ascii_case_insensitive(fold)
+                    .build(pats)
+                    .expect("secret patterns are plain strings")
+            };
+            self.automata = Some((build(&self.folded, true), build(&self.exact, false)));
+        }
+        self.automata.as_ref()
+    }
 }
 
 impl Masker {
-    /// Start masking `value` (values shorter than 3 characters are not masked: they would hide everything).
+    /// Start masking `value` and each of its lines (values shorter than 3 bytes are not masked: they would
+    /// hide everything).
     pub fn add(&self, value: &str) {
-        let mut s = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         for v in std::iter::once(value).chain(value.lines()) {
             let v = v.trim_end_matches('\r');
-            if v.len() >= 3 && !s.iter().any(|x| x == v) {
-                s.push(v.to_string());
-                // Longest first, so a secret containing another is masked whole.
-                s.sort_by_key(|x| std::cmp::Reverse(x.len()));
+            if v.len() >= MIN_SECRET && !s.secrets.iter().any(|x| x == v) {
+                s.secrets.push(v.to_string());
+                let (folded, exact) = spellings(v);
+                for f in folded {
+                    if !s.folded.contains(&f) {
+                        s.folded.push(f);
+                    }
+                }
+                for e in exact {
+                    if !s.exact.contains(&e) {
+                        s.exact.push(e);
+                    }
+                }
+                s.automata = None;
             }
         }
     }
 
     /// The secret values found in any of `texts` (what a task carries, for an executor to mask).
     pub fn found_in(&self, texts: &[&str]) -> Vec<String> {
-        let s = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        s.iter().filter(|v| texts.iter().any(|t| t.contains(v.as_str()))).cloned().collect()
+        let s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.secrets.iter().filter(|v| texts.iter().any(|t| t.contains(v.as_str()))).cloned().collect()
     }
 
-    /// Whether `text` holds a secret value (no allocation: for the common case of nothing to mask).
+    /// Whether `text` holds a secret value in any spelling the mask catches.
     pub fn holds_secret(&self, text: &str) -> bool {
-        self.secrets.lock().unwrap_or_else(|e| e.into_inner()).iter().any(|v| text.contains(v.as_str()))
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        s.automata().is_some_and(|(folded, exact)| folded.is_match(text) || exact.is_match(text))
     }
 
     /// Whether any string of a JSON value holds a secret value.
@@ -65,16 +159,17 @@ impl Masker {
         }
     }
 
-    /// Mask every secret in `text`.
+    /// Mask every secret in `text`, in every spelling the mask catches.
     pub fn mask(&self, text: &str) -> String {
-        let s = self.secrets.lock().unwrap_or_else(|e| e.into_inner());
-        let mut out = text.to_string();
-        for v in s.iter() {
-            if out.contains(v.as_str()) {
-                out = out.replace(v.as_str(), MASK);
-            }
+        let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let Some((folded, exact)) = s.automata() else { return text.to_string() };
+        let once = |ac: &AhoCorasick, t: &str| -> Option<String> {
+            ac.is_match(t).then(|| ac.replace_all(t, &vec![MASK; ac.patterns_len()]))
+        };
+        match once(folded, text) {
+            Some(t) => once(exact, &t).unwrap_or(t),
+            None => once(exact, text).unwrap_or_else(|| text.to_string()),
         }
-        out
     }
 }
 
@@ -194,5 +289,81 @@ impl LogSink {
                 line: format!("could not store log lines: {e}"),
             });
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+
+    const SECRET: &str = "ghp_S3cr3t/Value+42?";
+
+    fn masked(text: &str) -> String {
+        let m = Masker::default();
+        m.add(SECRET);
+        m.mask(text)
+    }
+
+    #[test]
+    fn every_spelling_a_step_can_print_is_masked() {
+        let hex: String = SECRET.bytes().map(|b| format!("{b:02x}")).collect();
+        let cases: Vec<(&str, String)> = vec![
+            ("as given", SECRET.to_string()),
+            ("upper-cased", SECRET.to_uppercase()),
+            ("lower-cased", SECRET.to_lowercase()),
+            ("mixed case", "GHP_s3CR3T/vALUE+42?".to_string()),
+            ("base64", STANDARD.encode(SECRET)),
+            ("base64url without padding", URL_SAFE_NO_PAD.encode(SECRET)),
+            ("hex", hex.clone()),
+            ("HEX", hex.to_uppercase()),
+            ("URL-encoded", percent_encoding::utf8_percent_encode(SECRET, URL_COMPONENT).to_string()),
+            ("form-encoded", form_urlencoded::byte_serialize(SECRET.as_bytes()).collect()),
+        ];
+        for (what, spelled) in cases {
+            let line = format!("token={spelled} done");
+            let out = masked(&line);
+            assert!(!out.contains(&spelled), "{what}: {out}");
+            assert!(out.contains(MASK) && out.starts_with("token=") && out.ends_with(" done"), "{what}: {out}");
+        }
+    }
+
+    #[test]
+    fn base64_of_a_longer_text_holding_the_secret_loses_the_secrets_part() {
+        for prefix in ["", "a", "ab", "Authorization: Bearer "] {
+            let enc = STANDARD.encode(format!("{prefix}{SECRET}\n"));
+            let out = masked(&enc);
+            assert!(out.contains(MASK), "prefix {prefix:?}: {out}");
+            // What is left cannot be decoded back to the secret.
+            let left: String = out.replace(MASK, "");
+            assert!(!left.contains(&STANDARD.encode(SECRET)[2..10]), "prefix {prefix:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn short_values_and_unrelated_text_are_left_alone() {
+        let m = Masker::default();
+        m.add("ab");
+        m.add(SECRET);
+        assert_eq!(m.mask("ab abc ghp_ nothing here"), "ab abc ghp_ nothing here");
+        assert!(!m.holds_secret("plain text"));
+        assert!(m.holds_secret(&SECRET.to_uppercase()));
+    }
+
+    #[test]
+    fn a_secret_containing_another_is_masked_whole() {
+        let m = Masker::default();
+        m.add("inner");
+        m.add("outer-inner-outer");
+        assert_eq!(m.mask("x outer-inner-outer y INNER"), format!("x {MASK} y {MASK}"));
+    }
+
+    #[test]
+    fn each_line_of_a_multi_line_secret_is_masked() {
+        let m = Masker::default();
+        m.add("-----BEGIN KEY-----\nMIIBOgIBAAJBAKj34GkxFhD9\n-----END KEY-----");
+        assert_eq!(m.mask("MIIBOGIBAAJBAKJ34GKXFHD9"), MASK);
+        assert_eq!(m.found_in(&["uses -----END KEY----- here"]), vec!["-----END KEY-----".to_string()]);
     }
 }

@@ -70,16 +70,77 @@ pub fn targets(services: &[String], envs: &[(String, Vec<String>)]) -> Vec<Targe
     services.iter().flat_map(|s| places.iter().map(move |p| Target { service: s.clone(), env: p.clone() })).collect()
 }
 
+/// How far looping strategies may expand: counted before anything is expanded, so that a runtime input
+/// feeding a matrix cannot make the engine materialise a billion iterations.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Iterations of one node (a matrix's combinations before `exclude`, repeat items, parallelism).
+    pub iterations: usize,
+    /// Nodes one execution may create through its strategies (each iteration with the nodes inside it).
+    pub nodes: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits { iterations: spec::MAX_ITERATIONS, nodes: 100_000 }
+    }
+}
+
+/// How many iterations a strategy has before `exclude` (the product of the axes, never materialised).
+pub fn count(l: &Looping) -> u128 {
+    match l {
+        Looping::Once => 1,
+        Looping::Parallelism(n) => *n as u128,
+        Looping::Repeat(items) => items.len() as u128,
+        Looping::Matrix { axes, .. } => axes.iter().fold(1u128, |n, (_, v)| n.saturating_mul(v.len() as u128)),
+    }
+}
+
+/// How many nodes one run of `els` creates (steps and step groups, parallel blocks looked through); nested
+/// strategies count once here and are counted again when they expand.
+pub fn nodes_within(els: &[spec::ExecutionElement]) -> usize {
+    els.iter()
+        .map(|e| match e {
+            spec::ExecutionElement::Step(_) => 1,
+            spec::ExecutionElement::StepGroup(g) => 1 + nodes_within(&g.steps),
+            spec::ExecutionElement::Parallel(p) => nodes_within(p),
+        })
+        .sum()
+}
+
 /// Why a strategy has no iterations to run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoopError {
     /// Every combination was excluded.
     #[error("the matrix has no combinations left after `exclude`")]
     NothingLeft,
+    /// The strategy has more iterations than a node may have.
+    #[error(
+        "the looping strategy has {count} iterations, more than the {limit} a node may have; use fewer values (a server sets the limit with --max-iterations)"
+    )]
+    TooMany {
+        /// Its iterations (before `exclude`).
+        count: u128,
+        /// The limit.
+        limit: usize,
+    },
+    /// The execution's strategies together create more nodes than one execution may have.
+    #[error(
+        "the looping strategies of this execution would create more than {limit} nodes; use fewer iterations (a server sets the limit with --max-nodes)"
+    )]
+    TooManyNodes {
+        /// The limit.
+        limit: usize,
+    },
 }
 
-/// The iterations of a strategy, each with `local` plus what its iteration reads.
-pub fn expand(l: &Looping, local: &BTreeMap<String, Value>) -> Result<Vec<Iteration>, LoopError> {
+/// The iterations of a strategy, each with `local` plus what its iteration reads; refused when the strategy
+/// counts more than `max` iterations.
+pub fn expand(l: &Looping, local: &BTreeMap<String, Value>, max: usize) -> Result<Vec<Iteration>, LoopError> {
+    let count = count(l);
+    if count > max as u128 {
+        return Err(LoopError::TooMany { count, limit: max });
+    }
     let with = |mut vars: BTreeMap<String, Value>, i: usize, n: usize| {
         vars.insert(
             "strategy".into(),
@@ -265,12 +326,41 @@ mod tests {
                 ]),
                 Err(LoopError::NothingLeft),
             ),
+            ("parallelism over the limit", Looping::Parallelism(11), Err(LoopError::TooMany { count: 11, limit: 10 })),
+            (
+                "repeat over the limit",
+                Looping::Repeat(vec![None; 11]),
+                Err(LoopError::TooMany { count: 11, limit: 10 }),
+            ),
+            (
+                "a matrix is counted before exclude",
+                Looping::Matrix {
+                    axes: vec![("a".into(), vec![s("1"); 4]), ("b".into(), vec![s("2"); 3])],
+                    exclude: vec![BTreeMap::from([("a".to_string(), s("1"))])],
+                },
+                Err(LoopError::TooMany { count: 12, limit: 10 }),
+            ),
         ];
         for (name, l, want) in cases {
-            let got = expand(&l, &base).map(|its| show(&its));
+            let got = expand(&l, &base, 10).map(|its| show(&its));
             let want = want.map(|v| v.into_iter().map(String::from).collect::<Vec<_>>());
             assert_eq!(got, want, "{name}");
         }
+    }
+
+    #[test]
+    fn a_billion_combinations_are_counted_not_built() {
+        let axis = |n: usize| (0..n).map(|i| Value::Int(i as i64)).collect::<Vec<_>>();
+        let l = Looping::Matrix {
+            axes: vec![("x".into(), axis(1000)), ("y".into(), axis(1000)), ("z".into(), axis(1000))],
+            exclude: vec![],
+        };
+        assert_eq!(count(&l), 1_000_000_000);
+        let limit = Limits::default().iterations;
+        assert_eq!(expand(&l, &BTreeMap::new(), limit), Err(LoopError::TooMany { count: 1_000_000_000, limit }));
+        // Axes whose product overflows are counted as the largest number, still refused.
+        let huge = Looping::Matrix { axes: (0..20).map(|i| (format!("a{i}"), axis(1000))).collect(), exclude: vec![] };
+        assert_eq!(count(&huge), u128::MAX);
     }
 
     #[test]

@@ -10,7 +10,7 @@ use crate::asked;
 use crate::decide;
 use crate::error::NodeError;
 use crate::logs::{LogSink, Masker};
-use crate::looping::{self, Iteration, Looping};
+use crate::looping::{self, Iteration, LoopError, Looping};
 use crate::steps::{self, StepEnv};
 use crate::tree::{self, NodeCtx};
 use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets, Seed};
@@ -23,7 +23,7 @@ use spec::{
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Execution, Node, NodeKind, Status, Store, now_ms};
@@ -55,6 +55,8 @@ struct Run<'p> {
     abort_tx: Arc<watch::Sender<bool>>,
     abort_rx: watch::Receiver<bool>,
     position: AtomicI64,
+    /// Nodes the execution's looping strategies have brought so far (the node budget, `Limits::nodes`).
+    expanded: AtomicUsize,
     failed: AtomicBool,
     rollback_pipeline: AtomicBool,
     ran: Mutex<Vec<RanStage>>,
@@ -266,6 +268,7 @@ impl Engine {
             abort_tx: Arc::new(abort_tx),
             abort_rx,
             position: AtomicI64::new(next_position),
+            expanded: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             rollback_pipeline: AtomicBool::new(false),
             ran: Mutex::new(Vec::new()),
@@ -578,6 +581,11 @@ impl<'p> Run<'p> {
         let text = self.with_ctx(local, scope, |c| c.render(&raw))?;
         match v.var_type {
             VariableType::Secret => {
+                // A Secret variable's value names a secret; one rendered into a secret's value is a mistake,
+                // reported without the value (it would be the secret, in a spelling the mask might miss).
+                if raw.contains("<+") && self.masker.holds_secret(&text) {
+                    return Err(NodeError::SecretValueNotIdentifier);
+                }
                 let id =
                     text.trim().strip_prefix("account.").or(text.trim().strip_prefix("org.")).unwrap_or(text.trim());
                 let value = self.secrets.get(id).ok_or_else(|| NodeError::MissingSecret { id: id.to_string() })?;
@@ -656,7 +664,12 @@ impl<'p> Run<'p> {
             self.failed.store(true, Ordering::SeqCst);
             return self.finish(&mut node, st, Some(why)).await;
         }
-        let iterations = match self.iterations(s.strategy.as_ref(), &BTreeMap::new(), &scope) {
+        let iterations = match self.iterations(
+            s.strategy.as_ref(),
+            1 + looping::nodes_within(&s.spec.execution.steps),
+            &BTreeMap::new(),
+            &scope,
+        ) {
             Ok(i) => i,
             Err(e) => {
                 self.failed.store(true, Ordering::SeqCst);
@@ -1272,12 +1285,16 @@ impl<'p> Run<'p> {
 
     /// The iterations of a node's looping strategy: its expressions evaluated here, the expansion in
     /// `looping::expand`.
+    /// Each iteration brings `per_iteration` nodes (itself and what it holds), counted against the
+    /// execution's node budget before anything is expanded.
     fn iterations(
         &self,
         strategy: Option<&Strategy>,
+        per_iteration: usize,
         local: &BTreeMap<String, Value>,
         scope: &Scope,
     ) -> Result<Vec<Iteration>, NodeError> {
+        let limits = self.config.limits;
         let render_value = |v: &serde_json::Value| -> Result<Value, String> {
             match v {
                 serde_json::Value::String(s) => Ok(Value::String(self.with_ctx(local, scope, |c| c.render(s))?)),
@@ -1301,6 +1318,9 @@ impl<'p> Run<'p> {
                     }
                     out
                 }
+                (None, Some(t)) if t as usize > limits.iterations => {
+                    return Err(LoopError::TooMany { count: t.into(), limit: limits.iterations }.into());
+                }
                 (None, Some(t)) => vec![None; t as usize],
                 _ => vec![None],
             }),
@@ -1317,7 +1337,15 @@ impl<'p> Run<'p> {
                     .collect(),
             },
         };
-        Ok(looping::expand(&l, local)?)
+        let its = looping::expand(&l, local, limits.iterations)?;
+        if !matches!(l, Looping::Once) {
+            let more = its.len().saturating_mul(per_iteration.max(1));
+            if self.expanded.fetch_add(more, Ordering::SeqCst).saturating_add(more) > limits.nodes {
+                self.expanded.fetch_sub(more, Ordering::SeqCst);
+                return Err(LoopError::TooManyNodes { limit: limits.nodes }.into());
+            }
+        }
+        Ok(its)
     }
 
     /// Run a list of execution elements in order; returns the worst status.
@@ -1430,13 +1458,14 @@ impl<'p> Run<'p> {
             cx.failed.store(true, Ordering::SeqCst);
             return self.finish(&mut node, st, Some(why)).await;
         }
-        let iterations = match self.iterations(g.strategy.as_ref(), &base_local, &scope) {
-            Ok(i) => i,
-            Err(e) => {
-                cx.failed.store(true, Ordering::SeqCst);
-                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
-            }
-        };
+        let iterations =
+            match self.iterations(g.strategy.as_ref(), 1 + looping::nodes_within(&g.steps), &base_local, &scope) {
+                Ok(i) => i,
+                Err(e) => {
+                    cx.failed.store(true, Ordering::SeqCst);
+                    return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
+                }
+            };
         let max = max_concurrency(g.strategy.as_ref(), iterations.len());
         let agg = {
             let (node, groups, gpath, per_iteration, scope) = (&node, &groups, &gpath, &per_iteration, &scope);
@@ -1535,7 +1564,7 @@ impl<'p> Run<'p> {
         let sid = s.identifier.value.as_str();
         let scope = self.scope_of(cx, &groups);
         let local = cx.local.clone();
-        let iterations = match self.iterations(s.strategy.as_ref(), &local, &scope) {
+        let iterations = match self.iterations(s.strategy.as_ref(), 1, &local, &scope) {
             Ok(i) => i,
             Err(e) => {
                 let mut node = self.new_node(Some(parent), NodeKind::Step, sid, &s.name, &format!("{path}.{sid}"));

@@ -161,7 +161,7 @@ const SECRET: &str = "S3cr3t-Value-7f1c9a";
 fn leaky_pipeline() -> Value {
     pipeline(
         "leak",
-        "    - stage:\n        name: s\n        identifier: s\n        type: Custom\n        variables:\n          - name: dbpw\n            type: Secret\n            value: db_password\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: echo\n                  identifier: echo\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: |\n                          echo \"stage variable: <+stage.variables.dbpw>\"\n                          copy='<+secrets.getValue(\"db_password\")>'\n                          echo \"copy: $copy\"\n                    outputVariables:\n                      - name: copy\n                        type: String\n                        value: copy\n              - step:\n                  type: Http\n                  name: call\n                  identifier: call\n                  timeout: 5s\n                  spec:\n                    url: http://127.0.0.1:9/login/<+secrets.getValue(\"db_password\")>\n                    method: GET\n",
+        "    - stage:\n        name: s\n        identifier: s\n        type: Custom\n        variables:\n          - name: dbpw\n            type: Secret\n            value: db_password\n        spec:\n          execution:\n            steps:\n              - step:\n                  type: ShellScript\n                  name: echo\n                  identifier: echo\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: |\n                          echo \"stage variable: <+stage.variables.dbpw>\"\n                          copy='<+secrets.getValue(\"db_password\")>'\n                          echo \"copy: $copy\"\n                          echo \"upper: ${copy^^} lower: ${copy,,}\"\n                          printf '%s' \"$copy\" | base64\n                          printf 'Authorization: Bearer %s' \"$copy\" | base64 -w0; echo\n                    outputVariables:\n                      - name: copy\n                        type: String\n                        value: copy\n              - step:\n                  type: Http\n                  name: call\n                  identifier: call\n                  timeout: 5s\n                  spec:\n                    url: http://127.0.0.1:9/login/<+secrets.getValue(\"db_password\")>\n                    method: GET\n",
     )
 }
 
@@ -202,6 +202,18 @@ async fn a_secret_value_never_leaves_masking_and_is_encrypted_at_rest() {
         seen.push_str(&s.raw(Some(&s.token), Method::GET, &path, None).await.1);
     }
     assert!(!seen.contains(SECRET), "the secret value was returned by the API");
+    use base64::Engine as _;
+    for spelled in
+        [SECRET.to_uppercase(), SECRET.to_lowercase(), base64::engine::general_purpose::STANDARD.encode(SECRET)]
+    {
+        assert!(!seen.contains(&spelled), "the secret value was returned by the API as {spelled}: {seen}");
+    }
+    // A Secret variable whose value resolves to the secret's value is refused by the variable's name.
+    assert!(
+        seen.contains("pipeline variable `pw`: is a Secret variable whose value resolves to a secret's value"),
+        "{seen}"
+    );
+    assert!(seen.contains("upper: ************** lower: **************"), "{seen}");
     // …while the step itself had it: masked in the logs, the output masked, the failing URL masked.
     assert!(seen.contains("stage variable: **************"), "{seen}");
     assert!(seen.contains("copy: **************"), "{seen}");

@@ -68,6 +68,8 @@ pub struct Config {
     pub settings: spec::Settings,
     /// Run no steps here: every step is a task for remote agents (`serve --no-local-executor`).
     pub no_local_executor: bool,
+    /// How far looping strategies may expand (iterations per node, nodes per execution).
+    pub loop_limits: engine::looping::Limits,
 }
 
 impl Config {
@@ -95,6 +97,7 @@ impl Config {
             url: None,
             settings: spec::Settings::default(),
             no_local_executor: false,
+            loop_limits: engine::looping::Limits::default(),
         }
     }
 }
@@ -359,7 +362,8 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
                 config.url.clone(),
                 config.settings.clone(),
             )
-            .with_executor(executor),
+            .with_executor(executor)
+            .with_loop_limits(config.loop_limits),
         ),
         config,
         policy: RwLock::new(None),

@@ -33,6 +33,8 @@ pub struct Runner {
     settings: spec::Settings,
     /// Where steps run when not here (remote agents); none: this server runs them.
     executor: Option<Arc<dyn engine::executor::Executor>>,
+    /// How far looping strategies may expand (`serve --max-iterations`, `--max-nodes`).
+    loop_limits: engine::looping::Limits,
 }
 
 /// What a running execution needs.
@@ -103,7 +105,14 @@ impl Runner {
             url,
             settings,
             executor: None,
+            loop_limits: engine::looping::Limits::default(),
         }
+    }
+
+    /// Bound looping strategies by `limits`.
+    pub fn with_loop_limits(mut self, limits: engine::looping::Limits) -> Runner {
+        self.loop_limits = limits;
+        self
     }
 
     /// Run steps with `executor` instead of on this server (remote agents).
@@ -168,6 +177,7 @@ impl Runner {
         config.children = job.children.clone();
         config.chain_depth = depth;
         config.executor = self.executor.clone();
+        config.limits = self.loop_limits;
         config
     }
 

@@ -549,6 +549,10 @@ pub struct Settings {
 /// `stepHandlers` entry maps them to a script.
 pub const BUILTIN_HANDLED: &[&str] = &["GitClone", "Background"];
 
+/// The most iterations one node's looping strategy may have by default (a server sets its own limit); `validate`
+/// refuses a strategy whose written values already count more.
+pub const MAX_ITERATIONS: usize = 10_000;
+
 /// The name of the settings file in a `.harness/` folder.
 pub const SETTINGS_FILE: &str = "pipewright.yaml";
 

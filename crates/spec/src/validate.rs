@@ -429,6 +429,20 @@ impl<'a> Walk<'a> {
 
     fn push_strategy(&mut self, node: &Node) {
         let Some(s) = node.get("strategy") else { return };
+        if let Some(n) = written_iterations(s)
+            && n > crate::MAX_ITERATIONS as u128
+        {
+            self.out.push(
+                Diagnostic::error(
+                    s.span,
+                    format!(
+                        "this looping strategy has {n} iterations, more than the {} a node may have",
+                        crate::MAX_ITERATIONS
+                    ),
+                )
+                .with_help("use fewer values, or split the work into several stages"),
+            );
+        }
         if let Some(m) = s.get("matrix") {
             let axes = match &m.yaml {
                 Yaml::Map(e) => e
@@ -774,4 +788,26 @@ impl<'a> Walk<'a> {
             _ => Ok(()),
         }
     }
+}
+
+/// How many iterations a strategy's written values count (a matrix's axes multiplied before `exclude`; axes
+/// given by an expression count one, since their values are known only when it runs).
+fn written_iterations(strategy: &Node) -> Option<u128> {
+    let int = |n: &Node| n.as_scalar().and_then(|v| v.trim().parse::<u128>().ok());
+    let len = |n: &Node| match &n.yaml {
+        Yaml::Seq(items) => items.len() as u128,
+        _ => 1,
+    };
+    if let Some(m) = strategy.get("matrix") {
+        let Yaml::Map(entries) = &m.yaml else { return None };
+        let axes = entries
+            .iter()
+            .filter(|(k, _)| !matches!(k.as_scalar(), Some("exclude" | "maxConcurrency" | "nodeName")))
+            .fold(1u128, |n, (_, v)| n.saturating_mul(len(v)));
+        return Some(axes);
+    }
+    if let Some(r) = strategy.get("repeat") {
+        return r.get("items").map(len).or_else(|| r.get("times").and_then(int));
+    }
+    strategy.get("parallelism").and_then(int)
 }

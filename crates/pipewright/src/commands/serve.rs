@@ -64,6 +64,13 @@ pub struct ServeArgs {
     /// Plans (plan, run, re-run, retry) one user may have in progress at once (more get 429).
     #[arg(long, default_value_t = 2)]
     pub max_plans_per_user: usize,
+    /// Iterations one node's looping strategy may have (matrix combinations, repeat items, parallelism);
+    /// counted before anything is expanded, larger strategies fail the node.
+    #[arg(long, default_value_t = spec::MAX_ITERATIONS)]
+    pub max_iterations: usize,
+    /// Nodes one execution's looping strategies may create in all.
+    #[arg(long, default_value_t = 100_000)]
+    pub max_nodes: usize,
     /// Seconds this server's hold on an execution lasts without a heartbeat (renewed every third of it).
     /// Executions whose process died are taken over once their lease runs out.
     #[arg(long, env = "PIPEWRIGHT_LEASE_SECONDS", default_value_t = 15.0)]
@@ -136,6 +143,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         admin_password,
         no_local_executor: a.no_local_executor,
+        loop_limits: engine::looping::Limits { iterations: a.max_iterations.max(1), nodes: a.max_nodes.max(1) },
         isolation,
         work_root,
         url: Some(format!("http://{addr}")),
