@@ -415,6 +415,43 @@ pub struct Record {
     pub updated_at: i64,
 }
 
+/// Where a record is: its kind, scope and identifier.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordKey {
+    /// Its kind.
+    pub kind: String,
+    /// Organization ('' at account scope).
+    pub org: String,
+    /// Project ('' at account or organization scope).
+    pub project: String,
+    /// Identifier.
+    pub identifier: String,
+}
+
+impl RecordKey {
+    /// The key of `r`.
+    pub fn of(r: &Record) -> RecordKey {
+        RecordKey {
+            kind: r.kind.clone(),
+            org: r.org.clone(),
+            project: r.project.clone(),
+            identifier: r.identifier.clone(),
+        }
+    }
+}
+
+/// Records a change must leave at least one of: those of `kind` at account scope whose body's top-level
+/// string `field` is `value` (the Account Admin bindings: `role_binding`, `role`, `_account_admin`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Keep {
+    /// Their kind.
+    pub kind: String,
+    /// The body field.
+    pub field: String,
+    /// Its value.
+    pub value: String,
+}
+
 /// An API token: a random secret shown once, kept as its SHA-256.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub struct Token {

@@ -85,3 +85,134 @@ fn validate_refuses_a_written_strategy_past_the_limit() {
     assert!(err.contains("big.yaml:13:"), "{err}");
     assert!(err.contains("this looping strategy has 1000000 iterations, more than the 10000 a node may have"), "{err}");
 }
+
+/// The Account Admin bindings at the account, by identifier, as `token` sees them (none when it may not).
+async fn admin_bindings(s: &Server, token: &str) -> Vec<String> {
+    let (_, all) = s.req(Some(token), Method::GET, "/api/v1/role-bindings", None).await;
+    let mut ids: Vec<String> = all
+        .as_array()
+        .or_else(|| all["items"].as_array())
+        .into_iter()
+        .flatten()
+        .filter(|b| b["role"] == "_account_admin" && b["scope"]["org"].as_str().unwrap_or_default().is_empty())
+        .map(|b| b["identifier"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_account_always_keeps_an_account_admin() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    let own = admin_bindings(&s, &s.token).await;
+    assert_eq!(own.len(), 1, "the admin's own binding: {own:?}");
+    // Bind Account Admin to a service account, remove the admin's own binding, delete the service account.
+    s.ok(Method::POST, "/api/v1/service-accounts", Some(json!({"identifier": "robot"}))).await;
+    let rb = json!({"principal": {"kind": "service_account", "id": "robot"}, "role": "_account_admin",
+        "resource_group": "_all_resources_including_child_scopes"});
+    s.ok(Method::POST, "/api/v1/role-bindings", Some(rb)).await;
+    let t = s.ok(Method::POST, "/api/v1/tokens", Some(json!({"name": "robot", "service_account": "robot"}))).await;
+    let robot = t["token"].as_str().unwrap().to_string();
+    s.ok(Method::DELETE, &format!("/api/v1/role-bindings/{}", own[0]), None).await;
+    // The service account, now the only admin, deletes itself.
+    let (st, v) = s.req(Some(&robot), Method::DELETE, "/api/v1/service-accounts/robot", None).await;
+    assert_eq!(st, 409, "deleting the last admin's service account: {v}");
+    assert!(v.to_string().contains("the last Account Admin"), "{v}");
+    assert_eq!(admin_bindings(&s, &robot).await.len(), 1, "the service account keeps its binding");
+    let (st, v) = s.req(Some(&robot), Method::GET, "/api/v1/service-accounts", None).await;
+    assert!(
+        st.is_success() && v.to_string().contains("robot"),
+        "the service account is still there, its token alive: {st} {v}"
+    );
+    // The service account gives the account back to a person.
+    let rb = json!({"principal": {"kind": "user", "id": "admin"}, "role": "_account_admin",
+        "resource_group": "_all_resources_including_child_scopes"});
+    let (st, v) = s.req(Some(&robot), Method::POST, "/api/v1/role-bindings", Some(&rb)).await;
+    assert!(st.is_success(), "{v}");
+    s.ok(Method::DELETE, "/api/v1/service-accounts/robot", None).await;
+
+    // Two admins, and two concurrent deletes of the two bindings: one is refused.
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "second", "password": "correct-horse-battery-2"})))
+        .await;
+    let rb = json!({"principal": {"kind": "user", "id": "second"}, "role": "_account_admin",
+        "resource_group": "_all_resources_including_child_scopes"});
+    s.ok(Method::POST, "/api/v1/role-bindings", Some(rb)).await;
+    let second_token = s.login("second", "correct-horse-battery-2").await;
+    let two = admin_bindings(&s, &s.token).await;
+    assert_eq!(two.len(), 2);
+    let (first, second) = (format!("/api/v1/role-bindings/{}", two[0]), format!("/api/v1/role-bindings/{}", two[1]));
+    let (a, b) = tokio::join!(
+        s.req(Some(&s.token), Method::DELETE, &first, None),
+        s.req(Some(&second_token), Method::DELETE, &second, None)
+    );
+    // The loser is refused by the guard (409), or already by RBAC once its own binding is gone (403).
+    let codes = [a.0.as_u16(), b.0.as_u16()];
+    assert_eq!(codes.iter().filter(|c| **c == 204).count(), 1, "exactly one delete succeeds: {a:?} {b:?}");
+    assert!(codes.iter().all(|c| [204, 403, 409].contains(c)), "{a:?} {b:?}");
+    // Whoever is still an admin sees one binding left.
+    let mut left = admin_bindings(&s, &s.token).await;
+    let mut admin = s.token.clone();
+    if left.is_empty() {
+        (left, admin) = (admin_bindings(&s, &second_token).await, second_token.clone());
+    }
+    assert_eq!(left.len(), 1);
+    // Deleting the user who holds the last binding is refused too, and leaves the user able to log in.
+    let (_, all) = s.req(Some(&admin), Method::GET, "/api/v1/role-bindings", None).await;
+    let holder = all
+        .as_array()
+        .or_else(|| all["items"].as_array())
+        .unwrap()
+        .iter()
+        .find(|b| b["identifier"] == left[0].as_str())
+        .map(|b| {
+            (b["principal"]["kind"].as_str().unwrap().to_string(), b["principal"]["id"].as_str().unwrap().to_string())
+        })
+        .unwrap();
+    let path = if holder.0 == "user" {
+        format!("/api/v1/users/{}", holder.1)
+    } else {
+        format!("/api/v1/service-accounts/{}", holder.1)
+    };
+    let (st, v) = s.req(Some(&admin), Method::DELETE, &path, None).await;
+    assert_eq!(st, 409, "{path}: {v}");
+    assert_eq!(admin_bindings(&s, &admin).await, left);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_login_redirect_stays_on_this_site_and_pages_cannot_be_framed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    let http = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    for next in
+        ["/%09/evil.example", "//evil.example", "/%5Cevil.example", "/%0d%0aSet-Cookie:%20x=1", "https://evil.example"]
+    {
+        let resp = http.get(format!("{}/login?next={next}", s.url)).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "next={next}");
+    }
+    let resp = http.get(format!("{}/login?next=/orgs/default", s.url)).send().await.unwrap();
+    assert_eq!(resp.status(), 200);
+    let h = resp.headers().clone();
+    let page = resp.text().await.unwrap();
+    assert!(page.contains(r#"name="next" value="/orgs/default""#), "{page}");
+    // Every answer, page or API, carries the headers that keep it out of other sites' frames and scripts.
+    for path in ["/login", "/api/v1/openapi.json", "/healthz", "/assets/app.css"] {
+        let resp = http.get(format!("{}{path}", s.url)).send().await.unwrap();
+        let h = resp.headers();
+        let csp = h.get("content-security-policy").and_then(|v| v.to_str().ok()).unwrap_or_default();
+        assert!(csp.contains("default-src 'self'") && csp.contains("frame-ancestors 'none'"), "{path}: {csp}");
+        assert_eq!(h.get("x-frame-options").unwrap(), "DENY", "{path}");
+        assert_eq!(h.get("x-content-type-options").unwrap(), "nosniff", "{path}");
+        assert!(h.get("referrer-policy").is_some(), "{path}");
+    }
+    assert!(h.get("content-security-policy").is_some());
+    // A form post with a bad `next` is refused the same way, before any log-in is tried.
+    let resp = http
+        .post(format!("{}/login", s.url))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("next=%2F%09%2Fevil.example&username=admin&password=x&csrf=x")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+}

@@ -154,6 +154,10 @@ pub trait Directory: Send + Sync {
     async fn records(&self, kind: &str, org: Option<&str>, project: Option<&str>) -> Result<Vec<Record>>;
     /// Delete a record; false when there was none.
     async fn delete_record(&self, kind: &str, org: &str, project: &str, identifier: &str) -> Result<bool>;
+    /// Delete `keys` in one transaction unless it would take the last record that `keep` matches: then
+    /// nothing is deleted and the answer is `None`; else how many were deleted. Changes guarded by the same
+    /// `keep` are serialised, so two concurrent deletes of the last two matching records cannot both succeed.
+    async fn delete_records_keeping(&self, keys: &[RecordKey], keep: &Keep) -> Result<Option<u64>>;
     /// Delete every record in an organization (and its projects) or one project.
     async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64>;
     /// Store a new token.

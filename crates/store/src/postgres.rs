@@ -712,6 +712,51 @@ impl Directory for PgStore {
         )?;
         Ok(done.rows_affected() > 0)
     }
+    async fn delete_records_keeping(&self, keys: &[RecordKey], keep: &Keep) -> Result<Option<u64>> {
+        let done = again!(async {
+            let mut tx = self.pool.begin().await?;
+            // Every change guarded by this `keep` queues here, so each sees the others' deletions.
+            sqlx::query("SELECT pg_advisory_xact_lock(hashtext('keep:' || $1 || ':' || $2 || ':' || $3))")
+                .bind(&keep.kind)
+                .bind(&keep.field)
+                .bind(&keep.value)
+                .execute(&mut *tx)
+                .await?;
+            let count = "SELECT COUNT(*) FROM records WHERE kind = $1 AND org = '' AND (body::jsonb ->> $2) = $3";
+            let before: i64 = sqlx::query_scalar(count)
+                .bind(&keep.kind)
+                .bind(&keep.field)
+                .bind(&keep.value)
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut n = 0;
+            for k in keys {
+                n += sqlx::query(
+                    "DELETE FROM records WHERE kind = $1 AND org = $2 AND project = $3 AND identifier = $4",
+                )
+                .bind(&k.kind)
+                .bind(&k.org)
+                .bind(&k.project)
+                .bind(&k.identifier)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            }
+            let left: i64 = sqlx::query_scalar(count)
+                .bind(&keep.kind)
+                .bind(&keep.field)
+                .bind(&keep.value)
+                .fetch_one(&mut *tx)
+                .await?;
+            if before > 0 && left == 0 {
+                tx.rollback().await?;
+                return Ok::<_, sqlx::Error>(None);
+            }
+            tx.commit().await?;
+            Ok(Some(n))
+        })?;
+        Ok(done)
+    }
     async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64> {
         let done = again!(
             sqlx::query("DELETE FROM records WHERE org = $1 AND ($2::text IS NULL OR project = $2)")

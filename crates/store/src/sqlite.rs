@@ -708,6 +708,46 @@ impl Directory for SqliteStore {
             .await?;
         Ok(done.rows_affected() > 0)
     }
+    async fn delete_records_keeping(&self, keys: &[RecordKey], keep: &Keep) -> Result<Option<u64>> {
+        let writer = self.writer.clone();
+        let (keys, keep) = (keys.to_vec(), keep.clone());
+        detached(async move {
+            let mut conn = writer.lock().await;
+            let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
+            let count =
+                "SELECT COUNT(*) FROM records WHERE kind = ? AND org = '' AND json_extract(body, '$.' || ?) = ?";
+            let before: i64 = sqlx::query_scalar(count)
+                .bind(&keep.kind)
+                .bind(&keep.field)
+                .bind(&keep.value)
+                .fetch_one(&mut *tx)
+                .await?;
+            let mut n = 0;
+            for k in &keys {
+                n += sqlx::query("DELETE FROM records WHERE kind = ? AND org = ? AND project = ? AND identifier = ?")
+                    .bind(&k.kind)
+                    .bind(&k.org)
+                    .bind(&k.project)
+                    .bind(&k.identifier)
+                    .execute(&mut *tx)
+                    .await?
+                    .rows_affected();
+            }
+            let left: i64 = sqlx::query_scalar(count)
+                .bind(&keep.kind)
+                .bind(&keep.field)
+                .bind(&keep.value)
+                .fetch_one(&mut *tx)
+                .await?;
+            if before > 0 && left == 0 {
+                tx.rollback().await?;
+                return Ok(None);
+            }
+            tx.commit().await?;
+            Ok(Some(n))
+        })
+        .await
+    }
     async fn delete_scope(&self, org: &str, project: Option<&str>) -> Result<u64> {
         let done = sqlx::query("DELETE FROM records WHERE org = ? AND (? IS NULL OR project = ?)")
             .bind(org)

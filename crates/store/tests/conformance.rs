@@ -7,8 +7,8 @@
 
 use std::sync::Arc;
 use store::{
-    Decision, ExecutionQuery, Mode, NewExecution, Node, NodeKind, PgStore, Record, Scratch, SqliteStore, Status,
-    StepProcess, Store, Token, now_ms,
+    Decision, ExecutionQuery, Keep, Mode, NewExecution, Node, NodeKind, PgStore, Record, RecordKey, Scratch,
+    SqliteStore, Status, StepProcess, Store, Token, now_ms,
 };
 
 fn new_exec(pipeline: &str) -> NewExecution {
@@ -554,6 +554,44 @@ mod suite {
         assert_eq!(s.records("service", Some("o"), None).await.unwrap().len(), 2);
     }
 
+    pub async fn the_last_guarded_record_is_never_deleted(s: Arc<dyn Store>) {
+        let binding = |id: &str, org: &str, role: &str| Record {
+            kind: "role_binding".into(),
+            org: org.into(),
+            project: "".into(),
+            identifier: id.into(),
+            body: serde_json::json!({"role": role, "principal": {"kind": "user", "id": id}}),
+            created_at: 1,
+            updated_at: 1,
+        };
+        let keep = Keep { kind: "role_binding".into(), field: "role".into(), value: "_account_admin".into() };
+        for (id, org, role) in [
+            ("a1", "", "_account_admin"),
+            ("a2", "", "_account_admin"),
+            ("o1", "o", "_account_admin"),
+            ("v", "", "_account_viewer"),
+        ] {
+            s.put_record(&binding(id, org, role), false).await.unwrap();
+        }
+        let key = |id: &str, org: &str| RecordKey {
+            kind: "role_binding".into(),
+            org: org.into(),
+            project: "".into(),
+            identifier: id.into(),
+        };
+        // An organization's binding of the same role does not count: it is not at the account.
+        let both = [key("a1", ""), key("a2", "")];
+        assert_eq!(s.delete_records_keeping(&both, &keep).await.unwrap(), None, "both account admins at once");
+        assert_eq!(s.records("role_binding", Some(""), None).await.unwrap().len(), 3, "nothing deleted");
+        assert_eq!(s.delete_records_keeping(&[key("v", ""), key("o1", "o")], &keep).await.unwrap(), Some(2));
+        // Two concurrent deletes of the last two: exactly one wins, whatever the order.
+        let (x, y) =
+            tokio::join!(s.delete_records_keeping(&both[..1], &keep), s.delete_records_keeping(&both[1..], &keep));
+        let wins = [x.unwrap(), y.unwrap()].iter().filter(|r| r.is_some()).count();
+        assert_eq!(wins, 1);
+        assert_eq!(s.records("role_binding", Some(""), None).await.unwrap().len(), 1, "one admin left");
+    }
+
     pub async fn tokens_are_found_by_hash_and_revoked(s: Arc<dyn Store>) {
         let t = Token {
             id: "t1".into(),
@@ -637,6 +675,7 @@ macro_rules! every_test {
             execution_inputs_are_set_one_path_at_a_time,
             step_processes_are_recorded_and_forgotten,
             records_are_created_replaced_and_deleted,
+            the_last_guarded_record_is_never_deleted,
             tokens_are_found_by_hash_and_revoked,
             a_follower_never_skips_a_log_chunk,
             pipeline_versions_follow_changes,

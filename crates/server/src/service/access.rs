@@ -297,44 +297,53 @@ pub async fn create_user(app: &App, p: &Principal, b: UserBody) -> ApiResult<Use
 pub async fn delete_user(app: &App, p: &Principal, user: String) -> ApiResult<()> {
     require_account(app, p, "user:manage", "user").await?;
     identifier("user", &user)?;
-    let policy = app.policy().await?;
-    last_admin_guard(&policy, |b| b.principal.kind == "user" && b.principal.id == user)?;
-    if !app.store.delete_record("user", "", "", &user).await? {
+    let key = store::RecordKey { kind: "user".into(), org: "".into(), project: "".into(), identifier: user.clone() };
+    if app.store.record("user", "", "", &user).await?.is_none() {
         return Err(ApiError::NotFound(format!("no user `{user}`")));
     }
-    forget_principal(app, "user", &user).await?;
+    forget_principal(app, "user", &user, Some(key)).await?;
     leave_groups(app, &user).await?;
     app.audit(&p.display(), &p.address, "delete", "user", &user, &Scope::account(), serde_json::json!({})).await?;
     Ok(())
 }
 
-/// Refuse a change that would leave the account without an Account Admin (as Harness does): `removed` says
-/// which bindings the change removes.
-fn last_admin_guard(policy: &crate::rbac::Policy, removed: impl Fn(&Binding) -> bool) -> ApiResult<()> {
-    let admin = |b: &&Binding| b.role == "_account_admin" && b.scope.org.is_empty();
-    let before = policy.bindings.iter().filter(admin).count();
-    let after = policy.bindings.iter().filter(admin).filter(|b| !removed(b)).count();
-    if before > 0 && after == 0 {
-        return Err(ApiError::Conflict(
-            "this would remove the last Account Admin; bind `_account_admin` at the account to another user first"
-                .into(),
-        ));
-    }
-    Ok(())
+/// What every change that removes records must leave: one Account Admin binding at the account.
+fn admin_kept() -> store::Keep {
+    store::Keep { kind: "role_binding".into(), field: "role".into(), value: "_account_admin".into() }
 }
 
-/// Revoke a principal's tokens and remove its role bindings (it is deleted, or its scope is).
-pub(crate) async fn forget_principal(app: &App, kind: &str, id: &str) -> ApiResult<()> {
+/// Delete `keys` in one transaction unless that would leave the account without an Account Admin (as Harness
+/// refuses it); concurrent changes are serialised by the store, so two of them cannot remove the last two.
+async fn delete_keeping_an_admin(app: &App, keys: &[store::RecordKey]) -> ApiResult<u64> {
+    let done = app.store.delete_records_keeping(keys, &admin_kept()).await?;
+    app.policy_changed().await;
+    done.ok_or_else(|| {
+        ApiError::Conflict(
+            "this would remove the last Account Admin; bind `_account_admin` at the account to another user first"
+                .into(),
+        )
+    })
+}
+
+/// Remove a principal's role bindings together with its own record when given (in one transaction that
+/// keeps an Account Admin), then revoke its tokens (it is deleted, or its scope is).
+pub(crate) async fn forget_principal(
+    app: &App,
+    kind: &str,
+    id: &str,
+    record: Option<store::RecordKey>,
+) -> ApiResult<()> {
+    let mut keys: Vec<store::RecordKey> = record.into_iter().collect();
+    for r in app.store.records("role_binding", None, None).await? {
+        if r.body["principal"]["kind"] == kind && r.body["principal"]["id"] == id {
+            keys.push(store::RecordKey::of(&r));
+        }
+    }
+    delete_keeping_an_admin(app, &keys).await?;
     for t in app.store.tokens(Some((kind, id))).await? {
         app.store.revoke_token(&t.id).await?;
     }
     app.tokens_changed();
-    for r in app.store.records("role_binding", None, None).await? {
-        if r.body["principal"]["kind"] == kind && r.body["principal"]["id"] == id {
-            app.store.delete_record("role_binding", &r.org, &r.project, &r.identifier).await?;
-        }
-    }
-    app.policy_changed().await;
     Ok(())
 }
 
@@ -435,8 +444,13 @@ pub async fn delete_service_account(app: &App, p: &Principal, id: String) -> Api
     let sa = service_account(app, &id).await?;
     let scope = Scope { org: sa.org.clone(), project: sa.project.clone() };
     app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
-    app.store.delete_record("service_account", &sa.org, &sa.project, &id).await?;
-    forget_principal(app, "service_account", &id).await?;
+    let key = store::RecordKey {
+        kind: "service_account".into(),
+        org: sa.org.clone(),
+        project: sa.project.clone(),
+        identifier: id.clone(),
+    };
+    forget_principal(app, "service_account", &id, Some(key)).await?;
     app.audit(&p.display(), &p.address, "delete", "service_account", &id, &scope, serde_json::json!({})).await?;
     Ok(())
 }
@@ -811,9 +825,7 @@ pub async fn delete_binding(app: &App, p: &Principal, id: String) -> ApiResult<(
         .ok_or_else(|| ApiError::NotFound(format!("no role binding `{id}`")))?;
     let scope = Scope { org: r.org.clone(), project: r.project.clone() };
     app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
-    last_admin_guard(&*app.policy().await?, |b| b.identifier == id)?;
-    app.store.delete_record("role_binding", &r.org, &r.project, &id).await?;
-    app.policy_changed().await;
+    delete_keeping_an_admin(app, &[store::RecordKey::of(&r)]).await?;
     app.audit(&p.display(), &p.address, "delete", "role_binding", &id, &scope, serde_json::json!({})).await?;
     Ok(())
 }

@@ -154,7 +154,13 @@ pub async fn delete_org(app: &App, p: &Principal, org: &str) -> ApiResult<()> {
 /// a new scope with the same identifier starts empty.
 async fn forget_scope(app: &App, org: &str, project: Option<&str>) -> ApiResult<()> {
     for sa in app.store.records("service_account", Some(org), project).await? {
-        crate::service::access::forget_principal(app, "service_account", &sa.identifier).await?;
+        crate::service::access::forget_principal(
+            app,
+            "service_account",
+            &sa.identifier,
+            Some(store::RecordKey::of(&sa)),
+        )
+        .await?;
     }
     app.store.delete_scope(org, project).await?;
     app.store.delete_history(org, project).await?;

@@ -380,12 +380,22 @@ struct LoginQuery {
     next: Option<String>,
 }
 
-/// Only a path of this site may follow a log-in (no `//evil.example`).
-fn safe_next(next: Option<&str>) -> String {
-    match next {
-        Some(n) if n.starts_with('/') && !n.starts_with("//") && !n.contains('\\') => n.to_string(),
-        _ => "/".into(),
+/// Only a path of this site may follow a log-in: none or empty is `/`; anything else must start with one
+/// `/` and hold only visible ASCII without `\\` (browsers drop tabs and newlines and read `\\` as `/`, which
+/// would make `/\t/evil.example` a link to another site). Anything else is refused (a 400, never a redirect).
+fn safe_next(next: Option<&str>) -> Result<String, WebError> {
+    let n = next.unwrap_or_default();
+    if n.is_empty() {
+        return Ok("/".into());
     }
+    let local =
+        n.starts_with('/') && !n[1..].starts_with(['/', '\\']) && n.bytes().all(|b| b.is_ascii_graphic() && b != b'\\');
+    if !local {
+        return Err(WebError(ApiError::BadRequest(
+            "`next` must be a path of this site (starting with one `/`, without spaces, tabs or `\\`)".into(),
+        )));
+    }
+    Ok(n.to_string())
 }
 
 fn login_form(next: &str, csrf: &str, error: Option<&str>, name: &str) -> Markup {
@@ -430,7 +440,10 @@ fn login_cookie(headers: &HeaderMap, value: &str, max_age: i64) -> HeaderValue {
 
 async fn login_page(headers: HeaderMap, axum::extract::Query(q): axum::extract::Query<LoginQuery>) -> Response {
     let token = crate::auth::new_secret();
-    let next = safe_next(q.next.as_deref());
+    let next = match safe_next(q.next.as_deref()) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
     let mut resp = ok(login_form(&next, &token, None, ""));
     resp.headers_mut().append(header::SET_COOKIE, login_cookie(&headers, &token, 3600));
     resp
@@ -444,7 +457,10 @@ async fn login(
 ) -> Response {
     let f = form(&body);
     let get = |k: &str| f.iter().find(|(n, _)| n == k).map(|(_, v)| v.clone()).unwrap_or_default();
-    let next = safe_next(Some(&get("next")));
+    let next = match safe_next(Some(&get("next"))) {
+        Ok(n) => n,
+        Err(e) => return e.into_response(),
+    };
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
     if foreign_origin(&headers) || !expected.is_some_and(|e| same(&e, &get("csrf"))) {
         return WebError(ApiError::forbidden("csrf", "this log-in form (reload the log-in page and try again)"))
@@ -530,13 +546,21 @@ mod tests {
     #[test]
     fn only_local_paths_follow_a_login() {
         for (given, want) in [
-            (Some("/orgs/default"), "/orgs/default"),
-            (Some("//evil.example/x"), "/"),
-            (Some("https://evil.example"), "/"),
-            (Some("/\\evil.example"), "/"),
-            (None, "/"),
+            (Some("/orgs/default"), Some("/orgs/default")),
+            (Some("/executions/01J?tab=logs&x=%2F%2F"), Some("/executions/01J?tab=logs&x=%2F%2F")),
+            (None, Some("/")),
+            (Some(""), Some("/")),
+            (Some("//evil.example/x"), None),
+            (Some("https://evil.example"), None),
+            (Some("/\\evil.example"), None),
+            (Some("/\t/evil.example"), None),
+            (Some("/\r\nSet-Cookie: x=1"), None),
+            (Some("/ /evil.example"), None),
+            (Some("/\u{7f}/evil.example"), None),
+            (Some("/é"), None),
+            (Some("evil.example"), None),
         ] {
-            assert_eq!(safe_next(given), want);
+            assert_eq!(safe_next(given).ok().as_deref(), want, "{given:?}");
         }
     }
 
