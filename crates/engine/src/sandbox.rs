@@ -68,6 +68,8 @@ pub struct Sandbox {
     pub read_paths: Vec<PathBuf>,
     /// The user steps run as, when pipewright runs as root.
     pub user: Option<StepUser>,
+    /// Each step in its own PID, mount, UTS and IPC namespaces, with its own `/proc` (see [`launcher_main`]).
+    pub namespaces: bool,
 }
 
 /// System paths a step may read (those that exist): programs, libraries, configuration, and the kernel's
@@ -117,10 +119,11 @@ impl Sandbox {
             }
             read_paths.push(real);
         }
-        Sandbox { launcher, read_paths, user }
+        Sandbox { launcher, read_paths, user, namespaces: true }
     }
 
-    /// The launcher command line for a step: `__step-sandbox [--uid U --gid G] --rw P… --ro P… -- PROGRAM ARGS…`,
+    /// The launcher command line for a step:
+    /// `__step-sandbox [--ns --parent PID] [--uid U --gid G] --rw P… --ro P… -- PROGRAM ARGS…`,
     /// with `writable` and `readable` paths of the step's own on top of the sandbox's read paths.
     pub fn command(
         &self,
@@ -130,6 +133,10 @@ impl Sandbox {
         args: &[String],
     ) -> (PathBuf, Vec<OsString>) {
         let mut out: Vec<OsString> = vec![LAUNCHER_ARG.into()];
+        if self.namespaces {
+            // The step dies with the process that starts it (this one: the engine or an agent).
+            out.extend(["--ns".into(), "--parent".into(), std::process::id().to_string().into()]);
+        }
         if let Some(u) = &self.user {
             out.extend(["--uid".into(), u.uid.to_string().into(), "--gid".into(), u.gid.to_string().into()]);
         }
@@ -294,6 +301,12 @@ pub fn read_step_file(path: &Path, limit: u64) -> Option<Vec<u8>> {
 /// The launcher's own arguments.
 #[derive(Debug, Default, PartialEq)]
 struct LaunchArgs {
+    /// New namespaces for the step.
+    ns: bool,
+    /// This is the first process inside them (PID 1), started by the launcher that made them.
+    init: bool,
+    /// The process whose death ends the step.
+    parent: Option<i32>,
     uid: Option<u32>,
     gid: Option<u32>,
     rw: Vec<PathBuf>,
@@ -307,6 +320,9 @@ fn parse_args(args: &[OsString]) -> Result<LaunchArgs, String> {
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{} needs a value", a.to_string_lossy()));
         match a.as_bytes() {
+            b"--ns" => out.ns = true,
+            b"--init" => out.init = true,
+            b"--parent" => out.parent = Some(value()?.to_string_lossy().parse().map_err(|_| "--parent: not a number")?),
             b"--uid" => out.uid = Some(value()?.to_string_lossy().parse().map_err(|_| "--uid: not a number")?),
             b"--gid" => out.gid = Some(value()?.to_string_lossy().parse().map_err(|_| "--gid: not a number")?),
             b"--rw" => out.rw.push(value()?.into()),
@@ -324,8 +340,8 @@ fn parse_args(args: &[OsString]) -> Result<LaunchArgs, String> {
     Ok(out)
 }
 
-/// Confine this process as `a` says, then become the step's program. Returns only on failure.
-fn confine_and_exec(a: &LaunchArgs) -> String {
+/// Confine this process as `a` says (Landlock, then the step user): what it starts from then on inherits it.
+fn confine(a: &LaunchArgs) -> Result<(), String> {
     use landlock::{
         ABI, Access, AccessFs, CompatLevel, Compatible, PathBeneath, PathFd, Ruleset, RulesetAttr, RulesetCreatedAttr,
         RulesetStatus, Scope,
@@ -352,43 +368,170 @@ fn confine_and_exec(a: &LaunchArgs) -> String {
         }
         Ok(r)
     };
-    let ruleset = match rules() {
-        Ok(r) => r,
-        Err(e) => return format!("cannot set up step isolation (Landlock): {e}"),
-    };
+    let ruleset = rules().map_err(|e| format!("cannot set up step isolation (Landlock): {e}"))?;
     // Drop privileges after the paths are opened and before the rules apply.
     if let (Some(uid), Some(gid)) = (a.uid, a.gid) {
         use nix::unistd::{Gid, Uid, setgid, setgroups, setuid};
         if let Err(e) =
             setgroups(&[]).and_then(|()| setgid(Gid::from_raw(gid))).and_then(|()| setuid(Uid::from_raw(uid)))
         {
-            return format!("cannot switch to the step user (uid {uid}): {e}");
+            return Err(format!("cannot switch to the step user (uid {uid}): {e}"));
         }
     }
     match ruleset.restrict_self() {
-        Ok(s) if s.ruleset == RulesetStatus::FullyEnforced && s.no_new_privs => {}
-        Ok(s) => {
-            return format!(
-                "this kernel cannot enforce step isolation (Landlock {:?}); use a kernel with Landlock ABI 6 or newer, or run with --step-isolation none",
-                s.ruleset
-            );
-        }
-        Err(e) => {
-            return format!(
-                "this kernel cannot enforce step isolation: {e}; use a kernel with Landlock ABI 6 or newer, or run with --step-isolation none"
-            );
-        }
+        Ok(s) if s.ruleset == RulesetStatus::FullyEnforced && s.no_new_privs => Ok(()),
+        Ok(s) => Err(format!(
+            "this kernel cannot enforce step isolation (Landlock {:?}); use a kernel with Landlock ABI 6 or newer, or run with --step-isolation none",
+            s.ruleset
+        )),
+        Err(e) => Err(format!(
+            "this kernel cannot enforce step isolation: {e}; use a kernel with Landlock ABI 6 or newer, or run with --step-isolation none"
+        )),
     }
+}
+
+/// Become the step's program. Returns only on failure.
+fn exec(a: &LaunchArgs) -> String {
     use std::os::unix::process::CommandExt;
     let err = std::process::Command::new(&a.program[0]).args(&a.program[1..]).exec();
     format!("cannot start `{}`: {err}", a.program[0].to_string_lossy())
 }
 
-/// The launcher's entry point (`pipewright __step-sandbox …`, arguments after that word): confine, drop
-/// privileges, exec. Exits 127 with a message on stderr when it cannot.
+/// Signals the outer launcher leaves to the step: a stop sent to the step's process group reaches the step
+/// itself (and PID 1 of its namespace ignores it), so the launcher must outlive it to report how it ended.
+fn group_signals() -> nix::sys::signal::SigSet {
+    use nix::sys::signal::{SigSet, Signal};
+    let mut set = SigSet::empty();
+    for s in [Signal::SIGTERM, Signal::SIGINT, Signal::SIGHUP, Signal::SIGQUIT] {
+        set.add(s);
+    }
+    set
+}
+
+/// End this process as `status` says: the same exit code, or 128 + the signal that ended it.
+fn end_like(status: std::process::ExitStatus) -> ! {
+    use std::os::unix::process::ExitStatusExt;
+    std::process::exit(status.code().unwrap_or_else(|| 128 + status.signal().unwrap_or(0)))
+}
+
+/// The outer launcher: make the step's namespaces (PID, mount, UTS, IPC; through a user namespace when not
+/// root), start PID 1 inside them (this program again, `--init`), and wait for it — or, when the process that
+/// started the step dies first (an agent killed with -9, say), kill it, which the kernel turns into the death
+/// of every process in the namespace. The parent is watched through a pidfd, not `PR_SET_PDEATHSIG`, which
+/// fires when the forking *thread* ends.
+fn outer(a: &LaunchArgs, args: &[OsString]) -> Result<std::convert::Infallible, String> {
+    use nix::sched::{CloneFlags, unshare};
+    use rustix::event::{PollFd, PollFlags, poll};
+    use rustix::process::{Pid, PidfdFlags, pidfd_open};
+    let parent = match a.parent {
+        Some(p) => {
+            let pid = Pid::from_raw(p).ok_or("--parent: not a process id")?;
+            let fd = pidfd_open(pid, PidfdFlags::empty()).map_err(|e| format!("cannot watch process {p}: {e}"))?;
+            if nix::unistd::getppid().as_raw() != p {
+                return Err("the process that started this step has ended".into());
+            }
+            Some(fd)
+        }
+        None => None,
+    };
+    let root = nix::unistd::geteuid().is_root();
+    if !root {
+        let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
+        unshare(CloneFlags::CLONE_NEWUSER).map_err(|e| {
+            format!("cannot create a user namespace for the step ({e}); enable unprivileged user namespaces, run as root, or use --step-isolation none")
+        })?;
+        let write = |file: &str, text: String| {
+            std::fs::write(format!("/proc/self/{file}"), text).map_err(|e| format!("cannot write {file}: {e}"))
+        };
+        write("setgroups", "deny".into())?;
+        write("uid_map", format!("{uid} {uid} 1"))?;
+        write("gid_map", format!("{gid} {gid} 1"))?;
+    }
+    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
+        .map_err(|e| format!("cannot create the step's namespaces ({e}); run with --step-isolation none to do without"))?;
+    group_signals().thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
+    let me = std::env::current_exe().map_err(|e| format!("cannot find the launcher program: {e}"))?;
+    // `--init` is read before `--ns`: the same arguments make the first process inside.
+    let mut init_args: Vec<OsString> = vec![LAUNCHER_ARG.into(), "--init".into()];
+    init_args.extend(args.iter().cloned());
+    let mut child = std::process::Command::new(me)
+        .args(&init_args)
+        .spawn()
+        .map_err(|e| format!("cannot start the step's first process: {e}"))?;
+    let child_pid = Pid::from_raw(child.id() as i32).ok_or("no child")?;
+    let child_fd = pidfd_open(child_pid, PidfdFlags::empty()).map_err(|e| format!("cannot watch the step: {e}"))?;
+    loop {
+        let mut fds = vec![PollFd::new(&child_fd, PollFlags::IN)];
+        if let Some(p) = &parent {
+            fds.push(PollFd::new(p, PollFlags::IN));
+        }
+        match poll(&mut fds, None) {
+            Ok(_) => {}
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(format!("cannot wait for the step: {e}")),
+        }
+        let parent_gone = fds.get(1).is_some_and(|f| !f.revents().is_empty());
+        let child_done = !fds[0].revents().is_empty();
+        if parent_gone && !child_done {
+            // PID 1 dies, and with it every process of the step.
+            let _ = child.kill();
+        }
+        if parent_gone || child_done {
+            let status = child.wait().map_err(|e| format!("cannot wait for the step: {e}"))?;
+            end_like(status);
+        }
+    }
+}
+
+/// PID 1 of the step's namespaces: a `/proc` of its own (only the step's processes in it), its own host name,
+/// then confinement; it starts the step's program, reaps every process the step leaves, and ends as the
+/// program ended — which ends whatever else still runs in the namespace.
+fn init(a: &LaunchArgs) -> Result<std::convert::Infallible, String> {
+    use nix::mount::{MsFlags, mount};
+    let _ = nix::sys::signal::SigSet::all().thread_unblock();
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("cannot make the step's mounts private: {e}"))?;
+    mount(
+        Some("proc"),
+        "/proc",
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("cannot mount the step's /proc: {e}"))?;
+    nix::unistd::sethostname("pipewright-step").map_err(|e| format!("cannot set the step's host name: {e}"))?;
+    confine(a)?;
+    let child = std::process::Command::new(&a.program[0])
+        .args(&a.program[1..])
+        .spawn()
+        .map_err(|e| format!("cannot start `{}`: {e}", a.program[0].to_string_lossy()))?;
+    let main = nix::unistd::Pid::from_raw(child.id() as i32);
+    loop {
+        use nix::sys::wait::{WaitStatus, waitpid};
+        match waitpid(None, None) {
+            Ok(WaitStatus::Exited(pid, code)) if pid == main => std::process::exit(code),
+            Ok(WaitStatus::Signaled(pid, sig, _)) if pid == main => std::process::exit(128 + sig as i32),
+            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+            Err(e) => return Err(format!("cannot wait for the step: {e}")),
+        }
+    }
+}
+
+/// The launcher's entry point (`pipewright __step-sandbox …`, arguments after that word): with `--ns`, the
+/// step's own namespaces first ([`outer`], then [`init`] inside them); then confine, drop privileges and run
+/// the step. Exits 127 with a message on stderr when it cannot.
 pub fn launcher_main(args: &[OsString]) -> ! {
     let msg = match parse_args(args) {
-        Ok(a) => confine_and_exec(&a),
+        Ok(a) if a.init => match init(&a) {
+            Err(e) => e,
+        },
+        Ok(a) if a.ns => match outer(&a, args) {
+            Err(e) => e,
+        },
+        Ok(a) => match confine(&a) {
+            Ok(()) => exec(&a),
+            Err(e) => e,
+        },
         Err(e) => e,
     };
     eprintln!("pipewright: {msg}");
@@ -409,6 +552,7 @@ mod tests {
             launcher: "/bin/pw".into(),
             read_paths: vec!["/usr".into()],
             user: Some(StepUser { name: "nobody".into(), uid: 65534, gid: 65534 }),
+            namespaces: true,
         };
         let (prog, args) = sb.command(&[Path::new("/w")], &[], "sh", &["script.sh".into()]);
         assert_eq!(prog, PathBuf::from("/bin/pw"));
@@ -417,6 +561,9 @@ mod tests {
         assert_eq!(
             parsed,
             LaunchArgs {
+                ns: true,
+                init: false,
+                parent: Some(std::process::id() as i32),
                 uid: Some(65534),
                 gid: Some(65534),
                 rw: vec!["/w".into()],

@@ -216,3 +216,58 @@ async fn the_login_redirect_stays_on_this_site_and_pages_cannot_be_framed() {
         .unwrap();
     assert_eq!(resp.status(), 400);
 }
+
+/// The processes of this machine whose command line holds `marker`.
+fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
+/// Wait up to `limit` for `cond`, looking every 20 ms.
+async fn within(limit: std::time::Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + limit;
+    while !cond() {
+        assert!(std::time::Instant::now() < deadline, "{what}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_sees_only_its_own_processes_and_dies_with_its_agent() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &["--no-local-executor"]).await;
+    let (_, token) = common::agent_token(&s, "a1").await;
+    let mut agent = common::Agent::start(dir.path(), &s.url, &token, "a1", "");
+    // A step that lists every process it can see and reads their command lines, looking for tokens.
+    let spy = "for p in /proc/[0-9]*; do printf 'PROC %s %s\\n' \"${p#/proc/}\" \"$(tr '\\0' ' ' < $p/cmdline)\"; done";
+    let yaml = pipeline("spy", &stage("s", &format!("'{}'", spy.replace('\'', "''"))));
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(yaml)).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/spy/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let (_, logs) = s.raw(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    let seen: Vec<&str> = logs.split("PROC ").skip(1).collect();
+    assert!(!seen.is_empty(), "{logs}");
+    assert!(seen.len() <= 4, "the step sees only its own few processes: {seen:?}");
+    for secret_place in [token.as_str(), "--token", "pipewright agent", "pipewright serve", "--admin-password-file"] {
+        assert!(!logs.contains(secret_place), "{secret_place}: {logs}");
+    }
+
+    // A step still running when its agent is killed with -9 dies with it, at once.
+    let marker = format!("pw-orphan-{}", &id[id.len() - 8..]);
+    let yaml = pipeline("long", &stage("s", &format!("'exec -a {marker} sleep 300'")));
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(yaml)).await;
+    s.ok(Method::POST, &format!("{P}/pipelines/long/execute"), Some(json!({}))).await;
+    within(std::time::Duration::from_secs(30), "the step never started", || !processes_with(&marker).is_empty()).await;
+    agent.signal(nix::sys::signal::Signal::SIGKILL);
+    let _ = agent.child.wait();
+    within(std::time::Duration::from_secs(2), "the step outlived its agent", || processes_with(&marker).is_empty())
+        .await;
+}
