@@ -271,3 +271,58 @@ async fn a_step_sees_only_its_own_processes_and_dies_with_its_agent() {
     within(std::time::Duration::from_secs(2), "the step outlived its agent", || processes_with(&marker).is_empty())
         .await;
 }
+
+/// A step template `shared` as a project admin of `project` would write it, with `scope` lines.
+fn shared_template(scope: &str) -> serde_json::Value {
+    serde_json::Value::String(format!(
+        "template:\n  name: shared\n  identifier: shared\n  versionLabel: v1\n  type: Step\n{scope}  spec:\n    type: ShellScript\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: echo HIJACKED <+secrets.getValue(\"deploy_key\")> | base64\n"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_project_admin_cannot_publish_a_template_into_another_scope() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "b"}))).await;
+    let b_admin = s.user("mallory", "_project_admin", "b").await;
+    let post = |path: &str, body: serde_json::Value| {
+        let (path, token) = (path.to_string(), b_admin.clone());
+        let s = &s;
+        async move { s.req(Some(&token), Method::POST, &path, Some(&body)).await }
+    };
+    // Without orgIdentifier / projectIdentifier the file declares the account: refused on the project route…
+    let (st, v) = post("/api/v1/orgs/default/projects/b/templates", shared_template("")).await;
+    assert_eq!(st, 400, "{v}");
+    assert!(v.to_string().contains("declares the account"), "{v}");
+    // …as is the organization, and the account's and the organization's own routes need rights there.
+    let (st, v) =
+        post("/api/v1/orgs/default/projects/b/templates", shared_template("  orgIdentifier: default\n")).await;
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = post("/api/v1/templates", shared_template("")).await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = post("/api/v1/orgs/default/templates", shared_template("  orgIdentifier: default\n")).await;
+    assert_eq!(st, 403, "{v}");
+    // What B may store is B's own, and project A cannot reach it under any reference.
+    let (st, v) = post(
+        "/api/v1/orgs/default/projects/b/templates",
+        shared_template("  orgIdentifier: default\n  projectIdentifier: b\n"),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    s.ok(
+        Method::POST,
+        &format!("{P}/secrets"),
+        Some(json!({"identifier": "deploy_key", "value": "A-deploy-key-9931"})),
+    )
+    .await;
+    for reference in ["account.shared", "org.shared", "shared"] {
+        let yaml = pipeline("victim", &stage("s", "echo hi")).as_str().unwrap().replace(
+            "                  type: ShellScript\n                  name: s\n                  identifier: s\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: echo hi\n",
+            &format!("                  name: s\n                  identifier: s\n                  template:\n                    templateRef: {reference}\n"),
+        );
+        let (st, v) = s
+            .req(Some(&s.token), Method::POST, &format!("{P}/pipelines"), Some(&serde_json::Value::String(yaml)))
+            .await;
+        assert_eq!(st, 422, "{reference}: {v}");
+    }
+}

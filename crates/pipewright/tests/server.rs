@@ -170,6 +170,14 @@ fn quick(id: &str) -> Value {
     )
 }
 
+/// A step template of the account (`org` none) or of an organization.
+fn shared_template(id: &str, org: Option<&str>) -> Value {
+    let org = org.map(|o| format!("  orgIdentifier: {o}\n")).unwrap_or_default();
+    Value::String(format!(
+        "template:\n  name: {id}\n  identifier: {id}\n  versionLabel: v1\n  type: Step\n{org}  spec:\n    type: ShellScript\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: echo hi\n"
+    ))
+}
+
 fn service(id: &str) -> Value {
     Value::String(format!(
         "service:\n  name: {id}\n  identifier: {id}\n  orgIdentifier: default\n  projectIdentifier: default\n  serviceDefinition:\n    type: Kubernetes\n    spec: {{}}\n"
@@ -191,6 +199,10 @@ async fn every_route_checks_permissions_as_the_table_says() {
     s.ok(Method::POST, &format!("{P}/services"), Some(service("doomed_svc"))).await;
     s.ok(Method::POST, "/api/v1/orgs", Some(json!({"identifier": "doomed"}))).await;
     s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "doomedp"}))).await;
+    for id in ["tpl1", "doomed_tpl"] {
+        s.ok(Method::POST, "/api/v1/orgs/default/templates", Some(shared_template(id, Some("default")))).await;
+        s.ok(Method::POST, "/api/v1/templates", Some(shared_template(id, None))).await;
+    }
     s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "doomed_user", "password": "12345678"}))).await;
     s.ok(
         Method::POST,
@@ -406,6 +418,56 @@ async fn every_route_checks_permissions_as_the_table_says() {
             "delete",
             "/api/v1/orgs/{org}/projects/{project}/{kind}/{identifier}",
             format!("{P}/services/doomed_svc"),
+            None,
+            [401, 403, 403, 403, 204],
+        ),
+        (
+            "post",
+            "/api/v1/templates",
+            "/api/v1/templates".into(),
+            Some(shared_template("t2", None)),
+            [401, 403, 403, 403, 201],
+        ),
+        ("get", "/api/v1/templates/{identifier}", "/api/v1/templates/tpl1".into(), None, [401, 403, 403, 403, 200]),
+        (
+            "put",
+            "/api/v1/templates/{identifier}",
+            "/api/v1/templates/tpl1".into(),
+            Some(shared_template("tpl1", None)),
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "delete",
+            "/api/v1/templates/{identifier}",
+            "/api/v1/templates/doomed_tpl".into(),
+            None,
+            [401, 403, 403, 403, 204],
+        ),
+        (
+            "post",
+            "/api/v1/orgs/{org}/templates",
+            "/api/v1/orgs/default/templates".into(),
+            Some(shared_template("t2", Some("default"))),
+            [401, 403, 403, 403, 201],
+        ),
+        (
+            "get",
+            "/api/v1/orgs/{org}/templates/{identifier}",
+            "/api/v1/orgs/default/templates/tpl1".into(),
+            None,
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "put",
+            "/api/v1/orgs/{org}/templates/{identifier}",
+            "/api/v1/orgs/default/templates/tpl1".into(),
+            Some(shared_template("tpl1", Some("default"))),
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "delete",
+            "/api/v1/orgs/{org}/templates/{identifier}",
+            "/api/v1/orgs/default/templates/doomed_tpl".into(),
             None,
             [401, 403, 403, 403, 204],
         ),
@@ -803,25 +865,33 @@ async fn a_server_killed_mid_step_is_taken_over_by_the_next_one() {
     let e = s.ok(Method::POST, &format!("{P}/pipelines/slow/execute"), Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
     let deadline = Instant::now() + Duration::from_secs(30);
-    let pid = loop {
-        if let Some(p) = said_pid(&s, &id).await {
-            break p;
-        }
+    while said_pid(&s, &id).await.is_none() {
         assert!(Instant::now() < deadline, "the step never said its pid");
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Its processes are those whose command line holds the execution's id (the script's path does).
+    let step_processes = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter(|e| {
+                std::fs::read(e.path().join("cmdline"))
+                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!(".pw/{id}/")))
+            })
+            .count()
     };
-    // kill -9: the step's process outlives its server.
+    assert!(step_processes() > 0);
+    // kill -9: the step dies with its server (the launcher watches it), so the next server's new attempt can
+    // never run beside it.
     s.restart(&lease);
-    assert!(alive(pid), "the step outlived its server");
-    // The next server takes the execution over once the lease runs out: the orphaned step is stopped before
-    // its new attempt starts, so the step never runs twice at once.
+    until("the step dies with its server", || async { step_processes() == 0 }).await;
+    // The next server takes the execution over once the lease runs out.
     until("the step's second attempt", || async {
         let (_, v) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/nodes"), None).await;
         v.as_array()
             .is_some_and(|n| n.iter().any(|n| n["path"] == "b.s" && n["attempt"] == 2 && n["status"] == "Running"))
     })
     .await;
-    assert!(!alive(pid), "the orphaned step process {pid} still runs");
     std::fs::write(&go, "").unwrap();
     let done = s.wait_end(&s.token, &id).await;
     assert_eq!(done["execution"]["status"], "Success", "{done}");
@@ -1135,12 +1205,6 @@ async fn a_server_never_touches_a_local_run_that_is_alive() {
     assert_eq!(done["execution"]["status"], "Success", "{done}");
 }
 
-/// Whether a process runs (a zombie waiting to be reaped has ended).
-fn alive(pid: i32) -> bool {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-    stat.rfind(')').and_then(|i| stat[i + 1..].split_whitespace().next()).is_some_and(|state| state != "Z")
-}
-
 fn step_template(version: &str, script: &str) -> Value {
     Value::String(format!(
         "template:\n  name: Greet\n  identifier: greet\n  versionLabel: {version}\n  type: Step\n  orgIdentifier: default\n  spec:\n    type: ShellScript\n    timeout: 1m\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: {script}\n      environmentVariables:\n        - name: WHO\n          type: String\n          value: <+input>\n"
@@ -1148,18 +1212,19 @@ fn step_template(version: &str, script: &str) -> Value {
 }
 
 /// Templates are a record kind with versions: a pipeline saved on the server resolves them from the project
-/// (and its organization), runs what they make, and a reference to a template that is not stored is refused
+/// (and its organization, whose templates are published through the organization's route), runs what they make, and a reference to a template that is not stored is refused
 /// when the pipeline is saved.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn templates_are_stored_with_versions_and_resolved_when_a_pipeline_runs() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
-    s.ok(Method::POST, &format!("{P}/templates"), Some(step_template("v1", "echo \"hello $WHO\""))).await;
-    s.ok(Method::POST, &format!("{P}/templates"), Some(step_template("v2", "echo \"hi $WHO (v2)\""))).await;
-    let (st, v) =
-        s.req(Some(&s.token), Method::POST, &format!("{P}/templates"), Some(&step_template("v2", "echo again"))).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/templates", Some(step_template("v1", "echo \"hello $WHO\""))).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/templates", Some(step_template("v2", "echo \"hi $WHO (v2)\""))).await;
+    let (st, v) = s
+        .req(Some(&s.token), Method::POST, "/api/v1/orgs/default/templates", Some(&step_template("v2", "echo again")))
+        .await;
     assert_eq!(st, 409, "{v}");
-    let got = s.ok(Method::GET, &format!("{P}/templates/greet"), None).await;
+    let got = s.ok(Method::GET, "/api/v1/orgs/default/templates/greet", None).await;
     assert!(got["yaml"].as_str().unwrap().contains("(v2)"), "the newest version is shown: {got}");
     let uses = |version: &str| {
         pipeline(
@@ -1180,7 +1245,7 @@ async fn templates_are_stored_with_versions_and_resolved_when_a_pipeline_runs() 
     let logs = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
     assert!(logs.to_string().contains("hello world"), "{logs}");
     // A new version of the template does not change what a re-run of that execution runs.
-    s.ok(Method::PUT, &format!("{P}/templates/greet"), Some(step_template("v1", "echo \"changed $WHO\""))).await;
+    s.ok(Method::PUT, "/api/v1/orgs/default/templates/greet", Some(step_template("v1", "echo \"changed $WHO\""))).await;
     let again = s.ok(Method::POST, &format!("/api/v1/executions/{id}/rerun"), Some(json!({}))).await;
     let again_id = again["id"].as_str().unwrap().to_string();
     let done = s.wait_end(&s.token, &again_id).await;

@@ -26,6 +26,14 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(pipelines::pipeline_version))
         .routes(routes!(pipelines::list_entities, pipelines::create_entity))
         .routes(routes!(pipelines::get_entity, pipelines::put_entity, pipelines::delete_entity))
+        .routes(routes!(pipelines::create_account_template))
+        .routes(routes!(
+            pipelines::get_account_template,
+            pipelines::put_account_template,
+            pipelines::delete_account_template
+        ))
+        .routes(routes!(pipelines::create_org_template))
+        .routes(routes!(pipelines::get_org_template, pipelines::put_org_template, pipelines::delete_org_template))
         .routes(routes!(executions::plan))
         .routes(routes!(executions::execute))
         .routes(routes!(executions::list))

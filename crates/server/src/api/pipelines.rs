@@ -167,3 +167,88 @@ pub async fn delete_entity(
     svc::delete_entity(&app, &p, &org, &project, kind, &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Publish a version of a template at the account (needs `template:create_edit` at the account).
+#[utoipa::path(post, path = "/api/v1/templates", tag = "templates", request_body(content = String, content_type = "application/yaml"), responses((status = 201, description = "Created"), (status = 409, description = "This version exists")))]
+pub async fn create_account_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    body: Upload,
+) -> ApiResult<(StatusCode, Json<svc::EntityView>)> {
+    Ok((StatusCode::CREATED, Json(svc::create_shared_template(&app, &p, None, body).await?)))
+}
+
+/// One template of the account.
+#[utoipa::path(get, path = "/api/v1/templates/{identifier}", tag = "templates", params(("identifier" = String, Path)), responses((status = 200, description = "The template")))]
+pub async fn get_account_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<Json<svc::EntityView>> {
+    Ok(Json(svc::get_shared_template(&app, &p, None, &id).await?))
+}
+
+/// Add or replace a version of a template of the account.
+#[utoipa::path(put, path = "/api/v1/templates/{identifier}", tag = "templates", params(("identifier" = String, Path)), request_body(content = String, content_type = "application/yaml"), responses((status = 200, description = "Updated")))]
+pub async fn put_account_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    body: Upload,
+) -> ApiResult<Json<svc::EntityView>> {
+    Ok(Json(svc::put_shared_template(&app, &p, None, &id, body).await?))
+}
+
+/// Delete a template of the account.
+#[utoipa::path(delete, path = "/api/v1/templates/{identifier}", tag = "templates", params(("identifier" = String, Path)), responses((status = 204, description = "Deleted")))]
+pub async fn delete_account_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+) -> ApiResult<StatusCode> {
+    svc::delete_shared_template(&app, &p, None, &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Publish a version of a template in an organization (needs `template:create_edit` there).
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/templates", tag = "templates", params(("org" = String, Path)), request_body(content = String, content_type = "application/yaml"), responses((status = 201, description = "Created"), (status = 409, description = "This version exists")))]
+pub async fn create_org_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(org): Path<String>,
+    body: Upload,
+) -> ApiResult<(StatusCode, Json<svc::EntityView>)> {
+    Ok((StatusCode::CREATED, Json(svc::create_shared_template(&app, &p, Some(&org), body).await?)))
+}
+
+/// One template of an organization.
+#[utoipa::path(get, path = "/api/v1/orgs/{org}/templates/{identifier}", tag = "templates", params(("org" = String, Path), ("identifier" = String, Path)), responses((status = 200, description = "The template")))]
+pub async fn get_org_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<Json<svc::EntityView>> {
+    Ok(Json(svc::get_shared_template(&app, &p, Some(&org), &id).await?))
+}
+
+/// Add or replace a version of a template of an organization.
+#[utoipa::path(put, path = "/api/v1/orgs/{org}/templates/{identifier}", tag = "templates", params(("org" = String, Path), ("identifier" = String, Path)), request_body(content = String, content_type = "application/yaml"), responses((status = 200, description = "Updated")))]
+pub async fn put_org_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path((org, id)): Path<(String, String)>,
+    body: Upload,
+) -> ApiResult<Json<svc::EntityView>> {
+    Ok(Json(svc::put_shared_template(&app, &p, Some(&org), &id, body).await?))
+}
+
+/// Delete a template of an organization.
+#[utoipa::path(delete, path = "/api/v1/orgs/{org}/templates/{identifier}", tag = "templates", params(("org" = String, Path), ("identifier" = String, Path)), responses((status = 204, description = "Deleted")))]
+pub async fn delete_org_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path((org, id)): Path<(String, String)>,
+) -> ApiResult<StatusCode> {
+    svc::delete_shared_template(&app, &p, Some(&org), &id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

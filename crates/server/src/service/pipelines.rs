@@ -281,9 +281,26 @@ async fn entity_body(
                 .and_then(spec::Node::as_scalar)
                 .map(|v| spec::Str { value: v.to_string(), span: spec::Span::default() })
         };
+        // A template's scope is where it is stored: its file must declare that scope, so that a project's
+        // editor cannot publish a template at the account or an organization by leaving identifiers out.
         let (org, project) = (field("orgIdentifier"), field("projectIdentifier"));
-        if org.is_some() || project.is_some() {
-            check_scope(org.as_ref(), project.as_ref(), scope, "template")?;
+        let declared = (org.as_ref().map(|s| s.value.as_str()), project.as_ref().map(|s| s.value.as_str()));
+        let wanted = (
+            (!scope.org.is_empty()).then_some(scope.org.as_str()),
+            (!scope.project.is_empty()).then_some(scope.project.as_str()),
+        );
+        if declared != wanted {
+            let says = |d: (Option<&str>, Option<&str>)| match d {
+                (_, Some(p)) => format!("project `{p}` (orgIdentifier `{}`)", d.0.unwrap_or("")),
+                (Some(o), None) => format!("organization `{o}`"),
+                (None, None) => "the account (no orgIdentifier / projectIdentifier)".to_string(),
+            };
+            return Err(ApiError::BadRequest(format!(
+                "template `{}` declares {}, but was sent to {}; a template is stored at the scope it declares, through that scope's templates route, by someone who may edit templates there",
+                t.identifier,
+                says(declared),
+                says(wanted),
+            )));
         }
         return Ok((
             t.identifier.clone(),
@@ -326,7 +343,7 @@ fn with_version(mut r: store::Record, old: Option<&store::Record>, b: &serde_jso
 }
 
 /// The templates a pipeline of `scope` may use: the project's own, its organization's and the account's (by the
-/// scope each template file declares), every stored version.
+/// scope each is stored in), every stored version.
 pub async fn templates(app: &App, scope: &Scope) -> ApiResult<spec::template::Library> {
     let mut lib = spec::template::Library::default();
     for r in app.store.records("template", None, None).await? {
@@ -338,13 +355,21 @@ pub async fn templates(app: &App, scope: &Scope) -> ApiResult<spec::template::Li
                 &format!("template {}@{version} (stored in {}/{})", r.identifier, r.org, r.project),
                 yaml.to_string(),
             );
-            let visible = lib.templates.get(before).is_some_and(|t| match t.scope {
+            // Its scope is the scope it is stored in, never what its YAML declares (a record stored before
+            // templates had to declare their project keeps to that project).
+            let stored = match (r.org.is_empty(), r.project.is_empty()) {
+                (true, _) => spec::template::Scope::Account,
+                (false, true) => spec::template::Scope::Org,
+                (false, false) => spec::template::Scope::Project,
+            };
+            let visible = match stored {
                 spec::template::Scope::Project => r.org == scope.org && r.project == scope.project,
                 spec::template::Scope::Org => r.org == scope.org,
                 spec::template::Scope::Account => true,
-            });
-            if !visible {
-                lib.templates.truncate(before);
+            };
+            match lib.templates.get_mut(before) {
+                Some(t) if visible => t.scope = stored,
+                _ => lib.templates.truncate(before),
             }
         }
     }
@@ -474,7 +499,12 @@ pub async fn create_entity(
     kind: EntityKind,
     body: Upload,
 ) -> ApiResult<EntityView> {
-    let scope = project_scope(app, p, org, project).await?;
+    create_in(app, p, &project_scope(app, p, org, project).await?, kind, body).await
+}
+
+/// Create an entity in `scope` (a project's; the account's or an organization's for templates).
+async fn create_in(app: &App, p: &Principal, scope: &Scope, kind: EntityKind, body: Upload) -> ApiResult<EntityView> {
+    let (scope, org, project) = (scope.clone(), scope.org.as_str(), scope.project.as_str());
     app.require_some(p, &format!("{}:create_edit", kind.rtype()), kind.rtype(), &scope).await?;
     let (id, b) = entity_body(app, kind, &scope, body).await?;
     app.require(p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), &id, scope.clone())).await?;
@@ -519,9 +549,12 @@ pub async fn get_entity(
     kind: EntityKind,
     id: &str,
 ) -> ApiResult<EntityView> {
-    let scope = project_scope(app, p, org, project).await?;
-    let r = entity_record(app, p, &scope, kind, id).await?;
-    app.require(p, &format!("{}:view", kind.rtype()), &Resource::new(kind.rtype(), id, scope)).await?;
+    get_in(app, p, &project_scope(app, p, org, project).await?, kind, id).await
+}
+
+async fn get_in(app: &App, p: &Principal, scope: &Scope, kind: EntityKind, id: &str) -> ApiResult<EntityView> {
+    let r = entity_record(app, p, scope, kind, id).await?;
+    app.require(p, &format!("{}:view", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
     Ok(EntityView::of(&r))
 }
 
@@ -535,7 +568,18 @@ pub async fn put_entity(
     id: &str,
     body: Upload,
 ) -> ApiResult<EntityView> {
-    let scope = project_scope(app, p, org, project).await?;
+    put_in(app, p, &project_scope(app, p, org, project).await?, kind, id, body).await
+}
+
+async fn put_in(
+    app: &App,
+    p: &Principal,
+    scope: &Scope,
+    kind: EntityKind,
+    id: &str,
+    body: Upload,
+) -> ApiResult<EntityView> {
+    let (scope, org, project) = (scope.clone(), scope.org.as_str(), scope.project.as_str());
     identifier(kind.kind(), id)?;
     app.require(p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
     let (got, b) = entity_body(app, kind, &scope, body).await?;
@@ -567,9 +611,55 @@ pub async fn delete_entity(
     kind: EntityKind,
     id: &str,
 ) -> ApiResult<()> {
-    let scope = project_scope(app, p, org, project).await?;
-    entity_record(app, p, &scope, kind, id).await?;
+    delete_in(app, p, &project_scope(app, p, org, project).await?, kind, id).await
+}
+
+async fn delete_in(app: &App, p: &Principal, scope: &Scope, kind: EntityKind, id: &str) -> ApiResult<()> {
+    entity_record(app, p, scope, kind, id).await?;
     app.require(p, &format!("{}:delete", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
-    app.store.delete_record(kind.kind(), org, project, id).await?;
-    app.audit(&p.display(), &p.address, "delete", kind.kind(), id, &scope, serde_json::json!({})).await
+    app.store.delete_record(kind.kind(), &scope.org, &scope.project, id).await?;
+    app.audit(&p.display(), &p.address, "delete", kind.kind(), id, scope, serde_json::json!({})).await
+}
+
+/// The scope of the account's templates (no organization) or an organization's, which must exist.
+async fn shared_scope(app: &App, p: &Principal, org: Option<&str>) -> ApiResult<Scope> {
+    let Some(org) = org else { return Ok(Scope::account()) };
+    identifier("organization", org)?;
+    let scope = Scope::org(org);
+    if app.store.record("org", "", "", org).await?.is_none() {
+        return Err(app.not_found(p, &scope, format!("no organization `{org}`")).await);
+    }
+    Ok(scope)
+}
+
+/// Publish a version of a template at the account (`org` none) or in an organization: needs
+/// `template:create_edit` there, whatever the caller may do in any project.
+pub async fn create_shared_template(
+    app: &App,
+    p: &Principal,
+    org: Option<&str>,
+    body: Upload,
+) -> ApiResult<EntityView> {
+    create_in(app, p, &shared_scope(app, p, org).await?, EntityKind::Templates, body).await
+}
+
+/// A template of the account or an organization.
+pub async fn get_shared_template(app: &App, p: &Principal, org: Option<&str>, id: &str) -> ApiResult<EntityView> {
+    get_in(app, p, &shared_scope(app, p, org).await?, EntityKind::Templates, id).await
+}
+
+/// Add or replace a version of a template of the account or an organization.
+pub async fn put_shared_template(
+    app: &App,
+    p: &Principal,
+    org: Option<&str>,
+    id: &str,
+    body: Upload,
+) -> ApiResult<EntityView> {
+    put_in(app, p, &shared_scope(app, p, org).await?, EntityKind::Templates, id, body).await
+}
+
+/// Delete a template of the account or an organization.
+pub async fn delete_shared_template(app: &App, p: &Principal, org: Option<&str>, id: &str) -> ApiResult<()> {
+    delete_in(app, p, &shared_scope(app, p, org).await?, EntityKind::Templates, id).await
 }
