@@ -245,7 +245,7 @@ async fn a_step_sees_only_its_own_processes_and_dies_with_its_agent() {
     let (_, token) = common::agent_token(&s, "a1").await;
     let mut agent = common::Agent::start(dir.path(), &s.url, &token, "a1", "");
     // A step that lists every process it can see and reads their command lines, looking for tokens.
-    let spy = "for p in /proc/[0-9]*; do printf 'PROC %s %s\\n' \"${p#/proc/}\" \"$(tr '\\0' ' ' < $p/cmdline)\"; done";
+    let spy = "for p in /proc/[0-9]*; do printf 'PROC %s %s\\n' \"${p#/proc/}\" \"$(tr '\\0' ' ' < $p/cmdline)\"; done; echo \"HOST $(cat /proc/sys/kernel/hostname)\"; echo \"SHM $(wc -l < /proc/sysvipc/shm)\"";
     let yaml = pipeline("spy", &stage("s", &format!("'{}'", spy.replace('\'', "''"))));
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(yaml)).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/spy/execute"), Some(json!({}))).await;
@@ -253,6 +253,9 @@ async fn a_step_sees_only_its_own_processes_and_dies_with_its_agent() {
     let done = s.wait_end(&s.token, &id).await;
     assert_eq!(done["execution"]["status"], "Success", "{done}");
     let (_, logs) = s.raw(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    // Its own host name, and its own System V IPC: none of the host's shared memory segments (PostgreSQL's).
+    assert!(logs.contains("HOST pipewright-step"), "{logs}");
+    assert!(logs.contains("SHM 1"), "only the header of an empty segment list: {logs}");
     let seen: Vec<&str> = logs.split("PROC ").skip(1).collect();
     assert!(!seen.is_empty(), "{logs}");
     assert!(seen.len() <= 4, "the step sees only its own few processes: {seen:?}");
