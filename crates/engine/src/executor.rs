@@ -15,8 +15,9 @@
 use crate::process::{self, Exit, PASSED_ENV};
 use crate::sandbox::{self, Isolation};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{StepProcess, now_ms};
 use tokio::sync::watch;
@@ -188,6 +189,71 @@ pub struct LocalExecutor {
     pub work_root: PathBuf,
     /// SIGTERM → SIGKILL grace.
     pub grace: Duration,
+    /// The network namespaces of the stages with steps running here, by (execution, stage), with how many
+    /// steps use each: made for the first, ended after the last (nothing then runs in it, so a later step
+    /// of the stage loses nothing with a new one).
+    nets: StageNets,
+}
+
+/// The network namespaces of stages, by (execution, stage), with how many steps hold each.
+type StageNets = Arc<Mutex<HashMap<(String, String), (usize, Arc<sandbox::StageNet>)>>>;
+
+/// A step's hold on its stage's network namespace; the last one to go ends it.
+struct NetUse {
+    key: (String, String),
+    net: Arc<sandbox::StageNet>,
+    nets: StageNets,
+}
+
+impl Drop for NetUse {
+    fn drop(&mut self) {
+        let mut nets = self.nets.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((n, _)) = nets.get_mut(&self.key) {
+            *n -= 1;
+            if *n == 0 {
+                nets.remove(&self.key);
+            }
+        }
+    }
+}
+
+impl LocalExecutor {
+    /// An executor confining steps as `isolation` says, their workspaces under `work_root`.
+    pub fn new(isolation: Isolation, work_root: PathBuf, grace: Duration) -> LocalExecutor {
+        LocalExecutor { isolation, work_root, grace, nets: Arc::default() }
+    }
+
+    /// The network namespace of `task`'s stage, made when it is the stage's first running step.
+    async fn stage_net(&self, task: &Task) -> Result<Option<NetUse>, String> {
+        let Isolation::Landlock(sb) = &self.isolation else { return Ok(None) };
+        if sb.network == sandbox::Network::Host {
+            return Ok(None);
+        }
+        let key = (task.execution_id.clone(), task.stage.clone());
+        let existing = {
+            let mut nets = self.nets.lock().unwrap_or_else(|e| e.into_inner());
+            nets.get_mut(&key).map(|(n, net)| {
+                *n += 1;
+                net.clone()
+            })
+        };
+        let net = match existing {
+            Some(net) => net,
+            None => {
+                let sb = sb.clone();
+                let made = tokio::task::spawn_blocking(move || sandbox::StageNet::open(&sb))
+                    .await
+                    .map_err(|e| format!("cannot make the stage's network: {e}"))??;
+                let made = Arc::new(made);
+                let mut nets = self.nets.lock().unwrap_or_else(|e| e.into_inner());
+                // Another step of the stage may have made one meanwhile: use that one, drop this.
+                let (n, net) = nets.entry(key.clone()).or_insert((0, made));
+                *n += 1;
+                net.clone()
+            }
+        };
+        Ok(Some(NetUse { key, net, nets: self.nets.clone() }))
+    }
 }
 
 /// The largest output variable value kept, bytes.
@@ -205,7 +271,11 @@ impl Executor for LocalExecutor {
                 self.shell(task, *shell, script, env, capture, feedback, abort).await
             }
             Work::Http { method, url, headers, body } => {
-                http(task, method, url, headers, body.as_deref(), feedback, abort).await
+                let network = match &self.isolation {
+                    Isolation::Landlock(sb) => sb.network,
+                    Isolation::None => sandbox::Network::Host,
+                };
+                http(task, network, method, url, headers, body.as_deref(), feedback, abort).await
             }
         }
     }
@@ -276,18 +346,27 @@ impl LocalExecutor {
         envs.push(("PIPEWRIGHT_WORKDIR".into(), workdir.display().to_string()));
         envs.extend(vars.iter().cloned());
         let script_arg = file.display().to_string();
+        let net = match self.stage_net(task).await {
+            Ok(n) => n,
+            Err(e) => {
+                let _ = std::fs::remove_file(&file);
+                return not_started(e);
+            }
+        };
         let (program, args) = match &self.isolation {
             Isolation::Landlock(sb) => {
                 let writable: Vec<&Path> = std::iter::once(workdir.as_path()).chain(out_dir.as_deref()).collect();
                 // The shell by absolute path: the launcher execs it without searching PATH.
                 let shell = process::resolve(sh.program().as_ref(), &envs).to_string_lossy().into_owned();
-                let (p, a) = sb.command(&writable, &[&file], &shell, std::slice::from_ref(&script_arg));
+                let net = net.as_ref().map(|n| n.net.as_ref());
+                let (p, a) = sb.command_in(net, &writable, &[&file], &shell, std::slice::from_ref(&script_arg));
                 (p.into_os_string(), a)
             }
             Isolation::None => (sh.program().into(), vec![script_arg.into()]),
         };
         let spec = process::Spec { program, args, cwd: &workdir, env: envs };
         let exit = process::run(spec, feedback, task.timeout(), abort, self.grace).await;
+        drop(net);
         let mut outputs = BTreeMap::new();
         if let Some(dir) = &out_dir {
             for c in capture {
@@ -308,8 +387,61 @@ impl LocalExecutor {
     }
 }
 
+/// Whether a step network refuses `ip`: one of this host's addresses (`own`), loopback, unspecified or
+/// link-local (the cloud metadata address among them).
+pub fn refused_address(ip: std::net::IpAddr, own: &[std::net::IpAddr]) -> bool {
+    use std::net::IpAddr;
+    let special = match ip {
+        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
+        IpAddr::V6(v6) => {
+            v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_unicast_link_local()
+                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
+        }
+    };
+    special || own.contains(&ip)
+}
+
+/// Where an `Http` step may connect under `network`: `Ok(None)` as it likes (`host`), `Ok(Some((host,
+/// addresses)))` only to these addresses, checked (so that a name resolving to this host is refused and a
+/// second lookup cannot change the answer), or why not at all.
+async fn http_target(
+    network: sandbox::Network,
+    url: &str,
+) -> Result<Option<(String, Vec<std::net::SocketAddr>)>, String> {
+    match network {
+        sandbox::Network::Host => return Ok(None),
+        sandbox::Network::None => {
+            return Err("Http steps cannot connect anywhere with --step-network none".into());
+        }
+        sandbox::Network::Isolated => {}
+    }
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("`{url}` is not a URL: {e}"))?;
+    let host = parsed.host_str().ok_or_else(|| format!("`{url}` names no host"))?.to_string();
+    let port = parsed.port_or_known_default().unwrap_or(80);
+    let bare = host.trim_start_matches('[').trim_end_matches(']').to_string();
+    let addrs: Vec<std::net::SocketAddr> = tokio::net::lookup_host((bare.as_str(), port))
+        .await
+        .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
+        .collect();
+    let own: Vec<std::net::IpAddr> = sandbox::host_destinations()
+        .iter()
+        .filter_map(|d| d.strip_suffix("/32").and_then(|a| a.parse().ok()))
+        .collect();
+    if let Some(bad) = addrs.iter().find(|a| refused_address(a.ip(), &own)) {
+        return Err(format!(
+            "`{host}` is {}, an address of this host, which steps may not reach with --step-network isolated",
+            bad.ip()
+        ));
+    }
+    Ok(Some((bare, addrs)))
+}
+
+#[allow(clippy::too_many_arguments)]
 async fn http(
     task: &Task,
+    network: sandbox::Network,
     method: &str,
     url: &str,
     headers: &[(String, String)],
@@ -321,7 +453,17 @@ async fn http(
     let Ok(method) = reqwest::Method::from_bytes(method.as_bytes()) else {
         return Report::ended(End::NotStarted(format!("`{method}` is not an HTTP method")));
     };
-    let client = match reqwest::Client::builder().timeout(task.timeout().unwrap_or(Duration::from_secs(600))).build() {
+    feedback.line("pipewright", &format!("{method} {url}")).await;
+    let mut builder = reqwest::Client::builder().timeout(task.timeout().unwrap_or(Duration::from_secs(600)));
+    match http_target(network, url).await {
+        Ok(None) => {}
+        // Only the checked addresses, and no redirect (its target would not be checked).
+        Ok(Some((host, addrs))) => {
+            builder = builder.resolve_to_addrs(&host, &addrs).redirect(reqwest::redirect::Policy::none());
+        }
+        Err(e) => return Report::ended(End::NotStarted(e)),
+    }
+    let client = match builder.build() {
         Ok(c) => c,
         Err(e) => return Report::ended(End::NotStarted(e.to_string())),
     };
@@ -332,7 +474,6 @@ async fn http(
     if let Some(b) = body {
         req = req.body(b.to_string());
     }
-    feedback.line("pipewright", &format!("{method} {url}")).await;
     let mut abort = abort;
     let resp = tokio::select! {
         r = req.send() => r,
@@ -354,5 +495,30 @@ async fn http(
         }
         Err(e) if e.is_timeout() => done(End::TimedOut, None),
         Err(e) => done(End::Unreachable(format!("{method} {url}: {e}")), None),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_step_network_refuses_the_hosts_addresses() {
+        let own: Vec<std::net::IpAddr> = vec!["192.0.2.2".parse().unwrap()];
+        for (ip, refused) in [
+            ("127.0.0.1", true),
+            ("127.8.9.1", true),
+            ("0.0.0.0", true),
+            ("169.254.169.254", true),
+            ("192.0.2.2", true),
+            ("::1", true),
+            ("::ffff:127.0.0.1", true),
+            ("fe80::1", true),
+            ("192.0.2.3", false),
+            ("203.0.113.7", false),
+            ("2001:db8::1", false),
+        ] {
+            assert_eq!(refused_address(ip.parse().unwrap(), &own), refused, "{ip}");
+        }
     }
 }

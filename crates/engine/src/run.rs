@@ -279,11 +279,11 @@ impl Engine {
             asking: Mutex::new(HashMap::new()),
             asked_logs: Mutex::new(HashMap::new()),
             executor: self.config.executor.clone().unwrap_or_else(|| {
-                Arc::new(crate::executor::LocalExecutor {
-                    isolation: self.config.isolation.clone(),
-                    work_root: self.config.work_root.clone(),
-                    grace: self.config.kill_grace,
-                })
+                Arc::new(crate::executor::LocalExecutor::new(
+                    self.config.isolation.clone(),
+                    self.config.work_root.clone(),
+                    self.config.kill_grace,
+                ))
             }),
             input_waits: tokio::sync::Mutex::new(0),
         };

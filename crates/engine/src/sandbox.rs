@@ -70,6 +70,45 @@ pub struct Sandbox {
     pub user: Option<StepUser>,
     /// Each step in its own PID, mount, UTS and IPC namespaces, with its own `/proc` (see [`launcher_main`]).
     pub namespaces: bool,
+    /// What the steps of a stage may reach over the network.
+    pub network: Network,
+}
+
+/// What a stage's steps may reach over the network. With `None` and `Isolated`, each stage has a network
+/// namespace (and an IPC namespace) of its own, shared by its steps, so that a `Background` service is
+/// reachable on `localhost` from the steps after it ([`StageNet`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Network {
+    /// The host's network, as it is (explicit; every listener of the host is reachable).
+    #[default]
+    Host,
+    /// Only the stage's own loopback.
+    None,
+    /// Outbound connections through `slirp4netns`, with every address of the host refused: its loopback
+    /// (slirp's `--disable-host-loopback`), each of its interfaces' own addresses and link-local addresses
+    /// (169.254.0.0/16, the cloud metadata address among them), by `prohibit` routes the step cannot change.
+    Isolated,
+}
+
+impl Network {
+    /// The mode by its name (`isolated`, `none`, `host`).
+    pub fn parse(name: &str) -> Result<Network, String> {
+        match name {
+            "isolated" => Ok(Network::Isolated),
+            "none" => Ok(Network::None),
+            "host" => Ok(Network::Host),
+            other => Err(format!("unknown step network `{other}`: expected isolated, none or host")),
+        }
+    }
+
+    /// Its name.
+    pub fn name(self) -> &'static str {
+        match self {
+            Network::Host => "host",
+            Network::None => "none",
+            Network::Isolated => "isolated",
+        }
+    }
 }
 
 /// System paths a step may read (those that exist): programs, libraries, configuration, and the kernel's
@@ -119,7 +158,7 @@ impl Sandbox {
             }
             read_paths.push(real);
         }
-        Sandbox { launcher, read_paths, user, namespaces: true }
+        Sandbox { launcher, read_paths, user, namespaces: true, network: Network::Host }
     }
 
     /// The launcher command line for a step:
@@ -132,10 +171,26 @@ impl Sandbox {
         program: &str,
         args: &[String],
     ) -> (PathBuf, Vec<OsString>) {
+        self.command_in(None, writable, readable, program, args)
+    }
+
+    /// [`Sandbox::command`] for a step that joins its stage's network and IPC namespaces (`net`).
+    pub fn command_in(
+        &self,
+        net: Option<&StageNet>,
+        writable: &[&Path],
+        readable: &[&Path],
+        program: &str,
+        args: &[String],
+    ) -> (PathBuf, Vec<OsString>) {
         let mut out: Vec<OsString> = vec![LAUNCHER_ARG.into()];
         if self.namespaces {
             // The step dies with the process that starts it (this one: the engine or an agent).
             out.extend(["--ns".into(), "--parent".into(), std::process::id().to_string().into()]);
+        }
+        if let Some(n) = net {
+            let ns = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", n.holder.id()));
+            out.extend(["--join-net".into(), ns("net").into(), "--join-ipc".into(), ns("ipc").into()]);
         }
         if let Some(u) = &self.user {
             out.extend(["--uid".into(), u.uid.to_string().into(), "--gid".into(), u.gid.to_string().into()]);
@@ -307,6 +362,12 @@ struct LaunchArgs {
     init: bool,
     /// The process whose death ends the step.
     parent: Option<i32>,
+    /// The stage's network and IPC namespaces, to join (`/proc/PID/ns/net`, `…/ipc`).
+    join_net: Option<PathBuf>,
+    join_ipc: Option<PathBuf>,
+    /// Hold a new network and IPC namespace for a stage ([`hold`]), refusing these destinations.
+    hold: bool,
+    prohibit: Vec<String>,
     uid: Option<u32>,
     gid: Option<u32>,
     rw: Vec<PathBuf>,
@@ -322,6 +383,10 @@ fn parse_args(args: &[OsString]) -> Result<LaunchArgs, String> {
         match a.as_bytes() {
             b"--ns" => out.ns = true,
             b"--init" => out.init = true,
+            b"--hold-net" => out.hold = true,
+            b"--prohibit" => out.prohibit.push(value()?.to_string_lossy().into_owned()),
+            b"--join-net" => out.join_net = Some(value()?.into()),
+            b"--join-ipc" => out.join_ipc = Some(value()?.into()),
             b"--parent" => out.parent = Some(value()?.to_string_lossy().parse().map_err(|_| "--parent: not a number")?),
             b"--uid" => out.uid = Some(value()?.to_string_lossy().parse().map_err(|_| "--uid: not a number")?),
             b"--gid" => out.gid = Some(value()?.to_string_lossy().parse().map_err(|_| "--gid: not a number")?),
@@ -334,7 +399,7 @@ fn parse_args(args: &[OsString]) -> Result<LaunchArgs, String> {
             other => return Err(format!("unknown launcher argument `{}`", String::from_utf8_lossy(other))),
         }
     }
-    if out.program.is_empty() {
+    if out.program.is_empty() && !out.hold {
         return Err("no program to run after `--`".into());
     }
     Ok(out)
@@ -434,6 +499,15 @@ fn outer(a: &LaunchArgs, args: &[OsString]) -> Result<std::convert::Infallible, 
         }
         None => None,
     };
+    // The stage's namespaces are joined first, while this process may still do so.
+    let joins = [(&a.join_net, CloneFlags::CLONE_NEWNET), (&a.join_ipc, CloneFlags::CLONE_NEWIPC)];
+    for (path, kind) in joins {
+        let Some(path) = path else { continue };
+        let f = std::fs::File::open(path)
+            .map_err(|e| format!("cannot open the stage's namespace {}: {e}", path.display()))?;
+        nix::sched::setns(&f, kind)
+            .map_err(|e| format!("cannot join the stage's namespace {}: {e}", path.display()))?;
+    }
     let root = nix::unistd::geteuid().is_root();
     if !root {
         let (uid, gid) = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
@@ -447,8 +521,13 @@ fn outer(a: &LaunchArgs, args: &[OsString]) -> Result<std::convert::Infallible, 
         write("uid_map", format!("{uid} {uid} 1"))?;
         write("gid_map", format!("{gid} {gid} 1"))?;
     }
-    unshare(CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWIPC)
-        .map_err(|e| format!("cannot create the step's namespaces ({e}); run with --step-isolation none to do without"))?;
+    let mut own = CloneFlags::CLONE_NEWPID | CloneFlags::CLONE_NEWNS | CloneFlags::CLONE_NEWUTS;
+    if a.join_ipc.is_none() {
+        own |= CloneFlags::CLONE_NEWIPC;
+    }
+    unshare(own).map_err(|e| {
+        format!("cannot create the step's namespaces ({e}); run with --step-isolation none to do without")
+    })?;
     group_signals().thread_block().map_err(|e| format!("cannot block signals: {e}"))?;
     let me = std::env::current_exe().map_err(|e| format!("cannot find the launcher program: {e}"))?;
     // `--init` is read before `--ns`: the same arguments make the first process inside.
@@ -517,11 +596,159 @@ fn init(a: &LaunchArgs) -> Result<std::convert::Infallible, String> {
     }
 }
 
+/// Find `ip` (iproute2), which sets the stage's routes.
+fn ip_program() -> Result<&'static str, String> {
+    ["/usr/sbin/ip", "/sbin/ip", "/usr/bin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+        .ok_or_else(|| "the step network needs iproute2 (`ip`); install it or use --step-network host".to_string())
+}
+
+/// Run `ip ARGS` in this process's network namespace.
+fn ip(args: &[&str]) -> Result<(), String> {
+    let out = std::process::Command::new(ip_program()?)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| format!("cannot run ip: {e}"))?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(format!("ip {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr).trim()))
+    }
+}
+
+/// The namespace holder of a stage (`__step-sandbox --hold-net [--prohibit ADDR]…`): a new network and IPC
+/// namespace with its loopback up and a `prohibit` route for each address given; says `ready` on stdout,
+/// then holds the namespaces until its stdin closes (the executor that started it ends or lets go).
+fn hold(a: &LaunchArgs) -> Result<std::convert::Infallible, String> {
+    use nix::sched::{CloneFlags, unshare};
+    use std::io::{Read, Write};
+    unshare(CloneFlags::CLONE_NEWNET | CloneFlags::CLONE_NEWIPC)
+        .map_err(|e| format!("cannot create the stage's network namespace: {e}"))?;
+    ip(&["link", "set", "lo", "up"])?;
+    for dest in &a.prohibit {
+        ip(&["route", "add", "prohibit", dest])?;
+    }
+    let mut out = std::io::stdout();
+    out.write_all(b"ready\n").and_then(|()| out.flush()).map_err(|e| format!("cannot say ready: {e}"))?;
+    let mut sink = [0u8; 64];
+    while std::io::stdin().read(&mut sink).is_ok_and(|n| n > 0) {}
+    std::process::exit(0)
+}
+
+/// The destinations a stage's isolated network refuses: each address of this host's interfaces but
+/// loopback (a stage's own loopback is its own), as a host route, and all of link-local.
+pub fn host_destinations() -> Vec<String> {
+    let mut out = vec!["169.254.0.0/16".to_string()];
+    if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
+        for a in addrs {
+            let Some(addr) = a.address else { continue };
+            if let Some(v4) = addr.as_sockaddr_in() {
+                let ip = v4.ip();
+                if !ip.is_loopback() {
+                    out.push(format!("{ip}/32"));
+                }
+            }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// A stage's network and IPC namespaces, held by a process of their own while the stage has steps running
+/// (and for `Isolated`, the `slirp4netns` that gives them outbound connections). Dropping it ends both.
+#[derive(Debug)]
+pub struct StageNet {
+    holder: std::process::Child,
+    slirp: Option<std::process::Child>,
+}
+
+impl StageNet {
+    /// Make a stage's namespaces for `sb.network` (not `Host`).
+    pub fn open(sb: &Sandbox) -> Result<StageNet, String> {
+        use std::io::BufRead;
+        let mut args: Vec<OsString> = vec![LAUNCHER_ARG.into(), "--hold-net".into()];
+        if sb.network == Network::Isolated {
+            for d in host_destinations() {
+                args.extend(["--prohibit".into(), d.into()]);
+            }
+        }
+        let mut holder = std::process::Command::new(&sb.launcher)
+            .args(&args)
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("cannot start the stage's network holder {}: {e}", sb.launcher.display()))?;
+        let mut line = String::new();
+        let said = holder.stdout.take().map(|o| std::io::BufReader::new(o).read_line(&mut line));
+        if line.trim() != "ready" {
+            let mut err = String::new();
+            if let Some(mut e) = holder.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut e, &mut err);
+            }
+            let _ = holder.kill();
+            let _ = holder.wait();
+            return Err(format!("cannot make the stage's network: {} {said:?}", err.trim()));
+        }
+        let mut net = StageNet { holder, slirp: None };
+        if sb.network == Network::Isolated {
+            let slirp = std::process::Command::new("slirp4netns")
+                .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+                .arg(net.holder.id().to_string())
+                .arg("tap0")
+                .stdin(std::process::Stdio::null())
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .map_err(|e| {
+                    format!("cannot start slirp4netns for the stage's network ({e}); install it (Debian: slirp4netns) or use --step-network none")
+                })?;
+            net.slirp = Some(slirp);
+            net.wait_configured()?;
+        }
+        Ok(net)
+    }
+
+    /// Wait (at most 5 s) until slirp4netns has given the namespace its default route.
+    fn wait_configured(&mut self) -> Result<(), String> {
+        let routes = format!("/proc/{}/net/route", self.holder.id());
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        loop {
+            let table = std::fs::read_to_string(&routes).unwrap_or_default();
+            if table.lines().skip(1).any(|l| l.split_whitespace().nth(1) == Some("00000000")) {
+                return Ok(());
+            }
+            if let Some(Ok(Some(status))) = self.slirp.as_mut().map(|c| c.try_wait()) {
+                return Err(format!("slirp4netns ended ({status}) before the stage's network was up"));
+            }
+            if std::time::Instant::now() > deadline {
+                return Err("slirp4netns did not set up the stage's network within 5 s".into());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(2));
+        }
+    }
+}
+
+impl Drop for StageNet {
+    fn drop(&mut self) {
+        for c in self.slirp.iter_mut().chain(std::iter::once(&mut self.holder)) {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
 /// The launcher's entry point (`pipewright __step-sandbox …`, arguments after that word): with `--ns`, the
 /// step's own namespaces first ([`outer`], then [`init`] inside them); then confine, drop privileges and run
 /// the step. Exits 127 with a message on stderr when it cannot.
 pub fn launcher_main(args: &[OsString]) -> ! {
     let msg = match parse_args(args) {
+        Ok(a) if a.hold => match hold(&a) {
+            Err(e) => e,
+        },
         Ok(a) if a.init => match init(&a) {
             Err(e) => e,
         },
@@ -553,6 +780,7 @@ mod tests {
             read_paths: vec!["/usr".into()],
             user: Some(StepUser { name: "nobody".into(), uid: 65534, gid: 65534 }),
             namespaces: true,
+            network: Network::Host,
         };
         let (prog, args) = sb.command(&[Path::new("/w")], &[], "sh", &["script.sh".into()]);
         assert_eq!(prog, PathBuf::from("/bin/pw"));
@@ -564,6 +792,10 @@ mod tests {
                 ns: true,
                 init: false,
                 parent: Some(std::process::id() as i32),
+                join_net: None,
+                join_ipc: None,
+                hold: false,
+                prohibit: vec![],
                 uid: Some(65534),
                 gid: Some(65534),
                 rw: vec!["/w".into()],

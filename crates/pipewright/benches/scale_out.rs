@@ -35,11 +35,11 @@ async fn post(http: &reqwest::Client, url: &str, token: Option<&str>, body: Valu
     v
 }
 
-/// A server on the database `db` (servers of one configuration share the secret key).
+/// A server on the database `db`, given in the environment (servers of one configuration share the secret key).
 fn server(dir: &std::path::Path, name: &str, db: &str, extra: &[&str]) -> (Child, String) {
-    let mut args = vec!["--database-url", db, "--step-isolation", "none", "--max-plans-per-user", "64"];
+    let mut args = vec!["--step-isolation", "none", "--max-plans-per-user", "64"];
     args.extend_from_slice(extra);
-    serve_env(&dir.join(name), &args, &[("PIPEWRIGHT_SECRET_KEY", KEY)])
+    serve_env(&dir.join(name), &args, &[("PIPEWRIGHT_SECRET_KEY", KEY), ("PIPEWRIGHT_DATABASE_URL", db)])
 }
 
 struct Outcome {
@@ -98,17 +98,10 @@ async fn batch(agents: usize) -> Outcome {
         let agent_token = t["token"].as_str().unwrap().to_string();
         for i in 0..agents {
             let child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
-                .args([
-                    "agent",
-                    "--server",
-                    &urls[i % urls.len()],
-                    "--token",
-                    &agent_token,
-                    "--name",
-                    &format!("bench-{i}"),
-                ])
+                .args(["agent", "--server", &urls[i % urls.len()], "--name", &format!("bench-{i}")])
                 .args(["--concurrency", "4", "--step-isolation", "none", "--state-dir"])
                 .arg(dir.path().join(format!("agent-{i}")))
+                .env("PIPEWRIGHT_TOKEN", &agent_token)
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .spawn()

@@ -2,6 +2,7 @@
 //! dispatch to each command; each command's behaviour lives in `commands/`.
 
 mod commands;
+mod credentials;
 
 /// mimalloc: the server's request path allocates heavily across threads, where glibc's allocator spent a
 /// quarter of the CPU time (measured with perf on the history benchmark).
@@ -35,16 +36,15 @@ pub struct StateArgs {
     /// The state directory (SQLite database, working directories).
     #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
     pub state_dir: PathBuf,
-    /// Keep the history in this PostgreSQL database instead of the state directory's SQLite file
-    /// (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE), shared with the servers that use it.
-    #[arg(long, env = "PIPEWRIGHT_DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: Option<String>,
+    /// `--database-url-file FILE` (or `PIPEWRIGHT_DATABASE_URL`): keep the history in this PostgreSQL database.
+    #[command(flatten)]
+    pub database_url: credentials::Secret<credentials::DatabaseUrl>,
     /// Talk to this pipewright server instead of the local state directory (e.g. http://127.0.0.1:8080).
     #[arg(long, env = "PIPEWRIGHT_SERVER", value_name = "URL")]
     pub server: Option<String>,
-    /// The API token for --server.
-    #[arg(long, env = "PIPEWRIGHT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub token: Option<String>,
+    /// `--token-file FILE` (or `PIPEWRIGHT_TOKEN`): the API token for --server.
+    #[command(flatten)]
+    pub token: credentials::Secret<credentials::Token>,
     /// The organization on the server (history; pipelines say their own).
     #[arg(long, env = "PIPEWRIGHT_ORG", default_value = "default")]
     pub org: String,
@@ -159,7 +159,7 @@ enum Command {
     Input(commands::decide::InputArgs),
     /// Serve the REST API (OpenAPI at /api/v1/openapi.json), live logs and RBAC over the state directory.
     #[command(
-        after_help = "Examples:\n  pipewright serve\n  pipewright serve --listen 0.0.0.0:8080 --admin-password-file /run/secrets/admin\n\nWith no --admin-password-file, the first start prints a one-time bootstrap token for the `admin` user."
+        after_help = "Examples:\n  pipewright serve\n  pipewright serve --listen 0.0.0.0:8080 --admin-password-file /run/secrets/admin\n  pipewright serve --database-url-file /run/secrets/database-url --no-local-executor\n\nWith no --admin-password-file, the first start prints a one-time bootstrap token for the `admin` user.\nServers on one database serve the same history and take over each other's executions; they must share the secret key (PIPEWRIGHT_SECRET_KEY, or one state directory)."
     )]
     Serve(commands::serve::ServeArgs),
     /// Manage users on a server.
@@ -180,7 +180,7 @@ enum Command {
     /// Run steps for a server (which runs with --no-local-executor): claim tasks over HTTP, run them here,
     /// send back their output and outcome.
     #[command(
-        after_help = "Example:\n  pipewright agent --server http://ci.example:8080 --token pw_… --name builder-1 --tags linux,docker --concurrency 4\n\nThe token belongs to a service account bound to the `_agent` role at the account."
+        after_help = "Example:\n  pipewright agent --server http://ci.example:8080 --token-file /etc/pipewright/agent.token --name builder-1 --tags linux,docker --concurrency 4\n\nThe token (in the file, or in PIPEWRIGHT_TOKEN) belongs to a service account bound to the `_agent` role at the account."
     )]
     Agent(commands::agent::AgentArgs),
     /// List, drain, revoke or re-activate agents on a server.
@@ -201,12 +201,42 @@ pub struct StepArgs {
     /// Another directory steps may read and execute from (repeatable), e.g. a tool cache.
     #[arg(long = "step-read-path", value_name = "DIR")]
     pub step_read_paths: Vec<PathBuf>,
+    /// What a stage's steps may reach over the network: `isolated` (outbound only, every address of this
+    /// host refused; the default of `serve` and `agent`, needs root and slirp4netns), `none` (the stage's own
+    /// loopback only) or `host` (this host's network as it is; the default of `run`).
+    #[arg(long, env = "PIPEWRIGHT_STEP_NETWORK", value_enum, value_name = "MODE")]
+    pub step_network: Option<NetworkMode>,
+}
+
+/// Step network modes (`engine::sandbox::Network`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum NetworkMode {
+    /// Outbound connections only; loopback, the host's own addresses and link-local are refused.
+    Isolated,
+    /// Only the stage's own loopback.
+    None,
+    /// The host's network as it is.
+    Host,
+}
+
+impl NetworkMode {
+    /// The engine's mode.
+    pub fn engine(self) -> engine::sandbox::Network {
+        match self {
+            NetworkMode::Isolated => engine::sandbox::Network::Isolated,
+            NetworkMode::None => engine::sandbox::Network::None,
+            NetworkMode::Host => engine::sandbox::Network::Host,
+        }
+    }
 }
 
 impl StepArgs {
     /// Whether any was given (they apply to local runs; a server uses its own).
     pub fn given(&self) -> bool {
-        self.step_isolation.is_some() || self.step_user.is_some() || !self.step_read_paths.is_empty()
+        self.step_isolation.is_some()
+            || self.step_user.is_some()
+            || !self.step_read_paths.is_empty()
+            || self.step_network.is_some()
     }
 }
 

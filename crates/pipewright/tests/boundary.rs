@@ -329,3 +329,71 @@ async fn a_project_admin_cannot_publish_a_template_into_another_scope() {
         assert_eq!(st, 422, "{reference}: {v}");
     }
 }
+
+/// This host's own IPv4 addresses (loopback included), as `ip -4 -o addr` lists them.
+fn host_addresses() -> Vec<String> {
+    let out = std::process::Command::new("ip").args(["-4", "-o", "addr"]).output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut addrs: Vec<String> = text
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(3))
+        .filter_map(|a| a.split('/').next().map(String::from))
+        .collect();
+    addrs.sort();
+    addrs.dedup();
+    addrs
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_reaches_no_address_of_the_host_but_its_stages_services() {
+    let dir = tempfile::tempdir().unwrap();
+    // A service of the host listening on every address, beside the server and PostgreSQL.
+    let listener = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+    let open_port = listener.local_addr().unwrap().port();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    let server_port: u16 = s.url.rsplit(':').next().unwrap().trim_end_matches('/').parse().unwrap();
+    let mut targets: Vec<String> = Vec::new();
+    for addr in host_addresses().iter().map(String::as_str).chain(["169.254.169.254", "10.0.2.2"]) {
+        for port in [open_port, server_port, 5432] {
+            targets.push(format!("{addr}/{port}"));
+        }
+    }
+    let probe: String = targets
+        .iter()
+        .map(|t| format!("(exec 3<>/dev/tcp/{t}) 2>/dev/null && echo REACHED-{t} || echo refused-{t}; "))
+        .collect();
+    // Http steps are made by the server itself: a URL naming the host (by address or by a name that
+    // resolves to it) is refused before any connection.
+    let http: String = [format!("127.0.0.1:{server_port}"), format!("localhost:{server_port}"), "169.254.169.254".into()]
+        .iter()
+        .chain(host_addresses().iter().filter(|a| !a.starts_with("127.")).map(|a| format!("{a}:{open_port}")).collect::<Vec<_>>().iter())
+        .enumerate()
+        .map(|(i, target)| {
+            format!("              - step:\n                  type: Http\n                  name: call{i}\n                  identifier: call{i}\n                  timeout: 5s\n                  failureStrategies:\n                    - onFailure:\n                        errors: [AllErrors]\n                        action:\n                          type: Ignore\n                  spec:\n                    url: http://{target}/healthz\n                    method: GET\n")
+        })
+        .collect();
+    // The stage's Background service on its own loopback, reached by the step after it.
+    let yaml = format!(
+        "pipeline:\n  name: net\n  identifier: net\n  projectIdentifier: default\n  orgIdentifier: default\n  stages:\n    - stage:\n        name: s\n        identifier: s\n        type: CI\n        spec:\n          cloneCodebase: false\n          execution:\n            steps:\n              - step:\n                  type: Background\n                  name: web\n                  identifier: web\n                  spec:\n                    shell: Sh\n                    command: exec /usr/bin/python3 -m http.server 8080 --bind 127.0.0.1\n              - step:\n                  type: Run\n                  name: probe\n                  identifier: probe\n                  spec:\n                    shell: Bash\n                    command: |\n                      {probe}\n                      for i in $(seq 1 200); do (exec 3<>/dev/tcp/127.0.0.1/8080) 2>/dev/null && break; sleep 0.05; done\n                      (exec 3<>/dev/tcp/127.0.0.1/8080) && echo SERVICE-REACHED\n{http}"
+    );
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(serde_json::Value::String(yaml))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/net/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&s.token, &id).await;
+    let (_, logs) = s.raw(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done} {logs}");
+    assert!(!logs.contains("REACHED-"), "a host address was reachable: {logs}");
+    for t in &targets {
+        assert!(logs.contains(&format!("refused-{t}")), "{t}: {logs}");
+    }
+    assert!(logs.contains("SERVICE-REACHED"), "the stage's own service: {logs}");
+    let nodes = done["nodes"].as_array().unwrap();
+    let calls: Vec<&serde_json::Value> =
+        nodes.iter().filter(|n| n["identifier"].as_str().is_some_and(|i| i.starts_with("call"))).collect();
+    assert!(calls.len() >= 3, "{done}");
+    for c in calls {
+        let failure = c["failure"].as_str().unwrap_or_default();
+        assert!(failure.contains("an address of this host"), "{c}");
+    }
+    drop(listener);
+}

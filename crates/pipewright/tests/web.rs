@@ -423,9 +423,11 @@ async fn sessions_csrf_logout_and_revocation() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 403);
-    // An open redirect after log-in is not possible.
+    // An open redirect after log-in is not possible: a foreign `next` is refused, a local one followed.
     let http = client();
     let page = http.get(format!("{}/login?next=//evil.example/x", s.url)).send().await.unwrap();
+    assert_eq!(page.status(), 400);
+    let page = http.get(format!("{}/login?next=/orgs/default", s.url)).send().await.unwrap();
     let c = attr_value(&set_cookie(&page, "pw_login_csrf").unwrap());
     let html = page.text().await.unwrap();
     let resp = http
@@ -440,7 +442,7 @@ async fn sessions_csrf_logout_and_revocation() {
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.headers()[LOCATION], "/");
+    assert_eq!(resp.headers()[LOCATION], "/orgs/default");
 
     // Logging out revokes the session's token: the cookie no longer works, here or on the API.
     let (st, loc) = send(&s.url, &admin, "POST", "/logout", &[]).await;

@@ -1,5 +1,5 @@
 //! `pipewright user`, `pipewright group`, `pipewright role` and `pipewright token`: manage users, user groups
-//! (who may decide approvals), role bindings and API tokens on a server (`--server URL --token …`, or
+//! (who may decide approvals), role bindings and API tokens on a server (`--server URL --token-file FILE`, or
 //! `PIPEWRIGHT_SERVER` / `PIPEWRIGHT_TOKEN`).
 
 use super::remote::Remote;
@@ -194,13 +194,12 @@ pub async fn user(c: UserCmd) -> anyhow::Result<ExitCode> {
     match c {
         UserCmd::Create { name, password_file, email, server } => {
             let pw = if password_file.as_os_str() == "-" {
-                std::io::read_to_string(std::io::stdin())?
+                crate::credentials::trimmed(std::io::read_to_string(std::io::stdin())?)
             } else {
-                std::fs::read_to_string(&password_file)
+                crate::credentials::read_file(&password_file)
                     .with_context(|| format!("{}: cannot read", password_file.display()))?
             };
-            let body =
-                serde_json::json!({"username": name, "password": pw.trim_end_matches(['\n', '\r']), "email": email});
+            let body = serde_json::json!({"username": name, "password": pw, "email": email});
             remote(&server)?.call(Method::POST, "/api/v1/users", Some(body)).await?;
             println!("created user {name}");
         }

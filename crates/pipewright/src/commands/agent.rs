@@ -23,9 +23,10 @@ pub struct AgentArgs {
     /// The server to take tasks from (any server of the installation).
     #[arg(long, env = "PIPEWRIGHT_SERVER", value_name = "URL")]
     pub server: String,
-    /// A token of a service account holding `agent:connect` (the built-in role `_agent`).
-    #[arg(long, env = "PIPEWRIGHT_TOKEN", hide_env_values = true, value_name = "TOKEN")]
-    pub token: String,
+    /// `--token-file FILE` (or `PIPEWRIGHT_TOKEN`): a token of a service account holding `agent:connect` (the
+    /// built-in role `_agent`).
+    #[command(flatten)]
+    pub token: crate::credentials::Secret<crate::credentials::Token>,
     /// This agent's name (unique; default: the host name).
     #[arg(long)]
     pub name: Option<String>,
@@ -214,6 +215,8 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         bail!("--server `{}`: expected a URL such as http://127.0.0.1:8080", a.server);
     }
+    let token =
+        a.token.get().context("give the agent its token with --token-file FILE or PIPEWRIGHT_TOKEN")?.to_string();
     let name = match a.name {
         Some(n) => n,
         None => std::fs::read_to_string("/proc/sys/kernel/hostname")
@@ -223,15 +226,15 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
             .context("cannot read the host name; give the agent a --name")?,
     };
     let tags: Vec<String> = a.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
-    let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir)?;
+    let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir, crate::NetworkMode::Isolated)?;
     // Workspaces are made as the engine makes them for a local run (`<work root>/<execution>`, owned by the
     // step user), once per execution.
     let mut layout = engine::EngineConfig::new(&a.state_dir);
     layout.isolation = isolation.clone();
     layout.work_root = work_root.clone();
     let layout = Arc::new(layout);
-    let executor = Arc::new(LocalExecutor { isolation, work_root, grace: Duration::from_secs(10) });
-    let link = Link { base, token: a.token, name: name.clone(), http: reqwest::Client::new() };
+    let executor = Arc::new(LocalExecutor::new(isolation, work_root, Duration::from_secs(10)));
+    let link = Link { base, token, name: name.clone(), http: reqwest::Client::new() };
     let slots = Arc::new(Semaphore::new(a.concurrency.max(1)));
     println!(
         "agent {name} taking tasks from {} (tags: {})",

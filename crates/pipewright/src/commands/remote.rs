@@ -1,4 +1,4 @@
-//! The CLI as a client of `pipewright serve` (`--server URL --token …`): a [`Store`] over the REST API so
+//! The CLI as a client of `pipewright serve` (`--server URL --token-file FILE`): a [`Store`] over the REST API so
 //! `history`, `show`, `logs`, `abort`, `approve`, `reject` and `intervene` print exactly what they print
 //! locally, and `run`, `plan`, `rerun` and `retry` that send the request to the server and then follow the
 //! execution's live event stream with the same display and summary as a local run.
@@ -36,7 +36,7 @@ impl Failure {
     fn message(&self) -> String {
         let m = self.body["message"].as_str().map(String::from).unwrap_or_else(|| self.body.to_string());
         match self.status {
-            StatusCode::UNAUTHORIZED => format!("{m} (give a token with --token or PIPEWRIGHT_TOKEN)"),
+            StatusCode::UNAUTHORIZED => format!("{m} (give a token with --token-file FILE or PIPEWRIGHT_TOKEN)"),
             StatusCode::FORBIDDEN => format!("forbidden: {m}"),
             _ => m,
         }
@@ -58,7 +58,7 @@ impl Remote {
         let client = reqwest::Client::builder().build().context("cannot create the HTTP client")?;
         Ok(Some(Remote {
             base,
-            token: state.token.clone(),
+            token: state.token.get().map(String::from),
             client,
             org: state.org.clone(),
             project: state.project.clone(),

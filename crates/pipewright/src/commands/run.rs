@@ -488,7 +488,7 @@ pub fn confine(
     let settings = load_settings(settings)?;
     let handlers_dir = settings.path.as_deref().and_then(Path::parent).map(std::path::absolute).transpose()?;
     let steps = with_reads(steps, &settings, checkout)?;
-    (config.isolation, config.work_root) = super::isolation(&steps, state_dir)?;
+    (config.isolation, config.work_root) = super::isolation(&steps, state_dir, crate::NetworkMode::Host)?;
     config.step_handlers = settings.step_handlers.clone();
     config.handlers_dir = handlers_dir;
     config.git_connectors = settings.connectors.clone();

@@ -18,9 +18,10 @@ pub enum SecretCmd {
         /// The server's state directory.
         #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
         state_dir: PathBuf,
-        /// The servers' PostgreSQL database, when they keep state there (as `serve --database-url`).
-        #[arg(long, env = "PIPEWRIGHT_DATABASE_URL", hide_env_values = true, value_name = "URL")]
-        database_url: Option<String>,
+        /// `--database-url-file FILE` (or `PIPEWRIGHT_DATABASE_URL`): the servers' PostgreSQL database, when
+        /// they keep state there (as `serve --database-url-file`).
+        #[command(flatten)]
+        database_url: crate::credentials::Secret<crate::credentials::DatabaseUrl>,
     },
 }
 
@@ -28,7 +29,7 @@ pub enum SecretCmd {
 pub async fn run(c: SecretCmd) -> anyhow::Result<ExitCode> {
     match c {
         SecretCmd::RotateKey { state_dir, database_url } => {
-            let store = store::open(database_url.as_deref(), &state_dir).await?;
+            let store = store::open(database_url.get(), &state_dir).await?;
             let (n, env_key) =
                 server::rotate_secret_key(store.as_ref(), &state_dir).await.map_err(anyhow::Error::msg)?;
             match env_key {

@@ -21,12 +21,11 @@ pub struct ServeArgs {
     /// The state directory (SQLite database, working directories).
     #[arg(long, env = "PIPEWRIGHT_STATE_DIR", default_value = ".pipewright")]
     pub state_dir: PathBuf,
-    /// Keep state in this PostgreSQL database (postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE) instead of
-    /// the state directory's SQLite file: any number of servers on one database serve the same history and
-    /// take over each other's executions. They must share the secret key (PIPEWRIGHT_SECRET_KEY, or one
-    /// state directory).
-    #[arg(long, env = "PIPEWRIGHT_DATABASE_URL", hide_env_values = true, value_name = "URL")]
-    pub database_url: Option<String>,
+    /// `--database-url-file FILE` (or `PIPEWRIGHT_DATABASE_URL`): keep state in this PostgreSQL database. Any
+    /// number of servers on one database serve the same history and take over each other's executions; they
+    /// must share the secret key (PIPEWRIGHT_SECRET_KEY, or one state directory).
+    #[command(flatten)]
+    pub database_url: crate::credentials::Secret<crate::credentials::DatabaseUrl>,
     /// Run no steps on this server: every step becomes a task that remote `pipewright agent`s claim (steps
     /// with `delegateSelectors` go only to agents with those tags; with no such agent online they wait).
     #[arg(long)]
@@ -105,9 +104,8 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
             .try_init();
     let admin_password = match &a.admin_password_file {
         Some(f) => {
-            let pw = std::fs::read_to_string(f)
+            let pw = crate::credentials::read_file(f)
                 .with_context(|| format!("{}: cannot read the password file", f.display()))?;
-            let pw = pw.trim_end_matches(['\n', '\r']).to_string();
             anyhow::ensure!(
                 pw.chars().count() >= 8,
                 "{}: the admin password must have at least 8 characters",
@@ -120,12 +118,12 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
     // Step handlers: their scripts live next to the settings file, which confined steps may read.
     let settings = super::run::load_settings(a.settings.as_deref())?;
     let steps = super::run::with_reads(&a.steps, &settings, None)?;
-    let (isolation, work_root) = super::isolation(&steps, &a.state_dir)?;
+    let (isolation, work_root) = super::isolation(&steps, &a.state_dir, crate::NetworkMode::Isolated)?;
     let listener = tokio::net::TcpListener::bind(&a.listen)
         .await
         .with_context(|| format!("cannot listen on {}; choose another address with --listen", a.listen))?;
     let addr = listener.local_addr()?;
-    let store = store::open(a.database_url.as_deref(), &a.state_dir).await?;
+    let store = store::open(a.database_url.get(), &a.state_dir).await?;
     let config = server::Config {
         limits: server::listen::Limits {
             header_timeout: Duration::from_secs(a.header_timeout.max(1)),

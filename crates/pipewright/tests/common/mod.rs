@@ -43,6 +43,7 @@ fn spawn(state: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, S
         .args(extra)
         .env("RUST_LOG", "warn")
         .env_remove("PIPEWRIGHT_STEP_ISOLATION")
+        .env_remove("PIPEWRIGHT_STEP_NETWORK")
         .env_remove("PIPEWRIGHT_SECRET_KEY")
         .env_remove("PIPEWRIGHT_DATABASE_URL")
         .envs(envs.iter().map(|(k, v)| (k, v)))
@@ -238,12 +239,13 @@ pub async fn scratch_database() -> Option<store::Scratch> {
     }
 }
 
-/// A server on the database `db` with its own state directory (its work directories), the shared key and
-/// a lease of `lease` seconds; `extra` flags on top.
+/// A server on the database `db` (given in the environment, as a URL with a password should be) with its own
+/// state directory (its work directories), the shared key and a lease of `lease` seconds; `extra` flags on top.
 pub async fn replica(state: &Path, db: &store::Scratch, lease: &str, extra: &[&str]) -> Server {
-    let mut args = vec!["--database-url", db.url(), "--lease-seconds", lease];
+    let mut args = vec!["--lease-seconds", lease];
     args.extend_from_slice(extra);
-    Server::start_env(state, &args, &[("PIPEWRIGHT_SECRET_KEY", SHARED_KEY)]).await
+    Server::start_env(state, &args, &[("PIPEWRIGHT_SECRET_KEY", SHARED_KEY), ("PIPEWRIGHT_DATABASE_URL", db.url())])
+        .await
 }
 
 /// Wait (polling every 20 ms, up to `limit`) until `f` holds.
@@ -287,12 +289,20 @@ pub struct Agent {
 }
 
 impl Agent {
+    /// An agent named `name` on `url`, its token in `<dir>/<name>.token` (`--token-file`: never on its command
+    /// line), its state in `<dir>/<name>`, its stderr in `<dir>/<name>.stderr`.
     pub fn start(dir: &Path, url: &str, token: &str, name: &str, tags: &str) -> Agent {
         let stderr = dir.join(format!("{name}.stderr"));
+        let token_file = dir.join(format!("{name}.token"));
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
         let mut c = Command::new(env!("CARGO_BIN_EXE_pipewright"));
-        c.args(["agent", "--server", url, "--token", token, "--name", name, "--concurrency", "4", "--state-dir"])
+        c.args(["agent", "--server", url, "--name", name, "--concurrency", "4", "--token-file"])
+            .arg(&token_file)
+            .arg("--state-dir")
             .arg(dir.join(name))
             .env_remove("PIPEWRIGHT_STEP_ISOLATION")
+            .env_remove("PIPEWRIGHT_STEP_NETWORK")
+            .env_remove("PIPEWRIGHT_TOKEN")
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&stderr).unwrap());
         if !tags.is_empty() {

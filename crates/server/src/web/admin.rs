@@ -657,7 +657,7 @@ async fn agents_page(app: &App, w: &Web, error: Option<&ApiError>) -> WebResult<
                 code { "--no-local-executor" } ". A step with " code { "delegateSelectors" }
                 " goes only to an agent with all of those tags." }
             @if agents.is_empty() {
-                p { "No agent has connected yet. Start one with " code { "pipewright agent --server URL --token TOKEN" }
+                p { "No agent has connected yet. Start one with " code { "pipewright agent --server URL --token-file FILE" }
                     ", using a token of a service account bound to the " strong { "Agent" } " role at the account." }
             } @else {
                 table {
