@@ -32,6 +32,29 @@ impl Drop for Server {
     }
 }
 
+/// Whether this machine can give steps an isolated network (root, `slirp4netns`, `ip`). Without it, servers
+/// and agents in these tests run their steps with `--step-network none` (`host` without root) and the tests of the isolated network
+/// say so and pass — except under `CI`, where they fail.
+pub fn isolated_network() -> bool {
+    let have = |p: &str| {
+        std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|d| d.join(p).is_file()))
+    };
+    let ok = nix::unistd::geteuid().is_root() && have("slirp4netns") && have("ip");
+    assert!(ok || std::env::var_os("CI").is_none(), "CI needs root, slirp4netns and ip for the step network");
+    ok
+}
+
+/// The step network flags for a test server or agent: none when the default (`isolated`) works here.
+pub fn step_network_args() -> Vec<String> {
+    if isolated_network() {
+        return vec![];
+    }
+    // The stage namespaces of `none` need root too; without it only the host's network is left.
+    let mode = if nix::unistd::geteuid().is_root() { "none" } else { "host" };
+    eprintln!("note: no slirp4netns, ip or root here: test servers and agents run steps with --step-network {mode}");
+    vec!["--step-network".into(), mode.into()]
+}
+
 fn spawn(state: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String) {
     let pw = state.with_extension("admin-password");
     std::fs::write(&pw, ADMIN_PASSWORD).unwrap();
@@ -40,6 +63,7 @@ fn spawn(state: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, S
         .arg(state)
         .arg("--admin-password-file")
         .arg(&pw)
+        .args(step_network_args())
         .args(extra)
         .env("RUST_LOG", "warn")
         .env_remove("PIPEWRIGHT_STEP_ISOLATION")
@@ -296,7 +320,9 @@ impl Agent {
         let token_file = dir.join(format!("{name}.token"));
         std::fs::write(&token_file, format!("{token}\n")).unwrap();
         let mut c = Command::new(env!("CARGO_BIN_EXE_pipewright"));
-        c.args(["agent", "--server", url, "--name", name, "--concurrency", "4", "--token-file"])
+        c.args(["agent", "--server", url, "--name", name, "--concurrency", "4"])
+            .args(step_network_args())
+            .arg("--token-file")
             .arg(&token_file)
             .arg("--state-dir")
             .arg(dir.join(name))
