@@ -4,7 +4,7 @@
 //! message path and spelling, the last Account Admin, the login redirect and the page headers.
 
 mod common;
-use common::{Server, pipeline, stage};
+use common::{Server, pipeline, processes_with, stage};
 use reqwest::Method;
 use serde_json::json;
 
@@ -215,18 +215,6 @@ async fn the_login_redirect_stays_on_this_site_and_pages_cannot_be_framed() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 400);
-}
-
-/// The processes of this machine whose command line holds `marker`.
-fn processes_with(marker: &str) -> Vec<i32> {
-    std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
-        })
-        .collect()
 }
 
 /// Wait up to `limit` for `cond`, looking every 20 ms.

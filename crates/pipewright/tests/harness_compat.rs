@@ -1082,12 +1082,6 @@ fn a_background_step_lives_until_its_stage_ends() {
     }
     // The service is gone: no process runs a script of this execution (each step has its own PID namespace,
     // so this is looked at from outside).
-    let left: Vec<String> = std::fs::read_dir("/proc")
-        .unwrap()
-        .flatten()
-        .filter_map(|e| std::fs::read(e.path().join("cmdline")).ok())
-        .map(|c| String::from_utf8_lossy(&c).into_owned())
-        .filter(|c| c.contains(&format!(".pw/{id}/")))
-        .collect();
+    let left = common::processes_with(&format!(".pw/{id}/"));
     assert!(left.is_empty(), "{left:?}");
 }

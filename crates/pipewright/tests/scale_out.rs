@@ -115,7 +115,9 @@ async fn a_server_started_with_another_key_refuses_to_start() {
     let dir = tempfile::tempdir().unwrap();
     let _a = replica(&dir.path().join("a"), &db, "2").await;
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_pipewright"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(common::step_network_args())
+        .arg("--state-dir")
         .arg(dir.path().join("c"))
         .env("PIPEWRIGHT_DATABASE_URL", db.url())
         .env_remove("PIPEWRIGHT_SECRET_KEY")

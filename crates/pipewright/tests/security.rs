@@ -413,7 +413,9 @@ async fn the_bootstrap_token_works_once() {
     let dir = tempfile::tempdir().unwrap();
     let state = dir.path().join("st");
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_pipewright"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(common::step_network_args())
+        .arg("--state-dir")
         .arg(&state)
         .env_remove("PIPEWRIGHT_STEP_ISOLATION")
         .stdout(std::process::Stdio::piped())

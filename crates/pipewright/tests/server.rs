@@ -5,6 +5,8 @@
 //! with Last-Event-ID), a restart while an execution runs, metrics, bad input and token handling, and the CLI
 //! as a client printing what it prints locally.
 
+mod common;
+
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -35,7 +37,9 @@ impl Drop for Server {
 
 fn spawn(state: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
-        .args(["serve", "--listen", "127.0.0.1:0", "--state-dir"])
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(common::step_network_args())
+        .arg("--state-dir")
         .arg(state)
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -870,16 +874,7 @@ async fn a_server_killed_mid_step_is_taken_over_by_the_next_one() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // Its processes are those whose command line holds the execution's id (the script's path does).
-    let step_processes = || {
-        std::fs::read_dir("/proc")
-            .unwrap()
-            .flatten()
-            .filter(|e| {
-                std::fs::read(e.path().join("cmdline"))
-                    .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&format!(".pw/{id}/")))
-            })
-            .count()
-    };
+    let step_processes = || common::processes_with(&format!(".pw/{id}/")).len();
     assert!(step_processes() > 0);
     // kill -9: the step dies with its server (the launcher watches it), so the next server's new attempt can
     // never run beside it.

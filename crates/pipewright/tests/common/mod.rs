@@ -353,6 +353,19 @@ impl Drop for Agent {
     }
 }
 
+/// The processes of this machine whose command line holds `marker` (a step's own processes are in a PID
+/// namespace of their own, so the tests look at them from outside).
+pub fn processes_with(marker: &str) -> Vec<i32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<i32>().ok()))
+        .filter(|pid| {
+            std::fs::read(format!("/proc/{pid}/cmdline")).is_ok_and(|c| String::from_utf8_lossy(&c).contains(marker))
+        })
+        .collect()
+}
+
 /// `text` with every line indented by `n` spaces.
 pub fn indent(text: &str, n: usize) -> String {
     text.lines().map(|l| format!("{}{l}\n", " ".repeat(n))).collect()
