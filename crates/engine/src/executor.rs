@@ -391,16 +391,14 @@ impl LocalExecutor {
 /// link-local (the cloud metadata address among them).
 pub fn refused_address(ip: std::net::IpAddr, own: &[std::net::IpAddr]) -> bool {
     use std::net::IpAddr;
+    // An IPv4-mapped IPv6 address (`::ffff:a.b.c.d`) is the IPv4 address, under every rule.
+    let ip = ip.to_canonical();
     let special = match ip {
-        IpAddr::V4(v4) => v4.is_loopback() || v4.is_unspecified() || v4.is_link_local(),
-        IpAddr::V6(v6) => {
-            v6.is_loopback()
-                || v6.is_unspecified()
-                || v6.is_unicast_link_local()
-                || v6.to_ipv4_mapped().is_some_and(|v4| v4.is_loopback() || v4.is_link_local())
-        }
+        // 0.0.0.0/8 reaches this host's listeners too.
+        IpAddr::V4(v4) => v4.is_loopback() || v4.octets()[0] == 0 || v4.is_link_local(),
+        IpAddr::V6(v6) => v6.is_loopback() || v6.is_unspecified() || v6.is_unicast_link_local(),
     };
-    special || own.contains(&ip)
+    special || own.iter().any(|o| o.to_canonical() == ip)
 }
 
 /// Where an `Http` step may connect under `network`: `Ok(None)` as it likes (`host`), `Ok(Some((host,
@@ -425,10 +423,7 @@ async fn http_target(
         .await
         .map_err(|e| format!("cannot resolve `{host}`: {e}"))?
         .collect();
-    let own: Vec<std::net::IpAddr> = sandbox::host_destinations()
-        .iter()
-        .filter_map(|d| d.strip_suffix("/32").and_then(|a| a.parse().ok()))
-        .collect();
+    let own = sandbox::host_addresses();
     if let Some(bad) = addrs.iter().find(|a| refused_address(a.ip(), &own)) {
         return Err(format!(
             "`{host}` is {}, an address of this host, which steps may not reach with --step-network isolated",
@@ -504,7 +499,7 @@ mod tests {
 
     #[test]
     fn a_step_network_refuses_the_hosts_addresses() {
-        let own: Vec<std::net::IpAddr> = vec!["192.0.2.2".parse().unwrap()];
+        let own: Vec<std::net::IpAddr> = vec!["192.0.2.2".parse().unwrap(), "fd00::2".parse().unwrap()];
         for (ip, refused) in [
             ("127.0.0.1", true),
             ("127.8.9.1", true),
@@ -514,6 +509,13 @@ mod tests {
             ("::1", true),
             ("::ffff:127.0.0.1", true),
             ("fe80::1", true),
+            ("0.0.0.0", true),
+            ("0.1.2.3", true),
+            ("::ffff:0.0.0.0", true),
+            ("::ffff:0:0", true),
+            ("::ffff:192.0.2.2", true),
+            ("::ffff:c000:202", true),
+            ("fd00::2", true),
             ("192.0.2.3", false),
             ("203.0.113.7", false),
             ("2001:db8::1", false),

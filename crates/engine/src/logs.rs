@@ -43,13 +43,21 @@ fn spellings(value: &str) -> (Vec<String>, Vec<String>) {
     use base64::engine::general_purpose::{STANDARD, STANDARD_NO_PAD, URL_SAFE, URL_SAFE_NO_PAD};
     let bytes = value.as_bytes();
     let mut folded = vec![value.to_string(), bytes.iter().map(|b| format!("{b:02x}")).collect()];
-    for set in [percent_encoding::NON_ALPHANUMERIC, URL_COMPONENT] {
+    for set in [percent_encoding::NON_ALPHANUMERIC, URL_COMPONENT, URL_PATH] {
         folded.push(percent_encoding::utf8_percent_encode(value, set).to_string());
     }
+    // Every byte percent-encoded.
+    folded.push(bytes.iter().map(|b| format!("%{b:02x}")).collect());
     folded.push(form_urlencoded::byte_serialize(bytes).collect());
     let mut exact = vec![value.to_uppercase(), value.to_lowercase()];
     for engine in [&STANDARD, &URL_SAFE] {
-        exact.push(engine.encode(bytes));
+        let enc = engine.encode(bytes);
+        // `base64` wraps its output at 76 columns: each line of the wrapped text is masked on its own.
+        if enc.len() > 76 {
+            let lines = enc.as_bytes().chunks(76).filter(|c| c.len() >= MIN_ENCODED);
+            exact.extend(lines.map(|c| String::from_utf8_lossy(c).into_owned()));
+        }
+        exact.push(enc);
     }
     // Inside a longer encoded text the value starts at one of three alignments; keep the characters that
     // only its own bits decide (character i holds bits 6i..6i+6).
@@ -68,6 +76,10 @@ fn spellings(value: &str) -> (Vec<String>, Vec<String>) {
     exact.retain(|v| v.len() >= MIN_SECRET && !folded.iter().any(|f| f.eq_ignore_ascii_case(v)));
     (folded, exact)
 }
+
+/// What Python's `urllib.parse.quote` leaves alone by default: letters, digits, `-_.~` and `/`.
+const URL_PATH: &percent_encoding::AsciiSet =
+    &percent_encoding::NON_ALPHANUMERIC.remove(b'-').remove(b'_').remove(b'.').remove(b'~').remove(b'/');
 
 /// What `encodeURIComponent` leaves alone: letters, digits and `-_.!~*'()`.
 const URL_COMPONENT: &percent_encoding::AsciiSet = &percent_encoding::NON_ALPHANUMERIC
@@ -320,6 +332,8 @@ mod tests {
             ("HEX", hex.to_uppercase()),
             ("URL-encoded", percent_encoding::utf8_percent_encode(SECRET, URL_COMPONENT).to_string()),
             ("form-encoded", form_urlencoded::byte_serialize(SECRET.as_bytes()).collect()),
+            ("quote()", percent_encoding::utf8_percent_encode(SECRET, URL_PATH).to_string()),
+            ("every byte percent-encoded", SECRET.bytes().map(|b| format!("%{b:02X}")).collect()),
         ];
         for (what, spelled) in cases {
             let line = format!("token={spelled} done");
@@ -338,6 +352,19 @@ mod tests {
             // What is left cannot be decoded back to the secret.
             let left: String = out.replace(MASK, "");
             assert!(!left.contains(&STANDARD.encode(SECRET)[2..10]), "prefix {prefix:?}: {out}");
+        }
+    }
+
+    #[test]
+    fn a_long_secrets_base64_wrapped_at_76_columns_is_masked_line_by_line() {
+        let long = "k".repeat(40) + "-private-key-material-0123456789";
+        let m = Masker::default();
+        m.add(&long);
+        let enc = STANDARD.encode(&long);
+        assert!(enc.len() > 76);
+        for line in enc.as_bytes().chunks(76) {
+            let line = String::from_utf8_lossy(line);
+            assert_eq!(m.mask(&line), MASK, "{line}");
         }
     }
 

@@ -637,19 +637,34 @@ fn hold(a: &LaunchArgs) -> Result<std::convert::Infallible, String> {
     std::process::exit(0)
 }
 
-/// The destinations a stage's isolated network refuses: each address of this host's interfaces but
-/// loopback (a stage's own loopback is its own), as a host route, and all of link-local.
-pub fn host_destinations() -> Vec<String> {
-    let mut out = vec!["169.254.0.0/16".to_string()];
+/// Every address of this host's interfaces, IPv4 and IPv6.
+pub fn host_addresses() -> Vec<std::net::IpAddr> {
+    let mut out: Vec<std::net::IpAddr> = Vec::new();
     if let Ok(addrs) = nix::ifaddrs::getifaddrs() {
         for a in addrs {
             let Some(addr) = a.address else { continue };
             if let Some(v4) = addr.as_sockaddr_in() {
-                let ip = v4.ip();
-                if !ip.is_loopback() {
-                    out.push(format!("{ip}/32"));
-                }
+                out.push(v4.ip().into());
+            } else if let Some(v6) = addr.as_sockaddr_in6() {
+                out.push(v6.ip().into());
             }
+        }
+    }
+    out.sort();
+    out.dedup();
+    out
+}
+
+/// The destinations a stage's isolated network refuses: each IPv4 address of this host's interfaces but
+/// loopback (a stage's own loopback is its own), as a host route, and all of link-local. (The stage has no
+/// IPv6 route at all.)
+pub fn host_destinations() -> Vec<String> {
+    let mut out = vec!["169.254.0.0/16".to_string()];
+    for ip in host_addresses() {
+        if let std::net::IpAddr::V4(v4) = ip
+            && !v4.is_loopback()
+        {
+            out.push(format!("{v4}/32"));
         }
     }
     out.sort();
@@ -663,6 +678,8 @@ pub fn host_destinations() -> Vec<String> {
 pub struct StageNet {
     holder: std::process::Child,
     slirp: Option<std::process::Child>,
+    /// The write end of slirp4netns' exit pipe, held while the namespace lives.
+    slirp_exit: Option<std::process::ChildStdin>,
 }
 
 impl StageNet {
@@ -693,19 +710,22 @@ impl StageNet {
             let _ = holder.wait();
             return Err(format!("cannot make the stage's network: {} {said:?}", err.trim()));
         }
-        let mut net = StageNet { holder, slirp: None };
+        let mut net = StageNet { holder, slirp: None, slirp_exit: None };
         if sb.network == Network::Isolated {
-            let slirp = std::process::Command::new("slirp4netns")
-                .args(["--configure", "--mtu=65520", "--disable-host-loopback"])
+            // It ends when its standard input closes (`--exit-fd 0`): with this process, even when it is
+            // killed, so no slirp4netns outlives the executor that made it.
+            let mut slirp = std::process::Command::new("slirp4netns")
+                .args(["--configure", "--mtu=65520", "--disable-host-loopback", "--exit-fd=0"])
                 .arg(net.holder.id().to_string())
                 .arg("tap0")
-                .stdin(std::process::Stdio::null())
+                .stdin(std::process::Stdio::piped())
                 .stdout(std::process::Stdio::null())
                 .stderr(std::process::Stdio::null())
                 .spawn()
                 .map_err(|e| {
                     format!("cannot start slirp4netns for the stage's network ({e}); install it (Debian: slirp4netns) or use --step-network none")
                 })?;
+            net.slirp_exit = slirp.stdin.take();
             net.slirp = Some(slirp);
             net.wait_configured()?;
         }
@@ -734,6 +754,7 @@ impl StageNet {
 
 impl Drop for StageNet {
     fn drop(&mut self) {
+        drop(self.slirp_exit.take());
         for c in self.slirp.iter_mut().chain(std::iter::once(&mut self.holder)) {
             let _ = c.kill();
             let _ = c.wait();

@@ -261,6 +261,20 @@ async fn a_step_sees_only_its_own_processes_and_dies_with_its_agent() {
     let _ = agent.child.wait();
     within(std::time::Duration::from_secs(2), "the step outlived its agent", || processes_with(&marker).is_empty())
         .await;
+    // And so did its stage's network: no slirp4netns is left serving a namespace whose holder is gone.
+    let orphans = || {
+        processes_with("slirp4netns")
+            .into_iter()
+            .filter_map(|pid| std::fs::read(format!("/proc/{pid}/cmdline")).ok())
+            .map(|c| String::from_utf8_lossy(&c).split('\0').map(String::from).collect::<Vec<_>>())
+            .filter(|args| args.first().is_some_and(|a| a.ends_with("slirp4netns")))
+            .filter(|args| {
+                let target = args.iter().rev().nth(1).and_then(|p| p.parse::<i32>().ok());
+                target.is_some_and(|t| !std::path::Path::new(&format!("/proc/{t}")).exists())
+            })
+            .count()
+    };
+    within(std::time::Duration::from_secs(2), "a slirp4netns outlived its stage's namespace", || orphans() == 0).await;
 }
 
 /// A step template `shared` as a project admin of `project` would write it, with `scope` lines.
