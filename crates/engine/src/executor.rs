@@ -346,6 +346,20 @@ impl LocalExecutor {
         envs.push(("PIPEWRIGHT_WORKDIR".into(), workdir.display().to_string()));
         envs.extend(vars.iter().cloned());
         let script_arg = file.display().to_string();
+        // The step's own root is built in a fresh directory beside its script.
+        let root = match &self.isolation {
+            Isolation::Landlock(sb) if sb.namespaces => match sandbox::root_dir(&control, &task.node_id) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    let _ = std::fs::remove_file(&file);
+                    return not_started(format!(
+                        "cannot create the step's root directory in {}: {e}",
+                        control.display()
+                    ));
+                }
+            },
+            _ => None,
+        };
         let net = match self.stage_net(task).await {
             Ok(n) => n,
             Err(e) => {
@@ -359,7 +373,8 @@ impl LocalExecutor {
                 // The shell by absolute path: the launcher execs it without searching PATH.
                 let shell = process::resolve(sh.program().as_ref(), &envs).to_string_lossy().into_owned();
                 let net = net.as_ref().map(|n| n.net.as_ref());
-                let (p, a) = sb.command_in(net, &writable, &[&file], &shell, std::slice::from_ref(&script_arg));
+                let root = root.as_deref();
+                let (p, a) = sb.command_in(net, root, &writable, &[&file], &shell, std::slice::from_ref(&script_arg));
                 (p.into_os_string(), a)
             }
             Isolation::None => (sh.program().into(), vec![script_arg.into()]),
@@ -377,6 +392,9 @@ impl LocalExecutor {
             let _ = std::fs::remove_dir_all(dir);
         }
         let _ = std::fs::remove_file(&file);
+        if let Some(r) = &root {
+            let _ = std::fs::remove_dir(r);
+        }
         let end = match exit {
             Exit::Code(c) => End::Exited(c),
             Exit::TimedOut => End::TimedOut,

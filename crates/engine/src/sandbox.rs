@@ -171,13 +171,16 @@ impl Sandbox {
         program: &str,
         args: &[String],
     ) -> (PathBuf, Vec<OsString>) {
-        self.command_in(None, writable, readable, program, args)
+        self.command_in(None, None, writable, readable, program, args)
     }
 
-    /// [`Sandbox::command`] for a step that joins its stage's network and IPC namespaces (`net`).
+    /// [`Sandbox::command`] for a step that joins its stage's network and IPC namespaces (`net`) and gets a
+    /// root of its own built in `root` (an empty directory; see [`own_root`]).
+    #[allow(clippy::too_many_arguments)]
     pub fn command_in(
         &self,
         net: Option<&StageNet>,
+        root: Option<&Path>,
         writable: &[&Path],
         readable: &[&Path],
         program: &str,
@@ -187,6 +190,9 @@ impl Sandbox {
         if self.namespaces {
             // The step dies with the process that starts it (this one: the engine or an agent).
             out.extend(["--ns".into(), "--parent".into(), std::process::id().to_string().into()]);
+        }
+        if let (Some(r), true) = (root, self.namespaces) {
+            out.extend(["--root".into(), r.as_os_str().to_owned()]);
         }
         if let Some(n) = net {
             let ns = |kind: &str| PathBuf::from(format!("/proc/{}/ns/{kind}", n.holder.id()));
@@ -335,6 +341,15 @@ pub fn output_dir(control: &Path, node_id: &str, isolation: &Isolation) -> std::
     Ok(dir)
 }
 
+/// A step attempt's empty directory that its own root is built in, `<control>/<node>.root` (fresh, `0700`,
+/// root's): the mounts inside are the step's own, so from outside it stays empty and is removed after.
+pub fn root_dir(control: &Path, node_id: &str) -> std::io::Result<PathBuf> {
+    use std::os::unix::fs::DirBuilderExt;
+    let dir = control.join(format!("{node_id}.root"));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+    Ok(dir)
+}
+
 /// Read a file a step wrote in its output directory without following a link it may have put there, and
 /// only if it is a regular file of at most `limit` bytes (longer values are cut there).
 pub fn read_step_file(path: &Path, limit: u64) -> Option<Vec<u8>> {
@@ -365,6 +380,8 @@ struct LaunchArgs {
     /// The stage's network and IPC namespaces, to join (`/proc/PID/ns/net`, `…/ipc`).
     join_net: Option<PathBuf>,
     join_ipc: Option<PathBuf>,
+    /// An empty directory to build the step's own root in (only its allowed paths; see [`own_root`]).
+    root: Option<PathBuf>,
     /// Hold a new network and IPC namespace for a stage ([`hold`]), refusing these destinations.
     hold: bool,
     prohibit: Vec<String>,
@@ -384,6 +401,7 @@ fn parse_args(args: &[OsString]) -> Result<LaunchArgs, String> {
             b"--ns" => out.ns = true,
             b"--init" => out.init = true,
             b"--hold-net" => out.hold = true,
+            b"--root" => out.root = Some(value()?.into()),
             b"--prohibit" => out.prohibit.push(value()?.to_string_lossy().into_owned()),
             b"--join-net" => out.join_net = Some(value()?.into()),
             b"--join-ipc" => out.join_ipc = Some(value()?.into()),
@@ -562,6 +580,108 @@ fn outer(a: &LaunchArgs, args: &[OsString]) -> Result<std::convert::Infallible, 
     }
 }
 
+/// Top-level names that are links on merged-`/usr` systems (`/bin` → `usr/bin`); the step's root gets the
+/// same links.
+const ROOT_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
+
+/// Make the step's root in `root` (an empty directory) and move into it: a tmpfs holding only the paths the
+/// step may use, bound at their own paths (read-only ones read-only), the devices it may use, a `/proc` of
+/// its own PID namespace, the `/bin`-style links — and nothing else. What lives elsewhere on the host (the
+/// Unix sockets of PostgreSQL or MariaDB under `/run`, `/tmp`, the state directory) is not there to connect
+/// to, which Landlock alone cannot refuse.
+fn own_root(a: &LaunchArgs, root: &Path) -> Result<(), String> {
+    use nix::mount::{MntFlags, MsFlags, mount, umount2};
+    let fail = |what: &str, p: &Path, e: &dyn std::fmt::Display| format!("cannot {what} {}: {e}", p.display());
+    let cwd = std::env::current_dir().map_err(|e| format!("cannot read the working directory: {e}"))?;
+    mount(Some("tmpfs"), root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=1m"))
+        .map_err(|e| fail("mount the step's root at", root, &e))?;
+    let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    // Parents before children, so a path inside another is bound on top of it.
+    let mut paths: Vec<(&Path, bool)> =
+        a.ro.iter()
+            .map(|p| (p.as_path(), false))
+            .chain(DEVICES.iter().map(|d| (Path::new(d), true)))
+            .chain(a.rw.iter().map(|p| (p.as_path(), true)))
+            .filter(|(p, _)| p.is_absolute() && !p.starts_with("/proc") && p.exists())
+            .collect();
+    paths.sort_by_key(|(p, _)| p.components().count());
+    for (path, writable) in paths {
+        let target = inside(path);
+        if !target.exists() {
+            if path.is_dir() {
+                std::fs::create_dir_all(&target).map_err(|e| fail("create", &target, &e))?;
+            } else {
+                if let Some(parent) = target.parent() {
+                    std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, &e))?;
+                }
+                std::fs::File::create(&target).map_err(|e| fail("create", &target, &e))?;
+            }
+        }
+        mount(Some(path), &target, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+            .map_err(|e| fail("bind", path, &e))?;
+        if !writable {
+            let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+            mount(None::<&str>, &target, None::<&str>, ro, None::<&str>)
+                .map_err(|e| fail("make read-only", path, &e))?;
+        }
+    }
+    // `/etc/resolv.conf` may be a link out of `/etc` (into `/run/systemd/resolve/`, say): its file, read-only.
+    if let Ok(real) = std::fs::canonicalize("/etc/resolv.conf")
+        && real != Path::new("/etc/resolv.conf")
+        && !inside(&real).exists()
+    {
+        let target = inside(&real);
+        if let Some(parent) = target.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, &e))?;
+        }
+        std::fs::File::create(&target).map_err(|e| fail("create", &target, &e))?;
+        mount(Some(&real), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+            .map_err(|e| fail("bind", &real, &e))?;
+        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
+        mount(None::<&str>, &target, None::<&str>, ro, None::<&str>).map_err(|e| fail("make read-only", &real, &e))?;
+    }
+    for link in ROOT_LINKS {
+        let target = inside(Path::new(link));
+        if let Ok(to) = std::fs::read_link(link)
+            && !target.exists()
+        {
+            std::os::unix::fs::symlink(&to, &target).map_err(|e| fail("link", &target, &e))?;
+        }
+    }
+    let dev = inside(Path::new("/dev"));
+    std::fs::create_dir_all(&dev).map_err(|e| fail("create", &dev, &e))?;
+    for (name, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let _ = std::os::unix::fs::symlink(to, dev.join(name));
+    }
+    let proc_dir = inside(Path::new("/proc"));
+    std::fs::create_dir_all(&proc_dir).map_err(|e| fail("create", &proc_dir, &e))?;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        None::<&str>,
+    )
+    .map_err(|e| fail("mount the step's /proc at", &proc_dir, &e))?;
+    let old = root.join(".old-root");
+    std::fs::create_dir_all(&old).map_err(|e| fail("create", &old, &e))?;
+    nix::unistd::pivot_root(root, &old).map_err(|e| fail("move into the step's root", root, &e))?;
+    nix::unistd::chdir("/").map_err(|e| format!("cannot enter the step's root: {e}"))?;
+    umount2("/.old-root", MntFlags::MNT_DETACH).map_err(|e| format!("cannot leave the host's root: {e}"))?;
+    let _ = std::fs::remove_dir("/.old-root");
+    // The root itself read-only: nothing can be planted beside the bound paths.
+    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+    mount(None::<&str>, "/", None::<&str>, ro, None::<&str>)
+        .map_err(|e| format!("cannot make the step's root read-only: {e}"))?;
+    nix::unistd::chdir(&cwd).map_err(|e| fail("enter", &cwd, &e))?;
+    Ok(())
+}
+
 /// PID 1 of the step's namespaces: a `/proc` of its own (only the step's processes in it), its own host name,
 /// then confinement; it starts the step's program, reaps every process the step leaves, and ends as the
 /// program ended — which ends whatever else still runs in the namespace.
@@ -570,14 +690,17 @@ fn init(a: &LaunchArgs) -> Result<std::convert::Infallible, String> {
     let _ = nix::sys::signal::SigSet::all().thread_unblock();
     mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)
         .map_err(|e| format!("cannot make the step's mounts private: {e}"))?;
-    mount(
-        Some("proc"),
-        "/proc",
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("cannot mount the step's /proc: {e}"))?;
+    match &a.root {
+        Some(root) => own_root(a, root)?,
+        None => mount(
+            Some("proc"),
+            "/proc",
+            Some("proc"),
+            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+            None::<&str>,
+        )
+        .map_err(|e| format!("cannot mount the step's /proc: {e}"))?,
+    }
     nix::unistd::sethostname("pipewright-step").map_err(|e| format!("cannot set the step's host name: {e}"))?;
     confine(a)?;
     let child = std::process::Command::new(&a.program[0])
@@ -815,6 +938,7 @@ mod tests {
                 parent: Some(std::process::id() as i32),
                 join_net: None,
                 join_ipc: None,
+                root: None,
                 hold: false,
                 prohibit: vec![],
                 uid: Some(65534),

@@ -198,8 +198,9 @@ pub struct StepArgs {
     /// The unprivileged user steps run as when pipewright runs as root (default `nobody`).
     #[arg(long, env = "PIPEWRIGHT_STEP_USER", value_name = "USER")]
     pub step_user: Option<String>,
-    /// Another directory steps may read and execute from (repeatable), e.g. a tool cache.
-    #[arg(long = "step-read-path", value_name = "DIR")]
+    /// Another directory steps may read and execute from (repeatable), e.g. a tool cache; in the environment,
+    /// several separated by `:`.
+    #[arg(long = "step-read-path", env = "PIPEWRIGHT_STEP_READ_PATH", value_delimiter = ':', value_name = "DIR")]
     pub step_read_paths: Vec<PathBuf>,
     /// What a stage's steps may reach over the network: `isolated` (outbound only, every address of this
     /// host refused; the default of `serve` and `agent`, needs root and slirp4netns), `none` (the stage's own

@@ -127,7 +127,7 @@ async fn an_agent_killed_mid_step_loses_it_to_another_as_attempt_two() {
         Agent::start(dir.path(), &s.url, &token, "left", ""),
         Agent::start(dir.path(), &s.url, &token, "right", ""),
     ];
-    let gate = dir.path().join("gate");
+    let gate = common::gates(dir.path()).join("gate");
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
@@ -161,7 +161,7 @@ async fn an_agent_whose_token_is_revoked_stops_and_its_task_is_requeued() {
     let (doomed_id, doomed) = agent_token(&s, "doomed").await;
     let (_, kept) = agent_token(&s, "kept").await;
     let mut first = Agent::start(dir.path(), &s.url, &doomed, "first", "");
-    let gate = dir.path().join("gate");
+    let gate = common::gates(dir.path()).join("gate");
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
@@ -192,7 +192,7 @@ async fn an_agent_stopped_past_its_lease_has_its_late_report_refused() {
     let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
     let (_, token) = agent_token(&s, "fleet").await;
     let frozen = Agent::start(dir.path(), &s.url, &token, "frozen", "");
-    let gate = dir.path().join("gate");
+    let gate = common::gates(dir.path()).join("gate");
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
@@ -224,7 +224,7 @@ async fn delegate_selectors_route_steps_to_agents_with_those_tags() {
     let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
     let (_, token) = agent_token(&s, "fleet").await;
     let _plain = Agent::start(dir.path(), &s.url, &token, "plain", "linux");
-    let gate = dir.path().join("gate");
+    let gate = common::gates(dir.path()).join("gate");
     std::fs::write(&gate, "").unwrap();
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, "          - gpu\n          - linux\n"))).await;
     // The plan says so before anything runs.

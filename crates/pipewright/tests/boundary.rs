@@ -227,6 +227,41 @@ async fn within(limit: std::time::Duration, what: &str, mut cond: impl FnMut() -
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_cannot_connect_to_the_hosts_unix_sockets() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    // A service of the host on a Unix socket anyone may connect to (as PostgreSQL's and MariaDB's are).
+    let sock = dir.path().join("service.sock");
+    let listener = std::os::unix::net::UnixListener::bind(&sock).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&sock, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let mut sockets = vec![sock.display().to_string()];
+    for known in ["/var/run/postgresql/.s.PGSQL.5432", "/run/mysqld/mysqld.sock", "/var/run/docker.sock"] {
+        if std::path::Path::new(known).exists() {
+            sockets.push(known.to_string());
+        }
+    }
+    let probe: String = sockets
+        .iter()
+        .map(|p| format!("/usr/bin/python3 -c \"import socket; s = socket.socket(socket.AF_UNIX); s.connect('{p}')\" 2>/dev/null && echo CONNECTED-{p} || echo refused-{p}; "))
+        .collect();
+    let yaml = pipeline("unix", &stage("s", &format!("'{}'", probe.replace('\'', "''"))));
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(yaml)).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/unix/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    s.wait_end(&s.token, &id).await;
+    let (_, logs) = s.raw(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    assert!(!logs.contains("CONNECTED-"), "{logs}");
+    for p in &sockets {
+        assert!(logs.contains(&format!("refused-{p}")), "{p}: {logs}");
+    }
+    // The socket works from outside the step.
+    assert!(std::os::unix::net::UnixStream::connect(&sock).is_ok());
+    drop(listener);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_step_sees_only_its_own_processes_and_dies_with_its_agent() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("st"), &["--no-local-executor"]).await;

@@ -157,13 +157,15 @@ fn a_pipeline_stage_runs_a_child_execution_and_passes_its_outputs_on() {
 fn a_failed_child_fails_its_stage_and_a_retry_runs_a_new_child() {
     let dir = tempfile::tempdir().unwrap();
     let h = dir.path().join(".harness");
-    let flag = dir.path().join("broken");
+    let flags = dir.path().join("flags");
+    std::fs::create_dir(&flags).unwrap();
+    let flag = flags.join("broken");
     std::fs::write(&flag, "").unwrap();
     write(&h, "pipelines/build_image.yaml", &build_image(&flag));
     let f = write(&h, "pipelines/cart_release.yaml", RELEASE);
     let state = dir.path().join("state");
     // Confined steps see the flag's folder only when allowed to.
-    let read = ["--step-read-path", dir.path().to_str().unwrap()];
+    let read = ["--step-read-path", flags.to_str().unwrap()];
     let out = pw(&state).arg("run").arg(&f).args(read).args(["--output", "json"]).assert().code(1).get_output().clone();
     let parent = json(&out);
     let failure = parent["stages"][0]["failure"].as_str().unwrap_or_default().to_string();

@@ -18,6 +18,16 @@ fn pw(state: &Path) -> Command {
     c
 }
 
+/// `<state>/gates`, readable by the step user: files the test puts there release or steer its steps, which
+/// see only the paths they are given.
+fn gates(state: &Path) -> std::path::PathBuf {
+    let dir = state.join("gates");
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
+}
+
 fn json(state: &Path, args: &[&str]) -> serde_json::Value {
     let out = pw(state).args(args).args(["--output", "json"]).assert().success().get_output().stdout.clone();
     serde_json::from_slice(&out).unwrap()
@@ -197,6 +207,7 @@ fn two_runs_at_once_share_one_state_directory() {
 fn start_until(state: &Path, file: &Path, marker: &str) -> (std::process::Child, String) {
     let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("pipewright"))
         .env("PIPEWRIGHT_STATE_DIR", state)
+        .env("PIPEWRIGHT_STEP_READ_PATH", gates(state))
         .arg("run")
         .arg(file)
         .stdout(Stdio::piped())
@@ -279,7 +290,7 @@ fn a_missing_shell_fails_the_step_clearly() {
 #[test]
 fn logs_follow_prints_until_the_execution_ends() {
     let state = tempfile::tempdir().unwrap();
-    let gate = state.path().join("gate");
+    let gate = gates(state.path()).join("gate");
     let f = state.path().join("wait.yaml");
     std::fs::write(
         &f,

@@ -162,7 +162,7 @@ async fn a_killed_server_s_execution_is_taken_over_and_its_live_log_resumes_on_a
     let dir = tempfile::tempdir().unwrap();
     let mut a = replica(&dir.path().join("a"), &db, "1").await;
     let b = replica(&dir.path().join("b"), &db, "1").await;
-    let go = dir.path().join("go");
+    let go = common::gates(dir.path()).join("go");
     let script = format!("'echo waiting; while [ ! -f {} ]; do sleep 0.05; done; echo released'", go.display());
     a.ok(
         Method::POST,
@@ -318,7 +318,7 @@ async fn a_database_restart_mid_run_loses_nothing() {
     let db = Scratch::create(&pg.admin_url()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let s = replica(&dir.path().join("a"), &db, "5").await;
-    let go = dir.path().join("go");
+    let go = common::gates(dir.path()).join("go");
     let script = format!(
         "'for i in 1 2 3; do echo before-$i; done; while [ ! -f {} ]; do sleep 0.05; done; for i in 1 2 3; do echo after-$i; sleep 0.2; done'",
         go.display()
@@ -376,7 +376,7 @@ async fn a_database_restart_under_an_agent_loses_nothing() {
     let s = common::replica(&dir.path().join("a"), &db, "5", &["--no-local-executor"]).await;
     let (_, token) = common::agent_token(&s, "fleet").await;
     let agent = common::Agent::start(dir.path(), &s.url, &token, "steady", "");
-    let go = dir.path().join("go");
+    let go = common::gates(dir.path()).join("go");
     let script = format!(
         "'echo before; while [ ! -f {} ]; do sleep 0.05; done; for i in 1 2 3; do echo after-$i; sleep 0.2; done'",
         go.display()

@@ -17,7 +17,18 @@ fn btd() -> PathBuf {
 fn pw(state: &Path) -> Command {
     let mut c = Command::cargo_bin("pipewright").unwrap();
     c.env("PIPEWRIGHT_STATE_DIR", state);
+    // Files the test puts in `<state>/gates` release or steer its steps, which see only the paths they are given.
+    c.env("PIPEWRIGHT_STEP_READ_PATH", gates(state));
     c
+}
+
+/// `<state>/gates`, readable by the step user.
+fn gates(state: &Path) -> std::path::PathBuf {
+    let dir = state.join("gates");
+    std::fs::create_dir_all(&dir).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o755)).unwrap();
+    dir
 }
 
 fn run_json(state: &Path, args: &[&str]) -> serde_json::Value {
@@ -250,7 +261,7 @@ fn show(state: &Path, id: &str) -> serde_json::Value {
 /// A pipeline: `prepare` succeeds, `flaky` (a matrix, in a parallel block with `steady`) fails until the file
 /// `gate` exists, `after` reads `prepare`'s output.
 fn retry_pipeline(dir: &Path) -> PathBuf {
-    let gate = dir.join("gate");
+    let gate = gates(dir).join("gate");
     let f = dir.join("retry.yaml");
     let step = |id: &str, script: &str| {
         format!(
@@ -314,7 +325,7 @@ fn retry_resumes_from_the_failed_stage_reusing_what_succeeded() {
     // --only-failed: `steady` (same parallel block, it succeeded) does not run again.
     assert!(st.contains(&("steady".into(), "Skipped".into())), "{st:?}");
     assert!(st.contains(&("prepare".into(), "Success".into())), "{st:?}");
-    std::fs::write(state.path().join("gate"), "").unwrap();
+    std::fs::write(gates(state.path()).join("gate"), "").unwrap();
     let out = pw(state.path()).args(["retry", &second]).assert().success().get_output().stdout.clone();
     let text = String::from_utf8_lossy(&out).to_string();
     // prepare's output was reused from the first execution, through the second.

@@ -36,12 +36,15 @@ impl Drop for Server {
 }
 
 fn spawn(state: &Path, extra: &[&str]) -> (Child, String, Option<String>) {
+    // Unconfined steps (`--step-isolation none`) take no step network or read paths.
+    let unconfined = extra.windows(2).any(|w| w[0] == "--step-isolation" && w[1] == "none");
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(common::step_network_args())
+        .args(if unconfined { vec![] } else { common::step_network_args() })
         .arg("--state-dir")
         .arg(state)
         .args(extra)
+        .envs((!unconfined).then(|| ("PIPEWRIGHT_STEP_READ_PATH", common::gates(state))))
         .env("RUST_LOG", "warn")
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
@@ -693,7 +696,7 @@ async fn selective_runs_reruns_and_retries_work_over_the_api_for_an_executor() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
     let ex = s.user("executor", "_pipeline_executor", "default").await;
-    let flag = dir.path().join("fail");
+    let flag = common::gates(&s.state).join("fail");
     std::fs::write(&flag, "").unwrap();
     let yaml = pipeline(
         "chain",
@@ -819,7 +822,7 @@ async fn sse_until(s: &Server, token: &str, id: &str, last: Option<&str>, stop: 
 async fn sse_delivers_live_logs_and_resumes_with_last_event_id() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(dir.path());
-    let go = dir.path().join("go");
+    let go = common::gates(&s.state).join("go");
     let script = format!("'echo first-line; while [ ! -f {} ]; do sleep 0.05; done; echo second-line'", go.display());
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("live", &stage("a", &script)))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/live/execute"), Some(json!({}))).await;
@@ -857,7 +860,7 @@ async fn a_server_killed_mid_step_is_taken_over_by_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let lease = ["--lease-seconds", "1"];
     let mut s = Server::start_with(dir.path(), &lease);
-    let go = dir.path().join("go");
+    let go = common::gates(&s.state).join("go");
     // The step says its pid, then waits for the test's gate file.
     let script = format!("'echo pid $$; while [ ! -f {} ]; do sleep 0.05; done; echo released'", go.display());
     s.ok(
@@ -1128,7 +1131,7 @@ async fn sigterm_lets_a_running_execution_finish_within_the_grace_period() {
     let state = dir.path().join("st");
     let (child, url, token) = spawn(&state, &["--shutdown-grace", "60"]);
     let mut s = Server { child, url, token: token.unwrap(), state, http: reqwest::Client::new() };
-    let go = dir.path().join("go");
+    let go = common::gates(&s.state).join("go");
     let script = format!("'while [ ! -f {} ]; do sleep 0.05; done; echo finished'", go.display());
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("grace", &stage("a", &script)))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/grace/execute"), Some(json!({}))).await;

@@ -55,7 +55,20 @@ pub fn step_network_args() -> Vec<String> {
     vec!["--step-network".into(), mode.into()]
 }
 
+/// The directory of test directory `dir` where a test puts the files that release or steer its steps
+/// (`<dir>/gates`, readable by the step user): steps see only the paths they are given, and the servers
+/// (state directories in `dir`) and agents of these tests give them this one (`PIPEWRIGHT_STEP_READ_PATH`).
+pub fn gates(dir: &Path) -> PathBuf {
+    let gates = dir.join("gates");
+    std::fs::create_dir_all(&gates).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&gates, std::fs::Permissions::from_mode(0o755)).unwrap();
+    gates
+}
+
 fn spawn(state: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, String) {
+    // Unconfined steps (`--step-isolation none`) take no step network or read paths.
+    let unconfined = extra.windows(2).any(|w| w[0] == "--step-isolation" && w[1] == "none");
     let pw = state.with_extension("admin-password");
     std::fs::write(&pw, ADMIN_PASSWORD).unwrap();
     let mut child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
@@ -63,8 +76,9 @@ fn spawn(state: &Path, extra: &[String], envs: &[(String, String)]) -> (Child, S
         .arg(state)
         .arg("--admin-password-file")
         .arg(&pw)
-        .args(step_network_args())
+        .args(if unconfined { vec![] } else { step_network_args() })
         .args(extra)
+        .envs((!unconfined).then(|| ("PIPEWRIGHT_STEP_READ_PATH", gates(state.parent().unwrap_or(state)))))
         .env("RUST_LOG", "warn")
         .env_remove("PIPEWRIGHT_STEP_ISOLATION")
         .env_remove("PIPEWRIGHT_STEP_NETWORK")
@@ -322,6 +336,7 @@ impl Agent {
         let mut c = Command::new(env!("CARGO_BIN_EXE_pipewright"));
         c.args(["agent", "--server", url, "--name", name, "--concurrency", "4"])
             .args(step_network_args())
+            .env("PIPEWRIGHT_STEP_READ_PATH", gates(dir))
             .arg("--token-file")
             .arg(&token_file)
             .arg("--state-dir")
