@@ -226,7 +226,7 @@ impl LocalExecutor {
     /// The network namespace of `task`'s stage, made when it is the stage's first running step.
     async fn stage_net(&self, task: &Task) -> Result<Option<NetUse>, String> {
         let Isolation::Landlock(sb) = &self.isolation else { return Ok(None) };
-        if sb.network == sandbox::Network::Host {
+        if self.isolation.network() == sandbox::Network::Host {
             return Ok(None);
         }
         let key = (task.execution_id.clone(), task.stage.clone());
@@ -271,11 +271,7 @@ impl Executor for LocalExecutor {
                 self.shell(task, *shell, script, env, capture, feedback, abort).await
             }
             Work::Http { method, url, headers, body } => {
-                let network = match &self.isolation {
-                    Isolation::Landlock(sb) => sb.network,
-                    Isolation::None => sandbox::Network::Host,
-                };
-                http(task, network, method, url, headers, body.as_deref(), feedback, abort).await
+                http(task, self.isolation.network(), method, url, headers, body.as_deref(), feedback, abort).await
             }
         }
     }
@@ -346,26 +342,27 @@ impl LocalExecutor {
         envs.push(("PIPEWRIGHT_WORKDIR".into(), workdir.display().to_string()));
         envs.extend(vars.iter().cloned());
         let script_arg = file.display().to_string();
-        // The step's own root is built in a fresh directory beside its script.
-        let root = match &self.isolation {
-            Isolation::Landlock(sb) if sb.namespaces => match sandbox::root_dir(&control, &task.node_id) {
-                Ok(d) => Some(d),
-                Err(e) => {
-                    let _ = std::fs::remove_file(&file);
-                    return not_started(format!(
-                        "cannot create the step's root directory in {}: {e}",
-                        control.display()
-                    ));
-                }
-            },
-            _ => None,
+        // What the attempt made before it could start is removed when it cannot.
+        let unmade = |m: String| {
+            let _ = std::fs::remove_file(&file);
+            if let Some(d) = &out_dir {
+                let _ = std::fs::remove_dir_all(d);
+            }
+            not_started(m)
         };
         let net = match self.stage_net(task).await {
             Ok(n) => n,
-            Err(e) => {
-                let _ = std::fs::remove_file(&file);
-                return not_started(e);
-            }
+            Err(e) => return unmade(e),
+        };
+        // The step's own root is built in a fresh directory beside its script.
+        let root = match &self.isolation {
+            Isolation::Landlock(_) => match sandbox::root_dir(&control, &task.node_id) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    return unmade(format!("cannot create the step's root directory in {}: {e}", control.display()));
+                }
+            },
+            Isolation::None => None,
         };
         let (program, args) = match &self.isolation {
             Isolation::Landlock(sb) => {

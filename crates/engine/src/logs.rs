@@ -176,7 +176,14 @@ impl Masker {
         let mut s = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         let Some((folded, exact)) = s.automata() else { return text.to_string() };
         let once = |ac: &AhoCorasick, t: &str| -> Option<String> {
-            ac.is_match(t).then(|| ac.replace_all(t, &vec![MASK; ac.patterns_len()]))
+            ac.is_match(t).then(|| {
+                let mut out = String::with_capacity(t.len());
+                ac.replace_all_with(t, &mut out, |_, _, dst| {
+                    dst.push_str(MASK);
+                    true
+                });
+                out
+            })
         };
         match once(folded, text) {
             Some(t) => once(exact, &t).unwrap_or(t),

@@ -28,6 +28,16 @@ pub enum Isolation {
     Landlock(Sandbox),
 }
 
+impl Isolation {
+    /// What steps may reach over the network: unconfined steps have the host's.
+    pub fn network(&self) -> Network {
+        match self {
+            Isolation::Landlock(sb) => sb.network,
+            Isolation::None => Network::Host,
+        }
+    }
+}
+
 /// An unprivileged user that steps run as.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StepUser {
@@ -68,8 +78,6 @@ pub struct Sandbox {
     pub read_paths: Vec<PathBuf>,
     /// The user steps run as, when pipewright runs as root.
     pub user: Option<StepUser>,
-    /// Each step in its own PID, mount, UTS and IPC namespaces, with its own `/proc` (see [`launcher_main`]).
-    pub namespaces: bool,
     /// What the steps of a stage may reach over the network.
     pub network: Network,
 }
@@ -91,16 +99,6 @@ pub enum Network {
 }
 
 impl Network {
-    /// The mode by its name (`isolated`, `none`, `host`).
-    pub fn parse(name: &str) -> Result<Network, String> {
-        match name {
-            "isolated" => Ok(Network::Isolated),
-            "none" => Ok(Network::None),
-            "host" => Ok(Network::Host),
-            other => Err(format!("unknown step network `{other}`: expected isolated, none or host")),
-        }
-    }
-
     /// Its name.
     pub fn name(self) -> &'static str {
         match self {
@@ -158,7 +156,7 @@ impl Sandbox {
             }
             read_paths.push(real);
         }
-        Sandbox { launcher, read_paths, user, namespaces: true, network: Network::Host }
+        Sandbox { launcher, read_paths, user, network: Network::Host }
     }
 
     /// The launcher command line for a step:
@@ -186,12 +184,10 @@ impl Sandbox {
         program: &str,
         args: &[String],
     ) -> (PathBuf, Vec<OsString>) {
-        let mut out: Vec<OsString> = vec![LAUNCHER_ARG.into()];
-        if self.namespaces {
-            // The step dies with the process that starts it (this one: the engine or an agent).
-            out.extend(["--ns".into(), "--parent".into(), std::process::id().to_string().into()]);
-        }
-        if let (Some(r), true) = (root, self.namespaces) {
+        // Every step in its own namespaces, dying with the process that starts it (the engine or an agent).
+        let mut out: Vec<OsString> =
+            vec![LAUNCHER_ARG.into(), "--ns".into(), "--parent".into(), std::process::id().to_string().into()];
+        if let Some(r) = root {
             out.extend(["--root".into(), r.as_os_str().to_owned()]);
         }
         if let Some(n) = net {
@@ -580,6 +576,14 @@ fn outer(a: &LaunchArgs, args: &[OsString]) -> Result<std::convert::Infallible, 
     }
 }
 
+/// Mount a `/proc` of this process's PID namespace at `at`.
+fn mount_proc(at: &Path) -> Result<(), String> {
+    use nix::mount::{MsFlags, mount};
+    let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC;
+    mount(Some("proc"), at, Some("proc"), flags, None::<&str>)
+        .map_err(|e| format!("cannot mount the step's /proc at {}: {e}", at.display()))
+}
+
 /// Top-level names that are links on merged-`/usr` systems (`/bin` → `usr/bin`); the step's root gets the
 /// same links.
 const ROOT_LINKS: &[&str] = &["/bin", "/sbin", "/lib", "/lib32", "/lib64", "/libx32"];
@@ -596,12 +600,15 @@ fn own_root(a: &LaunchArgs, root: &Path) -> Result<(), String> {
     mount(Some("tmpfs"), root, Some("tmpfs"), MsFlags::MS_NOSUID | MsFlags::MS_NODEV, Some("mode=0755,size=1m"))
         .map_err(|e| fail("mount the step's root at", root, &e))?;
     let inside = |p: &Path| root.join(p.strip_prefix("/").unwrap_or(p));
+    // `/etc/resolv.conf` may be a link out of `/etc` (into `/run/systemd/resolve/`, say): its file too.
+    let resolv = std::fs::canonicalize("/etc/resolv.conf").ok().filter(|r| r != Path::new("/etc/resolv.conf"));
     // Parents before children, so a path inside another is bound on top of it.
     let mut paths: Vec<(&Path, bool)> =
         a.ro.iter()
             .map(|p| (p.as_path(), false))
             .chain(DEVICES.iter().map(|d| (Path::new(d), true)))
             .chain(a.rw.iter().map(|p| (p.as_path(), true)))
+            .chain(resolv.iter().map(|r| (r.as_path(), false)))
             .filter(|(p, _)| p.is_absolute() && !p.starts_with("/proc") && p.exists())
             .collect();
     paths.sort_by_key(|(p, _)| p.components().count());
@@ -625,21 +632,6 @@ fn own_root(a: &LaunchArgs, root: &Path) -> Result<(), String> {
                 .map_err(|e| fail("make read-only", path, &e))?;
         }
     }
-    // `/etc/resolv.conf` may be a link out of `/etc` (into `/run/systemd/resolve/`, say): its file, read-only.
-    if let Ok(real) = std::fs::canonicalize("/etc/resolv.conf")
-        && real != Path::new("/etc/resolv.conf")
-        && !inside(&real).exists()
-    {
-        let target = inside(&real);
-        if let Some(parent) = target.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| fail("create", parent, &e))?;
-        }
-        std::fs::File::create(&target).map_err(|e| fail("create", &target, &e))?;
-        mount(Some(&real), &target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
-            .map_err(|e| fail("bind", &real, &e))?;
-        let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY | MsFlags::MS_NOSUID;
-        mount(None::<&str>, &target, None::<&str>, ro, None::<&str>).map_err(|e| fail("make read-only", &real, &e))?;
-    }
     for link in ROOT_LINKS {
         let target = inside(Path::new(link));
         if let Ok(to) = std::fs::read_link(link)
@@ -660,14 +652,7 @@ fn own_root(a: &LaunchArgs, root: &Path) -> Result<(), String> {
     }
     let proc_dir = inside(Path::new("/proc"));
     std::fs::create_dir_all(&proc_dir).map_err(|e| fail("create", &proc_dir, &e))?;
-    mount(
-        Some("proc"),
-        &proc_dir,
-        Some("proc"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-        None::<&str>,
-    )
-    .map_err(|e| fail("mount the step's /proc at", &proc_dir, &e))?;
+    mount_proc(&proc_dir)?;
     let old = root.join(".old-root");
     std::fs::create_dir_all(&old).map_err(|e| fail("create", &old, &e))?;
     nix::unistd::pivot_root(root, &old).map_err(|e| fail("move into the step's root", root, &e))?;
@@ -692,14 +677,7 @@ fn init(a: &LaunchArgs) -> Result<std::convert::Infallible, String> {
         .map_err(|e| format!("cannot make the step's mounts private: {e}"))?;
     match &a.root {
         Some(root) => own_root(a, root)?,
-        None => mount(
-            Some("proc"),
-            "/proc",
-            Some("proc"),
-            MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-            None::<&str>,
-        )
-        .map_err(|e| format!("cannot mount the step's /proc: {e}"))?,
+        None => mount_proc(Path::new("/proc"))?,
     }
     nix::unistd::sethostname("pipewright-step").map_err(|e| format!("cannot set the step's host name: {e}"))?;
     confine(a)?;
@@ -923,7 +901,6 @@ mod tests {
             launcher: "/bin/pw".into(),
             read_paths: vec!["/usr".into()],
             user: Some(StepUser { name: "nobody".into(), uid: 65534, gid: 65534 }),
-            namespaces: true,
             network: Network::Host,
         };
         let (prog, args) = sb.command(&[Path::new("/w")], &[], "sh", &["script.sh".into()]);

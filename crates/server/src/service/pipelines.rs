@@ -275,16 +275,10 @@ async fn entity_body(
         return Err(launch::LaunchError::invalid(&doc).into());
     }
     if let (Some(Entity::Template(t)), EntityKind::Templates) = (&doc.entity, kind) {
-        let field = |k: &str| {
-            doc.body()
-                .and_then(|b| b.get(k))
-                .and_then(spec::Node::as_scalar)
-                .map(|v| spec::Str { value: v.to_string(), span: spec::Span::default() })
-        };
+        let field = |k: &str| doc.body().and_then(|b| b.get(k)).and_then(spec::Node::as_scalar);
         // A template's scope is where it is stored: its file must declare that scope, so that a project's
         // editor cannot publish a template at the account or an organization by leaving identifiers out.
-        let (org, project) = (field("orgIdentifier"), field("projectIdentifier"));
-        let declared = (org.as_ref().map(|s| s.value.as_str()), project.as_ref().map(|s| s.value.as_str()));
+        let declared = (field("orgIdentifier"), field("projectIdentifier"));
         let wanted = (
             (!scope.org.is_empty()).then_some(scope.org.as_str()),
             (!scope.project.is_empty()).then_some(scope.project.as_str()),
