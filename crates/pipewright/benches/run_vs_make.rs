@@ -101,7 +101,7 @@ fn main() {
         (p.as_secs_f64() - m.as_secs_f64()) * 1e3 / steps
     );
     println!(
-        "isolation:       {:>8.1} ms without (--step-isolation none); Landlock costs {:.2} ms per step spawn ({:.2}x)",
+        "isolation:       {:>8.1} ms without (--step-isolation none); confinement (namespaces, own root, Landlock) costs {:.2} ms per step spawn ({:.2}x)",
         bare.as_secs_f64() * 1e3,
         (p.as_secs_f64() - bare.as_secs_f64()) * 1e3 / steps,
         p.as_secs_f64() / bare.as_secs_f64()
