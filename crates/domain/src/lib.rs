@@ -534,6 +534,24 @@ pub struct NewTask {
     pub selectors: Vec<String>,
     /// The task as the server sealed it.
     pub payload: String,
+    /// The organization of the execution's project: only an agent registered at the account, this
+    /// organization or the project takes it.
+    #[serde(default)]
+    pub org: String,
+    /// The execution's project.
+    #[serde(default)]
+    pub project: String,
+}
+
+/// Who may act on a claimed task: the agent that claimed it, with the lease token its claim was given
+/// (kept as its SHA-256 hash), so that neither another agent nor an earlier claim of the same agent can
+/// renew, write to or report the task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Holder<'a> {
+    /// The agent's name.
+    pub agent: &'a str,
+    /// The hash of the claim's lease token.
+    pub lease: &'a str,
 }
 
 /// Where a task is.
@@ -626,8 +644,14 @@ pub struct AgentRecord {
     pub state: String,
     /// When it last asked for work or renewed a lease (ms).
     pub last_seen: i64,
-    /// The principal it authenticates as (`service_account:ci-agents`).
+    /// Who registered it (`alice`, `sa:ci`); the agent itself authenticates with its own credential.
     pub principal: String,
+    /// The organization it was registered in ('' at the account): it takes tasks of that scope only.
+    #[serde(default)]
+    pub org: String,
+    /// The project it was registered in ('' at the account or an organization).
+    #[serde(default)]
+    pub project: String,
     /// Tasks it holds now.
     #[serde(default)]
     pub running: i64,

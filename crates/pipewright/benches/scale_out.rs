@@ -79,24 +79,10 @@ async fn batch(agents: usize) -> Outcome {
     let token = login["token"].as_str().unwrap().to_string();
     if agents > 0 {
         let base = &urls[0];
-        post(&http, &format!("{base}/api/v1/service-accounts"), Some(&token), json!({"identifier": "agents"})).await;
-        post(
-            &http,
-            &format!("{base}/api/v1/role-bindings"),
-            Some(&token),
-            json!({"principal": {"kind": "service_account", "id": "agents"}, "role": "_agent",
-                "resource_group": "_all_project_level_resources"}),
-        )
-        .await;
-        let t = post(
-            &http,
-            &format!("{base}/api/v1/tokens"),
-            Some(&token),
-            json!({"name": "bench", "service_account": "agents"}),
-        )
-        .await;
-        let agent_token = t["token"].as_str().unwrap().to_string();
         for i in 0..agents {
+            // Each agent registered, with its own credential.
+            let r = post(&http, &format!("{base}/api/v1/agents"), Some(&token), json!({"name": format!("bench-{i}")})).await;
+            let agent_token = r["credential"].as_str().unwrap().to_string();
             let child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
                 .args(["agent", "--server", &urls[i % urls.len()], "--name", &format!("bench-{i}")])
                 .args(["--concurrency", "4", "--step-isolation", "none", "--state-dir"])

@@ -180,7 +180,7 @@ enum Command {
     /// Run steps for a server (which runs with --no-local-executor): claim tasks over HTTP, run them here,
     /// send back their output and outcome.
     #[command(
-        after_help = "Example:\n  pipewright agent --server http://ci.example:8080 --token-file /etc/pipewright/agent.token --name builder-1 --tags linux,docker --concurrency 4\n\nThe token (in the file, or in PIPEWRIGHT_TOKEN) belongs to a service account bound to the `_agent` role at the account."
+        after_help = "Example:\n  pipewright agents register builder-1 --tags linux,docker > /etc/pipewright/agent.token\n  pipewright agent --server http://ci.example:8080 --token-file /etc/pipewright/agent.token --concurrency 4\n\nThe credential (in the file, or in PIPEWRIGHT_TOKEN) is the agent's own, printed once by `pipewright agents register` (or `pipewright agents credential NAME`); the agent's scope and tags are set there."
     )]
     Agent(commands::agent::AgentArgs),
     /// List, drain, revoke or re-activate agents on a server.

@@ -6,7 +6,7 @@
 //! take waits, saying so.
 
 mod common;
-use common::{Agent, Server, agent_token, pipeline, replica, scratch_database, stage, until};
+use common::{Agent, Server, pipeline, replica, scratch_database, stage, until};
 use reqwest::Method;
 use serde_json::{Value, json};
 use std::collections::BTreeSet;
@@ -32,10 +32,10 @@ async fn two_servers_and_three_agents_run_fifty_executions_each_step_once() {
     let dir = tempfile::tempdir().unwrap();
     let a = replica(&dir.path().join("a"), &db, "2", &["--no-local-executor"]).await;
     let b = replica(&dir.path().join("b"), &db, "2", &["--no-local-executor"]).await;
-    let (_, token) = agent_token(&a, "fleet").await;
-    let _agents: Vec<Agent> = (1..=3)
-        .map(|i| Agent::start(dir.path(), if i % 2 == 0 { &b.url } else { &a.url }, &token, &format!("agent-{i}"), ""))
-        .collect();
+    let mut _agents: Vec<Agent> = Vec::new();
+    for i in 1..=3 {
+        _agents.push(Agent::register(&a, dir.path(), if i % 2 == 0 { &b.url } else { &a.url }, &format!("agent-{i}"), "").await);
+    }
     a.ok(Method::POST, &format!("{P}/pipelines"), Some(common::fan_pipeline())).await;
     let mut ids = Vec::new();
     for i in 0..50 {
@@ -122,10 +122,9 @@ async fn an_agent_killed_mid_step_loses_it_to_another_as_attempt_two() {
     let Some(db) = scratch_database().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
-    let (_, token) = agent_token(&s, "fleet").await;
     let mut agents = vec![
-        Agent::start(dir.path(), &s.url, &token, "left", ""),
-        Agent::start(dir.path(), &s.url, &token, "right", ""),
+        Agent::register(&s, dir.path(), &s.url, "left", "").await,
+        Agent::register(&s, dir.path(), &s.url, "right", "").await,
     ];
     let gate = common::gates(dir.path()).join("gate");
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
@@ -154,21 +153,19 @@ async fn an_agent_killed_mid_step_loses_it_to_another_as_attempt_two() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn an_agent_whose_token_is_revoked_stops_and_its_task_is_requeued() {
+async fn an_agent_whose_credential_is_replaced_stops_and_its_task_is_requeued() {
     let Some(db) = scratch_database().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
-    let (doomed_id, doomed) = agent_token(&s, "doomed").await;
-    let (_, kept) = agent_token(&s, "kept").await;
-    let mut first = Agent::start(dir.path(), &s.url, &doomed, "first", "");
+    let mut first = Agent::register(&s, dir.path(), &s.url, "first", "").await;
     let gate = common::gates(dir.path()).join("gate");
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
     let id = e["id"].as_str().unwrap().to_string();
     assert_eq!(running_on(&s, &id, 1).await, "first");
-    let _second = Agent::start(dir.path(), &s.url, &kept, "second", "");
-    let (st, _) = s.req(Some(&s.token), Method::DELETE, &format!("/api/v1/tokens/{doomed_id}"), None).await;
-    assert_eq!(st, 204);
+    let _second = Agent::register(&s, dir.path(), &s.url, "second", "").await;
+    let new = s.ok(Method::POST, "/api/v1/agents/first/credential", None).await;
+    assert!(new["credential"].as_str().unwrap().starts_with("pwa_"), "{new}");
     // The agent is refused at its next call and stops.
     let status = tokio::task::spawn_blocking(move || {
         let st = first.child.wait().unwrap();
@@ -190,8 +187,7 @@ async fn an_agent_stopped_past_its_lease_has_its_late_report_refused() {
     let Some(db) = scratch_database().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
-    let (_, token) = agent_token(&s, "fleet").await;
-    let frozen = Agent::start(dir.path(), &s.url, &token, "frozen", "");
+    let frozen = Agent::register(&s, dir.path(), &s.url, "frozen", "").await;
     let gate = common::gates(dir.path()).join("gate");
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, ""))).await;
     let e = s.ok(Method::POST, &format!("{P}/pipelines/hold/execute"), Some(json!({}))).await;
@@ -199,7 +195,7 @@ async fn an_agent_stopped_past_its_lease_has_its_late_report_refused() {
     assert_eq!(running_on(&s, &id, 1).await, "frozen");
     // A partition: the agent stops (its step goes on) past its lease; another agent takes the step over.
     frozen.signal(nix::sys::signal::Signal::SIGSTOP);
-    let _thawed = Agent::start(dir.path(), &s.url, &token, "thawed", "");
+    let _thawed = Agent::register(&s, dir.path(), &s.url, "thawed", "").await;
     assert_eq!(running_on(&s, &id, 2).await, "thawed");
     // Both attempts' processes finish; the frozen agent comes back and reports late.
     std::fs::write(&gate, "").unwrap();
@@ -222,14 +218,13 @@ async fn delegate_selectors_route_steps_to_agents_with_those_tags() {
     let Some(db) = scratch_database().await else { return };
     let dir = tempfile::tempdir().unwrap();
     let s = replica(&dir.path().join("s"), &db, "1", &["--no-local-executor"]).await;
-    let (_, token) = agent_token(&s, "fleet").await;
-    let _plain = Agent::start(dir.path(), &s.url, &token, "plain", "linux");
+    let _plain = Agent::register(&s, dir.path(), &s.url, "plain", "linux").await;
     let gate = common::gates(dir.path()).join("gate");
     std::fs::write(&gate, "").unwrap();
     s.ok(Method::POST, &format!("{P}/pipelines"), Some(hold(&gate, "          - gpu\n          - linux\n"))).await;
     // The plan says so before anything runs.
     until("the agent to connect", Duration::from_secs(30), || async {
-        !s.ok(Method::GET, "/api/v1/agents", None).await["items"].as_array().unwrap().is_empty()
+        s.ok(Method::GET, "/api/v1/agents", None).await["items"][0]["last_seen"].as_i64().unwrap_or(0) > 0
     })
     .await;
     let plan = s.ok(Method::POST, &format!("{P}/pipelines/hold/plan"), Some(json!({}))).await;
@@ -244,7 +239,7 @@ async fn delegate_selectors_route_steps_to_agents_with_those_tags() {
     })
     .await;
     assert_eq!(attempts(&s, &id, "b.s").await[0]["status"], "Running");
-    let _gpu = Agent::start(dir.path(), &s.url, &token, "gpu-box", "linux,gpu,cuda");
+    let _gpu = Agent::register(&s, dir.path(), &s.url, "gpu-box", "linux,gpu,cuda").await;
     let done = s.wait_end(&s.token, &id).await;
     assert_eq!(done["execution"]["status"], "Success", "{done}");
     let text = log_text(&s, &id).await;

@@ -265,7 +265,7 @@ async fn a_step_cannot_connect_to_the_hosts_unix_sockets() {
 async fn a_step_sees_only_its_own_processes_and_dies_with_its_agent() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("st"), &["--no-local-executor"]).await;
-    let (_, token) = common::agent_token(&s, "a1").await;
+    let token = common::agent_credential(&s, "a1", "").await;
     let mut agent = common::Agent::start(dir.path(), &s.url, &token, "a1", "");
     // A step that lists every process it can see and reads their command lines, looking for tokens.
     let spy = "for p in /proc/[0-9]*; do printf 'PROC %s %s\\n' \"${p#/proc/}\" \"$(tr '\\0' ' ' < $p/cmdline)\"; done; echo \"HOST $(cat /proc/sys/kernel/hostname)\"; echo \"SHM $(wc -l < /proc/sysvipc/shm)\"";

@@ -374,8 +374,7 @@ async fn a_database_restart_under_an_agent_loses_nothing() {
     let db = Scratch::create(&pg.admin_url()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     let s = common::replica(&dir.path().join("a"), &db, "5", &["--no-local-executor"]).await;
-    let (_, token) = common::agent_token(&s, "fleet").await;
-    let agent = common::Agent::start(dir.path(), &s.url, &token, "steady", "");
+    let agent = common::Agent::register(&s, dir.path(), &s.url, "steady", "").await;
     let go = common::gates(dir.path()).join("go");
     let script = format!(
         "'echo before; while [ ! -f {} ]; do sleep 0.05; done; for i in 1 2 3; do echo after-$i; sleep 0.2; done'",

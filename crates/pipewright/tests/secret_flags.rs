@@ -5,7 +5,7 @@
 //! shows only the file form.
 
 mod common;
-use common::{Agent, Server, agent_token, pw, until};
+use common::{Agent, Server, agent_credential, pw, until};
 use reqwest::Method;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -16,10 +16,10 @@ const TOKEN_WARNING: &str = "warning: --token on the command line can be read by
 const URL_WARNING: &str = "warning: --database-url on the command line can be read by every process on this \
                            machine; use --database-url-file FILE or PIPEWRIGHT_DATABASE_URL";
 
-/// Whether the server lists agent `name` (it has claimed with its token, so the token was accepted).
+/// Whether the server has seen agent `name` (it has claimed with its credential, so it was accepted).
 async fn listed(s: &Server, name: &str) -> bool {
     let v = s.ok(Method::GET, "/api/v1/agents", None).await;
-    v["items"].as_array().is_some_and(|a| a.iter().any(|i| i["name"] == name))
+    v["items"].as_array().is_some_and(|a| a.iter().any(|i| i["name"] == name && i["last_seen"].as_i64() > Some(0)))
 }
 
 /// The command line of a running process, its arguments joined by spaces.
@@ -37,7 +37,7 @@ fn cli(state: &Path, args: &[&str], envs: &[(&str, &str)]) -> (Option<i32>, Stri
 async fn a_token_from_a_file_works_and_stays_off_the_command_line() {
     let dir = tempfile::tempdir().unwrap();
     let s = Server::start(&dir.path().join("st"), &["--no-local-executor"]).await;
-    let (_, token) = agent_token(&s, "a1").await;
+    let token = agent_credential(&s, "quiet", "").await;
 
     // The agent, its token in a file: it connects and runs a step; its command line names the file only.
     let agent = Agent::start(dir.path(), &s.url, &token, "quiet", "");
@@ -52,6 +52,7 @@ async fn a_token_from_a_file_works_and_stays_off_the_command_line() {
     assert!(!agent.said().contains("warning:"), "{}", agent.said());
 
     // The agent, its token as an argument: it still connects, and said so once, at start.
+    let token = agent_credential(&s, "loud", "").await;
     let stderr = dir.path().join("loud.stderr");
     let mut loud = Command::new(env!("CARGO_BIN_EXE_pipewright"))
         .args(["agent", "--server", &s.url, "--token", &token, "--name", "loud", "--state-dir"])

@@ -598,43 +598,52 @@ async fn every_route_checks_permissions_as_the_table_says() {
             [401, 403, 403, 403, 201],
         ),
         ("delete", "/api/v1/users/{user}", "/api/v1/users/doomed_user".into(), None, [401, 403, 403, 403, 204]),
-        // Agents: connecting needs `agent:connect` (the `_agent` role); a task the caller does not hold is a
-        // 409 for whoever may connect.
+        // Agents: the agent protocol takes an agent's own credential only, so every token here is refused
+        // (`boundary.rs` attacks it with credentials); registering and managing agents needs `agent:manage`
+        // in the agent's scope, listing shows the agents the caller may view.
         (
             "post",
             "/api/v1/agent/claim",
             "/api/v1/agent/claim".into(),
             Some(json!({"name": "rbac-agent"})),
-            [401, 403, 403, 403, 200],
+            [401, 401, 401, 401, 401],
         ),
         (
             "post",
             "/api/v1/agent/tasks/{id}/heartbeat",
             "/api/v1/agent/tasks/none/heartbeat".into(),
-            Some(json!({"name": "rbac-agent"})),
-            [401, 403, 403, 403, 409],
+            Some(json!({"lease": "pwl_x"})),
+            [401, 401, 401, 401, 401],
         ),
         (
             "post",
             "/api/v1/agent/tasks/{id}/output",
             "/api/v1/agent/tasks/none/output".into(),
-            Some(json!({"name": "rbac-agent", "lines": [["stdout", "x"]]})),
-            [401, 403, 403, 403, 409],
+            Some(json!({"lease": "pwl_x", "lines": [["stdout", "x"]]})),
+            [401, 401, 401, 401, 401],
         ),
         (
             "post",
             "/api/v1/agent/tasks/{id}/report",
             "/api/v1/agent/tasks/none/report".into(),
-            Some(json!({"name": "rbac-agent", "report": {"end": {"end": "exited", "detail": 0}, "outputs": {},
+            Some(json!({"lease": "pwl_x", "report": {"end": {"end": "exited", "detail": 0}, "outputs": {},
                 "response": null, "started_at": 0, "ended_at": 0}})),
-            [401, 403, 403, 403, 409],
+            [401, 401, 401, 401, 401],
         ),
-        ("get", "/api/v1/agents", "/api/v1/agents".into(), None, [401, 403, 403, 403, 200]),
+        ("post", "/api/v1/agents", "/api/v1/agents".into(), Some(json!({"name": "rbac-agent"})), [401, 403, 403, 403, 201]),
+        ("get", "/api/v1/agents", "/api/v1/agents".into(), None, [401, 200, 200, 200, 200]),
         (
             "post",
             "/api/v1/agents/{name}/state",
             "/api/v1/agents/rbac-agent/state".into(),
             Some(json!({"state": "draining"})),
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "post",
+            "/api/v1/agents/{name}/credential",
+            "/api/v1/agents/rbac-agent/credential".into(),
+            None,
             [401, 403, 403, 403, 200],
         ),
     ];

@@ -43,10 +43,29 @@ impl Principal {
 
 /// A new token secret: `pw_` and 64 hex characters (256 random bits).
 pub fn new_secret() -> String {
+    new_secret_with("pw_")
+}
+
+/// A new secret with another prefix (`pwa_` an agent's credential, `pwl_` a claim's lease token).
+pub fn new_secret_with(prefix: &str) -> String {
     let mut bytes = [0u8; 32];
     rand::rng().fill_bytes(&mut bytes);
-    format!("pw_{}", hex(&bytes))
+    format!("{prefix}{}", hex(&bytes))
 }
+
+/// A registered agent calling the agent protocol with its own credential.
+#[derive(Debug, Clone)]
+pub struct AgentCaller {
+    /// The agent, as stored when the call came in.
+    pub agent: store::AgentRecord,
+    /// The client address.
+    pub address: String,
+}
+
+/// What the agent protocol says to a caller without an agent credential.
+const AGENT_CREDENTIAL: &str = "the agent protocol takes only an agent's own credential (`pwa_…`): an \
+     administrator registers the agent (`pipewright agents register NAME --tags … [--org … --project …]`) and \
+     gives it the credential printed; user and service-account tokens no longer connect agents";
 
 fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
@@ -160,7 +179,19 @@ pub async fn authenticate(State(app): State<Arc<App>>, mut req: Request, next: N
             "no credentials: send `Authorization: Bearer <token>` (POST /api/v1/auth/login gives one)".into(),
         ));
     };
-    let principal = app.principal(secret.trim(), address).await?;
+    let secret = secret.trim();
+    // The agent protocol is spoken by registered agents only, and their credentials open nothing else.
+    if path.starts_with("/api/v1/agent/") {
+        let agent = app.agent_caller(secret, address).await?;
+        req.extensions_mut().insert(agent);
+        return Ok(next.run(req).await);
+    }
+    if secret.starts_with("pwa_") {
+        return Err(ApiError::Unauthorized(
+            "an agent's credential is for the agent protocol (/api/v1/agent/…) only".into(),
+        ));
+    }
+    let principal = app.principal(secret, address).await?;
     req.extensions_mut().insert(principal);
     Ok(next.run(req).await)
 }
@@ -171,6 +202,25 @@ pub fn client_address(req: &Request) -> String {
 }
 
 impl App {
+    /// The registered agent whose credential this is (401 for anything else, 403 once it was revoked).
+    pub async fn agent_caller(&self, secret: &str, address: String) -> ApiResult<AgentCaller> {
+        if !secret.starts_with("pwa_") {
+            return Err(ApiError::Unauthorized(AGENT_CREDENTIAL.into()));
+        }
+        let agent = self
+            .store
+            .agent_by_secret(&hash_secret(secret))
+            .await?
+            .ok_or_else(|| ApiError::Unauthorized(format!("the credential is not valid; {AGENT_CREDENTIAL}")))?;
+        if agent.state == "revoked" {
+            return Err(ApiError::Forbidden {
+                permission: "agent:manage".into(),
+                message: format!("agent `{}` was revoked; an administrator may allow it again", agent.name),
+            });
+        }
+        Ok(AgentCaller { agent, address })
+    }
+
     /// The principal a token secret stands for (401 when it is unknown, revoked or expired).
     pub async fn principal(&self, secret: &str, address: String) -> ApiResult<Principal> {
         let token = self.token(&hash_secret(secret)).await?;

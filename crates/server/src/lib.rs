@@ -115,9 +115,9 @@ pub struct App {
     pub tokens: auth::TokenCache,
     /// The keys that seal secret values (and tasks queued for agents) at rest.
     pub keys: Arc<crypto::Keyring>,
-    /// When this server last recorded each agent as seen, and what it recorded (an agent's name belongs to
-    /// its principal for good, so the record also answers whose it is).
-    pub agents_seen: std::sync::Mutex<std::collections::HashMap<String, (Instant, store::AgentRecord)>>,
+    /// When this server last recorded each agent as seen (a busy agent's record is not rewritten on every
+    /// claim).
+    pub agents_seen: std::sync::Mutex<std::collections::HashMap<String, Instant>>,
     /// Live-log streams open, per principal and in total.
     pub streams: Arc<listen::Slots<String>>,
     /// Plans in progress per principal.

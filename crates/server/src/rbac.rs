@@ -44,7 +44,6 @@ pub const PERMISSIONS: &[&str] = &[
     "audit:view",
     "agent:view",
     "agent:manage",
-    "agent:connect",
 ];
 
 /// A scope: the account (`org` and `project` empty), an organization, or a project.
@@ -125,7 +124,9 @@ fn make_builtin_roles() -> Vec<Role> {
             "Project Admin",
             all()
                 .into_iter()
-                .filter(|p| !p.starts_with("org:") && !p.starts_with("agent:") && p != "audit:view")
+                // A project admin registers and manages the project's own agents (as Harness's project-level
+                // delegates); its bindings never reach the account's or an organization's agents.
+                .filter(|p| !p.starts_with("org:") && p != "audit:view")
                 .chain(["org:view".into()])
                 .collect(),
         ),
@@ -157,9 +158,6 @@ fn make_builtin_roles() -> Vec<Role> {
             .map(String::from)
             .to_vec(),
         ),
-        // What a `pipewright agent` needs: to claim and run tasks (bind it to a service account at the
-        // account).
-        role("_agent", "Agent", vec!["agent:connect".into()]),
     ]
 }
 

@@ -194,26 +194,28 @@ pub trait Directory: Send + Sync {
 pub trait Tasks: Send + Sync {
     /// Queue a task (again with the same id: nothing happens).
     async fn enqueue_task(&self, t: &NewTask) -> Result<()>;
-    /// Give the oldest queued task `agent` may take to it until `until`: its tags hold every selector, and
-    /// the task's stage is not held by another agent seen after `alive_after` (a stage's steps share one
-    /// workspace). None when there is none.
+    /// Give the oldest queued task `agent` may take to it until `until`, under the lease token whose hash is
+    /// `lease`: the agent is active, the task is in the agent's scope (its organization and project, where
+    /// the agent has them), `tags` hold every selector, and the task's stage is not held by another agent
+    /// seen after `alive_after` (a stage's steps share one workspace). None when there is none.
     async fn claim_task(
         &self,
-        agent: &str,
+        agent: &AgentRecord,
         tags: &[String],
+        lease: &str,
         now: i64,
         until: i64,
         alive_after: i64,
     ) -> Result<Option<TaskRecord>>;
-    /// Renew `agent`'s lease on a task (the first renewal confirms the agent starts it; the agent counts as
-    /// seen): None when it no longer holds it, else whether it is asked to stop.
-    async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>>;
-    /// Append output the agent sent for a task it holds; false when it no longer holds it.
-    async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool>;
+    /// Renew the holder's lease on a task (the first renewal confirms the agent starts it; the agent counts
+    /// as seen): None when it no longer holds it, else whether it is asked to stop.
+    async fn renew_task(&self, id: &str, holder: Holder<'_>, until: i64) -> Result<Option<bool>>;
+    /// Append output the holder sent for its task; false when it no longer holds it.
+    async fn append_task_output(&self, id: &str, holder: Holder<'_>, data: &str) -> Result<bool>;
     /// A task's output chunks with a cursor above `after`, in order, at most `limit`.
     async fn task_output_after(&self, id: &str, after: i64, limit: i64) -> Result<Vec<(i64, String)>>;
-    /// Record how a task `agent` holds ended; false (and nothing recorded) when it no longer holds it.
-    async fn finish_task(&self, id: &str, agent: &str, report: &str, now: i64) -> Result<bool>;
+    /// Record how the holder's task ended; false (and nothing recorded) when it no longer holds it.
+    async fn finish_task(&self, id: &str, holder: Holder<'_>, report: &str, now: i64) -> Result<bool>;
     /// One task.
     async fn task(&self, id: &str) -> Result<Option<TaskRecord>>;
     /// Stop a task: a queued one ends cancelled, a claimed one is asked to stop (its agent reports).
@@ -221,17 +223,16 @@ pub trait Tasks: Send + Sync {
     /// Tasks whose agent's lease ran out before `now` (or whose agent was revoked): those it had started become
     /// lost, those it never confirmed go back to the queue (they never ran). Returns them, as they are now.
     async fn expire_tasks(&self, now: i64) -> Result<Vec<TaskRecord>>;
-    /// Record that an agent asked for work: created on first sight; its tags, version and last heartbeat
-    /// updated when `principal` is the one it belongs to (its state kept). Returns it as stored — with
-    /// another principal when the name is taken — without its running tasks counted.
-    async fn agent_seen(
-        &self,
-        name: &str,
-        tags: &[String],
-        version: &str,
-        principal: &str,
-        now: i64,
-    ) -> Result<AgentRecord>;
+    /// Register an agent (state `active`, never seen) with the hash of its credential; false when the name
+    /// is taken.
+    async fn register_agent(&self, a: &AgentRecord, secret: &str) -> Result<bool>;
+    /// Give an agent a new credential (its hash), which replaces the old one; false when there is no such
+    /// agent.
+    async fn set_agent_secret(&self, name: &str, secret: &str) -> Result<bool>;
+    /// The agent whose credential has this hash, if any (without its running tasks counted).
+    async fn agent_by_secret(&self, secret: &str) -> Result<Option<AgentRecord>>;
+    /// Record that an agent asked for work: its version and last heartbeat.
+    async fn agent_seen(&self, name: &str, version: &str, now: i64) -> Result<()>;
     /// The agents, by name, with the tasks each holds.
     async fn agents(&self) -> Result<Vec<AgentRecord>>;
     /// Set an agent's state (`active`, `draining`, `revoked`); false when there is no such agent.

@@ -932,8 +932,8 @@ impl Tasks for PgStore {
         let held: Option<(String, String)> = again!(
             sqlx::query_as(
                 "WITH ins AS (INSERT INTO tasks (id, execution_id, stage_key, selectors, selectors_arr, payload,
-                               state, created_at)
-                             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7) ON CONFLICT (id) DO NOTHING
+                               state, created_at, org, project)
+                             VALUES ($1, $2, $3, $4, $5, $6, 'queued', $7, $8, $9) ON CONFLICT (id) DO NOTHING
                              RETURNING stage_key),
                  held AS (SELECT COALESCE((SELECT agent FROM stage_agents WHERE stage_key = $3), '') AS agent)
                  SELECT held.agent, pg_notify('pipewright_tasks', 'q:' || held.agent)::text FROM ins, held",
@@ -945,6 +945,8 @@ impl Tasks for PgStore {
             .bind(&t.selectors)
             .bind(&t.payload)
             .bind(now_ms())
+            .bind(&t.org)
+            .bind(&t.project)
             .fetch_optional(&self.pool)
         )?;
         if let Some((agent, _)) = held {
@@ -954,8 +956,9 @@ impl Tasks for PgStore {
     }
     async fn claim_task(
         &self,
-        agent: &str,
+        agent: &AgentRecord,
         tags: &[String],
+        lease: &str,
         now: i64,
         until: i64,
         alive_after: i64,
@@ -969,11 +972,14 @@ impl Tasks for PgStore {
                 sqlx::query(
                     "WITH pick AS (SELECT t.id FROM tasks t
                        WHERE t.state = 'queued' AND t.selectors_arr <@ $2::text[]
+                         AND EXISTS (SELECT 1 FROM agents WHERE name = $1 AND state = 'active')
+                         AND ($6 = '' OR t.org = $6) AND ($7 = '' OR t.project = $7)
                          AND NOT EXISTS (SELECT 1 FROM stage_agents sa JOIN agents a ON a.name = sa.agent
                            WHERE sa.stage_key = t.stage_key AND sa.agent <> $1 AND a.state <> 'revoked'
                              AND a.last_seen > $5)
                        ORDER BY t.created_at LIMIT 1 FOR UPDATE SKIP LOCKED),
-                     up AS (UPDATE tasks SET state = 'claimed', agent = $1, lease_until = $4, claimed_at = $3
+                     up AS (UPDATE tasks SET state = 'claimed', agent = $1, lease_until = $4, claimed_at = $3,
+                         lease_hash = $8
                        FROM pick WHERE tasks.id = pick.id RETURNING tasks.*),
                      sa AS (INSERT INTO stage_agents (stage_key, agent) SELECT stage_key, $1 FROM up
                        ON CONFLICT (stage_key) DO UPDATE SET agent = excluded.agent
@@ -982,11 +988,14 @@ impl Tasks for PgStore {
                        RETURNING agent)
                      SELECT up.*, (SELECT count(*) FROM sa) AS held FROM up",
                 )
-                .bind(agent)
+                .bind(&agent.name)
                 .bind(tags)
                 .bind(now)
                 .bind(until)
                 .bind(alive_after)
+                .bind(&agent.org)
+                .bind(&agent.project)
+                .bind(lease)
                 .fetch_optional(&self.pool)
             )?;
             let Some(row) = row else { return Ok(None) };
@@ -997,40 +1006,44 @@ impl Tasks for PgStore {
             }
             again!(
                 sqlx::query(
-                    "UPDATE tasks SET state = 'queued', agent = NULL, lease_until = NULL, claimed_at = NULL
+                    "UPDATE tasks SET state = 'queued', agent = NULL, lease_until = NULL, claimed_at = NULL,
+                       lease_hash = ''
                      WHERE id = $1 AND agent = $2 AND state = 'claimed'",
                 )
                 .bind(&t.id)
-                .bind(agent)
+                .bind(&agent.name)
                 .execute(&self.pool)
             )?;
         }
         Ok(None)
     }
-    async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
+    async fn renew_task(&self, id: &str, holder: Holder<'_>, until: i64) -> Result<Option<bool>> {
         let cancel: Option<i64> = again!(
             sqlx::query_scalar(
                 "WITH seen AS (UPDATE agents SET last_seen = $4 WHERE name = $3)
-                 UPDATE tasks SET lease_until = $1, acked = 1 WHERE id = $2 AND agent = $3 AND state = 'claimed'
+                 UPDATE tasks SET lease_until = $1, acked = 1
+                 WHERE id = $2 AND agent = $3 AND lease_hash = $5 AND state = 'claimed'
                  RETURNING cancel",
             )
             .bind(until)
             .bind(id)
-            .bind(agent)
+            .bind(holder.agent)
             .bind(now_ms())
+            .bind(holder.lease)
             .fetch_optional(&self.pool)
         )?;
         Ok(cancel.map(|c| c != 0))
     }
-    async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool> {
+    async fn append_task_output(&self, id: &str, holder: Holder<'_>, data: &str) -> Result<bool> {
         let done = again!(
             sqlx::query(
                 "INSERT INTO task_output (task_id, data) SELECT $1, $3 FROM tasks
-                 WHERE id = $1 AND agent = $2 AND state = 'claimed'",
+                 WHERE id = $1 AND agent = $2 AND lease_hash = $4 AND state = 'claimed'",
             )
             .bind(id)
-            .bind(agent)
+            .bind(holder.agent)
             .bind(data)
+            .bind(holder.lease)
             .execute(&self.pool)
         )?;
         Ok(done.rows_affected() == 1)
@@ -1044,17 +1057,18 @@ impl Tasks for PgStore {
                 .fetch_all(&self.pool)
         )?)
     }
-    async fn finish_task(&self, id: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
+    async fn finish_task(&self, id: &str, holder: Holder<'_>, report: &str, now: i64) -> Result<bool> {
         let done: Option<String> = again!(
             sqlx::query_scalar(
                 "WITH up AS (UPDATE tasks SET state = 'done', report = $1, ended_at = $2, payload = ''
-                             WHERE id = $3 AND agent = $4 AND state = 'claimed' RETURNING id)
+                             WHERE id = $3 AND agent = $4 AND lease_hash = $5 AND state = 'claimed' RETURNING id)
                  SELECT pg_notify('pipewright_tasks', 'e:' || id)::text FROM up",
             )
             .bind(report)
             .bind(now)
             .bind(id)
-            .bind(agent)
+            .bind(holder.agent)
+            .bind(holder.lease)
             .fetch_optional(&self.pool)
         )?;
         self.signals.ended(id);
@@ -1104,32 +1118,47 @@ impl Tasks for PgStore {
         self.signals.expired(&expired);
         Ok(expired)
     }
-    async fn agent_seen(
-        &self,
-        name: &str,
-        tags: &[String],
-        version: &str,
-        principal: &str,
-        now: i64,
-    ) -> Result<AgentRecord> {
-        let tags = text_of(&tags, "[]");
-        let row = again!(
+    async fn register_agent(&self, a: &AgentRecord, secret: &str) -> Result<bool> {
+        let tags = text_of(&a.tags, "[]");
+        let done = again!(
             sqlx::query(
-                "WITH up AS (INSERT INTO agents (name, tags, version, state, last_seen, principal)
-                             VALUES ($1, $2, $3, 'active', $4, $5)
-                             ON CONFLICT (name) DO UPDATE SET tags = excluded.tags, version = excluded.version,
-                               last_seen = excluded.last_seen WHERE agents.principal = excluded.principal
-                             RETURNING *)
-                 SELECT * FROM up UNION ALL SELECT * FROM agents WHERE name = $1 AND NOT EXISTS (SELECT 1 FROM up)",
+                "INSERT INTO agents (name, tags, version, state, last_seen, principal, org, project, secret_hash)
+                 VALUES ($1, $2, '', 'active', 0, $3, $4, $5, $6) ON CONFLICT (name) DO NOTHING",
             )
-            .bind(name)
+            .bind(&a.name)
             .bind(&tags)
-            .bind(version)
-            .bind(now)
-            .bind(principal)
-            .fetch_one(&self.pool)
+            .bind(&a.principal)
+            .bind(&a.org)
+            .bind(&a.project)
+            .bind(secret)
+            .execute(&self.pool)
         )?;
-        agent_row(&row)
+        Ok(done.rows_affected() == 1)
+    }
+    async fn set_agent_secret(&self, name: &str, secret: &str) -> Result<bool> {
+        let done = again!(
+            sqlx::query("UPDATE agents SET secret_hash = $1 WHERE name = $2").bind(secret).bind(name).execute(&self.pool)
+        )?;
+        Ok(done.rows_affected() == 1)
+    }
+    async fn agent_by_secret(&self, secret: &str) -> Result<Option<AgentRecord>> {
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        let row = again!(
+            sqlx::query("SELECT * FROM agents WHERE secret_hash = $1").bind(secret).fetch_optional(&self.pool)
+        )?;
+        row.as_ref().map(agent_row).transpose()
+    }
+    async fn agent_seen(&self, name: &str, version: &str, now: i64) -> Result<()> {
+        again!(
+            sqlx::query("UPDATE agents SET version = $1, last_seen = $2 WHERE name = $3")
+                .bind(version)
+                .bind(now)
+                .bind(name)
+                .execute(&self.pool)
+        )?;
+        Ok(())
     }
     async fn agents(&self) -> Result<Vec<AgentRecord>> {
         let rows = again!(sqlx::query(&format!("{AGENTS} ORDER BY a.name")).fetch_all(&self.pool))?;

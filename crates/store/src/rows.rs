@@ -221,6 +221,8 @@ pub(crate) fn agent_row(r: &impl Cols) -> Result<AgentRecord> {
         state: r.s("state"),
         last_seen: r.i("last_seen"),
         principal: r.s("principal"),
+        org: r.s("org"),
+        project: r.s("project"),
         running: r.maybe_i("running").unwrap_or(0),
     })
 }

@@ -918,8 +918,8 @@ const AGENTS: &str =
 impl Tasks for SqliteStore {
     async fn enqueue_task(&self, t: &NewTask) -> Result<()> {
         sqlx::query(
-            "INSERT INTO tasks (id, execution_id, stage_key, selectors, payload, state, created_at)
-             VALUES (?, ?, ?, ?, ?, 'queued', ?) ON CONFLICT (id) DO NOTHING",
+            "INSERT INTO tasks (id, execution_id, stage_key, selectors, payload, state, created_at, org, project)
+             VALUES (?, ?, ?, ?, ?, 'queued', ?, ?, ?) ON CONFLICT (id) DO NOTHING",
         )
         .bind(&t.id)
         .bind(&t.execution_id)
@@ -927,6 +927,8 @@ impl Tasks for SqliteStore {
         .bind(text_of(&t.selectors, "[]"))
         .bind(&t.payload)
         .bind(now_ms())
+        .bind(&t.org)
+        .bind(&t.project)
         .execute(&mut *self.writer.lock().await)
         .await?;
         let held: Option<String> = sqlx::query_scalar("SELECT agent FROM stage_agents WHERE stage_key = ?")
@@ -938,25 +940,31 @@ impl Tasks for SqliteStore {
     }
     async fn claim_task(
         &self,
-        agent: &str,
+        agent: &AgentRecord,
         tags: &[String],
+        lease: &str,
         now: i64,
         until: i64,
         alive_after: i64,
     ) -> Result<Option<TaskRecord>> {
         let writer = self.writer.clone();
-        let (agent, tags) = (agent.to_string(), tags.to_vec());
+        let (name, org, project, tags, lease) =
+            (agent.name.clone(), agent.org.clone(), agent.project.clone(), tags.to_vec(), lease.to_string());
         detached(async move {
             let mut conn = writer.lock().await;
             let mut tx = conn.begin_with("BEGIN IMMEDIATE").await?;
             let candidates = sqlx::query(
                 "SELECT t.* FROM tasks t WHERE t.state = 'queued'
+                   AND EXISTS (SELECT 1 FROM agents WHERE name = ?1 AND state = 'active')
+                   AND (?3 = '' OR t.org = ?3) AND (?4 = '' OR t.project = ?4)
                    AND NOT EXISTS (SELECT 1 FROM stage_agents sa JOIN agents a ON a.name = sa.agent
                      WHERE sa.stage_key = t.stage_key AND sa.agent <> ?1 AND a.state <> 'revoked' AND a.last_seen > ?2)
                  ORDER BY t.created_at",
             )
-            .bind(&agent)
+            .bind(&name)
             .bind(alive_after)
+            .bind(&org)
+            .bind(&project)
             .fetch_all(&mut *tx)
             .await?;
             for row in &candidates {
@@ -965,11 +973,13 @@ impl Tasks for SqliteStore {
                     continue;
                 }
                 sqlx::query(
-                    "UPDATE tasks SET state = 'claimed', agent = ?, lease_until = ?, claimed_at = ? WHERE id = ?",
+                    "UPDATE tasks SET state = 'claimed', agent = ?, lease_until = ?, claimed_at = ?, lease_hash = ?
+                     WHERE id = ?",
                 )
-                .bind(&agent)
+                .bind(&name)
                 .bind(until)
                 .bind(now)
+                .bind(&lease)
                 .bind(&t.id)
                 .execute(&mut *tx)
                 .await?;
@@ -978,7 +988,7 @@ impl Tasks for SqliteStore {
                      ON CONFLICT (stage_key) DO UPDATE SET agent = excluded.agent",
                 )
                 .bind(&t.stage_key)
-                .bind(&agent)
+                .bind(&name)
                 .execute(&mut *tx)
                 .await?;
                 let row = sqlx::query("SELECT * FROM tasks WHERE id = ?").bind(&t.id).fetch_one(&mut *tx).await?;
@@ -990,31 +1000,34 @@ impl Tasks for SqliteStore {
         })
         .await
     }
-    async fn renew_task(&self, id: &str, agent: &str, until: i64) -> Result<Option<bool>> {
+    async fn renew_task(&self, id: &str, holder: Holder<'_>, until: i64) -> Result<Option<bool>> {
         sqlx::query("UPDATE agents SET last_seen = ? WHERE name = ?")
             .bind(now_ms())
-            .bind(agent)
+            .bind(holder.agent)
             .execute(&mut *self.writer.lock().await)
             .await?;
         let cancel: Option<i64> = sqlx::query_scalar(
-            "UPDATE tasks SET lease_until = ?, acked = 1 WHERE id = ? AND agent = ? AND state = 'claimed'
+            "UPDATE tasks SET lease_until = ?, acked = 1
+             WHERE id = ? AND agent = ? AND lease_hash = ? AND state = 'claimed'
              RETURNING cancel",
         )
         .bind(until)
         .bind(id)
-        .bind(agent)
+        .bind(holder.agent)
+        .bind(holder.lease)
         .fetch_optional(&mut *self.writer.lock().await)
         .await?;
         Ok(cancel.map(|c| c != 0))
     }
-    async fn append_task_output(&self, id: &str, agent: &str, data: &str) -> Result<bool> {
+    async fn append_task_output(&self, id: &str, holder: Holder<'_>, data: &str) -> Result<bool> {
         let done = sqlx::query(
             "INSERT INTO task_output (task_id, data) SELECT ?1, ?3 FROM tasks
-             WHERE id = ?1 AND agent = ?2 AND state = 'claimed'",
+             WHERE id = ?1 AND agent = ?2 AND lease_hash = ?4 AND state = 'claimed'",
         )
         .bind(id)
-        .bind(agent)
+        .bind(holder.agent)
         .bind(data)
+        .bind(holder.lease)
         .execute(&mut *self.writer.lock().await)
         .await?;
         Ok(done.rows_affected() == 1)
@@ -1027,15 +1040,16 @@ impl Tasks for SqliteStore {
             .fetch_all(&self.pool)
             .await?)
     }
-    async fn finish_task(&self, id: &str, agent: &str, report: &str, now: i64) -> Result<bool> {
+    async fn finish_task(&self, id: &str, holder: Holder<'_>, report: &str, now: i64) -> Result<bool> {
         let done = sqlx::query(
             "UPDATE tasks SET state = 'done', report = ?, ended_at = ?, payload = ''
-             WHERE id = ? AND agent = ? AND state = 'claimed'",
+             WHERE id = ? AND agent = ? AND lease_hash = ? AND state = 'claimed'",
         )
         .bind(report)
         .bind(now)
         .bind(id)
-        .bind(agent)
+        .bind(holder.agent)
+        .bind(holder.lease)
         .execute(&mut *self.writer.lock().await)
         .await?;
         self.signals.ended(id);
@@ -1079,28 +1093,47 @@ impl Tasks for SqliteStore {
         self.signals.expired(&expired);
         Ok(expired)
     }
-    async fn agent_seen(
-        &self,
-        name: &str,
-        tags: &[String],
-        version: &str,
-        principal: &str,
-        now: i64,
-    ) -> Result<AgentRecord> {
-        sqlx::query(
-            "INSERT INTO agents (name, tags, version, state, last_seen, principal) VALUES (?, ?, ?, 'active', ?, ?)
-             ON CONFLICT (name) DO UPDATE SET tags = excluded.tags, version = excluded.version,
-               last_seen = excluded.last_seen WHERE agents.principal = excluded.principal",
+    async fn register_agent(&self, a: &AgentRecord, secret: &str) -> Result<bool> {
+        let done = sqlx::query(
+            "INSERT INTO agents (name, tags, version, state, last_seen, principal, org, project, secret_hash)
+             VALUES (?, ?, '', 'active', 0, ?, ?, ?, ?) ON CONFLICT (name) DO NOTHING",
         )
-        .bind(name)
-        .bind(text_of(&tags, "[]"))
-        .bind(version)
-        .bind(now)
-        .bind(principal)
+        .bind(&a.name)
+        .bind(text_of(&a.tags, "[]"))
+        .bind(&a.principal)
+        .bind(&a.org)
+        .bind(&a.project)
+        .bind(secret)
         .execute(&mut *self.writer.lock().await)
         .await?;
-        let row = sqlx::query("SELECT * FROM agents WHERE name = ?").bind(name).fetch_one(&self.pool).await?;
-        agent_row(&row)
+        Ok(done.rows_affected() == 1)
+    }
+    async fn set_agent_secret(&self, name: &str, secret: &str) -> Result<bool> {
+        let done = sqlx::query("UPDATE agents SET secret_hash = ? WHERE name = ?")
+            .bind(secret)
+            .bind(name)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
+        Ok(done.rows_affected() == 1)
+    }
+    async fn agent_by_secret(&self, secret: &str) -> Result<Option<AgentRecord>> {
+        if secret.is_empty() {
+            return Ok(None);
+        }
+        let row = sqlx::query("SELECT * FROM agents WHERE secret_hash = ?")
+            .bind(secret)
+            .fetch_optional(&self.pool)
+            .await?;
+        row.as_ref().map(agent_row).transpose()
+    }
+    async fn agent_seen(&self, name: &str, version: &str, now: i64) -> Result<()> {
+        sqlx::query("UPDATE agents SET version = ?, last_seen = ? WHERE name = ?")
+            .bind(version)
+            .bind(now)
+            .bind(name)
+            .execute(&mut *self.writer.lock().await)
+            .await?;
+        Ok(())
     }
     async fn agents(&self) -> Result<Vec<AgentRecord>> {
         let rows = sqlx::query(&format!("{AGENTS} ORDER BY a.name")).fetch_all(&self.pool).await?;

@@ -366,64 +366,98 @@ mod suite {
             stage_key: format!("e/{stage}"),
             selectors: sel.iter().map(|x| x.to_string()).collect(),
             payload: format!("sealed {id}"),
+            org: "default".into(),
+            project: "default".into(),
         };
+        let agent = |name: &str, org: &str, project: &str| store::AgentRecord {
+            name: name.into(),
+            tags: vec![],
+            version: String::new(),
+            state: "active".into(),
+            last_seen: 0,
+            principal: "admin".into(),
+            org: org.into(),
+            project: project.into(),
+            running: 0,
+        };
+        let hold = |agent: &'static str, lease: &'static str| store::Holder { agent, lease };
         let (none, linux): (Vec<String>, Vec<String>) = (vec![], vec!["linux".into(), "docker".into()]);
         let now = now_ms();
-        s.agent_seen("a", &none, "1", "service_account:ci", now).await.unwrap();
-        s.agent_seen("b", &linux, "1", "service_account:ci", now).await.unwrap();
-        // A name belongs to the principal that used it first: another one changes nothing.
-        let other = s.agent_seen("b", &none, "2", "service_account:intruder", now + 5).await.unwrap();
-        assert_eq!((other.principal.as_str(), other.tags.len(), other.last_seen), ("service_account:ci", 2, now));
+        let (a, b) = (agent("a", "", ""), agent("b", "default", "default"));
+        assert!(s.register_agent(&a, "hash-a").await.unwrap());
+        assert!(s.register_agent(&b, "hash-b").await.unwrap());
+        // A name is registered once; the credential finds its agent, and nothing finds an empty one.
+        assert!(!s.register_agent(&agent("b", "", ""), "hash-intruder").await.unwrap());
+        let found = s.agent_by_secret("hash-b").await.unwrap().unwrap();
+        assert_eq!((found.name.as_str(), found.project.as_str()), ("b", "default"));
+        assert!(s.agent_by_secret("hash-intruder").await.unwrap().is_none());
+        assert!(s.agent_by_secret("").await.unwrap().is_none());
+        assert!(s.set_agent_secret("b", "hash-b2").await.unwrap());
+        assert!(s.agent_by_secret("hash-b").await.unwrap().is_none(), "the old credential is gone");
+        assert!(!s.set_agent_secret("nobody", "x").await.unwrap());
+        s.agent_seen("a", "1", now).await.unwrap();
+        s.agent_seen("b", "1", now).await.unwrap();
         s.enqueue_task(&task("t1", "s1", &["linux"])).await.unwrap();
         s.enqueue_task(&task("t2", "s2", &[])).await.unwrap();
         s.enqueue_task(&task("t3", "s2", &[])).await.unwrap();
         s.enqueue_task(&task("t3", "s2", &[])).await.unwrap();
-        let got = s.claim_task("a", &none, now, now + 1000, now - 5000).await.unwrap().unwrap();
+        // An agent of another project takes nothing of this one.
+        let stranger = agent("c", "default", "other");
+        assert!(s.register_agent(&stranger, "hash-c").await.unwrap());
+        assert!(s.claim_task(&stranger, &linux, "lc", now, now + 1000, now - 5000).await.unwrap().is_none());
+        let got = s.claim_task(&a, &none, "la1", now, now + 1000, now - 5000).await.unwrap().unwrap();
         assert_eq!((got.id.as_str(), got.payload.as_str()), ("t2", "sealed t2"), "tags must cover the selectors");
         assert_eq!(got.state, store::TaskState::Claimed);
-        let got = s.claim_task("b", &linux, now, now + 1000, now - 5000).await.unwrap().unwrap();
+        let got = s.claim_task(&b, &linux, "lb1", now, now + 1000, now - 5000).await.unwrap().unwrap();
         assert_eq!(got.id, "t1");
         assert!(
-            s.claim_task("b", &linux, now, now + 1000, now - 5000).await.unwrap().is_none(),
+            s.claim_task(&b, &linux, "lb2", now, now + 1000, now - 5000).await.unwrap().is_none(),
             "a stage another live agent holds waits for it"
         );
-        assert_eq!(s.claim_task("a", &none, now, now + 1000, now - 5000).await.unwrap().unwrap().id, "t3");
+        assert_eq!(s.claim_task(&a, &none, "la3", now, now + 1000, now - 5000).await.unwrap().unwrap().id, "t3");
         let agents = s.agents().await.unwrap();
-        assert_eq!(agents.iter().map(|a| (a.name.as_str(), a.running)).collect::<Vec<_>>(), [("a", 2), ("b", 1)]);
-        // Renewing, output, cancelling, reporting: only by the holder.
-        assert_eq!(s.renew_task("t2", "a", now + 2000).await.unwrap(), Some(false));
-        assert_eq!(s.renew_task("t2", "b", now + 2000).await.unwrap(), None);
-        assert!(s.append_task_output("t2", "a", "1\tstdout\thello\n").await.unwrap());
-        assert!(!s.append_task_output("t2", "b", "nope").await.unwrap());
-        assert!(s.append_task_output("t2", "a", "2\tstdout\tbye\n").await.unwrap());
+        assert_eq!(
+            agents.iter().map(|a| (a.name.as_str(), a.running)).collect::<Vec<_>>(),
+            [("a", 2), ("b", 1), ("c", 0)]
+        );
+        // Renewing, output, cancelling, reporting: only by the holder, with the lease of its claim.
+        assert_eq!(s.renew_task("t2", hold("a", "la1"), now + 2000).await.unwrap(), Some(false));
+        assert_eq!(s.renew_task("t2", hold("b", "la1"), now + 2000).await.unwrap(), None);
+        assert_eq!(s.renew_task("t2", hold("a", "la3"), now + 2000).await.unwrap(), None, "another claim's lease");
+        assert!(s.append_task_output("t2", hold("a", "la1"), "1\tstdout\thello\n").await.unwrap());
+        assert!(!s.append_task_output("t2", hold("b", "la1"), "nope").await.unwrap());
+        assert!(!s.append_task_output("t2", hold("a", "lb1"), "nope").await.unwrap());
+        assert!(s.append_task_output("t2", hold("a", "la1"), "2\tstdout\tbye\n").await.unwrap());
         let out = s.task_output_after("t2", 0, 1).await.unwrap();
         assert_eq!(out.len(), 1);
         let rest = s.task_output_after("t2", out[0].0, 10).await.unwrap();
         assert_eq!(rest.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>(), ["2\tstdout\tbye\n"]);
         s.cancel_task("t2", now).await.unwrap();
-        assert_eq!(s.renew_task("t2", "a", now + 2000).await.unwrap(), Some(true), "asked to stop");
-        assert!(!s.finish_task("t2", "b", "{}", now).await.unwrap(), "not b's");
-        assert!(s.finish_task("t2", "a", "{\"end\":\"aborted\"}", now).await.unwrap());
+        assert_eq!(s.renew_task("t2", hold("a", "la1"), now + 2000).await.unwrap(), Some(true), "asked to stop");
+        assert!(!s.finish_task("t2", hold("b", "la1"), "{}", now).await.unwrap(), "not b's");
+        assert!(!s.finish_task("t2", hold("a", "la3"), "{}", now).await.unwrap(), "not this claim's");
+        assert!(s.finish_task("t2", hold("a", "la1"), "{\"end\":\"aborted\"}", now).await.unwrap());
         let t2 = s.task("t2").await.unwrap().unwrap();
         assert_eq!((t2.state, t2.payload.as_str()), (store::TaskState::Done, ""), "no payload kept once done");
-        assert!(!s.finish_task("t2", "a", "{}", now).await.unwrap(), "reported once");
+        assert!(!s.finish_task("t2", hold("a", "la1"), "{}", now).await.unwrap(), "reported once");
         // A queued task cancelled ends at once.
         s.enqueue_task(&task("t4", "s4", &["gpu"])).await.unwrap();
         s.cancel_task("t4", now).await.unwrap();
         assert_eq!(s.task("t4").await.unwrap().unwrap().state, store::TaskState::Cancelled);
         // A lease that ran out after the agent started the task (renewed it once): the task is lost, and its
         // agent's late report is refused.
-        assert_eq!(s.renew_task("t1", "b", now + 1000).await.unwrap(), Some(false));
-        assert_eq!(s.renew_task("t3", "a", now + 1000).await.unwrap(), Some(false));
+        assert_eq!(s.renew_task("t1", hold("b", "lb1"), now + 1000).await.unwrap(), Some(false));
+        assert_eq!(s.renew_task("t3", hold("a", "la3"), now + 1000).await.unwrap(), Some(false));
         let mut lost = s.expire_tasks(now + 1500).await.unwrap();
         lost.sort_by(|a, b| a.id.cmp(&b.id));
         assert_eq!(lost.iter().map(|t| t.id.as_str()).collect::<Vec<_>>(), ["t1", "t3"]);
         assert!(lost.iter().all(|t| t.state == store::TaskState::Lost));
-        assert!(!s.finish_task("t1", "b", "{}", now).await.unwrap(), "a late report is refused");
-        assert_eq!(s.renew_task("t1", "b", now + 5000).await.unwrap(), None);
-        // A task its agent never confirmed goes back to the queue when the lease runs out (it never ran).
+        assert!(!s.finish_task("t1", hold("b", "lb1"), "{}", now).await.unwrap(), "a late report is refused");
+        assert_eq!(s.renew_task("t1", hold("b", "lb1"), now + 5000).await.unwrap(), None);
+        // A task its agent never confirmed goes back to the queue when the lease runs out (it never ran), and
+        // the next claim's lease is the only one that counts.
         s.enqueue_task(&task("t6", "s6", &[])).await.unwrap();
-        assert_eq!(s.claim_task("b", &linux, now, now + 1000, now - 5000).await.unwrap().unwrap().id, "t6");
+        assert_eq!(s.claim_task(&b, &linux, "lb6", now, now + 1000, now - 5000).await.unwrap().unwrap().id, "t6");
         let back = s.expire_tasks(now + 1500).await.unwrap();
         assert_eq!(
             back.iter().map(|t| (t.id.as_str(), t.state)).collect::<Vec<_>>(),
@@ -431,12 +465,15 @@ mod suite {
         );
         assert_eq!(back[0].agent, None);
         assert_eq!(back[0].payload, "sealed t6", "still there to run");
-        assert!(!s.finish_task("t6", "b", "{}", now).await.unwrap());
-        assert_eq!(s.claim_task("b", &linux, now, now + 60_000, now - 5000).await.unwrap().unwrap().id, "t6");
-        // A revoked agent's tasks are taken from it at once.
+        assert!(!s.finish_task("t6", hold("b", "lb6"), "{}", now).await.unwrap());
+        assert_eq!(s.claim_task(&b, &linux, "lb7", now, now + 60_000, now - 5000).await.unwrap().unwrap().id, "t6");
+        assert_eq!(s.renew_task("t6", hold("b", "lb6"), now + 60_000).await.unwrap(), None, "the earlier claim");
+        assert_eq!(s.renew_task("t6", hold("b", "lb7"), now + 60_000).await.unwrap(), Some(false));
+        // A revoked agent's tasks are taken from it at once, and it claims nothing more; a draining one
+        // claims nothing either.
         s.enqueue_task(&task("t5", "s5", &[])).await.unwrap();
-        assert_eq!(s.claim_task("a", &none, now, now + 60_000, now - 5000).await.unwrap().unwrap().id, "t5");
-        assert_eq!(s.renew_task("t5", "a", now + 60_000).await.unwrap(), Some(false));
+        assert_eq!(s.claim_task(&a, &none, "la5", now, now + 60_000, now - 5000).await.unwrap().unwrap().id, "t5");
+        assert_eq!(s.renew_task("t5", hold("a", "la5"), now + 60_000).await.unwrap(), Some(false));
         assert!(s.set_agent_state("a", "revoked").await.unwrap());
         assert!(!s.set_agent_state("nobody", "revoked").await.unwrap());
         let taken = s.expire_tasks(now).await.unwrap();
@@ -445,6 +482,11 @@ mod suite {
             [("t5", store::TaskState::Lost)]
         );
         assert_eq!(s.agents().await.unwrap()[0].state, "revoked");
+        s.enqueue_task(&task("t7", "s7", &[])).await.unwrap();
+        assert!(s.claim_task(&a, &none, "la7", now, now + 60_000, now - 5000).await.unwrap().is_none(), "revoked");
+        assert!(s.set_agent_state("b", "draining").await.unwrap());
+        assert!(s.claim_task(&b, &linux, "lb8", now, now + 60_000, now - 5000).await.unwrap().is_none(), "draining");
+        s.cancel_task("t7", now).await.unwrap();
         // Agents claiming at once take every task exactly once.
         for i in 0..24 {
             s.enqueue_task(&task(&format!("p{i:02}"), &format!("p{i}"), &[])).await.unwrap();
@@ -452,11 +494,12 @@ mod suite {
         let claimers: Vec<_> = (0..4)
             .map(|w| {
                 let s = s.clone();
+                let me = agent(&format!("w{w}"), "", "");
                 tokio::spawn(async move {
-                    let me = format!("w{w}");
-                    s.agent_seen(&me, &[], "1", "sa", now_ms()).await.unwrap();
+                    assert!(s.register_agent(&me, &format!("hash-{}", me.name)).await.unwrap());
+                    s.agent_seen(&me.name, "1", now_ms()).await.unwrap();
                     let mut got = Vec::new();
-                    while let Some(t) = s.claim_task(&me, &[], now_ms(), now_ms() + 60_000, 0).await.unwrap() {
+                    while let Some(t) = s.claim_task(&me, &[], "l", now_ms(), now_ms() + 60_000, 0).await.unwrap() {
                         got.push(t.id);
                     }
                     got

@@ -2,7 +2,10 @@
 //! the local executor — confined as `pipewright run` confines steps — streams the output back masked,
 //! renews its lease by heartbeat, and reports how the task ended. A task the server took back (the lease ran
 //! out, it was cancelled) is stopped and its late report is refused by the server; the agent says so and
-//! goes on. Also `pipewright agents list|drain|revoke|activate`, to manage agents.
+//! goes on. An agent that cannot renew a task's lease for two thirds of it stops the step itself (its whole
+//! process tree, which dies with the launcher), before the server can give the task to another agent, so a
+//! step never runs twice at once. Also `pipewright agents register|credential|list|drain|revoke|activate`,
+//! to manage agents.
 
 use crate::StepArgs;
 use anyhow::{Context, bail};
@@ -23,16 +26,18 @@ pub struct AgentArgs {
     /// The server to take tasks from (any server of the installation).
     #[arg(long, env = "PIPEWRIGHT_SERVER", value_name = "URL")]
     pub server: String,
-    /// `--token-file FILE` (or `PIPEWRIGHT_TOKEN`): a token of a service account holding `agent:connect` (the
-    /// built-in role `_agent`).
+    /// `--token-file FILE` (or `PIPEWRIGHT_TOKEN`): the agent's own credential (`pwa_…`), which
+    /// `pipewright agents register` printed.
     #[command(flatten)]
     pub token: crate::credentials::Secret<crate::credentials::Token>,
-    /// This agent's name (unique; default: the host name).
+    /// The name the agent was registered under, checked by the server (default: whatever its credential
+    /// says).
     #[arg(long)]
     pub name: Option<String>,
-    /// Tags, comma-separated: the agent takes steps whose `delegateSelectors` it has all of.
+    /// Take steps by fewer tags than it was given, comma-separated (each must be one of its assigned tags;
+    /// default: all of them). Tags are assigned when the agent is registered.
     #[arg(long, value_delimiter = ',')]
-    pub tags: Vec<String>,
+    pub tags: Option<Vec<String>>,
     /// Tasks run at once.
     #[arg(long, default_value_t = 1)]
     pub concurrency: usize,
@@ -46,7 +51,31 @@ pub struct AgentArgs {
 /// Manage agents on a server.
 #[derive(Subcommand)]
 pub enum AgentsCmd {
-    /// List agents: state, last heartbeat, version, tags, running tasks.
+    /// Register an agent at the account, in an organization or in a project, with its tags; prints its
+    /// credential (alone, on standard output: redirect it to a file readable only by the agent's user).
+    Register {
+        /// The agent's name (unique in the installation).
+        name: String,
+        /// Its tags, comma-separated: it takes the steps whose `delegateSelectors` it has all of.
+        #[arg(long, value_delimiter = ',')]
+        tags: Vec<String>,
+        /// Its organization (default: the account: every project).
+        #[arg(long)]
+        org: Option<String>,
+        /// Its project (with --org).
+        #[arg(long, requires = "org")]
+        project: Option<String>,
+        #[command(flatten)]
+        server: super::admin::ServerArgs,
+    },
+    /// Give an agent a new credential (the old one stops working at once); prints it as `register` does.
+    Credential {
+        /// The agent's name.
+        name: String,
+        #[command(flatten)]
+        server: super::admin::ServerArgs,
+    },
+    /// List agents: scope, state, last heartbeat, version, tags, running tasks.
     List {
         #[command(flatten)]
         server: super::admin::ServerArgs,
@@ -77,17 +106,35 @@ pub enum AgentsCmd {
 /// Run an `agents` command.
 pub async fn manage(c: AgentsCmd) -> anyhow::Result<ExitCode> {
     let (name, state, server) = match c {
+        AgentsCmd::Register { name, tags, org, project, server } => {
+            let body = json!({"name": name, "tags": tags, "orgIdentifier": org.unwrap_or_default(),
+                "projectIdentifier": project.unwrap_or_default()});
+            let v = super::admin::remote(&server)?.call(Method::POST, "/api/v1/agents", Some(body)).await?;
+            return Ok(print_credential(&v));
+        }
+        AgentsCmd::Credential { name, server } => {
+            let path = format!("/api/v1/agents/{}/credential", urlencoding::encode(&name));
+            let v = super::admin::remote(&server)?.call(Method::POST, &path, None).await?;
+            return Ok(print_credential(&v));
+        }
         AgentsCmd::List { server } => {
             let v = super::admin::remote(&server)?.call(Method::GET, "/api/v1/agents", None).await?;
             let mut rows = v["items"].as_array().cloned().unwrap_or_default();
             for r in &mut rows {
                 let seen = r["last_seen"].as_i64().unwrap_or(0);
                 r["last_seen"] = json!(format!("{:.1}s ago", (store::now_ms() - seen) as f64 / 1000.0));
+                if seen == 0 {
+                    r["last_seen"] = json!("never");
+                }
                 r["tags"] = json!(
                     r["tags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
                 );
+                r["scope"] = json!(scope_text(r));
             }
-            super::admin::table(&json!({"items": rows}), &["name", "state", "last_seen", "version", "tags", "running"]);
+            super::admin::table(
+                &json!({"items": rows}),
+                &["name", "scope", "state", "last_seen", "version", "tags", "running"],
+            );
             return Ok(ExitCode::SUCCESS);
         }
         AgentsCmd::Drain { name, server } => (name, "draining", server),
@@ -105,12 +152,34 @@ pub async fn manage(c: AgentsCmd) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// `account`, `org/<org>` or `<org>/<project>`: an agent's scope as listed.
+fn scope_text(a: &Value) -> String {
+    match (a["org"].as_str().unwrap_or_default(), a["project"].as_str().unwrap_or_default()) {
+        ("", _) => "account".into(),
+        (org, "") => format!("org/{org}"),
+        (org, project) => format!("{org}/{project}"),
+    }
+}
+
+/// Print a new agent credential alone on standard output (what it is for on standard error).
+fn print_credential(v: &Value) -> ExitCode {
+    let a = &v["agent"];
+    eprintln!(
+        "agent {} ({}; tags: {}): its credential, shown once, follows; start it with \
+         `pipewright agent --server URL --token-file FILE`",
+        a["name"].as_str().unwrap_or_default(),
+        scope_text(a),
+        a["tags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
+    );
+    println!("{}", v["credential"].as_str().unwrap_or_default());
+    ExitCode::SUCCESS
+}
+
 /// The agent's connection to its server.
 #[derive(Clone)]
 struct Link {
     base: String,
     token: String,
-    name: String,
     http: reqwest::Client,
 }
 
@@ -169,6 +238,8 @@ impl Link {
 struct Relay {
     link: Link,
     id: String,
+    /// The claim's lease token.
+    lease: String,
     masker: engine::Masker,
     buffer: Mutex<Vec<(String, String)>>,
     /// The server no longer gives this agent the task.
@@ -181,7 +252,7 @@ impl Relay {
         if lines.is_empty() {
             return;
         }
-        let body = json!({"name": self.link.name, "lines": lines});
+        let body = json!({"lease": self.lease, "lines": lines});
         // Output is kept until the server has it (or no longer wants it).
         let path = format!("/api/v1/agent/tasks/{}/output", self.id);
         let answer = self.link.post_retrying(&path, &body, Duration::from_secs(30), &[50, 200, 500, 1000, 2000]).await;
@@ -215,17 +286,20 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     if !(base.starts_with("http://") || base.starts_with("https://")) {
         bail!("--server `{}`: expected a URL such as http://127.0.0.1:8080", a.server);
     }
-    let token =
-        a.token.get().context("give the agent its token with --token-file FILE or PIPEWRIGHT_TOKEN")?.to_string();
-    let name = match a.name {
-        Some(n) => n,
-        None => std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .map(|h| h.trim().to_string())
-            .ok()
-            .filter(|h| !h.is_empty())
-            .context("cannot read the host name; give the agent a --name")?,
-    };
-    let tags: Vec<String> = a.tags.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect();
+    let token = a
+        .token
+        .get()
+        .context("give the agent its credential with --token-file FILE or PIPEWRIGHT_TOKEN (`pipewright agents register` prints one)")?
+        .to_string();
+    if !token.starts_with("pwa_") {
+        bail!(
+            "the token given is not an agent credential (`pwa_…`): agents no longer connect with user or \
+             service-account tokens; an administrator registers the agent with `pipewright agents register NAME \
+             --tags …` (or gives an agent that connected before its own with `pipewright agents credential NAME`)"
+        );
+    }
+    let tags: Option<Vec<String>> =
+        a.tags.map(|t| t.iter().map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect());
     let (isolation, work_root) = super::isolation(&a.steps, &a.state_dir, crate::NetworkMode::Isolated)?;
     // Workspaces are made as the engine makes them for a local run (`<work root>/<execution>`, owned by the
     // step user), once per execution.
@@ -233,19 +307,23 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     layout.isolation = isolation.clone();
     layout.work_root = work_root.clone();
     let layout = Arc::new(layout);
-    let executor = Arc::new(LocalExecutor::new(isolation, work_root, Duration::from_secs(10)));
-    let link = Link { base, token, name: name.clone(), http: reqwest::Client::new() };
+    // Made at the first claim, when the lease is known: a step stopped because the lease could not be
+    // renewed gets a grace (SIGTERM → SIGKILL) short enough to end within the lease.
+    let executor: Arc<tokio::sync::OnceCell<Arc<LocalExecutor>>> = Arc::default();
+    let link = Link { base, token, http: reqwest::Client::new() };
     let slots = Arc::new(Semaphore::new(a.concurrency.max(1)));
-    println!(
-        "agent {name} taking tasks from {} (tags: {})",
-        link.base,
-        if tags.is_empty() { "none".into() } else { tags.join(",") }
-    );
     let mut pause = Duration::from_millis(100);
-    let mut said_draining = false;
+    let (mut said_draining, mut said_hello) = (false, false);
+    let mut name = a.name.clone().unwrap_or_else(|| "agent".into());
     loop {
         let slot = slots.clone().acquire_owned().await?;
-        let body = json!({"name": name, "tags": tags, "version": env!("CARGO_PKG_VERSION"), "wait_seconds": 5});
+        let mut body = json!({"version": env!("CARGO_PKG_VERSION"), "wait_seconds": 5});
+        if let Some(n) = &a.name {
+            body["name"] = json!(n);
+        }
+        if let Some(t) = &tags {
+            body["tags"] = json!(t);
+        }
         let answer = tokio::select! {
             a = link.post("/api/v1/agent/claim", body, Duration::from_secs(30)) => a,
             _ = tokio::signal::ctrl_c() => break,
@@ -253,6 +331,17 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
         match answer {
             Answer::Ok(v) => {
                 pause = Duration::from_millis(100);
+                if !said_hello {
+                    said_hello = true;
+                    name = v["agent"].as_str().unwrap_or("agent").to_string();
+                    let tags: Vec<&str> =
+                        v["tags"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+                    println!(
+                        "agent {name} taking tasks from {} (tags: {})",
+                        link.base,
+                        if tags.is_empty() { "none".into() } else { tags.join(",") }
+                    );
+                }
                 if v["draining"] == true {
                     if !said_draining {
                         eprintln!("agent {name} is draining: it takes no new tasks");
@@ -266,14 +355,24 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
                 let Some(claimed) = v.get("claimed").filter(|c| !c.is_null()) else { continue };
                 let task: Task = serde_json::from_value(claimed["task"].clone())
                     .context("the server sent a task this agent cannot read")?;
-                let beat = Duration::from_millis(claimed["heartbeat_ms"].as_u64().unwrap_or(1000));
-                let (link, executor, layout) = (link.clone(), executor.clone(), layout.clone());
+                let lease = Lease {
+                    token: claimed["lease"].as_str().unwrap_or_default().to_string(),
+                    beat: Duration::from_millis(claimed["heartbeat_ms"].as_u64().unwrap_or(1000)),
+                    length: Duration::from_millis(claimed["lease_ms"].as_u64().unwrap_or(3000)),
+                };
+                let executor = executor
+                    .get_or_init(|| async {
+                        Arc::new(LocalExecutor::new(isolation.clone(), work_root.clone(), grace(lease.length)))
+                    })
+                    .await
+                    .clone();
+                let (link, layout) = (link.clone(), layout.clone());
                 tokio::spawn(async move {
                     let workdir = layout.work_root.join(&task.execution_id);
                     if let Err(e) = engine::sandbox::prepare_workspace(&layout, &workdir) {
                         eprintln!("task {}: cannot prepare the workspace {}: {e}", task.node_id, workdir.display());
                     }
-                    run_task(&link, executor.as_ref(), task, beat).await;
+                    run_task(&link, executor.as_ref(), task, lease).await;
                     drop(slot);
                 });
             }
@@ -300,12 +399,40 @@ pub async fn run(a: AgentArgs) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The lease a claim gave: its token, how often to renew it, and how long it lasts.
+struct Lease {
+    token: String,
+    beat: Duration,
+    length: Duration,
+}
+
+/// What the heartbeat loop does after a renewal did not go through: keep trying, or stop the step because
+/// the lease may be running out on the server. A pure function of how long ago the last renewal went
+/// through: after two thirds of the lease the agent can no longer be sure it holds the task (the server
+/// gives it to another agent once the whole lease has passed since its last renewal, and this agent's clock
+/// started later than the server's), so it stops the step.
+fn fenced(since_renewed: Duration, lease: Duration) -> bool {
+    since_renewed >= lease * 2 / 3
+}
+
+/// How long a stopped step has between SIGTERM and SIGKILL: 10 s, or a sixth of the lease when that is
+/// shorter, so that a step stopped by [`fenced`] is gone by five sixths of the lease.
+fn grace(lease: Duration) -> Duration {
+    (lease / 6).min(Duration::from_secs(10))
+}
+
 /// Run one task: confirmed first (a task the server no longer gives this agent is dropped unrun), then
 /// heartbeats while it runs, output relayed, the report sent.
-async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Duration) {
+async fn run_task(link: &Link, executor: &dyn Executor, task: Task, lease: Lease) {
     let id = task.node_id.clone();
+    let beat = lease.beat;
     let confirmed = match link
-        .post_retrying(&format!("/api/v1/agent/tasks/{id}/heartbeat"), &json!({"name": link.name}), beat, &[100, 300])
+        .post_retrying(
+            &format!("/api/v1/agent/tasks/{id}/heartbeat"),
+            &json!({"lease": lease.token}),
+            beat,
+            &[100, 300],
+        )
         .await
     {
         Answer::Ok(v) => Some(v["cancel"] == true),
@@ -322,7 +449,7 @@ async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Durati
             let _ = link
                 .post(
                     &format!("/api/v1/agent/tasks/{id}/report"),
-                    json!({"name": link.name, "report": report}),
+                    json!({"lease": lease.token, "report": report}),
                     Duration::from_secs(30),
                 )
                 .await;
@@ -330,28 +457,50 @@ async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Durati
         }
         Some(false) => {}
     }
+    let renewed = tokio::time::Instant::now();
     let (gone_tx, mut gone_rx) = watch::channel(false);
     // Lines are masked here, before they leave this machine (and again by the engine).
     let masker = engine::Masker::default();
     for s in &task.secrets {
         masker.add(s);
     }
-    let relay = Relay { link: link.clone(), id: id.clone(), masker, buffer: Mutex::default(), gone: gone_tx };
+    let relay = Relay {
+        link: link.clone(),
+        id: id.clone(),
+        lease: lease.token.clone(),
+        masker,
+        buffer: Mutex::default(),
+        gone: gone_tx,
+    };
     let (abort_tx, abort_rx) = watch::channel(false);
     let heart = {
-        let (link, id) = (link.clone(), id.clone());
+        let (link, id, token, length) = (link.clone(), id.clone(), lease.token.clone(), lease.length);
         let gone = relay.gone.clone();
         tokio::spawn(async move {
+            let mut renewed = renewed;
             loop {
                 tokio::time::sleep(beat).await;
-                match link
-                    .post(&format!("/api/v1/agent/tasks/{id}/heartbeat"), json!({"name": link.name}), beat * 2)
-                    .await
-                {
-                    Answer::Ok(v) if v["cancel"] == true => {
-                        let _ = abort_tx.send(true);
+                // Each try gives up in time for the agent to stop the step before its lease can run out.
+                let left = (length * 2 / 3).saturating_sub(renewed.elapsed()).max(Duration::from_millis(50));
+                let body = json!({"lease": token});
+                match link.post(&format!("/api/v1/agent/tasks/{id}/heartbeat"), body, left.min(beat * 2)).await {
+                    Answer::Ok(v) => {
+                        renewed = tokio::time::Instant::now();
+                        if v["cancel"] == true {
+                            let _ = abort_tx.send(true);
+                        }
                     }
-                    Answer::Ok(_) | Answer::Retry(_) => {}
+                    Answer::Retry(m) if fenced(renewed.elapsed(), length) => {
+                        eprintln!(
+                            "task {id}: the lease could not be renewed for {:.1}s ({m}); the step is stopped so \
+                             that it never runs beside a new attempt",
+                            renewed.elapsed().as_secs_f64()
+                        );
+                        let _ = gone.send(true);
+                        let _ = abort_tx.send(true);
+                        return;
+                    }
+                    Answer::Retry(_) => {}
                     Answer::Gone | Answer::Refused(_) => {
                         let _ = gone.send(true);
                         let _ = abort_tx.send(true);
@@ -364,12 +513,14 @@ async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Durati
     let report: Report = executor.run(&task, &relay, abort_rx).await;
     heart.abort();
     if *gone_rx.borrow_and_update() {
-        eprintln!("task {id} was given to another agent (this agent's lease on it ran out); its outcome is dropped");
+        eprintln!(
+            "task {id}: this agent no longer holds it (it was given to another agent, or its lease could not be renewed); its outcome is dropped"
+        );
         return;
     }
     // The last lines go with the report.
     let lines = std::mem::take(&mut *relay.buffer.lock().unwrap_or_else(|e| e.into_inner()));
-    let body = json!({"name": link.name, "report": report, "lines": lines});
+    let body = json!({"lease": lease.token, "report": report, "lines": lines});
     let path = format!("/api/v1/agent/tasks/{id}/report");
     match link.post_retrying(&path, &body, Duration::from_secs(30), &[100, 500, 1000, 2000, 5000]).await {
         Answer::Ok(_) => return,
@@ -386,4 +537,24 @@ async fn run_task(link: &Link, executor: &dyn Executor, task: Task, beat: Durati
     eprintln!(
         "task {id}: the server could not be reached to report; the step gets a new attempt when the lease runs out"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{fenced, grace};
+    use std::time::Duration;
+
+    #[test]
+    fn an_agent_stops_its_step_before_the_server_can_give_it_away() {
+        let lease = Duration::from_secs(3);
+        let table = [(0, false), (1000, false), (1999, false), (2000, true), (2999, true), (5000, true)];
+        for (ms, want) in table {
+            assert_eq!(fenced(Duration::from_millis(ms), lease), want, "{ms} ms since the last renewal");
+        }
+        // Stopped, and killed after the grace, before the lease can run out.
+        for lease in [Duration::from_millis(600), Duration::from_secs(3), Duration::from_secs(30), Duration::from_secs(600)] {
+            assert!(lease * 2 / 3 + grace(lease) < lease, "{lease:?}");
+        }
+        assert_eq!(grace(Duration::from_secs(600)), Duration::from_secs(10));
+    }
 }

@@ -295,29 +295,24 @@ pub async fn until<F: std::future::Future<Output = bool>>(what: &str, limit: Dur
     }
 }
 
-/// A service account `agents` holding the `_agent` role at the account; returns a token of it.
-pub async fn agent_token(s: &Server, name: &str) -> (String, String) {
-    let (st, _) = s
-        .req(
-            Some(&s.token),
+/// Register agent `name` at the account with `tags` (comma-separated), as the test's admin; returns its
+/// credential.
+pub async fn agent_credential(s: &Server, name: &str, tags: &str) -> String {
+    agent_credential_in(s, name, tags, "", "").await
+}
+
+/// Register agent `name` in a scope (`org` and `project` empty: the account) with `tags`; returns its
+/// credential.
+pub async fn agent_credential_in(s: &Server, name: &str, tags: &str, org: &str, project: &str) -> String {
+    let tags: Vec<&str> = tags.split(',').filter(|t| !t.is_empty()).collect();
+    let v = s
+        .ok(
             Method::POST,
-            "/api/v1/service-accounts",
-            Some(&serde_json::json!({"identifier": "agents"})),
+            "/api/v1/agents",
+            Some(serde_json::json!({"name": name, "tags": tags, "orgIdentifier": org, "projectIdentifier": project})),
         )
         .await;
-    if st.is_success() {
-        s.ok(
-            Method::POST,
-            "/api/v1/role-bindings",
-            Some(serde_json::json!({"principal": {"kind": "service_account", "id": "agents"}, "role": "_agent",
-                "resource_group": "_all_project_level_resources"})),
-        )
-        .await;
-    }
-    let t = s
-        .ok(Method::POST, "/api/v1/tokens", Some(serde_json::json!({"name": name, "service_account": "agents"})))
-        .await;
-    (t["id"].as_str().unwrap().to_string(), t["token"].as_str().unwrap().to_string())
+    v["credential"].as_str().unwrap().to_string()
 }
 
 /// A running `pipewright agent`.
@@ -327,8 +322,15 @@ pub struct Agent {
 }
 
 impl Agent {
-    /// An agent named `name` on `url`, its token in `<dir>/<name>.token` (`--token-file`: never on its command
-    /// line), its state in `<dir>/<name>`, its stderr in `<dir>/<name>.stderr`.
+    /// Register agent `name` at the account with `tags` on `s` and start it on `url`.
+    pub async fn register(s: &Server, dir: &Path, url: &str, name: &str, tags: &str) -> Agent {
+        let credential = agent_credential(s, name, tags).await;
+        Agent::start(dir, url, &credential, name, "")
+    }
+
+    /// An agent named `name` on `url`, its credential in `<dir>/<name>.token` (`--token-file`: never on its
+    /// command line), its state in `<dir>/<name>`, its stderr in `<dir>/<name>.stderr`; `tags`, when not
+    /// empty, narrows the tags it takes steps by.
     pub fn start(dir: &Path, url: &str, token: &str, name: &str, tags: &str) -> Agent {
         let stderr = dir.join(format!("{name}.stderr"));
         let token_file = dir.join(format!("{name}.token"));

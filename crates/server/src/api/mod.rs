@@ -70,7 +70,8 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
         .routes(routes!(agents::heartbeat))
         .routes(routes!(agents::output))
         .routes(routes!(agents::report))
-        .routes(routes!(agents::list))
+        .routes(routes!(agents::list, agents::register))
+        .routes(routes!(agents::credential))
         .routes(routes!(agents::set_state))
 }
 

@@ -1,15 +1,20 @@
 //! Remote agents (`pipewright agent`): the use cases an agent calls — claim a task (long poll), renew its
-//! lease, send output, report how it ended — and those people call to list, drain and revoke agents; and
-//! [`RemoteExecutor`], the engine's executor on a server that runs no steps itself: it queues each task in
-//! the store, sealed, relays what the agent sends back into the step's log, and returns the agent's report.
+//! lease, send output, report how it ended — and those people call to register agents, give them a new
+//! credential, list, drain and revoke them; and [`RemoteExecutor`], the engine's executor on a server that
+//! runs no steps itself: it queues each task in the store, sealed, with its project's scope, relays what the
+//! agent sends back into the step's log, and returns the agent's report.
 //!
-//! An agent authenticates as a service account (or user) holding `agent:connect`; an agent name belongs to
-//! the principal that first used it. Every call about a task is refused (409) once the agent no longer
-//! holds it — its lease ran out and the step got a new attempt, or the task was cancelled — so a late report
-//! never overrides the new attempt's outcome.
+//! Agents are scoped like Harness delegates. An administrator registers each one (`agent:manage` at the
+//! account, an organization or a project) with the tags it is given; registration mints the agent's own
+//! credential (`pwa_…`, shown once, kept as SHA-256), which is all an agent authenticates with — no user or
+//! service-account token reaches the agent protocol. A task is offered only to an active agent whose scope
+//! contains the task's project and whose assigned tags hold every `delegateSelectors` entry; an agent may
+//! narrow its tags, never widen them. Each claim mints a lease token (`pwl_…`) that every later call about
+//! the task must present: a heartbeat, output or report is taken only from the agent that holds the task's
+//! current lease, so a late report never overrides a new attempt and no other agent can speak for a task.
 
 use crate::App;
-use crate::auth::Principal;
+use crate::auth::{AgentCaller, Principal, hash_secret, new_secret_with};
 use crate::crypto::Keyring;
 use crate::error::{ApiError, ApiResult};
 use crate::rbac::{Resource, Scope};
@@ -17,7 +22,7 @@ use engine::executor::{End, Executor, Feedback, Report, Task};
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-use store::{AgentRecord, NewTask, Store, TaskState, now_ms};
+use store::{AgentRecord, Holder, NewTask, Store, TaskState, now_ms};
 use tokio::sync::watch;
 use utoipa::ToSchema;
 
@@ -28,12 +33,14 @@ pub const MAX_WAIT: u64 = 5;
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimBody {
-    /// The agent's name (letters, digits, `-`, `_`, `.`; at most 64).
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
-    pub name: String,
-    /// Its tags: it takes steps whose `delegateSelectors` it has all of.
+    /// The agent's name, if it says it: it must be the name its credential was registered under.
     #[serde(default)]
-    pub tags: Vec<String>,
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: Option<String>,
+    /// Tags to take steps by, if fewer than it was given: each must be one an administrator assigned to it.
+    /// Without them, the agent takes steps by all of its assigned tags.
+    #[serde(default)]
+    pub tags: Option<Vec<String>>,
     /// The pipewright version it runs.
     #[serde(default)]
     pub version: String,
@@ -49,37 +56,42 @@ pub struct Claimed {
     /// The task (the engine's `Task`: the script or request, its environment, timeout and secret values).
     #[schema(value_type = Object)]
     pub task: serde_json::Value,
+    /// This claim's lease token (`pwl_…`): every heartbeat, output and report about the task carries it.
+    pub lease: String,
     /// Renew the lease (heartbeat) at least this often, ms.
     pub heartbeat_ms: u64,
-    /// The lease, ms: a task not renewed for this long is given to another agent.
+    /// The lease, ms: a task not renewed for this long is given to another agent, so an agent that cannot
+    /// renew it for most of this long stops the step.
     pub lease_ms: u64,
 }
 
 /// What a claim answers.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ClaimAnswer {
+    /// The agent's name (the one its credential was registered under).
+    pub agent: String,
+    /// The tags it takes steps by.
+    pub tags: Vec<String>,
     /// The task, if there was one.
     pub claimed: Option<Claimed>,
     /// The agent is draining: it finishes what it runs and takes nothing new.
     pub draining: bool,
 }
 
-/// Which agent a call about a task comes from.
+/// The lease a call about a task is made under.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
-pub struct AgentRef {
-    /// The agent's name.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
-    pub name: String,
+pub struct LeaseRef {
+    /// The lease token the claim gave.
+    pub lease: String,
 }
 
 /// Output an agent sends for a task.
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct OutputBody {
-    /// The agent's name.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
-    pub name: String,
+    /// The lease token the claim gave.
+    pub lease: String,
     /// Lines, each `[stream, text]` (`stdout`, `stderr` or `pipewright`), already masked.
     #[schema(value_type = Vec<Vec<String>>)]
     pub lines: Vec<(String, String)>,
@@ -89,9 +101,8 @@ pub struct OutputBody {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReportBody {
-    /// The agent's name.
-    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
-    pub name: String,
+    /// The lease token the claim gave.
+    pub lease: String,
     /// The last lines of output, not sent yet (as in an output call).
     #[serde(default)]
     #[schema(value_type = Vec<Vec<String>>)]
@@ -106,6 +117,34 @@ pub struct ReportBody {
 pub struct Beat {
     /// Stop the task (the execution was aborted, or the attempt closed) and report it.
     pub cancel: bool,
+}
+
+/// An agent to register.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterBody {
+    /// Its name (letters, digits, `-`, `_`, `.`; at most 64; unique in the installation).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
+    pub name: String,
+    /// The tags it is given: it takes steps whose `delegateSelectors` it has all of.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Its organization (none: the account's agent, for every project).
+    #[serde(default, rename = "orgIdentifier")]
+    pub org: String,
+    /// Its project (with `orgIdentifier`: the project's own agent).
+    #[serde(default, rename = "projectIdentifier")]
+    pub project: String,
+}
+
+/// A registered agent and its credential (shown once).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct Registered {
+    /// The agent.
+    #[schema(value_type = Object)]
+    pub agent: AgentRecord,
+    /// Its credential (`pwa_…`): give it to `pipewright agent` with `--token-file` or `PIPEWRIGHT_TOKEN`.
+    pub credential: String,
 }
 
 /// The context a task's payload is sealed with.
@@ -133,6 +172,13 @@ fn check_name(name: &str) -> ApiResult<()> {
     Ok(())
 }
 
+fn check_tags(tags: &[String]) -> ApiResult<()> {
+    if tags.len() > 64 || tags.iter().any(|t| t.trim().is_empty() || t.len() > 128) {
+        return Err(ApiError::BadRequest("at most 64 tags of 1 to 128 characters".into()));
+    }
+    Ok(())
+}
+
 /// The lease agents hold tasks under (the server's execution lease), and how often they renew it.
 fn lease(app: &App) -> Duration {
     app.runner.lease()
@@ -141,92 +187,82 @@ fn lease(app: &App) -> Duration {
 /// An agent seen within this many leases counts as alive (its stages wait for it).
 pub(crate) const ALIVE_LEASES: u32 = 3;
 
-/// Check the caller may act as agent `name` (`agent:connect`, and the name is its own or new); records that it
-/// was seen. Refused for a revoked agent.
-async fn as_agent(app: &App, p: &Principal, name: &str, tags: &[String], version: &str) -> ApiResult<AgentRecord> {
-    check_name(name)?;
-    app.require(p, "agent:connect", &Resource::new("agent", name, Scope::account())).await?;
-    let me = p.display();
-    // An agent asking again within a tenth of a lease, with the same tags, was seen just now: its record is
-    // not written again (a busy agent asks after every task).
+/// The scope an agent was registered in.
+fn scope_of(a: &AgentRecord) -> Scope {
+    Scope { org: a.org.clone(), project: a.project.clone() }
+}
+
+/// Whether an agent's scope holds a project (an account's agent serves every project, an organization's
+/// the organization's projects, a project's that project).
+pub fn serves(agent: &AgentRecord, org: &str, project: &str) -> bool {
+    (agent.org.is_empty() || agent.org == org) && (agent.project.is_empty() || agent.project == project)
+}
+
+/// The tags a claim takes steps by: the agent's assigned ones, or fewer of them (a tag it was not given is
+/// refused, naming it).
+pub fn claim_tags(agent: &AgentRecord, asked: Option<&[String]>) -> ApiResult<Vec<String>> {
+    let Some(asked) = asked else { return Ok(agent.tags.clone()) };
+    check_tags(asked)?;
+    let mut tags = Vec::new();
+    for t in asked.iter().map(|t| t.trim()) {
+        if !agent.tags.iter().any(|a| a == t) {
+            return Err(ApiError::Forbidden {
+                permission: "agent:manage".into(),
+                message: format!(
+                    "agent `{}` was not given the tag `{t}`; an administrator assigns an agent's tags when it is                      registered (`pipewright agents register {} --tags …`)",
+                    agent.name, agent.name
+                ),
+            });
+        }
+        tags.push(t.to_string());
+    }
+    Ok(tags)
+}
+
+/// Record that the agent was seen, at most once a tenth of a lease (a busy agent asks after every task).
+async fn seen(app: &App, agent: &AgentRecord, version: &str) -> ApiResult<()> {
     let recent = lease(app) / 10;
-    if let Some((at, a)) = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner()).get(name)
-        && at.elapsed() < recent
-        && a.principal == me
-        && a.tags == tags
-        && a.state == "active"
     {
-        return Ok(a.clone());
+        let mut map = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner());
+        if map.get(&agent.name).is_some_and(|at| at.elapsed() < recent) {
+            return Ok(());
+        }
+        if map.len() > 10_000 {
+            map.clear();
+        }
+        map.insert(agent.name.clone(), Instant::now());
     }
-    // Seen (created, or its tags and version updated) only when the name is new or the caller's own.
-    let a = app.store.agent_seen(name, tags, version, &me, now_ms()).await?;
-    if a.principal != me {
-        return Err(ApiError::Conflict(format!(
-            "agent name `{name}` is used by {}; give this agent another --name",
-            a.principal
-        )));
-    }
-    if a.state == "revoked" {
-        return Err(ApiError::Forbidden {
-            permission: "agent:connect".into(),
-            message: format!("agent `{name}` was revoked; an administrator may allow it again"),
-        });
-    }
-    let mut seen = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner());
-    if seen.len() > 10_000 {
-        seen.clear();
-    }
-    seen.insert(name.to_string(), (Instant::now(), a.clone()));
-    Ok(a)
-}
-
-/// Check the caller may act as agent `name` about a task (`agent:connect`, and the name is its own), without
-/// writing anything: the task's own statement says whether the agent still holds it.
-async fn as_holder(app: &App, p: &Principal, name: &str) -> ApiResult<()> {
-    check_name(name)?;
-    app.require(p, "agent:connect", &Resource::new("agent", name, Scope::account())).await?;
-    let me = p.display();
-    // An agent name never changes hands, so the principal this server last saw it with is still its own.
-    let known = app.agents_seen.lock().unwrap_or_else(|e| e.into_inner()).get(name).map(|(_, a)| a.principal.clone());
-    let owner = match known {
-        Some(o) => Some(o),
-        None => app.store.agents().await?.into_iter().find(|a| a.name == name).map(|a| a.principal),
-    };
-    match owner {
-        Some(o) if o == me => Ok(()),
-        Some(o) => Err(ApiError::Conflict(format!("agent name `{name}` is used by {o}"))),
-        None => Err(ApiError::Conflict(format!("no agent `{name}` has asked for work; it holds no task"))),
-    }
-}
-
-/// Refuse a caller whose token was revoked (or ran out) while its request waited.
-async fn token_alive(app: &App, p: &Principal) -> ApiResult<()> {
-    let now = now_ms();
-    let tokens = app.store.tokens(Some((&p.who.kind, &p.who.id))).await?;
-    match tokens.iter().find(|t| t.id == p.token_id) {
-        Some(t) if t.revoked_at.is_none() && t.expires_at.is_none_or(|e| e > now) => Ok(()),
-        _ => Err(ApiError::Unauthorized("the token was revoked or has expired".into())),
-    }
+    app.store.agent_seen(&agent.name, version, now_ms()).await?;
+    Ok(())
 }
 
 /// Give the calling agent a task it may run, waiting up to `wait_seconds` for one.
-pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<ClaimAnswer> {
+pub async fn claim(app: &Arc<App>, caller: &AgentCaller, b: ClaimBody) -> ApiResult<ClaimAnswer> {
+    let agent = &caller.agent;
     if b.wait_seconds > MAX_WAIT {
         return Err(ApiError::BadRequest(format!("wait_seconds is at most {MAX_WAIT}")));
     }
-    if b.tags.len() > 64 || b.tags.iter().any(|t| t.is_empty() || t.len() > 128) {
-        return Err(ApiError::BadRequest("at most 64 tags of 1 to 128 characters".into()));
+    if let Some(name) = b.name.as_deref()
+        && name != agent.name
+    {
+        check_name(name)?;
+        return Err(ApiError::BadRequest(format!(
+            "this credential belongs to agent `{}`, not `{name}`; drop --name or give the agent its own credential",
+            agent.name
+        )));
     }
+    let tags = claim_tags(agent, b.tags.as_deref())?;
+    let answer = |claimed, draining| ClaimAnswer { agent: agent.name.clone(), tags: tags.clone(), claimed, draining };
     let deadline = Instant::now() + Duration::from_secs(b.wait_seconds);
     let lease = lease(app);
-    let mut seen = Instant::now();
-    let mut agent = as_agent(app, p, &b.name, &b.tags, &b.version).await?;
+    let mut last_seen = Instant::now();
+    seen(app, agent, &b.version).await?;
+    if agent.state == "draining" {
+        return Ok(answer(None, true));
+    }
     // Woken when a task of a stage this agent holds is queued, or (one claimer for each) any other task.
-    let mine = app.store.signals().agent(&b.name);
+    let mine = app.store.signals().agent(&agent.name);
     loop {
-        if agent.state == "draining" {
-            return Ok(ClaimAnswer { claimed: None, draining: true });
-        }
         let signals = app.store.signals();
         let any = signals.any().notified();
         let own = mine.notified();
@@ -236,18 +272,23 @@ pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<Cla
         let now = now_ms();
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX / 4);
         let alive_after = now - lease_ms * i64::from(ALIVE_LEASES);
-        if let Some(t) = app.store.claim_task(&b.name, &b.tags, now, now + lease_ms, alive_after).await? {
+        let token = new_secret_with("pwl_");
+        // The store claims only for an agent that is active at that moment (a revocation or drain made while
+        // the claim waited applies), in its scope, by its tags.
+        if let Some(t) =
+            app.store.claim_task(agent, &tags, &hash_secret(&token), now, now + lease_ms, alive_after).await?
+        {
             let plain = app.keys.open(&context(&t.id), &t.payload).map_err(|e| ApiError::Internal(e.to_string()))?;
             let task: serde_json::Value =
                 serde_json::from_str(&plain).map_err(|e| ApiError::Internal(format!("task {}: {e}", t.id)))?;
             let lease_ms = u64::try_from(lease_ms).unwrap_or(u64::MAX);
-            return Ok(ClaimAnswer {
-                claimed: Some(Claimed { task, heartbeat_ms: (lease_ms / 3).max(50), lease_ms }),
-                draining: false,
-            });
+            return Ok(answer(
+                Some(Claimed { task, lease: token, heartbeat_ms: (lease_ms / 3).max(50), lease_ms }),
+                false,
+            ));
         }
         if Instant::now() >= deadline || app.runner.stopping() {
-            return Ok(ClaimAnswer { claimed: None, draining: false });
+            return Ok(answer(None, false));
         }
         // A wake-up, or a look again every quarter second (a task with tags another claimer was woken for).
         tokio::select! {
@@ -255,43 +296,50 @@ pub async fn claim(app: &Arc<App>, p: &Principal, b: ClaimBody) -> ApiResult<Cla
             _ = own => {}
             _ = tokio::time::sleep(Duration::from_millis(250).min(deadline.saturating_duration_since(Instant::now()))) => {}
         }
-        // A waiting agent counts as seen (its stages keep waiting for it), and a drain or revocation made
-        // meanwhile applies.
-        if seen.elapsed() >= lease / 2 {
-            token_alive(app, p).await?;
-            agent = as_agent(app, p, &b.name, &b.tags, &b.version).await?;
-            seen = Instant::now();
+        // A waiting agent counts as seen (its stages keep waiting for it).
+        if last_seen.elapsed() >= lease / 2 {
+            app.store.agent_seen(&agent.name, &b.version, now_ms()).await?;
+            last_seen = Instant::now();
         }
     }
 }
 
 fn gone(id: &str) -> ApiError {
     ApiError::Conflict(format!(
-        "task `{id}` is no longer this agent's: its lease ran out and the step got a new attempt, or it was \
-         cancelled; drop it"
+        "task `{id}` is not held under this lease: its lease ran out and the step got a new attempt, it was          cancelled, or this agent never claimed it; drop it"
     ))
 }
 
+/// The hash of the lease token a call about a task sends (the store knows the claim's lease by it).
+fn lease_hash(lease: &str) -> ApiResult<String> {
+    if !lease.starts_with("pwl_") || lease.len() > 128 {
+        return Err(ApiError::BadRequest("`lease` is the lease token the claim gave (`pwl_…`)".into()));
+    }
+    Ok(hash_secret(lease))
+}
+
 /// Renew the calling agent's lease on a task.
-pub async fn heartbeat(app: &App, p: &Principal, id: &str, a: AgentRef) -> ApiResult<Beat> {
+pub async fn heartbeat(app: &App, caller: &AgentCaller, id: &str, b: LeaseRef) -> ApiResult<Beat> {
     check_task(id)?;
-    as_holder(app, p, &a.name).await?;
+    let hash = lease_hash(&b.lease)?;
+    let h = Holder { agent: &caller.agent.name, lease: &hash };
     let until = now_ms() + i64::try_from(lease(app).as_millis()).unwrap_or(i64::MAX / 4);
-    match app.store.renew_task(id, &a.name, until).await? {
+    match app.store.renew_task(id, h, until).await? {
         Some(cancel) => Ok(Beat { cancel }),
         None => Err(gone(id)),
     }
 }
 
 /// Take output the calling agent sends for a task it holds.
-pub async fn output(app: &App, p: &Principal, id: &str, b: OutputBody) -> ApiResult<()> {
+pub async fn output(app: &App, caller: &AgentCaller, id: &str, b: OutputBody) -> ApiResult<()> {
     check_task(id)?;
-    as_holder(app, p, &b.name).await?;
+    let hash = lease_hash(&b.lease)?;
+    let h = Holder { agent: &caller.agent.name, lease: &hash };
     let data = lines_text(&b.lines)?;
     if data.is_empty() {
         return Ok(());
     }
-    if app.store.append_task_output(id, &b.name, &data).await? { Ok(()) } else { Err(gone(id)) }
+    if app.store.append_task_output(id, h, &data).await? { Ok(()) } else { Err(gone(id)) }
 }
 
 /// Output lines as stored: `stream\ttext` a line.
@@ -315,30 +363,108 @@ fn lines_text(lines: &[(String, String)]) -> ApiResult<String> {
 }
 
 /// Record how a task the calling agent holds ended.
-pub async fn report(app: &App, p: &Principal, id: &str, b: ReportBody) -> ApiResult<()> {
+pub async fn report(app: &App, caller: &AgentCaller, id: &str, b: ReportBody) -> ApiResult<()> {
     check_task(id)?;
-    as_holder(app, p, &b.name).await?;
+    let hash = lease_hash(&b.lease)?;
+    let h = Holder { agent: &caller.agent.name, lease: &hash };
     let report: Report = serde_json::from_value(b.report)
         .map_err(|e| ApiError::BadRequest(format!("the report is not one pipewright understands: {e}")))?;
     let text = serde_json::to_string(&report).map_err(|e| ApiError::Internal(e.to_string()))?;
     let data = lines_text(&b.lines)?;
-    if !data.is_empty() && !app.store.append_task_output(id, &b.name, &data).await? {
+    if !data.is_empty() && !app.store.append_task_output(id, h, &data).await? {
         return Err(gone(id));
     }
-    if app.store.finish_task(id, &b.name, &text, now_ms()).await? { Ok(()) } else { Err(gone(id)) }
+    if app.store.finish_task(id, h, &text, now_ms()).await? { Ok(()) } else { Err(gone(id)) }
 }
 
-/// The agents, with their last heartbeat, version, tags and running tasks.
+/// Register an agent in a scope with its tags (`agent:manage` there); returns it with its credential.
+pub async fn register(app: &App, p: &Principal, b: RegisterBody) -> ApiResult<Registered> {
+    check_name(&b.name)?;
+    check_tags(&b.tags)?;
+    let scope = super::scope_named(app, p, &b.org, &b.project).await?;
+    app.require(p, "agent:manage", &Resource::new("agent", &b.name, scope.clone())).await?;
+    let mut tags: Vec<String> = b.tags.iter().map(|t| t.trim().to_string()).collect();
+    tags.sort();
+    tags.dedup();
+    let agent = AgentRecord {
+        name: b.name.clone(),
+        tags,
+        version: String::new(),
+        state: "active".into(),
+        last_seen: 0,
+        principal: p.display(),
+        org: scope.org.clone(),
+        project: scope.project.clone(),
+        running: 0,
+    };
+    let credential = new_secret_with("pwa_");
+    if !app.store.register_agent(&agent, &hash_secret(&credential)).await? {
+        return Err(ApiError::Conflict(format!(
+            "an agent named `{}` is registered already; give this one another name, or give that one a new \
+             credential (`pipewright agents credential {}`)",
+            b.name, b.name
+        )));
+    }
+    app.audit(
+        &p.display(),
+        &p.address,
+        "register",
+        "agent",
+        &b.name,
+        &scope,
+        serde_json::json!({"tags": agent.tags}),
+    )
+    .await?;
+    Ok(Registered { agent, credential })
+}
+
+/// The agent named `name`, if the caller may see it (`agent:view` in its scope) and holds `permission` there.
+/// An agent the caller may not see is refused as one that does not exist is (403 naming `agent:view`), so
+/// nobody learns which names exist elsewhere; only those who view the account's agents get a 404.
+async fn visible(app: &App, p: &Principal, name: &str, permission: &str) -> ApiResult<AgentRecord> {
+    check_name(name)?;
+    let found = app.store.agents().await?.into_iter().find(|a| a.name == name);
+    match found {
+        Some(a) if app.may(p, "agent:view", &Resource::new("agent", name, scope_of(&a))).await? => {
+            app.require(p, permission, &Resource::new("agent", name, scope_of(&a))).await?;
+            Ok(a)
+        }
+        _ if app.may(p, "agent:view", &Resource::new("agent", name, Scope::account())).await? => {
+            Err(ApiError::NotFound(format!("no agent `{name}`; `pipewright agents list` lists them")))
+        }
+        _ => Err(ApiError::forbidden("agent:view", &format!("agent `{name}`"))),
+    }
+}
+
+/// Give an agent a new credential (`agent:manage` in its scope): the old one stops working at once. Also
+/// how an agent that connected with a service-account token before agents were registered gets its own.
+pub async fn new_credential(app: &App, p: &Principal, name: &str) -> ApiResult<Registered> {
+    let agent = visible(app, p, name, "agent:manage").await?;
+    let credential = new_secret_with("pwa_");
+    if !app.store.set_agent_secret(name, &hash_secret(&credential)).await? {
+        return Err(ApiError::NotFound(format!("no agent `{name}`")));
+    }
+    app.audit(&p.display(), &p.address, "credential", "agent", name, &scope_of(&agent), serde_json::json!({}))
+        .await?;
+    Ok(Registered { agent, credential })
+}
+
+/// The agents the caller may view (`agent:view` in each one's scope), with their last heartbeat, version,
+/// tags and running tasks.
 pub async fn list(app: &App, p: &Principal) -> ApiResult<Vec<AgentRecord>> {
-    app.require(p, "agent:view", &Resource::new("agent", "", Scope::account())).await?;
-    Ok(app.store.agents().await?)
+    let mut out = Vec::new();
+    for a in app.store.agents().await? {
+        if app.may(p, "agent:view", &Resource::new("agent", &a.name, scope_of(&a))).await? {
+            out.push(a);
+        }
+    }
+    Ok(out)
 }
 
 /// Drain an agent (it finishes what it runs, takes nothing new), revoke it (refused from now on; its tasks
-/// go to other agents), or make it active again.
+/// go to other agents), or make it active again (`agent:manage` in its scope).
 pub async fn set_state(app: &App, p: &Principal, name: &str, state: &str) -> ApiResult<AgentRecord> {
-    check_name(name)?;
-    app.require(p, "agent:manage", &Resource::new("agent", name, Scope::account())).await?;
+    let agent = visible(app, p, name, "agent:manage").await?;
     if !["active", "draining", "revoked"].contains(&state) {
         return Err(ApiError::BadRequest(format!("an agent is `active`, `draining` or `revoked`, not `{state}`")));
     }
@@ -354,7 +480,7 @@ pub async fn set_state(app: &App, p: &Principal, name: &str, state: &str) -> Api
         "revoked" => "revoke",
         _ => "activate",
     };
-    app.audit(&p.display(), &p.address, action, "agent", name, &Scope::account(), serde_json::json!({})).await?;
+    app.audit(&p.display(), &p.address, action, "agent", name, &scope_of(&agent), serde_json::json!({})).await?;
     app.store
         .agents()
         .await?
@@ -387,8 +513,9 @@ pub fn agent_warnings(
     let mut out = Vec::new();
     if online.is_empty() {
         out.push(
-            "no agent is online: this server runs no steps itself (--no-local-executor), so every step waits \
-             for a `pipewright agent`"
+            "no agent of this project's scope is online: this server runs no steps itself \
+             (--no-local-executor), so every step waits for a `pipewright agent` registered at the account, \
+             this organization or this project"
                 .to_string(),
         );
         return out;
@@ -480,12 +607,19 @@ impl Executor for RemoteExecutor {
             Ok(p) => p,
             Err(e) => return Report::ended(End::NotStarted(format!("cannot queue the step for an agent: {e}"))),
         };
+        // The task carries its project's scope: only an agent registered there (or above) takes it.
+        let (org, project) = match self.store.execution(&task.execution_id).await {
+            Ok(e) => (e.org, e.project),
+            Err(e) => return Report::ended(End::NotStarted(format!("cannot queue the step for an agent: {e}"))),
+        };
         let queued = NewTask {
             id: id.clone(),
             execution_id: task.execution_id.clone(),
             stage_key: format!("{}/{}", task.execution_id, task.stage),
             selectors: task.selectors.clone(),
             payload,
+            org,
+            project,
         };
         if let Err(e) = self.store.enqueue_task(&queued).await {
             return Report::ended(End::NotStarted(format!("cannot queue the step for an agent: {e}")));
@@ -608,9 +742,37 @@ mod tests {
             version: "1".into(),
             state: state.into(),
             last_seen: seen,
-            principal: "service_account:a".into(),
+            principal: "admin".into(),
+            org: String::new(),
+            project: String::new(),
             running: 0,
         }
+    }
+
+    #[test]
+    fn an_agent_serves_the_projects_of_its_scope() {
+        let at = |org: &str, project: &str| AgentRecord { org: org.into(), project: project.into(), ..agent("a", &[], "active", 1) };
+        let table = [
+            (at("", ""), "default", "checkout", true),
+            (at("default", ""), "default", "checkout", true),
+            (at("default", ""), "other", "checkout", false),
+            (at("default", "checkout"), "default", "checkout", true),
+            (at("default", "checkout"), "default", "payments", false),
+            (at("default", "checkout"), "other", "checkout", false),
+        ];
+        for (a, org, project, want) in table {
+            assert_eq!(serves(&a, org, project), want, "{}/{} serving {org}/{project}", a.org, a.project);
+        }
+    }
+
+    #[test]
+    fn an_agent_narrows_its_tags_but_never_widens_them() {
+        let a = agent("gpu-box", &["linux", "gpu"], "active", 1);
+        assert_eq!(claim_tags(&a, None).unwrap(), ["linux", "gpu"]);
+        assert_eq!(claim_tags(&a, Some(&["gpu".into()])).unwrap(), ["gpu"]);
+        assert_eq!(claim_tags(&a, Some(&[])).unwrap(), Vec::<String>::new());
+        let e = claim_tags(&a, Some(&["linux".into(), "prod".into()])).unwrap_err();
+        assert!(e.to_string().contains("was not given the tag `prod`"), "{e}");
     }
 
     const YAML: &str = "pipeline:
@@ -644,14 +806,14 @@ mod tests {
         let p = doc.pipeline().expect("a pipeline");
         let run = vec!["build".to_string(), "train".to_string()];
         let table: Vec<(Vec<AgentRecord>, Vec<&str>)> = vec![
-            (vec![], vec!["no agent is online"]),
+            (vec![], vec!["no agent of this project's scope is online"]),
             (
                 vec![agent("a", &["linux"], "active", 100)],
                 vec!["stage `train`: no online agent has the tags gpu, linux"],
             ),
             (vec![agent("a", &["linux", "gpu"], "active", 100)], vec![]),
-            (vec![agent("a", &["linux", "gpu"], "draining", 100)], vec!["no agent is online"]),
-            (vec![agent("a", &["linux", "gpu"], "active", 10)], vec!["no agent is online"]),
+            (vec![agent("a", &["linux", "gpu"], "draining", 100)], vec!["no agent of this project's scope is online"]),
+            (vec![agent("a", &["linux", "gpu"], "active", 10)], vec!["no agent of this project's scope is online"]),
             (
                 vec![agent("a", &["gpu"], "active", 100), agent("b", &["linux"], "active", 100)],
                 vec!["stage `train`: no online agent has the tags gpu, linux"],

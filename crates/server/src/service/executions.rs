@@ -470,7 +470,13 @@ pub async fn plan(
     {
         // Where the steps would run: the agents online now.
         let lease = i64::try_from(app.runner.lease().as_millis()).unwrap_or(i64::MAX / 4);
-        let agents = app.store.agents().await?;
+        let agents: Vec<_> = app
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .filter(|a| super::agents::serves(a, &scope.org, &scope.project))
+            .collect();
         let notes = super::agents::agent_warnings(
             pl,
             &planned.plan.run_stages(),

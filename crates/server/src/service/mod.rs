@@ -10,7 +10,7 @@ pub mod scopes;
 
 use crate::App;
 use crate::auth::Principal;
-use crate::error::{ApiResult, identifier};
+use crate::error::{ApiError, ApiResult, identifier};
 use crate::rbac::Scope;
 use store::{Record, now_ms};
 
@@ -26,6 +26,28 @@ pub(crate) fn record(kind: &str, scope: &Scope, id: &str, body: serde_json::Valu
         created_at: now,
         updated_at: now,
     }
+}
+
+/// The scope `org` / `project` name: the account (both empty), an organization or a project, each of
+/// which must exist (404 to those who may see it, 403 to the others).
+pub(crate) async fn scope_named(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<Scope> {
+    if !project.is_empty() {
+        if org.is_empty() {
+            return Err(ApiError::BadRequest(format!(
+                "project `{project}` needs its organization: give orgIdentifier too"
+            )));
+        }
+        return project_scope(app, p, org, project).await;
+    }
+    if org.is_empty() {
+        return Ok(Scope::account());
+    }
+    identifier("organization", org)?;
+    let scope = Scope::org(org);
+    if app.store.record("org", "", "", org).await?.is_none() {
+        return Err(app.not_found(p, &scope, format!("no organization `{org}`")).await);
+    }
+    Ok(scope)
 }
 
 /// Check a project path: valid identifiers, and the org and project exist (404 to those who may see the

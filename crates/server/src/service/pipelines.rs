@@ -617,13 +617,7 @@ async fn delete_in(app: &App, p: &Principal, scope: &Scope, kind: EntityKind, id
 
 /// The scope of the account's templates (no organization) or an organization's, which must exist.
 async fn shared_scope(app: &App, p: &Principal, org: Option<&str>) -> ApiResult<Scope> {
-    let Some(org) = org else { return Ok(Scope::account()) };
-    identifier("organization", org)?;
-    let scope = Scope::org(org);
-    if app.store.record("org", "", "", org).await?.is_none() {
-        return Err(app.not_found(p, &scope, format!("no organization `{org}`")).await);
-    }
-    Ok(scope)
+    super::scope_named(app, p, org.unwrap_or_default(), "").await
 }
 
 /// Publish a version of a template at the account (`org` none) or in an organization: needs

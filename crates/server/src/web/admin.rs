@@ -642,9 +642,19 @@ pub async fn revoke_token(State(app): State<Arc<App>>, w: Web, Path(id): Path<St
 
 // ---- Agents ----------------------------------------------------------------------------------------------
 
-async fn agents_page(app: &App, w: &Web, error: Option<&ApiError>) -> WebResult<Markup> {
+async fn agents_page(
+    app: &App,
+    w: &Web,
+    created: Option<&crate::service::agents::Registered>,
+    error: Option<&ApiError>,
+) -> WebResult<Markup> {
     let agents = crate::service::agents::list(app, &w.p).await?;
     let now = store::now_ms();
+    let scope = |a: &store::AgentRecord| match (a.org.as_str(), a.project.as_str()) {
+        ("", _) => "account".to_string(),
+        (org, "") => format!("organization {org}"),
+        (org, project) => format!("project {org}/{project}"),
+    };
     Ok(page(
         w,
         "Agents",
@@ -654,20 +664,28 @@ async fn agents_page(app: &App, w: &Web, error: Option<&ApiError>) -> WebResult<
             (access_tabs("/access/agents"))
             (notice(error))
             p.small { "Remote workers (" code { "pipewright agent" } ") that run the steps of servers started with "
-                code { "--no-local-executor" } ". A step with " code { "delegateSelectors" }
-                " goes only to an agent with all of those tags." }
+                code { "--no-local-executor" } ". An agent takes only the steps of the projects in its scope, and a step with "
+                code { "delegateSelectors" } " goes only to an agent given all of those tags." }
+            @if let Some(r) = created {
+                div.notice role="status" {
+                    p { "Agent " strong { (r.agent.name) } " — copy its credential now, it is not shown again. Give it to "
+                        code { "pipewright agent --token-file FILE" } " (or " code { "PIPEWRIGHT_TOKEN" } ")." }
+                    label for="new-credential" { "Agent credential" }
+                    input id="new-credential" type="text" readonly value=(r.credential) size="72";
+                }
+            }
             @if agents.is_empty() {
-                p { "No agent has connected yet. Start one with " code { "pipewright agent --server URL --token-file FILE" }
-                    ", using a token of a service account bound to the " strong { "Agent" } " role at the account." }
+                p { "No agent is registered yet." }
             } @else {
                 table {
-                    thead { tr { th scope="col" { "Name" } th scope="col" { "State" } th scope="col" { "Last heartbeat" }
+                    thead { tr { th scope="col" { "Name" } th scope="col" { "Scope" } th scope="col" { "State" } th scope="col" { "Last heartbeat" }
                         th scope="col" { "Version" } th scope="col" { "Tags" } th scope="col" { "Running tasks" }
                         th scope="col" { span.visually-hidden { "Actions" } } } }
                     tbody { @for a in &agents { tr {
                         td { (a.name) }
+                        td { (scope(a)) }
                         td { (a.state) }
-                        td { (time_el(a.last_seen)) " (" (format!("{:.0}", ((now - a.last_seen).max(0) as f64) / 1000.0)) " s ago)" }
+                        td { @if a.last_seen == 0 { "never" } @else { (time_el(a.last_seen)) " (" (format!("{:.0}", ((now - a.last_seen).max(0) as f64) / 1000.0)) " s ago)" } }
                         td { (a.version) }
                         td { @if a.tags.is_empty() { "none" } @else { (a.tags.join(", ")) } }
                         td { (a.running) }
@@ -681,17 +699,57 @@ async fn agents_page(app: &App, w: &Web, error: Option<&ApiError>) -> WebResult<
                                     }
                                 }
                             }
+                            form method="post" action=(format!("/access/agents/{}/credential", a.name)) {
+                                (csrf_field(w))
+                                button type="submit" aria-label=(format!("New credential for agent {}", a.name)) { "New credential" }
+                            }
                         }
                     } } }
                 }
+            }
+            h2 { "Register an agent" }
+            form.stack method="post" action="/access/agents" {
+                (csrf_field(w))
+                label for="agent-name" { "Name" } input id="agent-name" name="name" type="text" required pattern="[A-Za-z0-9._-]{1,64}";
+                label for="agent-tags" { "Tags (comma-separated)" } input id="agent-tags" name="tags" type="text";
+                label for="agent-org" { "Organization (empty: the account)" } input id="agent-org" name="org" type="text";
+                label for="agent-project" { "Project (empty: the whole organization)" } input id="agent-project" name="project" type="text";
+                button.primary type="submit" { "Register agent" }
             }
         },
     ))
 }
 
-/// The agents: state, last heartbeat, version, tags, running tasks.
+/// The agents: scope, state, last heartbeat, version, tags, running tasks; registering one.
 pub async fn agents(State(app): State<Arc<App>>, w: Web) -> WebResult {
-    Ok(ok(agents_page(&app, &w, None).await?))
+    Ok(ok(agents_page(&app, &w, None, None).await?))
+}
+
+/// What a registration or a new credential came to: the page with the credential shown once, or the error.
+async fn agent_registered(app: &App, w: &Web, r: crate::error::ApiResult<crate::service::agents::Registered>) -> WebResult {
+    match r {
+        // Shown once: the session middleware marks every page `Cache-Control: no-store`.
+        Ok(r) => Ok(ok(agents_page(app, w, Some(&r), None).await?)),
+        Err(e @ (ApiError::Forbidden { .. } | ApiError::Internal(_))) => Err(e.into()),
+        Err(e) => Ok(with_status(e.status(), agents_page(app, w, None, Some(&e)).await?)),
+    }
+}
+
+/// Register an agent; its credential is shown once.
+pub async fn register_agent(State(app): State<Arc<App>>, w: Web, body: Bytes) -> WebResult {
+    let f = super::form(&body);
+    let b = crate::service::agents::RegisterBody {
+        name: field(&f, "name"),
+        tags: field(&f, "tags").split(',').map(|t| t.trim().to_string()).filter(|t| !t.is_empty()).collect(),
+        org: field(&f, "org").trim().to_string(),
+        project: field(&f, "project").trim().to_string(),
+    };
+    agent_registered(&app, &w, crate::service::agents::register(&app, &w.p, b).await).await
+}
+
+/// Give an agent a new credential; shown once.
+pub async fn agent_credential(State(app): State<Arc<App>>, w: Web, Path(name): Path<String>) -> WebResult {
+    agent_registered(&app, &w, crate::service::agents::new_credential(&app, &w.p, &name).await).await
 }
 
 /// Drain, revoke or re-activate an agent.
@@ -702,7 +760,7 @@ pub async fn agent_state(State(app): State<Arc<App>>, w: Web, Path(name): Path<S
     super::settle(
         crate::service::agents::set_state(&app, &w.p, &name, &state).await,
         |_| "/access/agents".into(),
-        move |e| async move { agents_page(a, ww, Some(&e)).await },
+        move |e| async move { agents_page(a, ww, None, Some(&e)).await },
     )
     .await
 }

@@ -98,7 +98,9 @@ web_routes! {
         post "/access/tokens" => admin::create_token,
         post "/access/tokens/{id}/revoke" => admin::revoke_token,
         get "/access/agents" => admin::agents,
+        post "/access/agents" => admin::register_agent,
         post "/access/agents/{name}/state" => admin::agent_state,
+        post "/access/agents/{name}/credential" => admin::agent_credential,
     ]
 }
 
