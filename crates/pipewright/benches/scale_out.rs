@@ -81,7 +81,8 @@ async fn batch(agents: usize) -> Outcome {
         let base = &urls[0];
         for i in 0..agents {
             // Each agent registered, with its own credential.
-            let r = post(&http, &format!("{base}/api/v1/agents"), Some(&token), json!({"name": format!("bench-{i}")})).await;
+            let r = post(&http, &format!("{base}/api/v1/agents"), Some(&token), json!({"name": format!("bench-{i}")}))
+                .await;
             let agent_token = r["credential"].as_str().unwrap().to_string();
             let child = Command::new(env!("CARGO_BIN_EXE_pipewright"))
                 .args(["agent", "--server", &urls[i % urls.len()], "--name", &format!("bench-{i}")])

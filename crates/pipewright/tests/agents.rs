@@ -34,7 +34,9 @@ async fn two_servers_and_three_agents_run_fifty_executions_each_step_once() {
     let b = replica(&dir.path().join("b"), &db, "2", &["--no-local-executor"]).await;
     let mut _agents: Vec<Agent> = Vec::new();
     for i in 1..=3 {
-        _agents.push(Agent::register(&a, dir.path(), if i % 2 == 0 { &b.url } else { &a.url }, &format!("agent-{i}"), "").await);
+        _agents.push(
+            Agent::register(&a, dir.path(), if i % 2 == 0 { &b.url } else { &a.url }, &format!("agent-{i}"), "").await,
+        );
     }
     a.ok(Method::POST, &format!("{P}/pipelines"), Some(common::fan_pipeline())).await;
     let mut ids = Vec::new();

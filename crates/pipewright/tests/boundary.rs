@@ -438,3 +438,108 @@ async fn a_step_reaches_no_address_of_the_host_but_its_stages_services() {
     }
     drop(listener);
 }
+
+/// Finding 1 of issue 20: an agent token read from `/proc` claimed another project's task with tags it made
+/// up, and a forged report recorded a step's outcome. Now: project B's admin registers B's own agent and,
+/// holding its credential, her own token and the account admin's, tries every claim and report she can make
+/// against project A's waiting task — all refused, and A's secret is in nothing she receives.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_of_one_project_cannot_take_or_speak_for_another_projects_task() {
+    const SECRET: &str = "A-deploy-key-5521";
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &["--no-local-executor"]).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "b"}))).await;
+    let mallory = s.user("mallory", "_project_admin", "b").await;
+    // Project A (default/default): a secret and a step that uses it, waiting for an agent of A.
+    s.ok(Method::POST, &format!("{P}/secrets"), Some(json!({"identifier": "deploy_key", "value": SECRET}))).await;
+    let script = "'echo deploying with <+secrets.getValue(\"deploy_key\")>'";
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("deploy", &stage("s", script)))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/deploy/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let task = {
+        let running = |v: &serde_json::Value| {
+            v["nodes"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|n| n["kind"] == "step" && n["status"] == "Running")
+                .map(|n| n["id"].as_str().unwrap().to_string())
+        };
+        common::until("A's step to wait for an agent", std::time::Duration::from_secs(30), || async {
+            running(&s.ok(Method::GET, &format!("/api/v1/executions/{id}"), None).await).is_some()
+        })
+        .await;
+        running(&s.ok(Method::GET, &format!("/api/v1/executions/{id}"), None).await).unwrap()
+    };
+    let mut received = String::new();
+    let mut call = async |token: &str, path: &str, body: serde_json::Value| {
+        let (st, v) = s.req(Some(token), Method::POST, path, Some(&body)).await;
+        received.push_str(&v.to_string());
+        (st.as_u16(), v)
+    };
+    // Mallory may register B's own agent, never one of the account or of project A.
+    let (st, v) = call(
+        &mallory,
+        "/api/v1/agents",
+        json!({"name": "b-agent", "tags": ["linux"], "orgIdentifier": "default", "projectIdentifier": "b"}),
+    )
+    .await;
+    assert_eq!(st, 201, "{v}");
+    let b_credential = v["credential"].as_str().unwrap().to_string();
+    for scope in [
+        json!({}),
+        json!({"orgIdentifier": "default"}),
+        json!({"orgIdentifier": "default", "projectIdentifier": "default"}),
+    ] {
+        let mut body = json!({"name": "evil", "tags": ["linux"]});
+        body.as_object_mut().unwrap().extend(scope.as_object().unwrap().clone());
+        let (st, v) = call(&mallory, "/api/v1/agents", body).await;
+        assert_eq!(st, 403, "{v}");
+    }
+    // With B's credential: the claim finds nothing of A, tags it was not given and another agent's name are
+    // refused.
+    let (st, v) = call(&b_credential, "/api/v1/agent/claim", json!({"wait_seconds": 1})).await;
+    assert_eq!((st, v["claimed"].is_null(), v["agent"].as_str()), (200, true, Some("b-agent")), "{v}");
+    let (st, v) = call(&b_credential, "/api/v1/agent/claim", json!({"tags": ["linux", "prod"]})).await;
+    assert_eq!(st, 403, "{v}");
+    let (st, v) = call(&b_credential, "/api/v1/agent/claim", json!({"name": "a-agent"})).await;
+    assert_eq!(st, 400, "{v}");
+    // Her own token and the account admin's do not open the agent protocol; the agent credential opens
+    // nothing else.
+    for token in [mallory.as_str(), s.token.as_str()] {
+        let (st, v) = call(token, "/api/v1/agent/claim", json!({})).await;
+        assert_eq!(st, 401, "{v}");
+    }
+    let (st, _) = s.req(Some(&b_credential), Method::GET, "/api/v1/agents", None).await;
+    assert_eq!(st, 401);
+    // Speaking for A's task without the lease of its claim: refused, nothing recorded.
+    let forged = format!("pwl_{}", "0".repeat(64));
+    let report =
+        json!({"end": {"end": "exited", "detail": 0}, "outputs": {}, "response": null, "started_at": 0, "ended_at": 0});
+    for (path, body) in [
+        ("heartbeat", json!({"lease": forged})),
+        ("output", json!({"lease": forged, "lines": [["stdout", "forged"]]})),
+        ("report", json!({"lease": forged, "report": report})),
+    ] {
+        let (st, v) = call(&b_credential, &format!("/api/v1/agent/tasks/{task}/{path}"), body).await;
+        assert_eq!(st, 409, "{path}: {v}");
+    }
+    // A's own agent takes the task and runs it; B's credential still cannot report for it.
+    let a_credential = common::agent_credential_in(&s, "a-agent", "", "default", "default").await;
+    let agent = common::Agent::start(dir.path(), &s.url, &a_credential, "a-agent", "");
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let (st, v) =
+        call(&b_credential, &format!("/api/v1/agent/tasks/{task}/report"), json!({"lease": forged, "report": report}))
+            .await;
+    assert_eq!(st, 409, "{v}");
+    let (_, logs) = s.req(Some(&s.token), Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await;
+    assert!(logs.to_string().contains("deploying with"), "{logs}");
+    assert!(!logs.to_string().contains("forged"), "{logs}");
+    drop(agent);
+    // Nothing Mallory received holds A's secret, in any spelling.
+    let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, SECRET);
+    for spelling in [SECRET.to_string(), SECRET.to_uppercase(), SECRET.to_lowercase(), b64] {
+        assert!(!received.contains(&spelling), "{spelling} in {received}");
+    }
+}

@@ -373,7 +373,9 @@ async fn a_database_restart_under_an_agent_loses_nothing() {
     let Some(pg) = OwnPostgres::start() else { return };
     let db = Scratch::create(&pg.admin_url()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let s = common::replica(&dir.path().join("a"), &db, "5", &["--no-local-executor"]).await;
+    // A 12 s lease: the outage (2 s and the restart) stays well within the two thirds of it after which an
+    // agent that cannot renew stops its step (that case is `fencing.rs`'s).
+    let s = common::replica(&dir.path().join("a"), &db, "12", &["--no-local-executor"]).await;
     let agent = common::Agent::register(&s, dir.path(), &s.url, "steady", "").await;
     let go = common::gates(dir.path()).join("go");
     let script = format!(

@@ -630,7 +630,13 @@ async fn every_route_checks_permissions_as_the_table_says() {
                 "response": null, "started_at": 0, "ended_at": 0}})),
             [401, 401, 401, 401, 401],
         ),
-        ("post", "/api/v1/agents", "/api/v1/agents".into(), Some(json!({"name": "rbac-agent"})), [401, 403, 403, 403, 201]),
+        (
+            "post",
+            "/api/v1/agents",
+            "/api/v1/agents".into(),
+            Some(json!({"name": "rbac-agent"})),
+            [401, 403, 403, 403, 201],
+        ),
         ("get", "/api/v1/agents", "/api/v1/agents".into(), None, [401, 200, 200, 200, 200]),
         (
             "post",

@@ -1137,7 +1137,10 @@ impl Tasks for PgStore {
     }
     async fn set_agent_secret(&self, name: &str, secret: &str) -> Result<bool> {
         let done = again!(
-            sqlx::query("UPDATE agents SET secret_hash = $1 WHERE name = $2").bind(secret).bind(name).execute(&self.pool)
+            sqlx::query("UPDATE agents SET secret_hash = $1 WHERE name = $2")
+                .bind(secret)
+                .bind(name)
+                .execute(&self.pool)
         )?;
         Ok(done.rows_affected() == 1)
     }
@@ -1145,9 +1148,8 @@ impl Tasks for PgStore {
         if secret.is_empty() {
             return Ok(None);
         }
-        let row = again!(
-            sqlx::query("SELECT * FROM agents WHERE secret_hash = $1").bind(secret).fetch_optional(&self.pool)
-        )?;
+        let row =
+            again!(sqlx::query("SELECT * FROM agents WHERE secret_hash = $1").bind(secret).fetch_optional(&self.pool))?;
         row.as_ref().map(agent_row).transpose()
     }
     async fn agent_seen(&self, name: &str, version: &str, now: i64) -> Result<()> {

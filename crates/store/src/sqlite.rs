@@ -1120,10 +1120,8 @@ impl Tasks for SqliteStore {
         if secret.is_empty() {
             return Ok(None);
         }
-        let row = sqlx::query("SELECT * FROM agents WHERE secret_hash = ?")
-            .bind(secret)
-            .fetch_optional(&self.pool)
-            .await?;
+        let row =
+            sqlx::query("SELECT * FROM agents WHERE secret_hash = ?").bind(secret).fetch_optional(&self.pool).await?;
         row.as_ref().map(agent_row).transpose()
     }
     async fn agent_seen(&self, name: &str, version: &str, now: i64) -> Result<()> {

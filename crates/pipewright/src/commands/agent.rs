@@ -169,7 +169,10 @@ fn print_credential(v: &Value) -> ExitCode {
          `pipewright agent --server URL --token-file FILE`",
         a["name"].as_str().unwrap_or_default(),
         scope_text(a),
-        a["tags"].as_array().map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(",")).unwrap_or_default()
+        a["tags"]
+            .as_array()
+            .map(|t| t.iter().filter_map(Value::as_str).collect::<Vec<_>>().join(","))
+            .unwrap_or_default()
     );
     println!("{}", v["credential"].as_str().unwrap_or_default());
     ExitCode::SUCCESS
@@ -552,7 +555,9 @@ mod tests {
             assert_eq!(fenced(Duration::from_millis(ms), lease), want, "{ms} ms since the last renewal");
         }
         // Stopped, and killed after the grace, before the lease can run out.
-        for lease in [Duration::from_millis(600), Duration::from_secs(3), Duration::from_secs(30), Duration::from_secs(600)] {
+        for lease in
+            [Duration::from_millis(600), Duration::from_secs(3), Duration::from_secs(30), Duration::from_secs(600)]
+        {
             assert!(lease * 2 / 3 + grace(lease) < lease, "{lease:?}");
         }
         assert_eq!(grace(Duration::from_secs(600)), Duration::from_secs(10));

@@ -7,7 +7,7 @@ use crate::App;
 use crate::auth::{AgentCaller, Principal};
 use crate::error::{ApiResult, Body, Path};
 use crate::service::agents::{
-    self as svc, Beat, ClaimAnswer, ClaimBody, LeaseRef, OutputBody, Registered, RegisterBody, ReportBody,
+    self as svc, Beat, ClaimAnswer, ClaimBody, LeaseRef, OutputBody, RegisterBody, Registered, ReportBody,
 };
 use axum::Json;
 use axum::extract::{Extension, State};

@@ -405,16 +405,8 @@ pub async fn register(app: &App, p: &Principal, b: RegisterBody) -> ApiResult<Re
             b.name, b.name
         )));
     }
-    app.audit(
-        &p.display(),
-        &p.address,
-        "register",
-        "agent",
-        &b.name,
-        &scope,
-        serde_json::json!({"tags": agent.tags}),
-    )
-    .await?;
+    app.audit(&p.display(), &p.address, "register", "agent", &b.name, &scope, serde_json::json!({"tags": agent.tags}))
+        .await?;
     Ok(Registered { agent, credential })
 }
 
@@ -444,8 +436,7 @@ pub async fn new_credential(app: &App, p: &Principal, name: &str) -> ApiResult<R
     if !app.store.set_agent_secret(name, &hash_secret(&credential)).await? {
         return Err(ApiError::NotFound(format!("no agent `{name}`")));
     }
-    app.audit(&p.display(), &p.address, "credential", "agent", name, &scope_of(&agent), serde_json::json!({}))
-        .await?;
+    app.audit(&p.display(), &p.address, "credential", "agent", name, &scope_of(&agent), serde_json::json!({})).await?;
     Ok(Registered { agent, credential })
 }
 
@@ -751,7 +742,11 @@ mod tests {
 
     #[test]
     fn an_agent_serves_the_projects_of_its_scope() {
-        let at = |org: &str, project: &str| AgentRecord { org: org.into(), project: project.into(), ..agent("a", &[], "active", 1) };
+        let at = |org: &str, project: &str| AgentRecord {
+            org: org.into(),
+            project: project.into(),
+            ..agent("a", &[], "active", 1)
+        };
         let table = [
             (at("", ""), "default", "checkout", true),
             (at("default", ""), "default", "checkout", true),

@@ -726,7 +726,11 @@ pub async fn agents(State(app): State<Arc<App>>, w: Web) -> WebResult {
 }
 
 /// What a registration or a new credential came to: the page with the credential shown once, or the error.
-async fn agent_registered(app: &App, w: &Web, r: crate::error::ApiResult<crate::service::agents::Registered>) -> WebResult {
+async fn agent_registered(
+    app: &App,
+    w: &Web,
+    r: crate::error::ApiResult<crate::service::agents::Registered>,
+) -> WebResult {
     match r {
         // Shown once: the session middleware marks every page `Cache-Control: no-store`.
         Ok(r) => Ok(ok(agents_page(app, w, Some(&r), None).await?)),
