@@ -657,7 +657,108 @@ pub struct AgentRecord {
     pub running: i64,
 }
 
+#[cfg(test)]
+mod fence_tests {
+    use super::Fence;
+
+    #[test]
+    fn a_write_is_admitted_only_under_the_executions_current_hold() {
+        let (me, epoch) = (Fence::owner("a", 3), 3);
+        let table: [(&Fence, Option<&str>, i64, Option<i64>, bool); 9] = [
+            (&me, Some("a"), epoch, Some(2000), true),
+            (&me, Some("a"), epoch, Some(500), true), // its own lease ran out, nobody took over: still its
+            (&me, Some("a"), 4, Some(2000), false),   // taken over by another claim of the same name? never
+            (&me, Some("b"), 4, Some(2000), false),   // taken over
+            (&me, None, 0, None, false),              // never claimed
+            (&Fence::unowned(), None, 0, None, true),
+            (&Fence::unowned(), Some("b"), 1, Some(500), true), // b's lease ran out
+            (&Fence::unowned(), Some("b"), 1, Some(2000), false),
+            (&Fence::unowned(), Some("b"), 1, None, true),
+        ];
+        for (fence, owner, e, until, want) in table {
+            assert_eq!(fence.admits(owner, e, until, 1000), want, "{fence:?} on {owner:?}@{e} until {until:?}");
+        }
+        let lost = Fence::owner("a", 3);
+        lost.clone().lose();
+        assert!(!lost.admits(Some("a"), 3, Some(2000), 1000), "a lost hold admits nothing, in any clone");
+    }
+}
+
 /// Milliseconds since the Unix epoch, now.
 pub fn now_ms() -> i64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_millis() as i64)
+}
+
+/// The hold an execution's journal write is made under: every write of the journal takes one, and the store
+/// refuses a write whose hold is no longer the execution's, so an owner that lost its lease — stalled,
+/// partitioned, or cut off from the database longer than the lease — can never write over the owner that
+/// took the execution over.
+#[derive(Debug, Clone)]
+pub struct Fence {
+    hold: Hold,
+    lost: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+/// Whose a write is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hold {
+    /// The execution's owner, at the epoch its claim was given (each change of owner raises the epoch).
+    Owner {
+        /// The owner's id.
+        owner: String,
+        /// The epoch of its claim.
+        epoch: i64,
+    },
+    /// Nobody holds the execution (before its first claim, or a write by a process that does not run it):
+    /// refused while anyone holds a lease on it that has not run out.
+    Unowned,
+}
+
+impl Fence {
+    /// The hold of an owner whose claim was given `epoch`.
+    pub fn owner(owner: &str, epoch: i64) -> Fence {
+        Fence { hold: Hold::Owner { owner: owner.into(), epoch }, lost: Default::default() }
+    }
+
+    /// A write by a process that does not hold the execution.
+    pub fn unowned() -> Fence {
+        Fence { hold: Hold::Unowned, lost: Default::default() }
+    }
+
+    /// Whose the writes are.
+    pub fn hold(&self) -> &Hold {
+        &self.hold
+    }
+
+    /// The owner gave up its hold (it could not renew its lease in time, or another owner took over): every
+    /// write under this fence (and its clones) is refused from now on, before it reaches the database.
+    pub fn lose(&self) {
+        self.lost.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether [`Fence::lose`] was called.
+    pub fn is_lost(&self) -> bool {
+        self.lost.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Whether a write under this fence may be made to an execution that `owner` holds (if anyone) at
+    /// `epoch`, its lease running until `lease_until`, at `now`: the owner's own writes at its epoch, or,
+    /// unowned, writes while no lease is live.
+    pub fn admits(&self, owner: Option<&str>, epoch: i64, lease_until: Option<i64>, now: i64) -> bool {
+        if self.is_lost() {
+            return false;
+        }
+        match &self.hold {
+            Hold::Owner { owner: me, epoch: mine } => owner == Some(me.as_str()) && epoch == *mine,
+            Hold::Unowned => owner.is_none() || lease_until.is_none_or(|u| u < now),
+        }
+    }
+
+    /// The SQL parameters of the hold: mode (`o` owner, `u` unowned), owner and epoch.
+    pub fn params(&self) -> (&'static str, &str, i64) {
+        match &self.hold {
+            Hold::Owner { owner, epoch } => ("o", owner, *epoch),
+            Hold::Unowned => ("u", "", 0),
+        }
+    }
 }

@@ -208,8 +208,9 @@ struct Buf {
 
 /// The log of one node.
 pub struct LogSink {
-    /// Where lines are stored (none: the execution's own lines, shown but belonging to no node).
-    store: Option<Arc<dyn Store>>,
+    /// Where lines are stored, under which hold (none: the execution's own lines, shown but belonging to no
+    /// node).
+    store: Option<(Arc<dyn Store>, store::Fence)>,
     observer: Arc<dyn Observer>,
     masker: Arc<Masker>,
     execution_id: String,
@@ -221,7 +222,7 @@ pub struct LogSink {
 impl LogSink {
     /// A sink for a node.
     pub fn new(
-        store: Arc<dyn Store>,
+        store: (Arc<dyn Store>, store::Fence),
         observer: Arc<dyn Observer>,
         masker: Arc<Masker>,
         execution_id: &str,
@@ -298,9 +299,9 @@ impl LogSink {
         }
         let data = std::mem::take(&mut b.text);
         b.since = std::time::Instant::now();
-        let Some(store) = &self.store else { return };
+        let Some((store, fence)) = &self.store else { return };
         b.seq += 1;
-        if let Err(e) = store.append_log(&self.execution_id, &self.node_id, b.seq, &data).await {
+        if let Err(e) = store.append_log(&self.execution_id, &self.node_id, b.seq, &data, fence).await {
             // The step goes on; the observer still saw the lines.
             self.observer.event(&Event::Log {
                 path: self.path.clone(),

@@ -64,7 +64,13 @@ pub fn process_of(pgid: i32) -> Option<StepProcess> {
 
 /// Stop the process group of a step whose owner died, if it still runs here: SIGTERM, then SIGKILL after
 /// `grace`. Returns whether there was one to stop.
-pub async fn stop_orphan(store: &Arc<dyn Store>, execution_id: &str, node_id: &str, grace: Duration) -> bool {
+pub async fn stop_orphan(
+    store: &Arc<dyn Store>,
+    execution_id: &str,
+    node_id: &str,
+    grace: Duration,
+    fence: &store::Fence,
+) -> bool {
     let Ok(recorded) = store.step_processes(execution_id).await else { return false };
     let Some((_, p)) = recorded.into_iter().find(|(n, _)| n == node_id) else { return false };
     let stopped = if still_running(&p) {
@@ -80,21 +86,46 @@ pub async fn stop_orphan(store: &Arc<dyn Store>, execution_id: &str, node_id: &s
     } else {
         false
     };
-    let _ = store.drop_step_process(execution_id, node_id).await;
+    let _ = store.drop_step_process(execution_id, node_id, fence).await;
     stopped
 }
 
 /// Take an execution for `owner` for one lease: when nobody holds it, its owner's lease ran out, or its
-/// owner was a process of this host that is gone (then its lease is void, whatever it says).
-pub async fn claim(store: &dyn Store, id: &str, owner: &str, lease: Duration) -> store::Result<bool> {
-    if store.claim_execution(id, owner, now_ms(), until(lease)).await? {
-        return Ok(true);
+/// owner was a process of this host that is gone (then its lease is void, whatever it says). Returns the
+/// claim's epoch (the fence of the owner's writes), or None when another owner holds it.
+pub async fn claim(store: &dyn Store, id: &str, owner: &str, lease: Duration) -> store::Result<Option<i64>> {
+    if let Some(epoch) = store.claim_execution(id, owner, now_ms(), until(lease)).await? {
+        return Ok(Some(epoch));
     }
     match store.lease(id).await? {
         // A claim as of the end of time: any lease has run out by then.
         Some((held_by, _)) if owner_is_dead(&held_by) => store.claim_execution(id, owner, i64::MAX, until(lease)).await,
-        _ => Ok(false),
+        _ => Ok(None),
     }
+}
+
+/// What an owner's heartbeat does after a renewal: a pure function of how it went and how long ago the
+/// last renewal went through. Taken over: give the hold up at once. The store unreachable: keep trying
+/// until two thirds of the lease have passed since the last renewal, then give the hold up — stop the steps
+/// and write nothing more — before the lease can run out for anyone else.
+pub fn after_renewal(renewed: Option<bool>, since_renewed: Duration, lease: Duration) -> Renewal {
+    match renewed {
+        Some(true) => Renewal::Held,
+        Some(false) => Renewal::GiveUp,
+        None if since_renewed >= lease * 2 / 3 => Renewal::GiveUp,
+        None => Renewal::Retry,
+    }
+}
+
+/// See [`after_renewal`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Renewal {
+    /// Renewed.
+    Held,
+    /// Not renewed this time; try again at the next beat.
+    Retry,
+    /// The hold is lost, or can no longer be trusted: stop acting.
+    GiveUp,
 }
 
 /// How long a lease lasts: `PIPEWRIGHT_LEASE_SECONDS`, or 15 seconds.
@@ -114,6 +145,23 @@ pub fn until(lease: Duration) -> i64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_owner_gives_up_its_hold_before_its_lease_can_run_out() {
+        let lease = Duration::from_secs(3);
+        let ms = Duration::from_millis;
+        let table = [
+            (Some(true), ms(2900), Renewal::Held),
+            (Some(false), ms(0), Renewal::GiveUp),
+            (None, ms(0), Renewal::Retry),
+            (None, ms(1999), Renewal::Retry),
+            (None, ms(2000), Renewal::GiveUp),
+            (None, ms(10_000), Renewal::GiveUp),
+        ];
+        for (renewed, since, want) in table {
+            assert_eq!(after_renewal(renewed, since, lease), want, "{renewed:?} after {since:?}");
+        }
+    }
 
     #[test]
     fn this_process_is_recognised_and_a_wrong_start_time_is_not() {

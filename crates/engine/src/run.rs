@@ -26,7 +26,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-use store::{Execution, Node, NodeKind, Status, Store, now_ms};
+use store::{Execution, Fence, Node, NodeKind, Status, Store, now_ms};
 use tokio::sync::{Semaphore, watch};
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -53,6 +53,8 @@ struct Run<'p> {
     masker: Arc<Masker>,
     tree: Mutex<Value>,
     abort_tx: Arc<watch::Sender<bool>>,
+    /// The hold every write of this run is made under (given up when the lease can no longer be renewed).
+    fence: Fence,
     abort_rx: watch::Receiver<bool>,
     position: AtomicI64,
     /// Nodes the execution's looping strategies have brought so far (the node budget, `Limits::nodes`).
@@ -111,6 +113,7 @@ type Background = (watch::Sender<bool>, tokio::task::JoinHandle<()>);
 struct BackgroundFeedback {
     log: LogSink,
     store: Arc<dyn Store>,
+    fence: store::Fence,
     execution_id: String,
     node_id: String,
 }
@@ -124,7 +127,7 @@ impl crate::executor::Feedback for BackgroundFeedback {
         self.log.flush_if_idle().await;
     }
     async fn started(&self, p: store::StepProcess) {
-        let _ = self.store.put_step_process(&self.execution_id, &self.node_id, &p).await;
+        let _ = self.store.put_step_process(&self.execution_id, &self.node_id, &p, &self.fence).await;
     }
 }
 
@@ -192,7 +195,9 @@ impl Engine {
             return Ok(current.status);
         }
         if self.store.abort_requested(&exec.id).await? {
-            self.store.set_execution_status(&exec.id, Status::Aborted, Some("aborted before it started")).await?;
+            self.store
+                .set_execution_status(&exec.id, Status::Aborted, Some("aborted before it started"), &Fence::unowned())
+                .await?;
             self.observer.event(&Event::Finished(Status::Aborted));
             return Ok(Status::Aborted);
         }
@@ -201,32 +206,51 @@ impl Engine {
         let claim =
             |now: i64| self.store.claim_execution(&exec.id, &self.config.owner, now, crate::owner::until(lease));
         let mut claimed = claim(now_ms()).await?;
-        if !claimed
+        if claimed.is_none()
             && let Some((owner, _)) = self.store.lease(&exec.id).await?
             && crate::owner::owner_is_dead(&owner)
         {
             // Its owner was a process of this host that is gone: its hold is void, whatever its lease says.
             claimed = claim(i64::MAX).await?;
         }
-        if !claimed {
+        let Some(epoch) = claimed else {
             let (owner, until) = self.store.lease(&exec.id).await?.unwrap_or_default();
             let until = until.map_or_else(
                 || "its renewal".to_string(),
                 |ms| format!("{} s from now", ((ms - now_ms()) as f64 / 1000.0).max(0.0).ceil()),
             );
             return Err(EngineError::Owned { execution: exec.id.clone(), owner, until });
-        }
+        };
+        // Every write of this run is made under this claim's fence.
+        let fence = Fence::owner(&self.config.owner, epoch);
+        let (abort_tx, abort_rx) = watch::channel(false);
+        let abort_tx = Arc::new(abort_tx);
         let heartbeat = {
-            let (store, id, owner) = (self.store.clone(), exec.id.clone(), self.config.owner.clone());
+            let (store, id, fence, abort) = (self.store.clone(), exec.id.clone(), fence.clone(), abort_tx.clone());
             Beat(tokio::spawn(async move {
+                let mut renewed = tokio::time::Instant::now();
                 loop {
                     tokio::time::sleep(lease / 3).await;
-                    match store.renew_lease(&id, &owner, crate::owner::until(lease)).await {
-                        Ok(true) => {}
-                        // Taken over (this process stalled past its lease): the new owner goes on with it.
-                        Ok(false) => return,
-                        // The store is unreachable for a moment: try again at the next beat.
-                        Err(_) => {}
+                    // A renewal that hangs (the store riding out an outage) counts as not renewed.
+                    let left = (lease * 2 / 3).saturating_sub(renewed.elapsed()).max(Duration::from_millis(10));
+                    let answer =
+                        match tokio::time::timeout(left, store.renew_lease(&id, &fence, crate::owner::until(lease)))
+                            .await
+                        {
+                            Ok(Ok(held)) => Some(held),
+                            Ok(Err(_)) | Err(_) => None,
+                        };
+                    match crate::owner::after_renewal(answer, renewed.elapsed(), lease) {
+                        crate::owner::Renewal::Held => renewed = tokio::time::Instant::now(),
+                        crate::owner::Renewal::Retry => {}
+                        // Taken over, or the lease can no longer be trusted: this process stops acting on the
+                        // execution — its steps are stopped and every write refused — so that it never runs
+                        // beside the owner that takes it over.
+                        crate::owner::Renewal::GiveUp => {
+                            fence.lose();
+                            let _ = abort.send(true);
+                            return;
+                        }
                     }
                 }
             }))
@@ -236,7 +260,6 @@ impl Engine {
             drop(heartbeat);
             return Err(EngineError::WorkDir { path: workdir.display().to_string(), source });
         }
-        let (abort_tx, abort_rx) = watch::channel(false);
         let mut prior: HashMap<String, Node> = HashMap::new();
         if resume {
             for n in self.store.nodes(&exec.id).await? {
@@ -265,8 +288,9 @@ impl Engine {
                 Arc::new(m)
             },
             tree: Mutex::new(Value::Map(BTreeMap::new())),
-            abort_tx: Arc::new(abort_tx),
+            abort_tx,
             abort_rx,
+            fence: fence.clone(),
             position: AtomicI64::new(next_position),
             expanded: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
@@ -279,10 +303,12 @@ impl Engine {
             asking: Mutex::new(HashMap::new()),
             asked_logs: Mutex::new(HashMap::new()),
             executor: self.config.executor.clone().unwrap_or_else(|| {
+                // A step stopped because the hold was given up ends within the lease: its SIGTERM → SIGKILL
+                // grace is at most a quarter of it.
                 Arc::new(crate::executor::LocalExecutor::new(
                     self.config.isolation.clone(),
                     self.config.work_root.clone(),
-                    self.config.kill_grace,
+                    self.config.kill_grace.min(lease / 4),
                 ))
             }),
             input_waits: tokio::sync::Mutex::new(0),
@@ -307,7 +333,7 @@ impl Engine {
         drop(poller);
         drop(heartbeat);
         // Every step has ended: no process group of this execution is left to stop.
-        let _ = self.store.drop_step_process(&exec.id, "").await;
+        let _ = self.store.drop_step_process(&exec.id, "", &fence).await;
         let status = result?;
         self.observer.event(&Event::Finished(status));
         Ok(status)
@@ -359,7 +385,7 @@ impl<'p> Run<'p> {
         } else {
             n
         };
-        self.store.put_node(n).await?;
+        self.store.put_node(n, &self.fence).await?;
         self.observer.event(&event(Box::new(n.clone())));
         Ok(())
     }
@@ -374,7 +400,7 @@ impl<'p> Run<'p> {
     /// Record the execution's status, its failure masked.
     async fn set_status(&self, status: Status, failure: Option<&str>) -> Res<()> {
         let failure = failure.map(|f| self.masker.mask(f));
-        self.store.set_execution_status(&self.exec.id, status, failure.as_deref()).await?;
+        self.store.set_execution_status(&self.exec.id, status, failure.as_deref(), &self.fence).await?;
         Ok(())
     }
 
@@ -420,7 +446,7 @@ impl<'p> Run<'p> {
     fn sink(&self, node: &Node) -> LogSink {
         let asked = self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).get(&node.id).copied();
         LogSink::new(
-            self.store.clone(),
+            (self.store.clone(), self.fence.clone()),
             self.observer.clone(),
             self.masker.clone(),
             &self.exec.id,
@@ -445,7 +471,7 @@ impl<'p> Run<'p> {
 
     async fn pipeline(&self) -> Res<Status> {
         let p = self.pipeline;
-        self.store.set_execution_status(&self.exec.id, Status::Running, None).await?;
+        self.store.set_execution_status(&self.exec.id, Status::Running, None, &self.fence).await?;
         let mut root = BTreeMap::new();
         root.insert("name".into(), Value::String(p.name.value.clone()));
         root.insert("identifier".into(), Value::String(p.identifier.value.clone()));
@@ -856,6 +882,7 @@ impl<'p> Run<'p> {
         let feedback = BackgroundFeedback {
             log: self.sink(node).after(after),
             store: self.store.clone(),
+            fence: self.fence.clone(),
             execution_id: self.exec.id.clone(),
             node_id: node.id.clone(),
         };
@@ -1694,7 +1721,15 @@ impl<'p> Run<'p> {
                 _ => {
                     let log = self.sink(&node).after(logged);
                     // A step process that outlived its owner is stopped before the step runs again.
-                    if crate::owner::stop_orphan(&self.store, &self.exec.id, &node.id, self.config.kill_grace).await {
+                    if crate::owner::stop_orphan(
+                        &self.store,
+                        &self.exec.id,
+                        &node.id,
+                        self.config.kill_grace,
+                        &self.fence,
+                    )
+                    .await
+                    {
                         log.line("pipewright", "stopped the step's processes left running by the process that died")
                             .await;
                     }
@@ -1768,6 +1803,7 @@ impl<'p> Run<'p> {
                     node_id: &node.id,
                     stage: &cx.id,
                     store: &self.store,
+                    fence: &self.fence,
                     poll: self.config.poll_interval,
                     triggered_by: &self.exec.triggered_by,
                     executor: self.executor.as_ref(),
@@ -1894,7 +1930,7 @@ impl<'p> Run<'p> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut abort = self.abort_rx.clone();
         loop {
-            if let Some(d) = self.store.take_decision(&self.exec.id, &node.id).await? {
+            if let Some(d) = self.store.take_decision(&self.exec.id, &node.id, &self.fence).await? {
                 log.line("pipewright", &format!("{} by {}", d.action, d.by)).await;
                 // Decisions are written by pipewright's own CLI and API, which only write known actions.
                 let choice = match d.action.parse() {
@@ -1971,7 +2007,7 @@ impl<'p> Run<'p> {
         // The execution says what it waits for, and on which node, before anyone is told.
         for a in &wanted {
             let entry = asked::waiting_entry(a, &node_id, &node_path);
-            self.store.set_execution_input(&self.exec.id, &a.path, &entry).await?;
+            self.store.set_execution_input(&self.exec.id, &a.path, &entry, &self.fence).await?;
         }
         let before = node.as_deref().map(|n| n.status);
         if let Some(n) = node.as_deref_mut() {
@@ -1994,7 +2030,7 @@ impl<'p> Run<'p> {
         let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
         let mut abort = self.abort_rx.clone();
         let outcome = loop {
-            while let Some(d) = self.store.take_decision(&self.exec.id, &node_id).await? {
+            while let Some(d) = self.store.take_decision(&self.exec.id, &node_id, &self.fence).await? {
                 for (path, v) in d.inputs.as_object().into_iter().flatten() {
                     let Some(i) = wanted.iter().position(|a| &a.path == path) else { continue };
                     let value = v.as_str().map_or_else(|| v.to_string(), String::from);
@@ -2007,7 +2043,7 @@ impl<'p> Run<'p> {
                     self.given.lock().unwrap_or_else(|e| e.into_inner()).insert(a.path.clone(), value.clone());
                     self.set_tree(&["executionInput", a.path.as_str()], Value::String(value.clone()));
                     let entry = asked::given_entry(&value, &d.by, &node_path);
-                    self.store.set_execution_input(&self.exec.id, &a.path, &entry).await?;
+                    self.store.set_execution_input(&self.exec.id, &a.path, &entry, &self.fence).await?;
                     log.line("pipewright", &format!("`{}` given by {}", a.path, d.by)).await;
                 }
             }

@@ -80,6 +80,8 @@ pub struct StepEnv<'a> {
     pub stage: &'a str,
     /// The store, for decisions and the process groups tasks run in.
     pub store: &'a Arc<dyn Store>,
+    /// The hold the execution's writes are made under.
+    pub fence: &'a store::Fence,
     /// How often to look for decisions.
     pub poll: Duration,
     /// Who started the execution (`disallowPipelineExecutor`).
@@ -113,7 +115,7 @@ impl Feedback for Sink<'_> {
         self.env.log.flush_if_idle().await;
     }
     async fn started(&self, p: StepProcess) {
-        let _ = self.env.store.put_step_process(self.env.execution_id, self.env.node_id, &p).await;
+        let _ = self.env.store.put_step_process(self.env.execution_id, self.env.node_id, &p, self.env.fence).await;
     }
 }
 
@@ -547,7 +549,7 @@ async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
     let mut approvers = std::collections::BTreeSet::new();
     let mut given = serde_json::Map::new();
     loop {
-        match env.store.take_decision(env.execution_id, env.node_id).await {
+        match env.store.take_decision(env.execution_id, env.node_id, env.fence).await {
             Ok(Some(d)) => {
                 let by = format!(
                     "{} by {}{}",

@@ -211,9 +211,23 @@ impl Runner {
                 Ok(_) => {}
                 // Another live process holds it: it is theirs to finish.
                 Err(err @ engine::EngineError::Owned { .. }) => tracing::info!("{err}"),
+                // The store failed under it, or this server gave up its hold (it could not renew the lease in
+                // time, or another server took the execution over): nothing more is written; once the lease
+                // runs out a server takes the execution over and goes on with it.
+                Err(err @ engine::EngineError::Store(_)) => {
+                    tracing::warn!("execution {}: {err}; left to be taken over when its lease runs out", e.id);
+                }
                 Err(err) => {
                     tracing::error!("execution {} could not run: {err}", e.id);
-                    let _ = me.store.set_execution_status(&e.id, store::Status::Failed, Some(&err.to_string())).await;
+                    // Recorded under this server's hold, if it still has it (claiming again keeps the epoch
+                    // of its own claim; another server's claim makes this one fail).
+                    let owner = me.owner().to_string();
+                    let claimed = engine::owner::claim(me.store.as_ref(), &e.id, &owner, me.lease()).await;
+                    if let Ok(Some(epoch)) = claimed {
+                        let fence = store::Fence::owner(&owner, epoch);
+                        let why = err.to_string();
+                        let _ = me.store.set_execution_status(&e.id, store::Status::Failed, Some(&why), &fence).await;
+                    }
                 }
             }
             news.notify_waiters();

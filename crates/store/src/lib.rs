@@ -45,6 +45,10 @@ pub enum StoreError {
     /// A lookup matched nothing, or more than one thing.
     #[error("{0}")]
     NotFound(String),
+    /// A journal write under a hold that is no longer the execution's (another process took it over, or the
+    /// writer gave it up), or a change of an execution that has ended: nothing was written.
+    #[error("{0}")]
+    Fenced(String),
     /// A remote store (a pipewright server) refused or failed.
     #[error("{0}")]
     Remote(String),
@@ -94,24 +98,29 @@ pub trait Journal: Send + Sync {
     async fn save_pipeline(&self, org: &str, project: &str, identifier: &str, yaml: &str) -> Result<i64>;
     /// Create an execution; the store assigns the per-pipeline sequence number.
     async fn create_execution(&self, e: NewExecution) -> Result<Execution>;
-    /// Set an execution's status (and start / end times), recording the transition.
-    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()>;
+    // Every write below takes the `Fence` it is made under and is refused (`StoreError::Fenced`, nothing
+    // written) when that hold is no longer the execution's, checked in the write's own statement or
+    // transaction.
+
+    /// Set an execution's status (and start / end times), recording the transition. An execution that has
+    /// ended keeps its final status (`Fenced`).
+    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>, fence: &Fence) -> Result<()>;
     /// Set one entry of an execution's runtime inputs (`inputs[path] = value`): an input asked while the
     /// execution runs (`.executionInput()`), as it is asked and once it is given.
-    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()>;
+    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value, fence: &Fence) -> Result<()>;
     /// Insert or update a node, recording a transition when its status changes.
-    async fn put_node(&self, n: &Node) -> Result<()>;
+    async fn put_node(&self, n: &Node, fence: &Fence) -> Result<()>;
     /// Append a chunk of log text for a node; a chunk already stored (same node and `seq`) is kept as it is, so
     /// a write repeated after a lost answer is stored once.
-    async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()>;
+    async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str, fence: &Fence) -> Result<()>;
     /// Whether an abort was asked for.
     async fn abort_requested(&self, id: &str) -> Result<bool>;
     /// Take (consume) the oldest pending decision for a node.
-    async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>>;
+    async fn take_decision(&self, execution_id: &str, node_id: &str, fence: &Fence) -> Result<Option<Decision>>;
     /// Record the process group a step runs in (host, group id, the leader's start time in clock ticks).
-    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()>;
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess, fence: &Fence) -> Result<()>;
     /// Forget a step's process group (it ended); with an empty `node_id`, every one of the execution.
-    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()>;
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str, fence: &Fence) -> Result<()>;
     /// The process groups recorded for an execution's steps, by node id.
     async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>>;
 }
@@ -132,9 +141,12 @@ pub trait Feed: Send + Sync {
 pub trait Leases: Send + Sync {
     /// Take an unfinished execution for `owner` until `until` (ms): it succeeds when nobody owns it, `owner`
     /// does already, or the owner's lease ended before `now`. One statement: two processes never both win.
-    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool>;
-    /// Renew `owner`'s lease; false when another process has taken the execution over.
-    async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool>;
+    /// Returns the claim's epoch (raised whenever the owner changes: the fence of the new owner's writes),
+    /// or None when the claim failed.
+    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<Option<i64>>;
+    /// Renew the lease of the fence's owner; false when another process has taken the execution over (or
+    /// the fence is not an owner's).
+    async fn renew_lease(&self, id: &str, fence: &Fence, until: i64) -> Result<bool>;
     /// Who owns an execution and until when (ms), if anyone does.
     async fn lease(&self, id: &str) -> Result<Option<(String, Option<i64>)>>;
     /// Unfinished executions nobody runs: their owner's lease ended before `now`, or nobody took one created

@@ -121,7 +121,67 @@ macro_rules! again {
     }};
 }
 
+/// The `f` CTE of a fenced write: the execution's row (locked `FOR SHARE`, so no claim comes between) when
+/// the fence is its current hold. `id` is the parameter number of the execution id, `first` that of the
+/// first of the fence's four parameters (bound by [`bind_fence`]): mode, owner, epoch, now. The same rule as
+/// `Fence::admits`.
+fn fence_cte(id: usize, first: usize) -> String {
+    let (m, o, e, now) = (first, first + 1, first + 2, first + 3);
+    format!(
+        "f AS (SELECT 1 FROM executions WHERE id = ${id}
+           AND ((${m} = 'o' AND owner = ${o} AND lease_epoch = ${e})
+             OR (${m} = 'u' AND (owner IS NULL OR lease_until IS NULL OR lease_until < ${now})))
+           FOR SHARE)"
+    )
+}
+
+/// Bind a fence's four parameters (see [`fence_cte`]).
+fn bind_fence<'q>(
+    q: sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments>,
+    fence: &'q Fence,
+) -> sqlx::query::Query<'q, sqlx::Postgres, sqlx::postgres::PgArguments> {
+    let (m, o, e) = fence.params();
+    q.bind(m).bind(o).bind(e).bind(now_ms())
+}
+
+/// [`bind_fence`] for a scalar query.
+fn bind_fence_scalar<'q, T>(
+    q: sqlx::query::QueryScalar<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments>,
+    fence: &'q Fence,
+) -> sqlx::query::QueryScalar<'q, sqlx::Postgres, T, sqlx::postgres::PgArguments> {
+    let (m, o, e) = fence.params();
+    q.bind(m).bind(o).bind(e).bind(now_ms())
+}
+
+/// The error of a write its fence did not admit (or of an execution that does not exist).
+fn refused(id: &str) -> StoreError {
+    StoreError::Fenced(format!(
+        "execution `{id}` is not held by this process (another one took it over, or it does not exist): the \
+         write was refused"
+    ))
+}
+
+/// A fence given up already: refused before anything is sent.
+fn given_up(id: &str, fence: &Fence) -> Result<()> {
+    if fence.is_lost() {
+        return Err(StoreError::Fenced(format!("execution `{id}`: this process gave up its hold on it")));
+    }
+    Ok(())
+}
+
 impl PgStore {
+    /// Whether `fence` is execution `id`'s current hold (a check for the writes that run as transactions).
+    async fn check_fence(&self, conn: &mut sqlx::PgConnection, id: &str, fence: &Fence, lock: &str) -> Result<()> {
+        given_up(id, fence)?;
+        let row: Option<(Option<String>, i64, Option<i64>)> =
+            sqlx::query_as(&format!("SELECT owner, lease_epoch, lease_until FROM executions WHERE id = $1 {lock}"))
+                .bind(id)
+                .fetch_optional(&mut *conn)
+                .await?;
+        let Some((owner, epoch, until)) = row else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
+        if fence.admits(owner.as_deref(), epoch, until, now_ms()) { Ok(()) } else { Err(refused(id)) }
+    }
+
     /// Connect to the database at `url` and bring its schema up to date.
     pub async fn open(url: &str) -> Result<Self> {
         let shown = redact(url);
@@ -399,44 +459,60 @@ impl Journal for PgStore {
         })?;
         execution_row(&row)
     }
-    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
+    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>, fence: &Fence) -> Result<()> {
         // One statement: the update says what the status was (`prev_status`), and the transition is
-        // recorded only when it changed — so a repeat after a lost answer records nothing twice.
+        // recorded only when it changed — so a repeat after a lost answer records nothing twice. Only under
+        // the execution's current hold, and never once it has ended.
+        given_up(id, fence)?;
         let now = now_ms();
-        let found: i64 = again!(
-            sqlx::query_scalar(
-                "WITH l AS (SELECT pg_advisory_xact_lock(1, hashtext($5))),
+        let (up, held): (i64, i64) = again!(
+            bind_fence(
+                sqlx::query(&format!(
+                    "WITH l AS (SELECT pg_advisory_xact_lock(1, hashtext($5))),
+                 {f},
                  up AS (UPDATE executions SET prev_status = status, status = $1, failure = COALESCE($2, failure),
                           started_at = CASE WHEN started_at IS NULL AND $1 = 'Running' THEN $3 ELSE started_at END,
                           ended_at = CASE WHEN $4 THEN $3 ELSE NULL END
-                        WHERE id = $5 AND EXISTS (SELECT 1 FROM l)
+                        WHERE id = $5 AND status NOT IN {FINAL} AND EXISTS (SELECT 1 FROM l)
+                          AND EXISTS (SELECT 1 FROM f)
                         RETURNING prev_status),
                  ins AS (INSERT INTO transitions (execution_id, from_status, to_status, reason, at)
                          SELECT $5, prev_status, $1, $2, $3 FROM up WHERE prev_status IS DISTINCT FROM $1)
-                 SELECT count(*) FROM up",
+                 SELECT (SELECT count(*) FROM up), (SELECT count(*) FROM f)",
+                    f = fence_cte(5, 6)
+                ))
+                .bind(status.as_str())
+                .bind(failure)
+                .bind(now)
+                .bind(status.is_final())
+                .bind(id),
+                fence
             )
-            .bind(status.as_str())
-            .bind(failure)
-            .bind(now)
-            .bind(status.is_final())
-            .bind(id)
+            .map(|r: sqlx::postgres::PgRow| (sqlx::Row::get(&r, 0), sqlx::Row::get(&r, 1)))
             .fetch_one(&self.pool)
         )?;
-        if found == 0 {
-            return Err(StoreError::NotFound(format!("no execution `{id}`")));
+        match (up, held) {
+            (0, 0) => Err(refused(id)),
+            (0, _) => Err(StoreError::Fenced(format!("execution `{id}` has ended; its status stays as it is"))),
+            _ => Ok(()),
         }
-        Ok(())
     }
-    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()> {
+    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value, fence: &Fence) -> Result<()> {
         // Read, change and write the inputs in one transaction with the row locked: the JSON text keeps its
-        // key order, as on SQLite.
+        // key order, as on SQLite. Only under the execution's current hold.
+        given_up(id, fence)?;
         let done = again!(async {
             let mut tx = self.pool.begin().await?;
-            let inputs: Option<String> = sqlx::query_scalar("SELECT inputs FROM executions WHERE id = $1 FOR UPDATE")
-                .bind(id)
-                .fetch_optional(&mut *tx)
-                .await?;
-            let Some(inputs) = inputs else { return Ok(None) };
+            let row: Option<(String, Option<String>, i64, Option<i64>)> = sqlx::query_as(
+                "SELECT inputs, owner, lease_epoch, lease_until FROM executions WHERE id = $1 FOR UPDATE",
+            )
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?;
+            let Some((inputs, owner, epoch, until)) = row else { return Ok(None) };
+            if !fence.admits(owner.as_deref(), epoch, until, now_ms()) {
+                return Ok(Some(false));
+            }
             let mut map: serde_json::Value = serde_json::from_str(&inputs).unwrap_or_else(|_| serde_json::json!({}));
             if !map.is_object() {
                 map = serde_json::json!({});
@@ -448,66 +524,84 @@ impl Journal for PgStore {
                 .execute(&mut *tx)
                 .await?;
             tx.commit().await?;
-            Ok(Some(()))
+            Ok(Some(true))
         })?;
-        done.ok_or_else(|| StoreError::NotFound(format!("no execution `{id}`")))
+        match done {
+            Some(true) => Ok(()),
+            Some(false) => Err(refused(id)),
+            None => Err(StoreError::NotFound(format!("no execution `{id}`"))),
+        }
     }
-    async fn put_node(&self, n: &Node) -> Result<()> {
+    async fn put_node(&self, n: &Node, fence: &Fence) -> Result<()> {
         // One statement inserts or updates the node and, when its status changed, records the transition
-        // (the status it had is read in the same statement).
+        // (the status it had is read in the same statement) — under the execution's current hold only.
+        given_up(&n.execution_id, fence)?;
         let outputs = text_of(&n.outputs, "{}");
         let now = now_ms();
-        again!(
-            sqlx::query(
-                "WITH l AS (SELECT pg_advisory_xact_lock(1, hashtext($2))),
+        let held: i64 = again!(
+            bind_fence_scalar(
+                sqlx::query_scalar(&format!(
+                    "WITH l AS (SELECT pg_advisory_xact_lock(1, hashtext($2))),
+                 {f},
                  prev AS (SELECT status FROM nodes WHERE id = $1),
                  up AS (INSERT INTO nodes (id, execution_id, parent_id, kind, identifier, name, path, position,
                           attempt, status, started_at, ended_at, failure, skip_reason, outputs, reused_from)
-                        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM l
+                        SELECT $1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16 FROM l, f
                         ON CONFLICT (id) DO UPDATE SET status = excluded.status, attempt = excluded.attempt,
                           started_at = excluded.started_at, ended_at = excluded.ended_at,
                           failure = excluded.failure, skip_reason = excluded.skip_reason,
                           outputs = excluded.outputs, reused_from = excluded.reused_from
-                        RETURNING 1)
-                 INSERT INTO transitions (execution_id, node_id, from_status, to_status, reason, at)
-                 SELECT $2, $1, (SELECT status FROM prev), $10, COALESCE($13, $14), $17 FROM up
-                 WHERE (SELECT status FROM prev) IS DISTINCT FROM $10",
+                        RETURNING 1),
+                 tr AS (INSERT INTO transitions (execution_id, node_id, from_status, to_status, reason, at)
+                        SELECT $2, $1, (SELECT status FROM prev), $10, COALESCE($13, $14), $17 FROM up
+                        WHERE (SELECT status FROM prev) IS DISTINCT FROM $10)
+                 SELECT count(*) FROM f",
+                    f = fence_cte(2, 18)
+                ))
+                .bind(&n.id)
+                .bind(&n.execution_id)
+                .bind(&n.parent_id)
+                .bind(n.kind.as_str())
+                .bind(&n.identifier)
+                .bind(&n.name)
+                .bind(&n.path)
+                .bind(n.position)
+                .bind(n.attempt)
+                .bind(n.status.as_str())
+                .bind(n.started_at)
+                .bind(n.ended_at)
+                .bind(&n.failure)
+                .bind(&n.skip_reason)
+                .bind(&outputs)
+                .bind(&n.reused_from)
+                .bind(now),
+                fence
             )
-            .bind(&n.id)
-            .bind(&n.execution_id)
-            .bind(&n.parent_id)
-            .bind(n.kind.as_str())
-            .bind(&n.identifier)
-            .bind(&n.name)
-            .bind(&n.path)
-            .bind(n.position)
-            .bind(n.attempt)
-            .bind(n.status.as_str())
-            .bind(n.started_at)
-            .bind(n.ended_at)
-            .bind(&n.failure)
-            .bind(&n.skip_reason)
-            .bind(&outputs)
-            .bind(&n.reused_from)
-            .bind(now)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
         )?;
-        Ok(())
+        if held == 0 { Err(refused(&n.execution_id)) } else { Ok(()) }
     }
-    async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()> {
-        again!(
-            sqlx::query(
-                "INSERT INTO log_chunks (node_id, execution_id, seq, data)
-                 SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock(1, hashtext($2))) l
-                 ON CONFLICT (node_id, seq) DO NOTHING",
+    async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str, fence: &Fence) -> Result<()> {
+        given_up(execution_id, fence)?;
+        let held: i64 = again!(
+            bind_fence_scalar(
+                sqlx::query_scalar(&format!(
+                    "WITH {f},
+                 ins AS (INSERT INTO log_chunks (node_id, execution_id, seq, data)
+                   SELECT $1, $2, $3, $4 FROM (SELECT pg_advisory_xact_lock(1, hashtext($2))) l, f
+                   ON CONFLICT (node_id, seq) DO NOTHING RETURNING 1)
+                 SELECT count(*) FROM f",
+                    f = fence_cte(2, 5)
+                ))
+                .bind(node_id)
+                .bind(execution_id)
+                .bind(seq)
+                .bind(data),
+                fence
             )
-            .bind(node_id)
-            .bind(execution_id)
-            .bind(seq)
-            .bind(data)
-            .execute(&self.pool)
+            .fetch_one(&self.pool)
         )?;
-        Ok(())
+        if held == 0 { Err(refused(execution_id)) } else { Ok(()) }
     }
     async fn abort_requested(&self, id: &str) -> Result<bool> {
         let v: Option<i64> = again!(
@@ -517,47 +611,79 @@ impl Journal for PgStore {
         )?;
         Ok(v == Some(1))
     }
-    async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
+    async fn take_decision(&self, execution_id: &str, node_id: &str, fence: &Fence) -> Result<Option<Decision>> {
         // One statement marks the oldest pending decision taken and returns it; a decision another taker has
-        // locked is skipped, and one taken meanwhile is not taken again.
+        // locked is skipped, and one taken meanwhile is not taken again. Only under the current hold.
+        given_up(execution_id, fence)?;
         let row = again!(
-            sqlx::query(
-                "UPDATE decisions SET consumed = 1
+            bind_fence(
+                sqlx::query(&format!(
+                    "WITH {f} UPDATE decisions SET consumed = 1
                  WHERE consumed = 0 AND id = (SELECT id FROM decisions
                    WHERE execution_id = $1 AND node_id = $2 AND consumed = 0
                    ORDER BY id LIMIT 1 FOR UPDATE SKIP LOCKED)
+                   AND EXISTS (SELECT 1 FROM f)
                  RETURNING *",
+                    f = fence_cte(1, 3)
+                ))
+                .bind(execution_id)
+                .bind(node_id),
+                fence
             )
-            .bind(execution_id)
-            .bind(node_id)
             .fetch_optional(&self.pool)
         )?;
-        row.as_ref().map(decision_row).transpose()
+        match row {
+            Some(r) => decision_row(&r).map(Some),
+            None => {
+                // Nothing pending, or not this process's to take: say which.
+                let mut conn = self.pool.acquire().await?;
+                self.check_fence(&mut conn, execution_id, fence, "").await?;
+                Ok(None)
+            }
+        }
     }
-    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
-        again!(
-            sqlx::query(
-                "INSERT INTO step_processes (execution_id, node_id, host, pgid, started) VALUES ($1, $2, $3, $4, $5)
-                 ON CONFLICT (execution_id, node_id) DO UPDATE SET host = excluded.host, pgid = excluded.pgid,
-                   started = excluded.started",
-            )
-            .bind(execution_id)
-            .bind(node_id)
-            .bind(&p.host)
-            .bind(p.pgid)
-            .bind(p.started)
-            .execute(&self.pool)
-        )?;
-        Ok(())
-    }
-    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()> {
-        again!(
-            sqlx::query("DELETE FROM step_processes WHERE execution_id = $1 AND ($2 = '' OR node_id = $2)")
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess, fence: &Fence) -> Result<()> {
+        given_up(execution_id, fence)?;
+        let held: i64 = again!(
+            bind_fence_scalar(
+                sqlx::query_scalar(&format!(
+                    "WITH {f},
+                 w AS (INSERT INTO step_processes (execution_id, node_id, host, pgid, started)
+                   SELECT $1, $2, $3, $4, $5 FROM f
+                   ON CONFLICT (execution_id, node_id) DO UPDATE SET host = excluded.host, pgid = excluded.pgid,
+                     started = excluded.started RETURNING 1)
+                 SELECT count(*) FROM f",
+                    f = fence_cte(1, 6)
+                ))
                 .bind(execution_id)
                 .bind(node_id)
-                .execute(&self.pool)
+                .bind(&p.host)
+                .bind(p.pgid)
+                .bind(p.started),
+                fence
+            )
+            .fetch_one(&self.pool)
         )?;
-        Ok(())
+        if held == 0 { Err(refused(execution_id)) } else { Ok(()) }
+    }
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str, fence: &Fence) -> Result<()> {
+        given_up(execution_id, fence)?;
+        let held: i64 = again!(
+            bind_fence_scalar(
+                sqlx::query_scalar(&format!(
+                    "WITH {f},
+                 d AS (DELETE FROM step_processes WHERE execution_id = $1 AND ($2 = '' OR node_id = $2)
+                   AND EXISTS (SELECT 1 FROM f) RETURNING 1)
+                 SELECT count(*) FROM f",
+                    f = fence_cte(1, 3)
+                ))
+                .bind(execution_id)
+                .bind(node_id),
+                fence
+            )
+            .fetch_one(&self.pool)
+        )?;
+        if held == 0 { Err(refused(execution_id)) } else { Ok(()) }
     }
     async fn step_processes(&self, execution_id: &str) -> Result<Vec<(String, StepProcess)>> {
         let rows: Vec<(String, String, i64, i64)> = again!(
@@ -601,27 +727,37 @@ impl Feed for PgStore {
 
 #[async_trait]
 impl Leases for PgStore {
-    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool> {
-        // One UPDATE: a second claimer waits for the first's row lock, then finds the row no longer matches.
-        let r = again!(
-            sqlx::query(&format!(
-                "UPDATE executions SET owner = $1, lease_until = $2 WHERE id = $3 AND status NOT IN {FINAL}
-                   AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $4)"
+    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<Option<i64>> {
+        // One UPDATE: a second claimer waits for the first's row lock, then finds the row no longer matches;
+        // a fenced write holding the row `FOR SHARE` finishes first. A new owner raises the epoch.
+        let epoch: Option<i64> = again!(
+            sqlx::query_scalar(&format!(
+                "UPDATE executions SET
+                   lease_epoch = CASE WHEN owner IS NOT DISTINCT FROM $1 THEN lease_epoch ELSE lease_epoch + 1 END,
+                   owner = $1, lease_until = $2
+                 WHERE id = $3 AND status NOT IN {FINAL}
+                   AND (owner IS NULL OR owner = $1 OR lease_until IS NULL OR lease_until < $4)
+                 RETURNING lease_epoch"
             ))
             .bind(owner)
             .bind(until)
             .bind(id)
             .bind(now)
-            .execute(&self.pool)
+            .fetch_optional(&self.pool)
         )?;
-        Ok(r.rows_affected() == 1)
+        Ok(epoch)
     }
-    async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
+    async fn renew_lease(&self, id: &str, fence: &Fence, until: i64) -> Result<bool> {
+        let Hold::Owner { owner, epoch } = fence.hold() else { return Ok(false) };
+        if fence.is_lost() {
+            return Ok(false);
+        }
         let r = again!(
-            sqlx::query("UPDATE executions SET lease_until = $1 WHERE id = $2 AND owner = $3")
+            sqlx::query("UPDATE executions SET lease_until = $1 WHERE id = $2 AND owner = $3 AND lease_epoch = $4")
                 .bind(until)
                 .bind(id)
                 .bind(owner)
+                .bind(epoch)
                 .execute(&self.pool)
         )?;
         Ok(r.rows_affected() == 1)

@@ -384,25 +384,27 @@ impl Journal for SqliteStore {
         })
         .await
     }
-    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>) -> Result<()> {
+    async fn set_execution_status(&self, id: &str, status: Status, failure: Option<&str>, fence: &Fence) -> Result<()> {
         let writer = self.writer.clone();
         let id = id.to_owned();
         let failure = failure.map(str::to_owned);
+        let fence = fence.clone();
         detached(async move {
             let mut conn = writer.lock().await;
             let id = id.as_str();
             let failure = failure.as_deref();
             let now = now_ms();
+            check_fence(&mut conn, id, &fence).await?;
             // The update says what the status was (kept in `prev_status`): no read before the write, so any
-            // SQL database runs this the same way.
+            // SQL database runs this the same way. An execution that ended keeps its status.
             let mut tx = conn.begin().await?;
-            let from: Option<String> = sqlx::query_scalar(
+            let from: Option<String> = sqlx::query_scalar(&format!(
                 "UPDATE executions SET prev_status = status, status = ?, failure = COALESCE(?, failure),
                    started_at = CASE WHEN started_at IS NULL AND ? = 'Running' THEN ? ELSE started_at END,
                    ended_at = CASE WHEN ? THEN ? ELSE NULL END
-                 WHERE id = ?
-                 RETURNING prev_status",
-            )
+                 WHERE id = ? AND status NOT IN {FINAL}
+                 RETURNING prev_status"
+            ))
             .bind(status.as_str())
             .bind(failure)
             .bind(status.as_str())
@@ -412,7 +414,9 @@ impl Journal for SqliteStore {
             .bind(id)
             .fetch_optional(&mut *tx)
             .await?;
-            let Some(from) = from else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
+            let Some(from) = from else {
+                return Err(StoreError::Fenced(format!("execution `{id}` has ended; its status stays as it is")));
+            };
             if from != status.as_str() {
                 sqlx::query(
                     "INSERT INTO transitions (execution_id, from_status, to_status, reason, at) VALUES (?, ?, ?, ?, ?)",
@@ -430,14 +434,16 @@ impl Journal for SqliteStore {
         })
         .await
     }
-    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value) -> Result<()> {
+    async fn set_execution_input(&self, id: &str, path: &str, value: &serde_json::Value, fence: &Fence) -> Result<()> {
         let writer = self.writer.clone();
+        let fence = fence.clone();
         let id = id.to_owned();
         // A path is a JSON object key (`pipeline.stages.deploy.variables.replicas`), quoted as one.
         let key = format!("$.\"{}\"", path.replace('"', ""));
         let value = serde_json::to_string(value).unwrap_or_else(|_| "null".into());
         detached(async move {
             let mut conn = writer.lock().await;
+            check_fence(&mut conn, &id, &fence).await?;
             let done = sqlx::query("UPDATE executions SET inputs = json_set(inputs, ?, json(?)) WHERE id = ?")
                 .bind(&key)
                 .bind(&value)
@@ -451,7 +457,7 @@ impl Journal for SqliteStore {
         })
         .await
     }
-    async fn put_node(&self, n: &Node) -> Result<()> {
+    async fn put_node(&self, n: &Node, fence: &Fence) -> Result<()> {
         // The node, then — when its status changed — its transition: two autocommit statements on the held
         // writer connection (a transaction's BEGIN and COMMIT would double the cost of the engine's most
         // frequent write). The status a node had is known without reading it: this store remembers the last
@@ -461,8 +467,10 @@ impl Journal for SqliteStore {
         let writer = self.writer.clone();
         let known = self.statuses.clone();
         let n = n.clone();
+        let fence = fence.clone();
         detached(async move {
             let mut conn = writer.lock().await;
+            check_fence(&mut conn, &n.execution_id, &fence).await?;
             let cached = known.lock().unwrap_or_else(|e| e.into_inner()).get(&n.id).cloned();
             let from = match cached {
                 Some(prev) => {
@@ -506,7 +514,9 @@ impl Journal for SqliteStore {
         })
         .await
     }
-    async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str) -> Result<()> {
+    async fn append_log(&self, execution_id: &str, node_id: &str, seq: i64, data: &str, fence: &Fence) -> Result<()> {
+        let mut conn = self.writer.lock().await;
+        check_fence(&mut conn, execution_id, fence).await?;
         sqlx::query(
             "INSERT INTO log_chunks (node_id, execution_id, seq, data) VALUES (?, ?, ?, ?)
              ON CONFLICT (node_id, seq) DO NOTHING",
@@ -515,7 +525,7 @@ impl Journal for SqliteStore {
         .bind(execution_id)
         .bind(seq)
         .bind(data)
-        .execute(&mut *self.writer.lock().await)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
@@ -526,8 +536,10 @@ impl Journal for SqliteStore {
             .await?;
         Ok(v == Some(1))
     }
-    async fn take_decision(&self, execution_id: &str, node_id: &str) -> Result<Option<Decision>> {
+    async fn take_decision(&self, execution_id: &str, node_id: &str, fence: &Fence) -> Result<Option<Decision>> {
         // One statement marks the oldest pending decision taken and returns it: two takers never get the same.
+        let mut conn = self.writer.lock().await;
+        check_fence(&mut conn, execution_id, fence).await?;
         let row = sqlx::query(
             "UPDATE decisions SET consumed = 1
              WHERE id = (SELECT id FROM decisions WHERE execution_id = ? AND node_id = ? AND consumed = 0
@@ -536,12 +548,14 @@ impl Journal for SqliteStore {
         )
         .bind(execution_id)
         .bind(node_id)
-        .fetch_optional(&mut *self.writer.lock().await)
+        .fetch_optional(&mut *conn)
         .await?;
         let Some(r) = row else { return Ok(None) };
         decision_row(&r).map(Some)
     }
-    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess) -> Result<()> {
+    async fn put_step_process(&self, execution_id: &str, node_id: &str, p: &StepProcess, fence: &Fence) -> Result<()> {
+        let mut conn = self.writer.lock().await;
+        check_fence(&mut conn, execution_id, fence).await?;
         sqlx::query(
             "INSERT INTO step_processes (execution_id, node_id, host, pgid, started) VALUES (?, ?, ?, ?, ?)
              ON CONFLICT (execution_id, node_id) DO UPDATE SET host = excluded.host, pgid = excluded.pgid,
@@ -552,15 +566,17 @@ impl Journal for SqliteStore {
         .bind(&p.host)
         .bind(p.pgid)
         .bind(p.started)
-        .execute(&mut *self.writer.lock().await)
+        .execute(&mut *conn)
         .await?;
         Ok(())
     }
-    async fn drop_step_process(&self, execution_id: &str, node_id: &str) -> Result<()> {
+    async fn drop_step_process(&self, execution_id: &str, node_id: &str, fence: &Fence) -> Result<()> {
+        let mut conn = self.writer.lock().await;
+        check_fence(&mut conn, execution_id, fence).await?;
         sqlx::query("DELETE FROM step_processes WHERE execution_id = ?1 AND (?2 = '' OR node_id = ?2)")
             .bind(execution_id)
             .bind(node_id)
-            .execute(&mut *self.writer.lock().await)
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
@@ -604,24 +620,32 @@ impl Feed for SqliteStore {
 
 #[async_trait]
 impl Leases for SqliteStore {
-    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<bool> {
-        let r = sqlx::query(&format!(
-            "UPDATE executions SET owner = ?1, lease_until = ?2 WHERE id = ?3 AND status NOT IN {FINAL}
-               AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL OR lease_until < ?4)"
+    async fn claim_execution(&self, id: &str, owner: &str, now: i64, until: i64) -> Result<Option<i64>> {
+        let epoch: Option<i64> = sqlx::query_scalar(&format!(
+            "UPDATE executions SET lease_epoch = CASE WHEN owner IS ?1 THEN lease_epoch ELSE lease_epoch + 1 END,
+               owner = ?1, lease_until = ?2
+             WHERE id = ?3 AND status NOT IN {FINAL}
+               AND (owner IS NULL OR owner = ?1 OR lease_until IS NULL OR lease_until < ?4)
+             RETURNING lease_epoch"
         ))
         .bind(owner)
         .bind(until)
         .bind(id)
         .bind(now)
-        .execute(&mut *self.writer.lock().await)
+        .fetch_optional(&mut *self.writer.lock().await)
         .await?;
-        Ok(r.rows_affected() == 1)
+        Ok(epoch)
     }
-    async fn renew_lease(&self, id: &str, owner: &str, until: i64) -> Result<bool> {
-        let r = sqlx::query("UPDATE executions SET lease_until = ? WHERE id = ? AND owner = ?")
+    async fn renew_lease(&self, id: &str, fence: &Fence, until: i64) -> Result<bool> {
+        let Hold::Owner { owner, epoch } = fence.hold() else { return Ok(false) };
+        if fence.is_lost() {
+            return Ok(false);
+        }
+        let r = sqlx::query("UPDATE executions SET lease_until = ? WHERE id = ? AND owner = ? AND lease_epoch = ?")
             .bind(until)
             .bind(id)
             .bind(owner)
+            .bind(epoch)
             .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(r.rows_affected() == 1)
@@ -1147,6 +1171,28 @@ impl Tasks for SqliteStore {
             .execute(&mut *self.writer.lock().await)
             .await?;
         Ok(done.rows_affected() == 1)
+    }
+}
+
+/// Refuse a journal write whose fence is not the execution's current hold (read on the writer connection,
+/// which every write of this store goes through, so no claim comes between the check and the write).
+async fn check_fence(conn: &mut SqliteConnection, id: &str, fence: &Fence) -> Result<()> {
+    if fence.is_lost() {
+        return Err(StoreError::Fenced(format!("execution `{id}`: this process gave up its hold on it")));
+    }
+    let row: Option<(Option<String>, i64, Option<i64>)> =
+        sqlx::query_as("SELECT owner, lease_epoch, lease_until FROM executions WHERE id = ?")
+            .bind(id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some((owner, epoch, until)) = row else { return Err(StoreError::NotFound(format!("no execution `{id}`"))) };
+    if fence.admits(owner.as_deref(), epoch, until, now_ms()) {
+        Ok(())
+    } else {
+        Err(StoreError::Fenced(format!(
+            "execution `{id}` is held by {}: this process's write was refused",
+            owner.unwrap_or_else(|| "nobody".into())
+        )))
     }
 }
 

@@ -56,19 +56,68 @@ mod suite {
     pub async fn ownership_is_exclusive(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
         let now = now_ms();
-        assert!(s.claim_execution(&e.id, "A", now, now + 1000).await.unwrap(), "an unowned execution is claimed");
-        assert!(s.claim_execution(&e.id, "A", now, now + 2000).await.unwrap(), "its owner claims it again");
-        assert!(!s.claim_execution(&e.id, "B", now + 500, now + 3000).await.unwrap(), "not while the lease lasts");
-        assert!(!s.renew_lease(&e.id, "B", now + 9000).await.unwrap(), "only the owner renews");
-        assert!(s.renew_lease(&e.id, "A", now + 4000).await.unwrap());
+        let first = s.claim_execution(&e.id, "A", now, now + 1000).await.unwrap();
+        assert!(first.is_some(), "an unowned execution is claimed");
+        assert_eq!(s.claim_execution(&e.id, "A", now, now + 2000).await.unwrap(), first, "its owner claims it again");
+        assert!(
+            s.claim_execution(&e.id, "B", now + 500, now + 3000).await.unwrap().is_none(),
+            "not while the lease lasts"
+        );
+        let a = store::Fence::owner("A", first.unwrap());
+        let b_guess = store::Fence::owner("B", first.unwrap());
+        assert!(!s.renew_lease(&e.id, &b_guess, now + 9000).await.unwrap(), "only the owner renews");
+        assert!(s.renew_lease(&e.id, &a, now + 4000).await.unwrap());
         assert_eq!(s.lease(&e.id).await.unwrap(), Some(("A".into(), Some(now + 4000))));
-        // Once the lease has run out, another process takes it; the former owner can no longer renew.
-        assert!(s.claim_execution(&e.id, "B", now + 4001, now + 8000).await.unwrap());
-        assert!(!s.renew_lease(&e.id, "A", now + 9000).await.unwrap());
+        // Once the lease has run out, another process takes it at a higher epoch; the former owner can no
+        // longer renew.
+        let second = s.claim_execution(&e.id, "B", now + 4001, now_ms() + 60_000).await.unwrap().unwrap();
+        assert!(second > first.unwrap(), "a new owner raises the epoch");
+        assert!(!s.renew_lease(&e.id, &a, now + 9000).await.unwrap());
         assert_eq!(s.lease(&e.id).await.unwrap().map(|l| l.0), Some("B".into()));
         // An ended execution is nobody's to take.
-        s.set_execution_status(&e.id, Status::Success, None).await.unwrap();
-        assert!(!s.claim_execution(&e.id, "C", i64::MAX, i64::MAX).await.unwrap());
+        let b = store::Fence::owner("B", second);
+        s.set_execution_status(&e.id, Status::Success, None, &b).await.unwrap();
+        assert!(s.claim_execution(&e.id, "C", i64::MAX, i64::MAX).await.unwrap().is_none());
+    }
+
+    pub async fn a_stale_owners_writes_are_refused_and_an_ended_execution_stays_ended(s: Arc<dyn Store>) {
+        let e = s.create_execution(new_exec("a")).await.unwrap();
+        let now = now_ms();
+        // A holds it, stalls past its lease, and B takes it over.
+        let a = store::Fence::owner("A", s.claim_execution(&e.id, "A", now, now + 10).await.unwrap().unwrap());
+        s.set_execution_status(&e.id, Status::Running, None, &a).await.unwrap();
+        let mut n = node(&e.id, "n1", "a.s", Status::Running);
+        s.put_node(&n, &a).await.unwrap();
+        let b_epoch = s.claim_execution(&e.id, "B", now + 20, now_ms() + 60_000).await.unwrap().unwrap();
+        let b = store::Fence::owner("B", b_epoch);
+        // Everything A writes now is refused, and nothing of it is stored.
+        let fenced = |r: store::Result<()>| matches!(r, Err(store::StoreError::Fenced(_)));
+        n.status = Status::Failed;
+        assert!(fenced(s.put_node(&n, &a).await), "a stale owner's node");
+        assert!(fenced(s.set_execution_status(&e.id, Status::Failed, Some("aborted"), &a).await), "its status");
+        assert!(fenced(s.append_log(&e.id, "n1", 1, "stale line\n", &a).await), "its log");
+        assert!(fenced(s.set_execution_input(&e.id, "x", &serde_json::json!(1), &a).await), "its inputs");
+        let p = store::StepProcess { host: "h".into(), pgid: 1, started: 1 };
+        assert!(fenced(s.put_step_process(&e.id, "n1", &p, &a).await), "its process");
+        assert!(fenced(s.drop_step_process(&e.id, "", &a).await), "its processes");
+        assert!(matches!(s.take_decision(&e.id, "n1", &a).await, Err(store::StoreError::Fenced(_))), "decisions");
+        // Nor may anyone who does not hold it write while B's lease lasts.
+        assert!(fenced(s.set_execution_status(&e.id, Status::Aborted, None, &store::Fence::unowned()).await));
+        assert_eq!(s.execution(&e.id).await.unwrap().status, Status::Running);
+        assert_eq!(s.nodes(&e.id).await.unwrap()[0].status, Status::Running);
+        assert!(s.logs(&e.id, None).await.unwrap().is_empty());
+        // B's writes go through; a fence given up refuses at once, in every clone.
+        s.append_log(&e.id, "n1", 1, "b's line\n", &b).await.unwrap();
+        n.status = Status::Success;
+        s.put_node(&n, &b).await.unwrap();
+        s.set_execution_status(&e.id, Status::Success, None, &b).await.unwrap();
+        // An ended execution keeps its final status, whoever writes.
+        assert!(fenced(s.set_execution_status(&e.id, Status::Running, None, &b).await), "Success → Running");
+        assert!(fenced(s.set_execution_status(&e.id, Status::Failed, None, &b).await), "Success → Failed");
+        assert_eq!(s.execution(&e.id).await.unwrap().status, Status::Success);
+        let given_up = b.clone();
+        given_up.lose();
+        assert!(fenced(s.append_log(&e.id, "n1", 2, "after\n", &b).await));
     }
 
     pub async fn claims_race_to_one_winner(s: Arc<dyn Store>) {
@@ -77,7 +126,9 @@ mod suite {
         let tries: Vec<_> = (0..8)
             .map(|i| {
                 let (s, id) = (s.clone(), e.id.clone());
-                tokio::spawn(async move { s.claim_execution(&id, &format!("P{i}"), now, now + 60_000).await.unwrap() })
+                tokio::spawn(async move {
+                    s.claim_execution(&id, &format!("P{i}"), now, now + 60_000).await.unwrap().is_some()
+                })
             })
             .collect();
         let mut won = 0;
@@ -95,8 +146,8 @@ mod suite {
         let ended = s.create_execution(new_exec("a")).await.unwrap();
         s.claim_execution(&live.id, "L", now, now + 60_000).await.unwrap();
         s.claim_execution(&expired.id, "X", now, now + 10).await.unwrap();
-        s.claim_execution(&ended.id, "E", now, now + 10).await.unwrap();
-        s.set_execution_status(&ended.id, Status::Failed, None).await.unwrap();
+        let e_epoch = s.claim_execution(&ended.id, "E", now, now + 10).await.unwrap().unwrap();
+        s.set_execution_status(&ended.id, Status::Failed, None, &store::Fence::owner("E", e_epoch)).await.unwrap();
         let ids = |v: Vec<store::Execution>| {
             let mut v: Vec<String> = v.into_iter().map(|e| e.id).collect();
             v.sort();
@@ -135,7 +186,7 @@ mod suite {
             }
             let e = s.create_execution(n).await.unwrap();
             if i % 3 == 0 {
-                s.set_execution_status(&e.id, Status::Failed, None).await.unwrap();
+                s.set_execution_status(&e.id, Status::Failed, None, &store::Fence::unowned()).await.unwrap();
             }
             made.push(e);
         }
@@ -185,7 +236,7 @@ mod suite {
     pub async fn node_changes_are_recorded_as_transitions(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
         for st in [Status::Queued, Status::Running, Status::Running, Status::Success] {
-            s.put_node(&node(&e.id, "n1", "a.s", st)).await.unwrap();
+            s.put_node(&node(&e.id, "n1", "a.s", st), &store::Fence::unowned()).await.unwrap();
         }
         let nodes = s.nodes(&e.id).await.unwrap();
         assert_eq!(nodes.len(), 1);
@@ -214,9 +265,9 @@ mod suite {
 
     pub async fn logs_keep_their_order_and_page(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
-        s.put_node(&node(&e.id, "n1", "a.s", Status::Running)).await.unwrap();
+        s.put_node(&node(&e.id, "n1", "a.s", Status::Running), &store::Fence::unowned()).await.unwrap();
         for i in 1..=5 {
-            s.append_log(&e.id, "n1", i, &format!("1\tstdout\tline {i}\n")).await.unwrap();
+            s.append_log(&e.id, "n1", i, &format!("1\tstdout\tline {i}\n"), &store::Fence::unowned()).await.unwrap();
         }
         let all = s.logs(&e.id, None).await.unwrap();
         assert_eq!(all.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3, 4, 5]);
@@ -232,14 +283,18 @@ mod suite {
         // cursor, as a live log does: it must see every chunk, each once, cursors rising.
         let e = s.create_execution(new_exec("a")).await.unwrap();
         for w in 0..4 {
-            s.put_node(&node(&e.id, &format!("n{w}"), &format!("a.s{w}"), Status::Running)).await.unwrap();
+            s.put_node(&node(&e.id, &format!("n{w}"), &format!("a.s{w}"), Status::Running), &store::Fence::unowned())
+                .await
+                .unwrap();
         }
         let writers: Vec<_> = (0..4)
             .map(|w| {
                 let (s, id) = (s.clone(), e.id.clone());
                 tokio::spawn(async move {
                     for i in 1..=60 {
-                        s.append_log(&id, &format!("n{w}"), i, &format!("line {i}\n")).await.unwrap();
+                        s.append_log(&id, &format!("n{w}"), i, &format!("line {i}\n"), &store::Fence::unowned())
+                            .await
+                            .unwrap();
                     }
                 })
             })
@@ -269,7 +324,7 @@ mod suite {
         want.sort();
         assert_eq!(seen, want, "every chunk once");
         // A chunk written again (a retried write) is not stored twice.
-        s.append_log(&e.id, "n0", 1, "line 1\n").await.unwrap();
+        s.append_log(&e.id, "n0", 1, "line 1\n", &store::Fence::unowned()).await.unwrap();
         assert_eq!(s.logs(&e.id, Some(&["n0".into()])).await.unwrap().len(), 60);
     }
 
@@ -300,8 +355,8 @@ mod suite {
         other.project = "q".into();
         let kept = s.create_execution(other).await.unwrap();
         let gone = s.create_execution(new_exec("a")).await.unwrap();
-        s.put_node(&node(&gone.id, "g1", "a.s", Status::Running)).await.unwrap();
-        s.append_log(&gone.id, "g1", 1, "x\n").await.unwrap();
+        s.put_node(&node(&gone.id, "g1", "a.s", Status::Running), &store::Fence::unowned()).await.unwrap();
+        s.append_log(&gone.id, "g1", 1, "x\n", &store::Fence::unowned()).await.unwrap();
         s.save_pipeline("o", "p", "a", "v: 1").await.unwrap();
         assert_eq!(s.delete_history("o", Some("p")).await.unwrap(), 1);
         assert!(s.execution(&gone.id).await.is_err());
@@ -516,7 +571,7 @@ mod suite {
 
     pub async fn a_decision_is_taken_exactly_once(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
-        s.put_node(&node(&e.id, "n1", "a.s", Status::InterventionWaiting)).await.unwrap();
+        s.put_node(&node(&e.id, "n1", "a.s", Status::InterventionWaiting), &store::Fence::unowned()).await.unwrap();
         s.put_decision(&Decision {
             execution_id: e.id.clone(),
             node_id: "n1".into(),
@@ -532,7 +587,7 @@ mod suite {
         let takers: Vec<_> = (0..6)
             .map(|_| {
                 let (s, id) = (s.clone(), e.id.clone());
-                tokio::spawn(async move { s.take_decision(&id, "n1").await.unwrap() })
+                tokio::spawn(async move { s.take_decision(&id, "n1", &store::Fence::unowned()).await.unwrap() })
             })
             .collect();
         let mut got = 0;
@@ -548,27 +603,30 @@ mod suite {
         let e = s.create_execution(new).await.unwrap();
         let path = "pipeline.stages.deploy.variables.region";
         let asked = serde_json::json!({"source": "ExecutionInput", "pending": true, "owner": "pipeline.stages.deploy"});
-        s.set_execution_input(&e.id, path, &asked).await.unwrap();
+        s.set_execution_input(&e.id, path, &asked, &store::Fence::unowned()).await.unwrap();
         let given = serde_json::json!({"source": "ExecutionInput", "value": "eu \"west\"", "by": "ana"});
-        s.set_execution_input(&e.id, path, &given).await.unwrap();
+        s.set_execution_input(&e.id, path, &given, &store::Fence::unowned()).await.unwrap();
         let inputs = s.execution(&e.id).await.unwrap().inputs;
         assert_eq!(inputs[path], given, "the path is one key, dots and all, and the last write wins");
         assert_eq!(inputs["pipeline.variables.v"]["value"], "1", "other inputs are kept");
-        assert!(s.set_execution_input("nope", path, &given).await.is_err(), "an unknown execution is an error");
+        assert!(
+            s.set_execution_input("nope", path, &given, &store::Fence::unowned()).await.is_err(),
+            "an unknown execution is an error"
+        );
     }
 
     pub async fn step_processes_are_recorded_and_forgotten(s: Arc<dyn Store>) {
         let e = s.create_execution(new_exec("a")).await.unwrap();
         let p = |pgid| StepProcess { host: "h".into(), pgid, started: 42 };
-        s.put_step_process(&e.id, "n1", &p(10)).await.unwrap();
-        s.put_step_process(&e.id, "n2", &p(20)).await.unwrap();
-        s.put_step_process(&e.id, "n1", &p(11)).await.unwrap();
+        s.put_step_process(&e.id, "n1", &p(10), &store::Fence::unowned()).await.unwrap();
+        s.put_step_process(&e.id, "n2", &p(20), &store::Fence::unowned()).await.unwrap();
+        s.put_step_process(&e.id, "n1", &p(11), &store::Fence::unowned()).await.unwrap();
         let mut got = s.step_processes(&e.id).await.unwrap();
         got.sort_by(|a, b| a.0.cmp(&b.0));
         assert_eq!(got, [("n1".into(), p(11)), ("n2".into(), p(20))]);
-        s.drop_step_process(&e.id, "n1").await.unwrap();
+        s.drop_step_process(&e.id, "n1", &store::Fence::unowned()).await.unwrap();
         assert_eq!(s.step_processes(&e.id).await.unwrap().len(), 1);
-        s.drop_step_process(&e.id, "").await.unwrap();
+        s.drop_step_process(&e.id, "", &store::Fence::unowned()).await.unwrap();
         assert!(s.step_processes(&e.id).await.unwrap().is_empty());
     }
 
@@ -708,6 +766,7 @@ macro_rules! every_test {
         backend! {
             $backend => $make;
             ownership_is_exclusive,
+            a_stale_owners_writes_are_refused_and_an_ended_execution_stays_ended,
             claims_race_to_one_winner,
             orphans_are_the_unowned_and_the_expired,
             sequence_numbers_are_unique_under_concurrency,

@@ -57,8 +57,8 @@ async fn executions_nodes_logs_and_decisions_round_trip() {
     let common: String = a1.id.chars().take(2).collect();
     assert!(s.execution(&common).await.unwrap_err().to_string().contains("several"));
 
-    s.set_execution_status(&a1.id, Status::Running, None).await.unwrap();
-    s.set_execution_status(&a1.id, Status::Failed, Some("boom")).await.unwrap();
+    s.set_execution_status(&a1.id, Status::Running, None, &store::Fence::unowned()).await.unwrap();
+    s.set_execution_status(&a1.id, Status::Failed, Some("boom"), &store::Fence::unowned()).await.unwrap();
     let e = s.execution(&a1.id).await.unwrap();
     assert_eq!(e.status, Status::Failed);
     assert_eq!(e.failure.as_deref(), Some("boom"));
@@ -69,11 +69,11 @@ async fn executions_nodes_logs_and_decisions_round_trip() {
     assert_eq!(failed.len(), 1);
 
     let mut n = node(&a2.id, "n1", Status::Running);
-    s.put_node(&n).await.unwrap();
+    s.put_node(&n, &store::Fence::unowned()).await.unwrap();
     n.status = Status::Success;
     n.outputs.insert("x".into(), "1".into());
-    s.put_node(&n).await.unwrap();
-    s.put_node(&n).await.unwrap();
+    s.put_node(&n, &store::Fence::unowned()).await.unwrap();
+    s.put_node(&n, &store::Fence::unowned()).await.unwrap();
     let nodes = s.nodes(&a2.id).await.unwrap();
     assert_eq!(nodes.len(), 1);
     assert_eq!(nodes[0].outputs["x"], "1");
@@ -81,8 +81,8 @@ async fn executions_nodes_logs_and_decisions_round_trip() {
         s.transitions(&a2.id).await.unwrap().into_iter().filter(|t| t.node_id.is_some()).map(|t| t.to).collect();
     assert_eq!(t, ["Running", "Success"]);
 
-    s.append_log(&a2.id, "n1", 2, "second\n").await.unwrap();
-    s.append_log(&a2.id, "n1", 1, "first\n").await.unwrap();
+    s.append_log(&a2.id, "n1", 2, "second\n", &store::Fence::unowned()).await.unwrap();
+    s.append_log(&a2.id, "n1", 1, "first\n", &store::Fence::unowned()).await.unwrap();
     let logs: Vec<String> = s.logs(&a2.id, None).await.unwrap().into_iter().map(|c| c.data).collect();
     assert_eq!(logs, ["first\n", "second\n"]);
 
@@ -102,8 +102,11 @@ async fn executions_nodes_logs_and_decisions_round_trip() {
         at: 1,
     };
     s.put_decision(&d).await.unwrap();
-    assert_eq!(s.take_decision(&a2.id, "n1").await.unwrap().unwrap().action, "approve");
-    assert!(s.take_decision(&a2.id, "n1").await.unwrap().is_none(), "a decision is taken once");
+    assert_eq!(s.take_decision(&a2.id, "n1", &store::Fence::unowned()).await.unwrap().unwrap().action, "approve");
+    assert!(
+        s.take_decision(&a2.id, "n1", &store::Fence::unowned()).await.unwrap().is_none(),
+        "a decision is taken once"
+    );
 
     assert_eq!(s.save_pipeline("o", "p", "a", "v1").await.unwrap(), 1);
     assert_eq!(s.save_pipeline("o", "p", "a", "v1").await.unwrap(), 1);
@@ -122,11 +125,11 @@ async fn a_node_written_by_another_process_keeps_its_transition_history() {
     let dir = tempfile::tempdir().unwrap();
     let first = SqliteStore::open(dir.path()).await.unwrap();
     let e = first.create_execution(new_exec("a")).await.unwrap();
-    first.put_node(&node(&e.id, "N1", Status::Running)).await.unwrap();
+    first.put_node(&node(&e.id, "N1", Status::Running), &store::Fence::unowned()).await.unwrap();
     // The process that wrote it is gone; another one goes on with the same node.
     let second = SqliteStore::open(dir.path()).await.unwrap();
-    second.put_node(&node(&e.id, "N1", Status::Failed)).await.unwrap();
-    second.put_node(&node(&e.id, "N1", Status::Failed)).await.unwrap();
+    second.put_node(&node(&e.id, "N1", Status::Failed), &store::Fence::unowned()).await.unwrap();
+    second.put_node(&node(&e.id, "N1", Status::Failed), &store::Fence::unowned()).await.unwrap();
     let t: Vec<(Option<String>, String)> = second
         .transitions(&e.id)
         .await

@@ -74,7 +74,12 @@ pub async fn abort(a: ExecArg) -> anyhow::Result<ExitCode> {
         // not); a server decides this itself.
         if a.state.server.is_none() && e.status == Status::Queued {
             let local = super::open_local(&a.state).await?;
-            local.set_execution_status(&e.id, Status::Aborted, Some("aborted before it started")).await?;
+            // Unless an engine took it meanwhile (then it sees the abort itself).
+            let aborted = Some("aborted before it started");
+            match local.set_execution_status(&e.id, Status::Aborted, aborted, &store::Fence::unowned()).await {
+                Ok(()) | Err(store::StoreError::Fenced(_)) => {}
+                Err(e) => return Err(e.into()),
+            }
         }
         println!(
             "abort requested for execution {} (#{} of {}); it stops within a moment",

@@ -202,11 +202,15 @@ pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
     // Every owned execution that has not ended is looked at; the claim decides whether its owner's hold is
     // over (its lease ran out, or it was a process of this host that is gone).
     for e in app.store.orphaned(i64::MAX, now.saturating_sub(lease)).await? {
-        if app.runner.running(&e.id)
-            || !engine::owner::claim(app.store.as_ref(), &e.id, app.runner.owner(), app.runner.lease()).await?
-        {
+        if app.runner.running(&e.id) {
             continue;
         }
+        let Some(epoch) =
+            engine::owner::claim(app.store.as_ref(), &e.id, app.runner.owner(), app.runner.lease()).await?
+        else {
+            continue;
+        };
+        let fence = store::Fence::owner(app.runner.owner(), epoch);
         let scope = Scope::project(&e.org, &e.project);
         let job = async {
             let (doc, pipeline, seed) = launch::resumable(app.store.as_ref(), &e).await?;
@@ -233,7 +237,7 @@ pub async fn take_over(app: &Arc<App>) -> ApiResult<Vec<String>> {
                 // It cannot go on (its pipeline version is gone, say): it ends, saying why.
                 let why = format!("could not be taken over after its process stopped: {err}");
                 tracing::error!("execution {}: {why}", e.id);
-                app.store.set_execution_status(&e.id, Status::Failed, Some(&why)).await?;
+                app.store.set_execution_status(&e.id, Status::Failed, Some(&why), &fence).await?;
             }
         }
     }
@@ -672,7 +676,14 @@ pub async fn abort(app: &App, p: &Principal, id: &str) -> ApiResult<Execution> {
         Some(n) => n.notify_waiters(),
         // Queued with no engine running it here: nothing will start it now, so it ends at once.
         None if e.status == Status::Queued => {
-            app.store.set_execution_status(&e.id, Status::Aborted, Some("aborted before it started")).await?;
+            app.store
+                .set_execution_status(
+                    &e.id,
+                    Status::Aborted,
+                    Some("aborted before it started"),
+                    &store::Fence::unowned(),
+                )
+                .await?;
         }
         None => {}
     }
