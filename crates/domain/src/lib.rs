@@ -664,7 +664,9 @@ mod fence_tests {
     #[test]
     fn a_write_is_admitted_only_under_the_executions_current_hold() {
         let (me, epoch) = (Fence::owner("a", 3), 3);
-        let table: [(&Fence, Option<&str>, i64, Option<i64>, bool); 9] = [
+        // fence, the execution's owner, its epoch, its lease's end, admitted (at 1000)
+        type Row<'a> = (&'a Fence, Option<&'a str>, i64, Option<i64>, bool);
+        let table: [Row<'_>; 9] = [
             (&me, Some("a"), epoch, Some(2000), true),
             (&me, Some("a"), epoch, Some(500), true), // its own lease ran out, nobody took over: still its
             (&me, Some("a"), 4, Some(2000), false),   // taken over by another claim of the same name? never

@@ -228,96 +228,14 @@ async fn a_killed_server_s_execution_is_taken_over_and_its_live_log_resumes_on_a
     assert_eq!(nodes.iter().filter(|n| n["path"] == "a.s").count(), 1);
 }
 
-/// A PostgreSQL server of the test's own (initdb in a temporary directory, a free port), so the test may
-/// stop and start it. Run as the `postgres` user when the test runs as root (initdb refuses root).
-struct OwnPostgres {
-    dir: tempfile::TempDir,
-    port: u16,
-    bin: std::path::PathBuf,
-}
-
-impl OwnPostgres {
-    fn cmd(&self, program: &str) -> std::process::Command {
-        let exe = self.bin.join(program);
-        if nix::unistd::geteuid().is_root() {
-            let mut c = std::process::Command::new("runuser");
-            c.args(["-u", "postgres", "--"]).arg(exe);
-            c
-        } else {
-            std::process::Command::new(exe)
-        }
-    }
-
-    fn data(&self) -> std::path::PathBuf {
-        self.dir.path().join("data")
-    }
-
-    /// Initialise and start one, or None (skip) where PostgreSQL's programs are not installed outside CI.
-    fn start() -> Option<OwnPostgres> {
-        let bin = std::process::Command::new("pg_config").arg("--bindir").output().ok().filter(|o| o.status.success());
-        let Some(bin) = bin else {
-            assert!(std::env::var_os("CI").is_none(), "the database restart test needs PostgreSQL's programs under CI");
-            eprintln!("SKIPPED: pg_config is not installed");
-            return None;
-        };
-        let bin = std::path::PathBuf::from(String::from_utf8_lossy(&bin.stdout).trim());
-        let dir = tempfile::tempdir().unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-        let pg = OwnPostgres { dir, port, bin };
-        if nix::unistd::geteuid().is_root() {
-            let uid = nix::unistd::User::from_name("postgres").unwrap().expect("a postgres user");
-            nix::unistd::chown(pg.dir.path(), Some(uid.uid), Some(uid.gid)).unwrap();
-        }
-        let ok = pg
-            .cmd("initdb")
-            .args(["-U", "postgres", "--auth=trust", "-D"])
-            .arg(pg.data())
-            .stdout(std::process::Stdio::null())
-            .status()
-            .unwrap();
-        assert!(ok.success(), "initdb failed");
-        pg.ctl("start");
-        Some(pg)
-    }
-
-    fn ctl(&self, action: &str) {
-        let mut c = self.cmd("pg_ctl");
-        c.arg("-D").arg(self.data()).args(["-w", "-m", "fast", "-l"]).arg(self.dir.path().join("log"));
-        if action == "start" {
-            c.arg("-o").arg(format!(
-                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
-                self.port,
-                self.dir.path().display()
-            ));
-        }
-        let ok = c.arg(action).stdout(std::process::Stdio::null()).status().unwrap();
-        assert!(ok.success(), "pg_ctl {action} failed");
-    }
-
-    fn admin_url(&self) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
-    }
-}
-
-impl Drop for OwnPostgres {
-    fn drop(&mut self) {
-        let _ = self
-            .cmd("pg_ctl")
-            .arg("-D")
-            .arg(self.data())
-            .args(["-m", "immediate", "stop"])
-            .stdout(std::process::Stdio::null())
-            .stderr(std::process::Stdio::null())
-            .status();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_mid_run_loses_nothing() {
-    let Some(pg) = OwnPostgres::start() else { return };
+    let Some(pg) = common::OwnPostgres::start() else { return };
     let db = Scratch::create(&pg.admin_url()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let s = replica(&dir.path().join("a"), &db, "5").await;
+    // A 12 s lease: the restart stays well within the two thirds of it after which the server gives its
+    // hold up (the longer outage is `fencing.rs`'s).
+    let s = replica(&dir.path().join("a"), &db, "12").await;
     let go = common::gates(dir.path()).join("go");
     let script = format!(
         "'for i in 1 2 3; do echo before-$i; done; while [ ! -f {} ]; do sleep 0.05; done; for i in 1 2 3; do echo after-$i; sleep 0.2; done'",
@@ -370,7 +288,7 @@ async fn a_database_restart_mid_run_loses_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_under_an_agent_loses_nothing() {
-    let Some(pg) = OwnPostgres::start() else { return };
+    let Some(pg) = common::OwnPostgres::start() else { return };
     let db = Scratch::create(&pg.admin_url()).await.unwrap();
     let dir = tempfile::tempdir().unwrap();
     // A 12 s lease: the outage (2 s and the restart) stays well within the two thirds of it after which an

@@ -64,7 +64,7 @@ pub struct AgentCaller {
 
 /// What the agent protocol says to a caller without an agent credential.
 const AGENT_CREDENTIAL: &str = "the agent protocol takes only an agent's own credential (`pwa_…`): an \
-     administrator registers the agent (`pipewright agents register NAME --tags … [--org … --project …]`) and \
+     administrator registers the agent (`pipewright agents register NAME --tags … [--scope ORG/PROJECT]`) and \
      gives it the credential printed; user and service-account tokens no longer connect agents";
 
 fn hex(bytes: &[u8]) -> String {

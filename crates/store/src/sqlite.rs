@@ -641,12 +641,15 @@ impl Leases for SqliteStore {
         if fence.is_lost() {
             return Ok(false);
         }
+        // On a connection of the pool, not the writer: a renewal must not wait behind every write queued by
+        // hundreds of running steps (its owner gives up its hold when a renewal is late), and SQLite takes
+        // its write lock per statement, so it gets in between them.
         let r = sqlx::query("UPDATE executions SET lease_until = ? WHERE id = ? AND owner = ? AND lease_epoch = ?")
             .bind(until)
             .bind(id)
             .bind(owner)
             .bind(epoch)
-            .execute(&mut *self.writer.lock().await)
+            .execute(&self.pool)
             .await?;
         Ok(r.rows_affected() == 1)
     }

@@ -59,12 +59,10 @@ pub enum AgentsCmd {
         /// Its tags, comma-separated: it takes the steps whose `delegateSelectors` it has all of.
         #[arg(long, value_delimiter = ',')]
         tags: Vec<String>,
-        /// Its organization (default: the account: every project).
-        #[arg(long)]
-        org: Option<String>,
-        /// Its project (with --org).
-        #[arg(long, requires = "org")]
-        project: Option<String>,
+        /// Where it takes steps: `account` (every project), an organization `ORG`, or a project
+        /// `ORG/PROJECT`.
+        #[arg(long, default_value = "account", value_name = "account|ORG|ORG/PROJECT")]
+        scope: String,
         #[command(flatten)]
         server: super::admin::ServerArgs,
     },
@@ -106,9 +104,15 @@ pub enum AgentsCmd {
 /// Run an `agents` command.
 pub async fn manage(c: AgentsCmd) -> anyhow::Result<ExitCode> {
     let (name, state, server) = match c {
-        AgentsCmd::Register { name, tags, org, project, server } => {
-            let body = json!({"name": name, "tags": tags, "orgIdentifier": org.unwrap_or_default(),
-                "projectIdentifier": project.unwrap_or_default()});
+        AgentsCmd::Register { name, tags, scope, server } => {
+            let (org, project) = match scope.as_str() {
+                "account" => ("", ""),
+                s => s.split_once('/').unwrap_or((s, "")),
+            };
+            if org.is_empty() && scope != "account" || (scope.contains('/') && project.is_empty()) {
+                bail!("--scope `{scope}`: expected `account`, an organization `ORG` or a project `ORG/PROJECT`");
+            }
+            let body = json!({"name": name, "tags": tags, "orgIdentifier": org, "projectIdentifier": project});
             let v = super::admin::remote(&server)?.call(Method::POST, "/api/v1/agents", Some(body)).await?;
             return Ok(print_credential(&v));
         }

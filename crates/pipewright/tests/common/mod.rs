@@ -415,3 +415,92 @@ pub fn fan_pipeline() -> Value {
 pub fn fan_lines(text: &str) -> Vec<String> {
     text.lines().filter_map(|l| l.split("RAN ").nth(1)).map(String::from).collect()
 }
+
+/// A PostgreSQL server of the test's own (initdb in a temporary directory, a free port), so the test may
+/// stop and start it. Run as the `postgres` user when the test runs as root (initdb refuses root).
+pub struct OwnPostgres {
+    dir: tempfile::TempDir,
+    port: u16,
+    bin: std::path::PathBuf,
+}
+
+impl OwnPostgres {
+    fn cmd(&self, program: &str) -> std::process::Command {
+        let exe = self.bin.join(program);
+        if nix::unistd::geteuid().is_root() {
+            let mut c = std::process::Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
+        } else {
+            std::process::Command::new(exe)
+        }
+    }
+
+    fn data(&self) -> std::path::PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Initialise and start one, or None (skip) where PostgreSQL's programs are not installed outside CI.
+    pub fn start() -> Option<OwnPostgres> {
+        let bin = std::process::Command::new("pg_config").arg("--bindir").output().ok().filter(|o| o.status.success());
+        let Some(bin) = bin else {
+            assert!(std::env::var_os("CI").is_none(), "the database restart test needs PostgreSQL's programs under CI");
+            eprintln!("SKIPPED: pg_config is not installed");
+            return None;
+        };
+        let bin = std::path::PathBuf::from(String::from_utf8_lossy(&bin.stdout).trim());
+        let dir = tempfile::tempdir().unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let pg = OwnPostgres { dir, port, bin };
+        if nix::unistd::geteuid().is_root() {
+            let uid = nix::unistd::User::from_name("postgres").unwrap().expect("a postgres user");
+            nix::unistd::chown(pg.dir.path(), Some(uid.uid), Some(uid.gid)).unwrap();
+        }
+        let ok = pg
+            .cmd("initdb")
+            .args(["-U", "postgres", "--auth=trust", "-D"])
+            .arg(pg.data())
+            .stdout(std::process::Stdio::null())
+            .status()
+            .unwrap();
+        assert!(ok.success(), "initdb failed");
+        pg.ctl("start");
+        Some(pg)
+    }
+
+    pub fn ctl(&self, action: &str) {
+        self.ctl_with(action, "fast");
+    }
+
+    /// `pg_ctl ACTION` with a shutdown mode (`fast`, `immediate`: a crash, no checkpoint).
+    pub fn ctl_with(&self, action: &str, mode: &str) {
+        let mut c = self.cmd("pg_ctl");
+        c.arg("-D").arg(self.data()).args(["-w", "-m", mode, "-l"]).arg(self.dir.path().join("log"));
+        if action == "start" {
+            c.arg("-o").arg(format!(
+                "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off",
+                self.port,
+                self.dir.path().display()
+            ));
+        }
+        let ok = c.arg(action).stdout(std::process::Stdio::null()).status().unwrap();
+        assert!(ok.success(), "pg_ctl {action} failed");
+    }
+
+    pub fn admin_url(&self) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/postgres", self.port)
+    }
+}
+
+impl Drop for OwnPostgres {
+    fn drop(&mut self) {
+        let _ = self
+            .cmd("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .args(["-m", "immediate", "stop"])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+    }
+}
