@@ -94,7 +94,12 @@ pub struct EngineConfig {
     pub chain_depth: u32,
     /// How far looping strategies may expand.
     pub limits: looping::Limits,
+    /// The bytes of log one execution may store ([`logs::LogQuota`]); 64 MiB unless set.
+    pub max_log_bytes: u64,
 }
+
+/// The default of [`EngineConfig::max_log_bytes`].
+pub const MAX_LOG_BYTES: u64 = 64 * 1024 * 1024;
 
 impl EngineConfig {
     /// Defaults under a state directory.
@@ -118,6 +123,7 @@ impl EngineConfig {
             children: None,
             chain_depth: 0,
             limits: looping::Limits::default(),
+            max_log_bytes: MAX_LOG_BYTES,
         }
     }
 }

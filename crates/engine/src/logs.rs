@@ -206,6 +206,64 @@ struct Buf {
     since: std::time::Instant,
 }
 
+/// The longest line stored: a longer one is cut there, saying so.
+pub const MAX_LINE_BYTES: usize = 64 * 1024;
+
+/// The bytes of log one execution may store (`EngineConfig::max_log_bytes`), shared by its nodes' sinks:
+/// once they are used up, the chunk that crosses the limit is stored up to it with a marker line saying
+/// where and why the log was cut, and nothing after it is stored (lines are still shown live).
+#[derive(Debug)]
+pub struct LogQuota {
+    limit: u64,
+    used: std::sync::atomic::AtomicU64,
+    cut: std::sync::atomic::AtomicBool,
+}
+
+impl LogQuota {
+    /// A quota of `limit` bytes of which `used` are stored already (an execution taken over).
+    pub fn new(limit: u64, used: u64) -> Arc<LogQuota> {
+        Arc::new(LogQuota { limit, used: used.into(), cut: (used >= limit).into() })
+    }
+
+    /// Take room for `len` bytes: how many of them may be stored, and whether this is the take that cut
+    /// the log (the one that stores the marker).
+    pub fn take(&self, len: u64) -> (u64, bool) {
+        use std::sync::atomic::Ordering::SeqCst;
+        let before = self.used.fetch_add(len, SeqCst);
+        let granted = self.limit.saturating_sub(before).min(len);
+        let first_cut = granted < len && !self.cut.swap(true, SeqCst);
+        (granted, first_cut)
+    }
+
+    /// The limit, in bytes.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+}
+
+/// `text` cut to at most `max` bytes at a line end (the last whole line that fits).
+fn whole_lines(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    match text[..max].rfind('\n') {
+        Some(i) => &text[..=i],
+        None => "",
+    }
+}
+
+/// A line cut at [`MAX_LINE_BYTES`] (on a character boundary), saying how long it was.
+fn bounded_line(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.len() <= MAX_LINE_BYTES {
+        return line.into();
+    }
+    let mut end = MAX_LINE_BYTES;
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{} … [pipewright: this line of {} bytes was cut at {MAX_LINE_BYTES}]", &line[..end], line.len()).into()
+}
+
 /// The log of one node.
 pub struct LogSink {
     /// Where lines are stored, under which hold (none: the execution's own lines, shown but belonging to no
@@ -217,6 +275,8 @@ pub struct LogSink {
     node_id: String,
     path: String,
     buf: tokio::sync::Mutex<Buf>,
+    /// The execution's log quota (none: unbounded).
+    quota: Option<Arc<LogQuota>>,
 }
 
 impl LogSink {
@@ -237,6 +297,7 @@ impl LogSink {
             node_id: node_id.to_string(),
             path: path.to_string(),
             buf: tokio::sync::Mutex::new(Buf { text: String::new(), seq: 0, since: std::time::Instant::now() }),
+            quota: None,
         }
     }
 
@@ -251,7 +312,14 @@ impl LogSink {
             node_id: String::new(),
             path: path.to_string(),
             buf: tokio::sync::Mutex::new(Buf { text: String::new(), seq: 0, since: std::time::Instant::now() }),
+            quota: None,
         }
+    }
+
+    /// Store at most what the execution's quota leaves.
+    pub fn with_quota(mut self, quota: Arc<LogQuota>) -> Self {
+        self.quota = Some(quota);
+        self
     }
 
     /// Number this sink's chunks after `seq` (a node taken over, or one that asked for inputs, already has
@@ -270,7 +338,8 @@ impl LogSink {
 
     /// Record one line.
     pub async fn line(&self, stream: &'static str, text: &str) {
-        let masked = self.masker.mask(text.trim_end_matches(['\n', '\r']));
+        let line = bounded_line(text.trim_end_matches(['\n', '\r']));
+        let masked = self.masker.mask(&line);
         self.observer.event(&Event::Log { path: self.path.clone(), stream, line: masked.clone() });
         let mut b = self.buf.lock().await;
         b.text.push_str(&format!("{}\t{stream}\t{masked}\n", now_ms()));
@@ -297,9 +366,27 @@ impl LogSink {
         if b.text.is_empty() {
             return;
         }
-        let data = std::mem::take(&mut b.text);
+        let mut data = std::mem::take(&mut b.text);
         b.since = std::time::Instant::now();
         let Some((store, fence)) = &self.store else { return };
+        if let Some(q) = &self.quota {
+            let (granted, first_cut) = q.take(data.len() as u64);
+            if granted < data.len() as u64 {
+                let kept = whole_lines(&data, granted as usize).len();
+                data.truncate(kept);
+                if first_cut {
+                    data.push_str(&format!(
+                        "{}\tpipewright\tthe log of this execution reached its limit of {} bytes (the server's \
+                         --max-log-bytes); later output is not stored\n",
+                        now_ms(),
+                        q.limit()
+                    ));
+                }
+                if data.is_empty() {
+                    return;
+                }
+            }
+        }
         b.seq += 1;
         if let Err(e) = store.append_log(&self.execution_id, &self.node_id, b.seq, &data, fence).await {
             // The step goes on; the observer still saw the lines.
@@ -315,6 +402,26 @@ impl LogSink {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_quota_cuts_the_log_once_where_it_runs_out() {
+        let q = LogQuota::new(100, 0);
+        // bytes asked, bytes granted, the take that cut
+        let table = [(40, 40, false), (40, 40, false), (40, 20, true), (40, 0, false), (1, 0, false)];
+        for (ask, granted, cut) in table {
+            assert_eq!(q.take(ask), (granted, cut), "asking {ask}");
+        }
+        // An execution taken over with its quota used up stores nothing and says so no second time.
+        let full = LogQuota::new(100, 150);
+        assert_eq!(full.take(10), (0, false));
+        assert_eq!(whole_lines("a\nbb\nccc\n", 6), "a\nbb\n");
+        assert_eq!(whole_lines("abcdef", 3), "");
+        assert_eq!(whole_lines("a\n", 9), "a\n");
+        let long = "é".repeat(MAX_LINE_BYTES);
+        let cut = bounded_line(&long);
+        assert!(cut.len() < MAX_LINE_BYTES + 100 && cut.contains("was cut at"), "{}", cut.len());
+        assert_eq!(bounded_line("short"), "short");
+    }
     use base64::Engine as _;
     use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
 

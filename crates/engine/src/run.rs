@@ -55,6 +55,8 @@ struct Run<'p> {
     abort_tx: Arc<watch::Sender<bool>>,
     /// The hold every write of this run is made under (given up when the lease can no longer be renewed).
     fence: Fence,
+    /// The bytes of log this execution may still store.
+    log_quota: Arc<crate::logs::LogQuota>,
     abort_rx: watch::Receiver<bool>,
     position: AtomicI64,
     /// Nodes the execution's looping strategies have brought so far (the node budget, `Limits::nodes`).
@@ -272,6 +274,10 @@ impl Engine {
             }
         }
         let next_position = prior.values().map(|n| n.position + 1).max().unwrap_or(0);
+        // A run taken over counts the log its earlier owner stored against the quota.
+        let stored =
+            if resume { self.store.logs(&exec.id, None).await?.iter().map(|c| c.data.len() as u64).sum() } else { 0 };
+        let log_quota = crate::logs::LogQuota::new(self.config.max_log_bytes, stored);
         let (asked, given) = asked::read(&current.inputs);
         let run = Run {
             store: self.store.clone(),
@@ -291,6 +297,7 @@ impl Engine {
             abort_tx,
             abort_rx,
             fence: fence.clone(),
+            log_quota,
             position: AtomicI64::new(next_position),
             expanded: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
@@ -453,6 +460,7 @@ impl<'p> Run<'p> {
             &node.id,
             &node.path,
         )
+        .with_quota(self.log_quota.clone())
         .after(asked.unwrap_or(0))
     }
 

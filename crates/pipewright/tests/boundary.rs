@@ -543,3 +543,90 @@ async fn an_agent_of_one_project_cannot_take_or_speak_for_another_projects_task(
         assert!(!received.contains(&spelling), "{spelling} in {received}");
     }
 }
+
+/// Finding 9 of issue 20: 125 failed logins spread over 25 addresses locked the user out everywhere, and
+/// `password` was accepted. Now a clean address still logs in while the addresses that guessed are held
+/// back, and weak passwords are refused with the reason.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_distributed_guess_locks_out_the_guessers_not_the_user_and_weak_passwords_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    let from = |last: u8| {
+        let ip: std::net::IpAddr = format!("127.0.0.{last}").parse().unwrap();
+        reqwest::Client::builder().local_address(ip).build().unwrap()
+    };
+    let login = |c: reqwest::Client, password: &'static str| {
+        let url = format!("{}/api/v1/auth/login", s.url);
+        async move {
+            c.post(url)
+                .json(&json!({"username": "admin", "password": password}))
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
+        }
+    };
+    // 21 addresses guess five times each: 105 failures for the name, more than its limit of 100. Every
+    // address gets its first guess; past the name's limit, an address that failed already is held back.
+    for last in 2..23u8 {
+        assert_eq!(login(from(last), "guess").await, 401, "the first guess from 127.0.0.{last}");
+        for _ in 0..4 {
+            assert!([401, 429].contains(&login(from(last), "guess").await));
+        }
+    }
+    // Every guessing address is held back, even with the right password…
+    assert_eq!(login(from(2), common::ADMIN_PASSWORD).await, 429);
+    // …and one that failed once, past the name's limit, too; a clean address still logs in.
+    assert_eq!(login(from(40), "guess").await, 401);
+    assert_eq!(login(from(40), common::ADMIN_PASSWORD).await, 429);
+    assert_eq!(login(from(41), common::ADMIN_PASSWORD).await, 200);
+    // Weak passwords are refused, saying why; a passphrase is taken.
+    for weak in ["password", "password-123", "12345678", "qwertyuiop", "Summer2024!"] {
+        let (st, v) = s
+            .req(Some(&s.token), Method::POST, "/api/v1/users", Some(&json!({"username": "weak", "password": weak})))
+            .await;
+        assert_eq!(st, 400, "{weak}: {v}");
+        assert!(v.to_string().contains("too easy to guess"), "{weak}: {v}");
+    }
+    let body = json!({"username": "strong", "password": "amber-quiet-lantern-47"});
+    let (st, v) = s.req(Some(&s.token), Method::POST, "/api/v1/users", Some(&body)).await;
+    assert_eq!(st, 201, "{v}");
+}
+
+/// Finding 9 of issue 20: a 500 MB log line was stored whole. Now an execution stores at most the server's
+/// `--max-log-bytes`, cut at a line with a marker saying so, and no line longer than 64 KiB.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_executions_log_is_cut_at_its_quota_saying_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &["--max-log-bytes", "20000"]).await;
+    // One line of 300 kB, then 5000 short lines, in two steps of two stages.
+    let flood = "'head -c 300000 /dev/zero | tr \"\\\\0\" x; echo; for i in $(seq 1 5000); do echo line-$i; done'";
+    let yaml = pipeline("flood", &(stage("a", flood) + &stage("b", "echo after-the-flood")));
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(yaml)).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/flood/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap();
+    let done = s.wait_end(&s.token, id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let mut stored = String::new();
+    let mut after = 0;
+    loop {
+        let v = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs?after={after}"), None).await;
+        let items = v["items"].as_array().unwrap().clone();
+        if items.is_empty() {
+            break;
+        }
+        for c in &items {
+            stored.push_str(c["data"].as_str().unwrap());
+        }
+        match v["next_cursor"].as_i64() {
+            Some(n) if n > after => after = n,
+            _ => break,
+        }
+    }
+    assert!(stored.len() < 20_000 + 1_000, "{} bytes stored", stored.len());
+    assert!(stored.contains("reached its limit of 20000 bytes"), "{stored}");
+    assert_eq!(stored.matches("reached its limit").count(), 1);
+    assert!(!stored.contains("line-5000") && !stored.contains("after-the-flood"), "nothing past the cut is stored");
+    assert!(stored.lines().all(|l| l.len() < 64 * 1024 + 200), "no line is longer than the line limit");
+}

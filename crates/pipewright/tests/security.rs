@@ -403,7 +403,7 @@ async fn tokens_die_with_their_principals_and_never_outlive_the_token_that_made_
     assert_eq!(st, 409, "{v}");
     let (st, _) = s.req(Some(&s.token), Method::DELETE, "/api/v1/users/admin", None).await;
     assert_eq!(st, 409);
-    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "root2", "password": "password-123"}))).await;
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "root2", "password": "amber-quiet-lantern-47"}))).await;
     s.ok(Method::POST, "/api/v1/role-bindings", Some(json!({"principal": {"kind": "user", "id": "root2"}, "role": "_account_admin", "resource_group": "_all_resources_including_child_scopes"}))).await;
     s.ok(Method::DELETE, "/api/v1/role-bindings/admin_account_admin", None).await;
 }

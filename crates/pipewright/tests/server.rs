@@ -210,7 +210,8 @@ async fn every_route_checks_permissions_as_the_table_says() {
         s.ok(Method::POST, "/api/v1/orgs/default/templates", Some(shared_template(id, Some("default")))).await;
         s.ok(Method::POST, "/api/v1/templates", Some(shared_template(id, None))).await;
     }
-    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "doomed_user", "password": "12345678"}))).await;
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "doomed_user", "password": "amber-quiet-lantern-47"})))
+        .await;
     s.ok(
         Method::POST,
         "/api/v1/service-accounts",
@@ -594,7 +595,7 @@ async fn every_route_checks_permissions_as_the_table_says() {
             "post",
             "/api/v1/users",
             "/api/v1/users".into(),
-            Some(json!({"username": "u1", "password": "12345678"})),
+            Some(json!({"username": "u1", "password": "amber-quiet-lantern-47"})),
             [401, 403, 403, 403, 201],
         ),
         ("delete", "/api/v1/users/{user}", "/api/v1/users/doomed_user".into(), None, [401, 403, 403, 403, 204]),

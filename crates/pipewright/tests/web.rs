@@ -122,8 +122,10 @@ async fn every_page_and_form_checks_permissions_as_the_table_says() {
     let ent = "/api/v1/orgs/default/projects/default/services";
     s.ok(Method::POST, ent, Some(svc("svc1"))).await;
     s.ok(Method::POST, ent, Some(svc("doomed_svc"))).await;
-    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "doomed_user", "password": "12345678"}))).await;
-    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "bystander", "password": "12345678"}))).await;
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "doomed_user", "password": "amber-quiet-lantern-47"})))
+        .await;
+    s.ok(Method::POST, "/api/v1/users", Some(json!({"username": "bystander", "password": "amber-quiet-lantern-47"})))
+        .await;
     s.ok(
         Method::POST,
         "/api/v1/service-accounts",
@@ -147,7 +149,7 @@ async fn every_page_and_form_checks_permissions_as_the_table_says() {
     let none = Session::default();
     let mut sessions = vec![none.clone()];
     for user in ["viewer", "executor", "other_admin"] {
-        sessions.push(login(&s.url, user, "password-123").await.unwrap());
+        sessions.push(login(&s.url, user, "amber-quiet-lantern-47").await.unwrap());
     }
     sessions.push(login(&s.url, "admin", common::ADMIN_PASSWORD).await.unwrap());
 

@@ -102,6 +102,42 @@ pub fn dummy_hash() -> &'static str {
 /// The longest password accepted (argon2 hashes anything, but a megabyte of password is an attack).
 pub const MAX_PASSWORD: usize = 1024;
 
+/// The lowest strength a new password must have: zxcvbn's score 3 of 4, "safely unguessable" (about 10^10
+/// guesses), which its authors recommend where guessing is rate-limited online.
+pub const MIN_PASSWORD_SCORE: u8 = 3;
+
+/// Refuse a password that is too short, too long or easy to guess (a maintained estimator, zxcvbn, which
+/// knows common passwords, names, dictionary words, keyboard patterns, dates and l33t spellings, and the
+/// user's own name among `user_inputs`), saying why and how to choose a better one. Pure.
+pub fn check_password(password: &str, user_inputs: &[&str]) -> ApiResult<()> {
+    if password.chars().count() < 8 || password.len() > MAX_PASSWORD {
+        return Err(ApiError::BadRequest(format!(
+            "the password must have at least 8 characters and at most {MAX_PASSWORD} bytes"
+        )));
+    }
+    // The estimate is quadratic in the length; 128 characters of any kind are strong enough to judge.
+    let head: String = password.chars().take(128).collect();
+    let estimate = zxcvbn::zxcvbn(&head, user_inputs);
+    let score = estimate.score() as u8;
+    if score >= MIN_PASSWORD_SCORE {
+        return Ok(());
+    }
+    let mut why = String::new();
+    if let Some(f) = estimate.feedback() {
+        if let Some(w) = f.warning() {
+            why.push_str(&format!(" ({w})"));
+        }
+        let tips: Vec<String> = f.suggestions().iter().map(|s| s.to_string()).collect();
+        if !tips.is_empty() {
+            why.push_str(&format!("; {}", tips.join(" ")));
+        }
+    }
+    Err(ApiError::BadRequest(format!(
+        "the password is too easy to guess: strength {score} of 4, at least {MIN_PASSWORD_SCORE} is needed{why}; \
+         a passphrase of four or more unrelated words is strong and easy to remember"
+    )))
+}
+
 /// The name of the one-time bootstrap token.
 pub const BOOTSTRAP: &str = "bootstrap";
 
@@ -335,9 +371,18 @@ impl App {
 
 /// Failed logins per user name and client address: after 5 in a minute from one address, that address may not
 /// try that name for the rest of the minute — so nobody can lock a user out from elsewhere. A much higher bound
-/// per name across all addresses (100 a minute) still stops a distributed guess. The counts live in the store,
-/// so every server on one database applies the same limit.
+/// per name across all addresses (100 a minute) stops a distributed guess, but only for the addresses that
+/// have failed for that name already: an address with no failure for the name still gets its tries, so an
+/// attacker spread over many addresses cannot lock the user out everywhere, and past the bound needs a new
+/// address for every further guess. The counts live in the store, so every server on one database applies
+/// the same limit.
 pub struct LoginLimiter;
+
+/// Whether a log-in may be tried, from the failures counted in the window for this name from this address
+/// (`from_here`) and for this name from everywhere (`everywhere`): see [`LoginLimiter`].
+pub fn login_permitted(from_here: i64, everywhere: i64) -> bool {
+    from_here < LoginLimiter::PER_SOURCE && (from_here == 0 || everywhere < LoginLimiter::PER_NAME)
+}
 
 impl LoginLimiter {
     /// Failures allowed per name and address in a window.
@@ -349,9 +394,12 @@ impl LoginLimiter {
 }
 
 impl App {
-    /// Refuse a login when `key` has had `max` failures in the current window.
-    pub async fn login_allowed(&self, key: &str, max: i64) -> ApiResult<()> {
-        if self.store.login_failures(key, now_ms() - LoginLimiter::WINDOW).await? >= max {
+    /// Refuse a login of `name` from the address of `key` (`name@address`) when [`login_permitted`] says so.
+    pub async fn login_allowed(&self, key: &str, name: &str) -> ApiResult<()> {
+        let since = now_ms() - LoginLimiter::WINDOW;
+        let from_here = self.store.login_failures(key, since).await?;
+        let everywhere = if from_here == 0 { 0 } else { self.store.login_failures(name, since).await? };
+        if !login_permitted(from_here, everywhere) {
             return Err(ApiError::TooManyRequests("too many failed logins; wait a minute before trying again".into()));
         }
         Ok(())
@@ -367,5 +415,58 @@ impl App {
     /// Forget `key`'s failures after a success.
     pub async fn login_succeeded(&self, key: &str) -> ApiResult<()> {
         Ok(self.store.clear_login_failures(key).await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_user_is_never_locked_out_from_an_address_that_has_not_failed() {
+        let (src, name) = (LoginLimiter::PER_SOURCE, LoginLimiter::PER_NAME);
+        // failures for the name from this address, from everywhere, permitted
+        let table = [
+            (0, 0, true),
+            (src - 1, src - 1, true),
+            (src, src, false),    // this address guessed enough
+            (0, name * 10, true), // a distributed guess elsewhere does not lock this address out
+            (1, name - 1, true),
+            (1, name, false), // …but an address that failed too is held back with the rest
+            (src - 1, name + 5, false),
+        ];
+        for (here, everywhere, want) in table {
+            assert_eq!(login_permitted(here, everywhere), want, "{here} here, {everywhere} everywhere");
+        }
+    }
+
+    #[test]
+    fn weak_passwords_are_refused_saying_why() {
+        let table = [
+            ("password", false),
+            ("password-123", false),
+            ("12345678", false),
+            ("qwertyuiop", false),
+            ("alice1990", false),
+            ("Summer2024!", false),
+            ("short", false),
+            ("amber-quiet-lantern-47", true),
+            ("correct-horse-battery-staple-93", true),
+            ("vT9#qL2!xw8Rz", true),
+        ];
+        for (pw, ok) in table {
+            let got = check_password(pw, &["alice"]);
+            assert_eq!(got.is_ok(), ok, "{pw}: {got:?}");
+        }
+        let e = check_password("password-123", &[]).unwrap_err().to_string();
+        assert!(e.contains("too easy to guess") && e.contains("of 4"), "{e}");
+        // The user's own name counts as known.
+        assert!(check_password("alicealicealice", &["alice"]).is_err());
+        // Long ones are judged on their head, quickly; a long repetition is still weak.
+        const CHARS: &[u8] = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789!#%&";
+        let long: String =
+            (0..1000u64).map(|i| CHARS[((i * i * 7919 + 13) % CHARS.len() as u64) as usize] as char).collect();
+        assert!(check_password(&long, &[]).is_ok());
+        assert!(check_password(&"x7Qm!".repeat(200), &[]).is_err());
     }
 }

@@ -70,6 +70,8 @@ pub struct Config {
     pub no_local_executor: bool,
     /// How far looping strategies may expand (iterations per node, nodes per execution).
     pub loop_limits: engine::looping::Limits,
+    /// The bytes of log one execution may store (`serve --max-log-bytes`).
+    pub max_log_bytes: u64,
 }
 
 impl Config {
@@ -98,6 +100,7 @@ impl Config {
             settings: spec::Settings::default(),
             no_local_executor: false,
             loop_limits: engine::looping::Limits::default(),
+            max_log_bytes: engine::MAX_LOG_BYTES,
         }
     }
 }
@@ -384,7 +387,8 @@ pub async fn start(store: Arc<dyn Store>, config: Config) -> Result<(Arc<App>, O
                 config.settings.clone(),
             )
             .with_executor(executor)
-            .with_loop_limits(config.loop_limits),
+            .with_loop_limits(config.loop_limits)
+            .with_max_log_bytes(config.max_log_bytes),
         ),
         config,
         policy: RwLock::new(None),
@@ -532,6 +536,11 @@ async fn bootstrap(app: &App) -> ApiResult<Option<String>> {
     app.store
         .put_record(&record("project", "default", "", "default", serde_json::json!({"name": "Default Project"})), false)
         .await?;
+    if let Some(pw) = &app.config.admin_password {
+        auth::check_password(pw, &["admin"]).map_err(|e| {
+            crate::error::ApiError::BadRequest(format!("the admin password (--admin-password-file): {e}"))
+        })?;
+    }
     if let Some(mut admin) = app.store.record("user", "", "", "admin").await? {
         // A password given at a later start resets the admin's password.
         if let Some(pw) = &app.config.admin_password {

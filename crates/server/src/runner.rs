@@ -35,6 +35,7 @@ pub struct Runner {
     executor: Option<Arc<dyn engine::executor::Executor>>,
     /// How far looping strategies may expand (`serve --max-iterations`, `--max-nodes`).
     loop_limits: engine::looping::Limits,
+    max_log_bytes: u64,
 }
 
 /// What a running execution needs.
@@ -106,7 +107,14 @@ impl Runner {
             settings,
             executor: None,
             loop_limits: engine::looping::Limits::default(),
+            max_log_bytes: engine::MAX_LOG_BYTES,
         }
+    }
+
+    /// The bytes of log one execution may store.
+    pub fn with_max_log_bytes(mut self, bytes: u64) -> Runner {
+        self.max_log_bytes = bytes;
+        self
     }
 
     /// Bound looping strategies by `limits`.
@@ -178,6 +186,7 @@ impl Runner {
         config.chain_depth = depth;
         config.executor = self.executor.clone();
         config.limits = self.loop_limits;
+        config.max_log_bytes = self.max_log_bytes;
         config
     }
 

@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Nodes one execution's looping strategies may create in all.
     #[arg(long, default_value_t = 100_000)]
     pub max_nodes: usize,
+    /// Bytes of log one execution may store; the log is cut there with a line saying so (lines longer than
+    /// 64 KiB are cut too).
+    #[arg(long, default_value_t = engine::MAX_LOG_BYTES)]
+    pub max_log_bytes: u64,
     /// Seconds this server's hold on an execution lasts without a heartbeat (renewed every third of it).
     /// Executions whose process died are taken over once their lease runs out.
     #[arg(long, env = "PIPEWRIGHT_LEASE_SECONDS", default_value_t = 15.0)]
@@ -142,6 +146,7 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         admin_password,
         no_local_executor: a.no_local_executor,
         loop_limits: engine::looping::Limits { iterations: a.max_iterations.max(1), nodes: a.max_nodes.max(1) },
+        max_log_bytes: a.max_log_bytes.max(1024),
         isolation,
         work_root,
         url: Some(format!("http://{addr}")),

@@ -196,8 +196,12 @@ impl Server {
 
     /// Create a user with a role in a project; returns their token.
     pub async fn user(&self, name: &str, role: &str, project: &str) -> String {
-        self.ok(Method::POST, "/api/v1/users", Some(serde_json::json!({"username": name, "password": "password-123"})))
-            .await;
+        self.ok(
+            Method::POST,
+            "/api/v1/users",
+            Some(serde_json::json!({"username": name, "password": "amber-quiet-lantern-47"})),
+        )
+        .await;
         self.ok(
             Method::POST,
             "/api/v1/role-bindings",
@@ -205,7 +209,7 @@ impl Server {
                 "resource_group": "_all_project_level_resources", "org": "default", "project": project})),
         )
         .await;
-        self.login(name, "password-123").await
+        self.login(name, "amber-quiet-lantern-47").await
     }
 }
 

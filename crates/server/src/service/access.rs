@@ -5,8 +5,7 @@
 
 use crate::App;
 use crate::auth::{
-    BOOTSTRAP, ClientAddr, LoginLimiter, MAX_PASSWORD, Principal, dummy_hash, hash_password, issue_token,
-    verify_password,
+    BOOTSTRAP, ClientAddr, MAX_PASSWORD, Principal, dummy_hash, hash_password, issue_token, verify_password,
 };
 use crate::error::{ApiError, ApiResult, identifier};
 use crate::rbac::{Binding, PrincipalRef, Resource, ResourceGroup, Role, Scope, check_permissions};
@@ -186,8 +185,7 @@ async fn login_as(app: &App, addr: &ClientAddr, b: LoginBody, token_name: &str) 
     }
     let name: String = b.username.chars().take(128).collect();
     let key = format!("{name}@{}", addr.0);
-    app.login_allowed(&key, LoginLimiter::PER_SOURCE).await?;
-    app.login_allowed(&name, LoginLimiter::PER_NAME).await?;
+    app.login_allowed(&key, &name).await?;
     let user = if identifier("user", &b.username).is_ok() {
         app.store.record("user", "", "", &b.username).await?
     } else {
@@ -256,7 +254,7 @@ pub struct UserBody {
     /// User name.
     #[schema(schema_with = crate::contract::identifier)]
     pub username: String,
-    /// Password (at least 8 characters).
+    /// Password: at least 8 characters, and hard to guess (zxcvbn strength 3 of 4 or more).
     #[schema(schema_with = crate::contract::password)]
     pub password: String,
     /// E-mail.
@@ -274,11 +272,7 @@ pub async fn list_users(app: &App, p: &Principal) -> ApiResult<Vec<UserView>> {
 pub async fn create_user(app: &App, p: &Principal, b: UserBody) -> ApiResult<UserView> {
     require_account(app, p, "user:manage", "user").await?;
     identifier("user", &b.username)?;
-    if b.password.chars().count() < 8 || b.password.len() > MAX_PASSWORD {
-        return Err(ApiError::BadRequest(format!(
-            "the password must have at least 8 characters and at most {MAX_PASSWORD} bytes"
-        )));
-    }
+    crate::auth::check_password(&b.password, &[&b.username, b.email.as_deref().unwrap_or_default()])?;
     let r = record(
         "user",
         &Scope::account(),
