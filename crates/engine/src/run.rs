@@ -404,6 +404,26 @@ impl<'p> Run<'p> {
             || n.outputs.values().any(|v| m.json_holds_secret(v))
     }
 
+    /// Every runtime input given so far (at the start, and `.executionInput()`s answered since), as the
+    /// environment variables steps get: `PIPEWRIGHT_INPUT_<PATH>`.
+    fn input_env(&self) -> Vec<(String, String)> {
+        let mut out: BTreeMap<String, String> = BTreeMap::new();
+        if let Some(map) = self.exec.inputs.as_object() {
+            for (path, v) in map.iter().filter(|(k, _)| !k.starts_with("__")) {
+                let value = match v.get("value").unwrap_or(v) {
+                    serde_json::Value::String(s) => s.clone(),
+                    serde_json::Value::Null => continue,
+                    other => other.to_string(),
+                };
+                out.insert(spec::inputs::input_env_name(path), value);
+            }
+        }
+        for (path, v) in self.given.lock().unwrap_or_else(|e| e.into_inner()).iter() {
+            out.insert(spec::inputs::input_env_name(path), v.clone());
+        }
+        out.into_iter().collect()
+    }
+
     /// Record the execution's status, its failure masked.
     async fn set_status(&self, status: Status, failure: Option<&str>) -> Res<()> {
         let failure = failure.map(|f| self.masker.mask(f));
@@ -1812,6 +1832,7 @@ impl<'p> Run<'p> {
                     stage: &cx.id,
                     store: &self.store,
                     fence: &self.fence,
+                    inputs: &self.input_env(),
                     poll: self.config.poll_interval,
                     triggered_by: &self.exec.triggered_by,
                     executor: self.executor.as_ref(),

@@ -82,6 +82,9 @@ pub struct StepEnv<'a> {
     pub store: &'a Arc<dyn Store>,
     /// The hold the execution's writes are made under.
     pub fence: &'a store::Fence,
+    /// The runtime inputs given so far, as environment variables (`spec::inputs::input_env_name`): what a
+    /// script reads instead of pasting a value into its text.
+    pub inputs: &'a [(String, String)],
     /// How often to look for decisions.
     pub poll: Duration,
     /// Who started the execution (`disallowPipelineExecutor`).
@@ -438,6 +441,8 @@ async fn shell(
         ("PIPEWRIGHT_EXECUTION_ID".to_string(), env.execution_id.to_string()),
         ("PIPEWRIGHT_STAGE".to_string(), env.stage.to_string()),
     ];
+    all.extend(env.inputs.iter().cloned());
+    // The step's own variables come last: they win over an input's of the same name.
     all.extend(vars);
     let work = Work::Shell {
         shell: match sh {

@@ -278,6 +278,13 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
             }
         });
     }
+    // Runtime inputs pasted into the scripts that run: said up front, with the safe way to read them.
+    for pasted in inputs::pasted_inputs(body) {
+        let stage = pasted.script.strip_prefix("pipeline.stages.").and_then(|r| r.split('.').next());
+        if stage.is_none_or(|s| run.iter().any(|r| r == s)) {
+            plan.warnings.push(format!("{}; {}", pasted.message(), pasted.help()));
+        }
+    }
     let required =
         inputs::runtime_inputs(body).into_iter().filter(|f| f.stage.as_ref().is_none_or(|s| run.contains(s))).collect();
     Ok(Planned { plan, required })

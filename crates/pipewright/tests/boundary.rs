@@ -630,3 +630,36 @@ async fn an_executions_log_is_cut_at_its_quota_saying_so() {
     assert!(!stored.contains("line-5000") && !stored.contains("after-the-flood"), "nothing past the cut is stored");
     assert!(stored.lines().all(|l| l.len() < 64 * 1024 + 200), "no line is longer than the line limit");
 }
+
+/// Finding 8 of issue 20: a runtime input pasted into a script let an executor run code of its own (and print
+/// a secret base64-encoded past the mask). `validate` and `plan` now say so, at the line, with the safe way:
+/// every runtime input is also in the step's environment, where a value is only data.
+#[test]
+fn inputs_pasted_into_scripts_are_warned_about_and_given_as_environment_variables() {
+    let dir = tempfile::tempdir().unwrap();
+    let pasted = "'echo pasted: <+pipeline.variables.tag>; echo \"read: $PIPEWRIGHT_INPUT_PIPELINE_VARIABLES_TAG\"'";
+    let yaml = pipeline("release", &stage("s", pasted)).as_str().unwrap().replace(
+        "  stages:\n",
+        "  variables:\n    - name: tag\n      type: String\n      value: <+input>\n    - name: env\n      type: String\n      value: <+input>.allowedValues(dev,prod)\n  stages:\n",
+    );
+    let file = common::write(dir.path(), "release.yaml", &yaml);
+    let state = dir.path().join("st");
+    let out = common::pw(&state).arg("validate").arg(&file).output().unwrap();
+    let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "a warning, not an error: {said}");
+    assert!(said.contains("release.yaml:") && said.contains("warning"), "{said}");
+    assert!(said.contains("runtime input `pipeline.variables.tag` is pasted into the script"), "{said}");
+    assert!(said.contains("$PIPEWRIGHT_INPUT_PIPELINE_VARIABLES_TAG"), "{said}");
+    assert!(!said.contains("pipeline.variables.env"), "a constrained input is not warned about: {said}");
+    // Run with a value that is code: pasted, it runs (as in Harness); read from the environment, it is data.
+    let out = common::pw(&state)
+        .args(["run", "--step-isolation", "none"])
+        .arg(&file)
+        .args(["--input", "pipeline.variables.tag=v1$(echo INJECTED)", "--input", "pipeline.variables.env=dev"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{said}");
+    assert!(said.contains("pasted: v1INJECTED"), "{said}");
+    assert!(said.contains("read: v1$(echo INJECTED)"), "{said}");
+}

@@ -146,6 +146,107 @@ pub fn runtime_inputs(node: &Node) -> Vec<InputField> {
     out
 }
 
+/// The environment variable a runtime input's value is also given to every step as:
+/// `PIPEWRIGHT_INPUT_` and its path upper-cased, every character but letters and digits as `_`
+/// (`pipeline.variables.version` → `PIPEWRIGHT_INPUT_PIPELINE_VARIABLES_VERSION`).
+pub fn input_env_name(path: &str) -> String {
+    let mut name = String::from("PIPEWRIGHT_INPUT_");
+    name.extend(path.chars().map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' }));
+    name
+}
+
+/// A runtime input without `.allowedValues` or `.regex` whose value becomes a script's text: whoever runs
+/// the pipeline writes code into it (`$(…)`, `; …`), which also prints secrets past the mask.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PastedInput {
+    /// The input's path.
+    pub input: String,
+    /// The script's path.
+    pub script: String,
+    /// The script (or the input itself, when it is the script).
+    pub span: Span,
+}
+
+impl PastedInput {
+    /// What a warning about it says.
+    pub fn message(&self) -> String {
+        if self.input == self.script {
+            format!(
+                "`{}` is a whole script given at run time: whoever runs the pipeline writes the code it runs",
+                self.input
+            )
+        } else {
+            format!(
+                "runtime input `{}` is pasted into the script `{}`: a value with `$(…)` or `; …` runs as code, and \
+                 can print secrets past the mask",
+                self.input, self.script
+            )
+        }
+    }
+
+    /// How to fix it.
+    pub fn help(&self) -> String {
+        format!(
+            "give the input `.allowedValues(…)` or `.regex(…)`, or read it in the script as \
+             \"${}\" (every runtime input is also in the step's environment), in double quotes",
+            input_env_name(&self.input)
+        )
+    }
+}
+
+/// The runtime inputs without `.allowedValues` or `.regex` that become scripts' text: an input that is a
+/// step's script or command itself, or a variable given at run time that a script reads through
+/// `<+pipeline.variables.X>` (or, in its own stage, `<+stage.variables.X>`). `node` is the value of the
+/// `pipeline:` key.
+pub fn pasted_inputs(node: &Node) -> Vec<PastedInput> {
+    let open: Vec<InputField> = runtime_inputs(node)
+        .into_iter()
+        .filter(|f| f.input.allowed_values.is_none() && f.input.regex.is_none())
+        .collect();
+    if open.is_empty() {
+        return Vec::new();
+    }
+    let is_script = |path: &str| path.ends_with(".spec.source.spec.script") || path.ends_with(".spec.command");
+    let mut out: Vec<PastedInput> = open
+        .iter()
+        .filter(|f| is_script(&f.path))
+        .map(|f| PastedInput { input: f.path.clone(), script: f.path.clone(), span: f.span })
+        .collect();
+    // What a script would write to read each input, and in which stage that spelling means it.
+    let mut refs: Vec<(&InputField, String, Option<&str>)> = Vec::new();
+    for f in &open {
+        if let Some(var) = f.path.strip_prefix("pipeline.variables.") {
+            refs.push((f, format!("pipeline.variables.{var}"), None));
+        } else if let Some(rest) = f.path.strip_prefix("pipeline.stages.")
+            && let Some((stage, var)) = rest.split_once(".variables.")
+            && !var.contains('.')
+        {
+            refs.push((f, format!("pipeline.stages.{stage}.variables.{var}"), None));
+            refs.push((f, format!("stage.variables.{var}"), Some(stage)));
+        }
+    }
+    if refs.is_empty() {
+        return out;
+    }
+    walk(node, "pipeline", None, "pipeline", false, &mut |path, stage, _, n| {
+        let Some(text) = n.as_scalar() else { return };
+        if !is_script(path) || !text.contains("<+") {
+            return;
+        }
+        let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
+        for (f, spelling, in_stage) in &refs {
+            if in_stage.is_some_and(|s| Some(s) != stage) {
+                continue;
+            }
+            if compact.contains(&format!("<+{spelling}>")) && !out.iter().any(|o| o.input == f.path && o.script == path)
+            {
+                out.push(PastedInput { input: f.path.clone(), script: path.to_string(), span: n.span });
+            }
+        }
+    });
+    out
+}
+
 /// The values an input set gives, by path (`node` is the input set's `pipeline:` value). Identifying fields
 /// (`identifier`, `name`, `type`) are not values.
 pub fn input_set_values(node: &Node) -> BTreeMap<String, String> {
@@ -365,5 +466,76 @@ fn apply_at(node: &mut Node, path: &str, values: Replace<'_>) {
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn inputs_pasted_into_scripts_are_found() {
+        let yaml = r#"pipeline:
+  identifier: p
+  variables:
+    - name: tag
+      type: String
+      value: <+input>
+    - name: env
+      type: String
+      value: <+input>.allowedValues(dev,prod)
+    - name: unused
+      type: String
+      value: <+input>
+  stages:
+    - stage:
+        identifier: build
+        type: Custom
+        variables:
+          - name: flags
+            type: String
+            value: <+input>
+        spec:
+          execution:
+            steps:
+              - step:
+                  identifier: s
+                  type: ShellScript
+                  spec:
+                    shell: Bash
+                    source:
+                      type: Inline
+                      spec:
+                        script: docker build -t app:<+pipeline.variables.tag> <+stage.variables.flags> --env <+pipeline.variables.env>
+              - step:
+                  identifier: free
+                  type: ShellScript
+                  spec:
+                    shell: Bash
+                    source:
+                      type: Inline
+                      spec:
+                        script: <+input>
+"#;
+        let doc = crate::parse_document("p.yaml", yaml.into());
+        let body = doc.root.as_ref().and_then(|r| r.get("pipeline")).expect("a body");
+        let mut got: Vec<(String, String)> = pasted_inputs(body)
+            .into_iter()
+            .map(|p| (p.input, p.script.rsplit("steps.").next().unwrap().to_string()))
+            .collect();
+        got.sort();
+        let free = "pipeline.stages.build.spec.execution.steps.free.spec.source.spec.script";
+        assert_eq!(
+            got,
+            [
+                (free.to_string(), "free.spec.source.spec.script".to_string()),
+                ("pipeline.stages.build.variables.flags".into(), "s.spec.source.spec.script".into()),
+                ("pipeline.variables.tag".into(), "s.spec.source.spec.script".into()),
+            ]
+        );
+        assert_eq!(
+            input_env_name("pipeline.stages.build.variables.flags"),
+            "PIPEWRIGHT_INPUT_PIPELINE_STAGES_BUILD_VARIABLES_FLAGS"
+        );
     }
 }

@@ -206,6 +206,9 @@ pub fn pipeline(p: &Pipeline, node: &Node, sources: &[&str], r: &mut Reader) -> 
         });
         use_from_stage(p, s, &order, r);
     }
+    for pasted in crate::inputs::pasted_inputs(node) {
+        r.diags.push(crate::diag::Diagnostic::warning(pasted.span, pasted.message()).with_help(pasted.help()));
+    }
     Walk::new(Some(p), &order, sources).run(node, r)
 }
 
