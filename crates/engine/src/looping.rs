@@ -78,11 +78,18 @@ pub struct Limits {
     pub iterations: usize,
     /// Nodes one execution may create through its strategies (each iteration with the nodes inside it).
     pub nodes: usize,
+    /// Stages (stage iterations included) one execution runs at once, whatever its parallel blocks and
+    /// `maxConcurrency` say: each running stage holds a network of its own and its steps' processes. The
+    /// others wait, `Queued`, for a slot.
+    pub stages_at_once: usize,
 }
+
+/// The default of [`Limits::stages_at_once`].
+pub const STAGES_AT_ONCE: usize = 32;
 
 impl Default for Limits {
     fn default() -> Self {
-        Limits { iterations: spec::MAX_ITERATIONS, nodes: 100_000 }
+        Limits { iterations: spec::MAX_ITERATIONS, nodes: 100_000, stages_at_once: STAGES_AT_ONCE }
     }
 }
 

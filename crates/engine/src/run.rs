@@ -61,6 +61,9 @@ struct Run<'p> {
     position: AtomicI64,
     /// Nodes the execution's looping strategies have brought so far (the node budget, `Limits::nodes`).
     expanded: AtomicUsize,
+    /// The stages that may run at once (`Limits::stages_at_once`): a stage (iteration) holds a slot from its
+    /// start to its end.
+    stage_slots: Semaphore,
     failed: AtomicBool,
     rollback_pipeline: AtomicBool,
     ran: Mutex<Vec<RanStage>>,
@@ -300,6 +303,7 @@ impl Engine {
             log_quota,
             position: AtomicI64::new(next_position),
             expanded: AtomicUsize::new(0),
+            stage_slots: Semaphore::new(self.config.limits.stages_at_once.max(1)),
             failed: AtomicBool::new(false),
             rollback_pipeline: AtomicBool::new(false),
             ran: Mutex::new(Vec::new()),
@@ -742,6 +746,7 @@ impl<'p> Run<'p> {
         };
         let (status, reason) = if iterations.len() == 1 && iterations[0].suffix.is_none() && targets.is_none() {
             let it = iterations.into_iter().next().expect("one iteration");
+            let _slot = self.stage_slots.acquire().await;
             self.stage_body(s, id.to_string(), &node, it.local, None).await?
         } else {
             let mut max = max_concurrency(s.strategy.as_ref(), iterations.len());
@@ -778,6 +783,8 @@ impl<'p> Run<'p> {
                     Ok(Some(reason)) => return self.skip(&mut inode, reason).await,
                     Err(e) => return self.finish(&mut inode, Status::Failed, Some(e.to_string())).await,
                 }
+                // Queued until a slot is free; a stage of several iterations holds none itself.
+                let _slot = self.stage_slots.acquire().await;
                 self.start(&mut inode).await?;
                 let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local, target.as_ref()).await?;
                 inode.outputs = self.stage_values(&iid);

@@ -69,6 +69,36 @@ async fn nested_strategies_are_bounded_by_the_node_budget() {
     assert!(done.to_string().contains("would create more than 300 nodes"), "{done}");
 }
 
+/// However many stage iterations a strategy or a parallel block asks for, an execution runs at most
+/// `--max-parallel-stages` stages at once (each holds a network and processes); the others wait Queued and
+/// all of them run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_execution_runs_at_most_the_servers_stages_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &["--max-parallel-stages", "3"]).await;
+    let mut yaml = pipeline("wide", &stage("s", "sleep 0.3")).as_str().unwrap().to_string();
+    yaml =
+        yaml.replace("        type: Custom\n", "        type: Custom\n        strategy:\n          parallelism: 8\n");
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(serde_json::Value::String(yaml))).await;
+    let executor = s.user("eve", "_pipeline_executor", "default").await;
+    let (st, e) = s.req(Some(&executor), Method::POST, &format!("{P}/pipelines/wide/execute"), Some(&json!({}))).await;
+    assert!(st.is_success(), "{st} {e}");
+    let done = s.wait_end(&executor, e["id"].as_str().unwrap()).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let spans: Vec<(i64, i64)> = done["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| n["kind"] == "step")
+        .map(|n| (n["started_at"].as_i64().unwrap(), n["ended_at"].as_i64().unwrap()))
+        .collect();
+    assert_eq!(spans.len(), 8, "{done}");
+    // The most steps running at one instant: at each start, the spans that hold it.
+    let most = spans.iter().map(|(t, _)| spans.iter().filter(|(a, b)| a <= t && t < b).count()).max().unwrap();
+    assert!(most <= 3, "{most} stages ran at once: {spans:?}");
+    assert!(most >= 2, "the stages ran one by one: {spans:?}");
+}
+
 #[test]
 fn validate_refuses_a_written_strategy_past_the_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -364,6 +394,92 @@ async fn a_project_admin_cannot_publish_a_template_into_another_scope() {
             .req(Some(&s.token), Method::POST, &format!("{P}/pipelines"), Some(&serde_json::Value::String(yaml)))
             .await;
         assert_eq!(st, 422, "{reference}: {v}");
+    }
+}
+
+/// A version of the account's step template `shared` that says which version it is.
+fn account_template(version: &str) -> serde_json::Value {
+    serde_json::Value::String(format!(
+        "template:\n  name: shared\n  identifier: shared\n  versionLabel: {version}\n  type: Step\n  spec:\n    type: ShellScript\n    spec:\n      shell: Bash\n      source:\n        type: Inline\n        spec:\n          script: echo running-shared-{version}\n"
+    ))
+}
+
+/// A reference without `versionLabel` runs the version an administrator of the template's scope marked
+/// stable, not whatever was stored last; a project admin cannot move the mark, and a newer version stored
+/// later does not move it either.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reference_without_a_version_runs_the_stable_version_only_its_scopes_admins_mark() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "b"}))).await;
+    let b_admin = s.user("mallory", "_project_admin", "b").await;
+    s.ok(Method::POST, "/api/v1/templates", Some(account_template("v1"))).await;
+    s.ok(Method::POST, "/api/v1/templates", Some(account_template("v2"))).await;
+    let (st, v) = s
+        .req(Some(&s.token), Method::POST, "/api/v1/templates/shared/stable", Some(&json!({"versionLabel": "v9"})))
+        .await;
+    assert_eq!(st, 404, "{v}");
+    assert!(v.to_string().contains("has no version `v9`; it has v1, v2"), "{v}");
+    let marked = s.ok(Method::POST, "/api/v1/templates/shared/stable", Some(json!({"versionLabel": "v1"}))).await;
+    assert_eq!(marked["stable"], "v1", "{marked}");
+    let (st, v) = s
+        .req(Some(&b_admin), Method::POST, "/api/v1/templates/shared/stable", Some(&json!({"versionLabel": "v2"})))
+        .await;
+    assert_eq!(st, 403, "{v}");
+    // A newer version stored later keeps the mark where it was.
+    s.ok(Method::POST, "/api/v1/templates", Some(account_template("v3"))).await;
+    let yaml = pipeline("uses_shared", &stage("s", "echo hi")).as_str().unwrap().replace(
+        "                  type: ShellScript\n                  name: s\n                  identifier: s\n                  spec:\n                    shell: Bash\n                    source:\n                      type: Inline\n                      spec:\n                        script: echo hi\n",
+        "                  name: s\n                  identifier: s\n                  template:\n                    templateRef: account.shared\n",
+    );
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(serde_json::Value::String(yaml))).await;
+    let e = s.ok(Method::POST, &format!("{P}/pipelines/uses_shared/execute"), Some(json!({}))).await;
+    let id = e["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&s.token, &id).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let logs = s.ok(Method::GET, &format!("/api/v1/executions/{id}/logs"), None).await.to_string();
+    assert!(logs.contains("running-shared-v1"), "{logs}");
+    assert!(!logs.contains("running-shared-v3") && !logs.contains("running-shared-v2"), "{logs}");
+}
+
+/// Records other than templates live in one project only: a secret reference spelled for the account or
+/// the organization never reaches another project's secret of that name, whichever way it is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_secret_reference_never_reaches_another_projects_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &[]).await;
+    s.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "b"}))).await;
+    s.ok(
+        Method::POST,
+        "/api/v1/orgs/default/projects/b/secrets",
+        Some(json!({"identifier": "deploy_key", "value": "B-deploy-key-5521"})),
+    )
+    .await;
+    let variable =
+        |value: &str| format!("  variables:\n    - name: key\n      type: Secret\n      value: {value}\n  stages:\n");
+    let cases = [
+        ("get_account", String::new(), "echo <+secrets.getValue(\"account.deploy_key\")>"),
+        ("get_org", String::new(), "echo <+secrets.getValue(\"org.deploy_key\")>"),
+        ("get_plain", String::new(), "echo <+secrets.getValue(\"deploy_key\")>"),
+        ("var_account", variable("account.deploy_key"), "echo <+pipeline.variables.key>"),
+        ("var_org", variable("org.deploy_key"), "echo <+pipeline.variables.key>"),
+    ];
+    for (id, vars, script) in cases {
+        let yaml = pipeline(id, &stage("s", script)).as_str().unwrap().replace("  stages:\n", &vars.to_string());
+        let yaml = if vars.is_empty() {
+            yaml.replace("  allowStageExecutions: true\n", "  allowStageExecutions: true\n  stages:\n")
+        } else {
+            yaml
+        };
+        let (st, v) = s
+            .req(Some(&s.token), Method::POST, &format!("{P}/pipelines"), Some(&serde_json::Value::String(yaml)))
+            .await;
+        assert!(st == 201 || st == 200, "{id}: {v}");
+        let (st, v) =
+            s.req(Some(&s.token), Method::POST, &format!("{P}/pipelines/{id}/execute"), Some(&json!({}))).await;
+        assert_eq!(st, 422, "{id}: {v}");
+        assert!(v.to_string().contains("does not have"), "{id}: {v}");
+        assert!(!v.to_string().contains("B-deploy-key"), "{id}: {v}");
     }
 }
 

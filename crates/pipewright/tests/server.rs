@@ -453,6 +453,20 @@ async fn every_route_checks_permissions_as_the_table_says() {
         ),
         (
             "post",
+            "/api/v1/templates/{identifier}/stable",
+            "/api/v1/templates/tpl1/stable".into(),
+            Some(json!({"versionLabel": "v1"})),
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "post",
+            "/api/v1/orgs/{org}/templates/{identifier}/stable",
+            "/api/v1/orgs/default/templates/tpl1/stable".into(),
+            Some(json!({"versionLabel": "v1"})),
+            [401, 403, 403, 403, 200],
+        ),
+        (
+            "post",
             "/api/v1/orgs/{org}/templates",
             "/api/v1/orgs/default/templates".into(),
             Some(shared_template("t2", Some("default"))),

@@ -121,6 +121,9 @@ pub struct Template {
     pub spec: Node,
     /// The file it was read from: `Span::file` of its nodes.
     pub file: u16,
+    /// An administrator of its scope marked this version stable: a reference without `versionLabel` uses
+    /// it (files carry no such mark; a server's stored templates do).
+    pub stable: bool,
 }
 
 impl Template {
@@ -197,7 +200,7 @@ pub fn read(node: &Node, file: u16) -> Result<Template, Vec<Diagnostic>> {
         (true, false) => Scope::Org,
         (false, false) => Scope::Account,
     };
-    Ok(Template { identifier, name, version, kind: Kind::of(&kind), scope, spec: spec.clone(), file })
+    Ok(Template { identifier, name, version, kind: Kind::of(&kind), scope, spec: spec.clone(), file, stable: false })
 }
 
 /// The top-level key of a YAML tree, if it is a map.
@@ -286,9 +289,14 @@ impl Library {
                 .copied()
                 .find(|t| t.version == v)
                 .ok_or_else(|| Miss::Version { versions: in_scope.iter().map(|t| t.version.clone()).collect() }),
-            // Without a version label Harness uses the stable version; files carry no such mark, so the
-            // newest label (in natural order: v2 < v10) stands for it.
-            None => Ok(in_scope.iter().copied().max_by(|a, b| natural(&a.version, &b.version)).unwrap_or(in_scope[0])),
+            // Without a version label Harness uses the version marked stable in that scope; until one is
+            // marked (and in files, which carry no mark), the newest label (in natural order: v2 < v10).
+            None => Ok(in_scope
+                .iter()
+                .copied()
+                .find(|t| t.stable)
+                .or_else(|| in_scope.iter().copied().max_by(|a, b| natural(&a.version, &b.version)))
+                .unwrap_or(in_scope[0])),
         }
     }
 }

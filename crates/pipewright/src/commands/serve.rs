@@ -70,6 +70,10 @@ pub struct ServeArgs {
     /// Nodes one execution's looping strategies may create in all.
     #[arg(long, default_value_t = 100_000)]
     pub max_nodes: usize,
+    /// Stages (stage iterations included) one execution runs at once, whatever its parallel blocks and
+    /// `maxConcurrency` say; the others wait, Queued, for a slot.
+    #[arg(long, default_value_t = engine::looping::STAGES_AT_ONCE)]
+    pub max_parallel_stages: usize,
     /// Bytes of log one execution may store; the log is cut there with a line saying so (lines longer than
     /// 64 KiB are cut too).
     #[arg(long, default_value_t = engine::MAX_LOG_BYTES)]
@@ -145,7 +149,11 @@ pub async fn run(a: ServeArgs) -> anyhow::Result<ExitCode> {
         shutdown_grace: Duration::from_secs(a.shutdown_grace),
         admin_password,
         no_local_executor: a.no_local_executor,
-        loop_limits: engine::looping::Limits { iterations: a.max_iterations.max(1), nodes: a.max_nodes.max(1) },
+        loop_limits: engine::looping::Limits {
+            iterations: a.max_iterations.max(1),
+            nodes: a.max_nodes.max(1),
+            stages_at_once: a.max_parallel_stages.max(1),
+        },
         max_log_bytes: a.max_log_bytes.max(1024),
         isolation,
         work_root,

@@ -32,6 +32,8 @@ pub fn routes(r: OpenApiRouter<Arc<App>>) -> OpenApiRouter<Arc<App>> {
             pipelines::put_account_template,
             pipelines::delete_account_template
         ))
+        .routes(routes!(pipelines::stable_account_template))
+        .routes(routes!(pipelines::stable_org_template))
         .routes(routes!(pipelines::create_org_template))
         .routes(routes!(pipelines::get_org_template, pipelines::put_org_template, pipelines::delete_org_template))
         .routes(routes!(executions::plan))

@@ -252,3 +252,34 @@ pub async fn delete_org_template(
     svc::delete_shared_template(&app, &p, Some(&org), &id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
+
+/// Which version of a template is stable.
+#[derive(Debug, serde::Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StableBody {
+    /// The version label to mark stable.
+    #[serde(rename = "versionLabel")]
+    pub version_label: String,
+}
+
+/// Mark a version of a template of the account stable (needs `template:create_edit` at the account).
+#[utoipa::path(post, path = "/api/v1/templates/{identifier}/stable", tag = "templates", params(("identifier" = String, Path)), request_body = StableBody, responses((status = 200, description = "Marked")))]
+pub async fn stable_account_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path(id): Path<String>,
+    crate::error::Body(b): crate::error::Body<StableBody>,
+) -> ApiResult<Json<svc::EntityView>> {
+    Ok(Json(svc::mark_stable(&app, &p, None, &id, &b.version_label).await?))
+}
+
+/// Mark a version of a template of an organization stable (needs `template:create_edit` there).
+#[utoipa::path(post, path = "/api/v1/orgs/{org}/templates/{identifier}/stable", tag = "templates", params(("org" = String, Path), ("identifier" = String, Path)), request_body = StableBody, responses((status = 200, description = "Marked")))]
+pub async fn stable_org_template(
+    State(app): State<Arc<App>>,
+    Extension(p): Extension<Principal>,
+    Path((org, id)): Path<(String, String)>,
+    crate::error::Body(b): crate::error::Body<StableBody>,
+) -> ApiResult<Json<svc::EntityView>> {
+    Ok(Json(svc::mark_stable(&app, &p, Some(&org), &id, &b.version_label).await?))
+}

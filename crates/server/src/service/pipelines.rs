@@ -83,6 +83,9 @@ pub struct EntityView {
     /// The YAML (never for secrets).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub yaml: Option<String>,
+    /// A template's version marked stable, if one is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stable: Option<String>,
 }
 
 impl EntityView {
@@ -95,6 +98,7 @@ impl EntityView {
             created_at: r.created_at,
             updated_at: r.updated_at,
             yaml: r.body["yaml"].as_str().map(String::from),
+            stable: r.body["stable"].as_str().map(String::from),
         }
     }
 }
@@ -333,6 +337,10 @@ fn with_version(mut r: store::Record, old: Option<&store::Record>, b: &serde_jso
     r.body = serde_json::json!({
         "name": b["name"], "yaml": versions[&newest], "versions": versions,
     });
+    // The stable mark stays on the version it was given to.
+    if let Some(stable) = old.and_then(|o| o.body.get("stable")).filter(|s| s.is_string()) {
+        r.body["stable"] = stable.clone();
+    }
     r
 }
 
@@ -362,7 +370,10 @@ pub async fn templates(app: &App, scope: &Scope) -> ApiResult<spec::template::Li
                 spec::template::Scope::Account => true,
             };
             match lib.templates.get_mut(before) {
-                Some(t) if visible => t.scope = stored,
+                Some(t) if visible => {
+                    t.scope = stored;
+                    t.stable = r.body["stable"].as_str() == Some(version.as_str());
+                }
                 _ => lib.templates.truncate(before),
             }
         }
@@ -645,6 +656,34 @@ pub async fn put_shared_template(
     body: Upload,
 ) -> ApiResult<EntityView> {
     put_in(app, p, &shared_scope(app, p, org).await?, EntityKind::Templates, id, body).await
+}
+
+/// Mark a version of a template of the account or an organization stable (`template:create_edit` there):
+/// a reference to it without `versionLabel` uses that version from now on.
+pub async fn mark_stable(
+    app: &App,
+    p: &Principal,
+    org: Option<&str>,
+    id: &str,
+    version: &str,
+) -> ApiResult<EntityView> {
+    let scope = shared_scope(app, p, org).await?;
+    let mut r = entity_record(app, p, &scope, EntityKind::Templates, id).await?;
+    app.require(p, "template:create_edit", &Resource::new("template", id, scope.clone())).await?;
+    if r.body["versions"].get(version).is_none() {
+        let have: Vec<&str> = r.body["versions"].as_object().into_iter().flatten().map(|(k, _)| k.as_str()).collect();
+        return Err(ApiError::NotFound(format!(
+            "template `{id}` in {} has no version `{version}`; it has {}",
+            scope.describe(),
+            have.join(", ")
+        )));
+    }
+    r.body["stable"] = version.into();
+    r.updated_at = store::now_ms();
+    app.store.put_record(&r, true).await?;
+    app.audit(&p.display(), &p.address, "mark_stable", "template", id, &scope, serde_json::json!({"version": version}))
+        .await?;
+    Ok(EntityView::of(&r))
 }
 
 /// Delete a template of the account or an organization.
