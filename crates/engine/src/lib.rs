@@ -9,6 +9,7 @@ pub mod chain;
 pub mod decide;
 pub mod error;
 pub mod executor;
+pub mod lifecycle;
 mod logs;
 pub mod looping;
 pub mod owner;
