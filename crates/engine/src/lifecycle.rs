@@ -446,6 +446,9 @@ mod tests {
         Attempt { n, retries, lost }
     }
 
+    /// What a phase is given, and what it becomes with which effects.
+    type Case = (&'static str, Phase, Shape, Input, Phase, Vec<Effect>);
+
     #[test]
     fn every_transition() {
         let intervention = Some(Action::ManualIntervention(spec::ManualInterventionSpec {
@@ -460,7 +463,7 @@ mod tests {
         let skip_end = End::aborted(Status::Skipped);
         let children = |worst, by_abort, rollback, timed_out| I::ChildrenEnded { worst, by_abort, rollback, timed_out };
         #[rustfmt::skip]
-        let cases: Vec<(&str, Phase, Shape, Input, Phase, Vec<Effect>)> = vec![
+        let cases: Vec<Case> = vec![
             // Reaching a node.
             ("settled", P::Queued, Shape::STEP, I::Settled(done(Status::Skipped)), P::Ended(done(Status::Skipped)), vec![]),
             ("begin", P::Queued, Shape::STEP, I::Begin { aborted: false }, P::Asking(Ask::Gate), vec![E::Ask(Ask::Gate)]),
