@@ -33,6 +33,9 @@ pub struct Iteration {
     pub suffix: Option<usize>,
     /// The values its expressions read, on top of the node's own.
     pub local: BTreeMap<String, Value>,
+    /// A matrix iteration's values, axis by axis as the YAML lists them (`jdk: 17, os: linux`): how it is
+    /// shown.
+    pub label: Option<String>,
 }
 
 /// What one iteration of a Deployment stage with several services or environments deploys: a service (none:
@@ -158,10 +161,10 @@ pub fn expand(l: &Looping, local: &BTreeMap<String, Value>, max: usize) -> Resul
                 ("identifierPostFix".to_string(), Value::String(format!("_{i}"))),
             ])),
         );
-        Iteration { suffix: Some(i), local: vars }
+        Iteration { suffix: Some(i), local: vars, label: None }
     };
     Ok(match l {
-        Looping::Once => vec![Iteration { suffix: None, local: local.clone() }],
+        Looping::Once => vec![Iteration { suffix: None, local: local.clone(), label: None }],
         Looping::Parallelism(n) => (0..*n).map(|i| with(local.clone(), i, *n)).collect(),
         Looping::Repeat(items) => {
             let n = items.len();
@@ -202,9 +205,14 @@ pub fn expand(l: &Looping, local: &BTreeMap<String, Value>, max: usize) -> Resul
                 .into_iter()
                 .enumerate()
                 .map(|(i, c)| {
+                    let label = axes
+                        .iter()
+                        .filter_map(|(axis, _)| c.get(axis).map(|v| format!("{axis}: {v}")))
+                        .collect::<Vec<_>>()
+                        .join(", ");
                     let mut vars = local.clone();
                     vars.insert("matrix".into(), Value::Map(c));
-                    with(vars, i, n)
+                    Iteration { label: Some(label), ..with(vars, i, n) }
                 })
                 .collect()
         }

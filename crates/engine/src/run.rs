@@ -769,9 +769,10 @@ impl<'p> Run<'p> {
             let (node, per_iteration) = (&node, &per_iteration);
             let agg = fan_out(runs, max, |(it, target): (Iteration, Option<looping::Target>)| async move {
                 let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
-                let label = match &target {
-                    Some(t) => format!("{} ({})", s.name.value, t.label()),
-                    None => format!("{} {iid}", s.name.value),
+                let label = match (&target, &it.label) {
+                    (Some(t), _) => format!("{} ({})", s.name.value, t.label()),
+                    (None, Some(values)) => format!("{} ({values})", s.name.value),
+                    (None, None) => format!("{} {iid}", s.name.value),
                 };
                 let mut inode = self.new_node(Some(&node.id), NodeKind::Stage, &iid, &label, &iid);
                 if inode.status.is_final() {
@@ -1558,7 +1559,10 @@ impl<'p> Run<'p> {
                             Some(&node.id),
                             NodeKind::StepGroup,
                             &iid,
-                            &format!("{} {iid}", g.name.value),
+                            &it.label.as_ref().map_or_else(
+                                || format!("{} {iid}", g.name.value),
+                                |values| format!("{} ({values})", g.name.value),
+                            ),
                             &ipath,
                         );
                         // A condition that reads the iteration is evaluated for it.

@@ -490,3 +490,34 @@ async fn sessions_csrf_logout_and_revocation() {
         Some(reqwest::StatusCode::TOO_MANY_REQUESTS)
     );
 }
+
+/// A matrix stage is shown once, its iterations inside it labelled by their values, and its *Re-run Stage*
+/// re-runs the stage (never an iteration's identifier, which is no stage of the pipeline).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_matrix_stage_shows_each_iteration_once_by_its_values() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("state"), &["--step-isolation", "none"]).await;
+    let api = "/api/v1/orgs/default/projects/default/pipelines";
+    let stages = common::stage("unit_tests", "echo jdk <+matrix.jdk>").replace(
+        "        type: Custom\n",
+        "        type: Custom\n        strategy:\n          matrix:\n            jdk: [\"17\", \"21\"]\n",
+    ) + &common::stage("publish", "echo done");
+    s.ok(Method::POST, api, Some(common::pipeline("jdks", &stages))).await;
+    let e = s.ok(Method::POST, &format!("{api}/jdks/execute"), Some(json!({}))).await;
+    let ex = e["id"].as_str().unwrap().to_string();
+    let done = s.wait_end(&s.token, &ex).await;
+    assert_eq!(done["execution"]["status"], "Success", "{done}");
+    let admin = login(&s.url, "admin", common::ADMIN_PASSWORD).await.unwrap();
+    let (st, html) = send(&s.url, &admin, "GET", &format!("/executions/{ex}"), &[]).await;
+    assert_eq!(st, 200, "{html}");
+    assert_eq!(html.matches("class=\"stage-detail\"").count(), 2, "one card per stage: {html}");
+    for jdk in ["17", "21"] {
+        assert_eq!(html.matches(&format!("unit_tests (jdk: {jdk})")).count(), 1, "{html}");
+    }
+    assert!(!html.contains("stage=unit_tests_0"), "{html}");
+    let link = format!("/executions/{ex}/rerun?scope=stages&amp;stage=unit_tests");
+    assert!(html.contains(&link), "{html}");
+    let (st, form) = send(&s.url, &admin, "GET", &link.replace("&amp;", "&"), &[]).await;
+    assert_eq!(st, 200, "{form}");
+    assert!(!form.contains("does not exist"), "{form}");
+}

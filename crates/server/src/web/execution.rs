@@ -124,6 +124,10 @@ pub fn render(
     let children =
         |parent: &str| -> Vec<&Node> { v.nodes.iter().filter(|n| n.parent_id.as_deref() == Some(parent)).collect() };
     let final_ = e.status.is_final();
+    // Re-run Stage is offered for the pipeline's own stages (not a pipeline rollback's node).
+    let stage_ids: Option<Vec<String>> =
+        doc.and_then(|d| d.pipeline()).map(|p| p.all_stages().iter().map(|s| s.identifier.value.clone()).collect());
+    let rerunnable = |n: &Node| stage_ids.as_ref().is_none_or(|ids| ids.contains(&n.identifier));
     let waiting: Vec<&Node> =
         v.nodes.iter().filter(|n| matches!(n.status, Status::ApprovalWaiting | Status::InterventionWaiting)).collect();
     let inputs = e.inputs.as_object().cloned().unwrap_or_default();
@@ -332,10 +336,11 @@ pub fn render(
             }
             section aria-labelledby="stages-h" {
                 h2 #stages-h { "Stages" }
-                @for n in v.nodes.iter().filter(|n| n.kind == NodeKind::Stage) {
+                // Each stage once: its iterations are shown inside it, labelled by their values.
+                @for n in v.nodes.iter().filter(|n| n.kind == NodeKind::Stage && n.parent_id.is_none()) {
                     section.stage-detail id=(format!("stage-{}", n.identifier)) data-node=(n.id) {
                         h3 { (n.name) " " span.node-status { (status_badge(n.status)) } " " span.small { (took(n)) }
-                            @if allowed.execute && final_ { " " a.small href=(format!("/executions/{}/rerun?scope=stages&stage={}", e.id, n.identifier)) { "Re-run Stage" } } }
+                            @if allowed.execute && final_ && rerunnable(n) { " " a.small href=(format!("/executions/{}/rerun?scope=stages&stage={}", e.id, n.identifier)) { "Re-run Stage" } } }
                         @if let Some(src) = &n.reused_from { p.reused { "Reused from execution " a.reused-link href=(format!("/executions/{src}")) { (src) } } }
                         @if let (Some(r), None) = (&n.skip_reason, &n.reused_from) { p.small { "Skipped: " (r) } }
                         @if let Some(f) = &n.failure { p.error { (f) } }
