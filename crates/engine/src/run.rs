@@ -9,6 +9,7 @@
 use crate::asked;
 use crate::decide;
 use crate::error::NodeError;
+use crate::lifecycle;
 use crate::logs::{LogSink, Masker};
 use crate::looping::{self, Iteration, LoopError, Looping};
 use crate::steps::{self, StepEnv};
@@ -64,6 +65,9 @@ struct Run<'p> {
     /// The stages that may run at once (`Limits::stages_at_once`): a stage (iteration) holds a slot from its
     /// start to its end.
     stage_slots: Semaphore,
+    /// Nodes skipped because the execution was aborted, so far: a container during which this grew was cut
+    /// short by the abort (`lifecycle::roll_up`).
+    abort_skips: AtomicUsize,
     failed: AtomicBool,
     rollback_pipeline: AtomicBool,
     ran: Mutex<Vec<RanStage>>,
@@ -304,6 +308,7 @@ impl Engine {
             position: AtomicI64::new(next_position),
             expanded: AtomicUsize::new(0),
             stage_slots: Semaphore::new(self.config.limits.stages_at_once.max(1)),
+            abort_skips: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             rollback_pipeline: AtomicBool::new(false),
             ran: Mutex::new(Vec::new()),
@@ -466,7 +471,16 @@ impl<'p> Run<'p> {
         Ok(status)
     }
 
+    /// A container's status from its children's worst (`lifecycle::roll_up`): cut short by the abort when a
+    /// node was skipped because of it since `cut_before`.
+    fn rolled_up(&self, worst: Status, cut_before: usize) -> Status {
+        lifecycle::roll_up(worst, self.abort_skips.load(Ordering::SeqCst) > cut_before, false)
+    }
+
     async fn skip(&self, n: &mut Node, reason: String) -> Res<Status> {
+        if reason == lifecycle::ABORTED {
+            self.abort_skips.fetch_add(1, Ordering::SeqCst);
+        }
         n.skip_reason = Some(reason);
         n.ended_at = Some(now_ms());
         n.status = Status::Skipped;
@@ -693,7 +707,7 @@ impl<'p> Run<'p> {
         }
         if self.aborted() {
             set_status(Status::Skipped);
-            return self.skip(&mut node, "the execution was aborted".into()).await;
+            return self.skip(&mut node, lifecycle::ABORTED.into()).await;
         }
         let owner = format!("pipeline.stages.{id}");
         let stage_timeout = s.timeout.as_ref().and_then(|t| t.as_std());
@@ -744,10 +758,12 @@ impl<'p> Run<'p> {
                 return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
             }
         };
+        let cut_before = self.abort_skips.load(Ordering::SeqCst);
         let (status, reason) = if iterations.len() == 1 && iterations[0].suffix.is_none() && targets.is_none() {
             let it = iterations.into_iter().next().expect("one iteration");
             let _slot = self.stage_slots.acquire().await;
-            self.stage_body(s, id.to_string(), &node, it.local, None).await?
+            let (st, reason) = self.stage_body(s, id.to_string(), &node, it.local, None).await?;
+            (self.rolled_up(st, cut_before), reason)
         } else {
             let mut max = max_concurrency(s.strategy.as_ref(), iterations.len());
             let runs: Vec<(Iteration, Option<looping::Target>)> = match &targets {
@@ -778,6 +794,9 @@ impl<'p> Run<'p> {
                 if inode.status.is_final() {
                     return Ok(inode.status);
                 }
+                if self.aborted() {
+                    return self.skip(&mut inode, lifecycle::ABORTED.into()).await;
+                }
                 let failed = self.failed.load(Ordering::SeqCst);
                 match self.when(per_iteration.as_ref(), true, failed, &it.local, &Scope::stage(&iid)) {
                     Ok(None) => {}
@@ -786,13 +805,15 @@ impl<'p> Run<'p> {
                 }
                 // Queued until a slot is free; a stage of several iterations holds none itself.
                 let _slot = self.stage_slots.acquire().await;
+                let cut_before = self.abort_skips.load(Ordering::SeqCst);
                 self.start(&mut inode).await?;
                 let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local, target.as_ref()).await?;
+                let st = self.rolled_up(st, cut_before);
                 inode.outputs = self.stage_values(&iid);
                 self.finish(&mut inode, st, reason).await
             })
             .await?;
-            (agg, None)
+            (self.rolled_up(agg, cut_before), None)
         };
         set_status(status);
         if is_bad(status) {
@@ -1499,7 +1520,7 @@ impl<'p> Run<'p> {
             return Ok(node.status);
         }
         if self.aborted() {
-            return self.skip(&mut node, "the execution was aborted".into()).await;
+            return self.skip(&mut node, lifecycle::ABORTED.into()).await;
         }
         let owner = yaml_path(cx, &groups, gid, rollback);
         let group_timeout = g.timeout.as_ref().and_then(|t| t.as_std());
@@ -1530,6 +1551,7 @@ impl<'p> Run<'p> {
                 }
             };
         let max = max_concurrency(g.strategy.as_ref(), iterations.len());
+        let cut_before = self.abort_skips.load(Ordering::SeqCst);
         let agg = {
             let (node, groups, gpath, per_iteration, scope) = (&node, &groups, &gpath, &per_iteration, &scope);
             fan_out(iterations, max, |it: Iteration| async move {
@@ -1603,12 +1625,14 @@ impl<'p> Run<'p> {
                     cx.rollback.store(true, Ordering::SeqCst);
                 }
                 if let Some(n) = inode.as_mut() {
+                    let st = self.rolled_up(st, cut_before);
                     self.finish(n, st, None).await?;
                 }
                 Res::Ok(st)
             })
             .await?
         };
+        let agg = self.rolled_up(agg, cut_before);
         if is_bad(agg) {
             cx.failed.store(true, Ordering::SeqCst);
         }
@@ -1649,6 +1673,10 @@ impl<'p> Run<'p> {
             }
             return Ok(node.status);
         }
+        if self.aborted() {
+            return self.skip(&mut node, lifecycle::ABORTED.into()).await;
+        }
+        let cut_before = self.abort_skips.load(Ordering::SeqCst);
         self.start(&mut node).await?;
         let max = max_concurrency(s.strategy.as_ref(), iterations.len());
         let (node_id, groups_ref) = (node.id.clone(), &groups);
@@ -1657,6 +1685,7 @@ impl<'p> Run<'p> {
             self.step(cx, s, iid, groups_ref, &node_id, path, rollback, it.local)
         })
         .await?;
+        let agg = self.rolled_up(agg, cut_before);
         let mut tp = self.tree_path(cx, &groups, sid, rollback);
         tp.push("status".into());
         self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.expression_value().into()));
@@ -1702,7 +1731,7 @@ impl<'p> Run<'p> {
         let taken_over = self.prior.contains_key(&spath);
         if self.aborted() {
             set_status(Status::Skipped);
-            return self.skip(&mut node, "the execution was aborted".into()).await;
+            return self.skip(&mut node, lifecycle::ABORTED.into()).await;
         }
         let owner = yaml_path(cx, groups, &s.identifier.value, rollback);
         let step_timeout = s.timeout.as_ref().and_then(|t| t.as_std());

@@ -763,3 +763,60 @@ async fn resume_keeps_approvals_and_interventions_waiting() {
     assert_eq!(attempts(&nodes, "check.probe").len(), 1, "no new attempt for a decision");
     assert_eq!(node(&nodes, "check.probe").status, Status::Success);
 }
+
+/// Run `yaml` and ask for an abort once the node at `path` runs; the nodes as the run left them.
+async fn abort_once_running(yaml: &str, path: &str) -> (Status, Vec<Node>) {
+    let f = fixture().await;
+    let p = pipeline(yaml);
+    let e = create(&f, &p).await;
+    let abort = async {
+        wait_node(&f.store, &e.id, path, Status::Running).await;
+        assert!(f.store.request_abort(&e.id).await.unwrap());
+    };
+    let (ents, secrets) = (Entities::default(), Secrets::default());
+    let (status, ()) = tokio::join!(f.engine.run(&e, &p, &ents, &secrets), abort);
+    (status.unwrap(), f.store.nodes(&e.id).await.unwrap())
+}
+
+/// An abort that arrives while a step runs leaves no node that had not ended `Success`: what comes next —
+/// a looping step, the next iteration of a repeat stage, a step group — is skipped, and every parent of what
+/// the abort cut short ends Aborted.
+#[tokio::test]
+async fn an_abort_leaves_no_later_node_ended_success() {
+    let looping = "strategy:\n  repeat:\n    times: 2\n";
+    let (status, nodes) =
+        abort_once_running(&pipe(&[stage("s", &[sh("a", "sleep 300", ""), sh("b", "echo b", looping)], "")]), "s.a")
+            .await;
+    assert_eq!(status, Status::Aborted);
+    assert_eq!(node(&nodes, "s.a").status, Status::Aborted);
+    assert_eq!(node(&nodes, "s.b").status, Status::Skipped, "{nodes:?}");
+    assert_eq!(node(&nodes, "s").status, Status::Aborted);
+
+    let repeat = "strategy:\n  repeat:\n    times: 2\n    maxConcurrency: 1\n";
+    let (status, nodes) = abort_once_running(
+        &pipe(&[stage("r", &[sh("a", "if [ <+strategy.iteration> = 0 ]; then sleep 300; fi", "")], repeat)]),
+        "r_0.a",
+    )
+    .await;
+    assert_eq!(status, Status::Aborted);
+    assert_eq!(node(&nodes, "r_0").status, Status::Aborted, "{nodes:?}");
+    assert_ne!(node(&nodes, "r_1").status, Status::Success, "{nodes:?}");
+    assert_eq!(node(&nodes, "r").status, Status::Aborted);
+
+    let group = |id: &str, steps: &[String]| {
+        format!("- stepGroup:\n    name: {id}\n    identifier: {id}\n    steps:\n{}", ind(&steps.join(""), 6))
+    };
+    let (status, nodes) = abort_once_running(
+        &pipe(&[stage(
+            "g",
+            &[group("first", &[sh("x", "sleep 300", "")]), group("second", &[sh("y", "echo y", looping)])],
+            "",
+        )]),
+        "g.first.x",
+    )
+    .await;
+    assert_eq!(status, Status::Aborted);
+    assert_eq!(node(&nodes, "g.first").status, Status::Aborted, "{nodes:?}");
+    assert_eq!(node(&nodes, "g.second").status, Status::Skipped, "{nodes:?}");
+    assert_eq!(node(&nodes, "g").status, Status::Aborted);
+}
