@@ -13,6 +13,7 @@ pub mod lifecycle;
 mod logs;
 pub mod looping;
 pub mod owner;
+pub mod path;
 mod process;
 mod run;
 pub mod sandbox;
@@ -214,20 +215,7 @@ pub struct Seed {
 pub fn tree_from_nodes(nodes: &[Node]) -> expr::Value {
     let mut root = expr::Value::Map(BTreeMap::new());
     for n in nodes {
-        let parts: Vec<&str> = n.path.split('.').collect();
-        let Some((stage, rest)) = parts.split_first() else { continue };
-        let mut path: Vec<String> = vec!["pipeline".into(), "stages".into(), (*stage).to_string()];
-        if !rest.is_empty() {
-            path.extend(["spec".to_string(), "execution".to_string()]);
-            let (kind, rest) = match rest.first() {
-                Some(&"rollback") => ("rollbackSteps", &rest[1..]),
-                _ => ("steps", rest),
-            };
-            for (i, p) in rest.iter().enumerate() {
-                path.push(if i == 0 { kind.to_string() } else { "steps".to_string() });
-                path.push((*p).to_string());
-            }
-        }
+        let path = path::NodePath::from_store(&n.path).tree();
         let refs: Vec<&str> = path.iter().map(String::as_str).collect();
         // The latest attempt wins: nodes come in creation order.
         tree::set(

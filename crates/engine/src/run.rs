@@ -12,6 +12,7 @@ use crate::error::NodeError;
 use crate::lifecycle;
 use crate::logs::{LogSink, Masker};
 use crate::looping::{self, Iteration, LoopError, Looping};
+use crate::path::NodePath;
 use crate::steps::{self, StepEnv};
 use crate::tree::{self, NodeCtx};
 use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets, Seed};
@@ -1484,19 +1485,14 @@ impl<'p> Run<'p> {
     }
 
     fn tree_path(&self, cx: &StageCx<'_>, groups: &[(&StepGroup, String)], id: &str, rollback: bool) -> Vec<String> {
-        let mut p = vec!["pipeline".to_string(), "stages".into(), cx.id.clone(), "spec".into(), "execution".into()];
-        p.push(if rollback { "rollbackSteps".into() } else { "steps".into() });
-        for (i, (_, gid)) in groups.iter().enumerate() {
-            if i > 0 {
-                p.push("steps".into());
-            }
-            p.push(gid.clone());
+        let mut p = NodePath::stage(&cx.id, None);
+        if rollback {
+            p = p.rollback();
         }
-        if !groups.is_empty() {
-            p.push("steps".into());
+        for (_, gid) in groups {
+            p = p.child(gid, None);
         }
-        p.push(id.to_string());
-        p
+        p.child(id, None).tree()
     }
 
     async fn group_with_strategy(
@@ -2180,14 +2176,14 @@ impl<'p> Run<'p> {
 
 /// The YAML path of a step or step group (`id`) of a stage: what `.executionInput()` fields name as their owner.
 fn yaml_path(cx: &StageCx<'_>, groups: &[(&StepGroup, String)], id: &str, rollback: bool) -> String {
-    let list = if rollback { "rollbackSteps" } else { "steps" };
-    let mut p = format!("pipeline.stages.{}.spec.execution.{list}", cx.stage.identifier.value);
-    for (g, _) in groups {
-        p.push_str(&format!(".{}.steps", g.identifier.value));
+    let mut p = NodePath::stage(&cx.stage.identifier.value, None);
+    if rollback {
+        p = p.rollback();
     }
-    p.push('.');
-    p.push_str(id);
-    p
+    for (g, _) in groups {
+        p = p.child(&g.identifier.value, None);
+    }
+    p.child(id, None).owner()
 }
 
 fn json_map(m: &serde_json::Map<String, serde_json::Value>) -> Value {
