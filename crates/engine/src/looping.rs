@@ -118,6 +118,17 @@ pub fn nodes_within(els: &[spec::ExecutionElement]) -> usize {
         .sum()
 }
 
+/// The nodes `count` iterations of `per_iteration` nodes each add to an execution that has `used` of its
+/// budget of `limit` already, or why they do not fit: decided before anything is expanded, so that a
+/// strategy over the budget costs nothing.
+pub fn admit(count: u128, per_iteration: usize, used: usize, limit: usize) -> Result<usize, LoopError> {
+    let more = count.saturating_mul(per_iteration.max(1) as u128);
+    match usize::try_from(more) {
+        Ok(more) if used.saturating_add(more) <= limit => Ok(more),
+        _ => Err(LoopError::TooManyNodes { limit }),
+    }
+}
+
 /// Why a strategy has no iterations to run.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum LoopError {
@@ -235,6 +246,22 @@ pub fn items(v: Value) -> Vec<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_node_budget_is_decided_before_expanding() {
+        let cases = [
+            (10, 2, 0, 100, Ok(20)),
+            (50, 2, 0, 100, Ok(100)),
+            (50, 2, 1, 100, Err(LoopError::TooManyNodes { limit: 100 })),
+            // 5000 stage iterations fit, each one's 5000 step iterations do not once a few have run.
+            (5000, 1, 99_000, 100_000, Err(LoopError::TooManyNodes { limit: 100_000 })),
+            (u128::MAX, 3, 0, usize::MAX, Err(LoopError::TooManyNodes { limit: usize::MAX })),
+            (1, 0, 0, 1, Ok(1)),
+        ];
+        for (count, per, used, limit, want) in cases {
+            assert_eq!(admit(count, per, used, limit), want, "{count} × {per} with {used} of {limit}");
+        }
+    }
 
     #[test]
     fn targets_are_services_times_infrastructures() {

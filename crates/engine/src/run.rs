@@ -1380,6 +1380,10 @@ impl<'p> Run<'p> {
         scope: &Scope,
     ) -> Result<Vec<Iteration>, NodeError> {
         let limits = self.config.limits;
+        // A looping node after the budget is spent fails before its lists are even rendered.
+        if strategy.is_some() && self.expanded.load(Ordering::SeqCst) >= limits.nodes {
+            return Err(LoopError::TooManyNodes { limit: limits.nodes }.into());
+        }
         let render_value = |v: &serde_json::Value| -> Result<Value, String> {
             match v {
                 serde_json::Value::String(s) => Ok(Value::String(self.with_ctx(local, scope, |c| c.render(s))?)),
@@ -1422,14 +1426,31 @@ impl<'p> Run<'p> {
                     .collect(),
             },
         };
-        let its = looping::expand(&l, local, limits.iterations)?;
-        if !matches!(l, Looping::Once) {
-            let more = its.len().saturating_mul(per_iteration.max(1));
-            if self.expanded.fetch_add(more, Ordering::SeqCst).saturating_add(more) > limits.nodes {
-                self.expanded.fetch_sub(more, Ordering::SeqCst);
-                return Err(LoopError::TooManyNodes { limit: limits.nodes }.into());
-            }
+        if matches!(l, Looping::Once) {
+            return Ok(looping::expand(&l, local, limits.iterations)?);
         }
+        // Counted, and taken from the node budget, before anything is expanded.
+        let count = looping::count(&l);
+        if count > limits.iterations as u128 {
+            return Err(LoopError::TooMany { count, limit: limits.iterations }.into());
+        }
+        let mut taken = 0;
+        self.expanded
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |used| {
+                let more = looping::admit(count, per_iteration, used, limits.nodes).ok()?;
+                taken = more;
+                Some(used + more)
+            })
+            .map_err(|_| LoopError::TooManyNodes { limit: limits.nodes })?;
+        let its = match looping::expand(&l, local, limits.iterations) {
+            Ok(its) => its,
+            Err(e) => {
+                self.expanded.fetch_sub(taken, Ordering::SeqCst);
+                return Err(e.into());
+            }
+        };
+        // What `exclude` removed goes back to the budget.
+        self.expanded.fetch_sub(taken.saturating_sub(its.len() * per_iteration.max(1)), Ordering::SeqCst);
         Ok(its)
     }
 

@@ -99,6 +99,40 @@ async fn an_execution_runs_at_most_the_servers_stages_at_once() {
     assert!(most >= 2, "the stages ran one by one: {spans:?}");
 }
 
+/// Nested strategies whose lists come from runtime inputs, each level under the per-node limit: the budget
+/// is taken before each expansion, so the execution stores no more nodes than it allows and every node past it
+/// fails without being expanded.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nested_strategies_from_runtime_inputs_stay_within_the_node_budget() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Server::start(&dir.path().join("st"), &["--max-nodes", "1000"]).await;
+    let mut yaml = pipeline("grid", &stage("s", "echo <+repeat.item>")).as_str().unwrap().to_string();
+    yaml = yaml.replace(
+        "        type: Custom\n",
+        "        type: Custom\n        strategy:\n          repeat:\n            items: <+pipeline.variables.xs.split(\",\")>\n",
+    );
+    yaml = yaml.replace(
+        "                  identifier: s\n",
+        "                  identifier: s\n                  strategy:\n                    repeat:\n                      items: <+pipeline.variables.ys.split(\",\")>\n",
+    );
+    yaml = yaml.replace(
+        "  stages:\n",
+        "  variables:\n    - name: xs\n      type: String\n      value: <+input>\n    - name: ys\n      type: String\n      value: <+input>\n  stages:\n",
+    );
+    s.ok(Method::POST, &format!("{P}/pipelines"), Some(serde_json::Value::String(yaml))).await;
+    let executor = s.user("eve", "_pipeline_executor", "default").await;
+    let values: Vec<String> = (0..300).map(|i| i.to_string()).collect();
+    let body =
+        json!({"inputs": {"pipeline.variables.xs": values.join(","), "pipeline.variables.ys": values.join(",")}});
+    let (st, e) = s.req(Some(&executor), Method::POST, &format!("{P}/pipelines/grid/execute"), Some(&body)).await;
+    assert!(st.is_success(), "{st} {e}");
+    let done = s.wait_end(&executor, e["id"].as_str().unwrap()).await;
+    assert_eq!(done["execution"]["status"], "Failed", "{done}");
+    assert!(done.to_string().contains("would create more than 1000 nodes"), "{done}");
+    let nodes = done["nodes"].as_array().unwrap().len();
+    assert!(nodes <= 1001, "{nodes} nodes stored past a budget of 1000");
+}
+
 #[test]
 fn validate_refuses_a_written_strategy_past_the_limit() {
     let dir = tempfile::tempdir().unwrap();
@@ -612,6 +646,12 @@ async fn an_agent_of_one_project_cannot_take_or_speak_for_another_projects_task(
         let (st, v) = call(&mallory, "/api/v1/agents", body).await;
         assert_eq!(st, 403, "{v}");
     }
+    // A name Mallory took in B is not offered to the account's admin for a new credential (which would
+    // hand the admin's machine to B's tasks).
+    let (st, v) = call(&s.token, "/api/v1/agents", json!({"name": "b-agent", "tags": ["linux"]})).await;
+    assert_eq!(st, 409, "{v}");
+    assert!(v.to_string().contains("taken by an agent of another scope"), "{v}");
+    assert!(!v.to_string().contains("agents credential"), "{v}");
     // With B's credential: the claim finds nothing of A, tags it was not given and another agent's name are
     // refused.
     let (st, v) = call(&b_credential, "/api/v1/agent/claim", json!({"wait_seconds": 1})).await;

@@ -399,11 +399,30 @@ pub async fn register(app: &App, p: &Principal, b: RegisterBody) -> ApiResult<Re
     };
     let credential = new_secret_with("pwa_");
     if !app.store.register_agent(&agent, &hash_secret(&credential)).await? {
-        return Err(ApiError::Conflict(format!(
-            "an agent named `{}` is registered already; give this one another name, or give that one a new \
-             credential (`pipewright agents credential {}`)",
-            b.name, b.name
-        )));
+        // Names are the installation's: one taken in another scope is not this scope's agent, and giving it a
+        // new credential would hand this machine to whoever registered it there.
+        let same_scope = app
+            .store
+            .agents()
+            .await?
+            .into_iter()
+            .find(|a| a.name == b.name)
+            .is_some_and(|a| a.org == agent.org && a.project == agent.project);
+        return Err(ApiError::Conflict(if same_scope {
+            format!(
+                "an agent named `{}` is registered already in {}; give this one another name, or give that one a \
+                 new credential (`pipewright agents credential {}`)",
+                b.name,
+                scope.describe(),
+                b.name
+            )
+        } else {
+            format!(
+                "the name `{}` is taken by an agent of another scope; give this one another name (do not give \
+                 that agent a new credential: it would run that scope's tasks on this machine)",
+                b.name
+            )
+        }));
     }
     app.audit(&p.display(), &p.address, "register", "agent", &b.name, &scope, serde_json::json!({"tags": agent.tags}))
         .await?;
