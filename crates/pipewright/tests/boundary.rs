@@ -819,3 +819,74 @@ fn inputs_pasted_into_scripts_are_warned_about_and_given_as_environment_variable
     assert!(said.contains("pasted: v1INJECTED"), "{said}");
     assert!(said.contains("read: v1$(echo INJECTED)"), "{said}");
 }
+
+/// The boundary as one attack: a step of project B, on two servers and two agents over PostgreSQL, reads
+/// every command line and environment it can, connects to both servers' ports and the database's on every
+/// host address, and claims and reports with every token it finds. All of it fails; project A's step, run
+/// meanwhile by A's own agent, succeeds; and A's secret appears nowhere in B's execution, in any case or
+/// encoding.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_of_another_project_reaches_nothing_of_a_on_two_servers_and_two_agents() {
+    use base64::Engine as _;
+    const SECRET: &str = "A-Deploy-Key-7390";
+    let Some(db) = common::scratch_database().await else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let one = common::replica(&dir.path().join("one"), &db, "5", &["--no-local-executor"]).await;
+    let two = common::replica(&dir.path().join("two"), &db, "5", &["--no-local-executor"]).await;
+    one.ok(Method::POST, "/api/v1/orgs/default/projects", Some(json!({"identifier": "b"}))).await;
+    let a_cred = common::agent_credential_in(&one, "agent-a", "", "default", "default").await;
+    let b_cred = common::agent_credential_in(&one, "agent-b", "", "default", "b").await;
+    let _agents = [
+        common::Agent::start(dir.path(), &one.url, &a_cred, "agent-a", ""),
+        common::Agent::start(dir.path(), &two.url, &b_cred, "agent-b", ""),
+    ];
+    one.ok(Method::POST, &format!("{P}/secrets"), Some(json!({"identifier": "deploy_key", "value": SECRET}))).await;
+    let a_script = "'echo deploying with <+secrets.getValue(\"deploy_key\")> | sha256sum; sleep 2'";
+    one.ok(Method::POST, &format!("{P}/pipelines"), Some(pipeline("deploy", &stage("s", a_script)))).await;
+    // The attacker's step: every address and port of the host it can name, every token it can find.
+    let ports: Vec<String> = [&one.url, &two.url]
+        .iter()
+        .map(|u| u.rsplit(':').next().unwrap().trim_end_matches('/').to_string())
+        .chain(["5432".to_string()])
+        .collect();
+    let mut addrs = host_addresses();
+    addrs.extend(["169.254.169.254".to_string(), "10.0.2.2".to_string()]);
+    let attack = format!(
+        "for f in /proc/[0-9]*/cmdline /proc/[0-9]*/environ; do tr '\\0' ' ' < $f 2>/dev/null; echo; done > seen; \
+         cat seen; tokens=$(grep -o -E 'pw[a-z]_[A-Za-z0-9_-]+' seen | sort -u); echo tokens: $tokens; \
+         for a in {addrs}; do for p in {ports}; do \
+           (exec 3<>/dev/tcp/$a/$p) 2>/dev/null && echo REACHED-$a-$p; \
+           for t in $tokens; do curl -s -m 2 -X POST -H \"Authorization: Bearer $t\" http://$a:$p/api/v1/agent/claim && echo CLAIMED-$a-$p; done; \
+         done; done; echo attack-done",
+        addrs = addrs.join(" "),
+        ports = ports.join(" ")
+    );
+    let b_pipeline = pipeline("attack", &stage("s", &format!("'{}'", attack.replace('\'', "''"))))
+        .as_str()
+        .unwrap()
+        .replace("projectIdentifier: default", "projectIdentifier: b");
+    let bp = "/api/v1/orgs/default/projects/b";
+    one.ok(Method::POST, &format!("{bp}/pipelines"), Some(serde_json::Value::String(b_pipeline))).await;
+    let a_run = one.ok(Method::POST, &format!("{P}/pipelines/deploy/execute"), Some(json!({}))).await;
+    let b_run = two.ok(Method::POST, &format!("{bp}/pipelines/attack/execute"), Some(json!({}))).await;
+    let a_done = two.wait_end(&two.token, a_run["id"].as_str().unwrap()).await;
+    assert_eq!(a_done["execution"]["status"], "Success", "{a_done}");
+    let b_id = b_run["id"].as_str().unwrap();
+    let b_done = one.wait_end(&one.token, b_id).await;
+    let (_, logs) = one.raw(Some(&one.token), Method::GET, &format!("/api/v1/executions/{b_id}/logs"), None).await;
+    assert!(logs.contains("attack-done"), "the attack did not run to its end: {b_done} {logs}");
+    assert!(!logs.contains("REACHED-"), "{logs}");
+    assert!(!logs.contains("CLAIMED-"), "{logs}");
+    assert!(!logs.contains("pwa_") && !logs.contains("pwl_"), "a credential was readable: {logs}");
+    let everything = format!("{logs}{b_done}");
+    let spellings = [
+        SECRET.to_string(),
+        SECRET.to_lowercase(),
+        SECRET.to_uppercase(),
+        base64::engine::general_purpose::STANDARD.encode(SECRET),
+        SECRET.bytes().map(|b| format!("{b:02x}")).collect(),
+    ];
+    for s in spellings {
+        assert!(!everything.contains(&s), "A's secret as {s} in B's execution");
+    }
+}
