@@ -103,6 +103,8 @@ pub enum Phase {
         attempt: Attempt,
         /// Its status, which the step ends with unless the decision says otherwise.
         failed: Status,
+        /// Why it failed.
+        reason: Option<String>,
         /// How the step ends when nobody decides in time.
         on_timeout: Ending,
     },
@@ -176,6 +178,8 @@ pub enum Resume {
         attempt: Attempt,
         /// The failed attempt's status.
         failed: Status,
+        /// Why it failed.
+        reason: Option<String>,
         /// How it ends when nobody decides in time.
         on_timeout: Ending,
     },
@@ -195,6 +199,17 @@ pub struct Report {
     pub error: ErrorType,
     /// Whoever ran it went away.
     pub lost: bool,
+}
+
+/// Why an attempt is closed while its step goes on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Close {
+    /// Its failure strategy retries it.
+    Retry,
+    /// Whoever ran it went away.
+    Lost,
+    /// A person chose to retry it.
+    Chosen,
 }
 
 /// What the driver learnt.
@@ -261,10 +276,10 @@ pub enum Effect {
     RunChildren,
     /// Run the rollback steps; answers `RolledBack`.
     RunRollback,
-    /// Close the attempt that failed, or was interrupted, with this status and reason (a new attempt follows).
-    CloseAttempt(Status, Option<String>),
-    /// Stop what an interrupted attempt left running (the process that ran it died).
-    StopOrphans,
+    /// Close the attempt that failed with this status and reason, saying why another follows.
+    CloseAttempt(Status, Option<String>, Close),
+    /// Close the attempt the process that died left running: stop what it left, record it interrupted.
+    CloseInterrupted,
     /// Run an attempt; answers `Reported`.
     RunWork(Attempt),
     /// Say a retry comes and wait for it; answers `Slept`.
@@ -297,16 +312,12 @@ pub fn advance(phase: &Phase, shape: Shape, input: Input) -> (Phase, Vec<Effect>
         (P::Queued, I::Begin { aborted: true }) => end(End::aborted(Status::Skipped)),
         (P::Queued, I::Begin { aborted: false }) | (P::Queued, I::Resumed(Resume::Again)) => gate(shape),
         (P::Queued, I::Resumed(Resume::Interrupted(a))) => {
-            let why = "interrupted: the process running this step stopped; the execution was taken over and the step gets a new attempt";
             // The interrupted attempt counts as a retry.
             let next = Attempt { n: a.n + 1, retries: a.n, lost: a.lost };
-            (
-                P::Working(next),
-                vec![E::StopOrphans, E::CloseAttempt(Status::Failed, Some(why.into())), E::RunWork(next)],
-            )
+            (P::Working(next), vec![E::CloseInterrupted, E::RunWork(next)])
         }
-        (P::Queued, I::Resumed(Resume::AwaitingDecision { attempt, failed, on_timeout })) => {
-            (P::Waiting { attempt, failed, on_timeout }, vec![E::AwaitDecision])
+        (P::Queued, I::Resumed(Resume::AwaitingDecision { attempt, failed, reason, on_timeout })) => {
+            (P::Waiting { attempt, failed, reason, on_timeout }, vec![E::AwaitDecision])
         }
         (P::Asking(Ask::Gate), I::Given) => (P::Gated, vec![E::EvaluateGate]),
         (P::Asking(_), I::AskFailed(status, why)) => {
@@ -336,14 +347,14 @@ pub fn advance(phase: &Phase, shape: Shape, input: Input) -> (Phase, Vec<Effect>
             let next = a.next();
             (P::Working(next), vec![E::RunWork(next)])
         }
-        (P::Waiting { attempt, failed, .. }, I::Decided(choice)) => match decide::chosen(choice) {
+        (P::Waiting { attempt, failed, reason, .. }, I::Decided(choice)) => match decide::chosen(choice) {
             None => {
                 let next = attempt.next();
-                (P::Working(next), vec![E::CloseAttempt(*failed, None), E::RunWork(next)])
+                (P::Working(next), vec![E::CloseAttempt(*failed, reason.clone(), Close::Chosen), E::RunWork(next)])
             }
-            Some(ending) => ended(*failed, None, ending),
+            Some(ending) => ended(*failed, reason.clone(), ending),
         },
-        (P::Waiting { failed, on_timeout, .. }, I::TimedOut) => ended(*failed, None, *on_timeout),
+        (P::Waiting { failed, reason, on_timeout, .. }, I::TimedOut) => ended(*failed, reason.clone(), *on_timeout),
         (P::Waiting { .. }, I::Aborted) => end(End::aborted(Status::Aborted)),
         (p, _) => (p.clone(), vec![]),
     }
@@ -384,7 +395,7 @@ fn reported(a: Attempt, r: Report, action: Option<Action>) -> (Phase, Vec<Effect
     }
     if r.lost && a.lost < MAX_LOST {
         let next = Attempt { n: a.n + 1, lost: a.lost + 1, ..a };
-        return (Phase::Working(next), vec![E::CloseAttempt(Status::Failed, r.reason), E::RunWork(next)]);
+        return (Phase::Working(next), vec![E::CloseAttempt(Status::Failed, r.reason, Close::Lost), E::RunWork(next)]);
     }
     if r.status == Status::Aborted {
         let e = End { status: Status::Aborted, reason: r.reason, by_abort: true, signal: None };
@@ -393,10 +404,10 @@ fn reported(a: Attempt, r: Report, action: Option<Action>) -> (Phase, Vec<Effect
     match decide::next(action, a.retries) {
         Next::Retry { after, retry, of } => (
             Phase::RetryPending(Attempt { retries: retry, ..a }),
-            vec![E::CloseAttempt(r.status, r.reason), E::Sleep { after, retry, of }],
+            vec![E::CloseAttempt(r.status, r.reason, Close::Retry), E::Sleep { after, retry, of }],
         ),
         Next::AskPerson { on_timeout, .. } => {
-            (Phase::Waiting { attempt: a, failed: r.status, on_timeout }, vec![E::AwaitDecision])
+            (Phase::Waiting { attempt: a, failed: r.status, reason: r.reason, on_timeout }, vec![E::AwaitDecision])
         }
         Next::End(ending) => ended(r.status, r.reason, ending),
     }
@@ -455,7 +466,12 @@ mod tests {
             timeout: None,
             on_timeout: Box::new(spec::ActionHolder { action: Action::MarkAsSuccess }),
         }));
-        let waiting = P::Waiting { attempt: Attempt::FIRST, failed: Status::Failed, on_timeout: Ending::MarkedSuccess };
+        let waiting = P::Waiting {
+            attempt: Attempt::FIRST,
+            failed: Status::Failed,
+            reason: Some("exit 1".into()),
+            on_timeout: Ending::MarkedSuccess,
+        };
         let success = Report { status: Status::Success, reason: None, error: ErrorType::Unknown, lost: false };
         let lost = Report { lost: true, ..failed(ErrorType::Unknown) };
         let aborted = Report { status: Status::Aborted, reason: Some(ABORTED.into()), ..failed(ErrorType::Unknown) };
@@ -493,22 +509,22 @@ mod tests {
             ("work", P::Asking(Ask::Body), Shape::STEP, I::Given, P::Working(Attempt::FIRST), vec![E::RunWork(Attempt::FIRST)]),
             ("success", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(success, None), P::Ended(done(Status::Success)), vec![E::Finish(done(Status::Success))]),
             ("failure", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(failed(ErrorType::Unknown), None), P::Ended(End::new(Status::Failed, Some("exit 1".into()))), vec![E::Finish(End::new(Status::Failed, Some("exit 1".into())))]),
-            ("retry", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(failed(ErrorType::Unknown), retry(2)), P::RetryPending(a(1, 1, 0)), vec![E::CloseAttempt(Status::Failed, Some("exit 1".into())), E::Sleep { after: Duration::ZERO, retry: 1, of: 2 }]),
+            ("retry", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(failed(ErrorType::Unknown), retry(2)), P::RetryPending(a(1, 1, 0)), vec![E::CloseAttempt(Status::Failed, Some("exit 1".into()), Close::Retry), E::Sleep { after: Duration::ZERO, retry: 1, of: 2 }]),
             ("slept", P::RetryPending(a(1, 1, 0)), Shape::STEP, I::Slept { aborted: false }, P::Working(a(2, 1, 0)), vec![E::RunWork(a(2, 1, 0))]),
             ("slept through an abort", P::RetryPending(a(1, 1, 0)), Shape::STEP, I::Slept { aborted: true }, P::Ended(abort_end.clone()), vec![E::Finish(abort_end.clone())]),
             ("retries used up", P::Working(a(3, 2, 0)), Shape::STEP, I::Reported(failed(ErrorType::Unknown), retry(2)), P::Ended(End::new(Status::Failed, Some("exit 1".into()))), vec![E::Finish(End::new(Status::Failed, Some("exit 1".into())))]),
-            ("lost", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(lost.clone(), None), P::Working(a(2, 0, 1)), vec![E::CloseAttempt(Status::Failed, Some("exit 1".into())), E::RunWork(a(2, 0, 1))]),
+            ("lost", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(lost.clone(), None), P::Working(a(2, 0, 1)), vec![E::CloseAttempt(Status::Failed, Some("exit 1".into()), Close::Lost), E::RunWork(a(2, 0, 1))]),
             ("lost too often", P::Working(a(4, 0, MAX_LOST)), Shape::STEP, I::Reported(lost, None), P::Ended(End::new(Status::Failed, Some("exit 1".into()))), vec![E::Finish(End::new(Status::Failed, Some("exit 1".into())))]),
             ("aborted while working", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(aborted, retry(3)), P::Ended(abort_end.clone()), vec![E::Finish(abort_end.clone())]),
             ("ask a person", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(failed(ErrorType::Unknown), intervention), waiting.clone(), vec![E::AwaitDecision]),
-            ("person retries", waiting.clone(), Shape::STEP, I::Decided(InterventionAction::Retry), P::Working(a(2, 0, 0)), vec![E::CloseAttempt(Status::Failed, None), E::RunWork(a(2, 0, 0))]),
-            ("person ignores", waiting.clone(), Shape::STEP, I::Decided(InterventionAction::Ignore), P::Ended(done(Status::IgnoreFailed)), vec![E::Finish(done(Status::IgnoreFailed))]),
-            ("person aborts", waiting.clone(), Shape::STEP, I::Decided(InterventionAction::Abort), P::Ended(End { signal: Some(Signal::Abort), ..done(Status::Failed) }), vec![E::Signal(Signal::Abort), E::Finish(End { signal: Some(Signal::Abort), ..done(Status::Failed) })]),
-            ("nobody decides", waiting.clone(), Shape::STEP, I::TimedOut, P::Ended(done(Status::Success)), vec![E::Finish(done(Status::Success))]),
+            ("person retries", waiting.clone(), Shape::STEP, I::Decided(InterventionAction::Retry), P::Working(a(2, 0, 0)), vec![E::CloseAttempt(Status::Failed, Some("exit 1".into()), Close::Chosen), E::RunWork(a(2, 0, 0))]),
+            ("person ignores", waiting.clone(), Shape::STEP, I::Decided(InterventionAction::Ignore), P::Ended(End::new(Status::IgnoreFailed, Some("exit 1".into()))), vec![E::Finish(End::new(Status::IgnoreFailed, Some("exit 1".into())))]),
+            ("person aborts", waiting.clone(), Shape::STEP, I::Decided(InterventionAction::Abort), P::Ended(End { signal: Some(Signal::Abort), ..End::new(Status::Failed, Some("exit 1".into())) }), vec![E::Signal(Signal::Abort), E::Finish(End { signal: Some(Signal::Abort), ..End::new(Status::Failed, Some("exit 1".into())) })]),
+            ("nobody decides", waiting.clone(), Shape::STEP, I::TimedOut, P::Ended(End::new(Status::Success, Some("exit 1".into()))), vec![E::Finish(End::new(Status::Success, Some("exit 1".into())))]),
             ("aborted while waiting", waiting.clone(), Shape::STEP, I::Aborted, P::Ended(abort_end.clone()), vec![E::Finish(abort_end.clone())]),
             // Resuming.
-            ("resume interrupted", P::Queued, Shape::STEP, I::Resumed(Resume::Interrupted(a(1, 0, 0))), P::Working(a(2, 1, 0)), vec![E::StopOrphans, E::CloseAttempt(Status::Failed, Some("interrupted: the process running this step stopped; the execution was taken over and the step gets a new attempt".into())), E::RunWork(a(2, 1, 0))]),
-            ("resume waiting for a person", P::Queued, Shape::STEP, I::Resumed(Resume::AwaitingDecision { attempt: Attempt::FIRST, failed: Status::Failed, on_timeout: Ending::MarkedSuccess }), waiting.clone(), vec![E::AwaitDecision]),
+            ("resume interrupted", P::Queued, Shape::STEP, I::Resumed(Resume::Interrupted(a(1, 0, 0))), P::Working(a(2, 1, 0)), vec![E::CloseInterrupted, E::RunWork(a(2, 1, 0))]),
+            ("resume waiting for a person", P::Queued, Shape::STEP, I::Resumed(Resume::AwaitingDecision { attempt: Attempt::FIRST, failed: Status::Failed, reason: Some("exit 1".into()), on_timeout: Ending::MarkedSuccess }), waiting.clone(), vec![E::AwaitDecision]),
             ("resume a container", P::Queued, CONTAINER, I::Resumed(Resume::Again), P::Asking(Ask::Gate), vec![E::Ask(Ask::Gate)]),
             ("resume ended", P::Queued, CONTAINER, I::Settled(done(Status::Failed)), P::Ended(done(Status::Failed)), vec![]),
             // An input a phase does not expect changes nothing.
@@ -550,7 +566,12 @@ mod tests {
     fn an_abort_at_every_phase_leaves_no_node_ended_well() {
         let running =
             Report { status: Status::Aborted, reason: Some(ABORTED.into()), error: ErrorType::Unknown, lost: false };
-        let waiting = P::Waiting { attempt: Attempt::FIRST, failed: Status::Failed, on_timeout: Ending::MarkedSuccess };
+        let waiting = P::Waiting {
+            attempt: Attempt::FIRST,
+            failed: Status::Failed,
+            reason: Some("exit 1".into()),
+            on_timeout: Ending::MarkedSuccess,
+        };
         let cases: Vec<(Phase, Shape, Input)> = vec![
             (P::Queued, Shape::STEP, I::Begin { aborted: true }),
             (P::Asking(Ask::Gate), Shape::STEP, I::AskFailed(Status::Aborted, ABORTED.into())),

@@ -13,15 +13,12 @@ use crate::lifecycle;
 use crate::logs::{LogSink, Masker};
 use crate::looping::{self, Iteration, LoopError, Looping};
 use crate::path::NodePath;
-use crate::steps::{self, StepEnv};
+use crate::steps;
 use crate::tree::{self, NodeCtx};
 use crate::{EngineConfig, EngineError, Entities, Event, Observer, Secrets, Seed};
 use expr::{Scope, Value};
 use futures::future::join_all;
-use spec::{
-    ErrorType, ExecutionElement, FailureStrategy, Pipeline, Stage, StageType, Step, StepGroup, Strategy, VariableType,
-    When,
-};
+use spec::{ExecutionElement, Pipeline, Stage, StageType, Step, StepGroup, Strategy, VariableType, When};
 use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
@@ -30,6 +27,9 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use store::{Execution, Fence, Node, NodeKind, Status, Store, now_ms};
 use tokio::sync::{Semaphore, watch};
+
+mod drive;
+mod step;
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 type Res<T> = Result<T, EngineError>;
@@ -40,9 +40,6 @@ pub struct Engine {
     observer: Arc<dyn Observer>,
     config: EngineConfig,
 }
-
-/// Attempts a step may lose to executors that went away before it ends failed.
-const MAX_LOST: u32 = 3;
 
 struct Run<'p> {
     store: Arc<dyn Store>,
@@ -1707,292 +1704,6 @@ impl<'p> Run<'p> {
         tp.push("status".into());
         self.set_tree(&tp.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(agg.expression_value().into()));
         self.finish(&mut node, agg, None).await
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    async fn step(
-        &self,
-        cx: &StageCx<'p>,
-        s: &'p Step,
-        id: String,
-        groups: &[(&'p StepGroup, String)],
-        parent: &str,
-        path: &str,
-        rollback: bool,
-        mut local: BTreeMap<String, Value>,
-    ) -> Res<Status> {
-        let spath = format!("{path}.{id}");
-        // `<+step.name>`, `<+step.identifier>`, `<+step.type>`: the step being run.
-        local.insert(
-            "step".into(),
-            Value::Map(BTreeMap::from([
-                ("name".to_string(), Value::String(s.name.value.clone())),
-                ("identifier".to_string(), Value::String(s.identifier.value.clone())),
-                ("type".to_string(), Value::String(s.step_type.name().to_string())),
-            ])),
-        );
-        let scope = self.scope_of(cx, groups);
-        let tp = self.tree_path(cx, groups, &id, rollback);
-        let tps: Vec<&str> = tp.iter().map(String::as_str).collect();
-        let set_status =
-            |st: Status| self.set_tree(&[&tps[..], &["status"]].concat(), Value::String(st.expression_value().into()));
-        let mut node = self.new_node(Some(parent), NodeKind::Step, &id, &s.name, &spath);
-        if node.status.is_final() {
-            // Resuming: it ended before the process died; its outputs are in the tree already.
-            set_status(node.status);
-            if !node.status.is_good() {
-                cx.failed.store(true, Ordering::SeqCst);
-            }
-            return Ok(node.status);
-        }
-        let taken_over = self.prior.contains_key(&spath);
-        if self.aborted() {
-            set_status(Status::Skipped);
-            return self.skip(&mut node, lifecycle::ABORTED.into()).await;
-        }
-        let owner = yaml_path(cx, groups, &s.identifier.value, rollback);
-        let step_timeout = s.timeout.as_ref().and_then(|t| t.as_std());
-        if let Err((st, why)) = self.ask(Some(&mut node), &owner, true, step_timeout).await? {
-            cx.failed.store(true, Ordering::SeqCst);
-            set_status(st);
-            return self.finish(&mut node, st, Some(why)).await;
-        }
-        match self.when(s.when.as_ref(), false, cx.failed.load(Ordering::SeqCst) && !rollback, &local, &scope) {
-            Ok(None) => {}
-            Ok(Some(r)) => {
-                set_status(Status::Skipped);
-                return self.skip(&mut node, r).await;
-            }
-            Err(e) => {
-                cx.failed.store(true, Ordering::SeqCst);
-                set_status(Status::Failed);
-                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
-            }
-        }
-        if let Err((st, why)) = self.ask(Some(&mut node), &owner, false, step_timeout).await? {
-            cx.failed.store(true, Ordering::SeqCst);
-            set_status(st);
-            return self.finish(&mut node, st, Some(why)).await;
-        }
-        let strategies: Vec<&FailureStrategy> = s
-            .failure_strategies
-            .iter()
-            .chain(groups.iter().rev().flat_map(|(g, _)| g.failure_strategies.iter()))
-            .chain(cx.stage.failure_strategies.iter())
-            .collect();
-        let mut retries_done: u32 = 0;
-        let mut attempt: i64 = 1;
-        let mut lost = 0;
-        // Resuming a step the dead process left: an intervention keeps waiting (the failure is decided again
-        // on the same node); an approval keeps waiting (its wait starts again on the same node); a step that
-        // was running is closed as interrupted and gets a new attempt, the interrupted one counting as a retry.
-        let mut waiting_decision = false;
-        // A node taken over has log chunks already: its sink numbers on after them.
-        let mut logged = 0;
-        if taken_over {
-            logged = self
-                .store
-                .logs(&self.exec.id, Some(&[node.id.clone()]))
-                .await?
-                .iter()
-                .map(|c| c.seq)
-                .max()
-                .unwrap_or(0);
-            attempt = node.attempt;
-            match node.status {
-                Status::InterventionWaiting => waiting_decision = true,
-                // Its process never started: it asks again (what was given meanwhile counts) and then runs.
-                Status::ApprovalWaiting | Status::InputWaiting => {}
-                _ => {
-                    let log = self.sink(&node).after(logged);
-                    // A step process that outlived its owner is stopped before the step runs again.
-                    if crate::owner::stop_orphan(
-                        &self.store,
-                        &self.exec.id,
-                        &node.id,
-                        self.config.kill_grace,
-                        &self.fence,
-                    )
-                    .await
-                    {
-                        log.line("pipewright", "stopped the step's processes left running by the process that died")
-                            .await;
-                    }
-                    let why = "interrupted: the process running this step stopped; the execution was taken over and the step gets a new attempt";
-                    log.line("pipewright", why).await;
-                    log.flush().await;
-                    self.finish(&mut node, Status::Failed, Some(why.into())).await?;
-                    // Whatever runs the attempt elsewhere (a remote agent) is told to stop.
-                    self.executor.forget(&self.exec.id, &node.id).await;
-                    retries_done = u32::try_from(node.attempt).unwrap_or(u32::MAX);
-                    attempt = node.attempt + 1;
-                    // The new attempt is a new node: its chunks start afresh.
-                    logged = 0;
-                }
-            }
-        }
-        loop {
-            if attempt > node.attempt {
-                node = Node {
-                    id: ulid::Ulid::new().to_string(),
-                    attempt,
-                    position: self.position.fetch_add(1, Ordering::SeqCst),
-                    status: Status::Queued,
-                    started_at: None,
-                    ended_at: None,
-                    failure: None,
-                    outputs: Default::default(),
-                    ..node
-                };
-            }
-            set_status(Status::Running);
-            let log = self.sink(&node).after(if attempt == node.attempt { logged } else { 0 });
-            let outcome = if std::mem::take(&mut waiting_decision) {
-                steps::Outcome {
-                    status: Status::Failed,
-                    failure: node.failure.clone(),
-                    error: ErrorType::Unknown,
-                    outputs: node.outputs.clone(),
-                    lost: false,
-                }
-            } else {
-                self.start(&mut node).await?;
-                if matches!(s.spec, spec::StepSpec::HarnessApproval(_)) {
-                    // The step waits for people: its node says so before anyone is asked.
-                    node.status = Status::ApprovalWaiting;
-                    self.save(&node, Event::Waiting).await?;
-                }
-                let global = self.tree.lock().unwrap_or_else(|e| e.into_inner()).clone();
-                let ctx = NodeCtx {
-                    global: &global,
-                    local: &local,
-                    scope: &scope,
-                    secrets: self.secrets,
-                    masker: &self.masker,
-                };
-                let timeout = match &s.timeout {
-                    Some(t) => t.as_std().or_else(|| {
-                        ctx.render(&t.text)
-                            .ok()
-                            .and_then(|x| spec::duration::parse_millis(&x).ok())
-                            .map(Duration::from_millis)
-                    }),
-                    None => None,
-                };
-                let env = StepEnv {
-                    ctx: &ctx,
-                    log: &log,
-                    timeout,
-                    abort: self.abort_rx.clone(),
-                    execution_id: &self.exec.id,
-                    node_id: &node.id,
-                    stage: &cx.id,
-                    store: &self.store,
-                    fence: &self.fence,
-                    inputs: &self.input_env(),
-                    poll: self.config.poll_interval,
-                    triggered_by: &self.exec.triggered_by,
-                    executor: self.executor.as_ref(),
-                    masker: &self.masker,
-                    handlers: &self.config.step_handlers,
-                    handlers_dir: self.config.handlers_dir.as_deref(),
-                    connectors: &self.config.git_connectors,
-                    selectors: self.selectors(s, cx, &ctx),
-                };
-                if matches!(s.step_type, spec::StepType::Harness("Background"))
-                    && !self.config.step_handlers.contains_key("Background")
-                {
-                    match steps::background_task(&env, s) {
-                        Ok(task) => {
-                            log.line("pipewright", "started; runs until the stage ends").await;
-                            // The process's lines follow the step's own, which end here.
-                            log.flush().await;
-                            let after = log.seq().await;
-                            self.start_background(cx, &node, task, after);
-                            steps::Outcome::ok(Default::default())
-                        }
-                        Err(e) => steps::Outcome::failed(spec::ErrorType::Unknown, e),
-                    }
-                } else {
-                    steps::execute(&env, s).await
-                }
-            };
-            if let Some(f) = &outcome.failure {
-                log.line("pipewright", f).await;
-            }
-            // Whoever ran the attempt went away (an agent stopped renewing its lease): the attempt is closed
-            // as interrupted and the step runs again, as when an execution is taken over — a few times at
-            // most, so a step that takes its agent down each time ends failed.
-            if outcome.lost && lost < MAX_LOST {
-                lost += 1;
-                log.line("pipewright", "the step runs again as a new attempt").await;
-                log.flush().await;
-                self.finish(&mut node, Status::Failed, outcome.failure.clone()).await?;
-                attempt += 1;
-                continue;
-            }
-            log.flush().await;
-            node.outputs = outcome.outputs.clone();
-            if outcome.status == Status::Success {
-                self.set_tree(&[&tps[..], &["output", "outputVariables"]].concat(), json_map(&outcome.outputs));
-                set_status(Status::Success);
-                return self.finish(&mut node, Status::Success, None).await;
-            }
-            if outcome.status == Status::Aborted {
-                cx.failed.store(true, Ordering::SeqCst);
-                set_status(Status::Aborted);
-                return self.finish(&mut node, Status::Aborted, outcome.failure).await;
-            }
-            // What the failure leads to is decided in `decide`; here it is carried out.
-            let ending = match decide::next(decide::matching(&strategies, outcome.error), retries_done) {
-                decide::Next::Retry { after, retry, of } => {
-                    retries_done = retry;
-                    self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
-                    let mut failed = node.clone();
-                    failed.failure = failed.failure.map(|f| self.masker.mask(&f));
-                    self.observer.event(&Event::RetryScheduled { node: Box::new(failed), after, retry, of });
-                    log.line("pipewright", &format!("retrying in {after:?} (retry {retry} of {of})")).await;
-                    log.flush().await;
-                    let mut abort = self.abort_rx.clone();
-                    tokio::select! {
-                        _ = tokio::time::sleep(after) => {}
-                        _ = steps::wait_abort(&mut abort) => {}
-                    }
-                    attempt += 1;
-                    continue;
-                }
-                decide::Next::AskPerson { timeout, on_timeout } => {
-                    match self.intervene(&mut node, &log, timeout).await? {
-                        Some(choice) => match decide::chosen(choice) {
-                            None => {
-                                self.finish(&mut node, outcome.status, outcome.failure.clone()).await?;
-                                attempt += 1;
-                                continue;
-                            }
-                            Some(e) => e,
-                        },
-                        None => on_timeout,
-                    }
-                }
-                decide::Next::End(e) => e,
-            };
-            match ending {
-                decide::Ending::Abort => {
-                    let _ = self.abort_tx.send(true);
-                }
-                decide::Ending::StageRollback => cx.rollback.store(true, Ordering::SeqCst),
-                decide::Ending::PipelineRollback => self.rollback_pipeline.store(true, Ordering::SeqCst),
-                _ => {}
-            }
-            let (status, failure) = (ending.status(outcome.status), outcome.failure.clone());
-            if status.is_good() {
-                self.set_tree(&[&tps[..], &["output", "outputVariables"]].concat(), json_map(&outcome.outputs));
-            } else {
-                cx.failed.store(true, Ordering::SeqCst);
-            }
-            set_status(status);
-            return self.finish(&mut node, status, failure).await;
-        }
     }
 
     /// Wait for `pipewright intervene`; `None` when the wait timed out.

@@ -1,0 +1,37 @@
+//! The one driver loop: a node's phase goes through `lifecycle::advance`, each effect it returns is carried
+//! out by the node's [`Perform`], and what that learnt is the next input — until the node has ended.
+
+use super::Res;
+use crate::lifecycle::{self, Effect, End, Input, Phase, Shape};
+
+/// What carries out a node's effects.
+pub(super) trait Perform {
+    /// The parts of the lifecycle the node has.
+    fn shape(&self) -> Shape;
+    /// Carry out one effect; the effect that waits for something answers with what it learnt.
+    async fn perform(&mut self, effect: Effect) -> Res<Option<Input>>;
+}
+
+/// Drive a node from `first` (its `Begin`, `Settled` or `Resumed`) to its end.
+pub(super) async fn drive<P: Perform>(node: &mut P, first: Input) -> Res<End> {
+    let mut phase = Phase::Queued;
+    let mut input = first;
+    loop {
+        let (next, effects) = lifecycle::advance(&phase, node.shape(), input);
+        phase = next;
+        let mut answer = None;
+        for e in effects {
+            if let Some(i) = node.perform(e).await? {
+                answer = Some(i);
+            }
+        }
+        if let Phase::Ended(end) = phase {
+            return Ok(end);
+        }
+        input = match answer {
+            Some(i) => i,
+            // A phase that waits got no answer: the driver's own mistake, ended as a failure, never a hang.
+            None => return Ok(End::new(store::Status::Failed, Some(format!("internal: no input for {phase:?}")))),
+        };
+    }
+}
