@@ -1,0 +1,272 @@
+//! A step group carried through the node lifecycle: its inputs and `when`, its iterations when it loops
+//! (each a node of its own, gated by the part of the `when` that reads the iteration), and its steps, run
+//! under its timeout; what the stage learns from its end.
+
+use super::drive::{self, Perform};
+use super::{Res, Run, StageCx, fan_out, max_concurrency, split_when, yaml_path};
+use crate::lifecycle::{Body, Effect, End, Input, Shape};
+use crate::looping::{self, Iteration};
+use expr::{Scope, Value};
+use spec::{StepGroup, When};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use store::{Node, NodeKind, Status};
+
+/// Where a group is: its stage, the groups around it, its parent node and path, rollback or not.
+#[derive(Clone, Copy)]
+struct Place<'a, 'p> {
+    cx: &'a StageCx<'p>,
+    g: &'p StepGroup,
+    groups: &'a [(&'p StepGroup, String)],
+    path: &'a str,
+    rollback: bool,
+}
+
+/// A step group being driven.
+struct GroupRun<'a, 'p> {
+    run: &'a Run<'p>,
+    at: Place<'a, 'p>,
+    node: Node,
+    scope: Scope,
+    owner: String,
+    /// The part of the `when` each iteration evaluates (it reads the iteration).
+    per_iteration: Option<When>,
+    when: Option<When>,
+    iterations: Vec<Iteration>,
+    cut_before: usize,
+}
+
+/// One iteration of a looping group, as a node of its own.
+struct IterationRun<'a, 'p> {
+    run: &'a Run<'p>,
+    at: Place<'a, 'p>,
+    node: Node,
+    it: Option<Iteration>,
+    per_iteration: Option<&'a When>,
+    scope: &'a Scope,
+    cut_before: usize,
+}
+
+impl<'p> Run<'p> {
+    /// Run a step group to its end; its status.
+    pub(super) async fn group_with_strategy(
+        &self,
+        cx: &StageCx<'p>,
+        g: &'p StepGroup,
+        groups: Vec<(&'p StepGroup, String)>,
+        parent: &str,
+        path: &str,
+        rollback: bool,
+    ) -> Res<Status> {
+        let gid = g.identifier.value.as_str();
+        let gpath = format!("{path}.{gid}");
+        let node = self.new_node(Some(parent), NodeKind::StepGroup, gid, &g.name, &gpath);
+        let first = match node.status.is_final() {
+            true => Input::Settled(End::new(node.status, None)),
+            false => Input::Begin { aborted: self.aborted() },
+        };
+        let (when, per_iteration) = split_when(g.when.as_ref(), g.strategy.is_some());
+        let at = Place { cx, g, groups: &groups, path, rollback };
+        let mut gr = GroupRun {
+            run: self,
+            at,
+            node,
+            scope: self.scope_of(cx, &groups),
+            owner: yaml_path(cx, &groups, gid, rollback),
+            per_iteration,
+            when,
+            iterations: Vec::new(),
+            cut_before: 0,
+        };
+        let settled = matches!(first, Input::Settled(_));
+        let end = drive::drive(&mut gr, first).await?;
+        if !end.status.is_good() {
+            cx.failed.store(true, Ordering::SeqCst);
+        }
+        if !settled {
+            let mut tp = self.tree_path(cx, &groups, gid, rollback);
+            tp.push("status".into());
+            self.set_tree(
+                &tp.iter().map(String::as_str).collect::<Vec<_>>(),
+                Value::String(end.status.expression_value().into()),
+            );
+        }
+        Ok(end.status)
+    }
+
+    /// A group's steps for one iteration (`it.suffix` none: the group itself), under `parent_id` at `ipath`,
+    /// within the group's timeout; the worst status and whether the timeout ran out. The iteration's failure
+    /// and rollback requests become the stage's.
+    async fn group_body(&self, at: Place<'_, 'p>, it: Iteration, parent_id: &str, ipath: &str) -> Res<(Status, bool)> {
+        let (cx, g) = (at.cx, at.g);
+        let gid = g.identifier.value.as_str();
+        let iid = it.suffix.map_or(gid.to_string(), |i| format!("{gid}_{i}"));
+        let sub = StageCx {
+            stage: cx.stage,
+            id: cx.id.clone(),
+            node_id: cx.node_id.clone(),
+            path: cx.path.clone(),
+            local: it.local,
+            failed: AtomicBool::new(false),
+            rollback: AtomicBool::new(false),
+            background: Arc::clone(&cx.background),
+        };
+        let mut inner = at.groups.to_vec();
+        inner.push((g, iid.clone()));
+        // `<+stepGroup.identifierPostFix>`: what this iteration's identifier adds to the group's.
+        let mut here = self.tree_path(cx, &inner[..inner.len() - 1], &iid, at.rollback);
+        here.push("identifierPostFix".into());
+        let postfix = it.suffix.map_or(String::new(), |i| format!("_{i}"));
+        self.set_tree(&here.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(postfix));
+        let body = self.elements(&sub, &g.steps, inner, parent_id, ipath, at.rollback);
+        let (st, timed_out) = match g.timeout.as_ref().and_then(|t| t.as_std()) {
+            Some(t) => match tokio::time::timeout(t, body).await {
+                Ok(r) => (r?, false),
+                Err(_) => {
+                    self.expire_running(&format!("{ipath}.")).await?;
+                    (Status::Expired, true)
+                }
+            },
+            None => (body.await?, false),
+        };
+        if sub.failed.load(Ordering::SeqCst) {
+            cx.failed.store(true, Ordering::SeqCst);
+        }
+        if sub.rollback.load(Ordering::SeqCst) {
+            cx.rollback.store(true, Ordering::SeqCst);
+        }
+        Ok((st, timed_out))
+    }
+}
+
+/// Save a node's end: a skip with its reason, anything else with its failure.
+async fn finish(run: &Run<'_>, node: &mut Node, end: End) -> Res<()> {
+    if end.status == Status::Skipped {
+        run.skip(node, end.reason.unwrap_or_default()).await?;
+    } else {
+        run.finish(node, end.status, end.reason).await?;
+    }
+    Ok(())
+}
+
+impl Perform for GroupRun<'_, '_> {
+    fn shape(&self) -> Shape {
+        Shape::GROUP
+    }
+
+    async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
+        let run = self.run;
+        let cx = self.at.cx;
+        let timeout = self.at.g.timeout.as_ref().and_then(|t| t.as_std());
+        Ok(match effect {
+            Effect::Ask(ask) => {
+                let asked =
+                    run.ask(Some(&mut self.node), &self.owner, ask == crate::lifecycle::Ask::Gate, timeout).await?;
+                Some(match asked {
+                    Ok(()) => Input::Given,
+                    Err((st, why)) => Input::AskFailed(st, why),
+                })
+            }
+            Effect::EvaluateGate => {
+                let gate =
+                    run.when(self.when.as_ref(), false, cx.failed.load(Ordering::SeqCst), &cx.local, &self.scope);
+                Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
+            }
+            Effect::Start => {
+                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
+                run.start(&mut self.node).await?;
+                None
+            }
+            Effect::Expand => {
+                let per = 1 + looping::nodes_within(&self.at.g.steps);
+                Some(Input::Expanded(match run.iterations(self.at.g.strategy.as_ref(), per, &cx.local, &self.scope) {
+                    Ok(its) => {
+                        self.iterations = its;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }))
+            }
+            Effect::RunChildren => {
+                let iterations = std::mem::take(&mut self.iterations);
+                let max = max_concurrency(self.at.g.strategy.as_ref(), iterations.len());
+                let gpath = format!("{}.{}", self.at.path, self.at.g.identifier.value);
+                let (at, node_id, per_iteration, scope) =
+                    (self.at, &self.node.id, self.per_iteration.as_ref(), &self.scope);
+                let timed_out = AtomicBool::new(false);
+                let worst = fan_out(iterations, max, |it: Iteration| {
+                    let (gpath, timed_out) = (&gpath, &timed_out);
+                    async move {
+                        let Some(i) = it.suffix else {
+                            // Not looping: the group's steps under its own node.
+                            let (st, t) = run.group_body(at, it, node_id, gpath).await?;
+                            timed_out.fetch_or(t, Ordering::SeqCst);
+                            return Ok(st);
+                        };
+                        let gid = &at.g.identifier.value;
+                        let iid = format!("{gid}_{i}");
+                        let ipath = format!("{gpath}_{i}");
+                        let name = it.label.as_ref().map_or_else(
+                            || format!("{} {iid}", at.g.name.value),
+                            |values| format!("{} ({values})", at.g.name.value),
+                        );
+                        let node = run.new_node(Some(node_id), NodeKind::StepGroup, &iid, &name, &ipath);
+                        let first = match node.status.is_final() {
+                            true => Input::Settled(End::new(node.status, None)),
+                            false => Input::Begin { aborted: run.aborted() },
+                        };
+                        let mut ir = IterationRun { run, at, node, it: Some(it), per_iteration, scope, cut_before: 0 };
+                        Ok(drive::drive(&mut ir, first).await?.status)
+                    }
+                })
+                .await?;
+                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
+                Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: timed_out.into_inner() })
+            }
+            Effect::Finish(end) => {
+                finish(run, &mut self.node, end).await?;
+                None
+            }
+            _ => None,
+        })
+    }
+}
+
+impl Perform for IterationRun<'_, '_> {
+    fn shape(&self) -> Shape {
+        // Its inputs are the group's; its gate, the part of the `when` that reads the iteration.
+        Shape { gated: false, body: Body::Children { rollback: false } }
+    }
+
+    async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
+        let run = self.run;
+        Ok(match effect {
+            Effect::EvaluateGate => {
+                let local = self.it.as_ref().map_or_else(BTreeMap::new, |it| it.local.clone());
+                let gate =
+                    run.when(self.per_iteration, false, self.at.cx.failed.load(Ordering::SeqCst), &local, self.scope);
+                Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
+            }
+            Effect::Ask(_) => Some(Input::Given),
+            Effect::Start => {
+                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
+                run.start(&mut self.node).await?;
+                None
+            }
+            Effect::Expand => Some(Input::Expanded(Ok(()))),
+            Effect::RunChildren => {
+                let Some(it) = self.it.take() else { return Ok(Some(Input::Expanded(Ok(())))) };
+                let (node_id, path) = (self.node.id.clone(), self.node.path.clone());
+                let (worst, timed_out) = run.group_body(self.at, it, &node_id, &path).await?;
+                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
+                Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out })
+            }
+            Effect::Finish(end) => {
+                finish(run, &mut self.node, end).await?;
+                None
+            }
+            _ => None,
+        })
+    }
+}

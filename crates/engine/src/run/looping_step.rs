@@ -1,0 +1,113 @@
+//! A step with a looping strategy carried through the node lifecycle: its node holds the iterations (each a
+//! step of its own, `id_0`, `id_1`, …, gated by the step's `when`), expanded when it starts and run up to
+//! `maxConcurrency` at a time.
+
+use super::drive::{self, Perform};
+use super::{Res, Run, StageCx, fan_out, max_concurrency};
+use crate::lifecycle::{Body, Effect, End, Input, Shape};
+use crate::looping::Iteration;
+use spec::{Step, StepGroup};
+use std::sync::atomic::Ordering;
+use store::{Node, NodeKind, Status};
+
+/// A looping step being driven.
+struct LoopStepRun<'a, 'p> {
+    run: &'a Run<'p>,
+    cx: &'a StageCx<'p>,
+    s: &'p Step,
+    groups: &'a [(&'p StepGroup, String)],
+    path: &'a str,
+    rollback: bool,
+    node: Node,
+    iterations: Vec<Iteration>,
+    /// Nodes skipped by an abort when it started (`Run::abort_skips`).
+    cut_before: usize,
+}
+
+impl<'p> Run<'p> {
+    /// Run a step: as itself, or, with a looping strategy, as its iterations under one node.
+    pub(super) async fn step_with_strategy(
+        &self,
+        cx: &StageCx<'p>,
+        s: &'p Step,
+        groups: Vec<(&'p StepGroup, String)>,
+        parent: &str,
+        path: &str,
+        rollback: bool,
+    ) -> Res<Status> {
+        let sid = s.identifier.value.as_str();
+        if s.strategy.is_none() {
+            return self.step(cx, s, sid.to_string(), &groups, parent, path, rollback, cx.local.clone()).await;
+        }
+        let node = self.new_node(Some(parent), NodeKind::Step, sid, &s.name, &format!("{path}.{sid}"));
+        let first = match node.status.is_final() {
+            true => Input::Settled(End::new(node.status, None)),
+            false => Input::Begin { aborted: self.aborted() },
+        };
+        let mut l =
+            LoopStepRun { run: self, cx, s, groups: &groups, path, rollback, node, iterations: vec![], cut_before: 0 };
+        let end = drive::drive(&mut l, first).await?;
+        let mut tp = self.tree_path(cx, &groups, sid, rollback);
+        tp.push("status".into());
+        self.set_tree(
+            &tp.iter().map(String::as_str).collect::<Vec<_>>(),
+            expr::Value::String(end.status.expression_value().into()),
+        );
+        if !end.status.is_good() {
+            cx.failed.store(true, Ordering::SeqCst);
+        }
+        Ok(end.status)
+    }
+}
+
+impl Perform for LoopStepRun<'_, '_> {
+    fn shape(&self) -> Shape {
+        // Its `when` and inputs are each iteration's.
+        Shape { gated: false, body: Body::Children { rollback: false } }
+    }
+
+    async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
+        let run = self.run;
+        Ok(match effect {
+            Effect::EvaluateGate => Some(Input::GateEvaluated(Ok(None))),
+            Effect::Ask(_) => Some(Input::Given),
+            Effect::Start => {
+                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
+                run.start(&mut self.node).await?;
+                None
+            }
+            Effect::Expand => {
+                let scope = run.scope_of(self.cx, self.groups);
+                Some(Input::Expanded(match run.iterations(self.s.strategy.as_ref(), 1, &self.cx.local, &scope) {
+                    Ok(its) => {
+                        self.iterations = its;
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }))
+            }
+            Effect::RunChildren => {
+                let iterations = std::mem::take(&mut self.iterations);
+                let max = max_concurrency(self.s.strategy.as_ref(), iterations.len());
+                let (sid, node_id) = (self.s.identifier.value.as_str(), self.node.id.clone());
+                let (cx, s, groups, path, rollback) = (self.cx, self.s, self.groups, self.path, self.rollback);
+                let worst = fan_out(iterations, max, |it: Iteration| {
+                    let iid = format!("{sid}_{}", it.suffix.unwrap_or(0));
+                    run.step(cx, s, iid, groups, &node_id, path, rollback, it.local)
+                })
+                .await?;
+                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
+                Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: false })
+            }
+            Effect::Finish(end) => {
+                if end.status == Status::Skipped {
+                    run.skip(&mut self.node, end.reason.unwrap_or_default()).await?;
+                } else {
+                    run.finish(&mut self.node, end.status, end.reason).await?;
+                }
+                None
+            }
+            _ => None,
+        })
+    }
+}
