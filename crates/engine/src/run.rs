@@ -31,6 +31,7 @@ use tokio::sync::{Semaphore, watch};
 mod drive;
 mod group;
 mod looping_step;
+mod stage;
 mod step;
 
 type BoxFut<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
@@ -138,10 +139,6 @@ impl crate::executor::Feedback for BackgroundFeedback {
     async fn started(&self, p: store::StepProcess) {
         let _ = self.store.put_step_process(&self.execution_id, &self.node_id, &p, &self.fence).await;
     }
-}
-
-fn is_bad(s: Status) -> bool {
-    !s.is_good()
 }
 
 impl Engine {
@@ -471,12 +468,6 @@ impl<'p> Run<'p> {
         Ok(status)
     }
 
-    /// A container's status from its children's worst (`lifecycle::roll_up`): cut short by the abort when a
-    /// node was skipped because of it since `cut_before`.
-    fn rolled_up(&self, worst: Status, cut_before: usize) -> Status {
-        lifecycle::roll_up(worst, self.abort_skips.load(Ordering::SeqCst) > cut_before, false)
-    }
-
     async fn skip(&self, n: &mut Node, reason: String) -> Res<Status> {
         if reason == lifecycle::ABORTED {
             self.abort_skips.fetch_add(1, Ordering::SeqCst);
@@ -674,156 +665,6 @@ impl<'p> Run<'p> {
 
     fn stage_index(&self, s: &Stage) -> usize {
         self.pipeline.all_stages().iter().position(|x| x.identifier.value == s.identifier.value).unwrap_or(0)
-    }
-
-    async fn stage(&self, s: &'p Stage) -> Res<Status> {
-        let id = s.identifier.value.as_str();
-        let mut node = self.new_node(None, NodeKind::Stage, id, &s.name, id);
-        let selected = self.exec.selected_stages.is_empty() || self.exec.selected_stages.iter().any(|x| x == id);
-        let scope = Scope::stage(id);
-        let set_status = |st: Status| {
-            self.set_tree(&["pipeline", "stages", id, "status"], Value::String(st.expression_value().into()))
-        };
-        if node.status.is_final() {
-            // Resuming: this stage ended before the process died.
-            set_status(node.status);
-            if is_bad(node.status) {
-                self.failed.store(true, Ordering::SeqCst);
-                self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
-                self.set_tree(&["pipeline", "currentStatus"], Value::String(Status::Failed.expression_value().into()));
-            }
-            return Ok(node.status);
-        }
-        if !selected {
-            if let Some((exec, status)) = self.seed.reused.get(id) {
-                // Its values were seeded; the node records where they come from.
-                node.reused_from = Some(exec.clone());
-                node.skip_reason = Some(format!("reused from execution {exec}"));
-                let status = status.parse::<Status>().unwrap_or(Status::Success);
-                return self.finish(&mut node, status, None).await;
-            }
-            set_status(Status::Skipped);
-            return self.skip(&mut node, "not selected".into()).await;
-        }
-        if self.aborted() {
-            set_status(Status::Skipped);
-            return self.skip(&mut node, lifecycle::ABORTED.into()).await;
-        }
-        let owner = format!("pipeline.stages.{id}");
-        let stage_timeout = s.timeout.as_ref().and_then(|t| t.as_std());
-        if let Err((st, why)) = self.ask(Some(&mut node), &owner, true, stage_timeout).await? {
-            set_status(st);
-            self.failed.store(true, Ordering::SeqCst);
-            return self.finish(&mut node, st, Some(why)).await;
-        }
-        let (when, per_iteration) = split_when(s.when.as_ref(), s.strategy.is_some());
-        match self.when(when.as_ref(), true, self.failed.load(Ordering::SeqCst), &BTreeMap::new(), &scope) {
-            Ok(None) => {}
-            Ok(Some(reason)) => {
-                set_status(Status::Skipped);
-                return self.skip(&mut node, reason).await;
-            }
-            Err(e) => {
-                self.failed.store(true, Ordering::SeqCst);
-                set_status(Status::Failed);
-                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
-            }
-        }
-        self.start(&mut node).await?;
-        set_status(Status::Running);
-        if let Err((st, why)) = self.ask(Some(&mut node), &owner, false, stage_timeout).await? {
-            set_status(st);
-            self.failed.store(true, Ordering::SeqCst);
-            return self.finish(&mut node, st, Some(why)).await;
-        }
-        let iterations = match self.iterations(
-            s.strategy.as_ref(),
-            1 + looping::nodes_within(&s.spec.execution.steps),
-            &BTreeMap::new(),
-            &scope,
-        ) {
-            Ok(i) => i,
-            Err(e) => {
-                self.failed.store(true, Ordering::SeqCst);
-                set_status(Status::Failed);
-                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
-            }
-        };
-        // A stage that deploys several services or to several environments runs once per target.
-        let targets = match self.deploy_targets(s, &scope) {
-            Ok(t) => t,
-            Err(e) => {
-                self.failed.store(true, Ordering::SeqCst);
-                set_status(Status::Failed);
-                return self.finish(&mut node, Status::Failed, Some(e.to_string())).await;
-            }
-        };
-        let cut_before = self.abort_skips.load(Ordering::SeqCst);
-        let (status, reason) = if iterations.len() == 1 && iterations[0].suffix.is_none() && targets.is_none() {
-            let it = iterations.into_iter().next().expect("one iteration");
-            let _slot = self.stage_slots.acquire().await;
-            let (st, reason) = self.stage_body(s, id.to_string(), &node, it.local, None).await?;
-            (self.rolled_up(st, cut_before), reason)
-        } else {
-            let mut max = max_concurrency(s.strategy.as_ref(), iterations.len());
-            let runs: Vec<(Iteration, Option<looping::Target>)> = match &targets {
-                None => iterations.into_iter().map(|it| (it, None)).collect(),
-                Some((ts, parallel)) => {
-                    let n = iterations.len() * ts.len();
-                    max = if *parallel { (max * ts.len()).clamp(1, n.max(1)) } else { 1 };
-                    let mut out = Vec::new();
-                    for it in iterations {
-                        for t in ts {
-                            let mut it = it.clone();
-                            it.suffix = Some(out.len());
-                            out.push((it, Some(t.clone())));
-                        }
-                    }
-                    out
-                }
-            };
-            let (node, per_iteration) = (&node, &per_iteration);
-            let agg = fan_out(runs, max, |(it, target): (Iteration, Option<looping::Target>)| async move {
-                let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
-                let label = match (&target, &it.label) {
-                    (Some(t), _) => format!("{} ({})", s.name.value, t.label()),
-                    (None, Some(values)) => format!("{} ({values})", s.name.value),
-                    (None, None) => format!("{} {iid}", s.name.value),
-                };
-                let mut inode = self.new_node(Some(&node.id), NodeKind::Stage, &iid, &label, &iid);
-                if inode.status.is_final() {
-                    return Ok(inode.status);
-                }
-                if self.aborted() {
-                    return self.skip(&mut inode, lifecycle::ABORTED.into()).await;
-                }
-                let failed = self.failed.load(Ordering::SeqCst);
-                match self.when(per_iteration.as_ref(), true, failed, &it.local, &Scope::stage(&iid)) {
-                    Ok(None) => {}
-                    Ok(Some(reason)) => return self.skip(&mut inode, reason).await,
-                    Err(e) => return self.finish(&mut inode, Status::Failed, Some(e.to_string())).await,
-                }
-                // Queued until a slot is free; a stage of several iterations holds none itself.
-                let _slot = self.stage_slots.acquire().await;
-                let cut_before = self.abort_skips.load(Ordering::SeqCst);
-                self.start(&mut inode).await?;
-                let (st, reason) = self.stage_body(s, iid.clone(), &inode, it.local, target.as_ref()).await?;
-                let st = self.rolled_up(st, cut_before);
-                inode.outputs = self.stage_values(&iid);
-                self.finish(&mut inode, st, reason).await
-            })
-            .await?;
-            (self.rolled_up(agg, cut_before), None)
-        };
-        set_status(status);
-        if is_bad(status) {
-            self.failed.store(true, Ordering::SeqCst);
-            self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
-            self.set_tree(&["pipeline", "currentStatus"], Value::String(Status::Failed.expression_value().into()));
-        }
-        let failure = reason.or_else(|| is_bad(status).then(|| format!("stage `{id}` ended {status}")));
-        node.outputs = self.stage_values(id);
-        self.finish(&mut node, status, failure).await
     }
 
     /// One stage iteration: its entry in the tree, variables, service / environment, steps, rollback.

@@ -1,0 +1,308 @@
+//! A stage carried through the node lifecycle: selection and reuse first, then its inputs and `when`
+//! (which reads whether an earlier stage failed), its iterations — a looping strategy's, and one per
+//! deployment target when it deploys several services or to several environments — each a node of its own
+//! holding one of the execution's stage slots while it runs, and its body (`Run::stage_body`).
+
+use super::drive::{self, Perform};
+use super::{Res, Run, fan_out, max_concurrency, split_when};
+use crate::lifecycle::{Body, Effect, End, Input, Shape};
+use crate::looping::{self, Iteration, Target};
+use expr::{Scope, Value};
+use spec::{Stage, When};
+use std::collections::BTreeMap;
+use std::sync::atomic::Ordering;
+use store::{Node, NodeKind, Status};
+use tokio::sync::SemaphorePermit;
+
+/// A stage being driven.
+struct StageRun<'a, 'p> {
+    run: &'a Run<'p>,
+    s: &'p Stage,
+    node: Node,
+    scope: Scope,
+    when: Option<When>,
+    per_iteration: Option<When>,
+    /// Its iterations with their deployment targets (none: the stage runs as itself), and how many at once.
+    runs: Option<(Vec<(Iteration, Option<Target>)>, usize)>,
+    /// Why the body ended as it did.
+    reason: Option<String>,
+    cut_before: usize,
+}
+
+/// One iteration of a stage (of its strategy or of its deployment targets), as a node of its own.
+struct IterationRun<'a, 'p> {
+    run: &'a Run<'p>,
+    s: &'p Stage,
+    node: Node,
+    it: Option<(Iteration, Option<Target>)>,
+    per_iteration: Option<&'a When>,
+    reason: Option<String>,
+    /// Its slot among the stages that may run at once, from its start to its end.
+    slot: Option<SemaphorePermit<'a>>,
+    cut_before: usize,
+}
+
+impl<'p> Run<'p> {
+    /// Run a stage to its end; its status.
+    pub(super) async fn stage(&self, s: &'p Stage) -> Res<Status> {
+        let id = s.identifier.value.as_str();
+        let mut node = self.new_node(None, NodeKind::Stage, id, &s.name, id);
+        let selected = self.exec.selected_stages.is_empty() || self.exec.selected_stages.iter().any(|x| x == id);
+        let first = if node.status.is_final() {
+            // Resuming: this stage ended before the process died.
+            Input::Settled(End::new(node.status, None))
+        } else if !selected {
+            if let Some((exec, status)) = self.seed.reused.get(id) {
+                // Its values were seeded; the node records where they come from.
+                node.reused_from = Some(exec.clone());
+                node.skip_reason = Some(format!("reused from execution {exec}"));
+                let status = status.parse::<Status>().unwrap_or(Status::Success);
+                self.set_stage_status(id, status);
+                return self.finish(&mut node, status, None).await;
+            }
+            Input::Settled(End::new(Status::Skipped, Some("not selected".into())))
+        } else {
+            Input::Begin { aborted: self.aborted() }
+        };
+        // A stage not selected is recorded skipped (a resumed one is recorded already).
+        let record = matches!(&first, Input::Settled(e) if !node.status.is_final() && e.status == Status::Skipped);
+        let (when, per_iteration) = split_when(s.when.as_ref(), s.strategy.is_some());
+        let mut sr = StageRun {
+            run: self,
+            s,
+            node,
+            scope: Scope::stage(id),
+            when,
+            per_iteration,
+            runs: None,
+            reason: None,
+            cut_before: 0,
+        };
+        let end = drive::drive(&mut sr, first).await?;
+        if record {
+            self.skip(&mut sr.node, end.reason.clone().unwrap_or_default()).await?;
+        }
+        self.set_stage_status(id, end.status);
+        if !end.status.is_good() {
+            self.failed.store(true, Ordering::SeqCst);
+            self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
+            self.set_tree(&["pipeline", "currentStatus"], Value::String(Status::Failed.expression_value().into()));
+        }
+        Ok(end.status)
+    }
+
+    fn set_stage_status(&self, iid: &str, st: Status) {
+        self.set_tree(&["pipeline", "stages", iid, "status"], Value::String(st.expression_value().into()));
+    }
+}
+
+/// A stage's runs: every iteration of its strategy for every deployment target (numbered in that order),
+/// and how many run at once — all targets of an iteration side by side when they deploy in parallel, one at
+/// a time when not.
+pub(super) fn with_targets(
+    iterations: Vec<Iteration>,
+    targets: Option<(Vec<Target>, bool)>,
+    max: usize,
+) -> (Vec<(Iteration, Option<Target>)>, usize) {
+    match targets {
+        None => (iterations.into_iter().map(|it| (it, None)).collect(), max),
+        Some((ts, parallel)) => {
+            let n = iterations.len() * ts.len();
+            let max = if parallel { (max * ts.len()).clamp(1, n.max(1)) } else { 1 };
+            let mut out = Vec::new();
+            for it in iterations {
+                for t in &ts {
+                    let mut it = it.clone();
+                    it.suffix = Some(out.len());
+                    out.push((it, Some(t.clone())));
+                }
+            }
+            (out, max)
+        }
+    }
+}
+
+async fn finish(run: &Run<'_>, node: &mut Node, end: End) -> Res<()> {
+    if end.status == Status::Skipped {
+        run.skip(node, end.reason.unwrap_or_default()).await?;
+    } else {
+        run.finish(node, end.status, end.reason).await?;
+    }
+    Ok(())
+}
+
+impl Perform for StageRun<'_, '_> {
+    fn shape(&self) -> Shape {
+        Shape::GROUP
+    }
+
+    async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
+        let run = self.run;
+        let id = self.s.identifier.value.as_str();
+        let stage_timeout = self.s.timeout.as_ref().and_then(|t| t.as_std());
+        Ok(match effect {
+            Effect::Ask(ask) => {
+                let gate = ask == crate::lifecycle::Ask::Gate;
+                let asked =
+                    run.ask(Some(&mut self.node), &format!("pipeline.stages.{id}"), gate, stage_timeout).await?;
+                Some(match asked {
+                    Ok(()) => Input::Given,
+                    Err((st, why)) => Input::AskFailed(st, why),
+                })
+            }
+            Effect::EvaluateGate => {
+                let failed = run.failed.load(Ordering::SeqCst);
+                let gate = run.when(self.when.as_ref(), true, failed, &BTreeMap::new(), &self.scope);
+                Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
+            }
+            Effect::Start => {
+                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
+                run.start(&mut self.node).await?;
+                run.set_stage_status(id, Status::Running);
+                None
+            }
+            Effect::Expand => {
+                let per = 1 + looping::nodes_within(&self.s.spec.execution.steps);
+                let expanded = run
+                    .iterations(self.s.strategy.as_ref(), per, &BTreeMap::new(), &self.scope)
+                    // A stage that deploys several services or to several environments runs once per target.
+                    .and_then(|its| Ok((its, run.deploy_targets(self.s, &self.scope)?)));
+                Some(Input::Expanded(match expanded {
+                    Ok((its, None)) if its.len() == 1 && its[0].suffix.is_none() => Ok(()),
+                    Ok((its, targets)) => {
+                        let max = max_concurrency(self.s.strategy.as_ref(), its.len());
+                        self.runs = Some(with_targets(its, targets, max));
+                        Ok(())
+                    }
+                    Err(e) => Err(e.to_string()),
+                }))
+            }
+            Effect::RunChildren => {
+                let worst = match self.runs.take() {
+                    None => {
+                        let _slot = run.stage_slots.acquire().await;
+                        let (st, reason) =
+                            run.stage_body(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
+                        self.reason = reason;
+                        st
+                    }
+                    Some((runs, max)) => {
+                        let (s, node_id, per_iteration) = (self.s, &self.node.id, self.per_iteration.as_ref());
+                        fan_out(runs, max, |(it, target): (Iteration, Option<Target>)| async move {
+                            let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
+                            let label = match (&target, &it.label) {
+                                (Some(t), _) => format!("{} ({})", s.name.value, t.label()),
+                                (None, Some(values)) => format!("{} ({values})", s.name.value),
+                                (None, None) => format!("{} {iid}", s.name.value),
+                            };
+                            let node = run.new_node(Some(node_id), NodeKind::Stage, &iid, &label, &iid);
+                            let first = match node.status.is_final() {
+                                true => Input::Settled(End::new(node.status, None)),
+                                false => Input::Begin { aborted: run.aborted() },
+                            };
+                            let mut ir = IterationRun {
+                                run,
+                                s,
+                                node,
+                                it: Some((it, target)),
+                                per_iteration,
+                                reason: None,
+                                slot: None,
+                                cut_before: 0,
+                            };
+                            Ok(drive::drive(&mut ir, first).await?.status)
+                        })
+                        .await?
+                    }
+                };
+                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
+                Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: false })
+            }
+            Effect::Finish(mut end) => {
+                end.reason = end.reason.or(self.reason.take());
+                if !end.status.is_good() && end.reason.is_none() {
+                    end.reason = Some(format!("stage `{id}` ended {}", end.status));
+                }
+                self.node.outputs = run.stage_values(id);
+                finish(run, &mut self.node, end).await?;
+                None
+            }
+            _ => None,
+        })
+    }
+}
+
+impl<'a> Perform for IterationRun<'a, '_> {
+    fn shape(&self) -> Shape {
+        // Its inputs are the stage's; its gate, the part of the `when` that reads the iteration.
+        Shape { gated: false, body: Body::Children { rollback: false } }
+    }
+
+    async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
+        let run: &'a Run<'_> = self.run;
+        Ok(match effect {
+            Effect::EvaluateGate => {
+                let local = self.it.as_ref().map_or_else(BTreeMap::new, |(it, _)| it.local.clone());
+                let failed = run.failed.load(Ordering::SeqCst);
+                let scope = Scope::stage(&self.node.identifier);
+                let gate = run.when(self.per_iteration, true, failed, &local, &scope);
+                Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
+            }
+            Effect::Ask(_) => Some(Input::Given),
+            Effect::Start => {
+                // Queued until a slot is free; a stage of several iterations holds none itself.
+                self.slot = run.stage_slots.acquire().await.ok();
+                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
+                run.start(&mut self.node).await?;
+                None
+            }
+            Effect::Expand => Some(Input::Expanded(Ok(()))),
+            Effect::RunChildren => {
+                let Some((it, target)) = self.it.take() else { return Ok(None) };
+                let iid = self.node.identifier.clone();
+                let (st, reason) = run.stage_body(self.s, iid, &self.node, it.local, target.as_ref()).await?;
+                self.reason = reason;
+                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
+                Some(Input::ChildrenEnded { worst: st, by_abort, rollback: false, timed_out: false })
+            }
+            Effect::Finish(mut end) => {
+                end.reason = end.reason.or(self.reason.take());
+                self.node.outputs = run.stage_values(&self.node.identifier);
+                finish(run, &mut self.node, end).await?;
+                self.slot = None;
+                None
+            }
+            _ => None,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn its(n: usize) -> Vec<Iteration> {
+        (0..n).map(|i| Iteration { suffix: Some(i), local: BTreeMap::new(), label: None }).collect()
+    }
+
+    fn target(service: &str) -> Target {
+        Target { service: Some(service.into()), env: None }
+    }
+
+    #[test]
+    fn every_iteration_for_every_target() {
+        let cases = [
+            (2, None, 2, 2, 2),
+            (1, Some((vec![target("api"), target("web")], true)), 1, 2, 2),
+            (2, Some((vec![target("api"), target("web")], true)), 1, 4, 2),
+            (3, Some((vec![target("api"), target("web")], false)), 3, 6, 1),
+        ];
+        for (n, targets, max, want_runs, want_max) in cases {
+            let (runs, at_once) = with_targets(its(n), targets.clone(), max);
+            assert_eq!((runs.len(), at_once), (want_runs, want_max), "{n} iterations, {targets:?}");
+            // Numbered in order, each with a target when there are targets.
+            assert!(runs.iter().enumerate().all(|(i, (it, _))| it.suffix == Some(i)) || targets.is_none());
+            assert!(runs.iter().all(|(_, t)| t.is_some() == targets.is_some()));
+        }
+    }
+}
