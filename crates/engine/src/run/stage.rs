@@ -14,6 +14,9 @@ use std::sync::atomic::Ordering;
 use store::{Node, NodeKind, Status};
 use tokio::sync::SemaphorePermit;
 
+/// One run of a stage: an iteration and the deployment target it deploys to, if any.
+type StageRunOf = (Iteration, Option<Target>);
+
 /// A stage being driven.
 struct StageRun<'a, 'p> {
     run: &'a Run<'p>,
@@ -23,7 +26,7 @@ struct StageRun<'a, 'p> {
     when: Option<When>,
     per_iteration: Option<When>,
     /// Its iterations with their deployment targets (none: the stage runs as itself), and how many at once.
-    runs: Option<(Vec<(Iteration, Option<Target>)>, usize)>,
+    runs: Option<(Vec<StageRunOf>, usize)>,
     /// Why the body ended as it did.
     reason: Option<String>,
     cut_before: usize,
@@ -34,7 +37,7 @@ struct IterationRun<'a, 'p> {
     run: &'a Run<'p>,
     s: &'p Stage,
     node: Node,
-    it: Option<(Iteration, Option<Target>)>,
+    it: Option<StageRunOf>,
     per_iteration: Option<&'a When>,
     reason: Option<String>,
     /// Its slot among the stages that may run at once, from its start to its end.
@@ -103,7 +106,7 @@ pub(super) fn with_targets(
     iterations: Vec<Iteration>,
     targets: Option<(Vec<Target>, bool)>,
     max: usize,
-) -> (Vec<(Iteration, Option<Target>)>, usize) {
+) -> (Vec<StageRunOf>, usize) {
     match targets {
         None => (iterations.into_iter().map(|it| (it, None)).collect(), max),
         Some((ts, parallel)) => {
