@@ -9,7 +9,7 @@
 use crate::asked;
 use crate::decide;
 use crate::error::NodeError;
-use crate::lifecycle;
+use crate::lifecycle::{self, End};
 use crate::logs::{LogSink, Masker};
 use crate::looping::{self, Iteration, LoopError, Looping};
 use crate::path::NodePath;
@@ -66,9 +66,6 @@ struct Run<'p> {
     /// The stages that may run at once (`Limits::stages_at_once`): a stage (iteration) holds a slot from its
     /// start to its end.
     stage_slots: Semaphore,
-    /// Nodes skipped because the execution was aborted, so far: a container during which this grew was cut
-    /// short by the abort (`lifecycle::roll_up`).
-    abort_skips: AtomicUsize,
     failed: AtomicBool,
     rollback_pipeline: AtomicBool,
     ran: Mutex<Vec<RanStage>>,
@@ -305,7 +302,6 @@ impl Engine {
             position: AtomicI64::new(next_position),
             expanded: AtomicUsize::new(0),
             stage_slots: Semaphore::new(self.config.limits.stages_at_once.max(1)),
-            abort_skips: AtomicUsize::new(0),
             failed: AtomicBool::new(false),
             rollback_pipeline: AtomicBool::new(false),
             ran: Mutex::new(Vec::new()),
@@ -353,7 +349,31 @@ impl Engine {
     }
 }
 
+impl StageCx<'_> {
+    /// What a stage (iteration) or group iteration learns from one of its children's ends — the one place its
+    /// failure and rollback state change: a child that did not end well makes the later ones' status gates
+    /// see a failure; a child whose failure strategy asked for the stage's rollback has it run.
+    fn learn(&self, end: &End) {
+        if !end.status.is_good() {
+            self.failed.store(true, Ordering::SeqCst);
+        }
+        if end.signal == Some(lifecycle::Signal::StageRollback) {
+            self.rollback.store(true, Ordering::SeqCst);
+        }
+    }
+}
+
 impl<'p> Run<'p> {
+    /// What the execution learns from a stage's end — the one place its failure state changes: a stage that
+    /// did not end well fails the pipeline (later stages' status gates and `<+pipeline.status>` see it).
+    fn learn(&self, end: &End) {
+        if !end.status.is_good() {
+            self.failed.store(true, Ordering::SeqCst);
+            self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
+            self.set_tree(&["pipeline", "currentStatus"], Value::String(Status::Failed.expression_value().into()));
+        }
+    }
+
     fn aborted(&self) -> bool {
         *self.abort_rx.borrow()
     }
@@ -469,9 +489,6 @@ impl<'p> Run<'p> {
     }
 
     async fn skip(&self, n: &mut Node, reason: String) -> Res<Status> {
-        if reason == lifecycle::ABORTED {
-            self.abort_skips.fetch_add(1, Ordering::SeqCst);
-        }
         n.skip_reason = Some(reason);
         n.ended_at = Some(now_ms());
         n.status = Status::Skipped;
@@ -593,9 +610,10 @@ impl<'p> Run<'p> {
         let stages = async {
             for group in p.stage_groups() {
                 if group.len() == 1 {
-                    self.stage(group[0]).await?;
+                    let end = self.stage(group[0]).await?;
+                    self.learn(&end);
                 } else {
-                    fan_out(group.clone(), group.len(), |s| self.stage(s)).await?;
+                    fan_out(group.clone(), group.len(), |s| self.stage(s), |end| self.learn(end)).await?;
                 }
             }
             Res::Ok(())
@@ -675,7 +693,7 @@ impl<'p> Run<'p> {
         node: &Node,
         mut local: BTreeMap<String, Value>,
         target: Option<&looping::Target>,
-    ) -> Res<(Status, Option<String>)> {
+    ) -> Res<End> {
         let scope = Scope::stage(&iid);
         let base = ["pipeline", "stages", iid.as_str()];
         self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.clone()));
@@ -693,7 +711,7 @@ impl<'p> Run<'p> {
         {
             log.line("pipewright", &e.to_string()).await;
             log.flush().await;
-            return Ok((Status::Failed, Some(e.to_string())));
+            return Ok(End::new(Status::Failed, Some(e.to_string())));
         }
         for v in &s.variables {
             match self.variable(v, &local, &scope) {
@@ -702,7 +720,7 @@ impl<'p> Run<'p> {
                     let msg = e.within("stage variable", &v.name.value).to_string();
                     log.line("pipewright", &msg).await;
                     log.flush().await;
-                    return Ok((Status::Failed, Some(msg)));
+                    return Ok(End::new(Status::Failed, Some(msg)));
                 }
             }
         }
@@ -712,7 +730,7 @@ impl<'p> Run<'p> {
                 log.line("pipewright", r).await;
             }
             log.flush().await;
-            return Ok((status, reason));
+            return Ok(End::new(status, reason));
         }
         let cx = StageCx {
             stage: s,
@@ -726,7 +744,7 @@ impl<'p> Run<'p> {
         };
         self.ran.lock().unwrap_or_else(|e| e.into_inner()).push((iid.clone(), self.stage_index(s), cx.local.clone()));
         let body = self.elements(&cx, &s.spec.execution.steps, Vec::new(), &cx.node_id, &cx.path, false);
-        let mut status = match s.timeout.as_ref().and_then(|t| t.as_std()) {
+        let mut end = match s.timeout.as_ref().and_then(|t| t.as_std()) {
             Some(t) => match tokio::time::timeout(t, body).await {
                 Ok(r) => r?,
                 Err(_) => {
@@ -739,13 +757,13 @@ impl<'p> Run<'p> {
                         ),
                     )
                     .await;
-                    Status::Expired
+                    End::new(Status::Expired, None)
                 }
             },
             None => body.await?,
         };
-        if self.aborted() && !status.is_final() {
-            status = Status::Aborted;
+        if self.aborted() && !end.status.is_final() {
+            end.status = Status::Aborted;
         }
         if cx.rollback.load(Ordering::SeqCst) && !s.spec.execution.rollback_steps.is_empty() {
             log.line("pipewright", "running the stage's rollback steps").await;
@@ -771,7 +789,7 @@ impl<'p> Run<'p> {
             let _ = task.await;
         }
         log.flush().await;
-        Ok((status, None))
+        Ok(end)
     }
 
     /// Start a `Background` step's process and leave it running until its stage ends; its lines go to the
@@ -952,10 +970,10 @@ impl<'p> Run<'p> {
                 rollback: AtomicBool::new(false),
                 background: Arc::default(),
             };
-            let st = self
+            let end = self
                 .elements(&cx, &s.spec.execution.rollback_steps, Vec::new(), &node.id, &format!("{iid}.rollback"), true)
                 .await?;
-            self.finish(&mut node, st, None).await?;
+            self.finish(&mut node, end.status, None).await?;
         }
         Ok(())
     }
@@ -1303,14 +1321,15 @@ impl<'p> Run<'p> {
         parent: &'a str,
         path: &'a str,
         rollback: bool,
-    ) -> BoxFut<'a, Res<Status>> {
+    ) -> BoxFut<'a, Res<End>> {
         Box::pin(async move {
-            let mut agg = Status::Success;
+            let mut all = Ended::default();
             for e in els {
-                let st = self.element(cx, e, groups.clone(), parent, path, rollback).await?;
-                agg = decide::worst(agg, st);
+                let end = self.element(cx, e, groups.clone(), parent, path, rollback).await?;
+                cx.learn(&end);
+                all.add(&end);
             }
-            Ok(agg)
+            Ok(all.end())
         })
     }
 
@@ -1322,16 +1341,14 @@ impl<'p> Run<'p> {
         parent: &'a str,
         path: &'a str,
         rollback: bool,
-    ) -> BoxFut<'a, Res<Status>> {
+    ) -> BoxFut<'a, Res<End>> {
         Box::pin(async move {
             match e {
                 ExecutionElement::Step(s) => self.step_with_strategy(cx, s, groups, parent, path, rollback).await,
                 ExecutionElement::StepGroup(g) => self.group_with_strategy(cx, g, groups, parent, path, rollback).await,
                 ExecutionElement::Parallel(inner) => {
-                    fan_out(inner.iter().collect(), inner.len(), |i| {
-                        self.element(cx, i, groups.clone(), parent, path, rollback)
-                    })
-                    .await
+                    let each = |i| self.element(cx, i, groups.clone(), parent, path, rollback);
+                    fan_out(inner.iter().collect(), inner.len(), each, |end| cx.learn(end)).await
                 }
             }
         })
@@ -1589,29 +1606,50 @@ fn max_concurrency(s: Option<&Strategy>, n: usize) -> usize {
 }
 
 /// The one fan-out: run `items` side by side, at most `max` at a time (a strategy's `maxConcurrency`; all of
-/// them for a parallel block), and roll their statuses up with `decide::worst`. Every child runs to its end
-/// even when another fails; a store error of any is the fan-out's.
-async fn fan_out<T, F, Fut>(items: Vec<T>, max: usize, run: F) -> Res<Status>
+/// them for a parallel block); each child's end is learnt (`learn`) as it comes, and they roll up into one
+/// (`Ended::of`). Every child runs to its end even when another fails; a store error of any is the fan-out's.
+async fn fan_out<T, F, Fut>(items: Vec<T>, max: usize, run: F, learn: impl Fn(&End)) -> Res<End>
 where
     F: Fn(T) -> Fut,
-    Fut: Future<Output = Res<Status>>,
+    Fut: Future<Output = Res<End>>,
 {
     let sem = Semaphore::new(max.max(1));
     let futs: Vec<_> = items
         .into_iter()
         .map(|it| {
-            let (sem, run) = (&sem, &run);
+            let (sem, run, learn) = (&sem, &run, &learn);
             async move {
                 let _permit = sem.acquire().await;
-                run(it).await
+                let end = run(it).await?;
+                learn(&end);
+                Res::Ok(end)
             }
         })
         .collect();
-    let mut agg = Status::Success;
+    let mut all = Ended::default();
     for r in join_all(futs).await {
-        agg = decide::worst(agg, r?);
+        all.add(&r?);
     }
-    Ok(agg)
+    Ok(all.end())
+}
+
+/// Children's ends rolled up: the worst status, and whether the abort cut any short.
+#[derive(Debug, Default)]
+struct Ended {
+    worst: Option<Status>,
+    by_abort: bool,
+}
+
+impl Ended {
+    fn add(&mut self, e: &End) {
+        self.worst = Some(decide::worst(self.worst.unwrap_or(Status::Success), e.status));
+        self.by_abort |= e.by_abort;
+    }
+
+    /// What a container tells the lifecycle: `ChildrenEnded` reads the worst and the abort from this.
+    fn end(self) -> End {
+        End { status: self.worst.unwrap_or(Status::Success), reason: None, by_abort: self.by_abort, signal: None }
+    }
 }
 
 /// Whether a `when` condition reads the looping variables of its own node (`matrix`, `repeat`, `strategy`):

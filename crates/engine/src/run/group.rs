@@ -4,7 +4,7 @@
 
 use super::drive::{self, Perform};
 use super::{Res, Run, StageCx, fan_out, max_concurrency, split_when, yaml_path};
-use crate::lifecycle::{Body, Effect, End, Input, Shape};
+use crate::lifecycle::{Body, Effect, End, Input, Shape, Signal};
 use crate::looping::{self, Iteration};
 use expr::{Scope, Value};
 use spec::{StepGroup, When};
@@ -34,7 +34,6 @@ struct GroupRun<'a, 'p> {
     per_iteration: Option<When>,
     when: Option<When>,
     iterations: Vec<Iteration>,
-    cut_before: usize,
 }
 
 /// One iteration of a looping group, as a node of its own.
@@ -45,7 +44,6 @@ struct IterationRun<'a, 'p> {
     it: Option<Iteration>,
     per_iteration: Option<&'a When>,
     scope: &'a Scope,
-    cut_before: usize,
 }
 
 impl<'p> Run<'p> {
@@ -58,7 +56,7 @@ impl<'p> Run<'p> {
         parent: &str,
         path: &str,
         rollback: bool,
-    ) -> Res<Status> {
+    ) -> Res<End> {
         let gid = g.identifier.value.as_str();
         let gpath = format!("{path}.{gid}");
         let node = self.new_node(Some(parent), NodeKind::StepGroup, gid, &g.name, &gpath);
@@ -77,13 +75,9 @@ impl<'p> Run<'p> {
             per_iteration,
             when,
             iterations: Vec::new(),
-            cut_before: 0,
         };
         let settled = matches!(first, Input::Settled(_));
         let end = drive::drive(&mut gr, first).await?;
-        if !end.status.is_good() {
-            cx.failed.store(true, Ordering::SeqCst);
-        }
         if !settled {
             let mut tp = self.tree_path(cx, &groups, gid, rollback);
             tp.push("status".into());
@@ -92,13 +86,13 @@ impl<'p> Run<'p> {
                 Value::String(end.status.expression_value().into()),
             );
         }
-        Ok(end.status)
+        Ok(end)
     }
 
     /// A group's steps for one iteration (`it.suffix` none: the group itself), under `parent_id` at `ipath`,
-    /// within the group's timeout; the worst status and whether the timeout ran out. The iteration's failure
-    /// and rollback requests become the stage's.
-    async fn group_body(&self, at: Place<'_, 'p>, it: Iteration, parent_id: &str, ipath: &str) -> Res<(Status, bool)> {
+    /// within the group's timeout; how its steps ended and whether the timeout ran out. The stage learns the
+    /// iteration's failure and its steps' requests for the stage's rollback.
+    async fn group_body(&self, at: Place<'_, 'p>, it: Iteration, parent_id: &str, ipath: &str) -> Res<(End, bool)> {
         let (cx, g) = (at.cx, at.g);
         let gid = g.identifier.value.as_str();
         let iid = it.suffix.map_or(gid.to_string(), |i| format!("{gid}_{i}"));
@@ -120,23 +114,22 @@ impl<'p> Run<'p> {
         let postfix = it.suffix.map_or(String::new(), |i| format!("_{i}"));
         self.set_tree(&here.iter().map(String::as_str).collect::<Vec<_>>(), Value::String(postfix));
         let body = self.elements(&sub, &g.steps, inner, parent_id, ipath, at.rollback);
-        let (st, timed_out) = match g.timeout.as_ref().and_then(|t| t.as_std()) {
+        let (mut end, timed_out) = match g.timeout.as_ref().and_then(|t| t.as_std()) {
             Some(t) => match tokio::time::timeout(t, body).await {
                 Ok(r) => (r?, false),
                 Err(_) => {
                     self.expire_running(&format!("{ipath}.")).await?;
-                    (Status::Expired, true)
+                    (End::new(Status::Expired, None), true)
                 }
             },
             None => (body.await?, false),
         };
-        if sub.failed.load(Ordering::SeqCst) {
-            cx.failed.store(true, Ordering::SeqCst);
-        }
         if sub.rollback.load(Ordering::SeqCst) {
-            cx.rollback.store(true, Ordering::SeqCst);
+            end.signal = Some(Signal::StageRollback);
         }
-        Ok((st, timed_out))
+        cx.learn(&end);
+        end.signal = None;
+        Ok((end, timed_out))
     }
 }
 
@@ -174,7 +167,6 @@ impl Perform for GroupRun<'_, '_> {
                 Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
             }
             Effect::Start => {
-                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
                 run.start(&mut self.node).await?;
                 None
             }
@@ -195,14 +187,14 @@ impl Perform for GroupRun<'_, '_> {
                 let (at, node_id, per_iteration, scope) =
                     (self.at, &self.node.id, self.per_iteration.as_ref(), &self.scope);
                 let timed_out = AtomicBool::new(false);
-                let worst = fan_out(iterations, max, |it: Iteration| {
+                let each = |it: Iteration| {
                     let (gpath, timed_out) = (&gpath, &timed_out);
                     async move {
                         let Some(i) = it.suffix else {
                             // Not looping: the group's steps under its own node.
-                            let (st, t) = run.group_body(at, it, node_id, gpath).await?;
+                            let (end, t) = run.group_body(at, it, node_id, gpath).await?;
                             timed_out.fetch_or(t, Ordering::SeqCst);
-                            return Ok(st);
+                            return Ok(end);
                         };
                         let gid = &at.g.identifier.value;
                         let iid = format!("{gid}_{i}");
@@ -216,12 +208,13 @@ impl Perform for GroupRun<'_, '_> {
                             true => Input::Settled(End::new(node.status, None)),
                             false => Input::Begin { aborted: run.aborted() },
                         };
-                        let mut ir = IterationRun { run, at, node, it: Some(it), per_iteration, scope, cut_before: 0 };
-                        Ok(drive::drive(&mut ir, first).await?.status)
+                        let mut ir = IterationRun { run, at, node, it: Some(it), per_iteration, scope };
+                        drive::drive(&mut ir, first).await
                     }
-                })
-                .await?;
-                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
+                };
+                // The iterations' ends were learnt by the stage as each body ended (`group_body`).
+                let all = fan_out(iterations, max, each, |_| {}).await?;
+                let (worst, by_abort) = (all.status, all.by_abort);
                 Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: timed_out.into_inner() })
             }
             Effect::Finish(end) => {
@@ -250,7 +243,6 @@ impl Perform for IterationRun<'_, '_> {
             }
             Effect::Ask(_) => Some(Input::Given),
             Effect::Start => {
-                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
                 run.start(&mut self.node).await?;
                 None
             }
@@ -258,9 +250,8 @@ impl Perform for IterationRun<'_, '_> {
             Effect::RunChildren => {
                 let Some(it) = self.it.take() else { return Ok(Some(Input::Expanded(Ok(())))) };
                 let (node_id, path) = (self.node.id.clone(), self.node.path.clone());
-                let (worst, timed_out) = run.group_body(self.at, it, &node_id, &path).await?;
-                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
-                Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out })
+                let (end, timed_out) = run.group_body(self.at, it, &node_id, &path).await?;
+                Some(Input::ChildrenEnded { worst: end.status, by_abort: end.by_abort, rollback: false, timed_out })
             }
             Effect::Finish(end) => {
                 finish(run, &mut self.node, end).await?;

@@ -7,7 +7,6 @@ use super::{Res, Run, StageCx, fan_out, max_concurrency};
 use crate::lifecycle::{Body, Effect, End, Input, Shape};
 use crate::looping::Iteration;
 use spec::{Step, StepGroup};
-use std::sync::atomic::Ordering;
 use store::{Node, NodeKind, Status};
 
 /// A looping step being driven.
@@ -20,8 +19,6 @@ struct LoopStepRun<'a, 'p> {
     rollback: bool,
     node: Node,
     iterations: Vec<Iteration>,
-    /// Nodes skipped by an abort when it started (`Run::abort_skips`).
-    cut_before: usize,
 }
 
 impl<'p> Run<'p> {
@@ -34,7 +31,7 @@ impl<'p> Run<'p> {
         parent: &str,
         path: &str,
         rollback: bool,
-    ) -> Res<Status> {
+    ) -> Res<End> {
         let sid = s.identifier.value.as_str();
         if s.strategy.is_none() {
             return self.step(cx, s, sid.to_string(), &groups, parent, path, rollback, cx.local.clone()).await;
@@ -44,8 +41,7 @@ impl<'p> Run<'p> {
             true => Input::Settled(End::new(node.status, None)),
             false => Input::Begin { aborted: self.aborted() },
         };
-        let mut l =
-            LoopStepRun { run: self, cx, s, groups: &groups, path, rollback, node, iterations: vec![], cut_before: 0 };
+        let mut l = LoopStepRun { run: self, cx, s, groups: &groups, path, rollback, node, iterations: vec![] };
         let end = drive::drive(&mut l, first).await?;
         let mut tp = self.tree_path(cx, &groups, sid, rollback);
         tp.push("status".into());
@@ -53,10 +49,7 @@ impl<'p> Run<'p> {
             &tp.iter().map(String::as_str).collect::<Vec<_>>(),
             expr::Value::String(end.status.expression_value().into()),
         );
-        if !end.status.is_good() {
-            cx.failed.store(true, Ordering::SeqCst);
-        }
-        Ok(end.status)
+        Ok(end)
     }
 }
 
@@ -72,7 +65,6 @@ impl Perform for LoopStepRun<'_, '_> {
             Effect::EvaluateGate => Some(Input::GateEvaluated(Ok(None))),
             Effect::Ask(_) => Some(Input::Given),
             Effect::Start => {
-                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
                 run.start(&mut self.node).await?;
                 None
             }
@@ -91,13 +83,18 @@ impl Perform for LoopStepRun<'_, '_> {
                 let max = max_concurrency(self.s.strategy.as_ref(), iterations.len());
                 let (sid, node_id) = (self.s.identifier.value.as_str(), self.node.id.clone());
                 let (cx, s, groups, path, rollback) = (self.cx, self.s, self.groups, self.path, self.rollback);
-                let worst = fan_out(iterations, max, |it: Iteration| {
+                let each = |it: Iteration| {
                     let iid = format!("{sid}_{}", it.suffix.unwrap_or(0));
                     run.step(cx, s, iid, groups, &node_id, path, rollback, it.local)
+                };
+                // Each iteration's end is the stage's to learn as it comes (a later one's gate reads it).
+                let all = fan_out(iterations, max, each, |end| cx.learn(end)).await?;
+                Some(Input::ChildrenEnded {
+                    worst: all.status,
+                    by_abort: all.by_abort,
+                    rollback: false,
+                    timed_out: false,
                 })
-                .await?;
-                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
-                Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: false })
             }
             Effect::Finish(end) => {
                 if end.status == Status::Skipped {

@@ -29,7 +29,6 @@ struct StageRun<'a, 'p> {
     runs: Option<(Vec<StageRunOf>, usize)>,
     /// Why the body ended as it did.
     reason: Option<String>,
-    cut_before: usize,
 }
 
 /// One iteration of a stage (of its strategy or of its deployment targets), as a node of its own.
@@ -42,12 +41,11 @@ struct IterationRun<'a, 'p> {
     reason: Option<String>,
     /// Its slot among the stages that may run at once, from its start to its end.
     slot: Option<SemaphorePermit<'a>>,
-    cut_before: usize,
 }
 
 impl<'p> Run<'p> {
-    /// Run a stage to its end; its status.
-    pub(super) async fn stage(&self, s: &'p Stage) -> Res<Status> {
+    /// Run a stage to its end; the execution learns from it.
+    pub(super) async fn stage(&self, s: &'p Stage) -> Res<End> {
         let id = s.identifier.value.as_str();
         let mut node = self.new_node(None, NodeKind::Stage, id, &s.name, id);
         let selected = self.exec.selected_stages.is_empty() || self.exec.selected_stages.iter().any(|x| x == id);
@@ -61,7 +59,7 @@ impl<'p> Run<'p> {
                 node.skip_reason = Some(format!("reused from execution {exec}"));
                 let status = status.parse::<Status>().unwrap_or(Status::Success);
                 self.set_stage_status(id, status);
-                return self.finish(&mut node, status, None).await;
+                return Ok(End::new(self.finish(&mut node, status, None).await?, None));
             }
             Input::Settled(End::new(Status::Skipped, Some("not selected".into())))
         } else {
@@ -70,28 +68,14 @@ impl<'p> Run<'p> {
         // A stage not selected is recorded skipped (a resumed one is recorded already).
         let record = matches!(&first, Input::Settled(e) if !node.status.is_final() && e.status == Status::Skipped);
         let (when, per_iteration) = split_when(s.when.as_ref(), s.strategy.is_some());
-        let mut sr = StageRun {
-            run: self,
-            s,
-            node,
-            scope: Scope::stage(id),
-            when,
-            per_iteration,
-            runs: None,
-            reason: None,
-            cut_before: 0,
-        };
+        let mut sr =
+            StageRun { run: self, s, node, scope: Scope::stage(id), when, per_iteration, runs: None, reason: None };
         let end = drive::drive(&mut sr, first).await?;
         if record {
             self.skip(&mut sr.node, end.reason.clone().unwrap_or_default()).await?;
         }
         self.set_stage_status(id, end.status);
-        if !end.status.is_good() {
-            self.failed.store(true, Ordering::SeqCst);
-            self.set_tree(&["pipeline", "status"], Value::String(Status::Failed.expression_value().into()));
-            self.set_tree(&["pipeline", "currentStatus"], Value::String(Status::Failed.expression_value().into()));
-        }
-        Ok(end.status)
+        Ok(end)
     }
 
     fn set_stage_status(&self, iid: &str, st: Status) {
@@ -159,7 +143,6 @@ impl Perform for StageRun<'_, '_> {
                 Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
             }
             Effect::Start => {
-                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
                 run.start(&mut self.node).await?;
                 run.set_stage_status(id, Status::Running);
                 None
@@ -181,17 +164,16 @@ impl Perform for StageRun<'_, '_> {
                 }))
             }
             Effect::RunChildren => {
-                let worst = match self.runs.take() {
+                let all = match self.runs.take() {
                     None => {
                         let _slot = run.stage_slots.acquire().await;
-                        let (st, reason) =
-                            run.stage_body(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
-                        self.reason = reason;
-                        st
+                        let mut end = run.stage_body(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
+                        self.reason = end.reason.take();
+                        end
                     }
                     Some((runs, max)) => {
                         let (s, node_id, per_iteration) = (self.s, &self.node.id, self.per_iteration.as_ref());
-                        fan_out(runs, max, |(it, target): (Iteration, Option<Target>)| async move {
+                        let each = |(it, target): (Iteration, Option<Target>)| async move {
                             let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
                             let label = match (&target, &it.label) {
                                 (Some(t), _) => format!("{} ({})", s.name.value, t.label()),
@@ -211,15 +193,19 @@ impl Perform for StageRun<'_, '_> {
                                 per_iteration,
                                 reason: None,
                                 slot: None,
-                                cut_before: 0,
                             };
-                            Ok(drive::drive(&mut ir, first).await?.status)
-                        })
-                        .await?
+                            drive::drive(&mut ir, first).await
+                        };
+                        // A failed iteration fails the pipeline as it ends (a later stage's gate reads it).
+                        fan_out(runs, max, each, |end| run.learn(end)).await?
                     }
                 };
-                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
-                Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: false })
+                Some(Input::ChildrenEnded {
+                    worst: all.status,
+                    by_abort: all.by_abort,
+                    rollback: false,
+                    timed_out: false,
+                })
             }
             Effect::Finish(mut end) => {
                 end.reason = end.reason.or(self.reason.take());
@@ -255,7 +241,6 @@ impl<'a> Perform for IterationRun<'a, '_> {
             Effect::Start => {
                 // Queued until a slot is free; a stage of several iterations holds none itself.
                 self.slot = run.stage_slots.acquire().await.ok();
-                self.cut_before = run.abort_skips.load(Ordering::SeqCst);
                 run.start(&mut self.node).await?;
                 None
             }
@@ -263,10 +248,14 @@ impl<'a> Perform for IterationRun<'a, '_> {
             Effect::RunChildren => {
                 let Some((it, target)) = self.it.take() else { return Ok(None) };
                 let iid = self.node.identifier.clone();
-                let (st, reason) = run.stage_body(self.s, iid, &self.node, it.local, target.as_ref()).await?;
-                self.reason = reason;
-                let by_abort = run.abort_skips.load(Ordering::SeqCst) > self.cut_before;
-                Some(Input::ChildrenEnded { worst: st, by_abort, rollback: false, timed_out: false })
+                let mut end = run.stage_body(self.s, iid, &self.node, it.local, target.as_ref()).await?;
+                self.reason = end.reason.take();
+                Some(Input::ChildrenEnded {
+                    worst: end.status,
+                    by_abort: end.by_abort,
+                    rollback: false,
+                    timed_out: false,
+                })
             }
             Effect::Finish(mut end) => {
                 end.reason = end.reason.or(self.reason.take());

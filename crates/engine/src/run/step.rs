@@ -47,7 +47,7 @@ pub(super) struct StepRun<'a, 'p> {
 }
 
 impl<'p> Run<'p> {
-    /// Run a step (or one iteration of it, `id` its identifier with the suffix) to its end; its status.
+    /// Run a step (or one iteration of it, `id` its identifier with the suffix) to its end.
     #[allow(clippy::too_many_arguments)]
     pub(super) async fn step(
         &self,
@@ -59,7 +59,7 @@ impl<'p> Run<'p> {
         path: &str,
         rollback: bool,
         mut local: BTreeMap<String, Value>,
-    ) -> Res<Status> {
+    ) -> Res<End> {
         // `<+step.name>`, `<+step.identifier>`, `<+step.type>`: the step being run.
         local.insert(
             "step".into(),
@@ -105,10 +105,7 @@ impl<'p> Run<'p> {
         let first = st.first().await?;
         let end = drive::drive(&mut st, first).await?;
         st.set_status(end.status);
-        if !end.status.is_good() {
-            cx.failed.store(true, Ordering::SeqCst);
-        }
-        Ok(end.status)
+        Ok(end)
     }
 }
 
@@ -351,10 +348,8 @@ impl Perform for StepRun<'_, '_> {
                 let _ = run.abort_tx.send(true);
                 None
             }
-            Effect::Signal(Signal::StageRollback) => {
-                self.cx.rollback.store(true, Ordering::SeqCst);
-                None
-            }
+            // The stage learns it from the step's end.
+            Effect::Signal(Signal::StageRollback) => None,
             Effect::Signal(Signal::PipelineRollback) => {
                 run.rollback_pipeline.store(true, Ordering::SeqCst);
                 None
