@@ -1,8 +1,9 @@
 //! The one driver loop: a node's phase goes through `lifecycle::advance`, each effect it returns is carried
 //! out by the node's [`Perform`], and what that learnt is the next input — until the node has ended.
 
-use super::Res;
+use super::{Res, Run};
 use crate::lifecycle::{self, Effect, End, Input, Phase, Shape};
+use store::{Node, Status};
 
 /// What carries out a node's effects.
 pub(super) trait Perform {
@@ -31,7 +32,27 @@ pub(super) async fn drive<P: Perform>(node: &mut P, first: Input) -> Res<End> {
         input = match answer {
             Some(i) => i,
             // A phase that waits got no answer: the driver's own mistake, ended as a failure, never a hang.
-            None => return Ok(End::new(store::Status::Failed, Some(format!("internal: no input for {phase:?}")))),
+            None => return Ok(End::new(Status::Failed, Some(format!("internal: no input for {phase:?}")))),
         };
+    }
+}
+
+impl Run<'_> {
+    /// How a node is entered: ended already (a resumed run finds it so), or reached now.
+    pub(super) fn reached(&self, node: &Node) -> Input {
+        match node.status.is_final() {
+            true => Input::Settled(End::new(node.status, None)),
+            false => Input::Begin { aborted: self.aborted() },
+        }
+    }
+
+    /// Record a node's end: a skip with its reason, anything else with its failure.
+    pub(super) async fn end_node(&self, node: &mut Node, end: End) -> Res<()> {
+        if end.status == Status::Skipped {
+            self.skip(node, end.reason.unwrap_or_default()).await?;
+        } else {
+            self.finish(node, end.status, end.reason).await?;
+        }
+        Ok(())
     }
 }

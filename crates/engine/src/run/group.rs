@@ -60,10 +60,7 @@ impl<'p> Run<'p> {
         let gid = g.identifier.value.as_str();
         let gpath = format!("{path}.{gid}");
         let node = self.new_node(Some(parent), NodeKind::StepGroup, gid, &g.name, &gpath);
-        let first = match node.status.is_final() {
-            true => Input::Settled(End::new(node.status, None)),
-            false => Input::Begin { aborted: self.aborted() },
-        };
+        let first = self.reached(&node);
         let (when, per_iteration) = split_when(g.when.as_ref(), g.strategy.is_some());
         let at = Place { cx, g, groups: &groups, path, rollback };
         let mut gr = GroupRun {
@@ -133,16 +130,6 @@ impl<'p> Run<'p> {
     }
 }
 
-/// Save a node's end: a skip with its reason, anything else with its failure.
-async fn finish(run: &Run<'_>, node: &mut Node, end: End) -> Res<()> {
-    if end.status == Status::Skipped {
-        run.skip(node, end.reason.unwrap_or_default()).await?;
-    } else {
-        run.finish(node, end.status, end.reason).await?;
-    }
-    Ok(())
-}
-
 impl Perform for GroupRun<'_, '_> {
     fn shape(&self) -> Shape {
         Shape::GROUP
@@ -204,10 +191,7 @@ impl Perform for GroupRun<'_, '_> {
                             |values| format!("{} ({values})", at.g.name.value),
                         );
                         let node = run.new_node(Some(node_id), NodeKind::StepGroup, &iid, &name, &ipath);
-                        let first = match node.status.is_final() {
-                            true => Input::Settled(End::new(node.status, None)),
-                            false => Input::Begin { aborted: run.aborted() },
-                        };
+                        let first = run.reached(&node);
                         let mut ir = IterationRun { run, at, node, it: Some(it), per_iteration, scope };
                         drive::drive(&mut ir, first).await
                     }
@@ -218,7 +202,7 @@ impl Perform for GroupRun<'_, '_> {
                 Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: timed_out.into_inner() })
             }
             Effect::Finish(end) => {
-                finish(run, &mut self.node, end).await?;
+                run.end_node(&mut self.node, end).await?;
                 None
             }
             _ => None,
@@ -254,7 +238,7 @@ impl Perform for IterationRun<'_, '_> {
                 Some(Input::ChildrenEnded { worst: end.status, by_abort: end.by_abort, rollback: false, timed_out })
             }
             Effect::Finish(end) => {
-                finish(run, &mut self.node, end).await?;
+                run.end_node(&mut self.node, end).await?;
                 None
             }
             _ => None,

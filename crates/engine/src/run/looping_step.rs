@@ -7,7 +7,7 @@ use super::{Res, Run, StageCx, fan_out, max_concurrency};
 use crate::lifecycle::{Body, Effect, End, Input, Shape};
 use crate::looping::Iteration;
 use spec::{Step, StepGroup};
-use store::{Node, NodeKind, Status};
+use store::{Node, NodeKind};
 
 /// A looping step being driven.
 struct LoopStepRun<'a, 'p> {
@@ -37,10 +37,7 @@ impl<'p> Run<'p> {
             return self.step(cx, s, sid.to_string(), &groups, parent, path, rollback, cx.local.clone()).await;
         }
         let node = self.new_node(Some(parent), NodeKind::Step, sid, &s.name, &format!("{path}.{sid}"));
-        let first = match node.status.is_final() {
-            true => Input::Settled(End::new(node.status, None)),
-            false => Input::Begin { aborted: self.aborted() },
-        };
+        let first = self.reached(&node);
         let mut l = LoopStepRun { run: self, cx, s, groups: &groups, path, rollback, node, iterations: vec![] };
         let end = drive::drive(&mut l, first).await?;
         let mut tp = self.tree_path(cx, &groups, sid, rollback);
@@ -97,11 +94,7 @@ impl Perform for LoopStepRun<'_, '_> {
                 })
             }
             Effect::Finish(end) => {
-                if end.status == Status::Skipped {
-                    run.skip(&mut self.node, end.reason.unwrap_or_default()).await?;
-                } else {
-                    run.finish(&mut self.node, end.status, end.reason).await?;
-                }
+                run.end_node(&mut self.node, end).await?;
                 None
             }
             _ => None,

@@ -109,13 +109,39 @@ pub(super) fn with_targets(
     }
 }
 
-async fn finish(run: &Run<'_>, node: &mut Node, end: End) -> Res<()> {
-    if end.status == Status::Skipped {
-        run.skip(node, end.reason.unwrap_or_default()).await?;
-    } else {
-        run.finish(node, end.status, end.reason).await?;
+impl StageRun<'_, '_> {
+    /// The stage's body, under its own node, or each of its runs as an iteration node of its own.
+    async fn run_children(&mut self) -> Res<Input> {
+        let run = self.run;
+        let id = self.s.identifier.value.as_str();
+        let all = match self.runs.take() {
+            None => {
+                let _slot = run.stage_slots.acquire().await;
+                let mut end = run.stage_body(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
+                self.reason = end.reason.take();
+                end
+            }
+            Some((runs, max)) => {
+                let (s, node_id, per_iteration) = (self.s, &self.node.id, self.per_iteration.as_ref());
+                let each = |(it, target): (Iteration, Option<Target>)| async move {
+                    let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
+                    let label = match (&target, &it.label) {
+                        (Some(t), _) => format!("{} ({})", s.name.value, t.label()),
+                        (None, Some(values)) => format!("{} ({values})", s.name.value),
+                        (None, None) => format!("{} {iid}", s.name.value),
+                    };
+                    let node = run.new_node(Some(node_id), NodeKind::Stage, &iid, &label, &iid);
+                    let first = run.reached(&node);
+                    let mut ir =
+                        IterationRun { run, s, node, it: Some((it, target)), per_iteration, reason: None, slot: None };
+                    drive::drive(&mut ir, first).await
+                };
+                // A failed iteration fails the pipeline as it ends (a later stage's gate reads it).
+                fan_out(runs, max, each, |end| run.learn(end)).await?
+            }
+        };
+        Ok(Input::ChildrenEnded { worst: all.status, by_abort: all.by_abort, rollback: false, timed_out: false })
     }
-    Ok(())
 }
 
 impl Perform for StageRun<'_, '_> {
@@ -163,57 +189,14 @@ impl Perform for StageRun<'_, '_> {
                     Err(e) => Err(e.to_string()),
                 }))
             }
-            Effect::RunChildren => {
-                let all = match self.runs.take() {
-                    None => {
-                        let _slot = run.stage_slots.acquire().await;
-                        let mut end = run.stage_body(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
-                        self.reason = end.reason.take();
-                        end
-                    }
-                    Some((runs, max)) => {
-                        let (s, node_id, per_iteration) = (self.s, &self.node.id, self.per_iteration.as_ref());
-                        let each = |(it, target): (Iteration, Option<Target>)| async move {
-                            let iid = format!("{id}_{}", it.suffix.unwrap_or(0));
-                            let label = match (&target, &it.label) {
-                                (Some(t), _) => format!("{} ({})", s.name.value, t.label()),
-                                (None, Some(values)) => format!("{} ({values})", s.name.value),
-                                (None, None) => format!("{} {iid}", s.name.value),
-                            };
-                            let node = run.new_node(Some(node_id), NodeKind::Stage, &iid, &label, &iid);
-                            let first = match node.status.is_final() {
-                                true => Input::Settled(End::new(node.status, None)),
-                                false => Input::Begin { aborted: run.aborted() },
-                            };
-                            let mut ir = IterationRun {
-                                run,
-                                s,
-                                node,
-                                it: Some((it, target)),
-                                per_iteration,
-                                reason: None,
-                                slot: None,
-                            };
-                            drive::drive(&mut ir, first).await
-                        };
-                        // A failed iteration fails the pipeline as it ends (a later stage's gate reads it).
-                        fan_out(runs, max, each, |end| run.learn(end)).await?
-                    }
-                };
-                Some(Input::ChildrenEnded {
-                    worst: all.status,
-                    by_abort: all.by_abort,
-                    rollback: false,
-                    timed_out: false,
-                })
-            }
+            Effect::RunChildren => Some(self.run_children().await?),
             Effect::Finish(mut end) => {
                 end.reason = end.reason.or(self.reason.take());
                 if !end.status.is_good() && end.reason.is_none() {
                     end.reason = Some(format!("stage `{id}` ended {}", end.status));
                 }
                 self.node.outputs = run.stage_values(id);
-                finish(run, &mut self.node, end).await?;
+                run.end_node(&mut self.node, end).await?;
                 None
             }
             _ => None,
@@ -260,7 +243,7 @@ impl<'a> Perform for IterationRun<'a, '_> {
             Effect::Finish(mut end) => {
                 end.reason = end.reason.or(self.reason.take());
                 self.node.outputs = run.stage_values(&self.node.identifier);
-                finish(run, &mut self.node, end).await?;
+                run.end_node(&mut self.node, end).await?;
                 self.slot = None;
                 None
             }

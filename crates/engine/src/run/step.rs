@@ -360,11 +360,7 @@ impl Perform for StepRun<'_, '_> {
                         self.tree.iter().map(String::as_str).chain(["output", "outputVariables"]).collect();
                     run.set_tree(&path, json_map(&self.node.outputs));
                 }
-                if end.status == Status::Skipped {
-                    run.skip(&mut self.node, end.reason.unwrap_or_default()).await?;
-                } else {
-                    run.finish(&mut self.node, end.status, end.reason).await?;
-                }
+                run.end_node(&mut self.node, end).await?;
                 None
             }
         })

@@ -1,0 +1,164 @@
+//! One stage iteration's body: its entry in the value tree, its service / environment / infrastructure and
+//! variables, a chained pipeline or its steps under its timeout, its rollback steps when a step asked for them,
+//! and its `Background` steps, which run until it ends.
+
+use super::*;
+
+impl<'p> Run<'p> {
+    /// One stage iteration: its entry in the tree, variables, service / environment, steps, rollback.
+    pub(super) async fn stage_body(
+        &self,
+        s: &'p Stage,
+        iid: String,
+        node: &Node,
+        mut local: BTreeMap<String, Value>,
+        target: Option<&looping::Target>,
+    ) -> Res<End> {
+        let scope = Scope::stage(&iid);
+        let base = ["pipeline", "stages", iid.as_str()];
+        self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.clone()));
+        self.set_tree(&[&base[..], &["name"]].concat(), Value::String(s.name.value.clone()));
+        self.set_tree(
+            &[&base[..], &["type"]].concat(),
+            Value::String(
+                serde_json::to_value(s.stage_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            ),
+        );
+        self.set_tree(&[&base[..], &["status"]].concat(), Value::String(Status::Running.expression_value().into()));
+        let log = self.sink(node);
+        if s.stage_type == StageType::Deployment
+            && let Err(e) = self.deployment(s, &iid, &mut local, &scope, target)
+        {
+            log.line("pipewright", &e.to_string()).await;
+            log.flush().await;
+            return Ok(End::new(Status::Failed, Some(e.to_string())));
+        }
+        for v in &s.variables {
+            match self.variable(v, &local, &scope) {
+                Ok(val) => self.set_tree(&[&base[..], &["variables", v.name.as_str()]].concat(), val),
+                Err(e) => {
+                    let msg = e.within("stage variable", &v.name.value).to_string();
+                    log.line("pipewright", &msg).await;
+                    log.flush().await;
+                    return Ok(End::new(Status::Failed, Some(msg)));
+                }
+            }
+        }
+        if s.stage_type == StageType::Pipeline {
+            let (status, reason) = self.chained(s, &iid, &local, &scope, &log).await?;
+            if let Some(r) = &reason {
+                log.line("pipewright", r).await;
+            }
+            log.flush().await;
+            return Ok(End::new(status, reason));
+        }
+        let cx = StageCx {
+            stage: s,
+            id: iid.clone(),
+            node_id: node.id.clone(),
+            path: iid.clone(),
+            local,
+            failed: AtomicBool::new(false),
+            rollback: AtomicBool::new(false),
+            background: Arc::default(),
+        };
+        self.ran.lock().unwrap_or_else(|e| e.into_inner()).push((iid.clone(), self.stage_index(s), cx.local.clone()));
+        let body = self.elements(&cx, &s.spec.execution.steps, Vec::new(), &cx.node_id, &cx.path, false);
+        let mut end = match s.timeout.as_ref().and_then(|t| t.as_std()) {
+            Some(t) => match tokio::time::timeout(t, body).await {
+                Ok(r) => r?,
+                Err(_) => {
+                    self.expire_running(&format!("{iid}.")).await?;
+                    log.line(
+                        "pipewright",
+                        &format!(
+                            "stage timed out after {}",
+                            s.timeout.as_ref().map(|t| t.text.as_str()).unwrap_or("?")
+                        ),
+                    )
+                    .await;
+                    End::new(Status::Expired, None)
+                }
+            },
+            None => body.await?,
+        };
+        if self.aborted() && !end.status.is_final() {
+            end.status = Status::Aborted;
+        }
+        if cx.rollback.load(Ordering::SeqCst) && !s.spec.execution.rollback_steps.is_empty() {
+            log.line("pipewright", "running the stage's rollback steps").await;
+            self.elements(
+                &cx,
+                &s.spec.execution.rollback_steps,
+                Vec::new(),
+                &cx.node_id,
+                &format!("{iid}.rollback"),
+                true,
+            )
+            .await?;
+        }
+        // The stage's background services end with it.
+        let running: Vec<Background> = std::mem::take(&mut *cx.background.lock().unwrap_or_else(|e| e.into_inner()));
+        if !running.is_empty() {
+            log.line("pipewright", &format!("stopping {} background step(s)", running.len())).await;
+        }
+        for (stop, _) in &running {
+            let _ = stop.send(true);
+        }
+        for (_, task) in running {
+            let _ = task.await;
+        }
+        log.flush().await;
+        Ok(end)
+    }
+
+    /// Start a `Background` step's process and leave it running until its stage ends; its lines go to the
+    /// step's log meanwhile.
+    pub(super) fn start_background(&self, cx: &StageCx<'_>, node: &Node, task: crate::executor::Task, after: i64) {
+        let feedback = BackgroundFeedback {
+            log: self.sink(node).after(after),
+            store: self.store.clone(),
+            fence: self.fence.clone(),
+            execution_id: self.exec.id.clone(),
+            node_id: node.id.clone(),
+        };
+        let executor = self.executor.clone();
+        let (stop, stopped) = watch::channel(false);
+        let mut abort = self.abort_rx.clone();
+        let task = tokio::spawn(async move {
+            // An abort of the execution stops it too.
+            let (tx, rx) = watch::channel(false);
+            let mut stopped = stopped;
+            let run = executor.run(&task, &feedback, rx);
+            tokio::pin!(run);
+            let report = loop {
+                tokio::select! {
+                    r = &mut run => break r,
+                    _ = stopped.changed() => { let _ = tx.send(true); }
+                    _ = steps::wait_abort(&mut abort) => { let _ = tx.send(true); }
+                }
+            };
+            feedback.log.line("pipewright", &format!("background step stopped ({:?})", report.end)).await;
+            feedback.log.flush().await;
+        });
+        cx.background.lock().unwrap_or_else(|e| e.into_inner()).push((stop, task));
+    }
+
+    /// A stage's resolved values, kept on its node so a later execution can reuse them.
+    pub(super) fn stage_values(&self, iid: &str) -> serde_json::Map<String, serde_json::Value> {
+        let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
+        let mut out = serde_json::Map::new();
+        for key in ["variables", "service", "serviceVariables", "env", "infra", "output", "childExecutionId"] {
+            if let Some(v) = tree::get(&t, &["pipeline".into(), "stages".into(), iid.into(), key.into()])
+                && let Ok(j) = serde_json::to_value(v)
+            {
+                out.insert(key.to_string(), j);
+            }
+        }
+        out
+    }
+
+    pub(super) fn stage_index(&self, s: &Stage) -> usize {
+        self.pipeline.all_stages().iter().position(|x| x.identifier.value == s.identifier.value).unwrap_or(0)
+    }
+}
