@@ -259,6 +259,37 @@ impl LocalExecutor {
 /// The largest output variable value kept, bytes.
 const OUTPUT_LIMIT: u64 = 1024 * 1024;
 
+/// The script a step runs: `script`, after a trap that writes the captured variables into `out_dir` when
+/// the shell exits.
+fn script_body(out_dir: Option<&Path>, capture: &[Capture], script: &str) -> String {
+    let mut body = String::new();
+    if let Some(dir) = out_dir {
+        let names: Vec<&str> = capture.iter().map(|c| c.var.as_str()).collect();
+        body.push_str(&format!(
+            "__pw_out={}\n__pw_capture() {{\n  for __pw_n in {}; do\n    if eval \"[ \\\"\\${{$__pw_n+set}}\\\" = set ]\"; then eval \"printf '%s' \\\"\\${{$__pw_n}}\\\"\" > \"$__pw_out/$__pw_n\"; fi\n  done\n}}\ntrap __pw_capture EXIT\n",
+            quote(&dir.display().to_string()),
+            names.join(" ")
+        ));
+    }
+    body.push_str(script);
+    body.push('\n');
+    body
+}
+
+/// The captured output variables a step left in `out_dir` (bounded, regular files only), read and removed.
+fn read_outputs(out_dir: Option<&Path>, capture: &[Capture]) -> BTreeMap<String, String> {
+    let mut outputs = BTreeMap::new();
+    if let Some(dir) = out_dir {
+        for c in capture {
+            if let Some(v) = sandbox::read_step_file(&dir.join(&c.var), OUTPUT_LIMIT) {
+                outputs.insert(c.name.clone(), String::from_utf8_lossy(&v).into_owned());
+            }
+        }
+        let _ = std::fs::remove_dir_all(dir);
+    }
+    outputs
+}
+
 fn quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', "'\\''"))
 }
@@ -278,6 +309,26 @@ impl Executor for LocalExecutor {
 }
 
 impl LocalExecutor {
+    /// A step's environment: the few variables passed through, its own home and temporary directory when
+    /// confined, its working directory, and `vars`.
+    fn step_env(&self, workdir: &Path, vars: &[(String, String)]) -> Vec<(String, String)> {
+        let mut envs: Vec<(String, String)> =
+            PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
+        if let Isolation::Landlock(sb) = &self.isolation {
+            // The server's home and temporary directory are out of reach: the step gets its own.
+            envs.retain(|(k, _)| !matches!(k.as_str(), "HOME" | "TMPDIR" | "USER" | "LOGNAME"));
+            envs.push(("HOME".into(), workdir.join(".pipewright").join("home").display().to_string()));
+            envs.push(("TMPDIR".into(), workdir.join(".pipewright").join("tmp").display().to_string()));
+            if let Some(u) = &sb.user {
+                envs.push(("USER".into(), u.name.clone()));
+                envs.push(("LOGNAME".into(), u.name.clone()));
+            }
+        }
+        envs.push(("PIPEWRIGHT_WORKDIR".into(), workdir.display().to_string()));
+        envs.extend(vars.iter().cloned());
+        envs
+    }
+
     #[allow(clippy::too_many_arguments)]
     async fn shell(
         &self,
@@ -307,17 +358,7 @@ impl LocalExecutor {
                 }
             }
         };
-        let mut body = String::new();
-        if let Some(dir) = &out_dir {
-            let names: Vec<&str> = capture.iter().map(|c| c.var.as_str()).collect();
-            body.push_str(&format!(
-                "__pw_out={}\n__pw_capture() {{\n  for __pw_n in {}; do\n    if eval \"[ \\\"\\${{$__pw_n+set}}\\\" = set ]\"; then eval \"printf '%s' \\\"\\${{$__pw_n}}\\\"\" > \"$__pw_out/$__pw_n\"; fi\n  done\n}}\ntrap __pw_capture EXIT\n",
-                quote(&dir.display().to_string()),
-                names.join(" ")
-            ));
-        }
-        body.push_str(script);
-        body.push('\n');
+        let body = script_body(out_dir.as_deref(), capture, script);
         let file = match sandbox::write_script(&control, &task.node_id, &body, &self.isolation) {
             Ok(f) => f,
             Err(e) => {
@@ -327,20 +368,7 @@ impl LocalExecutor {
                 return not_started(format!("cannot write the step's script in {}: {e}", control.display()));
             }
         };
-        let mut envs: Vec<(String, String)> =
-            PASSED_ENV.iter().filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v))).collect();
-        if let Isolation::Landlock(sb) = &self.isolation {
-            // The server's home and temporary directory are out of reach: the step gets its own.
-            envs.retain(|(k, _)| !matches!(k.as_str(), "HOME" | "TMPDIR" | "USER" | "LOGNAME"));
-            envs.push(("HOME".into(), workdir.join(".pipewright").join("home").display().to_string()));
-            envs.push(("TMPDIR".into(), workdir.join(".pipewright").join("tmp").display().to_string()));
-            if let Some(u) = &sb.user {
-                envs.push(("USER".into(), u.name.clone()));
-                envs.push(("LOGNAME".into(), u.name.clone()));
-            }
-        }
-        envs.push(("PIPEWRIGHT_WORKDIR".into(), workdir.display().to_string()));
-        envs.extend(vars.iter().cloned());
+        let envs = self.step_env(&workdir, vars);
         let script_arg = file.display().to_string();
         // What the attempt made before it could start is removed when it cannot.
         let unmade = |m: String| {
@@ -379,15 +407,7 @@ impl LocalExecutor {
         let spec = process::Spec { program, args, cwd: &workdir, env: envs };
         let exit = process::run(spec, feedback, task.timeout(), abort, self.grace).await;
         drop(net);
-        let mut outputs = BTreeMap::new();
-        if let Some(dir) = &out_dir {
-            for c in capture {
-                if let Some(v) = sandbox::read_step_file(&dir.join(&c.var), OUTPUT_LIMIT) {
-                    outputs.insert(c.name.clone(), String::from_utf8_lossy(&v).into_owned());
-                }
-            }
-            let _ = std::fs::remove_dir_all(dir);
-        }
+        let outputs = read_outputs(out_dir.as_deref(), capture);
         let _ = std::fs::remove_file(&file);
         if let Some(r) = &root {
             let _ = std::fs::remove_dir(r);

@@ -4,7 +4,7 @@
 //! masking and log capture. Every state change goes to the [`store::Store`] before the engine acts on it; the
 //! engine holds no SQL.
 
-#![warn(clippy::too_many_lines)]
+#![deny(clippy::too_many_lines)]
 
 pub mod asked;
 pub mod chain;

@@ -209,76 +209,19 @@ impl Engine {
             self.observer.event(&Event::Finished(Status::Aborted));
             return Ok(Status::Aborted);
         }
-        // One owner at a time: this process holds the execution while it renews its lease.
         let lease = self.config.lease;
-        let claim =
-            |now: i64| self.store.claim_execution(&exec.id, &self.config.owner, now, crate::owner::until(lease));
-        let mut claimed = claim(now_ms()).await?;
-        if claimed.is_none()
-            && let Some((owner, _)) = self.store.lease(&exec.id).await?
-            && crate::owner::owner_is_dead(&owner)
-        {
-            // Its owner was a process of this host that is gone: its hold is void, whatever its lease says.
-            claimed = claim(i64::MAX).await?;
-        }
-        let Some(epoch) = claimed else {
-            let (owner, until) = self.store.lease(&exec.id).await?.unwrap_or_default();
-            let until = until.map_or_else(
-                || "its renewal".to_string(),
-                |ms| format!("{} s from now", ((ms - now_ms()) as f64 / 1000.0).max(0.0).ceil()),
-            );
-            return Err(EngineError::Owned { execution: exec.id.clone(), owner, until });
-        };
+        let epoch = self.claim(exec).await?;
         // Every write of this run is made under this claim's fence.
         let fence = Fence::owner(&self.config.owner, epoch);
         let (abort_tx, abort_rx) = watch::channel(false);
         let abort_tx = Arc::new(abort_tx);
-        let heartbeat = {
-            let (store, id, fence, abort) = (self.store.clone(), exec.id.clone(), fence.clone(), abort_tx.clone());
-            Beat(tokio::spawn(async move {
-                let mut renewed = tokio::time::Instant::now();
-                loop {
-                    tokio::time::sleep(lease / 3).await;
-                    // A renewal that hangs (the store riding out an outage) counts as not renewed.
-                    let left = (lease * 2 / 3).saturating_sub(renewed.elapsed()).max(Duration::from_millis(10));
-                    let answer =
-                        match tokio::time::timeout(left, store.renew_lease(&id, &fence, crate::owner::until(lease)))
-                            .await
-                        {
-                            Ok(Ok(held)) => Some(held),
-                            Ok(Err(_)) | Err(_) => None,
-                        };
-                    match crate::owner::after_renewal(answer, renewed.elapsed(), lease) {
-                        crate::owner::Renewal::Held => renewed = tokio::time::Instant::now(),
-                        crate::owner::Renewal::Retry => {}
-                        // Taken over, or the lease can no longer be trusted: this process stops acting on the
-                        // execution — its steps are stopped and every write refused — so that it never runs
-                        // beside the owner that takes it over.
-                        crate::owner::Renewal::GiveUp => {
-                            fence.lose();
-                            let _ = abort.send(true);
-                            return;
-                        }
-                    }
-                }
-            }))
-        };
+        let heartbeat = heartbeat(self.store.clone(), exec.id.clone(), fence.clone(), abort_tx.clone(), lease);
         let workdir = self.config.work_root.join(&exec.id);
         if let Err(source) = crate::sandbox::prepare_workspace(&self.config, &workdir) {
             drop(heartbeat);
             return Err(EngineError::WorkDir { path: workdir.display().to_string(), source });
         }
-        let mut prior: HashMap<String, Node> = HashMap::new();
-        if resume {
-            for n in self.store.nodes(&exec.id).await? {
-                match prior.get(&n.path) {
-                    Some(p) if (p.attempt, p.position) > (n.attempt, n.position) => {}
-                    _ => {
-                        prior.insert(n.path.clone(), n);
-                    }
-                }
-            }
-        }
+        let prior = if resume { self.prior_nodes(&exec.id).await? } else { HashMap::new() };
         let next_position = prior.values().map(|n| n.position + 1).max().unwrap_or(0);
         // A run taken over counts the log its earlier owner stored against the quota.
         let stored =
@@ -328,21 +271,7 @@ impl Engine {
             input_waits: tokio::sync::Mutex::new(0),
         };
         // Another process (`pipewright abort`, a Ctrl-C handler) asks through the store.
-        let poller = {
-            let store = self.store.clone();
-            let tx = run.abort_tx.clone();
-            let id = exec.id.clone();
-            let every = self.config.poll_interval;
-            Beat(tokio::spawn(async move {
-                loop {
-                    tokio::time::sleep(every).await;
-                    if store.abort_requested(&id).await.unwrap_or(false) {
-                        let _ = tx.send(true);
-                        return;
-                    }
-                }
-            }))
-        };
+        let poller = abort_poller(self.store.clone(), exec.id.clone(), run.abort_tx.clone(), self.config.poll_interval);
         let result = run.pipeline().await;
         drop(poller);
         drop(heartbeat);
@@ -351,6 +280,43 @@ impl Engine {
         let status = result?;
         self.observer.event(&Event::Finished(status));
         Ok(status)
+    }
+    /// One owner at a time: this process claims the execution (its lease epoch), or says who holds it.
+    async fn claim(&self, exec: &Execution) -> Res<i64> {
+        let lease = self.config.lease;
+        let claim =
+            |now: i64| self.store.claim_execution(&exec.id, &self.config.owner, now, crate::owner::until(lease));
+        let mut claimed = claim(now_ms()).await?;
+        if claimed.is_none()
+            && let Some((owner, _)) = self.store.lease(&exec.id).await?
+            && crate::owner::owner_is_dead(&owner)
+        {
+            // Its owner was a process of this host that is gone: its hold is void, whatever its lease says.
+            claimed = claim(i64::MAX).await?;
+        }
+        let Some(epoch) = claimed else {
+            let (owner, until) = self.store.lease(&exec.id).await?.unwrap_or_default();
+            let until = until.map_or_else(
+                || "its renewal".to_string(),
+                |ms| format!("{} s from now", ((ms - now_ms()) as f64 / 1000.0).max(0.0).ceil()),
+            );
+            return Err(EngineError::Owned { execution: exec.id.clone(), owner, until });
+        };
+        Ok(epoch)
+    }
+
+    /// The nodes a resumed run finds, the latest attempt of each path.
+    async fn prior_nodes(&self, execution: &str) -> Res<HashMap<String, Node>> {
+        let mut prior: HashMap<String, Node> = HashMap::new();
+        for n in self.store.nodes(execution).await? {
+            match prior.get(&n.path) {
+                Some(p) if (p.attempt, p.position) > (n.attempt, n.position) => {}
+                _ => {
+                    prior.insert(n.path.clone(), n);
+                }
+            }
+        }
+        Ok(prior)
     }
 }
 
@@ -738,6 +704,55 @@ impl<'p> Run<'p> {
         }
         Ok(())
     }
+}
+
+/// The lease heartbeat: renewed every third of the lease; when it cannot be renewed in time (or was taken
+/// over), this process stops acting on the execution — its hold is given up, its steps stopped.
+fn heartbeat(
+    store: Arc<dyn Store>,
+    id: String,
+    fence: Fence,
+    abort: Arc<watch::Sender<bool>>,
+    lease: Duration,
+) -> Beat {
+    Beat(tokio::spawn(async move {
+        let mut renewed = tokio::time::Instant::now();
+        loop {
+            tokio::time::sleep(lease / 3).await;
+            // A renewal that hangs (the store riding out an outage) counts as not renewed.
+            let left = (lease * 2 / 3).saturating_sub(renewed.elapsed()).max(Duration::from_millis(10));
+            let answer =
+                match tokio::time::timeout(left, store.renew_lease(&id, &fence, crate::owner::until(lease))).await {
+                    Ok(Ok(held)) => Some(held),
+                    Ok(Err(_)) | Err(_) => None,
+                };
+            match crate::owner::after_renewal(answer, renewed.elapsed(), lease) {
+                crate::owner::Renewal::Held => renewed = tokio::time::Instant::now(),
+                crate::owner::Renewal::Retry => {}
+                // Taken over, or the lease can no longer be trusted: this process stops acting on the
+                // execution — its steps are stopped and every write refused — so that it never runs
+                // beside the owner that takes it over.
+                crate::owner::Renewal::GiveUp => {
+                    fence.lose();
+                    let _ = abort.send(true);
+                    return;
+                }
+            }
+        }
+    }))
+}
+
+/// Another process asks for an abort through the store: polled every `every`.
+fn abort_poller(store: Arc<dyn Store>, id: String, tx: Arc<watch::Sender<bool>>, every: Duration) -> Beat {
+    Beat(tokio::spawn(async move {
+        loop {
+            tokio::time::sleep(every).await;
+            if store.abort_requested(&id).await.unwrap_or(false) {
+                let _ = tx.send(true);
+                return;
+            }
+        }
+    }))
 }
 
 /// The YAML path of a step or step group (`id`) of a stage: what `.executionInput()` fields name as their owner.

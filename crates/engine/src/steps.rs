@@ -148,75 +148,9 @@ async fn run_task(env: &StepEnv<'_>, work: Work) -> Report {
 /// Run one attempt of a step.
 pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
     match &step.spec {
-        StepSpec::ShellScript(s) => {
-            let script = match env.ctx.render(&s.script) {
-                Ok(v) => v,
-                Err(e) => return Outcome::failed(ErrorType::Unknown, e),
-            };
-            let mut vars = Vec::new();
-            for v in &s.environment_variables {
-                match env.ctx.render(&v.value) {
-                    Ok(x) => vars.push((v.name.value.clone(), x)),
-                    Err(e) => {
-                        return Outcome::failed(
-                            ErrorType::Unknown,
-                            format!("environment variable `{}`: {e}", v.name.value),
-                        );
-                    }
-                }
-            }
-            let captured: Vec<(&str, &str)> = s
-                .output_variables
-                .iter()
-                .map(|o| (o.name.as_str(), o.value.as_ref().map_or(o.name.as_str(), |v| v.as_str())))
-                .collect();
-            shell(env, s.shell, script, vars, &captured).await
-        }
-        StepSpec::Run(r) => {
-            if let Some(image) = &r.image {
-                env.log
-                    .line(
-                        "pipewright",
-                        &format!("image `{}` is ignored: this step runs as a local process", image.value),
-                    )
-                    .await;
-            }
-            let command = match env.ctx.render(&r.command) {
-                Ok(v) => v,
-                Err(e) => return Outcome::failed(ErrorType::Unknown, e),
-            };
-            let mut vars = Vec::new();
-            for (k, v) in r.env_variables.iter().flatten() {
-                let raw = match v {
-                    serde_json::Value::String(s) => s.clone(),
-                    other => other.to_string(),
-                };
-                match env.ctx.render(&raw) {
-                    Ok(x) => vars.push((k.clone(), x)),
-                    Err(e) => return Outcome::failed(ErrorType::Unknown, format!("envVariables `{k}`: {e}")),
-                }
-            }
-            let captured: Vec<(&str, &str)> =
-                r.output_variables.iter().map(|o| (o.name.as_str(), o.name.as_str())).collect();
-            shell(env, r.shell.unwrap_or(Shell::Sh), command, vars, &captured).await
-        }
-        StepSpec::Wait(w) => {
-            let Some(d) = w.duration.as_std().or_else(|| {
-                env.ctx
-                    .render(&w.duration.text)
-                    .ok()
-                    .and_then(|t| spec::duration::parse_millis(&t).ok())
-                    .map(Duration::from_millis)
-            }) else {
-                return Outcome::failed(ErrorType::Unknown, format!("`{}` is not a duration", w.duration.text));
-            };
-            env.log.line("pipewright", &format!("waiting {}", w.duration.text)).await;
-            let mut abort = env.abort.clone();
-            tokio::select! {
-                _ = tokio::time::sleep(d) => Outcome::ok(Default::default()),
-                _ = wait_abort(&mut abort) => Outcome::aborted(),
-            }
-        }
+        StepSpec::ShellScript(s) => shell_script(env, s).await,
+        StepSpec::Run(r) => run_step(env, r).await,
+        StepSpec::Wait(w) => wait(env, w).await,
         StepSpec::Http(h) => http(env, h).await,
         StepSpec::HarnessApproval(a) => approval(env, a).await,
         StepSpec::Harness(spec) => match env.handlers.get(step.step_type.name()) {
@@ -231,6 +165,76 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
                 ),
             ),
         },
+    }
+}
+
+/// A ShellScript step: its script and environment variables rendered, its output variables captured from
+/// the shell variables they name.
+async fn shell_script(env: &StepEnv<'_>, s: &spec::ShellScriptSpec) -> Outcome {
+    let script = match env.ctx.render(&s.script) {
+        Ok(v) => v,
+        Err(e) => return Outcome::failed(ErrorType::Unknown, e),
+    };
+    let mut vars = Vec::new();
+    for v in &s.environment_variables {
+        match env.ctx.render(&v.value) {
+            Ok(x) => vars.push((v.name.value.clone(), x)),
+            Err(e) => {
+                return Outcome::failed(ErrorType::Unknown, format!("environment variable `{}`: {e}", v.name.value));
+            }
+        }
+    }
+    let captured: Vec<(&str, &str)> = s
+        .output_variables
+        .iter()
+        .map(|o| (o.name.as_str(), o.value.as_ref().map_or(o.name.as_str(), |v| v.as_str())))
+        .collect();
+    shell(env, s.shell, script, vars, &captured).await
+}
+
+/// A Run step: its command and `envVariables` rendered, its output variables captured from the environment
+/// variables of the same name.
+async fn run_step(env: &StepEnv<'_>, r: &spec::RunSpec) -> Outcome {
+    if let Some(image) = &r.image {
+        env.log
+            .line("pipewright", &format!("image `{}` is ignored: this step runs as a local process", image.value))
+            .await;
+    }
+    let command = match env.ctx.render(&r.command) {
+        Ok(v) => v,
+        Err(e) => return Outcome::failed(ErrorType::Unknown, e),
+    };
+    let mut vars = Vec::new();
+    for (k, v) in r.env_variables.iter().flatten() {
+        let raw = match v {
+            serde_json::Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        match env.ctx.render(&raw) {
+            Ok(x) => vars.push((k.clone(), x)),
+            Err(e) => return Outcome::failed(ErrorType::Unknown, format!("envVariables `{k}`: {e}")),
+        }
+    }
+    let captured: Vec<(&str, &str)> = r.output_variables.iter().map(|o| (o.name.as_str(), o.name.as_str())).collect();
+    shell(env, r.shell.unwrap_or(Shell::Sh), command, vars, &captured).await
+}
+
+/// A Wait step: its duration, or the abort.
+async fn wait(env: &StepEnv<'_>, w: &spec::WaitSpec) -> Outcome {
+    let Some(d) = w.duration.as_std().or_else(|| {
+        env.ctx
+            .render(&w.duration.text)
+            .ok()
+            .and_then(|t| spec::duration::parse_millis(&t).ok())
+            .map(Duration::from_millis)
+    }) else {
+        return Outcome::failed(ErrorType::Unknown, format!("`{}` is not a duration", w.duration.text));
+    };
+    env.log.line("pipewright", &format!("waiting {}", w.duration.text)).await;
+    let mut abort = env.abort.clone();
+    tokio::select! {
+        _ = tokio::time::sleep(d) => Outcome::ok(Default::default()),
+        _ = wait_abort(&mut abort) => Outcome::aborted(),
     }
 }
 

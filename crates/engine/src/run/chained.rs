@@ -33,23 +33,7 @@ impl<'p> Run<'p> {
                 )),
             ));
         }
-        let render = |v: Option<&spec::Str>, default: &str| -> Result<String, NodeError> {
-            match v {
-                Some(v) => Ok(self.with_ctx(local, scope, |x| x.render(v))?),
-                None => Ok(default.to_string()),
-            }
-        };
-        let prepared = (|| -> Result<_, NodeError> {
-            let org = render(c.org.as_ref(), &self.exec.org)?;
-            let project = render(c.project.as_ref(), &self.exec.project)?;
-            let pipeline = render(Some(&c.pipeline), "")?;
-            let inputs = match &c.inputs {
-                Some(i) => self.with_ctx(local, scope, |x| x.render_json(i, "inputs"))?,
-                None => serde_json::Value::Null,
-            };
-            Ok((org, project, pipeline, inputs))
-        })();
-        let (org, project, pipeline, inputs) = match prepared {
+        let (org, project, pipeline, inputs) = match self.child_target(c, local, scope) {
             Ok(x) => x,
             Err(e) => return Ok((Status::Failed, Some(e.to_string()))),
         };
@@ -70,34 +54,7 @@ impl<'p> Run<'p> {
         };
         self.set_tree(&["pipeline", "stages", iid, "childExecutionId"], Value::String(run.execution_id.clone()));
         log.line("pipewright", &format!("child execution {} ended {}", run.execution_id, run.status)).await;
-        // The outputs read the child's values.
-        let nodes = self.store.nodes(&run.execution_id).await?;
-        let child_tree = crate::tree_from_nodes(&nodes);
-        let mut outputs = BTreeMap::new();
-        let child_scope = Scope::default();
-        let none = BTreeMap::new();
-        let ctx = crate::tree::NodeCtx {
-            global: &child_tree,
-            local: &none,
-            scope: &child_scope,
-            secrets: self.secrets,
-            masker: &self.masker,
-        };
-        let mut problem = None;
-        for o in &c.outputs {
-            match ctx.render(&o.value) {
-                Ok(v) => {
-                    outputs.insert(o.name.value.clone(), Value::String(v));
-                }
-                Err(e) if run.status == Status::Success => {
-                    problem = Some(format!("output `{}`: {e}", o.name.value));
-                }
-                // A child that did not succeed may not have produced it.
-                Err(_) => {}
-            }
-        }
-        self.set_tree(&["pipeline", "stages", iid, "output"], Value::Map(outputs));
-        if let Some(p) = problem {
+        if let Some(p) = self.child_outputs(c, iid, &run).await? {
             return Ok((Status::Failed, Some(p)));
         }
         let status = match run.status {
@@ -108,5 +65,61 @@ impl<'p> Run<'p> {
         let reason = (status != Status::Success)
             .then(|| format!("child execution {} of pipeline `{pipeline}` ended {}", run.execution_id, run.status));
         Ok((status, reason))
+    }
+
+    /// The organization, project, pipeline and inputs of the child, rendered.
+    fn child_target(
+        &self,
+        c: &spec::ChainedPipeline,
+        local: &BTreeMap<String, Value>,
+        scope: &Scope,
+    ) -> Result<(String, String, String, serde_json::Value), NodeError> {
+        let render = |v: Option<&spec::Str>, default: &str| -> Result<String, NodeError> {
+            match v {
+                Some(v) => Ok(self.with_ctx(local, scope, |x| x.render(v))?),
+                None => Ok(default.to_string()),
+            }
+        };
+        let org = render(c.org.as_ref(), &self.exec.org)?;
+        let project = render(c.project.as_ref(), &self.exec.project)?;
+        let pipeline = render(Some(&c.pipeline), "")?;
+        let inputs = match &c.inputs {
+            Some(i) => self.with_ctx(local, scope, |x| x.render_json(i, "inputs"))?,
+            None => serde_json::Value::Null,
+        };
+        Ok((org, project, pipeline, inputs))
+    }
+
+    /// The stage's outputs, read from the child's recorded values into the tree; the problem when one of a
+    /// successful child cannot be read (a child that did not succeed may not have produced it).
+    async fn child_outputs(
+        &self,
+        c: &spec::ChainedPipeline,
+        iid: &str,
+        run: &crate::chain::ChildRun,
+    ) -> Res<Option<String>> {
+        let nodes = self.store.nodes(&run.execution_id).await?;
+        let child_tree = crate::tree_from_nodes(&nodes);
+        let (child_scope, none) = (Scope::default(), BTreeMap::new());
+        let ctx = crate::tree::NodeCtx {
+            global: &child_tree,
+            local: &none,
+            scope: &child_scope,
+            secrets: self.secrets,
+            masker: &self.masker,
+        };
+        let mut outputs = BTreeMap::new();
+        let mut problem = None;
+        for o in &c.outputs {
+            match ctx.render(&o.value) {
+                Ok(v) => {
+                    outputs.insert(o.name.value.clone(), Value::String(v));
+                }
+                Err(e) if run.status == Status::Success => problem = Some(format!("output `{}`: {e}", o.name.value)),
+                Err(_) => {}
+            }
+        }
+        self.set_tree(&["pipeline", "stages", iid, "output"], Value::Map(outputs));
+        Ok(problem)
     }
 }

@@ -88,7 +88,8 @@ impl<'p> Run<'p> {
         Ok(Some((looping::targets(&services, &envs), parallel)))
     }
 
-    /// Resolve a Deployment stage's service, environment and infrastructure (following `useFromStage`).
+    /// Resolve a Deployment stage's service, environment and infrastructure (following `useFromStage`) into
+    /// `local` and the stage's entry in the tree.
     pub(super) fn deployment(
         &self,
         s: &Stage,
@@ -97,16 +98,33 @@ impl<'p> Run<'p> {
         scope: &Scope,
         target: Option<&looping::Target>,
     ) -> Result<(), NodeError> {
-        let spec = &s.spec;
-        let target_service = target.and_then(|t| t.service.clone());
-        let target_env = target.and_then(|t| t.env.clone());
-        let from_stage = |stage: &str, key: &'static str| -> Result<Value, NodeError> {
-            let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
-            tree::get(&t, &["pipeline".into(), "stages".into(), stage.into(), key.into()])
-                .cloned()
-                .ok_or_else(|| NodeError::NotPropagated { stage: stage.to_string(), key })
-        };
-        // Service.
+        self.service_values(&s.spec, local, scope, target.and_then(|t| t.service.clone()))?;
+        self.environment_values(&s.spec, local, scope, target.and_then(|t| t.env.clone()))?;
+        for key in ["service", "serviceVariables", "env", "infra"] {
+            if let Some(v) = local.get(key) {
+                self.set_tree(&["pipeline", "stages", iid, key], v.clone());
+            }
+        }
+        Ok(())
+    }
+
+    /// What stage `stage` resolved as `key` (`service`, `env`, …): what `useFromStage` propagates.
+    fn propagated(&self, stage: &str, key: &'static str) -> Result<Value, NodeError> {
+        let t = self.tree.lock().unwrap_or_else(|e| e.into_inner());
+        tree::get(&t, &["pipeline".into(), "stages".into(), stage.into(), key.into()])
+            .cloned()
+            .ok_or_else(|| NodeError::NotPropagated { stage: stage.to_string(), key })
+    }
+
+    /// `<+service.*>` and `<+serviceVariables.*>`: the target's service, the stage's own, or the one
+    /// propagated from another stage.
+    fn service_values(
+        &self,
+        spec: &spec::StageSpec,
+        local: &mut BTreeMap<String, Value>,
+        scope: &Scope,
+        target_service: Option<String>,
+    ) -> Result<(), NodeError> {
         let service_from = spec
             .service
             .as_ref()
@@ -123,116 +141,133 @@ impl<'p> Run<'p> {
             _ => None,
         };
         if let (Some(u), None) = (service_from, &service_id) {
-            local.insert("service".into(), from_stage(&u.stage, "service")?);
-            local.insert("serviceVariables".into(), from_stage(&u.stage, "serviceVariables")?);
-        } else if let Some(id) = service_id {
-            let svc = self
-                .entities
-                .services
-                .get(&id)
-                .ok_or_else(|| NodeError::UndefinedEntity { kind: "service", id: id.clone() })?;
-            local.insert(
-                "service".into(),
-                Value::Map(BTreeMap::from([
-                    ("name".to_string(), Value::String(svc.meta.name.value.clone())),
-                    ("identifier".to_string(), Value::String(svc.meta.identifier.value.clone())),
-                    (
-                        "type".to_string(),
-                        Value::String(svc.deployment_type.as_ref().map(|t| t.value.clone()).unwrap_or_default()),
-                    ),
-                ])),
-            );
-            let mut vars = BTreeMap::new();
-            for v in &svc.variables {
-                vars.insert(
-                    v.name.value.clone(),
-                    self.variable(v, local, scope).map_err(|e| e.within("service variable", &v.name.value))?,
-                );
-            }
-            local.insert("serviceVariables".into(), Value::Map(vars));
+            local.insert("service".into(), self.propagated(&u.stage, "service")?);
+            local.insert("serviceVariables".into(), self.propagated(&u.stage, "serviceVariables")?);
+            return Ok(());
         }
-        // Environment and infrastructure.
+        let Some(id) = service_id else { return Ok(()) };
+        let svc = self
+            .entities
+            .services
+            .get(&id)
+            .ok_or_else(|| NodeError::UndefinedEntity { kind: "service", id: id.clone() })?;
+        local.insert(
+            "service".into(),
+            Value::Map(BTreeMap::from([
+                ("name".to_string(), Value::String(svc.meta.name.value.clone())),
+                ("identifier".to_string(), Value::String(svc.meta.identifier.value.clone())),
+                (
+                    "type".to_string(),
+                    Value::String(svc.deployment_type.as_ref().map(|t| t.value.clone()).unwrap_or_default()),
+                ),
+            ])),
+        );
+        let mut vars = BTreeMap::new();
+        for v in &svc.variables {
+            vars.insert(
+                v.name.value.clone(),
+                self.variable(v, local, scope).map_err(|e| e.within("service variable", &v.name.value))?,
+            );
+        }
+        local.insert("serviceVariables".into(), Value::Map(vars));
+        Ok(())
+    }
+
+    /// `<+env.*>` and `<+infra.*>`: the target's environment and infrastructure, the stage's own, or those
+    /// propagated from another stage.
+    fn environment_values(
+        &self,
+        spec: &spec::StageSpec,
+        local: &mut BTreeMap<String, Value>,
+        scope: &Scope,
+        target_env: Option<(String, String)>,
+    ) -> Result<(), NodeError> {
         let env_from = spec
             .environment
             .as_ref()
             .and_then(|c| c.use_from_stage.as_ref())
             .or(spec.infrastructure.as_ref().and_then(|c| c.use_from_stage.as_ref()));
         if let (Some(u), None) = (env_from, &target_env) {
-            local.insert("env".into(), from_stage(&u.stage, "env")?);
-            local.insert("infra".into(), from_stage(&u.stage, "infra")?);
-        } else if target_env.is_some() || spec.environment.is_some() {
-            let (env_ref, infra_id) = match &target_env {
-                Some((e, i)) => (e.clone(), Some(i.clone())),
-                None => {
-                    let env_cfg = spec.environment.as_ref().expect("checked above");
-                    let e = env_cfg
-                        .environment_ref
-                        .as_ref()
-                        .map(|r| self.with_ctx(local, scope, |c| c.render(r)))
-                        .transpose()?
-                        .unwrap_or_default();
-                    let i = env_cfg
-                        .infrastructure_definitions
-                        .first()
-                        .map(|d| self.with_ctx(local, scope, |c| c.render(&d.identifier)))
-                        .transpose()?;
-                    (e, i)
-                }
-            };
-            let env = self
-                .entities
-                .environments
-                .get(&env_ref)
-                .ok_or_else(|| NodeError::UndefinedEntity { kind: "environment", id: env_ref.clone() })?;
-            let mut vars = BTreeMap::new();
-            for v in &env.variables {
-                vars.insert(
-                    v.name.value.clone(),
-                    self.variable(v, local, scope).map_err(|e| e.within("environment variable", &v.name.value))?,
-                );
+            local.insert("env".into(), self.propagated(&u.stage, "env")?);
+            local.insert("infra".into(), self.propagated(&u.stage, "infra")?);
+            return Ok(());
+        }
+        let (env_ref, infra_id) = match (&target_env, spec.environment.as_ref()) {
+            (Some((e, i)), _) => (e.clone(), Some(i.clone())),
+            (None, Some(env_cfg)) => {
+                let e = env_cfg
+                    .environment_ref
+                    .as_ref()
+                    .map(|r| self.with_ctx(local, scope, |c| c.render(r)))
+                    .transpose()?
+                    .unwrap_or_default();
+                let i = env_cfg
+                    .infrastructure_definitions
+                    .first()
+                    .map(|d| self.with_ctx(local, scope, |c| c.render(&d.identifier)))
+                    .transpose()?;
+                (e, i)
             }
-            local.insert(
-                "env".into(),
-                Value::Map(BTreeMap::from([
-                    ("name".to_string(), Value::String(env.meta.name.value.clone())),
-                    ("identifier".to_string(), Value::String(env.meta.identifier.value.clone())),
-                    ("type".to_string(), Value::String(format!("{:?}", env.env_type))),
-                    ("variables".to_string(), Value::Map(vars)),
-                ])),
+            (None, None) => return Ok(()),
+        };
+        let env = self
+            .entities
+            .environments
+            .get(&env_ref)
+            .ok_or_else(|| NodeError::UndefinedEntity { kind: "environment", id: env_ref.clone() })?;
+        let mut vars = BTreeMap::new();
+        for v in &env.variables {
+            vars.insert(
+                v.name.value.clone(),
+                self.variable(v, local, scope).map_err(|e| e.within("environment variable", &v.name.value))?,
             );
-            if let Some(infra_id) = infra_id {
-                let infra = self.entities.infrastructures.get(infra_id.as_str()).ok_or_else(|| {
-                    NodeError::UndefinedEntity { kind: "infrastructure definition", id: infra_id.clone() }
-                })?;
-                let key = infra_key(&self.exec.id, &infra.meta.identifier.value);
-                // Harness's short form, the default release name in the infrastructure definitions it generates.
-                let short: String = key.chars().take(6).collect();
-                let mut with_key = local.clone();
-                with_key.insert("INFRA_KEY".into(), Value::String(key.clone()));
-                with_key.insert("INFRA_KEY_SHORT_ID".into(), Value::String(short.clone()));
-                let mut m = BTreeMap::new();
-                for (k, v) in &infra.spec {
-                    let val = match v {
-                        serde_json::Value::String(s) => {
-                            Value::String(self.with_ctx(&with_key, scope, |c| c.render(s))?)
-                        }
-                        other => Value::from(other.clone()),
-                    };
-                    m.insert(k.clone(), val);
-                }
-                m.insert("name".into(), Value::String(infra.meta.name.value.clone()));
-                m.insert("identifier".into(), Value::String(infra.meta.identifier.value.clone()));
-                m.insert("infraKey".into(), Value::String(key.clone()));
-                local.insert("infra".into(), Value::Map(m));
-                local.insert("INFRA_KEY".into(), Value::String(key));
-                local.insert("INFRA_KEY_SHORT_ID".into(), Value::String(short));
-            }
         }
-        for key in ["service", "serviceVariables", "env", "infra"] {
-            if let Some(v) = local.get(key) {
-                self.set_tree(&["pipeline", "stages", iid, key], v.clone());
-            }
+        local.insert(
+            "env".into(),
+            Value::Map(BTreeMap::from([
+                ("name".to_string(), Value::String(env.meta.name.value.clone())),
+                ("identifier".to_string(), Value::String(env.meta.identifier.value.clone())),
+                ("type".to_string(), Value::String(format!("{:?}", env.env_type))),
+                ("variables".to_string(), Value::Map(vars)),
+            ])),
+        );
+        match infra_id {
+            Some(infra_id) => self.infrastructure_values(&infra_id, local, scope),
+            None => Ok(()),
         }
+    }
+
+    /// `<+infra.*>` of infrastructure definition `infra_id`, with its `INFRA_KEY` for this execution.
+    fn infrastructure_values(
+        &self,
+        infra_id: &str,
+        local: &mut BTreeMap<String, Value>,
+        scope: &Scope,
+    ) -> Result<(), NodeError> {
+        let infra = self.entities.infrastructures.get(infra_id).ok_or_else(|| NodeError::UndefinedEntity {
+            kind: "infrastructure definition",
+            id: infra_id.to_string(),
+        })?;
+        let key = infra_key(&self.exec.id, &infra.meta.identifier.value);
+        // Harness's short form, the default release name in the infrastructure definitions it generates.
+        let short: String = key.chars().take(6).collect();
+        let mut with_key = local.clone();
+        with_key.insert("INFRA_KEY".into(), Value::String(key.clone()));
+        with_key.insert("INFRA_KEY_SHORT_ID".into(), Value::String(short.clone()));
+        let mut m = BTreeMap::new();
+        for (k, v) in &infra.spec {
+            let val = match v {
+                serde_json::Value::String(s) => Value::String(self.with_ctx(&with_key, scope, |c| c.render(s))?),
+                other => Value::from(other.clone()),
+            };
+            m.insert(k.clone(), val);
+        }
+        m.insert("name".into(), Value::String(infra.meta.name.value.clone()));
+        m.insert("identifier".into(), Value::String(infra.meta.identifier.value.clone()));
+        m.insert("infraKey".into(), Value::String(key.clone()));
+        local.insert("infra".into(), Value::Map(m));
+        local.insert("INFRA_KEY".into(), Value::String(key));
+        local.insert("INFRA_KEY_SHORT_ID".into(), Value::String(short));
         Ok(())
     }
 }

@@ -8,6 +8,62 @@ impl<'p> Run<'p> {
     pub(super) async fn pipeline(&self) -> Res<Status> {
         let p = self.pipeline;
         self.store.set_execution_status(&self.exec.id, Status::Running, None, &self.fence).await?;
+        self.set_tree(&["pipeline"], Value::Map(self.root_values()));
+        for (k, v) in &self.config.codebase {
+            let mut path = vec!["codebase"];
+            path.extend(k.split('.'));
+            self.set_tree(&path, Value::String(v.clone()));
+        }
+        let given = self.given.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        for (path, v) in given {
+            self.set_tree(&["executionInput", path.as_str()], Value::String(v));
+        }
+        // The pipeline's own `.executionInput()` fields are asked before anything else runs.
+        if let Err((status, why)) =
+            self.ask(None, "pipeline", false, p.timeout.as_ref().and_then(|t| t.as_std())).await?
+        {
+            self.set_status(status, Some(&why)).await?;
+            return Ok(status);
+        }
+
+        let scope = Scope::default();
+        for v in &p.variables {
+            match self.variable(v, &BTreeMap::new(), &scope) {
+                Ok(val) => self.set_tree(&["pipeline", "variables", v.name.as_str()], val),
+                Err(e) => {
+                    let msg = e.within("pipeline variable", &v.name.value).to_string();
+                    self.set_status(Status::Failed, Some(&msg)).await?;
+                    return Ok(Status::Failed);
+                }
+            }
+        }
+
+        self.restore_values();
+
+        let timed_out = self.stages().await?;
+        if timed_out {
+            self.expire_running("").await?;
+            let _ = self.abort_tx.send(true);
+        }
+        if self.rollback_pipeline.load(Ordering::SeqCst) && !self.aborted() {
+            self.pipeline_rollback().await?;
+        }
+        let (status, failure) = if timed_out {
+            (Status::Expired, Some("the pipeline timed out".to_string()))
+        } else if self.aborted() {
+            (Status::Aborted, Some("the execution was aborted".to_string()))
+        } else if self.failed.load(Ordering::SeqCst) {
+            (Status::Failed, None)
+        } else {
+            (Status::Success, None)
+        };
+        self.set_status(status, failure.as_deref()).await?;
+        Ok(status)
+    }
+
+    /// `<+pipeline.*>` as the run starts.
+    fn root_values(&self) -> BTreeMap<String, Value> {
+        let p = self.pipeline;
         let mut root = BTreeMap::new();
         root.insert("name".into(), Value::String(p.name.value.clone()));
         root.insert("identifier".into(), Value::String(p.identifier.value.clone()));
@@ -42,36 +98,12 @@ impl<'p> Run<'p> {
         root.insert("selectedStages".into(), Value::List(selected.iter().cloned().map(Value::String).collect()));
         root.insert("stages".into(), Value::Map(BTreeMap::new()));
         root.insert("variables".into(), Value::Map(BTreeMap::new()));
-        self.set_tree(&["pipeline"], Value::Map(root));
-        for (k, v) in &self.config.codebase {
-            let mut path = vec!["codebase"];
-            path.extend(k.split('.'));
-            self.set_tree(&path, Value::String(v.clone()));
-        }
-        let given = self.given.lock().unwrap_or_else(|e| e.into_inner()).clone();
-        for (path, v) in given {
-            self.set_tree(&["executionInput", path.as_str()], Value::String(v));
-        }
-        // The pipeline's own `.executionInput()` fields are asked before anything else runs.
-        if let Err((status, why)) =
-            self.ask(None, "pipeline", false, p.timeout.as_ref().and_then(|t| t.as_std())).await?
-        {
-            self.set_status(status, Some(&why)).await?;
-            return Ok(status);
-        }
+        root
+    }
 
-        let scope = Scope::default();
-        for v in &p.variables {
-            match self.variable(v, &BTreeMap::new(), &scope) {
-                Ok(val) => self.set_tree(&["pipeline", "variables", v.name.as_str()], val),
-                Err(e) => {
-                    let msg = e.within("pipeline variable", &v.name.value).to_string();
-                    self.set_status(Status::Failed, Some(&msg)).await?;
-                    return Ok(Status::Failed);
-                }
-            }
-        }
-
+    /// Values seeded before the run (supplied or reused dependencies), and, resuming, what finished before
+    /// the process died (outputs, statuses, variables).
+    fn restore_values(&self) {
         for (path, v) in &self.seed.values {
             let segs: Vec<&str> = path.split('.').collect();
             self.set_tree(&segs, v.clone());
@@ -88,7 +120,11 @@ impl<'p> Run<'p> {
                 }
             }
         }
+    }
 
+    /// The stages in order, a parallel block's side by side, under the pipeline's timeout; whether it ran out.
+    async fn stages(&self) -> Res<bool> {
+        let p = self.pipeline;
         let stages = async {
             for group in p.stage_groups() {
                 if group.len() == 1 {
@@ -100,7 +136,7 @@ impl<'p> Run<'p> {
             }
             Res::Ok(())
         };
-        let timed_out = match p.timeout.as_ref().and_then(|t| t.as_std()) {
+        Ok(match p.timeout.as_ref().and_then(|t| t.as_std()) {
             Some(t) => match tokio::time::timeout(t, stages).await {
                 Ok(r) => {
                     r?;
@@ -112,25 +148,7 @@ impl<'p> Run<'p> {
                 stages.await?;
                 false
             }
-        };
-        if timed_out {
-            self.expire_running("").await?;
-            let _ = self.abort_tx.send(true);
-        }
-        if self.rollback_pipeline.load(Ordering::SeqCst) && !self.aborted() {
-            self.pipeline_rollback().await?;
-        }
-        let (status, failure) = if timed_out {
-            (Status::Expired, Some("the pipeline timed out".to_string()))
-        } else if self.aborted() {
-            (Status::Aborted, Some("the execution was aborted".to_string()))
-        } else if self.failed.load(Ordering::SeqCst) {
-            (Status::Failed, None)
-        } else {
-            (Status::Success, None)
-        };
-        self.set_status(status, failure.as_deref()).await?;
-        Ok(status)
+        })
     }
 
     pub(super) async fn pipeline_rollback(&self) -> Res<()> {

@@ -15,16 +15,7 @@ impl<'p> Run<'p> {
         target: Option<&looping::Target>,
     ) -> Res<End> {
         let scope = Scope::stage(&iid);
-        let base = ["pipeline", "stages", iid.as_str()];
-        self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.clone()));
-        self.set_tree(&[&base[..], &["name"]].concat(), Value::String(s.name.value.clone()));
-        self.set_tree(
-            &[&base[..], &["type"]].concat(),
-            Value::String(
-                serde_json::to_value(s.stage_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
-            ),
-        );
-        self.set_tree(&[&base[..], &["status"]].concat(), Value::String(Status::Running.expression_value().into()));
+        self.stage_entry(s, &iid);
         let log = self.sink(node);
         if s.stage_type == StageType::Deployment
             && let Err(e) = self.deployment(s, &iid, &mut local, &scope, target)
@@ -35,7 +26,7 @@ impl<'p> Run<'p> {
         }
         for v in &s.variables {
             match self.variable(v, &local, &scope) {
-                Ok(val) => self.set_tree(&[&base[..], &["variables", v.name.as_str()]].concat(), val),
+                Ok(val) => self.set_tree(&["pipeline", "stages", iid.as_str(), "variables", v.name.as_str()], val),
                 Err(e) => {
                     let msg = e.within("stage variable", &v.name.value).to_string();
                     log.line("pipewright", &msg).await;
@@ -87,29 +78,26 @@ impl<'p> Run<'p> {
         }
         if cx.rollback.load(Ordering::SeqCst) && !s.spec.execution.rollback_steps.is_empty() {
             log.line("pipewright", "running the stage's rollback steps").await;
-            self.elements(
-                &cx,
-                &s.spec.execution.rollback_steps,
-                Vec::new(),
-                &cx.node_id,
-                &format!("{iid}.rollback"),
-                true,
-            )
-            .await?;
+            let rollback_path = format!("{iid}.rollback");
+            self.elements(&cx, &s.spec.execution.rollback_steps, Vec::new(), &cx.node_id, &rollback_path, true).await?;
         }
-        // The stage's background services end with it.
-        let running: Vec<Background> = std::mem::take(&mut *cx.background.lock().unwrap_or_else(|e| e.into_inner()));
-        if !running.is_empty() {
-            log.line("pipewright", &format!("stopping {} background step(s)", running.len())).await;
-        }
-        for (stop, _) in &running {
-            let _ = stop.send(true);
-        }
-        for (_, task) in running {
-            let _ = task.await;
-        }
+        stop_background(&cx, &log).await;
         log.flush().await;
         Ok(end)
+    }
+
+    /// The stage (iteration)'s entry in the tree: `<+pipeline.stages.ID.identifier>`, `name`, `type`, `status`.
+    fn stage_entry(&self, s: &Stage, iid: &str) {
+        let base = ["pipeline", "stages", iid];
+        self.set_tree(&[&base[..], &["identifier"]].concat(), Value::String(iid.to_string()));
+        self.set_tree(&[&base[..], &["name"]].concat(), Value::String(s.name.value.clone()));
+        self.set_tree(
+            &[&base[..], &["type"]].concat(),
+            Value::String(
+                serde_json::to_value(s.stage_type).ok().and_then(|v| v.as_str().map(String::from)).unwrap_or_default(),
+            ),
+        );
+        self.set_tree(&[&base[..], &["status"]].concat(), Value::String(Status::Running.expression_value().into()));
     }
 
     /// Start a `Background` step's process and leave it running until its stage ends; its lines go to the
@@ -160,5 +148,19 @@ impl<'p> Run<'p> {
 
     pub(super) fn stage_index(&self, s: &Stage) -> usize {
         self.pipeline.all_stages().iter().position(|x| x.identifier.value == s.identifier.value).unwrap_or(0)
+    }
+}
+
+/// The stage's `Background` steps end with it: each is told to stop, and waited for.
+async fn stop_background(cx: &StageCx<'_>, log: &LogSink) {
+    let running: Vec<Background> = std::mem::take(&mut *cx.background.lock().unwrap_or_else(|e| e.into_inner()));
+    if !running.is_empty() {
+        log.line("pipewright", &format!("stopping {} background step(s)", running.len())).await;
+    }
+    for (stop, _) in &running {
+        let _ = stop.send(true);
+    }
+    for (_, task) in running {
+        let _ = task.await;
     }
 }

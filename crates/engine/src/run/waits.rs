@@ -87,18 +87,7 @@ impl<'p> Run<'p> {
             Some(n) => (n.id.clone(), n.path.clone()),
             None => (self.exec.id.clone(), "pipeline".to_string()),
         };
-        let log = match node.as_deref() {
-            Some(n) => {
-                // The node may have log chunks already (an earlier ask, or the process that died asked on it).
-                let mut logged = self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).get(&n.id).copied();
-                if self.prior.contains_key(&n.path) {
-                    let chunks = self.store.logs(&self.exec.id, Some(std::slice::from_ref(&n.id))).await?;
-                    logged = logged.max(chunks.iter().map(|c| c.seq).max());
-                }
-                self.sink(n).after(logged.unwrap_or(0))
-            }
-            None => LogSink::shown_only(self.observer.clone(), self.masker.clone(), &node_path),
-        };
+        let log = self.ask_log(node.as_deref(), &node_path).await?;
         // The execution says what it waits for, and on which node, before anyone is told.
         for a in &wanted {
             let entry = asked::waiting_entry(a, &node_id, &node_path);
@@ -122,44 +111,7 @@ impl<'p> Run<'p> {
             log.line("pipewright", &format!("  {}{about}", a.path)).await;
         }
         log.flush().await;
-        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
-        let mut abort = self.abort_rx.clone();
-        let outcome = loop {
-            while let Some(d) = self.store.take_decision(&self.exec.id, &node_id, &self.fence).await? {
-                for (path, v) in d.inputs.as_object().into_iter().flatten() {
-                    let Some(i) = wanted.iter().position(|a| &a.path == path) else { continue };
-                    let value = v.as_str().map_or_else(|| v.to_string(), String::from);
-                    // The CLI, the API and the web UI check values before they are recorded; this is the last word.
-                    if let Err(e) = wanted[i].input.check(&value) {
-                        log.line("pipewright", &format!("`{path}`: {e}; still waiting for it")).await;
-                        continue;
-                    }
-                    let a = wanted.remove(i);
-                    self.given.lock().unwrap_or_else(|e| e.into_inner()).insert(a.path.clone(), value.clone());
-                    self.set_tree(&["executionInput", a.path.as_str()], Value::String(value.clone()));
-                    let entry = asked::given_entry(&value, &d.by, &node_path);
-                    self.store.set_execution_input(&self.exec.id, &a.path, &entry, &self.fence).await?;
-                    log.line("pipewright", &format!("`{}` given by {}", a.path, d.by)).await;
-                }
-            }
-            if wanted.is_empty() {
-                break Ok(());
-            }
-            if self.aborted() {
-                break Err((Status::Aborted, "the execution was aborted while waiting for runtime inputs".to_string()));
-            }
-            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
-                let paths: Vec<&str> = wanted.iter().map(|a| a.path.as_str()).collect();
-                break Err((
-                    Status::Expired,
-                    format!("no value was given for {} before the timeout", paths.join(", ")),
-                ));
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(self.config.poll_interval) => {}
-                _ = steps::wait_abort(&mut abort) => {}
-            }
-        };
+        let outcome = self.await_inputs(&mut wanted, &node_id, &node_path, &log, timeout).await?;
         if let Err((_, why)) = &outcome {
             log.line("pipewright", why).await;
         }
@@ -175,6 +127,71 @@ impl<'p> Run<'p> {
             self.save(n, Event::Resumed).await?;
         }
         Ok(outcome)
+    }
+
+    /// The log an ask writes on: the node's (numbered on after what it has, when an earlier ask or the
+    /// process that died wrote on it), or for the pipeline's own fields one that is shown only.
+    async fn ask_log(&self, node: Option<&Node>, node_path: &str) -> Res<LogSink> {
+        let Some(n) = node else {
+            return Ok(LogSink::shown_only(self.observer.clone(), self.masker.clone(), node_path));
+        };
+        let mut logged = self.asked_logs.lock().unwrap_or_else(|e| e.into_inner()).get(&n.id).copied();
+        if self.prior.contains_key(&n.path) {
+            let chunks = self.store.logs(&self.exec.id, Some(std::slice::from_ref(&n.id))).await?;
+            logged = logged.max(chunks.iter().map(|c| c.seq).max());
+        }
+        Ok(self.sink(n).after(logged.unwrap_or(0)))
+    }
+
+    /// Take the values given for `wanted` (checked once more, recorded with who gave them) until every one
+    /// is given, the execution is aborted or `timeout` passes.
+    async fn await_inputs(
+        &self,
+        wanted: &mut Vec<asked::Asked>,
+        node_id: &str,
+        node_path: &str,
+        log: &LogSink,
+        timeout: Option<Duration>,
+    ) -> Res<Result<(), (Status, String)>> {
+        let deadline = timeout.map(|t| tokio::time::Instant::now() + t);
+        let mut abort = self.abort_rx.clone();
+        loop {
+            while let Some(d) = self.store.take_decision(&self.exec.id, node_id, &self.fence).await? {
+                for (path, v) in d.inputs.as_object().into_iter().flatten() {
+                    let Some(i) = wanted.iter().position(|a| &a.path == path) else { continue };
+                    let value = v.as_str().map_or_else(|| v.to_string(), String::from);
+                    // The CLI, the API and the web UI check values before they are recorded; this is the last word.
+                    if let Err(e) = wanted[i].input.check(&value) {
+                        log.line("pipewright", &format!("`{path}`: {e}; still waiting for it")).await;
+                        continue;
+                    }
+                    let a = wanted.remove(i);
+                    self.given.lock().unwrap_or_else(|e| e.into_inner()).insert(a.path.clone(), value.clone());
+                    self.set_tree(&["executionInput", a.path.as_str()], Value::String(value.clone()));
+                    let entry = asked::given_entry(&value, &d.by, node_path);
+                    self.store.set_execution_input(&self.exec.id, &a.path, &entry, &self.fence).await?;
+                    log.line("pipewright", &format!("`{}` given by {}", a.path, d.by)).await;
+                }
+            }
+            if wanted.is_empty() {
+                return Ok(Ok(()));
+            }
+            if self.aborted() {
+                return Ok(Err((
+                    Status::Aborted,
+                    "the execution was aborted while waiting for runtime inputs".to_string(),
+                )));
+            }
+            if deadline.is_some_and(|d| tokio::time::Instant::now() >= d) {
+                let paths: Vec<&str> = wanted.iter().map(|a| a.path.as_str()).collect();
+                let why = format!("no value was given for {} before the timeout", paths.join(", "));
+                return Ok(Err((Status::Expired, why)));
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(self.config.poll_interval) => {}
+                _ = steps::wait_abort(&mut abort) => {}
+            }
+        }
     }
 
     /// One more (or one fewer) node waiting for inputs: the execution is `InputWaiting` while any is.
