@@ -820,3 +820,214 @@ async fn an_abort_leaves_no_later_node_ended_success() {
     assert_eq!(node(&nodes, "g.second").status, Status::Skipped, "{nodes:?}");
     assert_eq!(node(&nodes, "g").status, Status::Aborted);
 }
+
+/// No container that the abort cut short — a child skipped because of it, or aborted — ends Success.
+fn no_parent_ended_well_after_the_abort(nodes: &[Node], what: &str) {
+    for parent in nodes {
+        let cut = nodes.iter().any(|n| {
+            n.parent_id.as_deref() == Some(parent.id.as_str())
+                && (n.status == Status::Aborted
+                    || (n.status == Status::Skipped && n.skip_reason.as_deref() == Some(engine::lifecycle::ABORTED)))
+        });
+        assert!(
+            !(cut && parent.status.is_good()),
+            "{what}: {} ended {} though the abort cut its children short: {:?}",
+            parent.path,
+            parent.status,
+            nodes.iter().map(|n| (&n.path, n.status)).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// Run `yaml`, ask for an abort once the node at `path` is in `status`; the nodes as the run left them.
+async fn abort_at(yaml: &str, path: &str, status: Status) -> (Status, Vec<Node>) {
+    let f = fixture().await;
+    let p = pipeline(yaml);
+    let e = create(&f, &p).await;
+    let abort = async {
+        wait_node(&f.store, &e.id, path, status).await;
+        assert!(f.store.request_abort(&e.id).await.unwrap());
+    };
+    let (ents, secrets) = (Entities::default(), Secrets::default());
+    let (st, ()) = tokio::join!(f.engine.run(&e, &p, &ents, &secrets), abort);
+    (st.unwrap(), f.store.nodes(&e.id).await.unwrap())
+}
+
+/// An abort at every phase of every node kind — a plain step running, a looping step after it, a repeat
+/// stage's and a matrix stage's iterations, step groups and a looping group's iterations, rollback steps, a
+/// step waiting for a person, for an approval, for its retry — leaves no parent ended Success and the
+/// execution Aborted.
+#[tokio::test]
+async fn an_abort_at_every_phase_of_every_node_kind() {
+    let group = |id: &str, steps: &[String], extra: &str| {
+        format!(
+            "- stepGroup:\n    name: {id}\n    identifier: {id}\n{}    steps:\n{}",
+            ind(extra, 4),
+            ind(&steps.join(""), 6)
+        )
+    };
+    let one_at_a_time = |strategy: &str| format!("strategy:\n  {strategy}\n  maxConcurrency: 1\n");
+    let mi = "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: ManualIntervention\n        spec:\n          timeout: 1h\n          onTimeout:\n            action:\n              type: MarkAsFailure\n";
+    let retry = "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: Retry\n        spec:\n          retryCount: 3\n          retryIntervals: [1h]\n          onRetryFailure:\n            action:\n              type: MarkAsFailure\n";
+    let approval = "- step:\n    type: HarnessApproval\n    name: ok\n    identifier: ok\n    timeout: 1h\n    spec:\n      approvalMessage: ship?\n      approvers:\n        userGroups: [release]\n        minimumCount: 1\n        disallowPipelineExecutor: false\n".to_string();
+    let rollback_stage = stage("r", &[sh("bad", "exit 1", "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: StageRollback\n"), sh("never", "echo", "")], "")
+        .replace(
+            "      execution:\n        steps:\n",
+            &format!("      execution:\n        rollbackSteps:\n{}        steps:\n", ind(&(sh("undo", "sleep 300", "") + &sh("undo2", "echo", "")), 10)),
+        );
+    let later = stage("later", &[sh("z", "echo z", "")], "");
+    let cases: Vec<(&str, String, &str, Status)> = vec![
+        (
+            "plain step",
+            pipe(&[stage("s", &[sh("a", "sleep 300", ""), sh("b", "echo", "")], ""), later.clone()]),
+            "s.a",
+            Status::Running,
+        ),
+        (
+            "looping step",
+            pipe(&[stage(
+                "s",
+                &[sh("a", "sleep 300", ""), sh("b", "echo", "strategy:\n  repeat:\n    times: 2\n")],
+                "",
+            )]),
+            "s.a",
+            Status::Running,
+        ),
+        (
+            "looping step's iteration",
+            pipe(&[stage(
+                "s",
+                &[sh("a", "[ <+strategy.iteration> = 0 ] && sleep 300; true", &one_at_a_time("repeat:\n    times: 3"))],
+                "",
+            )]),
+            "s.a_0",
+            Status::Running,
+        ),
+        (
+            "repeat stage iteration",
+            pipe(&[stage(
+                "r",
+                &[sh("a", "[ <+strategy.iteration> = 0 ] && sleep 300; true", "")],
+                &one_at_a_time("repeat:\n    times: 2"),
+            )]),
+            "r_0.a",
+            Status::Running,
+        ),
+        (
+            "matrix stage iteration",
+            pipe(&[stage(
+                "m",
+                &[sh("a", "[ <+matrix.v> = 1 ] && sleep 300; true", "")],
+                "strategy:\n  matrix:\n    v: [1, 2, 3]\n    maxConcurrency: 1\n",
+            )]),
+            "m_0.a",
+            Status::Running,
+        ),
+        (
+            "step group",
+            pipe(&[stage(
+                "g",
+                &[group("first", &[sh("x", "sleep 300", "")], ""), group("second", &[sh("y", "echo", "")], "")],
+                "",
+            )]),
+            "g.first.x",
+            Status::Running,
+        ),
+        (
+            "looping group iteration",
+            pipe(&[stage(
+                "g",
+                &[group(
+                    "loop",
+                    &[sh("x", "[ <+strategy.iteration> = 0 ] && sleep 300; true", "")],
+                    &one_at_a_time("repeat:\n    times: 2"),
+                )],
+                "",
+            )]),
+            "g.loop_0.x",
+            Status::Running,
+        ),
+        ("rollback steps", pipe(&[rollback_stage]), "r.rollback.undo", Status::Running),
+        (
+            "waiting for a person",
+            pipe(&[stage("s", &[sh("bad", "exit 1", mi), sh("after", "echo", "")], "")]),
+            "s.bad",
+            Status::InterventionWaiting,
+        ),
+        (
+            "waiting for an approval",
+            pipe(&[
+                stage("gate", &[approval, sh("after", "echo", "")], "").replace("type: Custom", "type: Approval"),
+                later.clone(),
+            ]),
+            "gate.ok",
+            Status::ApprovalWaiting,
+        ),
+        (
+            "waiting for its retry",
+            pipe(&[stage("s", &[sh("flaky", "exit 1", retry), sh("after", "echo", "")], "")]),
+            "s.flaky",
+            Status::Failed,
+        ),
+    ];
+    for (what, yaml, path, when) in cases {
+        let (status, nodes) = abort_at(&yaml, path, when).await;
+        assert_eq!(
+            status,
+            Status::Aborted,
+            "{what}: {:?}",
+            nodes.iter().map(|n| (&n.path, n.status)).collect::<Vec<_>>()
+        );
+        no_parent_ended_well_after_the_abort(&nodes, what);
+        assert!(
+            !nodes.iter().any(|n| !n.status.is_final()),
+            "{what}: a node was left unfinished: {:?}",
+            nodes.iter().map(|n| (&n.path, n.status)).collect::<Vec<_>>()
+        );
+    }
+}
+
+/// The same on a resumed run: the process dies while a repeat stage's first iteration runs, the run is
+/// taken over, and the abort comes while the resumed step runs again.
+#[tokio::test]
+async fn an_abort_of_a_resumed_run_leaves_no_parent_ended_success() {
+    let f = fixture().await;
+    let yaml = pipe(&[stage(
+        "r",
+        &[sh("a", "sleep 300", ""), sh("b", "echo", "strategy:\n  repeat:\n    times: 2\n")],
+        "strategy:\n  repeat:\n    times: 2\n  maxConcurrency: 1\n",
+    )]);
+    let p = pipeline(&yaml);
+    let e = create(&f, &p).await;
+    {
+        let (entities, secrets) = (Entities::default(), Secrets::default());
+        let run = f.engine.run(&e, &p, &entities, &secrets);
+        tokio::pin!(run);
+        tokio::select! {
+            r = &mut run => panic!("the run ended before it was killed: {r:?}"),
+            _ = wait_node(&f.store, &e.id, "r_0.a", Status::Running) => {}
+        }
+    }
+    let abort = async {
+        // The resumed attempt is attempt 2 of `r_0.a`.
+        let deadline = std::time::Instant::now() + Duration::from_secs(60);
+        while !f
+            .store
+            .nodes(&e.id)
+            .await
+            .unwrap()
+            .iter()
+            .any(|n| n.path == "r_0.a" && n.attempt == 2 && n.status == Status::Running)
+        {
+            assert!(std::time::Instant::now() < deadline, "the resumed attempt never ran");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(f.store.request_abort(&e.id).await.unwrap());
+    };
+    let (entities, secrets, seed) = (Entities::default(), Secrets::default(), Default::default());
+    let (status, ()) = tokio::join!(f.engine.resume(&e, &p, &entities, &secrets, &seed), abort);
+    assert_eq!(status.unwrap(), Status::Aborted);
+    let nodes = f.store.nodes(&e.id).await.unwrap();
+    no_parent_ended_well_after_the_abort(&nodes, "resumed");
+    assert_ne!(node(&nodes, "r_1").status, Status::Success, "{nodes:?}");
+}
