@@ -4,8 +4,9 @@
 //! holding one of the execution's stage slots while it runs, and its body (`Run::stage_body`).
 
 use super::drive::{self, Perform};
-use super::{Res, Run, fan_out, max_concurrency, split_when};
+use super::{Res, Run, StageCx, fan_out, max_concurrency, split_when};
 use crate::lifecycle::{Body, Effect, End, Input, Shape};
+use crate::logs::LogSink;
 use crate::looping::{self, Iteration, Target};
 use expr::{Scope, Value};
 use spec::{Stage, When};
@@ -29,6 +30,12 @@ struct StageRun<'a, 'p> {
     runs: Option<(Vec<StageRunOf>, usize)>,
     /// Why the body ended as it did.
     reason: Option<String>,
+    /// It runs as itself (no iterations): its body is its own, rollback included.
+    single: bool,
+    /// The body, while it runs: what its rollback and its end need.
+    body: Option<(Option<StageCx<'p>>, LogSink)>,
+    /// Its slot among the stages that may run at once, when it runs as itself.
+    slot: Option<SemaphorePermit<'a>>,
 }
 
 /// One iteration of a stage (of its strategy or of its deployment targets), as a node of its own.
@@ -39,6 +46,8 @@ struct IterationRun<'a, 'p> {
     it: Option<StageRunOf>,
     per_iteration: Option<&'a When>,
     reason: Option<String>,
+    /// The body, while it runs: what its rollback and its end need.
+    body: Option<(Option<StageCx<'p>>, LogSink)>,
     /// Its slot among the stages that may run at once, from its start to its end.
     slot: Option<SemaphorePermit<'a>>,
 }
@@ -68,8 +77,19 @@ impl<'p> Run<'p> {
         // A stage not selected is recorded skipped (a resumed one is recorded already).
         let record = matches!(&first, Input::Settled(e) if !node.status.is_final() && e.status == Status::Skipped);
         let (when, per_iteration) = split_when(s.when.as_ref(), s.strategy.is_some());
-        let mut sr =
-            StageRun { run: self, s, node, scope: Scope::stage(id), when, per_iteration, runs: None, reason: None };
+        let mut sr = StageRun {
+            run: self,
+            s,
+            node,
+            scope: Scope::stage(id),
+            when,
+            per_iteration,
+            runs: None,
+            reason: None,
+            single: false,
+            body: None,
+            slot: None,
+        };
         let end = drive::drive(&mut sr, first).await?;
         if record {
             self.skip(&mut sr.node, end.reason.clone().unwrap_or_default()).await?;
@@ -116,10 +136,19 @@ impl StageRun<'_, '_> {
         let id = self.s.identifier.value.as_str();
         let all = match self.runs.take() {
             None => {
-                let _slot = run.stage_slots.acquire().await;
-                let mut end = run.stage_body(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
+                // Its slot is held until it ends (`Finish`).
+                self.slot = run.stage_slots.acquire().await.ok();
+                let (mut end, cx, log) =
+                    run.stage_steps(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
                 self.reason = end.reason.take();
-                end
+                let rollback = cx.as_ref().is_some_and(|c| c.rollback.load(Ordering::SeqCst));
+                self.body = Some((cx, log));
+                return Ok(Input::ChildrenEnded {
+                    worst: end.status,
+                    by_abort: end.by_abort,
+                    rollback,
+                    timed_out: false,
+                });
             }
             Some((runs, max)) => {
                 let (s, node_id, per_iteration) = (self.s, &self.node.id, self.per_iteration.as_ref());
@@ -132,8 +161,16 @@ impl StageRun<'_, '_> {
                     };
                     let node = run.new_node(Some(node_id), NodeKind::Stage, &iid, &label, &iid);
                     let first = run.reached(&node);
-                    let mut ir =
-                        IterationRun { run, s, node, it: Some((it, target)), per_iteration, reason: None, slot: None };
+                    let mut ir = IterationRun {
+                        run,
+                        s,
+                        node,
+                        it: Some((it, target)),
+                        per_iteration,
+                        reason: None,
+                        body: None,
+                        slot: None,
+                    };
                     drive::drive(&mut ir, first).await
                 };
                 // A failed iteration fails the pipeline as it ends (a later stage's gate reads it).
@@ -146,7 +183,9 @@ impl StageRun<'_, '_> {
 
 impl Perform for StageRun<'_, '_> {
     fn shape(&self) -> Shape {
-        Shape::GROUP
+        // Run as itself, its rollback steps are a phase of its own; its iterations have their own.
+        let rollback = self.single && !self.s.spec.execution.rollback_steps.is_empty();
+        Shape { gated: true, body: Body::Children { rollback } }
     }
 
     async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
@@ -180,7 +219,10 @@ impl Perform for StageRun<'_, '_> {
                     // A stage that deploys several services or to several environments runs once per target.
                     .and_then(|its| Ok((its, run.deploy_targets(self.s, &self.scope)?)));
                 Some(Input::Expanded(match expanded {
-                    Ok((its, None)) if its.len() == 1 && its[0].suffix.is_none() => Ok(()),
+                    Ok((its, None)) if its.len() == 1 && its[0].suffix.is_none() => {
+                        self.single = true;
+                        Ok(())
+                    }
                     Ok((its, targets)) => {
                         let max = max_concurrency(self.s.strategy.as_ref(), its.len());
                         self.runs = Some(with_targets(its, targets, max));
@@ -190,7 +232,17 @@ impl Perform for StageRun<'_, '_> {
                 }))
             }
             Effect::RunChildren => Some(self.run_children().await?),
+            Effect::RunRollback => {
+                if let Some((Some(cx), log)) = &self.body {
+                    run.stage_rollback(cx, log).await?;
+                }
+                Some(Input::RolledBack)
+            }
             Effect::Finish(mut end) => {
+                if let Some((cx, log)) = self.body.take() {
+                    run.stage_close(cx.as_ref(), &log).await;
+                }
+                self.slot = None;
                 end.reason = end.reason.or(self.reason.take());
                 if !end.status.is_good() && end.reason.is_none() {
                     end.reason = Some(format!("stage `{id}` ended {}", end.status));
@@ -206,8 +258,10 @@ impl Perform for StageRun<'_, '_> {
 
 impl<'a> Perform for IterationRun<'a, '_> {
     fn shape(&self) -> Shape {
-        // Its inputs are the stage's; its gate, the part of the `when` that reads the iteration.
-        Shape { gated: false, body: Body::Children { rollback: false } }
+        // Its inputs are the stage's; its gate, the part of the `when` that reads the iteration; its rollback
+        // steps a phase of its own.
+        let rollback = !self.s.spec.execution.rollback_steps.is_empty();
+        Shape { gated: false, body: Body::Children { rollback } }
     }
 
     async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
@@ -231,16 +285,22 @@ impl<'a> Perform for IterationRun<'a, '_> {
             Effect::RunChildren => {
                 let Some((it, target)) = self.it.take() else { return Ok(None) };
                 let iid = self.node.identifier.clone();
-                let mut end = run.stage_body(self.s, iid, &self.node, it.local, target.as_ref()).await?;
+                let (mut end, cx, log) = run.stage_steps(self.s, iid, &self.node, it.local, target.as_ref()).await?;
                 self.reason = end.reason.take();
-                Some(Input::ChildrenEnded {
-                    worst: end.status,
-                    by_abort: end.by_abort,
-                    rollback: false,
-                    timed_out: false,
-                })
+                let rollback = cx.as_ref().is_some_and(|c| c.rollback.load(Ordering::SeqCst));
+                self.body = Some((cx, log));
+                Some(Input::ChildrenEnded { worst: end.status, by_abort: end.by_abort, rollback, timed_out: false })
+            }
+            Effect::RunRollback => {
+                if let Some((Some(cx), log)) = &self.body {
+                    run.stage_rollback(cx, log).await?;
+                }
+                Some(Input::RolledBack)
             }
             Effect::Finish(mut end) => {
+                if let Some((cx, log)) = self.body.take() {
+                    run.stage_close(cx.as_ref(), &log).await;
+                }
                 end.reason = end.reason.or(self.reason.take());
                 self.node.outputs = run.stage_values(&self.node.identifier);
                 run.end_node(&mut self.node, end).await?;

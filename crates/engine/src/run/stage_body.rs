@@ -1,19 +1,21 @@
-//! One stage iteration's body: its entry in the value tree, its service / environment / infrastructure and
-//! variables, a chained pipeline or its steps under its timeout, its rollback steps when a step asked for them,
-//! and its `Background` steps, which run until it ends.
+//! One stage iteration's body, in the phases the lifecycle gives it: its steps (`Run::stage_steps`: its
+//! entry in the value tree, its service / environment / infrastructure and variables, a chained pipeline or
+//! its steps under its timeout), its rollback steps when a step asked for them (`Run::stage_rollback`), and
+//! its end (`Run::stage_close`: its `Background` steps, which run until then, are stopped).
 
 use super::*;
 
 impl<'p> Run<'p> {
-    /// One stage iteration: its entry in the tree, variables, service / environment, steps, rollback.
-    pub(super) async fn stage_body(
+    /// One stage iteration's steps: its entry in the tree, service / environment, variables, then its steps
+    /// (or its chained pipeline). How they ended, with what its rollback and end need when steps ran.
+    pub(super) async fn stage_steps(
         &self,
         s: &'p Stage,
         iid: String,
         node: &Node,
         mut local: BTreeMap<String, Value>,
         target: Option<&looping::Target>,
-    ) -> Res<End> {
+    ) -> Res<(End, Option<StageCx<'p>>, LogSink)> {
         let scope = Scope::stage(&iid);
         self.stage_entry(s, &iid);
         let log = self.sink(node);
@@ -22,7 +24,7 @@ impl<'p> Run<'p> {
         {
             log.line("pipewright", &e.to_string()).await;
             log.flush().await;
-            return Ok(End::new(Status::Failed, Some(e.to_string())));
+            return Ok((End::new(Status::Failed, Some(e.to_string())), None, log));
         }
         for v in &s.variables {
             match self.variable(v, &local, &scope) {
@@ -31,7 +33,7 @@ impl<'p> Run<'p> {
                     let msg = e.within("stage variable", &v.name.value).to_string();
                     log.line("pipewright", &msg).await;
                     log.flush().await;
-                    return Ok(End::new(Status::Failed, Some(msg)));
+                    return Ok((End::new(Status::Failed, Some(msg)), None, log));
                 }
             }
         }
@@ -41,7 +43,7 @@ impl<'p> Run<'p> {
                 log.line("pipewright", r).await;
             }
             log.flush().await;
-            return Ok(End::new(status, reason));
+            return Ok((End::new(status, reason), None, log));
         }
         let cx = StageCx {
             stage: s,
@@ -76,14 +78,24 @@ impl<'p> Run<'p> {
         if self.aborted() && !end.status.is_final() {
             end.status = Status::Aborted;
         }
-        if cx.rollback.load(Ordering::SeqCst) && !s.spec.execution.rollback_steps.is_empty() {
-            log.line("pipewright", "running the stage's rollback steps").await;
-            let rollback_path = format!("{iid}.rollback");
-            self.elements(&cx, &s.spec.execution.rollback_steps, Vec::new(), &cx.node_id, &rollback_path, true).await?;
+        Ok((end, Some(cx), log))
+    }
+
+    /// The stage's rollback steps, run because one of its steps asked for them.
+    pub(super) async fn stage_rollback(&self, cx: &StageCx<'p>, log: &LogSink) -> Res<()> {
+        log.line("pipewright", "running the stage's rollback steps").await;
+        let rollback_path = format!("{}.rollback", cx.id);
+        self.elements(cx, &cx.stage.spec.execution.rollback_steps, Vec::new(), &cx.node_id, &rollback_path, true)
+            .await?;
+        Ok(())
+    }
+
+    /// The end of a stage iteration: its `Background` steps are stopped, its log flushed.
+    pub(super) async fn stage_close(&self, cx: Option<&StageCx<'p>>, log: &LogSink) {
+        if let Some(cx) = cx {
+            stop_background(cx, log).await;
         }
-        stop_background(&cx, &log).await;
         log.flush().await;
-        Ok(end)
     }
 
     /// The stage (iteration)'s entry in the tree: `<+pipeline.stages.ID.identifier>`, `name`, `type`, `status`.
