@@ -151,6 +151,8 @@ impl<'p> Run<'p> {
         })
     }
 
+    /// `PipelineRollback`: the rollback steps of every stage that ran, latest first, each stage's under a
+    /// rollback node of its own driven through the lifecycle.
     pub(super) async fn pipeline_rollback(&self) -> Res<()> {
         let ran: Vec<_> = self.ran.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let stages = self.pipeline.all_stages();
@@ -159,29 +161,73 @@ impl<'p> Run<'p> {
             if s.spec.execution.rollback_steps.is_empty() {
                 continue;
             }
-            let mut node = self.new_node(
+            let node = self.new_node(
                 None,
                 NodeKind::Stage,
                 &format!("{iid}_rollback"),
                 &format!("{} (rollback)", s.name.value),
                 &format!("{iid}.rollback"),
             );
-            self.start(&mut node).await?;
-            let cx = StageCx {
-                stage: s,
-                id: iid.clone(),
-                node_id: node.id.clone(),
-                path: iid.clone(),
-                local,
-                failed: AtomicBool::new(false),
-                rollback: AtomicBool::new(false),
-                background: Arc::default(),
-            };
-            let end = self
-                .elements(&cx, &s.spec.execution.rollback_steps, Vec::new(), &node.id, &format!("{iid}.rollback"), true)
-                .await?;
-            self.finish(&mut node, end.status, None).await?;
+            let first = self.reached(&node);
+            let mut r = RollbackRun { run: self, s, iid, local: Some(local), node };
+            drive::drive(&mut r, first).await?;
         }
         Ok(())
+    }
+}
+
+/// One stage's rollback steps run for a pipeline rollback, as a node of its own.
+struct RollbackRun<'a, 'p> {
+    run: &'a Run<'p>,
+    s: &'p Stage,
+    iid: String,
+    local: Option<BTreeMap<String, Value>>,
+    node: Node,
+}
+
+impl drive::Perform for RollbackRun<'_, '_> {
+    fn shape(&self) -> lifecycle::Shape {
+        lifecycle::Shape { gated: false, body: lifecycle::Body::Children { rollback: false } }
+    }
+
+    async fn perform(&mut self, effect: lifecycle::Effect) -> Res<Option<lifecycle::Input>> {
+        use lifecycle::{Effect, Input};
+        let run = self.run;
+        Ok(match effect {
+            Effect::EvaluateGate => Some(Input::GateEvaluated(Ok(None))),
+            Effect::Ask(_) => Some(Input::Given),
+            Effect::Start => {
+                run.start(&mut self.node).await?;
+                None
+            }
+            Effect::Expand => Some(Input::Expanded(Ok(()))),
+            Effect::RunChildren => {
+                let cx = StageCx {
+                    stage: self.s,
+                    id: self.iid.clone(),
+                    node_id: self.node.id.clone(),
+                    path: self.iid.clone(),
+                    local: self.local.take().unwrap_or_default(),
+                    failed: AtomicBool::new(false),
+                    rollback: AtomicBool::new(false),
+                    background: Arc::default(),
+                };
+                let path = format!("{}.rollback", self.iid);
+                let end = run
+                    .elements(&cx, &self.s.spec.execution.rollback_steps, Vec::new(), &self.node.id, &path, true)
+                    .await?;
+                Some(Input::ChildrenEnded {
+                    worst: end.status,
+                    by_abort: end.by_abort,
+                    rollback: false,
+                    timed_out: false,
+                })
+            }
+            Effect::Finish(end) => {
+                run.end_node(&mut self.node, end).await?;
+                None
+            }
+            _ => None,
+        })
     }
 }
