@@ -156,7 +156,7 @@ pub async fn execute(env: &StepEnv<'_>, step: &Step) -> Outcome {
         StepSpec::Harness(spec) => match env.handlers.get(step.step_type.name()) {
             Some(h) => handled(env, step, spec, h).await,
             // Built in where the local equivalent is plain: a GitClone is `git`.
-            None if step.step_type.name() == "GitClone" => git_clone(env, spec).await,
+            None if step.step_type == spec::StepType::GitClone => git_clone(env, spec).await,
             None => Outcome::failed(
                 ErrorType::Unknown,
                 format!(

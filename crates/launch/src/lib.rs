@@ -256,7 +256,7 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
     for s in p.all_stages().into_iter().filter(|s| run.contains(&s.identifier.value)) {
         s.spec.execution.walk(|e, _, _| {
             if let spec::ExecutionElement::Step(st) = e
-                && let spec::StepType::Harness("Background") = st.step_type
+                && st.step_type == spec::StepType::Background
                 && !sel.handled.iter().any(|h| h == "Background")
                 && let spec::StepSpec::Harness(b) = &st.spec
                 && b.get("command").and_then(|c| c.as_str()).is_none_or(|c| c.trim().is_empty())
@@ -585,7 +585,7 @@ fn clone_codebase(p: &mut Pipeline, checkout: Option<&str>, connectors: &BTreeMa
         let step = spec::Step {
             name: str_("Clone codebase"),
             identifier: str_("clone_codebase"),
-            step_type: spec::StepType::Harness("GitClone"),
+            step_type: spec::StepType::GitClone,
             description: None,
             timeout: None,
             spec: spec::StepSpec::Harness(serde_json::Value::Object(spec.clone())),

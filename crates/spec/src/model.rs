@@ -403,6 +403,11 @@ pub enum StepType {
     Wait,
     /// Waits for a person's approval.
     HarnessApproval,
+    /// Clones a repository (built in: `git`; a step handler may take it over). Its spec is kept as data.
+    GitClone,
+    /// A service that runs until its stage ends (built in: a local process; a step handler may take it
+    /// over). Its spec is kept as data.
+    Background,
     /// Another Harness step type (`K8sRollingDeploy`, `JiraApproval`, …): it loads and plans, its spec is kept
     /// as data, and a run fails at it, saying so.
     Harness(&'static str),
@@ -412,6 +417,15 @@ impl StepType {
     /// The types pipewright runs itself.
     pub const NAMES: &'static [&'static str] = &["ShellScript", "Run", "Http", "Wait", "HarnessApproval"];
 
+    /// Every type with a variant of its own: those above and Harness's types with a built-in handler.
+    pub const OWN: &'static [&'static str] =
+        &["ShellScript", "Run", "Http", "Wait", "HarnessApproval", "GitClone", "Background"];
+
+    /// A type whose spec is kept as data (Harness's own, read by a built-in or a step handler).
+    pub fn spec_as_data(self) -> bool {
+        matches!(self, StepType::GitClone | StepType::Background | StepType::Harness(_))
+    }
+
     /// The type as written in YAML.
     pub fn name(self) -> &'static str {
         match self {
@@ -420,6 +434,8 @@ impl StepType {
             StepType::Http => "Http",
             StepType::Wait => "Wait",
             StepType::HarnessApproval => "HarnessApproval",
+            StepType::GitClone => "GitClone",
+            StepType::Background => "Background",
             StepType::Harness(n) => n,
         }
     }
@@ -436,7 +452,7 @@ impl JsonSchema for StepType {
         "StepType".into()
     }
     fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
-        let names: Vec<&str> = StepType::NAMES.iter().chain(HARNESS_STEP_TYPES).copied().collect();
+        let names: Vec<&str> = StepType::OWN.iter().chain(HARNESS_STEP_TYPES).copied().collect();
         schemars::json_schema!({"type": "string", "enum": names})
     }
 }
@@ -447,8 +463,6 @@ pub const HARNESS_STEP_TYPES: &[&str] = &[
     // CI
     "RunTests",
     "Plugin",
-    "GitClone",
-    "Background",
     "Action",
     "Bitrise",
     "Container",

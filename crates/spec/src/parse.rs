@@ -535,9 +535,6 @@ pub(crate) fn step(r: &mut Reader, node: &Node) -> Option<Step> {
     let step_type = r.req(&m, "type").and_then(|n| {
         let harness = n.as_scalar().and_then(|s| HARNESS_STEP_TYPES.iter().find(|t| **t == s));
         if let Some(t) = harness {
-            if crate::BUILTIN_HANDLED.contains(t) {
-                return Some(StepType::Harness(t));
-            }
             r.warn(
                 n.span,
                 format!(
@@ -547,9 +544,9 @@ pub(crate) fn step(r: &mut Reader, node: &Node) -> Option<Step> {
             return Some(StepType::Harness(t));
         }
         if let Some(s) = n.as_scalar()
-            && !StepType::NAMES.contains(&s)
+            && !StepType::OWN.contains(&s)
         {
-            let hint = crate::read::did_you_mean(s, StepType::NAMES.iter().chain(HARNESS_STEP_TYPES).copied());
+            let hint = crate::read::did_you_mean(s, StepType::OWN.iter().chain(HARNESS_STEP_TYPES).copied());
             r.error(
                 n.span,
                 format!(
@@ -559,18 +556,20 @@ pub(crate) fn step(r: &mut Reader, node: &Node) -> Option<Step> {
             );
             return None;
         }
-        r.one_of(n, "step type", StepType::NAMES, |s| match s {
+        r.one_of(n, "step type", StepType::OWN, |s| match s {
             "ShellScript" => Some(StepType::ShellScript),
             "Run" => Some(StepType::Run),
             "Http" => Some(StepType::Http),
             "Wait" => Some(StepType::Wait),
             "HarnessApproval" => Some(StepType::HarnessApproval),
+            "GitClone" => Some(StepType::GitClone),
+            "Background" => Some(StepType::Background),
             _ => None,
         })
     });
     let spec = match (m.get("spec"), step_type) {
         // Another Harness type's spec is kept as written (some have none).
-        (n, Some(StepType::Harness(_))) => Some(StepSpec::Harness(n.map_or(serde_json::json!({}), Node::to_json))),
+        (n, Some(t)) if t.spec_as_data() => Some(StepSpec::Harness(n.map_or(serde_json::json!({}), Node::to_json))),
         (Some(n), Some(t)) => step_spec(r, n, t, &what),
         (None, Some(_)) => {
             r.req(&m, "spec");
@@ -726,7 +725,7 @@ fn step_spec(r: &mut Reader, node: &Node, t: StepType, what: &str) -> Option<Ste
             let d = r.req(&m, "duration").and_then(|n| r.duration(n, &format!("`duration` of {what}")))?;
             Some(StepSpec::Wait(WaitSpec { duration: d }))
         }
-        StepType::Harness(_) => Some(StepSpec::Harness(node.to_json())),
+        StepType::Harness(_) | StepType::GitClone | StepType::Background => Some(StepSpec::Harness(node.to_json())),
         StepType::HarnessApproval => {
             let m = r.map(
                 node,
@@ -1149,8 +1148,8 @@ pub fn step_handlers(r: &mut Reader, node: &Node) -> std::collections::BTreeMap<
             r.warn(k.span, format!("pipewright runs `{t}` steps itself; this handler is never used"));
             continue;
         }
-        if !HARNESS_STEP_TYPES.contains(&t) {
-            let hint = crate::read::did_you_mean(t, HARNESS_STEP_TYPES.iter().copied());
+        if !HARNESS_STEP_TYPES.contains(&t) && !crate::BUILTIN_HANDLED.contains(&t) {
+            let hint = crate::read::did_you_mean(t, HARNESS_STEP_TYPES.iter().chain(crate::BUILTIN_HANDLED).copied());
             r.warn(
                 k.span,
                 format!(

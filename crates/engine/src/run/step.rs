@@ -231,23 +231,22 @@ impl StepRun<'_, '_> {
             connectors: &run.config.git_connectors,
             selectors: run.selectors(self.s, self.cx, &ctx),
         };
-        let outcome = if matches!(self.s.step_type, spec::StepType::Harness("Background"))
-            && !run.config.step_handlers.contains_key("Background")
-        {
-            match steps::background_task(&env, self.s) {
-                Ok(task) => {
-                    log.line("pipewright", "started; runs until the stage ends").await;
-                    // The process's lines follow the step's own, which end here.
-                    log.flush().await;
-                    let after = log.seq().await;
-                    run.start_background(self.cx, &self.node, task, after);
-                    steps::Outcome::ok(Default::default())
+        let outcome =
+            if self.s.step_type == spec::StepType::Background && !run.config.step_handlers.contains_key("Background") {
+                match steps::background_task(&env, self.s) {
+                    Ok(task) => {
+                        log.line("pipewright", "started; runs until the stage ends").await;
+                        // The process's lines follow the step's own, which end here.
+                        log.flush().await;
+                        let after = log.seq().await;
+                        run.start_background(self.cx, &self.node, task, after);
+                        steps::Outcome::ok(Default::default())
+                    }
+                    Err(e) => steps::Outcome::failed(ErrorType::Unknown, e),
                 }
-                Err(e) => steps::Outcome::failed(ErrorType::Unknown, e),
-            }
-        } else {
-            steps::execute(&env, self.s).await
-        };
+            } else {
+                steps::execute(&env, self.s).await
+            };
         if let Some(f) = &outcome.failure {
             log.line("pipewright", f).await;
         }
