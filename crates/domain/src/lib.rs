@@ -373,6 +373,117 @@ pub struct StepProcess {
     pub started: i64,
 }
 
+/// What a person decided for a waiting node: an approval's answer, an intervention's choice, or runtime
+/// inputs given. Stored by its name; a name the store does not know is unreadable data, never a default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionAction {
+    /// Approve an approval step.
+    Approve,
+    /// Reject an approval step.
+    Reject,
+    /// Run a failed step again.
+    Retry,
+    /// Ignore the failure (`IgnoreFailed`).
+    Ignore,
+    /// Abort the execution.
+    Abort,
+    /// Mark the failed step `Success`.
+    MarkSuccess,
+    /// Mark the failed step `Failed`.
+    MarkFailure,
+    /// Runtime inputs given (`.executionInput()`).
+    Provide,
+}
+
+/// Which wait a decision answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DecisionKind {
+    /// An approval step.
+    Approval,
+    /// A failed step waiting for a person (`ManualIntervention`).
+    Intervention,
+    /// A node waiting for runtime inputs.
+    Input,
+}
+
+impl DecisionAction {
+    /// Every action.
+    pub const ALL: [DecisionAction; 8] = [
+        DecisionAction::Approve,
+        DecisionAction::Reject,
+        DecisionAction::Retry,
+        DecisionAction::Ignore,
+        DecisionAction::Abort,
+        DecisionAction::MarkSuccess,
+        DecisionAction::MarkFailure,
+        DecisionAction::Provide,
+    ];
+
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionAction::Approve => "approve",
+            DecisionAction::Reject => "reject",
+            DecisionAction::Retry => "retry",
+            DecisionAction::Ignore => "ignore",
+            DecisionAction::Abort => "abort",
+            DecisionAction::MarkSuccess => "mark-success",
+            DecisionAction::MarkFailure => "mark-failure",
+            DecisionAction::Provide => "provide",
+        }
+    }
+
+    /// The wait it answers.
+    pub fn kind(self) -> DecisionKind {
+        match self {
+            DecisionAction::Approve | DecisionAction::Reject => DecisionKind::Approval,
+            DecisionAction::Provide => DecisionKind::Input,
+            _ => DecisionKind::Intervention,
+        }
+    }
+}
+
+impl DecisionKind {
+    /// Its stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DecisionKind::Approval => "approval",
+            DecisionKind::Intervention => "intervention",
+            DecisionKind::Input => "input",
+        }
+    }
+}
+
+impl fmt::Display for DecisionAction {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for DecisionAction {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        DecisionAction::ALL.into_iter().find(|a| a.as_str() == s).ok_or_else(|| {
+            format!(
+                "unknown decision `{s}`; expected one of {}",
+                DecisionAction::ALL.map(DecisionAction::as_str).join(", ")
+            )
+        })
+    }
+}
+
+impl FromStr for DecisionKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        [DecisionKind::Approval, DecisionKind::Intervention, DecisionKind::Input]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+            .ok_or_else(|| format!("unknown decision kind `{s}`; expected approval, intervention or input"))
+    }
+}
+
 /// A person's decision for a waiting node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
@@ -380,10 +491,10 @@ pub struct Decision {
     pub execution_id: String,
     /// Node.
     pub node_id: String,
-    /// `approval` or `intervention`.
-    pub kind: String,
-    /// `approve`, `reject`, `retry`, `ignore`, `abort`, `mark-success`, …
-    pub action: String,
+    /// Which wait it answers.
+    pub kind: DecisionKind,
+    /// What was decided.
+    pub action: DecisionAction,
     /// Who decided.
     pub by: String,
     /// Comment.
@@ -659,6 +770,30 @@ pub struct AgentRecord {
 
 #[cfg(test)]
 mod fence_tests {
+    use super::{DecisionAction, DecisionKind};
+
+    #[test]
+    fn decisions_are_named_and_know_the_wait_they_answer() {
+        for a in DecisionAction::ALL {
+            assert_eq!(a.as_str().parse::<DecisionAction>(), Ok(a));
+            assert_eq!(a.kind().as_str().parse::<DecisionKind>(), Ok(a.kind()));
+        }
+        let cases = [
+            ("approve", DecisionKind::Approval),
+            ("reject", DecisionKind::Approval),
+            ("mark-success", DecisionKind::Intervention),
+            ("retry", DecisionKind::Intervention),
+            ("provide", DecisionKind::Input),
+        ];
+        for (name, kind) in cases {
+            assert_eq!(name.parse::<DecisionAction>().map(DecisionAction::kind), Ok(kind), "{name}");
+        }
+        // No default for a name nobody wrote: it is an error naming the known ones.
+        let e = "skip".parse::<DecisionAction>().unwrap_err();
+        assert!(e.contains("unknown decision `skip`") && e.contains("mark-failure"), "{e}");
+        assert!("vote".parse::<DecisionKind>().is_err());
+    }
+
     use super::Fence;
 
     #[test]

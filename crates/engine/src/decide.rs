@@ -48,6 +48,34 @@ impl InterventionAction {
     }
 }
 
+impl InterventionAction {
+    /// The choice a stored decision makes for a failed step's wait; none for a decision that answers another
+    /// wait (an approval's, an input's).
+    pub fn of(a: store::DecisionAction) -> Option<InterventionAction> {
+        use store::DecisionAction as D;
+        match a {
+            D::Retry => Some(InterventionAction::Retry),
+            D::Ignore => Some(InterventionAction::Ignore),
+            D::Abort => Some(InterventionAction::Abort),
+            D::MarkSuccess => Some(InterventionAction::MarkSuccess),
+            D::MarkFailure => Some(InterventionAction::MarkFailure),
+            D::Approve | D::Reject | D::Provide => None,
+        }
+    }
+
+    /// The stored decision for this choice.
+    pub fn decision(self) -> store::DecisionAction {
+        use store::DecisionAction as D;
+        match self {
+            InterventionAction::Retry => D::Retry,
+            InterventionAction::Ignore => D::Ignore,
+            InterventionAction::Abort => D::Abort,
+            InterventionAction::MarkSuccess => D::MarkSuccess,
+            InterventionAction::MarkFailure => D::MarkFailure,
+        }
+    }
+}
+
 impl std::fmt::Display for InterventionAction {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())

@@ -12,7 +12,7 @@ use expr::Value;
 use spec::{ErrorType, OutputVariable, Shell, Step, StepSpec};
 use std::sync::Arc;
 use std::time::Duration;
-use store::{Status, StepProcess, Store};
+use store::{DecisionAction, Status, StepProcess, Store};
 use tokio::sync::watch;
 
 /// How a step attempt ended.
@@ -539,6 +539,24 @@ async fn http(env: &StepEnv<'_>, h: &spec::HttpSpec) -> Outcome {
     }
 }
 
+/// An approval's outputs: each approver input as given, or its default.
+fn approver_outputs(
+    a: &spec::ApprovalSpec,
+    given: &serde_json::Map<String, serde_json::Value>,
+) -> serde_json::Map<String, serde_json::Value> {
+    let mut outputs = serde_json::Map::new();
+    for i in &a.approver_inputs {
+        let v = given
+            .get(i.name.as_str())
+            .cloned()
+            .or_else(|| i.default_value.as_ref().map(|d| serde_json::Value::String(d.value.clone())));
+        if let Some(v) = v {
+            outputs.insert(i.name.value.clone(), v);
+        }
+    }
+    outputs
+}
+
 async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
     let message = a.approval_message.as_ref().map(|m| env.ctx.render(m).unwrap_or_else(|_| m.value.clone()));
     env.log
@@ -566,9 +584,18 @@ async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
                     d.by,
                     d.comment.clone().map(|c| format!(": {c}")).unwrap_or_default()
                 );
-                if d.action != "approve" {
-                    env.log.line("pipewright", &by).await;
-                    return Outcome::failed(ErrorType::ApprovalRejection, format!("rejected by {}", d.by));
+                match d.action {
+                    DecisionAction::Approve => {}
+                    DecisionAction::Reject => {
+                        env.log.line("pipewright", &by).await;
+                        return Outcome::failed(ErrorType::ApprovalRejection, format!("rejected by {}", d.by));
+                    }
+                    // Not an answer to an approval: said, and the wait goes on.
+                    other => {
+                        let line = format!("`{other}` does not answer an approval; still waiting");
+                        env.log.line("pipewright", &line).await;
+                        continue;
+                    }
                 }
                 if a.approvers.disallow_pipeline_executor && d.by == env.triggered_by {
                     env.log
@@ -588,17 +615,7 @@ async fn approval(env: &StepEnv<'_>, a: &spec::ApprovalSpec) -> Outcome {
                         .await;
                     continue;
                 }
-                let mut outputs = serde_json::Map::new();
-                for i in &a.approver_inputs {
-                    let v = given
-                        .get(i.name.as_str())
-                        .cloned()
-                        .or_else(|| i.default_value.as_ref().map(|d| serde_json::Value::String(d.value.clone())));
-                    if let Some(v) = v {
-                        outputs.insert(i.name.value.clone(), v);
-                    }
-                }
-                return Outcome::ok(outputs);
+                return Outcome::ok(approver_outputs(a, &given));
             }
             Ok(None) => {}
             Err(e) => return Outcome::failed(ErrorType::Unknown, e.to_string()),

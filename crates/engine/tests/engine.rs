@@ -5,6 +5,7 @@
 use engine::{Engine, EngineConfig, Entities, Quiet, Secrets};
 use spec::inputs;
 use std::collections::BTreeMap;
+use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Decision, Execution, Mode, NewExecution, Node, SqliteStore, Status, Store};
@@ -422,8 +423,8 @@ async fn decide(f: &Fixture, yaml: &str, waiting: Status, kind: &str, action: &s
             .put_decision(&Decision {
                 execution_id: e.id.clone(),
                 node_id: n.id.clone(),
-                kind: kind.into(),
-                action: action.into(),
+                kind: kind.parse().unwrap(),
+                action: action.parse().unwrap(),
                 by: "tester".into(),
                 comment: None,
                 inputs: serde_json::json!({"ticket": "REL-9"}),
@@ -598,8 +599,8 @@ async fn approvals_count_distinct_approvers_and_can_exclude_the_executor() {
                 .put_decision(&Decision {
                     execution_id: e.id.clone(),
                     node_id: n.id.clone(),
-                    kind: "approval".into(),
-                    action: "approve".into(),
+                    kind: "approval".parse().unwrap(),
+                    action: "approve".parse().unwrap(),
                     by: by.into(),
                     comment: None,
                     inputs: serde_json::json!({}),
@@ -716,8 +717,8 @@ async fn resume_keeps_approvals_and_interventions_waiting() {
                 .put_decision(&Decision {
                     execution_id: id,
                     node_id: node.id,
-                    kind: kind.into(),
-                    action: action.into(),
+                    kind: kind.parse().unwrap(),
+                    action: action.parse().unwrap(),
                     by: "tester".into(),
                     comment: None,
                     inputs: serde_json::json!({}),
@@ -1030,4 +1031,38 @@ async fn an_abort_of_a_resumed_run_leaves_no_parent_ended_success() {
     let nodes = f.store.nodes(&e.id).await.unwrap();
     no_parent_ended_well_after_the_abort(&nodes, "resumed");
     assert_ne!(node(&nodes, "r_1").status, Status::Success, "{nodes:?}");
+}
+
+/// A decision that does not answer the wait it reaches — an approval's answer for a failed step waiting for
+/// a person — is said and changes nothing: no fallback picks an action for it; the step follows the decision
+/// that does answer.
+#[tokio::test]
+async fn a_decision_for_another_wait_is_said_and_changes_nothing() {
+    let mi = "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: ManualIntervention\n        spec:\n          timeout: 1m\n          onTimeout:\n            action:\n              type: MarkAsFailure\n";
+    let f = fixture().await;
+    let p = pipeline(&pipe(&[stage("s", &[sh("bad", "exit 1", mi)], "")]));
+    let e = create(&f, &p).await;
+    let decider = async {
+        let n = wait_for(&f.store, &e.id, Status::InterventionWaiting).await;
+        for action in ["approve", "mark-success"] {
+            let d = Decision {
+                execution_id: e.id.clone(),
+                node_id: n.id.clone(),
+                kind: store::DecisionAction::from_str(action).unwrap().kind(),
+                action: action.parse().unwrap(),
+                by: "tester".into(),
+                comment: None,
+                inputs: serde_json::json!({}),
+                at: 0,
+            };
+            f.store.put_decision(&d).await.unwrap();
+        }
+    };
+    let (ents, secrets) = (Entities::default(), Secrets::default());
+    let (status, ()) = tokio::join!(f.engine.run(&e, &p, &ents, &secrets), decider);
+    assert_eq!(status.unwrap(), Status::Success);
+    let nodes = f.store.nodes(&e.id).await.unwrap();
+    assert_eq!(node(&nodes, "s.bad").status, Status::Success);
+    let logs = log_text(&f.store, &e.id).await;
+    assert!(logs.contains("`approve` does not answer a failed step's wait; still waiting"), "{logs}");
 }

@@ -999,8 +999,8 @@ pub async fn give_inputs(
             .put_decision(&store::Decision {
                 execution_id: e.id.clone(),
                 node_id,
-                kind: "input".into(),
-                action: "provide".into(),
+                kind: store::DecisionKind::Input,
+                action: store::DecisionAction::Provide,
                 by: by.to_string(),
                 comment: None,
                 inputs: serde_json::to_value(vals).unwrap_or_default(),

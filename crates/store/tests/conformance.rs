@@ -575,8 +575,8 @@ mod suite {
         s.put_decision(&Decision {
             execution_id: e.id.clone(),
             node_id: "n1".into(),
-            kind: "intervention".into(),
-            action: "retry".into(),
+            kind: "intervention".parse().unwrap(),
+            action: "retry".parse().unwrap(),
             by: "me".into(),
             comment: None,
             inputs: serde_json::json!({}),

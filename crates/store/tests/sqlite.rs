@@ -94,15 +94,18 @@ async fn executions_nodes_logs_and_decisions_round_trip() {
     let d = Decision {
         execution_id: a2.id.clone(),
         node_id: "n1".into(),
-        kind: "approval".into(),
-        action: "approve".into(),
+        kind: "approval".parse().unwrap(),
+        action: "approve".parse().unwrap(),
         by: "me".into(),
         comment: Some("ok".into()),
         inputs: serde_json::json!({}),
         at: 1,
     };
     s.put_decision(&d).await.unwrap();
-    assert_eq!(s.take_decision(&a2.id, "n1", &store::Fence::unowned()).await.unwrap().unwrap().action, "approve");
+    assert_eq!(
+        s.take_decision(&a2.id, "n1", &store::Fence::unowned()).await.unwrap().unwrap().action,
+        store::DecisionAction::Approve
+    );
     assert!(
         s.take_decision(&a2.id, "n1", &store::Fence::unowned()).await.unwrap().is_none(),
         "a decision is taken once"

@@ -354,6 +354,10 @@ impl Perform for StepRun<'_, '_> {
                 None
             }
             Effect::Finish(end) => {
+                // What the node's last wait said (a decision, who made it) is stored before its end.
+                if let Some(log) = &self.log {
+                    log.flush().await;
+                }
                 if end.status.is_good() && self.ran {
                     let path: Vec<&str> =
                         self.tree.iter().map(String::as_str).chain(["output", "outputVariables"]).collect();

@@ -27,15 +27,14 @@ impl<'p> Run<'p> {
         loop {
             if let Some(d) = self.store.take_decision(&self.exec.id, &node.id, &self.fence).await? {
                 log.line("pipewright", &format!("{} by {}", d.action, d.by)).await;
-                // Decisions are written by pipewright's own CLI and API, which only write known actions.
-                let choice = match d.action.parse() {
-                    Ok(c) => c,
-                    Err(e) => {
-                        log.line("pipewright", &format!("{e}; treated as mark-failure")).await;
-                        decide::InterventionAction::MarkFailure
+                match decide::InterventionAction::of(d.action) {
+                    Some(choice) => return Ok(Some(choice)),
+                    // Not an answer to this wait (an approval's, an input's): said, and the wait goes on.
+                    None => {
+                        let line = format!("`{}` does not answer a failed step's wait; still waiting", d.action);
+                        log.line("pipewright", &line).await;
                     }
-                };
-                return Ok(Some(choice));
+                }
             }
             if self.aborted() {
                 return Ok(Some(decide::InterventionAction::Abort));

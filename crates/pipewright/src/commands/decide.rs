@@ -104,7 +104,7 @@ async fn waiting_node(
 }
 
 /// Approve or reject.
-pub async fn approval(a: ApprovalArgs, action: &str) -> anyhow::Result<ExitCode> {
+pub async fn approval(a: ApprovalArgs, action: store::DecisionAction) -> anyhow::Result<ExitCode> {
     let (exec, node) = waiting_node(&a.execution, a.node.as_deref(), Status::ApprovalWaiting, &a.state).await?;
     let mut inputs = serde_json::Map::new();
     for i in &a.inputs {
@@ -116,8 +116,8 @@ pub async fn approval(a: ApprovalArgs, action: &str) -> anyhow::Result<ExitCode>
         .put_decision(&Decision {
             execution_id: exec.clone(),
             node_id: node.id.clone(),
-            kind: "approval".into(),
-            action: action.into(),
+            kind: store::DecisionKind::Approval,
+            action,
             by: who(),
             comment: a.comment,
             inputs: serde_json::Value::Object(inputs),
@@ -140,8 +140,8 @@ pub async fn intervene(a: InterveneArgs) -> anyhow::Result<ExitCode> {
         .put_decision(&Decision {
             execution_id: exec.clone(),
             node_id: node.id.clone(),
-            kind: "intervention".into(),
-            action: a.action.as_str().into(),
+            kind: store::DecisionKind::Intervention,
+            action: a.action.decision(),
             by: who(),
             comment: None,
             inputs: serde_json::json!({}),

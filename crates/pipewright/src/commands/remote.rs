@@ -454,12 +454,14 @@ impl Requests for RemoteStore {
         }
     }
     async fn put_decision(&self, d: &Decision) -> store::Result<()> {
-        let (what, body) = match d.kind.as_str() {
-            "approval" => {
-                (d.action.clone(), serde_json::json!({"node": d.node_id, "comment": d.comment, "inputs": d.inputs}))
+        let (what, body) = match d.kind {
+            store::DecisionKind::Approval => {
+                (d.action.as_str(), serde_json::json!({"node": d.node_id, "comment": d.comment, "inputs": d.inputs}))
             }
-            "input" => ("input".to_string(), serde_json::json!({"inputs": d.inputs})),
-            _ => ("intervene".to_string(), serde_json::json!({"node": d.node_id, "action": d.action})),
+            store::DecisionKind::Input => ("input", serde_json::json!({"inputs": d.inputs})),
+            store::DecisionKind::Intervention => {
+                ("intervene", serde_json::json!({"node": d.node_id, "action": d.action.as_str()}))
+            }
         };
         let r =
             self.0.request(Method::POST, &format!("/api/v1/executions/{}/{what}", enc(&d.execution_id))).json(&body);

@@ -17,7 +17,9 @@ use spec::inputs::InputSource;
 use spec::{Document, Entity};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
-use store::{Decision, Execution, ExecutionQuery, LogChunk, Mode, Node, Status, Transition, now_ms};
+use store::{
+    Decision, DecisionAction, DecisionKind, Execution, ExecutionQuery, LogChunk, Mode, Node, Status, Transition, now_ms,
+};
 use utoipa::ToSchema;
 
 /// What to run.
@@ -705,24 +707,14 @@ pub struct Decided {
 /// Approve (or, with `approve` false, reject) a waiting HarnessApproval step.
 pub async fn approval(app: &App, p: &Principal, id: &str, approve: bool, b: ApprovalBody) -> ApiResult<Decided> {
     let inputs = approver_inputs(&b);
-    let action = if approve { "approve" } else { "reject" };
-    decide(app, p, id, Status::ApprovalWaiting, "approval", action, b.node.as_deref(), b.comment, inputs).await
+    let action = if approve { DecisionAction::Approve } else { DecisionAction::Reject };
+    decide(app, p, id, Status::ApprovalWaiting, action, b.node.as_deref(), b.comment, inputs).await
 }
 
 /// Decide for a step waiting in InterventionWaiting.
 pub async fn intervene(app: &App, p: &Principal, id: &str, b: InterveneBody) -> ApiResult<Decided> {
-    decide(
-        app,
-        p,
-        id,
-        Status::InterventionWaiting,
-        "intervention",
-        b.action.as_str(),
-        b.node.as_deref(),
-        None,
-        serde_json::json!({}),
-    )
-    .await
+    decide(app, p, id, Status::InterventionWaiting, b.action.decision(), b.node.as_deref(), None, serde_json::json!({}))
+        .await
 }
 
 /// Values for runtime inputs a running execution asks for (`.executionInput()`).
@@ -838,8 +830,7 @@ async fn decide(
     p: &Principal,
     id: &str,
     status: Status,
-    kind: &str,
-    action: &str,
+    action: DecisionAction,
     node: Option<&str>,
     comment: Option<String>,
     inputs: serde_json::Value,
@@ -848,24 +839,32 @@ async fn decide(
     let n = launch::waiting_node(app.store.as_ref(), &e, node, status)
         .await
         .map_err(|e| ApiError::Conflict(e.to_string()))?;
-    if kind == "approval" {
+    if action.kind() == DecisionKind::Approval {
         check_approver(app, p, &e, &scope, &n, action).await?;
     }
     app.store
         .put_decision(&Decision {
             execution_id: e.id.clone(),
             node_id: n.id.clone(),
-            kind: kind.into(),
-            action: action.into(),
+            kind: action.kind(),
+            action,
             by: p.display(),
             comment,
             inputs,
             at: now_ms(),
         })
         .await?;
-    app.audit(&p.display(), &p.address, action, "execution", &e.id, &scope, serde_json::json!({"node": n.path}))
-        .await?;
-    Ok(Decided { execution_id: e.id, node: n.path, action: action.to_string() })
+    app.audit(
+        &p.display(),
+        &p.address,
+        action.as_str(),
+        "execution",
+        &e.id,
+        &scope,
+        serde_json::json!({"node": n.path}),
+    )
+    .await?;
+    Ok(Decided { execution_id: e.id, node: n.path, action: action.as_str().to_string() })
 }
 
 /// Who may decide an approval: a member of one of its `userGroups` (when it names any); and under
@@ -877,7 +876,7 @@ async fn check_approver(
     e: &Execution,
     scope: &Scope,
     n: &store::Node,
-    action: &str,
+    action: DecisionAction,
 ) -> ApiResult<()> {
     let doc = launch::recorded_document(app.store.as_ref(), e).await?;
     let Some(spec::StepSpec::HarnessApproval(a)) =
@@ -894,7 +893,7 @@ async fn check_approver(
             message: format!("you are not in any of this approval's user groups ({})", groups.join(", ")),
         });
     }
-    if action == "approve" && a.approvers.disallow_pipeline_executor && p.display() == e.triggered_by {
+    if action == DecisionAction::Approve && a.approvers.disallow_pipeline_executor && p.display() == e.triggered_by {
         app.audit(
             &p.display(),
             &p.address,
