@@ -261,6 +261,13 @@ pub enum Input {
     Aborted,
 }
 
+impl Input {
+    /// A container's children ended as `all` (`Ended` rolled up), asking for the stage's rollback or not.
+    pub fn children(all: &End, rollback: bool, timed_out: bool) -> Input {
+        Input::ChildrenEnded { worst: all.status, by_abort: all.by_abort, rollback, timed_out }
+    }
+}
+
 /// What the driver does next.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Effect {

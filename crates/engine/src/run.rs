@@ -320,7 +320,31 @@ impl Engine {
     }
 }
 
-impl StageCx<'_> {
+impl<'p> StageCx<'p> {
+    /// A stage iteration `id` being run under node `node_id`, with its own local values.
+    fn new(stage: &'p Stage, id: &str, node_id: &str, local: BTreeMap<String, Value>) -> StageCx<'p> {
+        StageCx {
+            stage,
+            id: id.to_string(),
+            node_id: node_id.to_string(),
+            path: id.to_string(),
+            local,
+            failed: AtomicBool::new(false),
+            rollback: AtomicBool::new(false),
+            background: Arc::default(),
+        }
+    }
+
+    /// A group iteration inside it: its own failure and rollback state and local values, the stage's
+    /// `Background` steps.
+    fn within(&self, local: BTreeMap<String, Value>) -> StageCx<'p> {
+        StageCx {
+            local,
+            background: Arc::clone(&self.background),
+            ..StageCx::new(self.stage, &self.id, &self.node_id, BTreeMap::new())
+        }
+    }
+
     /// What a stage (iteration) or group iteration learns from one of its children's ends — the one place its
     /// failure and rollback state change: a child that did not end well makes the later ones' status gates
     /// see a failure; a child whose failure strategy asked for the stage's rollback has it run.

@@ -9,7 +9,6 @@ use crate::looping::{self, Iteration};
 use expr::{Scope, Value};
 use spec::{StepGroup, When};
 use std::collections::BTreeMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use store::{Node, NodeKind, Status};
 
@@ -93,16 +92,7 @@ impl<'p> Run<'p> {
         let (cx, g) = (at.cx, at.g);
         let gid = g.identifier.value.as_str();
         let iid = it.suffix.map_or(gid.to_string(), |i| format!("{gid}_{i}"));
-        let sub = StageCx {
-            stage: cx.stage,
-            id: cx.id.clone(),
-            node_id: cx.node_id.clone(),
-            path: cx.path.clone(),
-            local: it.local,
-            failed: AtomicBool::new(false),
-            rollback: AtomicBool::new(false),
-            background: Arc::clone(&cx.background),
-        };
+        let sub = cx.within(it.local);
         let mut inner = at.groups.to_vec();
         inner.push((g, iid.clone()));
         // `<+stepGroup.identifierPostFix>`: what this iteration's identifier adds to the group's.
@@ -235,7 +225,7 @@ impl Perform for IterationRun<'_, '_> {
                 let Some(it) = self.it.take() else { return Ok(Some(Input::Expanded(Ok(())))) };
                 let (node_id, path) = (self.node.id.clone(), self.node.path.clone());
                 let (end, timed_out) = run.group_body(self.at, it, &node_id, &path).await?;
-                Some(Input::ChildrenEnded { worst: end.status, by_abort: end.by_abort, rollback: false, timed_out })
+                Some(Input::children(&end, false, timed_out))
             }
             Effect::Finish(end) => {
                 run.end_node(&mut self.node, end).await?;

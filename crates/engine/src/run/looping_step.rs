@@ -86,12 +86,7 @@ impl Perform for LoopStepRun<'_, '_> {
                 };
                 // Each iteration's end is the stage's to learn as it comes (a later one's gate reads it).
                 let all = fan_out(iterations, max, each, |end| cx.learn(end)).await?;
-                Some(Input::ChildrenEnded {
-                    worst: all.status,
-                    by_abort: all.by_abort,
-                    rollback: false,
-                    timed_out: false,
-                })
+                Some(Input::children(&all, false, false))
             }
             Effect::Finish(end) => {
                 run.end_node(&mut self.node, end).await?;

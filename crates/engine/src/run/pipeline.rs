@@ -202,26 +202,12 @@ impl drive::Perform for RollbackRun<'_, '_> {
             }
             Effect::Expand => Some(Input::Expanded(Ok(()))),
             Effect::RunChildren => {
-                let cx = StageCx {
-                    stage: self.s,
-                    id: self.iid.clone(),
-                    node_id: self.node.id.clone(),
-                    path: self.iid.clone(),
-                    local: self.local.take().unwrap_or_default(),
-                    failed: AtomicBool::new(false),
-                    rollback: AtomicBool::new(false),
-                    background: Arc::default(),
-                };
+                let cx = StageCx::new(self.s, &self.iid, &self.node.id, self.local.take().unwrap_or_default());
                 let path = format!("{}.rollback", self.iid);
                 let end = run
                     .elements(&cx, &self.s.spec.execution.rollback_steps, Vec::new(), &self.node.id, &path, true)
                     .await?;
-                Some(Input::ChildrenEnded {
-                    worst: end.status,
-                    by_abort: end.by_abort,
-                    rollback: false,
-                    timed_out: false,
-                })
+                Some(Input::children(&end, false, false))
             }
             Effect::Finish(end) => {
                 run.end_node(&mut self.node, end).await?;

@@ -143,12 +143,7 @@ impl StageRun<'_, '_> {
                 self.reason = end.reason.take();
                 let rollback = cx.as_ref().is_some_and(|c| c.rollback.load(Ordering::SeqCst));
                 self.body = Some((cx, log));
-                return Ok(Input::ChildrenEnded {
-                    worst: end.status,
-                    by_abort: end.by_abort,
-                    rollback,
-                    timed_out: false,
-                });
+                return Ok(Input::children(&end, rollback, false));
             }
             Some((runs, max)) => {
                 let (s, node_id, per_iteration) = (self.s, &self.node.id, self.per_iteration.as_ref());
@@ -177,7 +172,7 @@ impl StageRun<'_, '_> {
                 fan_out(runs, max, each, |end| run.learn(end)).await?
             }
         };
-        Ok(Input::ChildrenEnded { worst: all.status, by_abort: all.by_abort, rollback: false, timed_out: false })
+        Ok(Input::children(&all, false, false))
     }
 }
 
@@ -289,7 +284,7 @@ impl<'a> Perform for IterationRun<'a, '_> {
                 self.reason = end.reason.take();
                 let rollback = cx.as_ref().is_some_and(|c| c.rollback.load(Ordering::SeqCst));
                 self.body = Some((cx, log));
-                Some(Input::ChildrenEnded { worst: end.status, by_abort: end.by_abort, rollback, timed_out: false })
+                Some(Input::children(&end, rollback, false))
             }
             Effect::RunRollback => {
                 if let Some((Some(cx), log)) = &self.body {

@@ -45,16 +45,7 @@ impl<'p> Run<'p> {
             log.flush().await;
             return Ok((End::new(status, reason), None, log));
         }
-        let cx = StageCx {
-            stage: s,
-            id: iid.clone(),
-            node_id: node.id.clone(),
-            path: iid.clone(),
-            local,
-            failed: AtomicBool::new(false),
-            rollback: AtomicBool::new(false),
-            background: Arc::default(),
-        };
+        let cx = StageCx::new(s, &iid, &node.id, local);
         self.ran.lock().unwrap_or_else(|e| e.into_inner()).push((iid.clone(), self.stage_index(s), cx.local.clone()));
         let body = self.elements(&cx, &s.spec.execution.steps, Vec::new(), &cx.node_id, &cx.path, false);
         let mut end = match s.timeout.as_ref().and_then(|t| t.as_std()) {
