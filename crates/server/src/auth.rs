@@ -4,7 +4,7 @@
 
 use crate::App;
 use crate::error::{ApiError, ApiResult};
-use crate::rbac::{PrincipalRef, Resource, Scope};
+use crate::rbac::{Permission, PrincipalRef, Resource, Scope};
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use axum::extract::{ConnectInfo, Request, State};
 use axum::middleware::Next;
@@ -250,7 +250,7 @@ impl App {
             .ok_or_else(|| ApiError::Unauthorized(format!("the credential is not valid; {AGENT_CREDENTIAL}")))?;
         if agent.state == "revoked" {
             return Err(ApiError::Forbidden {
-                permission: "agent:manage".into(),
+                permission: Permission::AGENT_MANAGE.as_str().into(),
                 message: format!("agent `{}` was revoked; an administrator may allow it again", agent.name),
             });
         }
@@ -328,7 +328,7 @@ pub struct ClientAddr(pub String);
 
 impl App {
     /// Require a permission on a resource (403 naming it otherwise).
-    pub async fn require(&self, p: &Principal, permission: &str, r: &Resource) -> ApiResult<()> {
+    pub async fn require(&self, p: &Principal, permission: Permission, r: &Resource) -> ApiResult<()> {
         let policy = self.policy().await?;
         if policy.allows(&p.who, permission, r) {
             return Ok(());
@@ -342,7 +342,13 @@ impl App {
     }
 
     /// Require a permission on some resource of a type in a scope (before the body says which).
-    pub async fn require_some(&self, p: &Principal, permission: &str, rtype: &str, scope: &Scope) -> ApiResult<()> {
+    pub async fn require_some(
+        &self,
+        p: &Principal,
+        permission: Permission,
+        rtype: &str,
+        scope: &Scope,
+    ) -> ApiResult<()> {
         if self.policy().await?.allows_some(&p.who, permission, rtype, scope) {
             Ok(())
         } else {
@@ -351,7 +357,7 @@ impl App {
     }
 
     /// Whether a permission is held (no error).
-    pub async fn may(&self, p: &Principal, permission: &str, r: &Resource) -> ApiResult<bool> {
+    pub async fn may(&self, p: &Principal, permission: Permission, r: &Resource) -> ApiResult<bool> {
         Ok(self.policy().await?.allows(&p.who, permission, r))
     }
 
@@ -360,8 +366,11 @@ impl App {
         match self.policy().await {
             Ok(policy) if policy.sees_scope(&p.who, scope) => ApiError::NotFound(message),
             Ok(_) => {
-                let (perm, id) =
-                    if scope.project.is_empty() { ("org:view", &scope.org) } else { ("project:view", &scope.project) };
+                let (perm, id) = if scope.project.is_empty() {
+                    (Permission::ORG_VIEW, &scope.org)
+                } else {
+                    (Permission::PROJECT_VIEW, &scope.project)
+                };
                 ApiError::forbidden(perm, &format!("{} (`{id}`)", scope.describe()))
             }
             Err(e) => e,

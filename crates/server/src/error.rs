@@ -68,11 +68,16 @@ impl ApiError {
     }
 
     /// A 403 naming the missing permission.
-    pub fn forbidden(permission: &str, what: &str) -> Self {
+    pub fn forbidden(permission: crate::rbac::Permission, what: &str) -> Self {
         ApiError::Forbidden {
-            permission: permission.into(),
+            permission: permission.as_str().into(),
             message: format!("missing permission `{permission}` on {what}"),
         }
+    }
+
+    /// A state-changing request without this session's CSRF token (or from another site).
+    pub fn csrf(what: &str) -> Self {
+        ApiError::Forbidden { permission: "csrf".into(), message: format!("missing permission `csrf` on {what}") }
     }
 
     pub(crate) fn status(&self) -> StatusCode {

@@ -46,6 +46,104 @@ pub const PERMISSIONS: &[&str] = &[
     "agent:manage",
 ];
 
+/// A permission the server checks: one of [`PERMISSIONS`], never a string made up at a call site.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Permission(&'static str);
+
+impl Permission {
+    /// `org:view`.
+    pub const ORG_VIEW: Permission = Permission("org:view");
+    /// `org:create_edit`.
+    pub const ORG_CREATE_EDIT: Permission = Permission("org:create_edit");
+    /// `org:delete`.
+    pub const ORG_DELETE: Permission = Permission("org:delete");
+    /// `project:view`.
+    pub const PROJECT_VIEW: Permission = Permission("project:view");
+    /// `project:create_edit`.
+    pub const PROJECT_CREATE_EDIT: Permission = Permission("project:create_edit");
+    /// `project:delete`.
+    pub const PROJECT_DELETE: Permission = Permission("project:delete");
+    /// `pipeline:view`.
+    pub const PIPELINE_VIEW: Permission = Permission("pipeline:view");
+    /// `pipeline:create_edit`.
+    pub const PIPELINE_CREATE_EDIT: Permission = Permission("pipeline:create_edit");
+    /// `pipeline:delete`.
+    pub const PIPELINE_DELETE: Permission = Permission("pipeline:delete");
+    /// `pipeline:execute`.
+    pub const PIPELINE_EXECUTE: Permission = Permission("pipeline:execute");
+    /// `execution:view`.
+    pub const EXECUTION_VIEW: Permission = Permission("execution:view");
+    /// `execution:abort`.
+    pub const EXECUTION_ABORT: Permission = Permission("execution:abort");
+    /// `input_set:view`.
+    pub const INPUT_SET_VIEW: Permission = Permission("input_set:view");
+    /// `input_set:create_edit`.
+    pub const INPUT_SET_CREATE_EDIT: Permission = Permission("input_set:create_edit");
+    /// `input_set:delete`.
+    pub const INPUT_SET_DELETE: Permission = Permission("input_set:delete");
+    /// `service:view`.
+    pub const SERVICE_VIEW: Permission = Permission("service:view");
+    /// `service:create_edit`.
+    pub const SERVICE_CREATE_EDIT: Permission = Permission("service:create_edit");
+    /// `service:delete`.
+    pub const SERVICE_DELETE: Permission = Permission("service:delete");
+    /// `service:access`.
+    pub const SERVICE_ACCESS: Permission = Permission("service:access");
+    /// `environment:view`.
+    pub const ENVIRONMENT_VIEW: Permission = Permission("environment:view");
+    /// `environment:create_edit`.
+    pub const ENVIRONMENT_CREATE_EDIT: Permission = Permission("environment:create_edit");
+    /// `environment:delete`.
+    pub const ENVIRONMENT_DELETE: Permission = Permission("environment:delete");
+    /// `environment:access`.
+    pub const ENVIRONMENT_ACCESS: Permission = Permission("environment:access");
+    /// `secret:view`.
+    pub const SECRET_VIEW: Permission = Permission("secret:view");
+    /// `secret:create_edit`.
+    pub const SECRET_CREATE_EDIT: Permission = Permission("secret:create_edit");
+    /// `secret:delete`.
+    pub const SECRET_DELETE: Permission = Permission("secret:delete");
+    /// `secret:access`.
+    pub const SECRET_ACCESS: Permission = Permission("secret:access");
+    /// `template:view`.
+    pub const TEMPLATE_VIEW: Permission = Permission("template:view");
+    /// `template:create_edit`.
+    pub const TEMPLATE_CREATE_EDIT: Permission = Permission("template:create_edit");
+    /// `template:delete`.
+    pub const TEMPLATE_DELETE: Permission = Permission("template:delete");
+    /// `user:manage`.
+    pub const USER_MANAGE: Permission = Permission("user:manage");
+    /// `role:manage`.
+    pub const ROLE_MANAGE: Permission = Permission("role:manage");
+    /// `audit:view`.
+    pub const AUDIT_VIEW: Permission = Permission("audit:view");
+    /// `agent:view`.
+    pub const AGENT_VIEW: Permission = Permission("agent:view");
+    /// `agent:manage`.
+    pub const AGENT_MANAGE: Permission = Permission("agent:manage");
+
+    /// The permission `action` on resources of type `rtype`, if there is one.
+    pub fn of(rtype: &str, action: &str) -> Option<Permission> {
+        PERMISSIONS.iter().find(|p| p.split_once(':') == Some((rtype, action))).map(|p| Permission(p))
+    }
+
+    /// Its name, `resource_type:action`.
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// The resource type it is about.
+    pub fn rtype(self) -> &'static str {
+        self.0.split(':').next().unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Permission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
 /// A scope: the account (`org` and `project` empty), an organization, or a project.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Default, Serialize, Deserialize, ToSchema)]
 pub struct Scope {
@@ -291,20 +389,20 @@ impl Policy {
     }
 
     /// Whether the principal may do `permission` to `resource`.
-    pub fn allows(&self, principal: &PrincipalRef, permission: &str, resource: &Resource) -> bool {
+    pub fn allows(&self, principal: &PrincipalRef, permission: Permission, resource: &Resource) -> bool {
         self.bindings.iter().filter(|b| &b.principal == principal).any(|b| {
             b.scope.contains(&resource.scope)
-                && self.role(&b.scope, &b.role).is_some_and(|r| r.permissions.iter().any(|p| p == permission))
+                && self.role(&b.scope, &b.role).is_some_and(|r| r.permissions.iter().any(|p| p == permission.as_str()))
                 && self.group(&b.scope, &b.resource_group).is_some_and(|g| group_includes(g, &b.scope, resource))
         })
     }
 
     /// Whether the principal may do `permission` to at least some resource of `rtype` in `scope` (checked before
     /// the request body names which one).
-    pub fn allows_some(&self, principal: &PrincipalRef, permission: &str, rtype: &str, scope: &Scope) -> bool {
+    pub fn allows_some(&self, principal: &PrincipalRef, permission: Permission, rtype: &str, scope: &Scope) -> bool {
         self.bindings.iter().filter(|b| &b.principal == principal).any(|b| {
             b.scope.contains(scope)
-                && self.role(&b.scope, &b.role).is_some_and(|r| r.permissions.iter().any(|p| p == permission))
+                && self.role(&b.scope, &b.role).is_some_and(|r| r.permissions.iter().any(|p| p == permission.as_str()))
                 && self.group(&b.scope, &b.resource_group).is_some_and(|g| {
                     (b.scope == *scope || g.include_child_scopes)
                         && (g.all_resources || g.resources.iter().any(|f| f.resource_type == rtype))
@@ -314,9 +412,12 @@ impl Policy {
 
     /// Whether the principal holds any permission anywhere in (or above) `scope`: it may know the scope exists.
     pub fn sees_scope(&self, principal: &PrincipalRef, scope: &Scope) -> bool {
-        let kind = if scope.project.is_empty() { "org" } else { "project" };
-        let id = if scope.project.is_empty() { &scope.org } else { &scope.project };
-        scope.org.is_empty() || self.allows(principal, &format!("{kind}:view"), &Resource::new(kind, id, scope.clone()))
+        let (kind, id, view) = if scope.project.is_empty() {
+            ("org", &scope.org, Permission::ORG_VIEW)
+        } else {
+            ("project", &scope.project, Permission::PROJECT_VIEW)
+        };
+        scope.org.is_empty() || self.allows(principal, view, &Resource::new(kind, id, scope.clone()))
     }
 }
 
@@ -342,6 +443,25 @@ pub fn check_permissions(perms: &[String]) -> Result<(), String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn permissions_are_only_the_known_ones() {
+        let cases = [
+            ("pipeline", "execute", Some(Permission::PIPELINE_EXECUTE)),
+            ("environment", "access", Some(Permission::ENVIRONMENT_ACCESS)),
+            ("agent", "manage", Some(Permission::AGENT_MANAGE)),
+            ("pipeline", "launch", None),
+            ("infrastructure", "view", None),
+        ];
+        for (rtype, action, want) in cases {
+            assert_eq!(Permission::of(rtype, action), want, "{rtype}:{action}");
+        }
+        for name in PERMISSIONS {
+            let (rtype, action) = name.split_once(':').unwrap();
+            let p = Permission::of(rtype, action).unwrap();
+            assert_eq!((p.as_str(), p.rtype()), (*name, rtype));
+        }
+    }
     use super::*;
 
     fn user(id: &str) -> PrincipalRef {
@@ -371,10 +491,10 @@ mod tests {
         };
         let here = Resource::new("pipeline", "deploy", Scope::project("default", "default"));
         let there = Resource::new("pipeline", "deploy", Scope::project("default", "other"));
-        assert!(policy.allows(&user("ex"), "pipeline:execute", &here));
-        assert!(!policy.allows(&user("ex"), "pipeline:create_edit", &here));
-        assert!(!policy.allows(&user("ex"), "pipeline:execute", &there));
-        assert!(!policy.allows(&user("other"), "pipeline:view", &here));
+        assert!(policy.allows(&user("ex"), Permission::PIPELINE_EXECUTE, &here));
+        assert!(!policy.allows(&user("ex"), Permission::PIPELINE_CREATE_EDIT, &here));
+        assert!(!policy.allows(&user("ex"), Permission::PIPELINE_EXECUTE, &there));
+        assert!(!policy.allows(&user("other"), Permission::PIPELINE_VIEW, &here));
         assert!(policy.sees_scope(&user("ex"), &Scope::project("default", "default")));
         assert!(!policy.sees_scope(&user("ex"), &Scope::project("default", "other")));
     }
@@ -401,11 +521,15 @@ mod tests {
         };
         assert!(policy.allows(
             &user("u"),
-            "pipeline:execute",
+            Permission::PIPELINE_EXECUTE,
             &Resource::new("pipeline", "deploy_prod", scope.clone())
         ));
-        assert!(!policy.allows(&user("u"), "pipeline:execute", &Resource::new("pipeline", "build", scope.clone())));
-        assert!(!policy.allows(&user("u"), "pipeline:execute", &Resource::new("pipeline", "", scope)));
+        assert!(!policy.allows(
+            &user("u"),
+            Permission::PIPELINE_EXECUTE,
+            &Resource::new("pipeline", "build", scope.clone())
+        ));
+        assert!(!policy.allows(&user("u"), Permission::PIPELINE_EXECUTE, &Resource::new("pipeline", "", scope)));
     }
 
     #[test]
@@ -418,9 +542,9 @@ mod tests {
             ..Policy::default()
         };
         let r = Resource::new("secret", "x", Scope::project("o", "p"));
-        assert!(policy.allows(&user("admin"), "secret:delete", &r));
+        assert!(policy.allows(&user("admin"), Permission::SECRET_DELETE, &r));
         // A group without child scopes at the org does not reach into its projects.
-        assert!(!policy.allows(&user("orgv"), "secret:view", &r));
+        assert!(!policy.allows(&user("orgv"), Permission::SECRET_VIEW, &r));
         assert!(check_permissions(&["pipeline:launch".into()]).is_err());
     }
 }

@@ -5,6 +5,7 @@
 use crate::App;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, Body, Path, Query};
+use crate::rbac::Permission;
 use crate::service::executions::{
     self as svc, ApprovalBody, ExecuteBody, InputBody, InterveneBody, ListQuery, LogQuery, RerunBody, RetryBody,
 };
@@ -262,7 +263,7 @@ pub(crate) async fn live(
     headers: &HeaderMap,
     q: StreamQuery,
 ) -> ApiResult<Sse<impl Stream<Item = Result<Event, Infallible>> + use<>>> {
-    let (e, _) = svc::execution_for(&app, p, id, "execution:view").await?;
+    let (e, _) = svc::execution_for(&app, p, id, Permission::EXECUTION_VIEW).await?;
     let slot = app.streams.take(p.display()).ok_or_else(|| {
         ApiError::TooManyRequests(format!(
             "too many live-log streams are open (at most {} per user, {} in all); close one, or page with GET …/logs",

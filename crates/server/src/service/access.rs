@@ -8,6 +8,7 @@ use crate::auth::{
     BOOTSTRAP, ClientAddr, MAX_PASSWORD, Principal, dummy_hash, hash_password, issue_token, verify_password,
 };
 use crate::error::{ApiError, ApiResult, identifier};
+use crate::rbac::Permission;
 use crate::rbac::{Binding, PrincipalRef, Resource, ResourceGroup, Role, Scope, check_permissions};
 use crate::service::record;
 use serde::{Deserialize, Serialize};
@@ -243,7 +244,7 @@ pub async fn whoami(app: &App, p: &Principal) -> ApiResult<WhoAmI> {
     })
 }
 
-async fn require_account(app: &App, p: &Principal, perm: &str, rtype: &str) -> ApiResult<()> {
+async fn require_account(app: &App, p: &Principal, perm: Permission, rtype: &str) -> ApiResult<()> {
     app.require(p, perm, &Resource::new(rtype, "", Scope::account())).await
 }
 
@@ -264,13 +265,13 @@ pub struct UserBody {
 
 /// List users.
 pub async fn list_users(app: &App, p: &Principal) -> ApiResult<Vec<UserView>> {
-    require_account(app, p, "user:manage", "user").await?;
+    require_account(app, p, Permission::USER_MANAGE, "user").await?;
     Ok(app.store.records("user", Some(""), Some("")).await?.iter().map(UserView::of).collect())
 }
 
 /// Create a user.
 pub async fn create_user(app: &App, p: &Principal, b: UserBody) -> ApiResult<UserView> {
-    require_account(app, p, "user:manage", "user").await?;
+    require_account(app, p, Permission::USER_MANAGE, "user").await?;
     identifier("user", &b.username)?;
     crate::auth::check_password(&b.password, &[&b.username, b.email.as_deref().unwrap_or_default()])?;
     let r = record(
@@ -289,7 +290,7 @@ pub async fn create_user(app: &App, p: &Principal, b: UserBody) -> ApiResult<Use
 
 /// Delete a user, their tokens and bindings.
 pub async fn delete_user(app: &App, p: &Principal, user: String) -> ApiResult<()> {
-    require_account(app, p, "user:manage", "user").await?;
+    require_account(app, p, Permission::USER_MANAGE, "user").await?;
     identifier("user", &user)?;
     let key = store::RecordKey { kind: "user".into(), org: "".into(), project: "".into(), identifier: user.clone() };
     if app.store.record("user", "", "", &user).await?.is_none() {
@@ -393,7 +394,7 @@ pub struct ServiceAccountBody {
 /// The service accounts or user groups (`kind`) of a scope; `user:manage` there.
 async fn members(app: &App, p: &Principal, q: &ScopeQuery, kind: &str) -> ApiResult<Vec<MemberView>> {
     let scope = scope_of(q)?;
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope.clone())).await?;
     Ok(app.store.records(kind, Some(&scope.org), Some(&scope.project)).await?.iter().map(MemberView::of).collect())
 }
 
@@ -405,7 +406,7 @@ pub async fn list_service_accounts(app: &App, p: &Principal, q: ScopeQuery) -> A
 /// Create a service account.
 pub async fn create_service_account(app: &App, p: &Principal, b: ServiceAccountBody) -> ApiResult<MemberView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope.clone())).await?;
     identifier("service account", &b.identifier)?;
     let r = record(
         "service_account",
@@ -437,7 +438,7 @@ async fn service_account(app: &App, id: &str) -> ApiResult<store::Record> {
 pub async fn delete_service_account(app: &App, p: &Principal, id: String) -> ApiResult<()> {
     let sa = service_account(app, &id).await?;
     let scope = Scope { org: sa.org.clone(), project: sa.project.clone() };
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope.clone())).await?;
     let key = store::RecordKey {
         kind: "service_account".into(),
         org: sa.org.clone(),
@@ -466,7 +467,7 @@ pub struct TokenBody {
 
 /// List tokens: the caller's own, or all with `user:manage`.
 pub async fn list_tokens(app: &App, p: &Principal) -> ApiResult<Vec<store::Token>> {
-    let all = app.may(p, "user:manage", &Resource::new("user", "", Scope::account())).await?;
+    let all = app.may(p, Permission::USER_MANAGE, &Resource::new("user", "", Scope::account())).await?;
     let items =
         if all { app.store.tokens(None).await? } else { app.store.tokens(Some((&p.who.kind, &p.who.id))).await? };
     Ok(items)
@@ -478,7 +479,7 @@ pub async fn create_token(app: &App, p: &Principal, b: TokenBody) -> ApiResult<C
         Some(sa) => {
             let r = service_account(app, sa).await?;
             let scope = Scope { org: r.org.clone(), project: r.project.clone() };
-            app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+            app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope.clone())).await?;
             (PrincipalRef { kind: "service_account".into(), id: sa.clone() }, scope)
         }
         None => (p.who.clone(), p.scope.clone()),
@@ -534,7 +535,7 @@ pub async fn revoke_token(app: &App, p: &Principal, id: String) -> ApiResult<()>
     let own = t.principal_kind == p.who.kind && t.principal_id == p.who.id;
     if !own {
         let scope = Scope { org: t.principal_org.clone(), project: t.principal_project.clone() };
-        app.require(p, "user:manage", &Resource::new("user", "", scope)).await?;
+        app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope)).await?;
     }
     let revoked = app.store.revoke_token(&id).await?;
     app.tokens_changed();
@@ -571,7 +572,7 @@ pub struct RoleBody {
 /// Built-in roles and the custom roles of a scope.
 pub async fn list_roles(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<RoleView>> {
     let scope = scope_of(&q)?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     let mut items: Vec<RoleView> =
         crate::rbac::builtin_roles().iter().map(|r| RoleView { role: r.clone(), builtin: true, scope: None }).collect();
     for r in app.store.records("role", Some(&scope.org), Some(&scope.project)).await? {
@@ -591,7 +592,7 @@ fn custom_id(what: &str, id: &str) -> ApiResult<()> {
 /// Create a custom role.
 pub async fn create_role(app: &App, p: &Principal, b: RoleBody) -> ApiResult<RoleView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     custom_id("role", &b.identifier)?;
     check_permissions(&b.permissions).map_err(ApiError::BadRequest)?;
     let role = Role {
@@ -626,7 +627,7 @@ pub async fn delete_role(app: &App, p: &Principal, id: String, q: ScopeQuery) ->
 async fn delete_policy_record(app: &App, p: &Principal, q: &ScopeQuery, kind: &str, id: &str) -> ApiResult<()> {
     let what = kind.replace('_', " ");
     let scope = scope_of(q)?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     custom_id(&what, id)?;
     if !app.store.delete_record(kind, &scope.org, &scope.project, id).await? {
         return Err(ApiError::NotFound(format!("no {what} `{id}` in {}", scope.describe())));
@@ -668,7 +669,7 @@ pub struct GroupBody {
 /// Built-in resource groups and the custom ones of a scope.
 pub async fn list_resource_groups(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<ResourceGroupView>> {
     let scope = scope_of(&q)?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     let mut items: Vec<ResourceGroupView> = crate::rbac::builtin_resource_groups()
         .iter()
         .map(|g| ResourceGroupView { group: g.clone(), builtin: true, scope: None })
@@ -682,7 +683,7 @@ pub async fn list_resource_groups(app: &App, p: &Principal, q: ScopeQuery) -> Ap
 /// Create a resource group.
 pub async fn create_resource_group(app: &App, p: &Principal, b: GroupBody) -> ApiResult<ResourceGroupView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     let group = ResourceGroup {
         identifier: b.identifier,
         name: b.name,
@@ -743,14 +744,14 @@ pub struct BindingBody {
 /// Role bindings of a scope.
 pub async fn list_bindings(app: &App, p: &Principal, q: ScopeQuery) -> ApiResult<Vec<Binding>> {
     let scope = scope_of(&q)?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     app.store.records("role_binding", Some(&scope.org), Some(&scope.project)).await?.iter().map(parsed).collect()
 }
 
 /// Bind a role and a resource group to a principal at a scope.
 pub async fn create_binding(app: &App, p: &Principal, b: BindingBody) -> ApiResult<Binding> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     match b.principal.kind.as_str() {
         "user" => {
             identifier("user", &b.principal.id)?;
@@ -818,7 +819,7 @@ pub async fn delete_binding(app: &App, p: &Principal, id: String) -> ApiResult<(
         .find(|r| r.identifier == id)
         .ok_or_else(|| ApiError::NotFound(format!("no role binding `{id}`")))?;
     let scope = Scope { org: r.org.clone(), project: r.project.clone() };
-    app.require(p, "role:manage", &Resource::new("role", "", scope.clone())).await?;
+    app.require(p, Permission::ROLE_MANAGE, &Resource::new("role", "", scope.clone())).await?;
     delete_keeping_an_admin(app, &[store::RecordKey::of(&r)]).await?;
     app.audit(&p.display(), &p.address, "delete", "role_binding", &id, &scope, serde_json::json!({})).await?;
     Ok(())
@@ -841,7 +842,7 @@ pub struct AuditParams {
 
 /// Who did what, from where; newest first (admins).
 pub async fn audit(app: &App, p: &Principal, q: AuditParams) -> ApiResult<Vec<store::AuditEvent>> {
-    require_account(app, p, "audit:view", "audit").await?;
+    require_account(app, p, Permission::AUDIT_VIEW, "audit").await?;
     let limit = q.limit.unwrap_or(100);
     if !(1..=500).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 500".into()));
@@ -909,7 +910,7 @@ pub async fn list_user_groups(app: &App, p: &Principal, q: ScopeQuery) -> ApiRes
 /// Create a user group.
 pub async fn create_user_group(app: &App, p: &Principal, b: UserGroupBody) -> ApiResult<MemberView> {
     let scope = scope_of(&ScopeQuery { org: b.org.clone(), project: b.project.clone() })?;
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope.clone())).await?;
     identifier("user group", &b.identifier)?;
     check_members(app, &b.users).await?;
     let name = if b.name.is_empty() { b.identifier.clone() } else { b.name.clone() };
@@ -939,7 +940,7 @@ pub async fn update_user_group(
     b: MembersBody,
 ) -> ApiResult<MemberView> {
     let scope = scope_of(&q)?;
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope.clone())).await?;
     identifier("user group", &id)?;
     check_members(app, &b.users).await?;
     let mut r = app
@@ -958,7 +959,7 @@ pub async fn update_user_group(
 /// Delete a user group.
 pub async fn delete_user_group(app: &App, p: &Principal, id: String, q: ScopeQuery) -> ApiResult<()> {
     let scope = scope_of(&q)?;
-    app.require(p, "user:manage", &Resource::new("user", "", scope.clone())).await?;
+    app.require(p, Permission::USER_MANAGE, &Resource::new("user", "", scope.clone())).await?;
     identifier("user group", &id)?;
     if !app.store.delete_record("user_group", &scope.org, &scope.project, &id).await? {
         return Err(ApiError::NotFound(format!("no user group `{id}` in {}", scope.describe())));

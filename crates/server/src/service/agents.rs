@@ -17,6 +17,7 @@ use crate::App;
 use crate::auth::{AgentCaller, Principal, hash_secret, new_secret_with};
 use crate::crypto::Keyring;
 use crate::error::{ApiError, ApiResult};
+use crate::rbac::Permission;
 use crate::rbac::{Resource, Scope};
 use engine::executor::{End, Executor, Feedback, Report, Task};
 use serde::{Deserialize, Serialize};
@@ -207,7 +208,7 @@ pub fn claim_tags(agent: &AgentRecord, asked: Option<&[String]>) -> ApiResult<Ve
     for t in asked.iter().map(|t| t.trim()) {
         if !agent.tags.iter().any(|a| a == t) {
             return Err(ApiError::Forbidden {
-                permission: "agent:manage".into(),
+                permission: Permission::AGENT_MANAGE.as_str().into(),
                 message: format!(
                     "agent `{}` was not given the tag `{t}`; an administrator assigns an agent's tags when it is                      registered (`pipewright agents register {} --tags …`)",
                     agent.name, agent.name
@@ -382,7 +383,7 @@ pub async fn register(app: &App, p: &Principal, b: RegisterBody) -> ApiResult<Re
     check_name(&b.name)?;
     check_tags(&b.tags)?;
     let scope = super::scope_named(app, p, &b.org, &b.project).await?;
-    app.require(p, "agent:manage", &Resource::new("agent", &b.name, scope.clone())).await?;
+    app.require(p, Permission::AGENT_MANAGE, &Resource::new("agent", &b.name, scope.clone())).await?;
     let mut tags: Vec<String> = b.tags.iter().map(|t| t.trim().to_string()).collect();
     tags.sort();
     tags.dedup();
@@ -432,25 +433,25 @@ pub async fn register(app: &App, p: &Principal, b: RegisterBody) -> ApiResult<Re
 /// The agent named `name`, if the caller may see it (`agent:view` in its scope) and holds `permission` there.
 /// An agent the caller may not see is refused as one that does not exist is (403 naming `agent:view`), so
 /// nobody learns which names exist elsewhere; only those who view the account's agents get a 404.
-async fn visible(app: &App, p: &Principal, name: &str, permission: &str) -> ApiResult<AgentRecord> {
+async fn visible(app: &App, p: &Principal, name: &str, permission: Permission) -> ApiResult<AgentRecord> {
     check_name(name)?;
     let found = app.store.agents().await?.into_iter().find(|a| a.name == name);
     match found {
-        Some(a) if app.may(p, "agent:view", &Resource::new("agent", name, scope_of(&a))).await? => {
+        Some(a) if app.may(p, Permission::AGENT_VIEW, &Resource::new("agent", name, scope_of(&a))).await? => {
             app.require(p, permission, &Resource::new("agent", name, scope_of(&a))).await?;
             Ok(a)
         }
-        _ if app.may(p, "agent:view", &Resource::new("agent", name, Scope::account())).await? => {
+        _ if app.may(p, Permission::AGENT_VIEW, &Resource::new("agent", name, Scope::account())).await? => {
             Err(ApiError::NotFound(format!("no agent `{name}`; `pipewright agents list` lists them")))
         }
-        _ => Err(ApiError::forbidden("agent:view", &format!("agent `{name}`"))),
+        _ => Err(ApiError::forbidden(Permission::AGENT_VIEW, &format!("agent `{name}`"))),
     }
 }
 
 /// Give an agent a new credential (`agent:manage` in its scope): the old one stops working at once. Also
 /// how an agent that connected with a service-account token before agents were registered gets its own.
 pub async fn new_credential(app: &App, p: &Principal, name: &str) -> ApiResult<Registered> {
-    let agent = visible(app, p, name, "agent:manage").await?;
+    let agent = visible(app, p, name, Permission::AGENT_MANAGE).await?;
     let credential = new_secret_with("pwa_");
     if !app.store.set_agent_secret(name, &hash_secret(&credential)).await? {
         return Err(ApiError::NotFound(format!("no agent `{name}`")));
@@ -464,7 +465,7 @@ pub async fn new_credential(app: &App, p: &Principal, name: &str) -> ApiResult<R
 pub async fn list(app: &App, p: &Principal) -> ApiResult<Vec<AgentRecord>> {
     let mut out = Vec::new();
     for a in app.store.agents().await? {
-        if app.may(p, "agent:view", &Resource::new("agent", &a.name, scope_of(&a))).await? {
+        if app.may(p, Permission::AGENT_VIEW, &Resource::new("agent", &a.name, scope_of(&a))).await? {
             out.push(a);
         }
     }
@@ -474,7 +475,7 @@ pub async fn list(app: &App, p: &Principal) -> ApiResult<Vec<AgentRecord>> {
 /// Drain an agent (it finishes what it runs, takes nothing new), revoke it (refused from now on; its tasks
 /// go to other agents), or make it active again (`agent:manage` in its scope).
 pub async fn set_state(app: &App, p: &Principal, name: &str, state: &str) -> ApiResult<AgentRecord> {
-    let agent = visible(app, p, name, "agent:manage").await?;
+    let agent = visible(app, p, name, Permission::AGENT_MANAGE).await?;
     if !["active", "draining", "revoked"].contains(&state) {
         return Err(ApiError::BadRequest(format!("an agent is `active`, `draining` or `revoked`, not `{state}`")));
     }

@@ -7,6 +7,7 @@
 use crate::App;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, identifier};
+use crate::rbac::Permission;
 use crate::rbac::{Resource, Scope};
 use crate::runner::Job;
 use crate::service::project_scope;
@@ -176,7 +177,7 @@ async fn secrets(app: &App, p: Option<&Principal>, scope: &Scope, doc: &Document
     let mut secrets = Secrets { no_env: true, ..Secrets::default() };
     for id in launch::secret_refs(doc) {
         if let Some(p) = p {
-            app.require(p, "secret:access", &Resource::new("secret", &id, scope.clone())).await?;
+            app.require(p, Permission::SECRET_ACCESS, &Resource::new("secret", &id, scope.clone())).await?;
         }
         if let Some(r) = app.store.record("secret", &scope.org, &scope.project, &id).await?
             && let Some(sealed) = r.body["sealed"].as_str()
@@ -268,7 +269,7 @@ impl engine::chain::Children for ServerChildren {
         let said = |e: ApiError| e.to_string();
         let scope = Scope::project(&req.org, &req.project);
         identifier("pipeline", &req.pipeline).map_err(said)?;
-        app.require(p, "pipeline:execute", &Resource::new("pipeline", &req.pipeline, scope.clone()))
+        app.require(p, Permission::PIPELINE_EXECUTE, &Resource::new("pipeline", &req.pipeline, scope.clone()))
             .await
             .map_err(said)?;
         let doc = pipeline_document(app, p, &scope, &req.pipeline).await.map_err(said)?;
@@ -394,7 +395,7 @@ fn given(inputs: &BTreeMap<String, String>) -> impl Iterator<Item = (String, (St
 /// Check that `from_execution` is one the caller may read (same project, `execution:view`).
 async fn check_source(app: &App, p: &Principal, scope: &Scope, from: Option<&str>) -> ApiResult<()> {
     if let Some(id) = from {
-        let (e, _) = execution_for(app, p, id, "execution:view").await?;
+        let (e, _) = execution_for(app, p, id, Permission::EXECUTION_VIEW).await?;
         if e.org != scope.org || e.project != scope.project {
             return Err(ApiError::BadRequest(format!("execution {} belongs to another project", e.id)));
         }
@@ -454,7 +455,7 @@ pub async fn plan(
 ) -> ApiResult<serde_json::Value> {
     let scope = project_scope(app, p, org, project).await?;
     identifier("pipeline", pipeline)?;
-    app.require(p, "pipeline:view", &Resource::new("pipeline", pipeline, scope.clone())).await?;
+    app.require(p, Permission::PIPELINE_VIEW, &Resource::new("pipeline", pipeline, scope.clone())).await?;
     let _admitted = app.planning(p).await?;
     let doc = match &b.pipeline_yaml {
         Some(y) => {
@@ -513,7 +514,7 @@ pub async fn execute(
 ) -> ApiResult<Execution> {
     let scope = project_scope(app, p, org, project).await?;
     identifier("pipeline", pipeline)?;
-    app.require(p, "pipeline:execute", &Resource::new("pipeline", pipeline, scope.clone())).await?;
+    app.require(p, Permission::PIPELINE_EXECUTE, &Resource::new("pipeline", pipeline, scope.clone())).await?;
     let _admitted = app.planning(p).await?;
     if b.pipeline_yaml.is_some() {
         return Err(ApiError::BadRequest(
@@ -542,7 +543,7 @@ pub async fn input_set_preview(
     if refs.is_empty() {
         return Ok(BTreeMap::new());
     }
-    app.require_some(p, "input_set:view", "input_set", &scope).await?;
+    app.require_some(p, Permission::INPUT_SET_VIEW, "input_set", &scope).await?;
     Ok(input_set_values(app, &scope, refs).await?.into_iter().map(|(k, (v, _))| (k, v)).collect())
 }
 
@@ -558,7 +559,7 @@ pub struct HistoryPage {
 /// Execution history of a project, newest first, with cursor pagination.
 pub async fn history(app: &App, p: &Principal, org: &str, project: &str, q: &ListQuery) -> ApiResult<HistoryPage> {
     let scope = project_scope(app, p, org, project).await?;
-    app.require_some(p, "execution:view", "pipeline", &scope).await?;
+    app.require_some(p, Permission::EXECUTION_VIEW, "pipeline", &scope).await?;
     let limit = q.limit.unwrap_or(50);
     if !(1..=200).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 200".into()));
@@ -593,7 +594,9 @@ pub async fn history(app: &App, p: &Principal, org: &str, project: &str, q: &Lis
     let policy = app.policy().await?;
     let items = items
         .into_iter()
-        .filter(|e| policy.allows(&p.who, "execution:view", &Resource::new("pipeline", &e.pipeline, scope.clone())))
+        .filter(|e| {
+            policy.allows(&p.who, Permission::EXECUTION_VIEW, &Resource::new("pipeline", &e.pipeline, scope.clone()))
+        })
         .collect();
     Ok(HistoryPage { items, next_cursor })
 }
@@ -611,7 +614,7 @@ pub struct ExecutionView {
 
 /// One execution: its record, nodes (stages, steps, attempts, outputs, provenance) and retry chain.
 pub async fn execution(app: &App, p: &Principal, id: &str) -> ApiResult<ExecutionView> {
-    let (e, _) = execution_for(app, p, id, "execution:view").await?;
+    let (e, _) = execution_for(app, p, id, Permission::EXECUTION_VIEW).await?;
     let nodes = app.store.nodes(&e.id).await?;
     let root = e.original_id.clone().unwrap_or_else(|| e.id.clone());
     let mut chain =
@@ -622,13 +625,13 @@ pub async fn execution(app: &App, p: &Principal, id: &str) -> ApiResult<Executio
 
 /// The nodes of an execution, in creation order.
 pub async fn nodes(app: &App, p: &Principal, id: &str) -> ApiResult<Vec<Node>> {
-    let (e, _) = execution_for(app, p, id, "execution:view").await?;
+    let (e, _) = execution_for(app, p, id, Permission::EXECUTION_VIEW).await?;
     Ok(app.store.nodes(&e.id).await?)
 }
 
 /// The status transitions of an execution and its nodes.
 pub async fn transitions(app: &App, p: &Principal, id: &str) -> ApiResult<Vec<Transition>> {
-    let (e, _) = execution_for(app, p, id, "execution:view").await?;
+    let (e, _) = execution_for(app, p, id, Permission::EXECUTION_VIEW).await?;
     Ok(app.store.transitions(&e.id).await?)
 }
 
@@ -643,7 +646,7 @@ pub struct LogPage {
 
 /// Stored logs, paged: at most `limit` chunks and about 4 MiB of text a page.
 pub async fn logs(app: &App, p: &Principal, id: &str, q: &LogQuery) -> ApiResult<LogPage> {
-    let (e, _) = execution_for(app, p, id, "execution:view").await?;
+    let (e, _) = execution_for(app, p, id, Permission::EXECUTION_VIEW).await?;
     let limit = q.limit.unwrap_or(200);
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::BadRequest("limit must be between 1 and 1000".into()));
@@ -667,7 +670,7 @@ pub async fn logs(app: &App, p: &Principal, id: &str, q: &LogQuery) -> ApiResult
 
 /// Abort an execution: a running one stops within a moment; a queued one that no engine here owns ends at once.
 pub async fn abort(app: &App, p: &Principal, id: &str) -> ApiResult<Execution> {
-    let (e, scope) = execution_for(app, p, id, "execution:abort").await?;
+    let (e, scope) = execution_for(app, p, id, Permission::EXECUTION_ABORT).await?;
     if !app.store.request_abort(&e.id).await? {
         return Err(ApiError::Conflict(format!(
             "execution {} already ended {}; there is nothing to abort",
@@ -727,7 +730,7 @@ pub struct InputBody {
 
 /// Give values for the runtime inputs an execution waits for: checked as at start, all or nothing.
 pub async fn give_inputs(app: &App, p: &Principal, id: &str, b: InputBody) -> ApiResult<launch::Given> {
-    let (e, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let (e, scope) = execution_for(app, p, id, Permission::PIPELINE_EXECUTE).await?;
     let given =
         launch::give_inputs(app.store.as_ref(), &e, &b.inputs, &p.display()).await.map_err(|err| match err {
             launch::LaunchError::BadRequest(m) => ApiError::Conflict(m),
@@ -740,7 +743,7 @@ pub async fn give_inputs(app: &App, p: &Principal, id: &str, b: InputBody) -> Ap
 
 /// Run an execution again (the YAML it ran, its inputs and selection), or only some of its stages.
 pub async fn rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> ApiResult<Execution> {
-    let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let (orig, scope) = execution_for(app, p, id, Permission::PIPELINE_EXECUTE).await?;
     let _admitted = app.planning(p).await?;
     let r = rerun_parts(app, &orig, &scope, &b).await?;
     let selective = !r.selection.stages.is_empty();
@@ -750,7 +753,7 @@ pub async fn rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> Api
 
 /// What a re-run would do, as [`plan`] gives it: the plan, and with inputs, those checked too.
 pub async fn plan_rerun(app: &Arc<App>, p: &Principal, id: &str, b: RerunBody) -> ApiResult<serde_json::Value> {
-    let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let (orig, scope) = execution_for(app, p, id, Permission::PIPELINE_EXECUTE).await?;
     let _admitted = app.planning(p).await?;
     let r = rerun_parts(app, &orig, &scope, &b).await?;
     let json = launch::plan_json(&r.planned);
@@ -783,7 +786,7 @@ async fn rerun_parts(app: &App, orig: &Execution, scope: &Scope, b: &RerunBody) 
 
 /// Resume a failed or aborted execution from its failed stage, reusing what succeeded.
 pub async fn retry(app: &Arc<App>, p: &Principal, id: &str, b: RetryBody) -> ApiResult<Execution> {
-    let (orig, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let (orig, scope) = execution_for(app, p, id, Permission::PIPELINE_EXECUTE).await?;
     let _admitted = app.planning(p).await?;
     let doc = launch::recorded_document(app.store.as_ref(), &orig).await?;
     let sel = launch::retry_selection(app.store.as_ref(), &orig, &doc, b.stage.as_deref(), b.only_failed).await?;
@@ -794,7 +797,12 @@ pub async fn retry(app: &Arc<App>, p: &Principal, id: &str, b: RetryBody) -> Api
 }
 
 /// The execution `id` (or unique prefix), when the caller holds `permission` on its pipeline.
-pub async fn execution_for(app: &App, p: &Principal, id: &str, permission: &str) -> ApiResult<(Execution, Scope)> {
+pub async fn execution_for(
+    app: &App,
+    p: &Principal,
+    id: &str,
+    permission: Permission,
+) -> ApiResult<(Execution, Scope)> {
     if id.is_empty() || id.len() > 64 || !id.chars().all(|c| c.is_ascii_alphanumeric()) {
         return Err(ApiError::BadRequest(format!(
             "`{}` is not an execution id",
@@ -807,7 +815,7 @@ pub async fn execution_for(app: &App, p: &Principal, id: &str, permission: &str)
     let visible = |e: &Execution| {
         policy.allows(
             &p.who,
-            "execution:view",
+            Permission::EXECUTION_VIEW,
             &Resource::new("pipeline", &e.pipeline, Scope::project(&e.org, &e.project)),
         )
     };
@@ -835,7 +843,7 @@ async fn decide(
     comment: Option<String>,
     inputs: serde_json::Value,
 ) -> ApiResult<Decided> {
-    let (e, scope) = execution_for(app, p, id, "pipeline:execute").await?;
+    let (e, scope) = execution_for(app, p, id, Permission::PIPELINE_EXECUTE).await?;
     let n = launch::waiting_node(app.store.as_ref(), &e, node, status)
         .await
         .map_err(|e| ApiError::Conflict(e.to_string()))?;

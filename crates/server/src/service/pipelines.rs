@@ -7,6 +7,7 @@
 use crate::App;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, identifier};
+use crate::rbac::Permission;
 use crate::rbac::{Resource, Scope};
 use crate::service::{project_scope, record};
 use serde::{Deserialize, Serialize};
@@ -160,7 +161,7 @@ async fn save_pipeline(
             "the YAML's identifier is `{id}`, the path names `{e}`; they must match"
         )));
     }
-    let perm = "pipeline:create_edit";
+    let perm = Permission::PIPELINE_CREATE_EDIT;
     app.require(p, perm, &Resource::new("pipeline", &id, scope.clone())).await?;
     let existing = app.store.record("pipeline", &scope.org, &scope.project, &id).await?;
     if create && existing.is_some() {
@@ -239,6 +240,39 @@ impl EntityKind {
         match self {
             EntityKind::Infrastructures => "environment",
             other => other.kind(),
+        }
+    }
+
+    /// Who may see records of this kind.
+    pub fn view(self) -> Permission {
+        match self {
+            EntityKind::InputSets => Permission::INPUT_SET_VIEW,
+            EntityKind::Services => Permission::SERVICE_VIEW,
+            EntityKind::Environments | EntityKind::Infrastructures => Permission::ENVIRONMENT_VIEW,
+            EntityKind::Secrets => Permission::SECRET_VIEW,
+            EntityKind::Templates => Permission::TEMPLATE_VIEW,
+        }
+    }
+
+    /// Who may create and change records of this kind.
+    pub fn create_edit(self) -> Permission {
+        match self {
+            EntityKind::InputSets => Permission::INPUT_SET_CREATE_EDIT,
+            EntityKind::Services => Permission::SERVICE_CREATE_EDIT,
+            EntityKind::Environments | EntityKind::Infrastructures => Permission::ENVIRONMENT_CREATE_EDIT,
+            EntityKind::Secrets => Permission::SECRET_CREATE_EDIT,
+            EntityKind::Templates => Permission::TEMPLATE_CREATE_EDIT,
+        }
+    }
+
+    /// Who may delete records of this kind.
+    pub fn delete(self) -> Permission {
+        match self {
+            EntityKind::InputSets => Permission::INPUT_SET_DELETE,
+            EntityKind::Services => Permission::SERVICE_DELETE,
+            EntityKind::Environments | EntityKind::Infrastructures => Permission::ENVIRONMENT_DELETE,
+            EntityKind::Secrets => Permission::SECRET_DELETE,
+            EntityKind::Templates => Permission::TEMPLATE_DELETE,
         }
     }
 }
@@ -398,14 +432,16 @@ async fn entity_record(
 /// A project's pipelines the caller may view.
 pub async fn list_pipelines(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<Vec<PipelineView>> {
     let scope = project_scope(app, p, org, project).await?;
-    app.require_some(p, "pipeline:view", "pipeline", &scope).await?;
+    app.require_some(p, Permission::PIPELINE_VIEW, "pipeline", &scope).await?;
     let policy = app.policy().await?;
     Ok(app
         .store
         .records("pipeline", Some(org), Some(project))
         .await?
         .iter()
-        .filter(|r| policy.allows(&p.who, "pipeline:view", &Resource::new("pipeline", &r.identifier, scope.clone())))
+        .filter(|r| {
+            policy.allows(&p.who, Permission::PIPELINE_VIEW, &Resource::new("pipeline", &r.identifier, scope.clone()))
+        })
         .map(PipelineView::of)
         .collect())
 }
@@ -419,7 +455,7 @@ pub async fn create_pipeline(
     yaml: String,
 ) -> ApiResult<PipelineView> {
     let scope = project_scope(app, p, org, project).await?;
-    app.require_some(p, "pipeline:create_edit", "pipeline", &scope).await?;
+    app.require_some(p, Permission::PIPELINE_CREATE_EDIT, "pipeline", &scope).await?;
     Ok(save_pipeline(app, p, &scope, yaml, None, true).await?.1)
 }
 
@@ -427,7 +463,7 @@ pub async fn create_pipeline(
 pub async fn get_pipeline(app: &App, p: &Principal, org: &str, project: &str, id: &str) -> ApiResult<PipelineView> {
     let scope = project_scope(app, p, org, project).await?;
     let r = pipeline_record(app, p, &scope, id).await?;
-    app.require(p, "pipeline:view", &Resource::new("pipeline", id, scope.clone())).await?;
+    app.require(p, Permission::PIPELINE_VIEW, &Resource::new("pipeline", id, scope.clone())).await?;
     let mut v = PipelineView::of(&r);
     v.yaml = Some(app.store.pipeline_yaml(org, project, id, v.version).await?);
     Ok(v)
@@ -444,7 +480,7 @@ pub async fn put_pipeline(
 ) -> ApiResult<(bool, PipelineView)> {
     let scope = project_scope(app, p, org, project).await?;
     identifier("pipeline", id)?;
-    app.require(p, "pipeline:create_edit", &Resource::new("pipeline", id, scope.clone())).await?;
+    app.require(p, Permission::PIPELINE_CREATE_EDIT, &Resource::new("pipeline", id, scope.clone())).await?;
     save_pipeline(app, p, &scope, yaml, Some(id), false).await
 }
 
@@ -452,7 +488,7 @@ pub async fn put_pipeline(
 pub async fn delete_pipeline(app: &App, p: &Principal, org: &str, project: &str, id: &str) -> ApiResult<()> {
     let scope = project_scope(app, p, org, project).await?;
     pipeline_record(app, p, &scope, id).await?;
-    app.require(p, "pipeline:delete", &Resource::new("pipeline", id, scope.clone())).await?;
+    app.require(p, Permission::PIPELINE_DELETE, &Resource::new("pipeline", id, scope.clone())).await?;
     app.store.delete_record("pipeline", org, project, id).await?;
     app.audit(&p.display(), &p.address, "delete", "pipeline", id, &scope, serde_json::json!({})).await
 }
@@ -468,7 +504,7 @@ pub async fn pipeline_version(
 ) -> ApiResult<PipelineVersion> {
     let scope = project_scope(app, p, org, project).await?;
     identifier("pipeline", id)?;
-    app.require(p, "pipeline:view", &Resource::new("pipeline", id, scope.clone())).await?;
+    app.require(p, Permission::PIPELINE_VIEW, &Resource::new("pipeline", id, scope.clone())).await?;
     let yaml = app.store.pipeline_yaml(org, project, id, version).await?;
     Ok(PipelineVersion { identifier: id.to_string(), version, yaml })
 }
@@ -482,15 +518,15 @@ pub async fn list_entities(
     kind: EntityKind,
 ) -> ApiResult<Vec<EntityView>> {
     let scope = project_scope(app, p, org, project).await?;
-    let perm = format!("{}:view", kind.rtype());
-    app.require_some(p, &perm, kind.rtype(), &scope).await?;
+    let perm = kind.view();
+    app.require_some(p, perm, kind.rtype(), &scope).await?;
     let policy = app.policy().await?;
     Ok(app
         .store
         .records(kind.kind(), Some(org), Some(project))
         .await?
         .iter()
-        .filter(|r| policy.allows(&p.who, &perm, &Resource::new(kind.rtype(), &r.identifier, scope.clone())))
+        .filter(|r| policy.allows(&p.who, perm, &Resource::new(kind.rtype(), &r.identifier, scope.clone())))
         .map(EntityView::of)
         .collect())
 }
@@ -510,9 +546,9 @@ pub async fn create_entity(
 /// Create an entity in `scope` (a project's; the account's or an organization's for templates).
 async fn create_in(app: &App, p: &Principal, scope: &Scope, kind: EntityKind, body: Upload) -> ApiResult<EntityView> {
     let (scope, org, project) = (scope.clone(), scope.org.as_str(), scope.project.as_str());
-    app.require_some(p, &format!("{}:create_edit", kind.rtype()), kind.rtype(), &scope).await?;
+    app.require_some(p, kind.create_edit(), kind.rtype(), &scope).await?;
     let (id, b) = entity_body(app, kind, &scope, body).await?;
-    app.require(p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), &id, scope.clone())).await?;
+    app.require(p, kind.create_edit(), &Resource::new(kind.rtype(), &id, scope.clone())).await?;
     if kind == EntityKind::Templates {
         // A template's versions live in one record: a new version is added, an existing one is a conflict.
         let old = app.store.record(kind.kind(), org, project, &id).await?;
@@ -559,7 +595,7 @@ pub async fn get_entity(
 
 async fn get_in(app: &App, p: &Principal, scope: &Scope, kind: EntityKind, id: &str) -> ApiResult<EntityView> {
     let r = entity_record(app, p, scope, kind, id).await?;
-    app.require(p, &format!("{}:view", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
+    app.require(p, kind.view(), &Resource::new(kind.rtype(), id, scope.clone())).await?;
     Ok(EntityView::of(&r))
 }
 
@@ -586,7 +622,7 @@ async fn put_in(
 ) -> ApiResult<EntityView> {
     let (scope, org, project) = (scope.clone(), scope.org.as_str(), scope.project.as_str());
     identifier(kind.kind(), id)?;
-    app.require(p, &format!("{}:create_edit", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
+    app.require(p, kind.create_edit(), &Resource::new(kind.rtype(), id, scope.clone())).await?;
     let (got, b) = entity_body(app, kind, &scope, body).await?;
     if got != id {
         return Err(ApiError::BadRequest(format!(
@@ -621,7 +657,7 @@ pub async fn delete_entity(
 
 async fn delete_in(app: &App, p: &Principal, scope: &Scope, kind: EntityKind, id: &str) -> ApiResult<()> {
     entity_record(app, p, scope, kind, id).await?;
-    app.require(p, &format!("{}:delete", kind.rtype()), &Resource::new(kind.rtype(), id, scope.clone())).await?;
+    app.require(p, kind.delete(), &Resource::new(kind.rtype(), id, scope.clone())).await?;
     app.store.delete_record(kind.kind(), &scope.org, &scope.project, id).await?;
     app.audit(&p.display(), &p.address, "delete", kind.kind(), id, scope, serde_json::json!({})).await
 }
@@ -669,7 +705,7 @@ pub async fn mark_stable(
 ) -> ApiResult<EntityView> {
     let scope = shared_scope(app, p, org).await?;
     let mut r = entity_record(app, p, &scope, EntityKind::Templates, id).await?;
-    app.require(p, "template:create_edit", &Resource::new("template", id, scope.clone())).await?;
+    app.require(p, Permission::TEMPLATE_CREATE_EDIT, &Resource::new("template", id, scope.clone())).await?;
     if r.body["versions"].get(version).is_none() {
         let have: Vec<&str> = r.body["versions"].as_object().into_iter().flatten().map(|(k, _)| k.as_str()).collect();
         return Err(ApiError::NotFound(format!(

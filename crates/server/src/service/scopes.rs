@@ -5,6 +5,7 @@
 use crate::App;
 use crate::auth::Principal;
 use crate::error::{ApiError, ApiResult, identifier};
+use crate::rbac::Permission;
 use crate::rbac::{Resource, Scope};
 use crate::service::record;
 use serde::{Deserialize, Serialize};
@@ -93,7 +94,7 @@ fn has_project_in(policy: &crate::rbac::Policy, p: &Principal, org: &str) -> boo
 
 /// Create an organization.
 pub async fn create_org(app: &App, p: &Principal, b: ScopeBody) -> ApiResult<ScopeView> {
-    app.require(p, "org:create_edit", &Resource::new("org", &b.identifier, Scope::account())).await?;
+    app.require(p, Permission::ORG_CREATE_EDIT, &Resource::new("org", &b.identifier, Scope::account())).await?;
     identifier("organization", &b.identifier)?;
     let r = record("org", &Scope::account(), &b.identifier, body_of(&b.identifier, &b.name, &b.description));
     if !app.store.put_record(&r, false).await? {
@@ -123,14 +124,14 @@ async fn org_record(app: &App, p: &Principal, org: &str) -> ApiResult<store::Rec
 /// One organization.
 pub async fn get_org(app: &App, p: &Principal, org: &str) -> ApiResult<ScopeView> {
     let r = org_record(app, p, org).await?;
-    app.require(p, "org:view", &Resource::new("org", org, Scope::org(org))).await?;
+    app.require(p, Permission::ORG_VIEW, &Resource::new("org", org, Scope::org(org))).await?;
     Ok(ScopeView::of(&r))
 }
 
 /// Change an organization's name or description.
 pub async fn update_org(app: &App, p: &Principal, org: &str, b: ScopeUpdate) -> ApiResult<ScopeView> {
     let mut r = org_record(app, p, org).await?;
-    app.require(p, "org:create_edit", &Resource::new("org", org, Scope::org(org))).await?;
+    app.require(p, Permission::ORG_CREATE_EDIT, &Resource::new("org", org, Scope::org(org))).await?;
     r.body = body_of(org, &b.name, &b.description);
     r.updated_at = store::now_ms();
     app.store.put_record(&r, true).await?;
@@ -141,7 +142,7 @@ pub async fn update_org(app: &App, p: &Principal, org: &str, b: ScopeUpdate) -> 
 /// Delete an organization and everything in it.
 pub async fn delete_org(app: &App, p: &Principal, org: &str) -> ApiResult<()> {
     org_record(app, p, org).await?;
-    app.require(p, "org:delete", &Resource::new("org", org, Scope::org(org))).await?;
+    app.require(p, Permission::ORG_DELETE, &Resource::new("org", org, Scope::org(org))).await?;
     forget_scope(app, org, None).await?;
     app.store.delete_record("org", "", "", org).await?;
     app.policy_changed().await;
@@ -173,7 +174,7 @@ pub async fn list_projects(app: &App, p: &Principal, org: &str) -> ApiResult<Vec
     identifier("organization", org)?;
     let policy = app.policy().await?;
     if !has_project_in(&policy, p, org) {
-        return Err(ApiError::forbidden("org:view", &format!("organization `{org}`")));
+        return Err(ApiError::forbidden(Permission::ORG_VIEW, &format!("organization `{org}`")));
     }
     org_record(app, p, org).await?;
     let items: Vec<_> = app
@@ -184,7 +185,7 @@ pub async fn list_projects(app: &App, p: &Principal, org: &str) -> ApiResult<Vec
         .filter(|r| {
             policy.allows(
                 &p.who,
-                "project:view",
+                Permission::PROJECT_VIEW,
                 &Resource::new("project", &r.identifier, Scope::project(org, &r.identifier)),
             )
         })
@@ -196,8 +197,12 @@ pub async fn list_projects(app: &App, p: &Principal, org: &str) -> ApiResult<Vec
 /// Create a project.
 pub async fn create_project(app: &App, p: &Principal, org: &str, b: ScopeBody) -> ApiResult<ScopeView> {
     org_record(app, p, org).await?;
-    app.require(p, "project:create_edit", &Resource::new("project", &b.identifier, Scope::project(org, &b.identifier)))
-        .await?;
+    app.require(
+        p,
+        Permission::PROJECT_CREATE_EDIT,
+        &Resource::new("project", &b.identifier, Scope::project(org, &b.identifier)),
+    )
+    .await?;
     identifier("project", &b.identifier)?;
     let r = record("project", &Scope::org(org), &b.identifier, body_of(&b.identifier, &b.name, &b.description));
     if !app.store.put_record(&r, false).await? {
@@ -227,7 +232,7 @@ async fn project_record(app: &App, p: &Principal, org: &str, project: &str) -> A
 /// One project.
 pub async fn get_project(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<ScopeView> {
     let r = project_record(app, p, org, project).await?;
-    app.require(p, "project:view", &Resource::new("project", project, Scope::project(org, project))).await?;
+    app.require(p, Permission::PROJECT_VIEW, &Resource::new("project", project, Scope::project(org, project))).await?;
     Ok(ScopeView::of(&r))
 }
 
@@ -241,7 +246,7 @@ pub async fn update_project(
 ) -> ApiResult<ScopeView> {
     let mut r = project_record(app, p, org, project).await?;
     let scope = Scope::project(org, project);
-    app.require(p, "project:create_edit", &Resource::new("project", project, scope.clone())).await?;
+    app.require(p, Permission::PROJECT_CREATE_EDIT, &Resource::new("project", project, scope.clone())).await?;
     r.body = body_of(project, &b.name, &b.description);
     r.updated_at = store::now_ms();
     app.store.put_record(&r, true).await?;
@@ -253,7 +258,7 @@ pub async fn update_project(
 pub async fn delete_project(app: &App, p: &Principal, org: &str, project: &str) -> ApiResult<()> {
     project_record(app, p, org, project).await?;
     let scope = Scope::project(org, project);
-    app.require(p, "project:delete", &Resource::new("project", project, scope.clone())).await?;
+    app.require(p, Permission::PROJECT_DELETE, &Resource::new("project", project, scope.clone())).await?;
     forget_scope(app, org, Some(project)).await?;
     app.store.delete_record("project", org, "", project).await?;
     app.policy_changed().await;

@@ -93,8 +93,8 @@ async fn entity_page(
     let items = plsvc::list_entities(app, &w.p, org, project, kind).await?;
     let policy = app.policy().await?;
     let scope = Scope::project(org, project);
-    let can_edit = policy.allows_some(&w.p.who, &format!("{}:create_edit", kind.rtype()), kind.rtype(), &scope);
-    let can_delete = policy.allows_some(&w.p.who, &format!("{}:delete", kind.rtype()), kind.rtype(), &scope);
+    let can_edit = policy.allows_some(&w.p.who, kind.create_edit(), kind.rtype(), &scope);
+    let can_delete = policy.allows_some(&w.p.who, kind.delete(), kind.rtype(), &scope);
     let base = format!("/orgs/{org}/projects/{project}/settings/{segment}");
     let c = settings_crumbs(app, w, org, project, label).await;
     let error_view = error

@@ -10,6 +10,7 @@ use super::pages::{crumbs, mode_label, stage_graph};
 use super::{Web, WebResult, csrf_field, duration, ok, page, status_badge, time_el};
 use crate::App;
 use crate::error::ApiError;
+use crate::rbac::Permission;
 use crate::rbac::{Resource, Scope};
 use crate::service::executions as exsvc;
 use axum::body::Bytes;
@@ -387,8 +388,8 @@ fn steps<'a>(children: &dyn Fn(&str) -> Vec<&'a Node>, parent: &str, logs: &Hash
 async fn allowed(app: &App, w: &Web, e: &Execution) -> Result<Allowed, ApiError> {
     let r = Resource::new("pipeline", &e.pipeline, Scope::project(&e.org, &e.project));
     Ok(Allowed {
-        execute: app.may(&w.p, "pipeline:execute", &r).await?,
-        abort: app.may(&w.p, "execution:abort", &r).await?,
+        execute: app.may(&w.p, Permission::PIPELINE_EXECUTE, &r).await?,
+        abort: app.may(&w.p, Permission::EXECUTION_ABORT, &r).await?,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod run;
 use crate::App;
 use crate::auth::{ClientAddr, Principal};
 use crate::error::ApiError;
+use crate::rbac::Permission;
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequestParts, Request, State};
@@ -188,7 +189,7 @@ async fn session(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
     let mut req = req;
     if !safe {
         if foreign_origin(&headers) {
-            return WebError(ApiError::forbidden("csrf", "a request from another site")).into_response();
+            return WebError(ApiError::csrf("a request from another site")).into_response();
         }
         let given = headers.get("x-csrf-token").and_then(|v| v.to_str().ok()).map(String::from);
         let (parts, body) = req.into_parts();
@@ -198,8 +199,7 @@ async fn session(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         };
         let given = given.or_else(|| field(&bytes, "csrf"));
         if !given.is_some_and(|g| same(&g, &csrf)) {
-            return WebError(ApiError::forbidden(
-                "csrf",
+            return WebError(ApiError::csrf(
                 "this form (it was not sent by a page of your session; reload the page and try again)",
             ))
             .into_response();
@@ -207,10 +207,11 @@ async fn session(State(app): State<Arc<App>>, req: Request, next: Next) -> Respo
         req = Request::from_parts(parts, axum::body::Body::from(bytes));
     }
     let admin = match app.policy().await {
-        Ok(policy) => ["user:manage", "role:manage"].iter().any(|perm| {
-            policy.bindings.iter().any(|b| {
-                b.principal == p.who && policy.allows_some(&p.who, perm, perm.split(':').next().unwrap_or(""), &b.scope)
-            })
+        Ok(policy) => [Permission::USER_MANAGE, Permission::ROLE_MANAGE].into_iter().any(|perm| {
+            policy
+                .bindings
+                .iter()
+                .any(|b| b.principal == p.who && policy.allows_some(&p.who, perm, perm.rtype(), &b.scope))
         }),
         Err(_) => false,
     };
@@ -465,8 +466,7 @@ async fn login(
     };
     let expected = cookie(&headers, LOGIN_CSRF_COOKIE);
     if foreign_origin(&headers) || !expected.is_some_and(|e| same(&e, &get("csrf"))) {
-        return WebError(ApiError::forbidden("csrf", "this log-in form (reload the log-in page and try again)"))
-            .into_response();
+        return WebError(ApiError::csrf("this log-in form (reload the log-in page and try again)")).into_response();
     }
     let username = get("username");
     match crate::service::access::login_session(&app, &addr, username.clone(), get("password")).await {

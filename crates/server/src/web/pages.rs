@@ -7,6 +7,7 @@ use super::graph;
 use super::{Crumb, Web, WebResult, csrf_field, duration, ok, page, status_badge, time_el, urlencode, with_status};
 use crate::App;
 use crate::error::ApiError;
+use crate::rbac::Permission;
 use crate::rbac::{Resource, Scope};
 use crate::service::{executions as exsvc, pipelines as plsvc, scopes as scsvc};
 use axum::body::Bytes;
@@ -305,8 +306,8 @@ async fn pipeline_page(
     let view = plsvc::get_pipeline(app, &w.p, org, project, pipeline).await?;
     let scope = Scope::project(org, project);
     let r = Resource::new("pipeline", pipeline, scope);
-    let can_run = app.may(&w.p, "pipeline:execute", &r).await?;
-    let can_edit = app.may(&w.p, "pipeline:create_edit", &r).await?;
+    let can_run = app.may(&w.p, Permission::PIPELINE_EXECUTE, &r).await?;
+    let can_edit = app.may(&w.p, Permission::PIPELINE_CREATE_EDIT, &r).await?;
     let mut c = crumbs(app, w, org, Some(project)).await;
     c.push((view.name.clone(), None));
     let yaml = yaml.unwrap_or_else(|| view.yaml.clone().unwrap_or_default());
@@ -385,7 +386,7 @@ pub async fn save_settings(
         }
     };
     let scope = Scope::project(&org, &project);
-    app.require(&w.p, "pipeline:create_edit", &Resource::new("pipeline", &pipeline, scope)).await?;
+    app.require(&w.p, Permission::PIPELINE_CREATE_EDIT, &Resource::new("pipeline", &pipeline, scope)).await?;
     let view = plsvc::get_pipeline(&app, &w.p, &org, &project, &pipeline).await?;
     let yaml = view.yaml.unwrap_or_default();
     let edited = spec::edit::set_pipeline_flag(&yaml, "allowStageExecutions", allow)

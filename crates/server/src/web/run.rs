@@ -9,6 +9,7 @@ use super::pages::{crumbs, stage_graph};
 use super::{Web, WebError, WebResult, csrf_field, launch_message, ok, page};
 use crate::App;
 use crate::error::ApiError;
+use crate::rbac::Permission;
 use crate::rbac::{Resource, Scope};
 use crate::service::{executions as exsvc, pipelines as plsvc};
 use axum::body::Bytes;
@@ -443,7 +444,8 @@ async fn pipeline_dialog(
     pipeline: &str,
     choice: &Choice,
 ) -> WebResult<(Context, Result<serde_json::Value, String>)> {
-    app.require(&w.p, "pipeline:execute", &Resource::new("pipeline", pipeline, Scope::project(org, project))).await?;
+    app.require(&w.p, Permission::PIPELINE_EXECUTE, &Resource::new("pipeline", pipeline, Scope::project(org, project)))
+        .await?;
     let mut cx = context(app, w, org, project, pipeline).await?;
     cx.preset = match exsvc::input_set_preview(app, &w.p, org, project, &choice.input_sets).await {
         Ok(v) => v,
@@ -578,7 +580,7 @@ async fn rerun_context(
     id: &str,
     choice: &Choice,
 ) -> WebResult<(store::Execution, Context, Result<serde_json::Value, String>)> {
-    let (e, _) = exsvc::execution_for(app, &w.p, id, "pipeline:execute").await?;
+    let (e, _) = exsvc::execution_for(app, &w.p, id, Permission::PIPELINE_EXECUTE).await?;
     let doc = launch::recorded_document(app.store.as_ref(), &e).await?;
     let (groups, graph) = stage_graph(&doc).unwrap_or_default();
     let cx = Context {
@@ -652,7 +654,7 @@ pub async fn rerun_dialog(
     axum::extract::RawQuery(q): axum::extract::RawQuery,
 ) -> WebResult {
     let fields = super::form(q.unwrap_or_default().as_bytes());
-    let (e, _) = exsvc::execution_for(&app, &w.p, &id, "pipeline:execute").await?;
+    let (e, _) = exsvc::execution_for(&app, &w.p, &id, Permission::PIPELINE_EXECUTE).await?;
     let mut choice = Choice::parse(&fields);
     if choice.stages.is_empty() && fields.iter().all(|(k, _)| k != "scope") {
         choice.all = true;
