@@ -42,7 +42,7 @@ ls {other} >/dev/null 2>&1 && echo ALLOWED-list-other-workspace || echo denied-l
 ( echo x > {state}/planted ) 2>/dev/null && echo ALLOWED-write-state || echo denied-write-state
 ( echo x >> {db} ) 2>/dev/null && echo ALLOWED-write-db || echo denied-write-db
 parent=$(tr '\0' '\n' < /proc/1/cmdline 2>/dev/null | grep -A1 -x -- --parent | tail -n 1); kill -0 "${{parent:-$PPID}}" 2>/dev/null && echo ALLOWED-signal-pipewright || echo denied-signal-pipewright
-( echo x > /tmp/pipewright-step-escape-$$ ) 2>/dev/null && echo ALLOWED-write-tmp || echo denied-write-tmp
+( echo x > /tmp/pipewright-step-escape-$$ ) 2>/dev/null && {{ rm -f /tmp/pipewright-step-escape-$$; echo ALLOWED-write-tmp; }} || echo denied-write-tmp
 echo mine > own.txt && cat own.txt
 echo scratch > "$TMPDIR/scratch" && cat "$TMPDIR/scratch"
 "#,
