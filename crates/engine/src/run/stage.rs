@@ -1,11 +1,12 @@
 //! A stage carried through the node lifecycle: selection and reuse first, then its inputs and `when`
 //! (which reads whether an earlier stage failed), its iterations — a looping strategy's, and one per
 //! deployment target when it deploys several services or to several environments — each a node of its own
-//! holding one of the execution's stage slots while it runs, and its body (`Run::stage_body`).
+//! holding one of the execution's stage slots while it runs, and its body (`StageBody`: its steps, its rollback steps
+//! when one asked for them, its end).
 
 use super::drive::{self, Perform};
 use super::{Res, Run, StageCx, fan_out, max_concurrency, split_when};
-use crate::lifecycle::{Body, Effect, End, Input, Shape};
+use crate::lifecycle::{self, Effect, End, Input, Shape};
 use crate::logs::LogSink;
 use crate::looping::{self, Iteration, Target};
 use expr::{Scope, Value};
@@ -18,6 +19,47 @@ use tokio::sync::SemaphorePermit;
 /// One run of a stage: an iteration and the deployment target it deploys to, if any.
 type StageRunOf = (Iteration, Option<Target>);
 
+/// A stage (iteration)'s body while it runs: why its steps ended as they did, and what its rollback and its
+/// end need (its run context, when steps ran, and its log).
+#[derive(Default)]
+struct StageBody<'p> {
+    reason: Option<String>,
+    ran: Option<(Option<StageCx<'p>>, LogSink)>,
+}
+
+impl<'p> StageBody<'p> {
+    /// Its steps (`Run::stage_steps`); how they ended, asking for its rollback when a step did.
+    async fn steps(
+        &mut self,
+        run: &Run<'p>,
+        (s, iid, node): (&'p Stage, String, &Node),
+        local: BTreeMap<String, Value>,
+        target: Option<&Target>,
+    ) -> Res<Input> {
+        let (mut end, cx, log) = run.stage_steps(s, iid, node, local, target).await?;
+        self.reason = end.reason.take();
+        let rollback = cx.as_ref().is_some_and(|c| c.rollback.load(Ordering::SeqCst));
+        self.ran = Some((cx, log));
+        Ok(Input::children(&end, rollback, false))
+    }
+
+    /// Its rollback steps.
+    async fn rollback(&self, run: &Run<'p>) -> Res<Input> {
+        if let Some((Some(cx), log)) = &self.ran {
+            run.stage_rollback(cx, log).await?;
+        }
+        Ok(Input::RolledBack)
+    }
+
+    /// Its end: its `Background` steps stopped; the reason its steps gave, unless the lifecycle has one.
+    async fn close(&mut self, run: &Run<'p>, end: &mut End) {
+        if let Some((cx, log)) = self.ran.take() {
+            run.stage_close(cx.as_ref(), &log).await;
+        }
+        end.reason = end.reason.take().or(self.reason.take());
+    }
+}
+
 /// A stage being driven.
 struct StageRun<'a, 'p> {
     run: &'a Run<'p>,
@@ -28,12 +70,9 @@ struct StageRun<'a, 'p> {
     per_iteration: Option<When>,
     /// Its iterations with their deployment targets (none: the stage runs as itself), and how many at once.
     runs: Option<(Vec<StageRunOf>, usize)>,
-    /// Why the body ended as it did.
-    reason: Option<String>,
     /// It runs as itself (no iterations): its body is its own, rollback included.
     single: bool,
-    /// The body, while it runs: what its rollback and its end need.
-    body: Option<(Option<StageCx<'p>>, LogSink)>,
+    body: StageBody<'p>,
     /// Its slot among the stages that may run at once, when it runs as itself.
     slot: Option<SemaphorePermit<'a>>,
 }
@@ -45,9 +84,7 @@ struct IterationRun<'a, 'p> {
     node: Node,
     it: Option<StageRunOf>,
     per_iteration: Option<&'a When>,
-    reason: Option<String>,
-    /// The body, while it runs: what its rollback and its end need.
-    body: Option<(Option<StageCx<'p>>, LogSink)>,
+    body: StageBody<'p>,
     /// Its slot among the stages that may run at once, from its start to its end.
     slot: Option<SemaphorePermit<'a>>,
 }
@@ -70,12 +107,12 @@ impl<'p> Run<'p> {
                 self.set_stage_status(id, status);
                 return Ok(End::new(self.finish(&mut node, status, None).await?, None));
             }
-            Input::Settled(End::new(Status::Skipped, Some("not selected".into())))
+            self.set_stage_status(id, Status::Skipped);
+            return Ok(End::new(self.skip(&mut node, "not selected".into()).await?, None));
         } else {
             Input::Begin { aborted: self.aborted() }
         };
-        // A stage not selected is recorded skipped (a resumed one is recorded already).
-        let record = matches!(&first, Input::Settled(e) if !node.status.is_final() && e.status == Status::Skipped);
+
         let (when, per_iteration) = split_when(s.when.as_ref(), s.strategy.is_some());
         let mut sr = StageRun {
             run: self,
@@ -85,15 +122,11 @@ impl<'p> Run<'p> {
             when,
             per_iteration,
             runs: None,
-            reason: None,
             single: false,
-            body: None,
+            body: StageBody::default(),
             slot: None,
         };
         let end = drive::drive(&mut sr, first).await?;
-        if record {
-            self.skip(&mut sr.node, end.reason.clone().unwrap_or_default()).await?;
-        }
         self.set_stage_status(id, end.status);
         Ok(end)
     }
@@ -138,12 +171,7 @@ impl StageRun<'_, '_> {
             None => {
                 // Its slot is held until it ends (`Finish`).
                 self.slot = run.stage_slots.acquire().await.ok();
-                let (mut end, cx, log) =
-                    run.stage_steps(self.s, id.to_string(), &self.node, BTreeMap::new(), None).await?;
-                self.reason = end.reason.take();
-                let rollback = cx.as_ref().is_some_and(|c| c.rollback.load(Ordering::SeqCst));
-                self.body = Some((cx, log));
-                return Ok(Input::children(&end, rollback, false));
+                return self.body.steps(run, (self.s, id.to_string(), &self.node), BTreeMap::new(), None).await;
             }
             Some((runs, max)) => {
                 let (s, node_id, per_iteration) = (self.s, &self.node.id, self.per_iteration.as_ref());
@@ -162,8 +190,7 @@ impl StageRun<'_, '_> {
                         node,
                         it: Some((it, target)),
                         per_iteration,
-                        reason: None,
-                        body: None,
+                        body: StageBody::default(),
                         slot: None,
                     };
                     drive::drive(&mut ir, first).await
@@ -180,7 +207,7 @@ impl Perform for StageRun<'_, '_> {
     fn shape(&self) -> Shape {
         // Run as itself, its rollback steps are a phase of its own; its iterations have their own.
         let rollback = self.single && !self.s.spec.execution.rollback_steps.is_empty();
-        Shape { gated: true, body: Body::Children { rollback } }
+        Shape { gated: true, body: lifecycle::Body::Children { rollback } }
     }
 
     async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
@@ -227,18 +254,10 @@ impl Perform for StageRun<'_, '_> {
                 }))
             }
             Effect::RunChildren => Some(self.run_children().await?),
-            Effect::RunRollback => {
-                if let Some((Some(cx), log)) = &self.body {
-                    run.stage_rollback(cx, log).await?;
-                }
-                Some(Input::RolledBack)
-            }
+            Effect::RunRollback => Some(self.body.rollback(run).await?),
             Effect::Finish(mut end) => {
-                if let Some((cx, log)) = self.body.take() {
-                    run.stage_close(cx.as_ref(), &log).await;
-                }
+                self.body.close(run, &mut end).await;
                 self.slot = None;
-                end.reason = end.reason.or(self.reason.take());
                 if !end.status.is_good() && end.reason.is_none() {
                     end.reason = Some(format!("stage `{id}` ended {}", end.status));
                 }
@@ -256,7 +275,7 @@ impl<'a> Perform for IterationRun<'a, '_> {
         // Its inputs are the stage's; its gate, the part of the `when` that reads the iteration; its rollback
         // steps a phase of its own.
         let rollback = !self.s.spec.execution.rollback_steps.is_empty();
-        Shape { gated: false, body: Body::Children { rollback } }
+        Shape { gated: false, body: lifecycle::Body::Children { rollback } }
     }
 
     async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
@@ -279,24 +298,12 @@ impl<'a> Perform for IterationRun<'a, '_> {
             Effect::Expand => Some(Input::Expanded(Ok(()))),
             Effect::RunChildren => {
                 let Some((it, target)) = self.it.take() else { return Ok(None) };
-                let iid = self.node.identifier.clone();
-                let (mut end, cx, log) = run.stage_steps(self.s, iid, &self.node, it.local, target.as_ref()).await?;
-                self.reason = end.reason.take();
-                let rollback = cx.as_ref().is_some_and(|c| c.rollback.load(Ordering::SeqCst));
-                self.body = Some((cx, log));
-                Some(Input::children(&end, rollback, false))
+                let at = (self.s, self.node.identifier.clone(), &self.node);
+                Some(self.body.steps(run, at, it.local, target.as_ref()).await?)
             }
-            Effect::RunRollback => {
-                if let Some((Some(cx), log)) = &self.body {
-                    run.stage_rollback(cx, log).await?;
-                }
-                Some(Input::RolledBack)
-            }
+            Effect::RunRollback => Some(self.body.rollback(run).await?),
             Effect::Finish(mut end) => {
-                if let Some((cx, log)) = self.body.take() {
-                    run.stage_close(cx.as_ref(), &log).await;
-                }
-                end.reason = end.reason.or(self.reason.take());
+                self.body.close(run, &mut end).await;
                 self.node.outputs = run.stage_values(&self.node.identifier);
                 run.end_node(&mut self.node, end).await?;
                 self.slot = None;
