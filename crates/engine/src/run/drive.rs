@@ -46,6 +46,26 @@ impl Run<'_> {
         }
     }
 
+    /// The effects a container answers the same way unless it has its own: its gate lets it run (a looping
+    /// node's `when` is its iterations'), it asks nothing, it has nothing to expand, and it is recorded when it
+    /// starts and when it ends. Any other effect does nothing.
+    pub(super) async fn common(&self, node: &mut Node, effect: Effect) -> Res<Option<Input>> {
+        Ok(match effect {
+            Effect::EvaluateGate => Some(Input::GateEvaluated(Ok(None))),
+            Effect::Ask(_) => Some(Input::Given),
+            Effect::Expand => Some(Input::Expanded(Ok(()))),
+            Effect::Start => {
+                self.start(node).await?;
+                None
+            }
+            Effect::Finish(end) => {
+                self.end_node(node, end).await?;
+                None
+            }
+            _ => None,
+        })
+    }
+
     /// Record a node's end: a skip with its reason, anything else with its failure.
     pub(super) async fn end_node(&self, node: &mut Node, end: End) -> Res<()> {
         if end.status == Status::Skipped {

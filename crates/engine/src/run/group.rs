@@ -143,19 +143,11 @@ impl Perform for GroupRun<'_, '_> {
                     run.when(self.when.as_ref(), false, cx.failed.load(Ordering::SeqCst), &cx.local, &self.scope);
                 Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
             }
-            Effect::Start => {
-                run.start(&mut self.node).await?;
-                None
-            }
+
             Effect::Expand => {
                 let per = 1 + looping::nodes_within(&self.at.g.steps);
-                Some(Input::Expanded(match run.iterations(self.at.g.strategy.as_ref(), per, &cx.local, &self.scope) {
-                    Ok(its) => {
-                        self.iterations = its;
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                }))
+                let expanded = run.iterations(self.at.g.strategy.as_ref(), per, &cx.local, &self.scope);
+                Some(Input::Expanded(expanded.map(|its| self.iterations = its).map_err(|e| e.to_string())))
             }
             Effect::RunChildren => {
                 let iterations = std::mem::take(&mut self.iterations);
@@ -191,11 +183,8 @@ impl Perform for GroupRun<'_, '_> {
                 let (worst, by_abort) = (all.status, all.by_abort);
                 Some(Input::ChildrenEnded { worst, by_abort, rollback: false, timed_out: timed_out.into_inner() })
             }
-            Effect::Finish(end) => {
-                run.end_node(&mut self.node, end).await?;
-                None
-            }
-            _ => None,
+
+            other => run.common(&mut self.node, other).await?,
         })
     }
 }
@@ -215,23 +204,15 @@ impl Perform for IterationRun<'_, '_> {
                     run.when(self.per_iteration, false, self.at.cx.failed.load(Ordering::SeqCst), &local, self.scope);
                 Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
             }
-            Effect::Ask(_) => Some(Input::Given),
-            Effect::Start => {
-                run.start(&mut self.node).await?;
-                None
-            }
-            Effect::Expand => Some(Input::Expanded(Ok(()))),
+
             Effect::RunChildren => {
                 let Some(it) = self.it.take() else { return Ok(Some(Input::Expanded(Ok(())))) };
                 let (node_id, path) = (self.node.id.clone(), self.node.path.clone());
                 let (end, timed_out) = run.group_body(self.at, it, &node_id, &path).await?;
                 Some(Input::children(&end, false, timed_out))
             }
-            Effect::Finish(end) => {
-                run.end_node(&mut self.node, end).await?;
-                None
-            }
-            _ => None,
+
+            other => run.common(&mut self.node, other).await?,
         })
     }
 }

@@ -59,21 +59,10 @@ impl Perform for LoopStepRun<'_, '_> {
     async fn perform(&mut self, effect: Effect) -> Res<Option<Input>> {
         let run = self.run;
         Ok(match effect {
-            Effect::EvaluateGate => Some(Input::GateEvaluated(Ok(None))),
-            Effect::Ask(_) => Some(Input::Given),
-            Effect::Start => {
-                run.start(&mut self.node).await?;
-                None
-            }
             Effect::Expand => {
                 let scope = run.scope_of(self.cx, self.groups);
-                Some(Input::Expanded(match run.iterations(self.s.strategy.as_ref(), 1, &self.cx.local, &scope) {
-                    Ok(its) => {
-                        self.iterations = its;
-                        Ok(())
-                    }
-                    Err(e) => Err(e.to_string()),
-                }))
+                let expanded = run.iterations(self.s.strategy.as_ref(), 1, &self.cx.local, &scope);
+                Some(Input::Expanded(expanded.map(|its| self.iterations = its).map_err(|e| e.to_string())))
             }
             Effect::RunChildren => {
                 let iterations = std::mem::take(&mut self.iterations);
@@ -88,11 +77,8 @@ impl Perform for LoopStepRun<'_, '_> {
                 let all = fan_out(iterations, max, each, |end| cx.learn(end)).await?;
                 Some(Input::children(&all, false, false))
             }
-            Effect::Finish(end) => {
-                run.end_node(&mut self.node, end).await?;
-                None
-            }
-            _ => None,
+
+            other => run.common(&mut self.node, other).await?,
         })
     }
 }

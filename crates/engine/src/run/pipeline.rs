@@ -194,13 +194,6 @@ impl drive::Perform for RollbackRun<'_, '_> {
         use lifecycle::{Effect, Input};
         let run = self.run;
         Ok(match effect {
-            Effect::EvaluateGate => Some(Input::GateEvaluated(Ok(None))),
-            Effect::Ask(_) => Some(Input::Given),
-            Effect::Start => {
-                run.start(&mut self.node).await?;
-                None
-            }
-            Effect::Expand => Some(Input::Expanded(Ok(()))),
             Effect::RunChildren => {
                 let cx = StageCx::new(self.s, &self.iid, &self.node.id, self.local.take().unwrap_or_default());
                 let path = format!("{}.rollback", self.iid);
@@ -209,11 +202,8 @@ impl drive::Perform for RollbackRun<'_, '_> {
                     .await?;
                 Some(Input::children(&end, false, false))
             }
-            Effect::Finish(end) => {
-                run.end_node(&mut self.node, end).await?;
-                None
-            }
-            _ => None,
+
+            other => run.common(&mut self.node, other).await?,
         })
     }
 }

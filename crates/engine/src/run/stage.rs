@@ -288,14 +288,14 @@ impl<'a> Perform for IterationRun<'a, '_> {
                 let gate = run.when(self.per_iteration, true, failed, &local, &scope);
                 Some(Input::GateEvaluated(gate.map_err(|e| e.to_string())))
             }
-            Effect::Ask(_) => Some(Input::Given),
+
             Effect::Start => {
                 // Queued until a slot is free; a stage of several iterations holds none itself.
                 self.slot = run.stage_slots.acquire().await.ok();
                 run.start(&mut self.node).await?;
                 None
             }
-            Effect::Expand => Some(Input::Expanded(Ok(()))),
+
             Effect::RunChildren => {
                 let Some((it, target)) = self.it.take() else { return Ok(None) };
                 let at = (self.s, self.node.identifier.clone(), &self.node);
@@ -309,7 +309,8 @@ impl<'a> Perform for IterationRun<'a, '_> {
                 self.slot = None;
                 None
             }
-            _ => None,
+
+            other => run.common(&mut self.node, other).await?,
         })
     }
 }
