@@ -474,16 +474,6 @@ impl FromStr for DecisionAction {
     }
 }
 
-impl FromStr for DecisionKind {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        [DecisionKind::Approval, DecisionKind::Intervention, DecisionKind::Input]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-            .ok_or_else(|| format!("unknown decision kind `{s}`; expected approval, intervention or input"))
-    }
-}
-
 /// A person's decision for a waiting node.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Decision {
@@ -491,9 +481,7 @@ pub struct Decision {
     pub execution_id: String,
     /// Node.
     pub node_id: String,
-    /// Which wait it answers.
-    pub kind: DecisionKind,
-    /// What was decided.
+    /// What was decided (which wait it answers is `action.kind()`).
     pub action: DecisionAction,
     /// Who decided.
     pub by: String,
@@ -776,7 +764,6 @@ mod fence_tests {
     fn decisions_are_named_and_know_the_wait_they_answer() {
         for a in DecisionAction::ALL {
             assert_eq!(a.as_str().parse::<DecisionAction>(), Ok(a));
-            assert_eq!(a.kind().as_str().parse::<DecisionKind>(), Ok(a.kind()));
         }
         let cases = [
             ("approve", DecisionKind::Approval),
@@ -791,7 +778,6 @@ mod fence_tests {
         // No default for a name nobody wrote: it is an error naming the known ones.
         let e = "skip".parse::<DecisionAction>().unwrap_err();
         assert!(e.contains("unknown decision `skip`") && e.contains("mark-failure"), "{e}");
-        assert!("vote".parse::<DecisionKind>().is_err());
     }
 
     use super::Fence;

@@ -5,7 +5,6 @@
 use engine::{Engine, EngineConfig, Entities, Quiet, Secrets};
 use spec::inputs;
 use std::collections::BTreeMap;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 use store::{Decision, Execution, Mode, NewExecution, Node, SqliteStore, Status, Store};
@@ -414,7 +413,7 @@ async fn abort_stops_a_running_execution() {
     assert!(!f.store.request_abort(&e.id).await.unwrap(), "an ended execution cannot be aborted again");
 }
 
-async fn decide(f: &Fixture, yaml: &str, waiting: Status, kind: &str, action: &str) -> (Status, Vec<Node>) {
+async fn decide(f: &Fixture, yaml: &str, waiting: Status, action: &str) -> (Status, Vec<Node>) {
     let p = pipeline(yaml);
     let e = create(f, &p).await;
     let decider = async {
@@ -423,7 +422,6 @@ async fn decide(f: &Fixture, yaml: &str, waiting: Status, kind: &str, action: &s
             .put_decision(&Decision {
                 execution_id: e.id.clone(),
                 node_id: n.id.clone(),
-                kind: kind.parse().unwrap(),
                 action: action.parse().unwrap(),
                 by: "tester".into(),
                 comment: None,
@@ -443,10 +441,10 @@ async fn approvals_wait_for_a_decision() {
     let approval = "- step:\n    type: HarnessApproval\n    name: ok\n    identifier: ok\n    timeout: 1m\n    spec:\n      approvalMessage: ship?\n      approvers:\n        userGroups: [release]\n        minimumCount: 1\n        disallowPipelineExecutor: false\n      approverInputs:\n        - name: ticket\n          defaultValue: none\n".to_string();
     let yaml = pipe(&[stage("gate", &[approval], "").replace("type: Custom", "type: Approval")]);
     let f = fixture().await;
-    let (status, nodes) = decide(&f, &yaml, Status::ApprovalWaiting, "approval", "approve").await;
+    let (status, nodes) = decide(&f, &yaml, Status::ApprovalWaiting, "approve").await;
     assert_eq!(status, Status::Success);
     assert_eq!(node(&nodes, "gate.ok").outputs["ticket"], "REL-9");
-    let (status, nodes) = decide(&f, &yaml, Status::ApprovalWaiting, "approval", "reject").await;
+    let (status, nodes) = decide(&f, &yaml, Status::ApprovalWaiting, "reject").await;
     assert_eq!(status, Status::Failed);
     assert_eq!(node(&nodes, "gate.ok").status, Status::ApprovalRejected);
 }
@@ -456,10 +454,10 @@ async fn manual_intervention_waits_then_follows_the_decision() {
     let mi = "failureStrategies:\n  - onFailure:\n      errors: [AllErrors]\n      action:\n        type: ManualIntervention\n        spec:\n          timeout: 1m\n          onTimeout:\n            action:\n              type: MarkAsFailure\n";
     let yaml = pipe(&[stage("s", &[sh("bad", "exit 1", mi)], "")]);
     let f = fixture().await;
-    let (status, nodes) = decide(&f, &yaml, Status::InterventionWaiting, "intervention", "mark-success").await;
+    let (status, nodes) = decide(&f, &yaml, Status::InterventionWaiting, "mark-success").await;
     assert_eq!(status, Status::Success);
     assert_eq!(node(&nodes, "s.bad").status, Status::Success);
-    let (status, nodes) = decide(&f, &yaml, Status::InterventionWaiting, "intervention", "ignore").await;
+    let (status, nodes) = decide(&f, &yaml, Status::InterventionWaiting, "ignore").await;
     assert_eq!(status, Status::Success);
     assert_eq!(node(&nodes, "s.bad").status, Status::IgnoreFailed);
     // Timeout with no decision: onTimeout applies.
@@ -599,7 +597,6 @@ async fn approvals_count_distinct_approvers_and_can_exclude_the_executor() {
                 .put_decision(&Decision {
                     execution_id: e.id.clone(),
                     node_id: n.id.clone(),
-                    kind: "approval".parse().unwrap(),
                     action: "approve".parse().unwrap(),
                     by: by.into(),
                     comment: None,
@@ -709,7 +706,7 @@ async fn resume_keeps_approvals_and_interventions_waiting() {
     let p = pipeline(&yaml);
     let e = create(&f, &p).await;
     let (entities, secrets, seed) = (Entities::default(), Secrets::default(), engine::Seed::default());
-    let decide = |node: Node, kind: &'static str, action: &'static str| {
+    let decide = |node: Node, action: &'static str| {
         let store = f.store.clone();
         let id = e.id.clone();
         async move {
@@ -717,7 +714,6 @@ async fn resume_keeps_approvals_and_interventions_waiting() {
                 .put_decision(&Decision {
                     execution_id: id,
                     node_id: node.id,
-                    kind: kind.parse().unwrap(),
                     action: action.parse().unwrap(),
                     by: "tester".into(),
                     comment: None,
@@ -738,7 +734,7 @@ async fn resume_keeps_approvals_and_interventions_waiting() {
         }
     }
     let waiting = node(&f.store.nodes(&e.id).await.unwrap(), "gate.ok").clone();
-    decide(waiting.clone(), "approval", "approve").await;
+    decide(waiting.clone(), "approve").await;
     // The second process dies while the intervention waits.
     {
         let run = f.engine.resume(&e, &p, &entities, &secrets, &seed);
@@ -756,7 +752,7 @@ async fn resume_keeps_approvals_and_interventions_waiting() {
     let resumed = f.engine.resume(&e, &p, &entities, &secrets, &seed);
     let decider = async {
         wait_node(&f.store, &e.id, "check.probe", Status::InterventionWaiting).await;
-        decide(probe.clone(), "intervention", "mark-success").await;
+        decide(probe.clone(), "mark-success").await;
     };
     let (status, ()) = tokio::join!(resumed, decider);
     assert_eq!(status.unwrap(), Status::Success);
@@ -1048,7 +1044,6 @@ async fn a_decision_for_another_wait_is_said_and_changes_nothing() {
             let d = Decision {
                 execution_id: e.id.clone(),
                 node_id: n.id.clone(),
-                kind: store::DecisionAction::from_str(action).unwrap().kind(),
                 action: action.parse().unwrap(),
                 by: "tester".into(),
                 comment: None,

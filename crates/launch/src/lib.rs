@@ -999,7 +999,6 @@ pub async fn give_inputs(
             .put_decision(&store::Decision {
                 execution_id: e.id.clone(),
                 node_id,
-                kind: store::DecisionKind::Input,
                 action: store::DecisionAction::Provide,
                 by: by.to_string(),
                 comment: None,

@@ -349,7 +349,7 @@ impl Requests for PgStore {
             )
             .bind(&d.execution_id)
             .bind(&d.node_id)
-            .bind(d.kind.as_str())
+            .bind(d.action.kind().as_str())
             .bind(d.action.as_str())
             .bind(&d.by)
             .bind(&d.comment)

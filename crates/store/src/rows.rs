@@ -142,7 +142,6 @@ pub(crate) fn decision_row(r: &impl Cols) -> Result<Decision> {
     Ok(Decision {
         execution_id: r.s("execution_id"),
         node_id: r.s("node_id"),
-        kind: r.s("kind").parse().map_err(StoreError::Corrupt)?,
         action: r.s("action").parse().map_err(StoreError::Corrupt)?,
         by: r.s("by"),
         comment: r.os("comment"),

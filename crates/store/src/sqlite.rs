@@ -274,7 +274,7 @@ impl Requests for SqliteStore {
         )
         .bind(&d.execution_id)
         .bind(&d.node_id)
-        .bind(d.kind.as_str())
+        .bind(d.action.kind().as_str())
         .bind(d.action.as_str())
         .bind(&d.by)
         .bind(&d.comment)

@@ -575,7 +575,6 @@ mod suite {
         s.put_decision(&Decision {
             execution_id: e.id.clone(),
             node_id: "n1".into(),
-            kind: "intervention".parse().unwrap(),
             action: "retry".parse().unwrap(),
             by: "me".into(),
             comment: None,

@@ -94,7 +94,6 @@ async fn executions_nodes_logs_and_decisions_round_trip() {
     let d = Decision {
         execution_id: a2.id.clone(),
         node_id: "n1".into(),
-        kind: "approval".parse().unwrap(),
         action: "approve".parse().unwrap(),
         by: "me".into(),
         comment: Some("ok".into()),

@@ -116,7 +116,6 @@ pub async fn approval(a: ApprovalArgs, action: store::DecisionAction) -> anyhow:
         .put_decision(&Decision {
             execution_id: exec.clone(),
             node_id: node.id.clone(),
-            kind: store::DecisionKind::Approval,
             action,
             by: who(),
             comment: a.comment,
@@ -140,7 +139,6 @@ pub async fn intervene(a: InterveneArgs) -> anyhow::Result<ExitCode> {
         .put_decision(&Decision {
             execution_id: exec.clone(),
             node_id: node.id.clone(),
-            kind: store::DecisionKind::Intervention,
             action: a.action.decision(),
             by: who(),
             comment: None,

@@ -454,7 +454,7 @@ impl Requests for RemoteStore {
         }
     }
     async fn put_decision(&self, d: &Decision) -> store::Result<()> {
-        let (what, body) = match d.kind {
+        let (what, body) = match d.action.kind() {
             store::DecisionKind::Approval => {
                 (d.action.as_str(), serde_json::json!({"node": d.node_id, "comment": d.comment, "inputs": d.inputs}))
             }

@@ -854,7 +854,6 @@ async fn decide(
         .put_decision(&Decision {
             execution_id: e.id.clone(),
             node_id: n.id.clone(),
-            kind: action.kind(),
             action,
             by: p.display(),
             comment,
