@@ -62,8 +62,6 @@ impl Shape {
     pub const STEP: Shape = Shape { gated: true, body: Body::Work };
     /// A container with its own gate.
     pub const GROUP: Shape = Shape { gated: true, body: Body::Children { rollback: false } };
-    /// A stage (iteration) with rollback steps.
-    pub const STAGE_WITH_ROLLBACK: Shape = Shape { gated: true, body: Body::Children { rollback: true } };
 }
 
 /// Which inputs an ask is for.
@@ -442,6 +440,7 @@ mod tests {
     use Phase as P;
 
     const CONTAINER: Shape = Shape::GROUP;
+    const STAGE_WITH_ROLLBACK: Shape = Shape { gated: true, body: Body::Children { rollback: true } };
     const ITERATION: Shape = Shape { gated: false, body: Body::Children { rollback: false } };
 
     fn retry(count: u32) -> Option<Action> {
@@ -509,9 +508,9 @@ mod tests {
             ("children skipped by abort", P::Children, ITERATION, children(Status::Success, true, false, false), P::Ended(End { by_abort: true, ..done(Status::Aborted) }), vec![E::Finish(End { by_abort: true, ..done(Status::Aborted) })]),
             ("children failed before abort", P::Children, CONTAINER, children(Status::Failed, true, false, false), P::Ended(done(Status::Failed)), vec![E::Finish(done(Status::Failed))]),
             ("timed out", P::Children, CONTAINER, children(Status::Success, false, false, true), P::Ended(done(Status::Expired)), vec![E::Finish(done(Status::Expired))]),
-            ("rollback", P::Children, Shape::STAGE_WITH_ROLLBACK, children(Status::Failed, false, true, false), P::RollingBack { worst: Status::Failed }, vec![E::RunRollback]),
+            ("rollback", P::Children, STAGE_WITH_ROLLBACK, children(Status::Failed, false, true, false), P::RollingBack { worst: Status::Failed }, vec![E::RunRollback]),
             ("no rollback steps", P::Children, CONTAINER, children(Status::Failed, false, true, false), P::Ended(done(Status::Failed)), vec![E::Finish(done(Status::Failed))]),
-            ("rolled back", P::RollingBack { worst: Status::Failed }, Shape::STAGE_WITH_ROLLBACK, I::RolledBack, P::Ended(done(Status::Failed)), vec![E::Finish(done(Status::Failed))]),
+            ("rolled back", P::RollingBack { worst: Status::Failed }, STAGE_WITH_ROLLBACK, I::RolledBack, P::Ended(done(Status::Failed)), vec![E::Finish(done(Status::Failed))]),
             // Steps.
             ("work", P::Asking(Ask::Body), Shape::STEP, I::Given, P::Working(Attempt::FIRST), vec![E::RunWork(Attempt::FIRST)]),
             ("success", P::Working(Attempt::FIRST), Shape::STEP, I::Reported(success, None), P::Ended(done(Status::Success)), vec![E::Finish(done(Status::Success))]),

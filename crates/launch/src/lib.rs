@@ -269,7 +269,6 @@ pub async fn plan(doc: &Document, sel: &Selection, store: Option<&dyn History>) 
             if let spec::ExecutionElement::Step(st) = e
                 && let spec::StepType::Harness(t) = st.step_type
                 && !sel.handled.iter().any(|h| h == t)
-                && !spec::BUILTIN_HANDLED.contains(&t)
             {
                 plan.warnings.push(format!(
                     "step `{}.{}` is a `{t}` step, which pipewright does not run itself and no step handler runs: the run fails there unless a failure strategy lets it go on (map the type in `.harness/pipewright.yaml`: `stepHandlers: {{{t}: {{script: …}}}}`)",

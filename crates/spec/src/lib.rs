@@ -547,7 +547,7 @@ pub struct Settings {
 
 /// Harness step types pipewright runs with a built-in handler (a plain local equivalent), unless a
 /// `stepHandlers` entry maps them to a script.
-pub const BUILTIN_HANDLED: &[&str] = &["GitClone", "Background"];
+pub const BUILTIN_HANDLED: &[&str] = StepType::OWN.split_at(StepType::NAMES.len()).1;
 
 /// The most iterations one node's looping strategy may have by default (a server sets its own limit); `validate`
 /// refuses a strategy whose written values already count more.

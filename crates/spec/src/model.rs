@@ -417,7 +417,8 @@ impl StepType {
     /// The types pipewright runs itself.
     pub const NAMES: &'static [&'static str] = &["ShellScript", "Run", "Http", "Wait", "HarnessApproval"];
 
-    /// Every type with a variant of its own: those above and Harness's types with a built-in handler.
+    /// Every type with a variant of its own: those above, then Harness's types with a built-in handler
+    /// (`crate::BUILTIN_HANDLED` is the rest of this list).
     pub const OWN: &'static [&'static str] =
         &["ShellScript", "Run", "Http", "Wait", "HarnessApproval", "GitClone", "Background"];
 
