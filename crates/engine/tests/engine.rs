@@ -763,16 +763,7 @@ async fn resume_keeps_approvals_and_interventions_waiting() {
 
 /// Run `yaml` and ask for an abort once the node at `path` runs; the nodes as the run left them.
 async fn abort_once_running(yaml: &str, path: &str) -> (Status, Vec<Node>) {
-    let f = fixture().await;
-    let p = pipeline(yaml);
-    let e = create(&f, &p).await;
-    let abort = async {
-        wait_node(&f.store, &e.id, path, Status::Running).await;
-        assert!(f.store.request_abort(&e.id).await.unwrap());
-    };
-    let (ents, secrets) = (Entities::default(), Secrets::default());
-    let (status, ()) = tokio::join!(f.engine.run(&e, &p, &ents, &secrets), abort);
-    (status.unwrap(), f.store.nodes(&e.id).await.unwrap())
+    abort_at(yaml, path, Status::Running).await
 }
 
 /// An abort that arrives while a step runs leaves no node that had not ended `Success`: what comes next —
